@@ -70,7 +70,9 @@ impl FromStr for HashKind {
             "md5" => Ok(HashKind::Md5),
             "sha1" | "sha-1" => Ok(HashKind::Sha1),
             "sha256" | "sha-256" => Ok(HashKind::Sha256),
-            other => Err(format!("unknown hash kind {other:?} (expected md5, sha1 or sha256)")),
+            other => Err(format!(
+                "unknown hash kind {other:?} (expected md5, sha1 or sha256)"
+            )),
         }
     }
 }
@@ -275,7 +277,10 @@ mod tests {
     #[test]
     fn parses_each_kind_by_length() {
         assert_eq!(Hash::parse(EICAR_MD5).map(|h| h.kind()), Ok(HashKind::Md5));
-        assert_eq!(Hash::parse(EICAR_SHA1).map(|h| h.kind()), Ok(HashKind::Sha1));
+        assert_eq!(
+            Hash::parse(EICAR_SHA1).map(|h| h.kind()),
+            Ok(HashKind::Sha1)
+        );
         assert_eq!(
             Hash::parse(EICAR_SHA256).map(|h| h.kind()),
             Ok(HashKind::Sha256)
@@ -302,7 +307,13 @@ mod tests {
         let mut s = EICAR_MD5.to_owned();
         s.replace_range(4..5, "g");
         let err = Hash::parse(&s).expect_err("not hex");
-        assert_eq!(err, ParseHashError::NotHex { position: 5, len: 32 });
+        assert_eq!(
+            err,
+            ParseHashError::NotHex {
+                position: 5,
+                len: 32
+            }
+        );
         assert!(err.to_string().starts_with("not hex"));
         assert_eq!(Hash::parse(""), Err(ParseHashError::Empty));
     }

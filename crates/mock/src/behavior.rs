@@ -39,7 +39,10 @@ pub enum Latency {
 }
 
 mod ser_duration {
-    pub fn serialize<S: serde::Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         s.serialize_f64(d.as_secs_f64() * 1000.0)
     }
 }
@@ -257,9 +260,9 @@ impl FaultState {
             *n += 1;
             *n
         };
-        let id_seed = id
-            .bytes()
-            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let id_seed = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
         let u = Rng::new(seed_of(&[seed, 0xfa17, id_seed, u64::from(attempt)])).next_f64();
         let mut acc = 0.0;
         for &(fault, p) in &faults.rates {

@@ -120,7 +120,11 @@ impl Clock {
             now_ms,
             now: now_ms,
             frozen: s.frozen_at.is_some(),
-            offset_ms: if s.frozen_at.is_some() { 0 } else { s.offset_ms },
+            offset_ms: if s.frozen_at.is_some() {
+                0
+            } else {
+                s.offset_ms
+            },
         }
     }
 }

@@ -99,7 +99,10 @@ fn junk_line(rng: &mut Rng) -> String {
 /// Writes a list to `out`, one line each, and returns its truth.
 pub fn generate(universe: &Universe, spec: &GenSpec, out: &mut impl Write) -> io::Result<GenMeta> {
     if spec.mix.is_empty() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "--mix names no kind"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--mix names no kind",
+        ));
     }
     let mut rng = Rng::new(seed_of(&[spec.seed, 0x9e4]));
     let unique = spec.count - (spec.count as f64 * spec.dup.clamp(0.0, 1.0)).round() as u64;

@@ -57,6 +57,10 @@ struct ServeArgs {
     keys: Vec<String>,
     #[command(flatten)]
     universe: UniverseArgs,
+    /// Engines in each generated file's results (1 to 70; 18 makes bodies the size of the
+    /// shared nginx mock's).
+    #[arg(long, default_value_t = vtbulk_mock::universe::ENGINE_COUNT)]
+    engines: usize,
     /// Delay of each API answer: 0, 150ms, or lognormal:median=100ms,p99=800ms.
     #[arg(long, default_value = "0")]
     latency: String,
@@ -165,6 +169,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         keys,
         seed: args.universe.seed,
         universe_size: args.universe.universe,
+        engines: args.engines,
         latency: args.latency.parse::<Latency>()?,
         faults: args.faults.parse::<Faults>()?,
         fixtures: match &args.fixtures {

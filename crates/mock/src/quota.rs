@@ -333,7 +333,10 @@ mod tests {
         assert_eq!(k.limits.per_minute, Some(1));
         assert_eq!(k.limits.hourly, None);
         assert_eq!(k.limits.monthly, Some(31));
-        assert_eq!(KeyConfig::parse("k3").expect("valid").limits, Limits::default());
+        assert_eq!(
+            KeyConfig::parse("k3").expect("valid").limits,
+            Limits::default()
+        );
         assert!(KeyConfig::parse("k4:4/fortnight").is_err());
         assert!(KeyConfig::parse(":public").is_err());
     }
@@ -377,7 +380,11 @@ mod tests {
         assert_eq!(u.admit(at("2026-11-30T23:59:00Z")), Ok(()));
         assert_eq!(u.admit(at("2026-11-30T23:59:30Z")), Ok(()));
         assert_eq!(u.admit(at("2026-11-30T23:59:59.999Z")), Err(Window::Day));
-        assert_eq!(u.admit(at("2026-12-01T00:00:00Z")), Ok(()), "new day and month");
+        assert_eq!(
+            u.admit(at("2026-12-01T00:00:00Z")),
+            Ok(()),
+            "new day and month"
+        );
         assert_eq!(u.admit(at("2026-12-01T00:00:01Z")), Ok(()));
         assert_eq!(u.admit(at("2026-12-02T00:00:01Z")), Ok(()));
         assert_eq!(u.admit(at("2026-12-02T00:00:02Z")), Err(Window::Month));

@@ -31,7 +31,7 @@ use vtbulk_ioc::Hash;
 use crate::behavior::{Fault, FaultState, Faults, Latency};
 use crate::clock::{Clock, ClockView, parse_rfc3339_ms};
 use crate::quota::{KeyConfig, KeyUsage, Window};
-use crate::stats::{LogEntry, Route, Snapshot, Stats};
+use crate::stats::{IdRef, KeyRef, Record, Route, Snapshot, Stats};
 use crate::universe::{DEFAULT_SIZE, Fixture, Universe};
 
 /// Everything a mock instance is made of.
@@ -45,6 +45,8 @@ pub struct MockConfig {
     pub seed: u64,
     /// Number of generated files.
     pub universe_size: u64,
+    /// Engines in each generated file's results (1 to 70).
+    pub engines: usize,
     /// Delay of each API answer.
     pub latency: Latency,
     /// Injected failures of file lookups.
@@ -66,6 +68,7 @@ impl Default for MockConfig {
             keys: vec![KeyConfig::unlimited("testkey")],
             seed: 1,
             universe_size: DEFAULT_SIZE,
+            engines: crate::universe::ENGINE_COUNT,
             latency: Latency::None,
             faults: Faults::default(),
             fixtures: Vec::new(),
@@ -127,7 +130,8 @@ impl MockServer {
             clock.set_ms(ms);
         }
         let now = clock.now_ms();
-        let mut universe = Universe::new(config.seed, config.universe_size);
+        let mut universe =
+            Universe::with_engines(config.seed, config.universe_size, config.engines);
         for fixture in &config.fixtures {
             universe.add_fixture(fixture.clone());
         }
@@ -152,7 +156,10 @@ impl MockServer {
                 .collect(),
             universe,
             clock,
-            stats: Stats::new(config.log_limit),
+            stats: Stats::new(
+                config.log_limit,
+                config.keys.iter().map(|k| crate::key_id(&k.key)).collect(),
+            ),
             faults: FaultState::default(),
             config,
         });
@@ -254,11 +261,16 @@ async fn serve_connection(stream: TcpStream, socket: Arc<std::net::TcpStream>, s
 #[error("stalled request dropped")]
 struct Dropped;
 
-/// Response bodies: whole, or cut short by a reset.
+/// Response bodies: whole (in up to three shared pieces), or cut short by a reset.
 #[derive(Debug)]
 pub enum MockBody {
-    /// A complete body.
-    Full(Option<Bytes>),
+    /// A complete body, written piece by piece without copying.
+    Full {
+        /// The pieces, in order; empty ones are skipped.
+        chunks: [Bytes; 3],
+        /// The next piece to send.
+        next: usize,
+    },
     /// Half a body, a pause for hyper to flush it, then an error that aborts the connection.
     Reset {
         /// The bytes sent before the reset.
@@ -266,6 +278,15 @@ pub enum MockBody {
         /// Whether the flush pause happened.
         paused: bool,
     },
+}
+
+impl MockBody {
+    fn whole(bytes: Bytes) -> MockBody {
+        MockBody::Full {
+            chunks: [bytes, Bytes::new(), Bytes::new()],
+            next: 0,
+        }
+    }
 }
 
 impl Body for MockBody {
@@ -277,7 +298,16 @@ impl Body for MockBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         match self.get_mut() {
-            MockBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            MockBody::Full { chunks, next } => {
+                while *next < chunks.len() {
+                    let chunk = std::mem::take(&mut chunks[*next]);
+                    *next += 1;
+                    if !chunk.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+                    }
+                }
+                Poll::Ready(None)
+            }
             MockBody::Reset { first, paused } => {
                 if let Some(b) = first.take() {
                     return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -296,13 +326,17 @@ impl Body for MockBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self, MockBody::Full(None))
+        match self {
+            MockBody::Full { chunks, next } => chunks[*next..].iter().all(Bytes::is_empty),
+            MockBody::Reset { .. } => false,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            MockBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
-            MockBody::Full(None) => SizeHint::with_exact(0),
+            MockBody::Full { chunks, next } => {
+                SizeHint::with_exact(chunks[*next..].iter().map(|c| c.len() as u64).sum())
+            }
             MockBody::Reset { .. } => SizeHint::default(),
         }
     }
@@ -310,8 +344,8 @@ impl Body for MockBody {
 
 type Answer = Result<Response<MockBody>, Dropped>;
 
-fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<MockBody> {
-    let mut response = Response::new(MockBody::Full(Some(Bytes::from(body))));
+fn respond(status: StatusCode, content_type: &'static str, body: MockBody) -> Response<MockBody> {
+    let mut response = Response::new(body);
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -320,10 +354,11 @@ fn respond(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Res
 }
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<MockBody> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
     respond(
         status,
         "application/json",
-        serde_json::to_vec(value).unwrap_or_default(),
+        MockBody::whole(Bytes::from(body)),
     )
 }
 
@@ -335,9 +370,9 @@ fn api_error(status: StatusCode, code: &'static str, message: &str) -> Response<
     )
 }
 
-/// Gzips a success body when the client asks for it the way VirusTotal's front end requires:
-/// `Accept-Encoding: gzip` and a User-Agent containing "gzip".
-fn maybe_gzip(req_headers: &hyper::HeaderMap, body: Vec<u8>) -> (Vec<u8>, bool) {
+/// A 200 JSON answer, gzipped when the client asks the way VirusTotal's front end requires:
+/// `Accept-Encoding: gzip` and a User-Agent containing "gzip". Returns whether it gzipped.
+fn success(req_headers: &hyper::HeaderMap, chunks: [Bytes; 3]) -> (Response<MockBody>, bool) {
     let header_has = |name: header::HeaderName, needle: &str| {
         req_headers
             .get_all(name)
@@ -346,20 +381,45 @@ fn maybe_gzip(req_headers: &hyper::HeaderMap, body: Vec<u8>) -> (Vec<u8>, bool) 
             .any(|v| v.to_ascii_lowercase().contains(needle))
     };
     if !(header_has(header::ACCEPT_ENCODING, "gzip") && header_has(header::USER_AGENT, "gzip")) {
-        return (body, false);
+        let body = MockBody::Full { chunks, next: 0 };
+        return (respond(StatusCode::OK, "application/json", body), false);
     }
     use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 4),
-        flate2::Compression::fast(),
-    );
-    match encoder.write_all(&body).and_then(|()| encoder.finish()) {
-        Ok(gz) => (gz, true),
-        Err(_) => (body, false),
+    let len = chunks.iter().map(Bytes::len).sum::<usize>();
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(len / 4), flate2::Compression::fast());
+    let gz = chunks
+        .iter()
+        .try_for_each(|c| encoder.write_all(c))
+        .and_then(|()| encoder.finish());
+    match gz {
+        Ok(gz) => {
+            let mut response = respond(
+                StatusCode::OK,
+                "application/json",
+                MockBody::whole(Bytes::from(gz)),
+            );
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            (response, true)
+        }
+        Err(_) => {
+            let body = MockBody::Full { chunks, next: 0 };
+            (respond(StatusCode::OK, "application/json", body), false)
+        }
     }
 }
 
-fn percent_decode(s: &str) -> String {
+fn concat(chunks: &[Bytes; 3]) -> Vec<u8> {
+    chunks.iter().flat_map(|c| c.iter().copied()).collect()
+}
+
+/// Decodes `%XX` escapes in a path segment; borrows when there are none.
+fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return std::borrow::Cow::Borrowed(s);
+    }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -374,15 +434,42 @@ fn percent_decode(s: &str) -> String {
         out.push(bytes[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// An API route and its path parameter.
+enum ApiRoute<'a> {
+    Files(&'a str),
+    Users(&'a str),
+    OverallQuotas(&'a str),
+    Other,
+}
+
+fn route_of(api_path: &str) -> ApiRoute<'_> {
+    let path = api_path.trim_end_matches('/');
+    if let Some(id) = path.strip_prefix("files/")
+        && !id.contains('/')
+    {
+        return ApiRoute::Files(id);
+    }
+    if let Some(rest) = path.strip_prefix("users/") {
+        if let Some(id) = rest.strip_suffix("/overall_quotas")
+            && !id.contains('/')
+        {
+            return ApiRoute::OverallQuotas(id);
+        }
+        if !rest.contains('/') {
+            return ApiRoute::Users(rest);
+        }
+    }
+    ApiRoute::Other
 }
 
 async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incoming>) -> Answer {
-    let path = req.uri().path().to_owned();
-    if let Some(control) = path.strip_prefix("/_mock/") {
-        return Ok(handle_control(state, control, req).await);
+    if req.uri().path().starts_with("/_mock/") {
+        return Ok(handle_control(state, req).await);
     }
-    let Some(api_path) = path.strip_prefix("/api/v3/") else {
+    let Some(api_path) = req.uri().path().strip_prefix("/api/v3/") else {
         return Ok(api_error(
             StatusCode::NOT_FOUND,
             "NotFoundError",
@@ -392,261 +479,206 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
     let seq = state.faults.next_request();
     let latency = state.config.latency.sample(state.config.seed, seq);
     let now = state.clock.now_ms();
-    let segments: Vec<&str> = api_path.trim_end_matches('/').split('/').collect();
-    let route = match segments.as_slice() {
-        ["files", _] => Route::Files,
-        ["users", _] => Route::Users,
-        ["users", _, "overall_quotas"] => Route::OverallQuotas,
-        _ => Route::Other,
-    };
-    let mut entry = LogEntry {
+    let api_route = route_of(api_path);
+    let mut record = Record {
         t_ms: now,
-        key: "missing".to_owned(),
-        route,
+        key: KeyRef::Missing,
+        route: match api_route {
+            ApiRoute::Files(_) => Route::Files,
+            ApiRoute::Users(_) => Route::Users,
+            ApiRoute::OverallQuotas(_) => Route::OverallQuotas,
+            ApiRoute::Other => Route::Other,
+        },
         status: 0,
         code: None,
-        id: None,
+        id: IdRef::None,
         sha256: None,
         window: None,
         fault: None,
         gzip: false,
+        spent: false,
     };
 
     // 1. The key.
     let key_index = match req.headers().get("x-apikey").map(|v| v.as_bytes()) {
         None => {
-            return Ok(finish(
-                state,
-                entry,
-                latency,
-                api_error(
-                    StatusCode::UNAUTHORIZED,
-                    "AuthenticationRequiredError",
-                    "X-Apikey header is missing",
-                ),
-                false,
-                None,
-                None,
-            )
-            .await);
+            let answer = api_error(
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationRequiredError",
+                "X-Apikey header is missing",
+            );
+            return Ok(finish(state, record, latency, answer).await);
         }
         Some(key) => {
             let key = String::from_utf8_lossy(key);
             match state.by_key.get(key.as_ref()) {
                 Some(&i) => {
-                    entry.key = state.key_ids[i].clone();
+                    record.key = KeyRef::Known(i);
                     i
                 }
                 None => {
-                    entry.key = format!("unknown:{}", crate::key_id(&key));
-                    return Ok(finish(
-                        state,
-                        entry,
-                        latency,
-                        api_error(
-                            StatusCode::UNAUTHORIZED,
-                            "WrongCredentialsError",
-                            "Wrong API key",
-                        ),
-                        false,
-                        None,
-                        None,
-                    )
-                    .await);
+                    record.key = KeyRef::Unknown(crate::key_id(&key).into());
+                    let answer = api_error(
+                        StatusCode::UNAUTHORIZED,
+                        "WrongCredentialsError",
+                        "Wrong API key",
+                    );
+                    return Ok(finish(state, record, latency, answer).await);
                 }
             }
         }
     };
 
     if req.method() != Method::GET {
-        return Ok(finish(
-            state,
-            entry,
-            latency,
-            api_error(
-                StatusCode::BAD_REQUEST,
-                "BadRequestError",
-                "Only GET is supported by this mock",
-            ),
-            false,
-            None,
-            None,
-        )
-        .await);
+        let answer = api_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequestError",
+            "Only GET is supported by this mock",
+        );
+        return Ok(finish(state, record, latency, answer).await);
     }
 
-    match segments.as_slice() {
-        ["files", id] => {
-            let id = percent_decode(id);
+    let answer = match api_route {
+        ApiRoute::Files(raw_id) => {
+            let id = percent_decode(raw_id);
             let hash = Hash::parse(&id).ok();
-            entry.id = Some(id.to_ascii_lowercase());
+            record.id = match hash {
+                Some(h) => IdRef::Hash(h),
+                None => IdRef::Text(id.to_ascii_lowercase().into()),
+            };
             // 2. A TooManyRequestsError burst refuses without spending.
-            let fault = state.faults.draw(&state.config.faults, state.config.seed, &entry.id.clone().unwrap_or_default());
+            let fault = if state.config.faults.is_empty() {
+                None
+            } else {
+                let id_lower = id.to_ascii_lowercase();
+                state
+                    .faults
+                    .draw(&state.config.faults, state.config.seed, &id_lower)
+            };
+            record.fault = fault;
             if fault == Some(Fault::TooManyRequests) {
-                entry.fault = fault;
                 let answer = api_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "TooManyRequestsError",
                     "Too many requests",
                 );
-                return Ok(finish(state, entry, latency, answer, false, hash, None).await);
+                return Ok(finish(state, record, latency, answer).await);
             }
             // 3. The quota.
             let admitted = lock(&state.usage[key_index]).admit(now);
             if let Err(window) = admitted {
-                entry.window = Some(window);
+                record.window = Some(window);
                 let answer = api_error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "QuotaExceededError",
                     quota_message(window),
                 );
-                return Ok(finish(state, entry, latency, answer, false, hash, None).await);
+                return Ok(finish(state, record, latency, answer).await);
             }
+            record.spent = true;
             let known = hash.and_then(|h| state.universe.lookup(&h));
-            let file = known.map(|k| state.universe.sha256_of(k));
-            entry.sha256 = file.map(|f| f.to_string());
+            record.sha256 = known.map(|k| state.universe.sha256_of(k));
             // 4. Injected faults, after admission: the quota is spent.
-            entry.fault = fault;
-            match fault {
-                Some(Fault::ServerError) => {
-                    let answer = respond(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "text/html; charset=utf-8",
-                        b"<html><body><h1>500 Internal Server Error</h1></body></html>".to_vec(),
-                    );
-                    return Ok(finish(state, entry, latency, answer, true, hash, file).await);
-                }
-                Some(Fault::Transient) => {
-                    let answer = api_error(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "TransientError",
-                        "Transient error, please try again later",
-                    );
-                    return Ok(finish(state, entry, latency, answer, true, hash, file).await);
-                }
-                Some(Fault::DeadlineExceeded) => {
-                    let answer = api_error(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "DeadlineExceededError",
-                        "The operation took too long to complete",
-                    );
-                    return Ok(finish(state, entry, latency, answer, true, hash, file).await);
-                }
-                Some(Fault::Stall) => {
-                    state.stats.record(entry, true, hash, file);
+            match (fault, known) {
+                (Some(Fault::ServerError), _) => respond(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/html; charset=utf-8",
+                    MockBody::whole(Bytes::from_static(
+                        b"<html><body><h1>500 Internal Server Error</h1></body></html>",
+                    )),
+                ),
+                (Some(Fault::Transient), _) => api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "TransientError",
+                    "Transient error, please try again later",
+                ),
+                (Some(Fault::DeadlineExceeded), _) => api_error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "DeadlineExceededError",
+                    "The operation took too long to complete",
+                ),
+                (Some(Fault::Stall), _) => {
+                    state.stats.record(record);
                     tokio::time::sleep(state.config.faults.stall_for).await;
                     return Err(Dropped);
                 }
-                _ => {}
-            }
-            // 5. The answer.
-            let answer = match known {
-                None => api_error(
+                // 5. The answer.
+                (_, None) => api_error(
                     StatusCode::NOT_FOUND,
                     "NotFoundError",
                     &format!("File \"{id}\" not found"),
                 ),
-                Some(known) => {
-                    let mut body = Vec::with_capacity(16 * 1024);
-                    state.universe.render(known, &mut body);
-                    match fault {
-                        Some(Fault::Truncate) => {
-                            body.truncate(body.len() / 2);
-                            respond(StatusCode::OK, "application/json", body)
-                        }
-                        Some(Fault::Reset) => {
-                            // The announced length is the whole body; half of it arrives.
-                            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
-                            let full = body.len();
-                            body.truncate(full / 2);
-                            let mut response = Response::new(MockBody::Reset {
-                                first: Some(Bytes::from(body)),
-                                paused: false,
-                            });
-                            let headers = response.headers_mut();
-                            headers.insert(
-                                header::CONTENT_TYPE,
-                                HeaderValue::from_static("application/json"),
-                            );
-                            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(full));
-                            response
-                        }
-                        _ => {
-                            let (body, gz) = maybe_gzip(req.headers(), body);
-                            entry.gzip = gz;
-                            let mut response = respond(StatusCode::OK, "application/json", body);
-                            if gz {
-                                response.headers_mut().insert(
-                                    header::CONTENT_ENCODING,
-                                    HeaderValue::from_static("gzip"),
-                                );
-                            }
-                            response
-                        }
-                    }
+                (Some(Fault::Truncate), Some(known)) => {
+                    let mut body = concat(&state.universe.render_chunks(known));
+                    body.truncate(body.len() / 2);
+                    respond(
+                        StatusCode::OK,
+                        "application/json",
+                        MockBody::whole(Bytes::from(body)),
+                    )
                 }
-            };
-            Ok(finish(state, entry, latency, answer, true, hash, file).await)
+                (Some(Fault::Reset), Some(known)) => {
+                    // The announced length is the whole body; half of it arrives, then a RST.
+                    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+                    let body = concat(&state.universe.render_chunks(known));
+                    let full = body.len();
+                    let mut response = respond(
+                        StatusCode::OK,
+                        "application/json",
+                        MockBody::Reset {
+                            first: Some(Bytes::from(body).slice(..full / 2)),
+                            paused: false,
+                        },
+                    );
+                    response
+                        .headers_mut()
+                        .insert(header::CONTENT_LENGTH, HeaderValue::from(full));
+                    response
+                }
+                (_, Some(known)) => {
+                    let (response, gz) =
+                        success(req.headers(), state.universe.render_chunks(known));
+                    record.gzip = gz;
+                    response
+                }
+            }
         }
-        ["users", id] | ["users", id, "overall_quotas"] => {
+        ApiRoute::Users(id) | ApiRoute::OverallQuotas(id) => {
             let id = percent_decode(id);
             let target = state
                 .by_key
-                .get(&id)
-                .or_else(|| state.by_user.get(&id))
+                .get(id.as_ref())
+                .or_else(|| state.by_user.get(id.as_ref()))
                 .copied();
-            let answer = match target {
+            match target {
                 None => api_error(
                     StatusCode::NOT_FOUND,
                     "NotFoundError",
                     &format!("User \"{id}\" not found"),
                 ),
+                Some(target) if record.route == Route::OverallQuotas && target != key_index => {
+                    api_error(
+                        StatusCode::FORBIDDEN,
+                        "ForbiddenError",
+                        "You are not allowed to perform the requested operation",
+                    )
+                }
                 Some(target) => {
-                    let own = target == key_index;
-                    let body = if route == Route::Users {
-                        user_object(state, target, own, now)
-                    } else if own {
-                        overall_quotas(state, target, now)
+                    let body = if record.route == Route::Users {
+                        user_object(state, target, target == key_index, now)
                     } else {
-                        return Ok(finish(
-                            state,
-                            entry,
-                            latency,
-                            api_error(
-                                StatusCode::FORBIDDEN,
-                                "ForbiddenError",
-                                "You are not allowed to perform the requested operation",
-                            ),
-                            false,
-                            None,
-                            None,
-                        )
-                        .await);
+                        overall_quotas(state, target, now)
                     };
-                    let (body, gz) = maybe_gzip(req.headers(), serde_json::to_vec(&body).unwrap_or_default());
-                    entry.gzip = gz;
-                    let mut response = respond(StatusCode::OK, "application/json", body);
-                    if gz {
-                        response
-                            .headers_mut()
-                            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-                    }
+                    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+                    let (response, gz) = success(req.headers(), [body, Bytes::new(), Bytes::new()]);
+                    record.gzip = gz;
                     response
                 }
-            };
-            Ok(finish(state, entry, latency, answer, false, None, None).await)
+            }
         }
-        _ => Ok(finish(
-            state,
-            entry,
-            latency,
-            api_error(StatusCode::NOT_FOUND, "NotFoundError", "Resource not found"),
-            false,
-            None,
-            None,
-        )
-        .await),
-    }
+        ApiRoute::Other => api_error(StatusCode::NOT_FOUND, "NotFoundError", "Resource not found"),
+    };
+    Ok(finish(state, record, latency, answer).await)
 }
 
 fn quota_message(window: Window) -> &'static str {
@@ -661,36 +693,31 @@ fn quota_message(window: Window) -> &'static str {
 }
 
 /// Records the request, waits out the latency, returns the answer.
-#[allow(clippy::too_many_arguments)]
 async fn finish(
     state: &State,
-    mut entry: LogEntry,
+    mut record: Record,
     latency: Duration,
     answer: Response<MockBody>,
-    spent: bool,
-    id: Option<Hash>,
-    file: Option<Hash>,
 ) -> Response<MockBody> {
-    entry.status = answer.status().as_u16();
-    if entry.status >= 400 {
-        entry.code = error_code(answer.status());
-    }
-    state.stats.record(entry, spent, id, file);
+    record.status = answer.status().as_u16();
+    record.code = error_code(&record);
+    state.stats.record(record);
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
     answer
 }
 
-fn error_code(status: StatusCode) -> Option<&'static str> {
-    // The log keeps the code by status; the body already went out with the precise code, and
-    // 429 and 401 are told apart by `window`/`fault` and `key` in the entry.
-    Some(match status.as_u16() {
+/// The VirusTotal code of the answer the server chose, for the log.
+fn error_code(record: &Record) -> Option<&'static str> {
+    Some(match record.status {
         400 => "BadRequestError",
-        401 => "AuthenticationError",
+        401 if matches!(record.key, KeyRef::Missing) => "AuthenticationRequiredError",
+        401 => "WrongCredentialsError",
         403 => "ForbiddenError",
         404 => "NotFoundError",
-        429 => "QuotaOrRateError",
+        429 if record.window.is_some() => "QuotaExceededError",
+        429 => "TooManyRequestsError",
         500 => "ServerError",
         503 => "TransientError",
         504 => "DeadlineExceededError",
@@ -773,12 +800,16 @@ struct KeyView<'a> {
     preload: crate::quota::Preload,
 }
 
-async fn handle_control(state: &State, what: &str, req: Request<Incoming>) -> Response<MockBody> {
+async fn handle_control(state: &State, req: Request<Incoming>) -> Response<MockBody> {
+    let what = req.uri().path().trim_start_matches("/_mock/").to_owned();
     let bad = |msg: String| json(StatusCode::BAD_REQUEST, &serde_json::json!({"error": msg}));
-    match (req.method().clone(), what) {
+    match (req.method().clone(), what.as_str()) {
         (Method::GET, "stats") => {
             let with_log = !matches!(req.uri().query(), Some(q) if q.split('&').any(|p| p == "log=0" || p == "log=false"));
-            json(StatusCode::OK, &state.stats.snapshot(state.clock.now_ms(), with_log))
+            json(
+                StatusCode::OK,
+                &state.stats.snapshot(state.clock.now_ms(), with_log),
+            )
         }
         (Method::POST, "reset") => {
             state.reset();

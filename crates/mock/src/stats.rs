@@ -6,6 +6,7 @@
 //! mock without bound; `log_dropped` says how much was left out.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -57,6 +58,84 @@ pub struct LogEntry {
     pub gzip: bool,
 }
 
+/// Who sent a request.
+#[derive(Clone, Debug)]
+pub enum KeyRef {
+    /// No `x-apikey` header.
+    Missing,
+    /// A configured key, by position.
+    Known(usize),
+    /// A key the mock does not know, by fingerprint.
+    Unknown(Box<str>),
+}
+
+/// The id a file lookup asked for.
+#[derive(Clone, Debug)]
+pub enum IdRef {
+    /// Not a file lookup.
+    None,
+    /// A well-formed hash.
+    Hash(Hash),
+    /// Anything else, lower-cased.
+    Text(Box<str>),
+}
+
+/// One request as the server reports it: compact, no formatting on the hot path.
+#[derive(Clone, Debug)]
+pub struct Record {
+    /// Mock clock, Unix milliseconds.
+    pub t_ms: i64,
+    /// Who.
+    pub key: KeyRef,
+    /// Where.
+    pub route: Route,
+    /// The HTTP status sent (0: none).
+    pub status: u16,
+    /// The error code of the answer.
+    pub code: Option<&'static str>,
+    /// The id asked for.
+    pub id: IdRef,
+    /// The file found.
+    pub sha256: Option<Hash>,
+    /// Which window refused it.
+    pub window: Option<Window>,
+    /// An injected fault.
+    pub fault: Option<crate::behavior::Fault>,
+    /// Gzipped answer.
+    pub gzip: bool,
+    /// Whether it spent quota.
+    pub spent: bool,
+}
+
+/// FxHash-style hasher: digests are already uniformly random, SipHash's protection against
+/// crafted keys buys nothing here and costs a measurable share of each request.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type DigestMap = HashMap<Hash, u64, BuildHasherDefault<DigestHasher>>;
+
 /// Counters of one key.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct KeyCounts {
@@ -72,10 +151,13 @@ pub struct KeyCounts {
 struct Inner {
     total: u64,
     by_status: BTreeMap<u16, u64>,
-    by_key: BTreeMap<String, KeyCounts>,
-    by_id: HashMap<Hash, u64>,
-    by_file: HashMap<Hash, u64>,
-    log: Vec<LogEntry>,
+    /// Configured keys by position; missing and unknown keys in `other_keys`.
+    known_keys: Vec<KeyCounts>,
+    other_keys: HashMap<String, KeyCounts>,
+    by_id: DigestMap,
+    by_text_id: HashMap<Box<str>, u64>,
+    by_file: DigestMap,
+    log: Vec<Record>,
     log_dropped: u64,
 }
 
@@ -84,6 +166,7 @@ struct Inner {
 pub struct Stats {
     inner: Mutex<Inner>,
     log_limit: usize,
+    key_ids: Vec<String>,
 }
 
 /// A copy of the stats, as `GET /_mock/stats` serves it.
@@ -137,11 +220,40 @@ impl Snapshot {
 }
 
 impl Stats {
-    /// An empty record keeping at most `log_limit` log entries.
-    pub fn new(log_limit: usize) -> Stats {
+    /// An empty record keeping at most `log_limit` log entries; `key_ids` names the configured
+    /// keys by position.
+    pub fn new(log_limit: usize, key_ids: Vec<String>) -> Stats {
         Stats {
             inner: Mutex::new(Inner::default()),
             log_limit,
+            key_ids,
+        }
+    }
+
+    fn key_name(&self, key: &KeyRef) -> String {
+        match key {
+            KeyRef::Missing => "missing".to_owned(),
+            KeyRef::Known(i) => self.key_ids.get(*i).cloned().unwrap_or_default(),
+            KeyRef::Unknown(id) => format!("unknown:{id}"),
+        }
+    }
+
+    fn entry(&self, r: &Record) -> LogEntry {
+        LogEntry {
+            t_ms: r.t_ms,
+            key: self.key_name(&r.key),
+            route: r.route,
+            status: r.status,
+            code: r.code,
+            id: match &r.id {
+                IdRef::None => None,
+                IdRef::Hash(h) => Some(h.to_string()),
+                IdRef::Text(t) => Some(t.to_string()),
+            },
+            sha256: r.sha256.map(|h| h.to_string()),
+            window: r.window,
+            fault: r.fault,
+            gzip: r.gzip,
         }
     }
 
@@ -150,22 +262,32 @@ impl Stats {
     }
 
     /// Records one request.
-    pub fn record(&self, entry: LogEntry, spent: bool, id: Option<Hash>, file: Option<Hash>) {
+    pub fn record(&self, record: Record) {
         let mut s = self.lock();
         s.total += 1;
-        *s.by_status.entry(entry.status).or_default() += 1;
-        let key = s.by_key.entry(entry.key.clone()).or_default();
+        *s.by_status.entry(record.status).or_default() += 1;
+        let key = match &record.key {
+            KeyRef::Known(i) => {
+                if s.known_keys.len() <= *i {
+                    s.known_keys.resize(*i + 1, KeyCounts::default());
+                }
+                &mut s.known_keys[*i]
+            }
+            other => s.other_keys.entry(self.key_name(other)).or_default(),
+        };
         key.total += 1;
-        key.spent += u64::from(spent);
-        *key.by_status.entry(entry.status).or_default() += 1;
-        if let Some(id) = id {
-            *s.by_id.entry(id).or_default() += 1;
+        key.spent += u64::from(record.spent);
+        *key.by_status.entry(record.status).or_default() += 1;
+        match &record.id {
+            IdRef::None => {}
+            IdRef::Hash(h) => *s.by_id.entry(*h).or_default() += 1,
+            IdRef::Text(t) => *s.by_text_id.entry(t.clone()).or_default() += 1,
         }
-        if let Some(file) = file {
+        if let Some(file) = record.sha256 {
             *s.by_file.entry(file).or_default() += 1;
         }
         if s.log.len() < self.log_limit {
-            s.log.push(entry);
+            s.log.push(record);
         } else {
             s.log_dropped += 1;
         }
@@ -179,15 +301,25 @@ impl Stats {
     /// A copy, with or without the log.
     pub fn snapshot(&self, now_ms: i64, with_log: bool) -> Snapshot {
         let s = self.lock();
-        let hex = |m: &HashMap<Hash, u64>| m.iter().map(|(h, n)| (h.to_string(), *n)).collect();
+        let hex = |m: &DigestMap| -> BTreeMap<String, u64> {
+            m.iter().map(|(h, n)| (h.to_string(), *n)).collect()
+        };
+        let mut by_id = hex(&s.by_id);
+        by_id.extend(s.by_text_id.iter().map(|(t, n)| (t.to_string(), *n)));
         Snapshot {
             now_ms,
             total: s.total,
             by_status: s.by_status.clone(),
-            by_key: s.by_key.clone(),
-            by_id: hex(&s.by_id),
+            by_key: s
+                .known_keys
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (self.key_name(&KeyRef::Known(i)), v.clone()))
+                .chain(s.other_keys.iter().map(|(k, v)| (k.clone(), v.clone())))
+                .collect(),
+            by_id,
             by_file: hex(&s.by_file),
-            log: with_log.then(|| s.log.clone()),
+            log: with_log.then(|| s.log.iter().map(|r| self.entry(r)).collect()),
             log_dropped: s.log_dropped,
         }
     }

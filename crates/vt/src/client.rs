@@ -218,11 +218,7 @@ impl Client {
 
     /// `GET /users/{id}/overall_quotas`: user and group allowances in one call.
     pub async fn overall_quotas(&self, id: &str) -> Result<OverallQuotas, Error> {
-        let url = format!(
-            "{}/users/{}/overall_quotas",
-            self.api,
-            encode_segment(id)
-        );
+        let url = format!("{}/users/{}/overall_quotas", self.api, encode_segment(id));
         Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?)?.data)
     }
 
@@ -266,11 +262,7 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
         } else {
             ErrorKind::InvalidBody
         };
-        Error::new(
-            kind,
-            Some(200),
-            format!("failed to decode the answer: {e}"),
-        )
+        Error::new(kind, Some(200), format!("failed to decode the answer: {e}"))
     })
 }
 
@@ -325,16 +317,29 @@ mod tests {
     #[test]
     fn https_anywhere_http_only_on_loopback() {
         let ok = [
-            ("https://www.virustotal.com", "https://www.virustotal.com/api/v3"),
-            ("https://www.virustotal.com/api/v3/", "https://www.virustotal.com/api/v3"),
+            (
+                "https://www.virustotal.com",
+                "https://www.virustotal.com/api/v3",
+            ),
+            (
+                "https://www.virustotal.com/api/v3/",
+                "https://www.virustotal.com/api/v3",
+            ),
             ("http://127.0.0.1:8080", "http://127.0.0.1:8080/api/v3"),
             ("http://127.9.9.9:1/", "http://127.9.9.9:1/api/v3"),
             ("http://[::1]:8080", "http://[::1]:8080/api/v3"),
             ("http://localhost:9", "http://localhost:9/api/v3"),
-            ("https://proxy.example/vt", "https://proxy.example/vt/api/v3"),
+            (
+                "https://proxy.example/vt",
+                "https://proxy.example/vt/api/v3",
+            ),
         ];
         for (host, api) in ok {
-            assert_eq!(api_base(host).map(|(a, _)| a).ok().as_deref(), Some(api), "{host}");
+            assert_eq!(
+                api_base(host).map(|(a, _)| a).ok().as_deref(),
+                Some(api),
+                "{host}"
+            );
         }
         for bad in [
             "http://www.virustotal.com",
@@ -347,7 +352,10 @@ mod tests {
                 "{bad} must be refused"
             );
         }
-        assert!(matches!(api_base("not a url"), Err(ClientError::BadUrl { .. })));
+        assert!(matches!(
+            api_base("not a url"),
+            Err(ClientError::BadUrl { .. })
+        ));
     }
 
     #[test]

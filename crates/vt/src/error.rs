@@ -282,7 +282,11 @@ impl Error {
             }
             None => {
                 let kind = ErrorKind::from_status(status);
-                Error::new(kind, Some(status), format!("HTTP {status} without an error body"))
+                Error::new(
+                    kind,
+                    Some(status),
+                    format!("HTTP {status} without an error body"),
+                )
             }
         }
     }

@@ -31,7 +31,10 @@ impl ApiKey {
         if key.is_empty() {
             return Err(InvalidApiKey::Empty);
         }
-        if let Some(i) = key.chars().position(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(i) = key
+            .chars()
+            .position(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(InvalidApiKey::BadCharacter(i + 1));
         }
         Ok(ApiKey(key.into()))
