@@ -222,8 +222,15 @@ impl Client {
         Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?)?.data)
     }
 
-    /// Sends a GET and returns the body of a 200 JSON answer; anything else is an [`Error`].
+    /// Sends a GET and returns the body of a 200 JSON answer; anything else is an [`Error`],
+    /// with the key scrubbed from its message.
     async fn get(&self, url: &str) -> Result<Bytes, Error> {
+        self.get_unredacted(url)
+            .await
+            .map_err(|e| e.redact(self.key.expose()))
+    }
+
+    async fn get_unredacted(&self, url: &str) -> Result<Bytes, Error> {
         let response = self.http.get(url).send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
         let is_json = response

@@ -291,6 +291,15 @@ impl Error {
         }
     }
 
+    /// Replaces every occurrence of `secret` in the message (VirusTotal may echo a path that
+    /// holds the key, e.g. `User "<key>" not found`).
+    pub(crate) fn redact(mut self, secret: &str) -> Error {
+        if !secret.is_empty() && self.message.contains(secret) {
+            self.message = self.message.replace(secret, "[redacted]");
+        }
+        self
+    }
+
     /// The kind of failure.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -440,6 +449,15 @@ mod tests {
             ErrorKind::UnexpectedContentType.class(),
             ErrorClass::Permanent
         );
+    }
+
+    #[test]
+    fn redact_removes_the_secret_from_the_message() {
+        let body =
+            br#"{"error":{"code":"NotFoundError","message":"User \"sekrit-key\" not found"}}"#;
+        let err = Error::from_response(404, Some(body)).redact("sekrit-key");
+        assert_eq!(err.message(), "User \"[redacted]\" not found");
+        assert!(!err.to_string().contains("sekrit-key"));
     }
 
     #[test]

@@ -1,0 +1,410 @@
+//! The client against vt-mock on loopback, and the models against recorded VirusTotal JSON.
+//!
+//! Every answer the client can meet is produced for real by the mock: 200 (gzipped or not),
+//! 404, 401, 429, 503, 500 without a JSON body, a truncated body, a reset, a stall that only a
+//! timeout ends (under tokio's paused clock, so the test does not wait).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vtbulk_ioc::{Hash, HashKind};
+use vtbulk_mock::{Fault, Faults, KeyConfig, Limits, MockConfig, MockServer};
+use vtbulk_vt::models::{self, ErrorBody, FileObject, OverallQuotas, UserObject};
+use vtbulk_vt::{
+    ApiKey, Client, ClientConfig, ClientError, ErrorClass, ErrorKind, FileLookup, RateLimitKind,
+};
+
+const CANARY: &str = "CANARY-0f9a2c71-this-key-must-never-be-shown";
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/vt")
+}
+
+fn client_for(mock: &MockServer, key: &str) -> Client {
+    client_with(mock, key, |_| {})
+}
+
+fn client_with(mock: &MockServer, key: &str, tweak: impl FnOnce(&mut ClientConfig)) -> Client {
+    let mut config = ClientConfig {
+        host: mock.url(),
+        ..ClientConfig::default()
+    };
+    tweak(&mut config);
+    Client::new(ApiKey::new(key).expect("valid key"), &config).expect("client builds")
+}
+
+async fn start(config: MockConfig) -> MockServer {
+    MockServer::start(config).await.expect("mock starts")
+}
+
+fn found(lookup: FileLookup) -> Box<FileObject> {
+    match lookup {
+        FileLookup::Found(file) => file,
+        FileLookup::NotFound => panic!("expected a file, got not found"),
+    }
+}
+
+#[tokio::test]
+async fn a_lookup_by_md5_returns_the_file_with_its_sha256_id_and_parsed_attributes() {
+    let mock = start(MockConfig::default()).await;
+    let client = client_for(&mock, "testkey");
+    let hashes = mock.universe().hashes(17);
+    let file = found(client.get_file(&hashes.md5).await.expect("lookup"));
+    assert_eq!(file.id, hashes.sha256.to_string());
+    assert_eq!(file.object_type, "file");
+    let a = &file.attributes;
+    assert_eq!(a.md5.as_deref(), Some(hashes.md5.to_string().as_str()));
+    assert_eq!(a.sha1.as_deref(), Some(hashes.sha1.to_string().as_str()));
+    let stats = a.last_analysis_stats.expect("stats");
+    assert_eq!(
+        stats.engines_total() as usize,
+        a.last_analysis_results.len()
+    );
+    assert_eq!(a.last_analysis_results.len(), 70);
+    assert!(a.size.is_some() && a.type_description.is_some() && a.meaningful_name.is_some());
+    assert!(a.first_submission_date <= a.last_analysis_date);
+    assert!(file.raw.is_none(), "raw is kept only on request");
+    // The same file by sha1 is the same object.
+    let again = found(client.get_file(&hashes.sha1).await.expect("lookup"));
+    assert_eq!(again.id, file.id);
+}
+
+#[tokio::test]
+async fn keep_raw_keeps_the_data_object_as_sent() {
+    let mock = start(MockConfig::default()).await;
+    let client = client_with(&mock, "testkey", |c| c.keep_raw = true);
+    let eicar = Hash::parse("275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f")
+        .expect("hash");
+    let file = found(client.get_file(&eicar).await.expect("lookup"));
+    let raw: serde_json::Value =
+        serde_json::from_str(file.raw.as_ref().expect("raw").get()).expect("json");
+    assert_eq!(raw["attributes"]["meaningful_name"], "eicar.com-32189");
+    assert_eq!(
+        file.attributes.last_analysis_stats.map(|s| s.malicious),
+        Some(66)
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_hash_is_a_not_found_result_not_an_error() {
+    let mock = start(MockConfig::default()).await;
+    let client = client_for(&mock, "testkey");
+    let unknown = mock.universe().unknown_hash(HashKind::Sha256, 3);
+    assert!(matches!(
+        client.get_file(&unknown).await,
+        Ok(FileLookup::NotFound)
+    ));
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_fatal_and_its_error_never_shows_the_key() {
+    let mock = start(MockConfig::default()).await;
+    let client = client_for(&mock, CANARY);
+    let err = client
+        .get_file(&mock.universe().hashes(1).sha256)
+        .await
+        .expect_err("wrong key");
+    assert_eq!(err.kind(), ErrorKind::WrongCredentials);
+    assert_eq!(err.class(), ErrorClass::Fatal);
+    assert_eq!(err.status(), Some(401));
+    let err = client.get_own_user().await.expect_err("wrong key");
+    assert_eq!(err.class(), ErrorClass::Fatal);
+    let shown = format!("{err} {err:?} {client:?}");
+    assert!(!shown.contains(CANARY), "{shown}");
+}
+
+#[tokio::test]
+async fn transport_errors_on_the_users_path_never_show_the_key() {
+    // The users URL holds the key; reqwest puts URLs in its errors unless told not to.
+    let mock = start(MockConfig::default()).await;
+    let url = mock.url();
+    drop(mock);
+    let config = ClientConfig {
+        host: url,
+        connect_timeout: Duration::from_secs(2),
+        ..ClientConfig::default()
+    };
+    let client = Client::new(ApiKey::new(CANARY).expect("key"), &config).expect("client");
+    let err = client.get_own_user().await.expect_err("nothing listens");
+    assert_eq!(err.kind(), ErrorKind::Connect);
+    assert_eq!(err.class(), ErrorClass::Retry);
+    let shown = format!("{err} {err:?}");
+    assert!(!shown.contains(CANARY), "{shown}");
+    let err = client
+        .own_overall_quotas()
+        .await
+        .expect_err("nothing listens");
+    assert!(!format!("{err} {err:?}").contains(CANARY));
+}
+
+#[tokio::test]
+async fn quota_exhaustion_is_rate_limited_quota_exceeded() {
+    let mock = start(MockConfig::with_keys(vec![KeyConfig::with_limits(
+        "k",
+        Limits {
+            per_minute: Some(1),
+            ..Limits::default()
+        },
+    )]))
+    .await;
+    let client = client_for(&mock, "k");
+    client
+        .get_file(&mock.universe().hashes(1).md5)
+        .await
+        .expect("first passes");
+    let err = client
+        .get_file(&mock.universe().hashes(2).md5)
+        .await
+        .expect_err("second is over the minute quota");
+    assert_eq!(err.kind(), ErrorKind::QuotaExceeded);
+    assert_eq!(
+        err.class(),
+        ErrorClass::RateLimited(RateLimitKind::QuotaExceeded)
+    );
+    assert_eq!(err.code(), "QuotaExceededError");
+}
+
+async fn error_under(fault: Fault) -> vtbulk_vt::Error {
+    let mock = start(MockConfig {
+        faults: Faults::always(fault),
+        ..MockConfig::default()
+    })
+    .await;
+    let client = client_for(&mock, "testkey");
+    client
+        .get_file(&mock.universe().hashes(5).sha256)
+        .await
+        .expect_err("the fault must surface")
+}
+
+#[tokio::test]
+async fn server_side_failures_are_retryable_with_their_codes() {
+    let err = error_under(Fault::Transient).await;
+    assert_eq!(
+        (err.kind(), err.status(), err.class()),
+        (ErrorKind::Transient, Some(503), ErrorClass::Retry)
+    );
+    let err = error_under(Fault::DeadlineExceeded).await;
+    assert_eq!(
+        (err.kind(), err.class()),
+        (ErrorKind::DeadlineExceeded, ErrorClass::Retry)
+    );
+    let err = error_under(Fault::ServerError).await;
+    assert_eq!(
+        (err.kind(), err.status(), err.class()),
+        (ErrorKind::ServerError, Some(500), ErrorClass::Retry)
+    );
+    let err = error_under(Fault::TooManyRequests).await;
+    assert_eq!(
+        err.class(),
+        ErrorClass::RateLimited(RateLimitKind::TooManyRequests)
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_body_is_retryable() {
+    let err = error_under(Fault::Truncate).await;
+    assert_eq!(err.kind(), ErrorKind::TruncatedBody);
+    assert_eq!(err.class(), ErrorClass::Retry);
+}
+
+#[tokio::test]
+async fn a_reset_mid_body_is_retryable() {
+    let err = error_under(Fault::Reset).await;
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::ConnectionReset | ErrorKind::TruncatedBody
+        ),
+        "{err}"
+    );
+    assert_eq!(err.class(), ErrorClass::Retry);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_request_ends_in_a_retryable_timeout() {
+    // The mock holds the request for 120 s; the client gives up at 30 s. With the clock
+    // paused, tokio jumps to the client's deadline as soon as nothing else can happen.
+    let mock = start(MockConfig {
+        faults: Faults::always(Fault::Stall),
+        ..MockConfig::default()
+    })
+    .await;
+    let client = client_with(&mock, "testkey", |c| {
+        c.request_timeout = Duration::from_secs(30)
+    });
+    let started = tokio::time::Instant::now();
+    let err = client
+        .get_file(&mock.universe().hashes(5).sha256)
+        .await
+        .expect_err("stalls");
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(err.class(), ErrorClass::Retry);
+    assert_eq!(started.elapsed().as_secs(), 30);
+}
+
+#[tokio::test]
+async fn gzip_on_and_off_both_parse_and_the_mock_saw_which() {
+    let mock = start(MockConfig::default()).await;
+    let hash = mock.universe().hashes(9).sha256;
+    let gz = found(
+        client_for(&mock, "testkey")
+            .get_file(&hash)
+            .await
+            .expect("gzip"),
+    );
+    let plain_client = client_with(&mock, "testkey", |c| c.gzip = false);
+    let plain = found(plain_client.get_file(&hash).await.expect("plain"));
+    assert_eq!(gz.id, plain.id);
+    assert_eq!(
+        gz.attributes.last_analysis_stats,
+        plain.attributes.last_analysis_stats
+    );
+    let log = mock.stats(true).log.expect("log");
+    assert_eq!(
+        log.iter().map(|e| e.gzip).collect::<Vec<_>>(),
+        [true, false]
+    );
+}
+
+#[tokio::test]
+async fn own_user_and_overall_quotas_read_back_what_was_spent() {
+    let mut key = KeyConfig::parse("k:public,used-day=10").expect("spec");
+    key.user = "alice".into();
+    let mock = start(MockConfig::with_keys(vec![key])).await;
+    let client = client_for(&mock, "k");
+    for i in 0..2 {
+        client
+            .get_file(&mock.universe().hashes(i).sha256)
+            .await
+            .expect("lookup");
+    }
+    let user = client.get_own_user().await.expect("user");
+    assert_eq!(user.id, "alice");
+    let daily = user.attributes.quotas[models::quota_names::DAILY];
+    assert_eq!(
+        (daily.allowed, daily.used, daily.remaining()),
+        (500, 12, 488)
+    );
+    assert_eq!(user.attributes.quotas[models::quota_names::HOURLY].used, 2);
+    let by_id = client.get_user("alice").await.expect("user by id");
+    assert_eq!(
+        by_id.attributes.quotas[models::quota_names::MONTHLY].allowed,
+        15_500
+    );
+    let overall = client.own_overall_quotas().await.expect("overall");
+    assert_eq!(
+        overall[models::quota_names::DAILY].user.map(|q| q.used),
+        Some(12)
+    );
+    let err = client.get_user("nobody").await.expect_err("no such user");
+    assert_eq!(err.class(), ErrorClass::NotFound);
+}
+
+#[test]
+fn plain_http_is_refused_off_loopback() {
+    let config = ClientConfig {
+        host: "http://www.virustotal.com".into(),
+        ..ClientConfig::default()
+    };
+    let err = Client::new(ApiKey::new(CANARY).expect("key"), &config).expect_err("insecure");
+    assert!(matches!(err, ClientError::Insecure { .. }));
+    assert!(!err.to_string().contains(CANARY));
+}
+
+#[test]
+fn models_parse_the_recorded_eicar_answer() {
+    let text = std::fs::read_to_string(fixtures().join("file_eicar.json")).expect("fixture");
+    let file: models::Envelope<FileObject> = serde_json::from_str(&text).expect("parses");
+    let a = &file.data.attributes;
+    assert_eq!(
+        file.data.id,
+        "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
+    );
+    let stats = a.last_analysis_stats.expect("stats");
+    assert_eq!(
+        (stats.malicious, stats.undetected, stats.type_unsupported),
+        (66, 5, 7)
+    );
+    assert_eq!(stats.engines_total(), 78);
+    let ptc = a
+        .popular_threat_classification
+        .as_ref()
+        .expect("classification");
+    assert_eq!(
+        ptc.suggested_threat_label.as_deref(),
+        Some("virus.eicar/test")
+    );
+    assert_eq!(ptc.top_category(), Some("virus"));
+    assert_eq!(ptc.top_name(), Some("eicar"));
+    assert_eq!(a.last_analysis_results["CMC"].result, None);
+    assert_eq!(a.sandbox_verdicts["Lastline"].confidence, None);
+    assert_eq!(a.total_votes.map(|v| v.harmless), Some(2145));
+    assert_eq!(a.size, Some(68));
+    assert_eq!(a.names.len(), 6);
+    assert_eq!(a.first_seen_itw_date, Some(1_582_585_760));
+}
+
+#[test]
+fn models_parse_the_documented_user_and_quota_examples() {
+    let text = std::fs::read_to_string(fixtures().join("user_docs_example.json")).expect("fixture");
+    let user: models::Envelope<UserObject> = serde_json::from_str(&text).expect("parses");
+    assert_eq!(
+        user.data.attributes.quotas[models::quota_names::DAILY].allowed,
+        1_000_000_000
+    );
+    assert_eq!(
+        user.data.attributes.quotas["intelligence_downloads_monthly"].used,
+        5
+    );
+    let text = std::fs::read_to_string(fixtures().join("overall_quotas_docs_example.json"))
+        .expect("fixture");
+    let overall: models::Envelope<OverallQuotas> = serde_json::from_str(&text).expect("parses");
+    let daily = &overall.data[models::quota_names::DAILY];
+    assert_eq!(daily.group.as_ref().map(|g| g.quota().used), Some(45_073));
+    assert_eq!(
+        daily
+            .group
+            .as_ref()
+            .and_then(|g| g.inherited_from.as_deref()),
+        Some("company")
+    );
+    assert_eq!(daily.user.map(|q| q.used), Some(17));
+}
+
+#[test]
+fn every_recorded_error_body_parses_and_classifies_by_its_code() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(fixtures().join("errors")).expect("dir") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("name")
+            .to_owned();
+        let (status, code) = name.split_once('_').expect("STATUS_CODE.json");
+        let bytes = std::fs::read(&path).expect("read");
+        let body: ErrorBody = serde_json::from_slice(&bytes).expect("parses");
+        assert_eq!(body.error.code, code);
+        let err = vtbulk_vt::Error::from_response(status.parse().expect("status"), Some(&bytes));
+        assert_eq!(
+            err.kind(),
+            ErrorKind::from_code(code).expect("known code"),
+            "{name}"
+        );
+        assert_eq!(err.kind().code(), code);
+        seen += 1;
+    }
+    assert_eq!(seen, 16, "one fixture per documented code");
+}
+
+#[test]
+fn models_tolerate_missing_and_unknown_fields() {
+    let json = r#"{"data": {"id": "x", "type": "file", "attributes": {"brand_new_field": [1, 2],
+        "last_analysis_stats": {"malicious": 3}}, "relationships": {}}}"#;
+    let file: models::Envelope<FileObject> = serde_json::from_str(json).expect("parses");
+    let stats = file.data.attributes.last_analysis_stats.expect("stats");
+    assert_eq!((stats.malicious, stats.engines_total()), (3, 3));
+    assert!(file.data.attributes.popular_threat_classification.is_none());
+    assert!(file.data.attributes.names.is_empty());
+}
