@@ -1,0 +1,53 @@
+# vtbulk: `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO   ?= cargo
+PYTHON  ?= python3
+VENV    := .venv
+MOCK    := target/debug/vt-mock
+
+.PHONY: help demo test lint fmt unit conformance bench bench-mock bench-criterion build clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+build: ## build everything (debug)
+	$(CARGO) build --workspace
+
+demo: ## build, start vt-mock on loopback, look files up, show quotas and stats, stop it
+	@scripts/demo.sh
+
+test: lint unit conformance ## every test: lint, Rust tests, vt-py conformance
+	@echo "make test: all green"
+
+lint: ## cargo fmt --check and clippy -D warnings
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+unit: ## Rust unit and integration tests
+	$(CARGO) test --workspace
+
+$(VENV)/.installed: tests/conformance/requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/conformance/requirements.lock
+	touch $@
+
+conformance: $(VENV)/.installed ## the official vt-py client against vt-mock
+	$(CARGO) build --quiet -p vtbulk-mock --bin vt-mock
+	VT_MOCK_BIN=$(MOCK) $(VENV)/bin/python -m pytest -q tests/conformance
+
+bench: bench-criterion bench-mock ## all benchmarks
+
+bench-criterion: ## criterion benches of the hot paths
+	$(CARGO) bench --workspace
+
+bench-mock: ## vt-mock against the shared nginx mock with wrk (needs root for apt the first time)
+	benches/mock_vs_nginx.sh
+
+clean: ## remove build outputs and the venv
+	$(CARGO) clean
+	rm -rf $(VENV) benches/out

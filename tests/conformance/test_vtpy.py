@@ -1,0 +1,130 @@
+"""vt-mock against the official VirusTotal Python client, vt-py, unchanged.
+
+Nobody on this project wrote vt-py: if it reads vt-mock's answers the way it reads
+VirusTotal's (ids, attributes, error codes through status *and* body, quotas), the mock speaks
+VirusTotal v3, and every test and benchmark built on the mock means something.
+
+Run by `make test` (which builds vt-mock and this venv); alone:
+    VT_MOCK_BIN=target/debug/vt-mock .venv/bin/python -m pytest tests/conformance
+"""
+
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import vt
+
+ROOT = Path(__file__).resolve().parents[2]
+MOCK_BIN = os.environ.get("VT_MOCK_BIN", str(ROOT / "target" / "debug" / "vt-mock"))
+
+KEY = "conformance-key"
+ONE_A_DAY = "one-a-day-key"
+ALICE = "alice-key"
+EICAR = {
+    "md5": "44d88612fea8a8f36de82e1278abb02f",
+    "sha1": "3395856ce81f2b7382dee72602f798b642f14140",
+    "sha256": "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f",
+}
+
+
+@pytest.fixture(scope="module")
+def mock():
+    proc = subprocess.Popen(
+        [
+            MOCK_BIN,
+            "--port", "0",
+            "--key", KEY,
+            "--key", f"{ONE_A_DAY}:1/day",
+            "--key", f"{ALICE}:public,user=alice,used-day=7",
+            "--seed", "5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    url = proc.stdout.readline().strip()
+    assert url.startswith("http://127.0.0.1:"), url
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def universe_file(index):
+    """Hashes of file `index` of the mock's universe, as `vt-mock hashes` draws them."""
+    out = subprocess.run(
+        [MOCK_BIN, "hashes", "--count", "1", "--seed", "5", "--mix", "md5", "--list-seed", str(index)],
+        check=True, capture_output=True, text=True,
+    ).stdout.split()
+    return out[0]
+
+
+def stats(url):
+    with urllib.request.urlopen(f"{url}/_mock/stats") as r:
+        return json.load(r)
+
+
+def test_lookup_by_md5_returns_sha256_id_and_parsed_stats(mock):
+    md5 = universe_file(1)
+    with vt.Client(KEY, host=mock) as client:
+        obj = client.get_object("/files/{}", md5)
+    assert obj.type == "file"
+    assert len(obj.id) == 64 and obj.id == obj.sha256
+    assert obj.md5 == md5
+    stats_ = obj.last_analysis_stats
+    assert set(stats_) == {
+        "malicious", "suspicious", "undetected", "harmless",
+        "timeout", "confirmed-timeout", "failure", "type-unsupported",
+    }
+    assert sum(stats_.values()) == len(obj.last_analysis_results) == 70
+
+
+def test_eicar_by_sha1_is_the_recorded_answer(mock):
+    with vt.Client(KEY, host=mock) as client:
+        obj = client.get_object("/files/{}", EICAR["sha1"].upper())
+    assert obj.id == EICAR["sha256"]
+    assert obj.meaningful_name == "eicar.com-32189"
+    assert obj.last_analysis_stats["malicious"] == 66
+    assert obj.popular_threat_classification["suggested_threat_label"] == "virus.eicar/test"
+
+
+def test_vtpy_gets_gzip_because_its_user_agent_says_gzip(mock):
+    with vt.Client(KEY, host=mock) as client:
+        client.get_object("/files/{}", EICAR["sha256"])
+    last = stats(mock)["log"][-1]
+    assert last["status"] == 200 and last["gzip"] is True
+
+
+def test_unknown_hash_raises_not_found(mock):
+    with vt.Client(KEY, host=mock) as client:
+        with pytest.raises(vt.APIError) as err:
+            client.get_object("/files/{}", "0" * 64)
+    assert err.value.code == "NotFoundError"
+
+
+def test_wrong_key_raises_wrong_credentials(mock):
+    with vt.Client("not-a-configured-key", host=mock) as client:
+        with pytest.raises(vt.APIError) as err:
+            client.get_object("/files/{}", EICAR["md5"])
+    assert err.value.code == "WrongCredentialsError"
+
+
+def test_exhausted_quota_raises_quota_exceeded(mock):
+    with vt.Client(ONE_A_DAY, host=mock) as client:
+        client.get_object("/files/{}", EICAR["md5"])
+        with pytest.raises(vt.APIError) as err:
+            client.get_object("/files/{}", EICAR["sha1"])
+    assert err.value.code == "QuotaExceededError"
+
+
+def test_users_quotas_read_back(mock):
+    with vt.Client(ALICE, host=mock) as client:
+        client.get_object("/files/{}", EICAR["md5"])
+        user = client.get_object("/users/{}", ALICE)
+    assert user.type == "user"
+    assert user.id == "alice"
+    assert user.quotas["api_requests_daily"] == {"allowed": 500, "used": 8}
+    assert user.quotas["api_requests_hourly"] == {"allowed": 240, "used": 1}
+    assert user.quotas["api_requests_monthly"]["allowed"] == 15500
