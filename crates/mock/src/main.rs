@@ -69,8 +69,9 @@ struct ServeArgs {
     /// and stall-for=DURATION.
     #[arg(long, default_value = "")]
     faults: String,
-    /// Start the clock at this RFC 3339 time instead of now.
-    #[arg(long, value_name = "TIME")]
+    /// Start the clock at this RFC 3339 time instead of now, or offset it from now with a
+    /// signed duration (`+36h`, `-10m`).
+    #[arg(long, value_name = "TIME|±DURATION", allow_hyphen_values = true)]
     clock: Option<String>,
     /// Start with the clock frozen (move it with POST /_mock/clock).
     #[arg(long)]
@@ -177,11 +178,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             None => Vec::new(),
         },
         log_limit: args.log_limit,
-        clock_start_ms: args
-            .clock
-            .as_deref()
-            .map(vtbulk_mock::clock::parse_rfc3339_ms)
-            .transpose()?,
+        clock_start_ms: args.clock.as_deref().map(clock_start).transpose()?,
         freeze_clock: args.freeze,
     };
     let runtime = if args.threads <= 1 {
@@ -222,6 +219,22 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let _ = writeln!(io::stderr(), "vt-mock: stopping");
         Ok(())
     })
+}
+
+/// `--clock`: an RFC 3339 time, or `+D` / `-D` from now.
+fn clock_start(spec: &str) -> Result<i64, String> {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    let offset = |d: &str| vtbulk_mock::behavior::parse_duration(d).map(|d| d.as_millis() as i64);
+    match spec.as_bytes().first() {
+        Some(b'+') => Ok(now() + offset(&spec[1..])?),
+        Some(b'-') => Ok(now() - offset(&spec[1..])?),
+        _ => vtbulk_mock::clock::parse_rfc3339_ms(spec),
+    }
 }
 
 async fn wait_for_signal() {
