@@ -5,8 +5,16 @@
 //! deduplication exact and cheap, and they make "the same hash in upper and lower case" one
 //! value by construction. Text comes back out only through [`Hash`]'s `Display`, which is
 //! always lower-case hex, the form VirusTotal returns.
+//!
+//! [`reader`] turns inputs (plain lines, a CSV column, free text; gzip) into hashes and
+//! `invalid` items with their origin; [`dedup`] keeps one entry per distinct digest. Both are
+//! synchronous and need no runtime.
 #![deny(missing_docs)]
 
+pub mod dedup;
 mod hash;
+pub mod reader;
 
+pub use dedup::{Seen, Unique};
 pub use hash::{Hash, HashKind, ParseHashError};
+pub use reader::{Column, InputFormat, Item, Origin};

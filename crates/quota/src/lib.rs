@@ -1,0 +1,24 @@
+//! `vtbulk-quota`: sending as fast as the key's quota allows, and never faster.
+//!
+//! - [`Rate`] and [`Tier`]: what a key may spend (per minute, hour, day, month), from
+//!   `config/tiers.toml` or `--rate`.
+//! - [`Scheduler`]: the one gate every request passes, right before it is sent (retries too).
+//!   A governor GCRA limiter with **burst 1**: VirusTotal counts "any 1 minute time frame", and
+//!   only burst 1 keeps every sliding 60 s window at the quota (governor's default burst would
+//!   let a 4/min key send 7 in the first minute). A small safety margin stretches the interval
+//!   so network jitter cannot squeeze q+1 requests into 60 s. Hour, day and month caps are
+//!   counted here too (UTC calendar windows). A 429 closes one gate for every worker.
+//! - [`Backoff`]: capped exponential backoff with full jitter, as an iterator, so its schedule
+//!   is tested by iterating, not by sleeping.
+//!
+//! Time is tokio's (`tokio::time::Instant`), so tests run the whole schedule under a paused
+//! clock.
+#![deny(missing_docs)]
+
+mod backoff;
+mod rate;
+mod scheduler;
+
+pub use backoff::{Backoff, BackoffPolicy};
+pub use rate::{Rate, Tier, TierError, parse_tiers};
+pub use scheduler::{Exhausted, Scheduler, SchedulerConfig, Window};
