@@ -197,7 +197,7 @@ fn memchr_newline(b: &[u8]) -> Option<usize> {
 }
 
 /// Reads `lines` format, calling `emit` for every hash and invalid value.
-pub fn read_lines(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)) -> io::Result<()> {
+pub fn read_lines(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(256);
     let mut line_no = 0u64;
     while let Some(cut) = read_line(input, &mut buf)? {
@@ -219,16 +219,18 @@ pub fn read_lines(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item
             Err(e) => emit(invalid(value, origin, reason(&e))),
         }
     }
-    Ok(())
+    Ok(line_no)
 }
 
 /// Extracts every 32/40/64-hex token that is not part of a longer hex run, from any bytes.
 /// A streaming scanner: constant memory whatever the line length.
-pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)) -> io::Result<()> {
+pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)) -> io::Result<u64> {
     let mut run = [0u8; 64];
     let mut run_len = 0usize; // hex digits in the current run (counts past 64)
     let mut line = 1u64;
     let mut run_line = 1u64;
+    let mut seen_any = false;
+    let mut last_newline = false;
     let flush = |run: &[u8; 64], run_len: usize, run_line: u64, emit: &mut dyn FnMut(Item)| {
         if matches!(run_len, 32 | 40 | 64)
             && let Ok(h) = Hash::parse_bytes(&run[..run_len])
@@ -244,8 +246,9 @@ pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)
         };
         if available.is_empty() {
             flush(&run, run_len, run_line, emit);
-            return Ok(());
+            return Ok(if !seen_any { 0 } else if last_newline { line - 1 } else { line });
         }
+        seen_any = true;
         for &b in available {
             if b.is_ascii_hexdigit() {
                 if run_len == 0 {
@@ -266,6 +269,7 @@ pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)
             }
         }
         let n = available.len();
+        last_newline = available[n - 1] == b'\n';
         input.consume(n);
     }
 }
@@ -277,7 +281,7 @@ pub fn read_csv(
     index: u32,
     column: Option<&Column>,
     emit: &mut dyn FnMut(Item),
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let mut head = input.fill_buf()?;
     head = strip_bom(head);
     let delimiter = detect_delimiter(head);
@@ -294,9 +298,10 @@ pub fn read_csv(
     let mut record = csv::ByteRecord::new();
     let mut chosen: Option<usize> = None;
     let mut first = true;
+    let mut line_count = 0u64;
     loop {
         match reader.read_byte_record(&mut record) {
-            Ok(false) => return Ok(()),
+            Ok(false) => return Ok(reader.position().line().saturating_sub(1).max(line_count)),
             Ok(true) => {}
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
@@ -312,6 +317,7 @@ pub fn read_csv(
             }
         }
         let line = record.position().map_or(0, |p| p.line());
+        line_count = line;
         let origin = Origin { input: index, line };
         if first {
             first = false;
@@ -393,6 +399,7 @@ fn detect_delimiter(head: &[u8]) -> u8 {
 }
 
 /// Reads one input in `format` (resolving `Auto` first), calling `emit` for each item.
+/// Returns the format used and the number of lines read.
 pub fn read_input(
     name: &str,
     input: &mut dyn BufRead,
@@ -400,18 +407,18 @@ pub fn read_input(
     format: InputFormat,
     column: Option<&Column>,
     emit: &mut dyn FnMut(Item),
-) -> io::Result<InputFormat> {
+) -> io::Result<(InputFormat, u64)> {
     let format = match format {
         InputFormat::Auto if column.is_some() => InputFormat::Csv,
         InputFormat::Auto => sniff(name, input.fill_buf()?),
         f => f,
     };
-    match format {
+    let lines = match format {
         InputFormat::Lines | InputFormat::Auto => read_lines(input, index, emit)?,
         InputFormat::Csv => read_csv(input, index, column, emit)?,
         InputFormat::Text => read_text(input, index, emit)?,
-    }
-    Ok(format)
+    };
+    Ok((format, lines))
 }
 
 #[cfg(test)]
@@ -530,6 +537,20 @@ mod tests {
         let text = format!("h1,{MD5}\nh2,{SHA1}\n");
         let items = collect(InputFormat::Csv, None, text.as_bytes());
         assert_eq!(hashes(&items), [(MD5.to_owned(), 1), (SHA1.to_owned(), 2)]);
+    }
+
+    #[test]
+    fn each_format_counts_the_lines_it_read() {
+        let count = |f, b: &[u8]| {
+            let mut input: &[u8] = b;
+            read_input("x", &mut input, 0, f, None, &mut |_| {}).expect("reads").1
+        };
+        assert_eq!(count(InputFormat::Lines, b"a\nb\n\nc"), 4);
+        assert_eq!(count(InputFormat::Text, b"a\nb\n"), 2);
+        assert_eq!(count(InputFormat::Text, b"a\nb"), 2);
+        let csv = format!("sha256\n{MD5}\n{MD5}\n");
+        assert_eq!(count(InputFormat::Csv, csv.as_bytes()), 3);
+        assert_eq!(count(InputFormat::Lines, b""), 0);
     }
 
     #[test]

@@ -1,0 +1,397 @@
+//! The record schema: one row per unique IOC, and the named fields it is projected to.
+
+use std::fmt;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use vtbulk_ioc::HashKind;
+
+/// What happened to an input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    /// VirusTotal knows the file.
+    Ok,
+    /// VirusTotal has never seen it.
+    NotFound,
+    /// Not a hash; never sent.
+    Invalid,
+    /// The lookup failed (retries exhausted, or a permanent error).
+    Error,
+    /// Not looked up (quota spent, run stopped).
+    Skipped,
+}
+
+impl Status {
+    /// `ok`, `not_found`, `invalid`, `error`, `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::NotFound => "not_found",
+            Status::Invalid => "invalid",
+            Status::Error => "error",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a result came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A lookup in this run.
+    Api,
+    /// The local cache.
+    Cache,
+}
+
+impl Source {
+    /// `api` or `cache`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Api => "api",
+            Source::Cache => "cache",
+        }
+    }
+}
+
+/// The 8 verdict counters of the last analysis.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Stats {
+    pub malicious: u32,
+    pub suspicious: u32,
+    pub undetected: u32,
+    pub harmless: u32,
+    pub timeout: u32,
+    pub confirmed_timeout: u32,
+    pub failure: u32,
+    pub type_unsupported: u32,
+}
+
+impl Stats {
+    /// All engines that took part.
+    pub fn total(&self) -> u32 {
+        self.malicious
+            + self.suspicious
+            + self.undetected
+            + self.harmless
+            + self.timeout
+            + self.confirmed_timeout
+            + self.failure
+            + self.type_unsupported
+    }
+}
+
+/// One output row.
+#[derive(Clone, Debug, Default)]
+pub struct Record {
+    /// The hash as normalised (lower-case hex), or the invalid value as read.
+    pub input: String,
+    /// The kind of hash (none for invalid values).
+    pub kind: Option<HashKind>,
+    /// What happened.
+    pub status: Option<Status>,
+    /// SHA-256 of the file.
+    pub sha256: Option<String>,
+    /// MD5 of the file.
+    pub md5: Option<String>,
+    /// SHA-1 of the file.
+    pub sha1: Option<String>,
+    /// Verdict counters.
+    pub stats: Option<Stats>,
+    /// `popular_threat_classification.suggested_threat_label`.
+    pub threat_label: Option<String>,
+    /// The most voted threat category.
+    pub threat_category: Option<String>,
+    /// The most voted threat name.
+    pub threat_name: Option<String>,
+    /// e.g. "Win32 EXE".
+    pub type_description: Option<String>,
+    /// e.g. "peexe".
+    pub type_tag: Option<String>,
+    /// Bytes.
+    pub size: Option<u64>,
+    /// The most interesting submitted name.
+    pub meaningful_name: Option<String>,
+    /// VirusTotal's tags.
+    pub tags: Vec<String>,
+    /// Community reputation.
+    pub reputation: Option<i64>,
+    /// Unix seconds.
+    pub first_submission_date: Option<i64>,
+    /// Unix seconds.
+    pub last_analysis_date: Option<i64>,
+    /// Submissions.
+    pub times_submitted: Option<u64>,
+    /// Times the IOC appeared in the input.
+    pub occurrences: u32,
+    /// `FILE:LINE` of its first appearance.
+    pub first_origin: String,
+    /// Where the result came from (none for invalid and skipped).
+    pub source: Option<Source>,
+    /// VirusTotal's error code (or ours for transport failures), or the skip reason.
+    pub error_code: Option<String>,
+    /// The error's message.
+    pub error_message: Option<String>,
+    /// VirusTotal's `data` object, for `--raw` NDJSON.
+    pub raw: Option<Box<RawValue>>,
+}
+
+/// A named output field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Field {
+    Input,
+    Kind,
+    Status,
+    Sha256,
+    Md5,
+    Sha1,
+    Malicious,
+    Suspicious,
+    Undetected,
+    Harmless,
+    Timeout,
+    ConfirmedTimeout,
+    Failure,
+    TypeUnsupported,
+    EnginesTotal,
+    ThreatLabel,
+    ThreatCategory,
+    ThreatName,
+    TypeDescription,
+    TypeTag,
+    Size,
+    MeaningfulName,
+    Tags,
+    Reputation,
+    FirstSubmissionDate,
+    LastAnalysisDate,
+    TimesSubmitted,
+    Occurrences,
+    FirstOrigin,
+    Source,
+    ErrorCode,
+    ErrorMessage,
+}
+
+/// `--fields` named something that does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown field {0:?}; the fields are: {1}")]
+pub struct FieldsError(String, String);
+
+/// RFC 3339 UTC, e.g. `2024-07-17T21:12:40Z`.
+pub fn rfc3339(unix_seconds: i64) -> String {
+    jiff::Timestamp::from_second(unix_seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+/// Parses a comma-separated `--fields` list.
+pub fn parse_fields(list: &str) -> Result<Vec<Field>, FieldsError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            Field::ALL
+                .iter()
+                .find(|f| f.name() == name)
+                .copied()
+                .ok_or_else(|| {
+                    let all: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+                    FieldsError(name.to_owned(), all.join(","))
+                })
+        })
+        .collect()
+}
+
+impl Field {
+    /// Every field, in the default column order.
+    pub const ALL: [Field; 32] = [
+        Field::Input,
+        Field::Kind,
+        Field::Status,
+        Field::Sha256,
+        Field::Md5,
+        Field::Sha1,
+        Field::Malicious,
+        Field::Suspicious,
+        Field::Undetected,
+        Field::Harmless,
+        Field::Timeout,
+        Field::ConfirmedTimeout,
+        Field::Failure,
+        Field::TypeUnsupported,
+        Field::EnginesTotal,
+        Field::ThreatLabel,
+        Field::ThreatCategory,
+        Field::ThreatName,
+        Field::TypeDescription,
+        Field::TypeTag,
+        Field::Size,
+        Field::MeaningfulName,
+        Field::Tags,
+        Field::Reputation,
+        Field::FirstSubmissionDate,
+        Field::LastAnalysisDate,
+        Field::TimesSubmitted,
+        Field::Occurrences,
+        Field::FirstOrigin,
+        Field::Source,
+        Field::ErrorCode,
+        Field::ErrorMessage,
+    ];
+
+    /// The column and key name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Field::Input => "input",
+            Field::Kind => "kind",
+            Field::Status => "status",
+            Field::Sha256 => "sha256",
+            Field::Md5 => "md5",
+            Field::Sha1 => "sha1",
+            Field::Malicious => "malicious",
+            Field::Suspicious => "suspicious",
+            Field::Undetected => "undetected",
+            Field::Harmless => "harmless",
+            Field::Timeout => "timeout",
+            Field::ConfirmedTimeout => "confirmed_timeout",
+            Field::Failure => "failure",
+            Field::TypeUnsupported => "type_unsupported",
+            Field::EnginesTotal => "engines_total",
+            Field::ThreatLabel => "threat_label",
+            Field::ThreatCategory => "threat_category",
+            Field::ThreatName => "threat_name",
+            Field::TypeDescription => "type_description",
+            Field::TypeTag => "type_tag",
+            Field::Size => "size",
+            Field::MeaningfulName => "meaningful_name",
+            Field::Tags => "tags",
+            Field::Reputation => "reputation",
+            Field::FirstSubmissionDate => "first_submission_date",
+            Field::LastAnalysisDate => "last_analysis_date",
+            Field::TimesSubmitted => "times_submitted",
+            Field::Occurrences => "occurrences",
+            Field::FirstOrigin => "first_origin",
+            Field::Source => "source",
+            Field::ErrorCode => "error_code",
+            Field::ErrorMessage => "error_message",
+        }
+    }
+
+    /// True for fields holding free text (the ones the CSV injection guard applies to).
+    pub fn is_text(self) -> bool {
+        matches!(
+            self,
+            Field::Input
+                | Field::ThreatLabel
+                | Field::ThreatCategory
+                | Field::ThreatName
+                | Field::TypeDescription
+                | Field::TypeTag
+                | Field::MeaningfulName
+                | Field::Tags
+                | Field::FirstOrigin
+                | Field::ErrorCode
+                | Field::ErrorMessage
+        )
+    }
+
+    fn stat(self, s: &Stats) -> Option<u32> {
+        Some(match self {
+            Field::Malicious => s.malicious,
+            Field::Suspicious => s.suspicious,
+            Field::Undetected => s.undetected,
+            Field::Harmless => s.harmless,
+            Field::Timeout => s.timeout,
+            Field::ConfirmedTimeout => s.confirmed_timeout,
+            Field::Failure => s.failure,
+            Field::TypeUnsupported => s.type_unsupported,
+            Field::EnginesTotal => s.total(),
+            _ => return None,
+        })
+    }
+
+    /// The value as JSON (`null` when absent).
+    pub fn json(self, r: &Record) -> Value {
+        let text = |v: &Option<String>| v.as_deref().map_or(Value::Null, Value::from);
+        match self {
+            Field::Input => Value::from(r.input.as_str()),
+            Field::Kind => r.kind.map_or(Value::Null, |k| Value::from(k.as_str())),
+            Field::Status => r.status.map_or(Value::Null, |s| Value::from(s.as_str())),
+            Field::Sha256 => text(&r.sha256),
+            Field::Md5 => text(&r.md5),
+            Field::Sha1 => text(&r.sha1),
+            Field::ThreatLabel => text(&r.threat_label),
+            Field::ThreatCategory => text(&r.threat_category),
+            Field::ThreatName => text(&r.threat_name),
+            Field::TypeDescription => text(&r.type_description),
+            Field::TypeTag => text(&r.type_tag),
+            Field::Size => r.size.map_or(Value::Null, Value::from),
+            Field::MeaningfulName => text(&r.meaningful_name),
+            Field::Tags => Value::from(r.tags.clone()),
+            Field::Reputation => r.reputation.map_or(Value::Null, Value::from),
+            Field::FirstSubmissionDate => r.first_submission_date.map_or(Value::Null, |t| rfc3339(t).into()),
+            Field::LastAnalysisDate => r.last_analysis_date.map_or(Value::Null, |t| rfc3339(t).into()),
+            Field::TimesSubmitted => r.times_submitted.map_or(Value::Null, Value::from),
+            Field::Occurrences => Value::from(r.occurrences),
+            Field::FirstOrigin => Value::from(r.first_origin.as_str()),
+            Field::Source => r.source.map_or(Value::Null, |s| Value::from(s.as_str())),
+            Field::ErrorCode => text(&r.error_code),
+            Field::ErrorMessage => text(&r.error_message),
+            stat => r
+                .stats
+                .and_then(|s| stat.stat(&s))
+                .map_or(Value::Null, Value::from),
+        }
+    }
+
+    /// The value as a CSV cell (empty when absent; tags joined with `;`).
+    pub fn cell(self, r: &Record) -> String {
+        match self {
+            Field::Tags => r.tags.join(";"),
+            _ => match self.json(r) {
+                Value::Null => String::new(),
+                Value::String(s) => s,
+                other => other.to_string(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_are_unique_and_parse_back() {
+        let names: Vec<&str> = Field::ALL.iter().map(|f| f.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        let parsed = parse_fields(&names.join(",")).expect("all known");
+        assert_eq!(parsed, Field::ALL.to_vec());
+        let err = parse_fields("input,colour").expect_err("unknown");
+        assert!(err.to_string().contains("\"colour\""));
+    }
+
+    #[test]
+    fn dates_are_rfc3339_utc_and_absent_values_are_empty() {
+        let r = Record {
+            last_analysis_date: Some(1_721_250_760),
+            stats: Some(Stats { malicious: 66, undetected: 5, type_unsupported: 7, ..Stats::default() }),
+            ..Record::default()
+        };
+        assert_eq!(Field::LastAnalysisDate.cell(&r), "2024-07-17T21:12:40Z");
+        assert_eq!(Field::EnginesTotal.cell(&r), "78");
+        assert_eq!(Field::Size.cell(&r), "");
+        assert_eq!(Field::Size.json(&r), Value::Null);
+    }
+}

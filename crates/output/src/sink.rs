@@ -1,0 +1,186 @@
+//! Sinks: where records go. One writer owns a sink; formats are swappable behind [`Sink`].
+
+use std::io::{self, Write};
+use std::str::FromStr;
+
+use serde_json::{Map, Value};
+
+use crate::record::{Field, Record};
+
+/// Output formats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Format {
+    /// RFC 4180 CSV with a header row.
+    #[default]
+    Csv,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+impl FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "csv" => Ok(Format::Csv),
+            "ndjson" | "jsonl" => Ok(Format::Ndjson),
+            _ => Err(format!("unknown format {s:?} (csv, ndjson)")),
+        }
+    }
+}
+
+/// A destination for records.
+pub trait Sink {
+    /// Writes one record.
+    fn write(&mut self, record: &Record) -> io::Result<()>;
+    /// Flushes everything.
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// Prefixes `'` to text a spreadsheet would run as a formula.
+pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    match cell.as_bytes().first() {
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
+        _ => cell.into(),
+    }
+}
+
+/// CSV with a header row of field names.
+#[derive(Debug)]
+pub struct CsvSink<W: Write> {
+    writer: csv::Writer<W>,
+    fields: Vec<Field>,
+    header_done: bool,
+}
+
+impl<W: Write> CsvSink<W> {
+    /// A sink writing `fields` to `out`.
+    pub fn new(out: W, fields: Vec<Field>) -> CsvSink<W> {
+        CsvSink {
+            writer: csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(out),
+            fields,
+            header_done: false,
+        }
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            self.writer
+                .write_record(self.fields.iter().map(|f| f.name()))
+                .map_err(into_io)?;
+        }
+        Ok(())
+    }
+}
+
+fn into_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
+    }
+}
+
+impl<W: Write> Sink for CsvSink<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        self.header()?;
+        for field in &self.fields {
+            let cell = field.cell(record);
+            let cell = if field.is_text() { neutralise(&cell) } else { cell.into() };
+            self.writer.write_field(cell.as_bytes()).map_err(into_io)?;
+        }
+        self.writer.write_record(None::<&[u8]>).map_err(into_io)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.header()?;
+        self.writer.flush()
+    }
+}
+
+/// NDJSON: one object per record with the chosen fields (and `raw` when asked).
+#[derive(Debug)]
+pub struct NdjsonSink<W: Write> {
+    out: W,
+    fields: Vec<Field>,
+    raw: bool,
+}
+
+impl<W: Write> NdjsonSink<W> {
+    /// A sink writing `fields` (plus VirusTotal's `data` as `raw` when `raw`) to `out`.
+    pub fn new(out: W, fields: Vec<Field>, raw: bool) -> NdjsonSink<W> {
+        NdjsonSink { out, fields, raw }
+    }
+}
+
+impl<W: Write> Sink for NdjsonSink<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        let mut object = Map::with_capacity(self.fields.len() + 1);
+        for field in &self.fields {
+            object.insert(field.name().to_owned(), field.json(record));
+        }
+        if self.raw {
+            let raw = match &record.raw {
+                Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+                None => Value::Null,
+            };
+            object.insert("raw".to_owned(), raw);
+        }
+        serde_json::to_writer(&mut self.out, &object).map_err(io::Error::other)?;
+        self.out.write_all(b"\n")
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::Status;
+
+    fn record(input: &str) -> Record {
+        Record {
+            input: input.to_owned(),
+            status: Some(Status::Invalid),
+            reputation: Some(-5),
+            occurrences: 1,
+            first_origin: "in.txt:3".into(),
+            ..Record::default()
+        }
+    }
+
+    #[test]
+    fn formula_starters_are_neutralised_in_text_cells_only() {
+        for bad in ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+            assert!(neutralise(bad).starts_with('\''), "{bad:?}");
+        }
+        assert_eq!(neutralise("44d8"), "44d8");
+        let mut out = Vec::new();
+        let mut sink = CsvSink::new(&mut out, vec![Field::Input, Field::Reputation]);
+        sink.write(&record("=HYPERLINK(\"x\")")).expect("write");
+        sink.finish().expect("finish");
+        drop(sink);
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(text, "input,reputation\r\n\"'=HYPERLINK(\"\"x\"\")\",-5\r\n");
+    }
+
+    #[test]
+    fn an_empty_run_still_writes_the_header() {
+        let mut out = Vec::new();
+        CsvSink::new(&mut out, vec![Field::Input, Field::Status]).finish().expect("finish");
+        assert_eq!(out, b"input,status\r\n");
+    }
+
+    #[test]
+    fn ndjson_keeps_types_and_projects_fields() {
+        let mut out = Vec::new();
+        let mut sink = NdjsonSink::new(&mut out, vec![Field::Input, Field::Reputation, Field::Tags, Field::Size], false);
+        sink.write(&record("=x")).expect("write");
+        let v: Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v, serde_json::json!({"input": "=x", "reputation": -5, "tags": [], "size": null}));
+    }
+}
