@@ -1,1 +1,342 @@
-fn main() {}
+//! `vtbulk`: the thin binary. Flags and configuration in, the engine run, progress and the
+//! summary on stderr, and the exit code from one mapping ([`exit_code`]).
+
+mod config;
+mod progress;
+
+use std::io::{self, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use vtbulk_engine::{Counters, EngineError, Outcome, StopHandle, Summary};
+use vtbulk_vt::Client;
+
+use crate::config::{Layer, Progress, Resolved};
+
+/// Enrich lists of file hashes from VirusTotal v3 as fast as the key's quota allows.
+#[derive(Parser, Debug)]
+#[command(name = "vtbulk", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Look up every hash of the inputs; one record per unique hash (and per invalid value).
+    Enrich(EnrichArgs),
+    /// Print the resolved configuration (the API key redacted).
+    Config(CommonArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct CommonArgs {
+    /// A configuration file (default: $XDG_CONFIG_HOME/vtbulk/config.toml if it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Read the API key from this file (`-`: stdin) instead of VT_API_KEY / VTCLI_APIKEY.
+    #[arg(long, value_name = "PATH")]
+    api_key_file: Option<PathBuf>,
+    /// VirusTotal's base URL (https; http only on loopback, e.g. vt-mock).
+    #[arg(long, value_name = "URL")]
+    api_url: Option<String>,
+    /// Quota profile from config/tiers.toml (public, premium-example, or your own).
+    #[arg(long)]
+    tier: Option<String>,
+    /// Request rate: N/min, N/s, N/hour, or unlimited (overrides the tier's per-minute rate).
+    #[arg(long)]
+    rate: Option<String>,
+    /// Lookups in flight: auto or N.
+    #[arg(long)]
+    concurrency: Option<String>,
+    /// Input layout: auto, lines, csv, text.
+    #[arg(long)]
+    input_format: Option<String>,
+    /// CSV column holding the hashes: a header name or a 1-based position.
+    #[arg(long, value_name = "NAME|INDEX")]
+    column: Option<String>,
+    /// Output format: csv or ndjson.
+    #[arg(long)]
+    format: Option<String>,
+    /// Output fields, comma-separated (see README), or `default`.
+    #[arg(long)]
+    fields: Option<String>,
+    /// NDJSON only: add VirusTotal's whole `data` object as `raw`.
+    #[arg(long)]
+    raw: bool,
+    /// Retries of transient failures.
+    #[arg(long)]
+    retries: Option<u32>,
+    /// Progress on stderr: auto, always, never.
+    #[arg(long)]
+    progress: Option<String>,
+    /// Runtime threads (1 measured fastest on 2 cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct EnrichArgs {
+    /// Input files (`-` or none: stdin). Plain lines, CSV or free text; .gz is read as is.
+    inputs: Vec<String>,
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Write here (as FILE.partial, renamed when complete) instead of stdout.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
+    /// No progress and no summary table on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// Exit codes, in one place. Documented in README.md.
+mod codes {
+    pub const OK: u8 = 0;
+    pub const COMPLETED_WITH_ERRORS: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const AUTH: u8 = 3;
+    pub const QUOTA: u8 = 4;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// The exit code of a run's outcome.
+fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Completed => codes::OK,
+        Outcome::CompletedWithErrors => codes::COMPLETED_WITH_ERRORS,
+        Outcome::AuthFailed => codes::AUTH,
+        Outcome::QuotaExhausted => codes::QUOTA,
+        Outcome::Interrupted => codes::INTERRUPTED,
+    }
+}
+
+fn eprint(message: &str) {
+    let _ = writeln!(io::stderr(), "vtbulk: {message}");
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(common) => match load(&common, vec![]) {
+            Ok(resolved) => {
+                let _ = writeln!(io::stdout(), "{}", config::describe(&resolved));
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprint(&message);
+                ExitCode::from(codes::USAGE)
+            }
+        },
+        Command::Enrich(args) => ExitCode::from(enrich(args)),
+    }
+}
+
+/// Embedded defaults, then the user file, then flags; the key from its own sources.
+fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
+    let mut layer = Layer::from_toml(config::DEFAULT_TOML, "defaults")?;
+    if let Some((path, text)) = config::user_file(common.config.as_deref())? {
+        layer = layer.merged(Layer::from_toml(&text, &path.display().to_string())?);
+    }
+    if let Ok(url) = std::env::var("VTBULK_API_URL") {
+        layer.api_url = Some(url);
+    }
+    let flags = Layer {
+        api_url: common.api_url.clone(),
+        tier: common.tier.clone(),
+        rate: common.rate.clone(),
+        concurrency: common.concurrency.clone(),
+        input_format: common.input_format.clone(),
+        column: common.column.clone(),
+        format: common.format.clone(),
+        fields: common.fields.clone(),
+        raw: common.raw.then_some(true),
+        retries: common.retries,
+        progress: common.progress.clone(),
+        threads: common.threads,
+        ..Layer::default()
+    };
+    let mut resolved = config::resolve(&layer.merged(flags), inputs)?;
+    let (key, source) = config::read_key(common.api_key_file.as_deref())?;
+    resolved.key = key;
+    resolved.key_source = source;
+    Ok(resolved)
+}
+
+fn partial_path(path: &std::path::Path) -> PathBuf {
+    let mut name = path
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn enrich(args: EnrichArgs) -> u8 {
+    let resolved = match load(&args.common, args.inputs.clone()) {
+        Ok(r) => r,
+        Err(message) => {
+            eprint(&message);
+            return codes::USAGE;
+        }
+    };
+    let Some(key) = resolved.key.clone() else {
+        eprint("no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH");
+        return codes::USAGE;
+    };
+    let client = match Client::new(key, &resolved.client) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint(&e.to_string());
+            return codes::USAGE;
+        }
+    };
+    let (out, partial): (Box<dyn Write + Send>, Option<PathBuf>) = match &args.output {
+        Some(path) => {
+            let partial = partial_path(path);
+            match std::fs::File::create(&partial) {
+                Ok(f) => (
+                    Box::new(io::BufWriter::with_capacity(256 * 1024, f)),
+                    Some(partial),
+                ),
+                Err(e) => {
+                    eprint(&format!("failed to create {}: {e}", partial.display()));
+                    return codes::USAGE;
+                }
+            }
+        }
+        None => (
+            Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
+            None,
+        ),
+    };
+    let runtime = if resolved.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(resolved.threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprint(&format!("failed to start the runtime: {e}"));
+            return codes::USAGE;
+        }
+    };
+    let counters = Arc::new(Counters::default());
+    let stop = StopHandle::default();
+    let show = match (args.quiet, resolved.progress) {
+        (true, _) | (_, Progress::Never) => progress::Mode::Off,
+        (false, Progress::Always) => progress::Mode::Bar,
+        (false, Progress::Auto) => {
+            progress::resolve(io::stderr().is_terminal(), std::env::var_os("CI").is_some())
+        }
+    };
+    let interval = resolved.settings.scheduler.rate.map(|r| r.interval());
+    let result = runtime.block_on(async {
+        let display = progress::spawn(show, counters.clone(), interval);
+        let signals = tokio::spawn(watch_signals(stop.clone()));
+        let result =
+            vtbulk_engine::run(resolved.settings, client, out, counters.clone(), stop).await;
+        signals.abort();
+        display.finish().await;
+        result
+    });
+    match result {
+        Ok((outcome, mut summary)) => {
+            let code = exit_code(outcome);
+            summary.exit_code = i32::from(code);
+            if let (Some(partial), Some(path)) = (&partial, &args.output)
+                && let Err(e) = std::fs::rename(partial, path)
+            {
+                eprint(&format!(
+                    "failed to rename {} to {}: {e}",
+                    partial.display(),
+                    path.display()
+                ));
+                return codes::USAGE;
+            }
+            report(&args, &summary);
+            code
+        }
+        Err(EngineError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => codes::OK,
+        Err(e @ EngineError::Input { .. }) => {
+            eprint(&e.to_string());
+            codes::USAGE
+        }
+        Err(e) => {
+            eprint(&e.to_string());
+            codes::USAGE
+        }
+    }
+}
+
+fn report(args: &EnrichArgs, summary: &Summary) {
+    if !args.quiet {
+        let _ = io::stderr().write_all(progress::table(summary).as_bytes());
+    }
+    if let Some(path) = &args.summary_json {
+        let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json + "\n") {
+            eprint(&format!("failed to write {}: {e}", path.display()));
+        }
+    }
+}
+
+async fn watch_signals(stop: StopHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprint("stopping: in-flight lookups finish, the rest is recorded as skipped");
+            stop.stop();
+            return;
+        }
+    }
+    if tokio::signal::ctrl_c().await.is_ok() {
+        stop.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_has_a_distinct_exit_code() {
+        let outcomes = [
+            Outcome::Completed,
+            Outcome::CompletedWithErrors,
+            Outcome::AuthFailed,
+            Outcome::QuotaExhausted,
+            Outcome::Interrupted,
+        ];
+        let mut codes: Vec<u8> = outcomes.iter().map(|&o| exit_code(o)).collect();
+        codes.push(codes::USAGE);
+        let n = codes.len();
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), n);
+        assert_eq!(exit_code(Outcome::Interrupted), 130);
+    }
+
+    #[test]
+    fn partial_files_sit_next_to_the_output() {
+        assert_eq!(
+            partial_path(std::path::Path::new("out/x.csv")),
+            PathBuf::from("out/x.csv.partial")
+        );
+    }
+}

@@ -1,1 +1,23 @@
-//! placeholder
+//! `vtbulk-engine`: the enrichment pipeline, from inputs to records and a summary.
+//!
+//! ```text
+//! inputs --read+dedup (blocking thread)--> unique entries --workers (scheduler, client,
+//! retry)--> records --bounded channel--> one writer thread (Sink) ; counters --> summary
+//! ```
+//!
+//! Reading and deduplication finish before the first lookup: an output record carries the
+//! IOC's occurrence count, which is only known once the whole input is read (reading runs at
+//! millions of lines a second, so this costs seconds on the largest inputs, against minutes
+//! to days of lookups). Invalid values are written as they are found.
+//!
+//! Every unique IOC gets exactly one record: each entry is taken by exactly one worker (an
+//! atomic cursor), a worker always produces a record for what it took, and entries nobody
+//! took when the run stops become `skipped`.
+#![deny(missing_docs)]
+
+mod convert;
+mod counters;
+mod pipeline;
+
+pub use counters::{Counters, Summary};
+pub use pipeline::{Concurrency, EngineError, Outcome, Settings, StopHandle, run};

@@ -62,7 +62,11 @@ impl Seen {
             return false;
         }
         let i = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-        entries.push(Unique { hash, count: 1, first: origin });
+        entries.push(Unique {
+            hash,
+            count: 1,
+            first: origin,
+        });
         self.index
             .insert_unique(h, i, |&j| digest_hash(&entries[j as usize].hash));
         true
@@ -124,7 +128,11 @@ mod tests {
 
     #[test]
     fn an_entry_stays_small() {
-        assert!(std::mem::size_of::<Unique>() <= 56, "{}", std::mem::size_of::<Unique>());
+        assert!(
+            std::mem::size_of::<Unique>() <= 56,
+            "{}",
+            std::mem::size_of::<Unique>()
+        );
     }
 
     proptest! {

@@ -38,7 +38,9 @@ impl FromStr for InputFormat {
             "lines" => Ok(InputFormat::Lines),
             "csv" => Ok(InputFormat::Csv),
             "text" => Ok(InputFormat::Text),
-            _ => Err(format!("unknown input format {s:?} (auto, lines, csv, text)")),
+            _ => Err(format!(
+                "unknown input format {s:?} (auto, lines, csv, text)"
+            )),
         }
     }
 }
@@ -137,8 +139,14 @@ fn strip_bom(b: &[u8]) -> &[u8] {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let start = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let end = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &b[start..end]
 }
 
@@ -197,18 +205,29 @@ fn memchr_newline(b: &[u8]) -> Option<usize> {
 }
 
 /// Reads `lines` format, calling `emit` for every hash and invalid value.
-pub fn read_lines(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)) -> io::Result<u64> {
+pub fn read_lines(
+    input: &mut dyn BufRead,
+    index: u32,
+    emit: &mut dyn FnMut(Item),
+) -> io::Result<u64> {
     let mut buf = Vec::with_capacity(256);
     let mut line_no = 0u64;
     while let Some(cut) = read_line(input, &mut buf)? {
         line_no += 1;
-        let origin = Origin { input: index, line: line_no };
+        let origin = Origin {
+            input: index,
+            line: line_no,
+        };
         let mut value = trim(&buf);
         if line_no == 1 {
             value = trim(strip_bom(value));
         }
         if cut {
-            emit(invalid(value, origin, format!("line longer than {MAX_LINE} bytes")));
+            emit(invalid(
+                value,
+                origin,
+                format!("line longer than {MAX_LINE} bytes"),
+            ));
             continue;
         }
         if value.is_empty() || value.starts_with(b"#") {
@@ -224,7 +243,11 @@ pub fn read_lines(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item
 
 /// Extracts every 32/40/64-hex token that is not part of a longer hex run, from any bytes.
 /// A streaming scanner: constant memory whatever the line length.
-pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)) -> io::Result<u64> {
+pub fn read_text(
+    input: &mut dyn BufRead,
+    index: u32,
+    emit: &mut dyn FnMut(Item),
+) -> io::Result<u64> {
     let mut run = [0u8; 64];
     let mut run_len = 0usize; // hex digits in the current run (counts past 64)
     let mut line = 1u64;
@@ -235,7 +258,13 @@ pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)
         if matches!(run_len, 32 | 40 | 64)
             && let Ok(h) = Hash::parse_bytes(&run[..run_len])
         {
-            emit(Item::Hash(h, Origin { input: index, line: run_line }));
+            emit(Item::Hash(
+                h,
+                Origin {
+                    input: index,
+                    line: run_line,
+                },
+            ));
         }
     };
     loop {
@@ -246,7 +275,13 @@ pub fn read_text(input: &mut dyn BufRead, index: u32, emit: &mut dyn FnMut(Item)
         };
         if available.is_empty() {
             flush(&run, run_len, run_line, emit);
-            return Ok(if !seen_any { 0 } else if last_newline { line - 1 } else { line });
+            return Ok(if !seen_any {
+                0
+            } else if last_newline {
+                line - 1
+            } else {
+                line
+            });
         }
         seen_any = true;
         for &b in available {
@@ -354,9 +389,18 @@ pub fn read_csv(
                 }
                 None if is_header => cells.iter().position(|c| {
                     let c = String::from_utf8_lossy(c).to_ascii_lowercase();
-                    ["sha256", "sha1", "md5", "hash", "sha-256", "sha-1", "filehash", "file_hash"]
-                        .iter()
-                        .any(|n| c == *n || c.ends_with(n))
+                    [
+                        "sha256",
+                        "sha1",
+                        "md5",
+                        "hash",
+                        "sha-256",
+                        "sha-1",
+                        "filehash",
+                        "file_hash",
+                    ]
+                    .iter()
+                    .any(|n| c == *n || c.ends_with(n))
                 }),
                 None => cells.iter().position(|c| Hash::parse_bytes(c).is_ok()),
             };
@@ -432,7 +476,10 @@ mod tests {
     fn collect(format: InputFormat, column: Option<Column>, bytes: &[u8]) -> Vec<Item> {
         let mut items = Vec::new();
         let mut input: &[u8] = bytes;
-        read_input("x", &mut input, 0, format, column.as_ref(), &mut |i| items.push(i)).expect("reads");
+        read_input("x", &mut input, 0, format, column.as_ref(), &mut |i| {
+            items.push(i)
+        })
+        .expect("reads");
         items
     }
 
@@ -458,11 +505,18 @@ mod tests {
 
     #[test]
     fn lines_skip_comments_and_blanks_and_report_bad_values_with_their_line() {
-        let text = format!("\u{feff}# header\r\n{MD5}\r\n\r\n  {}  \n{}\nnot-a-hash\n", SHA1.to_uppercase(), &SHA256[..63]);
+        let text = format!(
+            "\u{feff}# header\r\n{MD5}\r\n\r\n  {}  \n{}\nnot-a-hash\n",
+            SHA1.to_uppercase(),
+            &SHA256[..63]
+        );
         let items = collect(InputFormat::Lines, None, text.as_bytes());
         assert_eq!(hashes(&items), [(MD5.to_owned(), 2), (SHA1.to_owned(), 4)]);
         let bad = invalids(&items);
-        assert_eq!(bad[0], (5, "63 hex digits (a hash has 32, 40 or 64)".to_owned()));
+        assert_eq!(
+            bad[0],
+            (5, "63 hex digits (a hash has 32, 40 or 64)".to_owned())
+        );
         assert_eq!(bad[1].0, 6);
         assert!(bad[1].1.starts_with("not hex"));
     }
@@ -470,7 +524,10 @@ mod tests {
     #[test]
     fn a_bom_on_the_first_line_is_not_part_of_the_hash() {
         let text = format!("\u{feff}{MD5}\n");
-        assert_eq!(hashes(&collect(InputFormat::Lines, None, text.as_bytes())).len(), 1);
+        assert_eq!(
+            hashes(&collect(InputFormat::Lines, None, text.as_bytes())).len(),
+            1
+        );
     }
 
     #[test]
@@ -521,14 +578,24 @@ mod tests {
 
     #[test]
     fn csv_finds_the_hash_column_by_header_and_by_choice() {
-        let text = format!("host,SHA256,user\nh1,{SHA256},alice\nh2,\"{}\",bob\nh3,oops,carol\n", SHA256.to_uppercase());
+        let text = format!(
+            "host,SHA256,user\nh1,{SHA256},alice\nh2,\"{}\",bob\nh3,oops,carol\n",
+            SHA256.to_uppercase()
+        );
         let items = collect(InputFormat::Csv, None, text.as_bytes());
-        assert_eq!(hashes(&items), [(SHA256.to_owned(), 2), (SHA256.to_owned(), 3)]);
+        assert_eq!(
+            hashes(&items),
+            [(SHA256.to_owned(), 2), (SHA256.to_owned(), 3)]
+        );
         assert_eq!(invalids(&items)[0].0, 4);
         let items = collect(InputFormat::Csv, Some(Column::Index(2)), text.as_bytes());
         assert_eq!(hashes(&items).len(), 2);
         let text = format!("a;b\nx;{MD5}\n");
-        let items = collect(InputFormat::Csv, Some(Column::Name("B".into())), text.as_bytes());
+        let items = collect(
+            InputFormat::Csv,
+            Some(Column::Name("B".into())),
+            text.as_bytes(),
+        );
         assert_eq!(hashes(&items), [(MD5.to_owned(), 2)]);
     }
 
@@ -543,7 +610,9 @@ mod tests {
     fn each_format_counts_the_lines_it_read() {
         let count = |f, b: &[u8]| {
             let mut input: &[u8] = b;
-            read_input("x", &mut input, 0, f, None, &mut |_| {}).expect("reads").1
+            read_input("x", &mut input, 0, f, None, &mut |_| {})
+                .expect("reads")
+                .1
         };
         assert_eq!(count(InputFormat::Lines, b"a\nb\n\nc"), 4);
         assert_eq!(count(InputFormat::Text, b"a\nb\n"), 2);
@@ -556,8 +625,14 @@ mod tests {
     #[test]
     fn auto_picks_the_format_from_name_and_content() {
         assert_eq!(sniff("edr.csv.gz", b""), InputFormat::Csv);
-        assert_eq!(sniff("x", format!("# c\n{MD5}\n{SHA1}\n").as_bytes()), InputFormat::Lines);
-        assert_eq!(sniff("x", b"The dropper 44d8 was seen\n"), InputFormat::Text);
+        assert_eq!(
+            sniff("x", format!("# c\n{MD5}\n{SHA1}\n").as_bytes()),
+            InputFormat::Lines
+        );
+        assert_eq!(
+            sniff("x", b"The dropper 44d8 was seen\n"),
+            InputFormat::Text
+        );
         assert_eq!(sniff("x", b"a,b\n1,2\n"), InputFormat::Csv);
     }
 
@@ -568,11 +643,20 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("list.txt.gz");
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(format!("{MD5}\n{SHA1}\n").as_bytes()).expect("gzip");
+        gz.write_all(format!("{MD5}\n{SHA1}\n").as_bytes())
+            .expect("gzip");
         std::fs::write(&path, gz.finish().expect("gzip")).expect("write");
         let mut input = open(path.to_str().expect("utf8")).expect("open");
         let mut items = Vec::new();
-        read_input("list.txt.gz", &mut *input, 0, InputFormat::Auto, None, &mut |i| items.push(i)).expect("read");
+        read_input(
+            "list.txt.gz",
+            &mut *input,
+            0,
+            InputFormat::Auto,
+            None,
+            &mut |i| items.push(i),
+        )
+        .expect("read");
         assert_eq!(hashes(&items).len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -12,6 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Default)]
 pub struct Clock {
     state: Mutex<ClockState>,
+    /// When set, the clock reads `base + tokio elapsed`, so that a test under tokio's paused
+    /// clock moves the mock's windows with its virtual time.
+    tokio: Option<(i64, tokio::time::Instant)>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -62,6 +65,14 @@ pub fn parse_rfc3339_ms(s: &str) -> Result<i64, String> {
 }
 
 impl Clock {
+    /// A clock that follows tokio's (possibly paused) clock from `base_ms`.
+    pub fn following_tokio(base_ms: i64) -> Clock {
+        Clock {
+            state: Mutex::default(),
+            tokio: Some((base_ms, tokio::time::Instant::now())),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ClockState> {
         // A poisoned lock only means another thread panicked mid-update of two integers.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -69,6 +80,9 @@ impl Clock {
 
     /// Now, in Unix milliseconds.
     pub fn now_ms(&self) -> i64 {
+        if let Some((base, start)) = self.tokio {
+            return base + start.elapsed().as_millis() as i64 + self.lock().offset_ms;
+        }
         let s = *self.lock();
         s.frozen_at.unwrap_or_else(|| system_ms() + s.offset_ms)
     }

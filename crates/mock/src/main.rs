@@ -180,6 +180,7 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         log_limit: args.log_limit,
         clock_start_ms: args.clock.as_deref().map(clock_start).transpose()?,
         freeze_clock: args.freeze,
+        follow_tokio_clock: false,
     };
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -59,6 +59,9 @@ pub struct MockConfig {
     pub clock_start_ms: Option<i64>,
     /// Start with the clock frozen.
     pub freeze_clock: bool,
+    /// Make the clock follow tokio's (for tests under a paused tokio clock; see
+    /// [`Clock::following_tokio`]). Starts at `clock_start_ms` or now.
+    pub follow_tokio_clock: bool,
 }
 
 impl Default for MockConfig {
@@ -75,6 +78,7 @@ impl Default for MockConfig {
             log_limit: 1_000_000,
             clock_start_ms: None,
             freeze_clock: false,
+            follow_tokio_clock: false,
         }
     }
 }
@@ -122,13 +126,22 @@ impl MockServer {
     pub async fn start(config: MockConfig) -> io::Result<MockServer> {
         let listener = TcpListener::bind(config.listen).await?;
         let addr = listener.local_addr()?;
-        let clock = Clock::default();
-        if config.freeze_clock {
-            clock.freeze();
-        }
-        if let Some(ms) = config.clock_start_ms {
-            clock.set_ms(ms);
-        }
+        let clock = if config.follow_tokio_clock {
+            Clock::following_tokio(
+                config
+                    .clock_start_ms
+                    .unwrap_or_else(|| Clock::default().now_ms()),
+            )
+        } else {
+            let clock = Clock::default();
+            if config.freeze_clock {
+                clock.freeze();
+            }
+            if let Some(ms) = config.clock_start_ms {
+                clock.set_ms(ms);
+            }
+            clock
+        };
         let now = clock.now_ms();
         let mut universe =
             Universe::with_engines(config.seed, config.universe_size, config.engines);
@@ -602,12 +615,15 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                     tokio::time::sleep(state.config.faults.stall_for).await;
                     return Err(Dropped);
                 }
-                // 5. The answer.
-                (_, None) => api_error(
-                    StatusCode::NOT_FOUND,
-                    "NotFoundError",
-                    &format!("File \"{id}\" not found"),
-                ),
+                // 5. The answer. (A body fault drawn for an unknown id has no body to spoil.)
+                (_, None) => {
+                    record.fault = None;
+                    api_error(
+                        StatusCode::NOT_FOUND,
+                        "NotFoundError",
+                        &format!("File \"{id}\" not found"),
+                    )
+                }
                 (Some(Fault::Truncate), Some(known)) => {
                     let mut body = concat(&state.universe.render_chunks(known));
                     body.truncate(body.len() / 2);

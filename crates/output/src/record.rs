@@ -337,8 +337,12 @@ impl Field {
             Field::MeaningfulName => text(&r.meaningful_name),
             Field::Tags => Value::from(r.tags.clone()),
             Field::Reputation => r.reputation.map_or(Value::Null, Value::from),
-            Field::FirstSubmissionDate => r.first_submission_date.map_or(Value::Null, |t| rfc3339(t).into()),
-            Field::LastAnalysisDate => r.last_analysis_date.map_or(Value::Null, |t| rfc3339(t).into()),
+            Field::FirstSubmissionDate => r
+                .first_submission_date
+                .map_or(Value::Null, |t| rfc3339(t).into()),
+            Field::LastAnalysisDate => r
+                .last_analysis_date
+                .map_or(Value::Null, |t| rfc3339(t).into()),
             Field::TimesSubmitted => r.times_submitted.map_or(Value::Null, Value::from),
             Field::Occurrences => Value::from(r.occurrences),
             Field::FirstOrigin => Value::from(r.first_origin.as_str()),
@@ -386,7 +390,12 @@ mod tests {
     fn dates_are_rfc3339_utc_and_absent_values_are_empty() {
         let r = Record {
             last_analysis_date: Some(1_721_250_760),
-            stats: Some(Stats { malicious: 66, undetected: 5, type_unsupported: 7, ..Stats::default() }),
+            stats: Some(Stats {
+                malicious: 66,
+                undetected: 5,
+                type_unsupported: 7,
+                ..Stats::default()
+            }),
             ..Record::default()
         };
         assert_eq!(Field::LastAnalysisDate.cell(&r), "2024-07-17T21:12:40Z");

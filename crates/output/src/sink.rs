@@ -88,7 +88,11 @@ impl<W: Write> Sink for CsvSink<W> {
         self.header()?;
         for field in &self.fields {
             let cell = field.cell(record);
-            let cell = if field.is_text() { neutralise(&cell) } else { cell.into() };
+            let cell = if field.is_text() {
+                neutralise(&cell)
+            } else {
+                cell.into()
+            };
             self.writer.write_field(cell.as_bytes()).map_err(into_io)?;
         }
         self.writer.write_record(None::<&[u8]>).map_err(into_io)
@@ -155,7 +159,14 @@ mod tests {
 
     #[test]
     fn formula_starters_are_neutralised_in_text_cells_only() {
-        for bad in ["=cmd|' /C calc'!A0", "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"] {
+        for bad in [
+            "=cmd|' /C calc'!A0",
+            "+1+1",
+            "-2+3",
+            "@SUM(A1)",
+            "\tx",
+            "\rx",
+        ] {
             assert!(neutralise(bad).starts_with('\''), "{bad:?}");
         }
         assert_eq!(neutralise("44d8"), "44d8");
@@ -165,22 +176,34 @@ mod tests {
         sink.finish().expect("finish");
         drop(sink);
         let text = String::from_utf8(out).expect("utf8");
-        assert_eq!(text, "input,reputation\r\n\"'=HYPERLINK(\"\"x\"\")\",-5\r\n");
+        assert_eq!(
+            text,
+            "input,reputation\r\n\"'=HYPERLINK(\"\"x\"\")\",-5\r\n"
+        );
     }
 
     #[test]
     fn an_empty_run_still_writes_the_header() {
         let mut out = Vec::new();
-        CsvSink::new(&mut out, vec![Field::Input, Field::Status]).finish().expect("finish");
+        CsvSink::new(&mut out, vec![Field::Input, Field::Status])
+            .finish()
+            .expect("finish");
         assert_eq!(out, b"input,status\r\n");
     }
 
     #[test]
     fn ndjson_keeps_types_and_projects_fields() {
         let mut out = Vec::new();
-        let mut sink = NdjsonSink::new(&mut out, vec![Field::Input, Field::Reputation, Field::Tags, Field::Size], false);
+        let mut sink = NdjsonSink::new(
+            &mut out,
+            vec![Field::Input, Field::Reputation, Field::Tags, Field::Size],
+            false,
+        );
         sink.write(&record("=x")).expect("write");
         let v: Value = serde_json::from_slice(&out).expect("json");
-        assert_eq!(v, serde_json::json!({"input": "=x", "reputation": -5, "tags": [], "size": null}));
+        assert_eq!(
+            v,
+            serde_json::json!({"input": "=x", "reputation": -5, "tags": [], "size": null})
+        );
     }
 }

@@ -98,16 +98,27 @@ mod tests {
     #[test]
     fn jitter_spreads_delays_and_is_reproducible() {
         let policy = BackoffPolicy::default();
-        let firsts: Vec<Duration> = (0..200).map(|s| policy.iter(s).next().unwrap_or_default()).collect();
+        let firsts: Vec<Duration> = (0..200)
+            .map(|s| policy.iter(s).next().unwrap_or_default())
+            .collect();
         let min = firsts.iter().min().copied().unwrap_or_default();
         let max = firsts.iter().max().copied().unwrap_or_default();
-        assert!(min < Duration::from_millis(50) && max > Duration::from_millis(450), "{min:?}..{max:?}");
-        assert_eq!(policy.iter(3).collect::<Vec<_>>(), policy.iter(3).collect::<Vec<_>>());
+        assert!(
+            min < Duration::from_millis(50) && max > Duration::from_millis(450),
+            "{min:?}..{max:?}"
+        );
+        assert_eq!(
+            policy.iter(3).collect::<Vec<_>>(),
+            policy.iter(3).collect::<Vec<_>>()
+        );
     }
 
     #[test]
     fn zero_retries_means_no_delays() {
-        let policy = BackoffPolicy { max_retries: 0, ..BackoffPolicy::default() };
+        let policy = BackoffPolicy {
+            max_retries: 0,
+            ..BackoffPolicy::default()
+        };
         assert_eq!(policy.iter(1).next(), None);
     }
 }

@@ -124,8 +124,14 @@ mod tests {
         let tiers = parse_tiers(include_str!("../../../config/tiers.toml")).expect("valid");
         let public = tiers["public"];
         assert_eq!(public.per_minute.map(NonZeroU32::get), Some(4));
-        assert_eq!((public.hourly, public.daily, public.monthly), (Some(240), Some(500), Some(15_500)));
+        assert_eq!(
+            (public.hourly, public.daily, public.monthly),
+            (Some(240), Some(500), Some(15_500))
+        );
         assert!(tiers.contains_key("premium-example"));
-        assert!(parse_tiers("[x]\nper_hour = 3\n").is_err(), "unknown keys are refused");
+        assert!(
+            parse_tiers("[x]\nper_hour = 3\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 }

@@ -214,9 +214,27 @@ impl Scheduler {
         let (y, m) = civil(day);
         let month = y * 12 + m;
         let windows = [
-            (Window::Hour, self.caps.hourly, &mut spent.hour, hour, (hour + 1) * 3600),
-            (Window::Day, self.caps.daily, &mut spent.day, day, (day + 1) * 86_400),
-            (Window::Month, self.caps.monthly, &mut spent.month, month, next_month_start(now)),
+            (
+                Window::Hour,
+                self.caps.hourly,
+                &mut spent.hour,
+                hour,
+                (hour + 1) * 3600,
+            ),
+            (
+                Window::Day,
+                self.caps.daily,
+                &mut spent.day,
+                day,
+                (day + 1) * 86_400,
+            ),
+            (
+                Window::Month,
+                self.caps.monthly,
+                &mut spent.month,
+                month,
+                next_month_start(now),
+            ),
         ];
         let mut counters = Vec::with_capacity(3);
         for (window, cap, counter, id, resets_at) in windows {
@@ -299,7 +317,10 @@ mod tests {
         for i in 0..11 {
             scheduler.acquire().await.expect("no caps");
             if i > 0 {
-                assert!(last.elapsed() >= Duration::from_micros(100_200), "gap before {i}");
+                assert!(
+                    last.elapsed() >= Duration::from_micros(100_200),
+                    "gap before {i}"
+                );
             }
             last = Instant::now();
         }
@@ -315,25 +336,51 @@ mod tests {
         scheduler.close_gate(Duration::from_secs(5));
         let start = Instant::now();
         scheduler.acquire().await.expect("no caps");
-        assert_eq!(start.elapsed(), Duration::from_secs(30), "a shorter closure does not reopen it");
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(30),
+            "a shorter closure does not reopen it"
+        );
     }
 
     #[test]
     fn caps_refuse_once_spent_and_reset_with_the_window() {
         let scheduler = Scheduler::new(SchedulerConfig {
-            caps: Tier { daily: Some(2), monthly: Some(3), ..Tier::default() },
+            caps: Tier {
+                daily: Some(2),
+                monthly: Some(3),
+                ..Tier::default()
+            },
             ..SchedulerConfig::default()
         });
         let day1 = at(2026, 11, 30) + 3600;
         assert_eq!(scheduler.check_budgets(day1, true), Ok(()));
         assert_eq!(scheduler.check_budgets(day1 + 1, true), Ok(()));
-        let err = scheduler.check_budgets(day1 + 2, true).expect_err("daily cap");
-        assert_eq!(err, Exhausted { window: Window::Day, resets_at: at(2026, 12, 1) });
+        let err = scheduler
+            .check_budgets(day1 + 2, true)
+            .expect_err("daily cap");
+        assert_eq!(
+            err,
+            Exhausted {
+                window: Window::Day,
+                resets_at: at(2026, 12, 1)
+            }
+        );
         let day2 = at(2026, 12, 1) + 10;
-        assert_eq!(scheduler.check_budgets(day2, true), Ok(()), "new day, new month");
+        assert_eq!(
+            scheduler.check_budgets(day2, true),
+            Ok(()),
+            "new day, new month"
+        );
         assert_eq!(scheduler.check_budgets(day2 + 1, true), Ok(()));
-        assert_eq!(scheduler.check_budgets(at(2026, 12, 2), true), Ok(()), "new day");
-        let err = scheduler.check_budgets(at(2026, 12, 2) + 1, true).expect_err("monthly cap");
+        assert_eq!(
+            scheduler.check_budgets(at(2026, 12, 2), true),
+            Ok(()),
+            "new day"
+        );
+        let err = scheduler
+            .check_budgets(at(2026, 12, 2) + 1, true)
+            .expect_err("monthly cap");
         assert_eq!(err.window, Window::Month);
         assert_eq!(err.resets_at, at(2027, 1, 1));
         assert_eq!(Window::Day.skip_reason(), "quota_daily");

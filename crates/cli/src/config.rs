@@ -1,0 +1,381 @@
+//! Configuration in two levels: raw layers (embedded defaults, user file, environment, flags;
+//! strings and options) resolved once into typed settings the engine sees.
+//!
+//! The engine never reads the environment, a file or a flag: everything it needs is in
+//! [`Resolved`], built here and printable (key redacted) by `vtbulk config`.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use vtbulk_engine::{Concurrency, Settings};
+use vtbulk_ioc::{Column, InputFormat};
+use vtbulk_output::{Field, Format, parse_fields};
+use vtbulk_quota::{BackoffPolicy, Rate, SchedulerConfig, Tier, parse_tiers};
+use vtbulk_vt::{ApiKey, ClientConfig};
+
+/// The embedded defaults.
+pub const DEFAULT_TOML: &str = include_str!("../../../config/default.toml");
+/// The embedded tier profiles.
+pub const TIERS_TOML: &str = include_str!("../../../config/tiers.toml");
+
+/// One layer of configuration: every key optional.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Layer {
+    pub api_url: Option<String>,
+    pub tier: Option<String>,
+    pub rate: Option<String>,
+    pub safety_margin: Option<f64>,
+    pub concurrency: Option<String>,
+    pub max_concurrency: Option<usize>,
+    pub input_format: Option<String>,
+    pub column: Option<String>,
+    pub format: Option<String>,
+    pub fields: Option<String>,
+    pub raw: Option<bool>,
+    pub retries: Option<u32>,
+    pub backoff_base: Option<String>,
+    pub backoff_cap: Option<String>,
+    pub max_consecutive_429: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub request_timeout: Option<String>,
+    pub progress: Option<String>,
+    pub threads: Option<usize>,
+    /// Extra or replacement tier profiles.
+    pub tiers: Option<toml::Table>,
+}
+
+macro_rules! merge {
+    ($base:ident, $top:ident, $($f:ident),*) => { $( if $top.$f.is_some() { $base.$f = $top.$f; } )* };
+}
+
+impl Layer {
+    /// Parses a TOML layer; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<Layer, String> {
+        toml::from_str(text).map_err(|e| format!("failed to read configuration {origin}: {e}"))
+    }
+
+    /// `self` with every key set in `top` replaced.
+    pub fn merged(mut self, top: Layer) -> Layer {
+        merge!(
+            self,
+            top,
+            api_url,
+            tier,
+            rate,
+            safety_margin,
+            concurrency,
+            max_concurrency,
+            input_format,
+            column,
+            format,
+            fields,
+            raw,
+            retries,
+            backoff_base,
+            backoff_cap,
+            max_consecutive_429,
+            connect_timeout,
+            request_timeout,
+            progress,
+            threads,
+            tiers
+        );
+        self
+    }
+}
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Progress {
+    /// A bar on a terminal, a status line every 10 s otherwise.
+    Auto,
+    /// Always a bar.
+    Always,
+    /// Nothing while running.
+    Never,
+}
+
+/// Where the key came from (for `vtbulk config`; never the key).
+#[derive(Clone, Debug)]
+pub enum KeySource {
+    /// `--api-key-file`.
+    File(PathBuf),
+    /// An environment variable.
+    Env(&'static str),
+    /// Nowhere.
+    Missing,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Resolved {
+    /// For the engine.
+    pub settings: Settings,
+    /// For the client.
+    pub client: ClientConfig,
+    /// The key, if any.
+    pub key: Option<ApiKey>,
+    /// Where it came from.
+    pub key_source: KeySource,
+    /// The tier used.
+    pub tier_name: String,
+    /// Progress display.
+    pub progress: Progress,
+    /// Runtime threads.
+    pub threads: usize,
+}
+
+fn duration(name: &str, value: &Option<String>) -> Result<Duration, String> {
+    let v = value.as_deref().unwrap_or("0s");
+    humantime::parse_duration(v).map_err(|e| format!("bad {name} {v:?}: {e}"))
+}
+
+/// The user file: `--config`, else `$XDG_CONFIG_HOME/vtbulk/config.toml`, else
+/// `~/.config/vtbulk/config.toml`, if it exists.
+pub fn user_file(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>, String> {
+    if let Some(path) = explicit {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("failed to read --config {}: {e}", path.display()))?;
+        return Ok(Some((path.to_owned(), text)));
+    }
+    let dir = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    let Some(path) = dir.map(|d| d.join("vtbulk").join("config.toml")) else {
+        return Ok(None);
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("failed to read {}: {e}", path.display())),
+    }
+}
+
+/// Reads the key: `--api-key-file` (`-` is stdin), else `VT_API_KEY`, else `VTCLI_APIKEY`.
+pub fn read_key(file: Option<&Path>) -> Result<(Option<ApiKey>, KeySource), String> {
+    if let Some(path) = file {
+        let text = if path == Path::new("-") {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .map_err(|e| format!("failed to read the API key from stdin: {e}"))?;
+            s
+        } else {
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("failed to read the API key file {}: {e}", path.display()))?
+        };
+        let key = ApiKey::new(text).map_err(|e| format!("{e} (in {})", path.display()))?;
+        return Ok((Some(key), KeySource::File(path.to_owned())));
+    }
+    for var in ["VT_API_KEY", "VTCLI_APIKEY"] {
+        if let Ok(value) = std::env::var(var)
+            && !value.trim().is_empty()
+        {
+            let key = ApiKey::new(value).map_err(|e| format!("{e} (in {var})"))?;
+            return Ok((Some(key), KeySource::Env(var)));
+        }
+    }
+    Ok((None, KeySource::Missing))
+}
+
+/// Resolves the layers into typed settings.
+pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
+    let mut tiers = parse_tiers(TIERS_TOML).map_err(|e| e.to_string())?;
+    if let Some(extra) = &layer.tiers {
+        let text = toml::to_string(extra).map_err(|e| e.to_string())?;
+        tiers.extend(parse_tiers(&text).map_err(|e| e.to_string())?);
+    }
+    let tier_name = layer.tier.clone().unwrap_or_else(|| "public".into());
+    let tier: Tier = *tiers.get(&tier_name).ok_or_else(|| {
+        format!(
+            "unknown tier {tier_name:?} (known: {})",
+            tiers.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    let rate = match layer.rate.as_deref() {
+        None => tier.rate(),
+        Some("unlimited") => None,
+        Some(r) => Some(r.parse::<Rate>()?),
+    };
+    let max = layer.max_concurrency.unwrap_or(256).max(1);
+    let concurrency = match layer.concurrency.as_deref().unwrap_or("auto") {
+        "auto" => Concurrency::Auto { max },
+        n => Concurrency::Fixed(
+            n.parse::<NonZeroU32>()
+                .map_err(|_| format!("bad concurrency {n:?}: auto or a positive number"))?
+                .get() as usize,
+        ),
+    };
+    let fields: Vec<Field> = match layer.fields.as_deref().unwrap_or("default") {
+        "default" | "all" => Field::ALL.to_vec(),
+        list => parse_fields(list).map_err(|e| e.to_string())?,
+    };
+    let margin = layer.safety_margin.unwrap_or(0.002);
+    if !(0.0..=0.5).contains(&margin) {
+        return Err(format!("bad safety_margin {margin}: between 0 and 0.5"));
+    }
+    let settings = Settings {
+        inputs,
+        input_format: layer
+            .input_format
+            .as_deref()
+            .unwrap_or("auto")
+            .parse::<InputFormat>()?,
+        column: layer
+            .column
+            .as_deref()
+            .map(str::parse::<Column>)
+            .transpose()?,
+        format: layer.format.as_deref().unwrap_or("csv").parse::<Format>()?,
+        fields,
+        raw: layer.raw.unwrap_or(false),
+        scheduler: SchedulerConfig {
+            rate,
+            caps: tier,
+            safety_margin: margin,
+            precise: true,
+        },
+        concurrency,
+        backoff: BackoffPolicy {
+            base: duration("backoff_base", &layer.backoff_base)?,
+            cap: duration("backoff_cap", &layer.backoff_cap)?,
+            max_retries: layer.retries.unwrap_or(5),
+        },
+        max_consecutive_429: layer.max_consecutive_429.unwrap_or(12),
+    };
+    let keep_raw = settings.raw && settings.format == Format::Ndjson;
+    let client = ClientConfig {
+        host: layer
+            .api_url
+            .clone()
+            .unwrap_or_else(|| vtbulk_vt::DEFAULT_HOST.into()),
+        connect_timeout: duration("connect_timeout", &layer.connect_timeout)?,
+        request_timeout: duration("request_timeout", &layer.request_timeout)?,
+        pool_max_idle_per_host: max.max(64),
+        gzip: true,
+        keep_raw,
+    };
+    let progress = match layer.progress.as_deref().unwrap_or("auto") {
+        "auto" => Progress::Auto,
+        "always" => Progress::Always,
+        "never" => Progress::Never,
+        p => return Err(format!("bad progress {p:?}: auto, always or never")),
+    };
+    Ok(Resolved {
+        settings,
+        client,
+        key: None,
+        key_source: KeySource::Missing,
+        tier_name,
+        progress,
+        threads: layer.threads.unwrap_or(1).max(1),
+    })
+}
+
+/// `vtbulk config`: the resolved settings as TOML-like lines, the key redacted.
+pub fn describe(r: &Resolved) -> String {
+    let s = &r.settings;
+    let key = match &r.key_source {
+        KeySource::File(p) => format!("[redacted] (from --api-key-file {})", p.display()),
+        KeySource::Env(v) => format!("[redacted] (from {v})"),
+        KeySource::Missing => "none (set VT_API_KEY or pass --api-key-file)".into(),
+    };
+    let rate = s
+        .scheduler
+        .rate
+        .map_or("unlimited".to_owned(), |r| r.to_string());
+    let caps = s.scheduler.caps;
+    let cap = |c: Option<u64>| c.map_or("unlimited".to_owned(), |c| c.to_string());
+    let fields: Vec<&str> = s.fields.iter().map(|f| f.name()).collect();
+    [
+        format!("api_key = {key}"),
+        format!("api_url = {:?}", r.client.host),
+        format!("tier = {:?}", r.tier_name),
+        format!("rate = {rate:?}"),
+        format!("hourly = {}", cap(caps.hourly)),
+        format!("daily = {}", cap(caps.daily)),
+        format!("monthly = {}", cap(caps.monthly)),
+        format!("safety_margin = {}", s.scheduler.safety_margin),
+        format!("concurrency = {:?}", s.concurrency),
+        format!("input_format = {:?}", s.input_format),
+        format!("column = {:?}", s.column),
+        format!("format = {:?}", s.format),
+        format!("fields = {:?}", fields.join(",")),
+        format!("raw = {}", s.raw),
+        format!("retries = {}", s.backoff.max_retries),
+        format!("backoff = {:?}..{:?}", s.backoff.base, s.backoff.cap),
+        format!("max_consecutive_429 = {}", s.max_consecutive_429),
+        format!("connect_timeout = {:?}", r.client.connect_timeout),
+        format!("request_timeout = {:?}", r.client.request_timeout),
+        format!("progress = {:?}", r.progress),
+        format!("threads = {}", r.threads),
+    ]
+    .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_resolve_to_the_public_tier() {
+        let layer = Layer::from_toml(DEFAULT_TOML, "defaults").expect("valid");
+        let r = resolve(&layer, vec![]).expect("resolves");
+        assert_eq!(
+            r.settings.scheduler.rate.map(|r| r.to_string()).as_deref(),
+            Some("4/min")
+        );
+        assert_eq!(r.settings.scheduler.caps.daily, Some(500));
+        assert_eq!(r.settings.fields, Field::ALL.to_vec());
+        assert_eq!(r.client.host, "https://www.virustotal.com");
+    }
+
+    #[test]
+    fn later_layers_win_and_unknown_keys_are_errors() {
+        let base = Layer::from_toml(DEFAULT_TOML, "defaults").expect("valid");
+        let user =
+            Layer::from_toml("rate = \"600/min\"\nformat = \"ndjson\"\n", "user").expect("valid");
+        let flags = Layer {
+            rate: Some("10/s".into()),
+            ..Layer::default()
+        };
+        let r = resolve(&base.merged(user).merged(flags), vec![]).expect("resolves");
+        assert_eq!(
+            r.settings.scheduler.rate.map(|r| r.to_string()).as_deref(),
+            Some("10/s")
+        );
+        assert_eq!(r.settings.format, Format::Ndjson);
+        let err = Layer::from_toml("colour = \"blue\"\n", "user").expect_err("unknown key");
+        assert!(err.contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn user_tiers_extend_the_shipped_ones() {
+        let base = Layer::from_toml(DEFAULT_TOML, "defaults").expect("valid");
+        let user = Layer::from_toml(
+            "tier = \"team\"\n[tiers.team]\nper_minute = 300\ndaily = 100000\n",
+            "user",
+        )
+        .expect("valid");
+        let r = resolve(&base.merged(user), vec![]).expect("resolves");
+        assert_eq!(
+            r.settings.scheduler.rate.map(|r| r.to_string()).as_deref(),
+            Some("300/min")
+        );
+        assert_eq!(r.settings.scheduler.caps.daily, Some(100_000));
+    }
+
+    #[test]
+    fn describe_never_shows_the_key() {
+        let base = Layer::from_toml(DEFAULT_TOML, "defaults").expect("valid");
+        let mut r = resolve(&base, vec![]).expect("resolves");
+        r.key = Some(ApiKey::new("CANARY-describe-key").expect("key"));
+        r.key_source = KeySource::Env("VT_API_KEY");
+        let text = describe(&r);
+        assert!(text.contains("[redacted] (from VT_API_KEY)"));
+        assert!(!text.contains("CANARY"));
+    }
+}

@@ -1,0 +1,184 @@
+//! Progress while running and the summary table at the end, both on stderr.
+//!
+//! One task owns the display and reads the engine's counters; workers never touch it. Whether
+//! to draw a bar is decided once, by a pure function of the terminal and CI state.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use vtbulk_engine::{Counters, Summary};
+
+/// What to show while running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A live bar (a terminal).
+    Bar,
+    /// One status line every 10 s (logs, CI, pipes).
+    Lines,
+    /// Nothing.
+    Off,
+}
+
+/// The mode for `--progress auto`: a bar on an interactive terminal, status lines otherwise.
+pub fn resolve(stderr_is_terminal: bool, is_ci: bool) -> Mode {
+    if stderr_is_terminal && !is_ci {
+        Mode::Bar
+    } else {
+        Mode::Lines
+    }
+}
+
+/// The running display; `finish` stops it.
+pub struct Display {
+    task: Option<tokio::task::JoinHandle<()>>,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Display {
+    /// Stops and clears the display.
+    pub async fn finish(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn status(c: &Counters, started: Instant, interval: Option<Duration>) -> String {
+    let get = Counters::get;
+    let (done, unique) = (get(&c.done), get(&c.unique));
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    let left = unique.saturating_sub(done);
+    let eta = interval.map_or(String::new(), |i| {
+        format!(
+            ", eta {}",
+            humantime::format_duration(Duration::from_secs((i.as_secs_f64() * left as f64) as u64))
+        )
+    });
+    format!(
+        "{done}/{unique} done, {:.1} req/s, {} ok, {} not found, {} errors, {} retries, {} 429s{eta}",
+        get(&c.requests) as f64 / elapsed,
+        get(&c.ok),
+        get(&c.not_found),
+        get(&c.errors),
+        get(&c.retries),
+        get(&c.rate_limited),
+    )
+}
+
+/// Starts the display for `mode`.
+pub fn spawn(mode: Mode, counters: Arc<Counters>, interval: Option<Duration>) -> Display {
+    let started = Instant::now();
+    match mode {
+        Mode::Off => Display {
+            task: None,
+            bar: None,
+        },
+        Mode::Lines => {
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(10));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "vtbulk: {}",
+                        status(&counters, started, interval)
+                    );
+                }
+            });
+            Display {
+                task: Some(task),
+                bar: None,
+            }
+        }
+        Mode::Bar => {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{bar:30} {msg}")
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let shown = bar.clone();
+            let task = tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                loop {
+                    tick.tick().await;
+                    shown.set_length(Counters::get(&counters.unique));
+                    shown.set_position(Counters::get(&counters.done));
+                    shown.set_message(status(&counters, started, interval));
+                }
+            });
+            Display {
+                task: Some(task),
+                bar: Some(bar),
+            }
+        }
+    }
+}
+
+/// The end-of-run table.
+pub fn table(s: &Summary) -> String {
+    let mut t = String::new();
+    let row = |t: &mut String, k: &str, v: String| {
+        let _ = writeln!(t, "  {k:<16} {v}");
+    };
+    let _ = writeln!(t, "vtbulk summary");
+    row(&mut t, "lines read", s.lines_read.to_string());
+    row(&mut t, "invalid", s.invalid.to_string());
+    row(&mut t, "unique", s.unique.to_string());
+    row(&mut t, "duplicates", s.duplicates.to_string());
+    row(&mut t, "lookups", s.lookups.to_string());
+    row(&mut t, "ok", s.ok.to_string());
+    row(&mut t, "not found", s.not_found.to_string());
+    row(
+        &mut t,
+        "errors",
+        format!("{}{}", s.errors, by_code(&s.errors_by_code)),
+    );
+    row(
+        &mut t,
+        "skipped",
+        format!("{}{}", s.skipped, by_code(&s.skipped_by_reason)),
+    );
+    row(&mut t, "retries", s.retries.to_string());
+    row(
+        &mut t,
+        "429s",
+        format!("{}{}", s.rate_limited, by_code(&s.rate_limited_by_code)),
+    );
+    row(&mut t, "requests", s.requests.to_string());
+    row(&mut t, "elapsed", format!("{:.2} s", s.elapsed_secs));
+    row(&mut t, "rate", format!("{:.1} req/s", s.requests_per_sec));
+    row(
+        &mut t,
+        "outcome",
+        format!("{} (exit {})", s.outcome, s.exit_code),
+    );
+    t
+}
+
+fn by_code(map: &std::collections::BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    format!(" ({})", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bar_only_on_an_interactive_terminal() {
+        assert_eq!(resolve(true, false), Mode::Bar);
+        assert_eq!(resolve(true, true), Mode::Lines);
+        assert_eq!(resolve(false, false), Mode::Lines);
+        assert_eq!(resolve(false, true), Mode::Lines);
+    }
+}

@@ -1,0 +1,45 @@
+//! From VirusTotal's file object to an output record.
+
+use vtbulk_output::{Record, Source, Stats, Status};
+use vtbulk_vt::models::FileObject;
+
+/// The record for a found file.
+pub(crate) fn found(mut record: Record, file: Box<FileObject>) -> Record {
+    let FileObject {
+        id,
+        attributes: a,
+        raw,
+        ..
+    } = *file;
+    record.status = Some(Status::Ok);
+    record.source = Some(Source::Api);
+    record.sha256 = a.sha256.or(Some(id));
+    record.md5 = a.md5;
+    record.sha1 = a.sha1;
+    record.stats = a.last_analysis_stats.map(|s| Stats {
+        malicious: s.malicious,
+        suspicious: s.suspicious,
+        undetected: s.undetected,
+        harmless: s.harmless,
+        timeout: s.timeout,
+        confirmed_timeout: s.confirmed_timeout,
+        failure: s.failure,
+        type_unsupported: s.type_unsupported,
+    });
+    if let Some(ptc) = &a.popular_threat_classification {
+        record.threat_label = ptc.suggested_threat_label.clone();
+        record.threat_category = ptc.top_category().map(str::to_owned);
+        record.threat_name = ptc.top_name().map(str::to_owned);
+    }
+    record.type_description = a.type_description;
+    record.type_tag = a.type_tag;
+    record.size = a.size;
+    record.meaningful_name = a.meaningful_name;
+    record.tags = a.tags;
+    record.reputation = a.reputation;
+    record.first_submission_date = a.first_submission_date;
+    record.last_analysis_date = a.last_analysis_date;
+    record.times_submitted = a.times_submitted;
+    record.raw = raw;
+    record
+}

@@ -1,0 +1,136 @@
+//! Live counters (read by the progress display while the run goes) and the end-of-run summary.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Counters shared by the stages; every field only grows.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Lines read from all inputs.
+    pub lines: AtomicU64,
+    /// Invalid values.
+    pub invalid: AtomicU64,
+    /// Distinct valid IOCs.
+    pub unique: AtomicU64,
+    /// Repeated occurrences.
+    pub duplicates: AtomicU64,
+    /// Unique IOCs with a final record.
+    pub done: AtomicU64,
+    /// `ok` records.
+    pub ok: AtomicU64,
+    /// `not_found` records.
+    pub not_found: AtomicU64,
+    /// `error` records.
+    pub errors: AtomicU64,
+    /// `skipped` records.
+    pub skipped: AtomicU64,
+    /// Retries after a retryable failure.
+    pub retries: AtomicU64,
+    /// 429 answers.
+    pub rate_limited: AtomicU64,
+    /// HTTP requests sent (each spends quota).
+    pub requests: AtomicU64,
+    /// Error records by code.
+    pub errors_by_code: Mutex<BTreeMap<String, u64>>,
+    /// 429s by code.
+    pub rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
+    /// Skipped records by reason.
+    pub skipped_by_reason: Mutex<BTreeMap<String, u64>>,
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(crate) fn bump_map(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
+    *map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key.to_owned())
+        .or_default() += 1;
+}
+
+impl Counters {
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// The summary as of now.
+    pub fn summary(&self, elapsed_secs: f64, outcome: &str) -> Summary {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let map =
+            |m: &Mutex<BTreeMap<String, u64>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let requests = get(&self.requests);
+        Summary {
+            lines_read: get(&self.lines),
+            invalid: get(&self.invalid),
+            unique: get(&self.unique),
+            duplicates: get(&self.duplicates),
+            lookups: get(&self.ok) + get(&self.not_found) + get(&self.errors),
+            ok: get(&self.ok),
+            not_found: get(&self.not_found),
+            errors: get(&self.errors),
+            errors_by_code: map(&self.errors_by_code),
+            skipped: get(&self.skipped),
+            skipped_by_reason: map(&self.skipped_by_reason),
+            retries: get(&self.retries),
+            rate_limited: get(&self.rate_limited),
+            rate_limited_by_code: map(&self.rate_limited_by_code),
+            requests,
+            elapsed_secs,
+            requests_per_sec: if elapsed_secs > 0.0 {
+                requests as f64 / elapsed_secs
+            } else {
+                0.0
+            },
+            outcome: outcome.to_owned(),
+            exit_code: 0,
+        }
+    }
+}
+
+/// What a run did, for the table on stderr and `--summary-json`.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Summary {
+    /// Lines read from all inputs.
+    pub lines_read: u64,
+    /// Values that are not hashes.
+    pub invalid: u64,
+    /// Distinct valid IOCs.
+    pub unique: u64,
+    /// Repeated occurrences of them.
+    pub duplicates: u64,
+    /// Unique IOCs looked up to a final answer (ok + not_found + errors).
+    pub lookups: u64,
+    /// Found.
+    pub ok: u64,
+    /// Not known to VirusTotal.
+    pub not_found: u64,
+    /// Failed.
+    pub errors: u64,
+    /// Failed, by error code.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Not looked up.
+    pub skipped: u64,
+    /// Not looked up, by reason.
+    pub skipped_by_reason: BTreeMap<String, u64>,
+    /// Retries.
+    pub retries: u64,
+    /// 429 answers.
+    pub rate_limited: u64,
+    /// 429 answers by code.
+    pub rate_limited_by_code: BTreeMap<String, u64>,
+    /// Requests sent (quota spent).
+    pub requests: u64,
+    /// Wall time of the run.
+    pub elapsed_secs: f64,
+    /// Requests per second over the run.
+    pub requests_per_sec: f64,
+    /// `completed`, `completed_with_errors`, `auth_failed`, `quota_exhausted`, `interrupted`.
+    pub outcome: String,
+    /// The process exit code (set by the binary, which owns the mapping).
+    pub exit_code: i32,
+}

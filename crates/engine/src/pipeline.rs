@@ -1,0 +1,554 @@
+//! The run: read and dedup, then bounded workers through the scheduler, then one writer.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc};
+use vtbulk_ioc::reader::{self, InputFormat};
+use vtbulk_ioc::{Column, Item, Seen, Unique};
+use vtbulk_output::{CsvSink, Field, Format, NdjsonSink, Record, Sink, Status};
+use vtbulk_quota::{BackoffPolicy, Scheduler, SchedulerConfig};
+use vtbulk_vt::{Client, ErrorClass, FileLookup, RateLimitKind};
+
+use crate::convert;
+use crate::counters::{Counters, Summary, bump, bump_map};
+
+/// How many lookups may be in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Enough for the rate at the observed latency (Little's law), within 1..=`max`.
+    Auto {
+        /// The ceiling.
+        max: usize,
+    },
+    /// Exactly this many.
+    Fixed(usize),
+}
+
+/// Everything the engine needs, typed and resolved (no raw strings from the command line).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Input paths; `-` is stdin.
+    pub inputs: Vec<String>,
+    /// How inputs are laid out.
+    pub input_format: InputFormat,
+    /// The CSV column.
+    pub column: Option<Column>,
+    /// Output format.
+    pub format: Format,
+    /// Output fields, in order.
+    pub fields: Vec<Field>,
+    /// Add VirusTotal's `data` object to NDJSON records.
+    pub raw: bool,
+    /// Rate, caps and margin.
+    pub scheduler: SchedulerConfig,
+    /// Lookups in flight.
+    pub concurrency: Concurrency,
+    /// Retries of retryable failures.
+    pub backoff: BackoffPolicy,
+    /// Consecutive 429s (with no success in between) after which the run stops as if the
+    /// quota were spent: the key is shared, or its quota is lower than configured.
+    pub max_consecutive_429: u32,
+}
+
+/// Why a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every IOC has a final record, none an error.
+    Completed,
+    /// Every IOC has a final record, some are errors.
+    CompletedWithErrors,
+    /// VirusTotal refused the key (401/403): the rest is `skipped`.
+    AuthFailed,
+    /// A budget ran out (or 429s would not stop): the rest is `skipped`.
+    QuotaExhausted,
+    /// Stopped from outside (SIGINT/SIGTERM): the rest is `skipped`.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The name in the summary.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::CompletedWithErrors => "completed_with_errors",
+            Outcome::AuthFailed => "auth_failed",
+            Outcome::QuotaExhausted => "quota_exhausted",
+            Outcome::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A run cannot start or cannot write.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// An input cannot be opened or read.
+    #[error("failed to read input {name}: {source}")]
+    Input {
+        /// The input.
+        name: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The output cannot be written.
+    #[error("failed to write the output: {0}")]
+    Output(std::io::Error),
+}
+
+/// Stops a run from outside: no new lookups, in-flight ones finish, the rest is `skipped`.
+#[derive(Clone, Debug, Default)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+impl StopHandle {
+    /// Asks the run to stop.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    fn requested(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+}
+
+/// Why workers stopped taking work (first reason wins).
+#[derive(Debug, Default)]
+struct Halt {
+    reason: Mutex<Option<(Outcome, String)>>,
+    flag: AtomicBool,
+}
+
+impl Halt {
+    fn set(&self, outcome: Outcome, skip_reason: impl Into<String>, wake: &tokio::sync::Notify) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some((outcome, skip_reason.into()));
+        }
+        self.flag.store(true, Ordering::SeqCst);
+        wake.notify_waiters();
+    }
+
+    fn get(&self) -> Option<(Outcome, String)> {
+        if !self.flag.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+struct Shared {
+    client: Client,
+    scheduler: Scheduler,
+    counters: Arc<Counters>,
+    backoff: BackoffPolicy,
+    max_consecutive_429: u32,
+    consecutive_429: AtomicU64,
+    halt: Halt,
+    stop: StopHandle,
+    names: Vec<String>,
+    latency_ewma_us: AtomicU64,
+}
+
+fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
+    let name = names.get(origin.input as usize).map_or("?", String::as_str);
+    format!("{name}:{}", origin.line)
+}
+
+fn base_record(shared: &Shared, entry: &Unique) -> Record {
+    Record {
+        input: entry.hash.to_string(),
+        kind: Some(entry.hash.kind()),
+        occurrences: entry.count,
+        first_origin: origin_text(&shared.names, entry.first),
+        ..Record::default()
+    }
+}
+
+fn skipped(shared: &Shared, entry: &Unique, reason: &str) -> Record {
+    bump(&shared.counters.skipped);
+    bump_map(&shared.counters.skipped_by_reason, reason);
+    Record {
+        status: Some(Status::Skipped),
+        error_code: Some(reason.to_owned()),
+        ..base_record(shared, entry)
+    }
+}
+
+fn error_record(shared: &Shared, entry: &Unique, err: &vtbulk_vt::Error) -> Record {
+    bump(&shared.counters.errors);
+    bump_map(&shared.counters.errors_by_code, err.code());
+    Record {
+        status: Some(Status::Error),
+        source: Some(vtbulk_output::Source::Api),
+        error_code: Some(err.code().to_owned()),
+        error_message: Some(err.message().to_owned()),
+        ..base_record(shared, entry)
+    }
+}
+
+/// Looks one entry up to a final record: retries, 429s and stops included.
+async fn lookup(shared: &Shared, entry: &Unique, seed: u64) -> Record {
+    let mut backoff = shared.backoff.iter(seed);
+    loop {
+        // Registered before the checks, so a stop between the checks and the wait wakes us.
+        let woken = shared.stop.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if shared.stop.requested() {
+            shared
+                .halt
+                .set(Outcome::Interrupted, "interrupted", &shared.stop.wake);
+        }
+        if let Some((_, reason)) = shared.halt.get() {
+            return skipped(shared, entry, &reason);
+        }
+        let acquired = tokio::select! {
+            acquired = shared.scheduler.acquire() => acquired,
+            () = &mut woken => continue,
+        };
+        if let Err(exhausted) = acquired {
+            shared.halt.set(
+                Outcome::QuotaExhausted,
+                exhausted.window.skip_reason(),
+                &shared.stop.wake,
+            );
+            return skipped(shared, entry, exhausted.window.skip_reason());
+        }
+        if shared.halt.get().is_some() || shared.stop.requested() {
+            continue;
+        }
+        bump(&shared.counters.requests);
+        let started = Instant::now();
+        let result = shared.client.get_file(&entry.hash).await;
+        let micros = started.elapsed().as_micros() as u64;
+        let old = shared.latency_ewma_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            micros
+        } else {
+            (old * 7 + micros) / 8
+        };
+        shared.latency_ewma_us.store(new, Ordering::Relaxed);
+        let err = match result {
+            Ok(FileLookup::Found(file)) => {
+                shared.consecutive_429.store(0, Ordering::Relaxed);
+                bump(&shared.counters.ok);
+                return convert::found(base_record(shared, entry), file);
+            }
+            Ok(FileLookup::NotFound) => {
+                shared.consecutive_429.store(0, Ordering::Relaxed);
+                bump(&shared.counters.not_found);
+                return Record {
+                    status: Some(Status::NotFound),
+                    source: Some(vtbulk_output::Source::Api),
+                    ..base_record(shared, entry)
+                };
+            }
+            Err(err) => err,
+        };
+        match err.class() {
+            ErrorClass::NotFound => {
+                bump(&shared.counters.not_found);
+                return Record {
+                    status: Some(Status::NotFound),
+                    source: Some(vtbulk_output::Source::Api),
+                    ..base_record(shared, entry)
+                };
+            }
+            ErrorClass::RateLimited(kind) => {
+                // Not an error and not an attempt: close the gate for everyone, then requeue
+                // (this worker keeps the item and waits at the gate like everyone else).
+                bump(&shared.counters.rate_limited);
+                bump_map(&shared.counters.rate_limited_by_code, err.code());
+                let streak = shared.consecutive_429.fetch_add(1, Ordering::Relaxed) + 1;
+                if streak > u64::from(shared.max_consecutive_429) {
+                    shared.halt.set(
+                        Outcome::QuotaExhausted,
+                        "quota_rate_limited",
+                        &shared.stop.wake,
+                    );
+                    continue;
+                }
+                let base = match kind {
+                    // The minute window frees a slot within one interval of our schedule.
+                    RateLimitKind::QuotaExceeded => shared
+                        .scheduler
+                        .interval()
+                        .unwrap_or(Duration::from_secs(1))
+                        .max(Duration::from_secs(1)),
+                    RateLimitKind::TooManyRequests => Duration::from_secs(1),
+                };
+                let factor = 2u32.saturating_pow((streak.min(16) - 1) as u32);
+                let wait = base.saturating_mul(factor).min(Duration::from_secs(60));
+                // Jitter in [wait/2, wait]: workers that met the same 429 do not return at once.
+                let jitter = (seed.wrapping_mul(streak | 1) % 1000) as f64 / 2000.0;
+                shared.scheduler.close_gate(wait.mul_f64(0.5 + jitter));
+            }
+            ErrorClass::Fatal => {
+                shared.halt.set(
+                    Outcome::AuthFailed,
+                    format!("stopped_{}", err.code()),
+                    &shared.stop.wake,
+                );
+                return error_record(shared, entry, &err);
+            }
+            ErrorClass::Permanent => return error_record(shared, entry, &err),
+            ErrorClass::Retry => match backoff.next() {
+                Some(delay) => {
+                    bump(&shared.counters.retries);
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = &mut woken => {}
+                    }
+                }
+                None => return error_record(shared, entry, &err),
+            },
+        }
+    }
+}
+
+fn make_sink(settings: &Settings, out: Box<dyn Write + Send>) -> Box<dyn Sink + Send> {
+    match settings.format {
+        Format::Csv => Box::new(CsvSink::new(out, settings.fields.clone())),
+        Format::Ndjson => Box::new(NdjsonSink::new(out, settings.fields.clone(), settings.raw)),
+    }
+}
+
+/// Opens every input first, so a missing file fails the run before anything is spent.
+fn open_all(inputs: &[String]) -> Result<Vec<Box<dyn std::io::BufRead + Send>>, EngineError> {
+    inputs
+        .iter()
+        .map(|name| {
+            reader::open(name).map_err(|source| EngineError::Input {
+                name: name.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+/// Runs the whole pipeline, writing records to `out`. `counters` is shared with whoever
+/// shows progress; `stop` ends the run early.
+pub async fn run(
+    settings: Settings,
+    client: Client,
+    out: Box<dyn Write + Send>,
+    counters: Arc<Counters>,
+    stop: StopHandle,
+) -> Result<(Outcome, Summary), EngineError> {
+    let started = Instant::now();
+    let inputs = if settings.inputs.is_empty() {
+        vec!["-".to_owned()]
+    } else {
+        settings.inputs.clone()
+    };
+    let names: Vec<String> = inputs
+        .iter()
+        .map(|n| {
+            if n == "-" {
+                "stdin".to_owned()
+            } else {
+                n.clone()
+            }
+        })
+        .collect();
+    let opened = open_all(&inputs)?;
+
+    // One writer thread owns the sink; a bounded channel holds records waiting for it.
+    let (tx, mut rx) = mpsc::channel::<Record>(1024);
+    let mut sink = make_sink(&settings, out);
+    let writer = std::thread::spawn(move || -> std::io::Result<()> {
+        while let Some(record) = rx.blocking_recv() {
+            sink.write(&record)?;
+        }
+        sink.finish()
+    });
+
+    // Read and dedup on a blocking thread; invalid values go straight to the writer.
+    let read_counters = counters.clone();
+    let read_tx = tx.clone();
+    let read_names = names.clone();
+    let (format, column) = (settings.input_format, settings.column.clone());
+    let read = tokio::task::spawn_blocking(move || -> Result<Seen, EngineError> {
+        let mut seen = Seen::new();
+        for (index, (mut input, name)) in opened.into_iter().zip(&inputs).enumerate() {
+            let display = &read_names[index];
+            let mut emit = |item: Item| match item {
+                Item::Hash(hash, origin) => {
+                    if seen.insert(hash, origin) {
+                        bump(&read_counters.unique);
+                    } else {
+                        bump(&read_counters.duplicates);
+                    }
+                }
+                Item::Invalid {
+                    value,
+                    origin,
+                    reason,
+                } => {
+                    bump(&read_counters.invalid);
+                    let record = Record {
+                        input: value,
+                        status: Some(Status::Invalid),
+                        occurrences: 1,
+                        first_origin: origin_text(&read_names, origin),
+                        error_code: Some("invalid".to_owned()),
+                        error_message: Some(reason),
+                        ..Record::default()
+                    };
+                    // The writer only goes away on a write error, reported below.
+                    let _ = read_tx.blocking_send(record);
+                }
+            };
+            let (_, lines) = reader::read_input(
+                name,
+                &mut *input,
+                index as u32,
+                format,
+                column.as_ref(),
+                &mut emit,
+            )
+            .map_err(|source| EngineError::Input {
+                name: display.clone(),
+                source,
+            })?;
+            read_counters.lines.fetch_add(lines, Ordering::Relaxed);
+        }
+        Ok(seen)
+    });
+    let seen = match read.await {
+        Ok(result) => result,
+        Err(join) => Err(EngineError::Input {
+            name: "input".into(),
+            source: std::io::Error::other(join.to_string()),
+        }),
+    };
+    let seen = match seen {
+        Ok(seen) => seen,
+        Err(e) => {
+            drop(tx);
+            let _ = writer.join();
+            return Err(e);
+        }
+    };
+    let entries: Arc<Vec<Unique>> = Arc::new(seen.into_entries());
+
+    let shared = Arc::new(Shared {
+        client,
+        scheduler: Scheduler::new(settings.scheduler),
+        counters: counters.clone(),
+        backoff: settings.backoff,
+        max_consecutive_429: settings.max_consecutive_429,
+        consecutive_429: AtomicU64::new(0),
+        halt: Halt::default(),
+        stop,
+        names,
+        latency_ewma_us: AtomicU64::new(0),
+    });
+
+    // Bounded concurrency: `workers` tasks, of which `permits` may be in a lookup at once.
+    let rate = settings.scheduler.rate.map(|r| r.per_second());
+    let (workers, initial) = match settings.concurrency {
+        Concurrency::Fixed(n) => (n.max(1), n.max(1)),
+        Concurrency::Auto { max } => {
+            let max = max.max(1);
+            // Little's law with a 0.5 s latency guess until real latencies come in.
+            let start = rate.map_or(max, |r| ((r * 0.5).ceil() as usize + 1).clamp(1, max));
+            (max, start)
+        }
+    }
+    .min_entries(entries.len());
+    let permits = Arc::new(Semaphore::new(initial));
+    let cursor = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..workers {
+        let (shared, entries, cursor, permits, tx) = (
+            shared.clone(),
+            entries.clone(),
+            cursor.clone(),
+            permits.clone(),
+            tx.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let Ok(permit) = permits.acquire().await else {
+                    break;
+                };
+                let i = cursor.fetch_add(1, Ordering::SeqCst);
+                let Some(entry) = entries.get(i) else { break };
+                let record = lookup(&shared, entry, (i as u64) << 8 | w as u64).await;
+                drop(permit);
+                bump(&shared.counters.done);
+                if tx.send(record).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    // Grow the permits as real latencies come in (never shrink: a slow patch should not
+    // strand workers mid-request).
+    let controller = {
+        let (shared, permits) = (shared.clone(), permits.clone());
+        let mut current = initial;
+        let max = workers;
+        tokio::spawn(async move {
+            let Some(rate) = rate else { return };
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let latency = shared.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1e6;
+                let wanted = ((rate * latency * 1.5).ceil() as usize + 1).clamp(1, max);
+                if wanted > current {
+                    permits.add_permits(wanted - current);
+                    current = wanted;
+                }
+            }
+        })
+    };
+    while tasks.join_next().await.is_some() {}
+    controller.abort();
+
+    // Entries nobody took: the run stopped before reaching them.
+    let taken = cursor.load(Ordering::SeqCst).min(entries.len());
+    let reason = shared
+        .halt
+        .get()
+        .map_or_else(|| "stopped".to_owned(), |(_, r)| r);
+    for entry in &entries[taken..] {
+        bump(&counters.done);
+        if tx.send(skipped(&shared, entry, &reason)).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let written = writer
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));
+    written.map_err(EngineError::Output)?;
+
+    let outcome = match shared.halt.get() {
+        Some((outcome, _)) => outcome,
+        None if Counters::get(&counters.errors) > 0 => Outcome::CompletedWithErrors,
+        None => Outcome::Completed,
+    };
+    let summary = counters.summary(started.elapsed().as_secs_f64(), outcome.as_str());
+    Ok((outcome, summary))
+}
+
+trait MinEntries {
+    fn min_entries(self, n: usize) -> Self;
+}
+
+impl MinEntries for (usize, usize) {
+    /// No more workers than entries (but at least one).
+    fn min_entries(self, n: usize) -> Self {
+        let cap = n.max(1);
+        (self.0.min(cap), self.1.min(cap))
+    }
+}
