@@ -111,7 +111,10 @@ pub fn open(path: &str) -> io::Result<Box<dyn BufRead + Send>> {
     })
 }
 
-/// Decides the format of an input from its name and its first buffered bytes.
+/// Decides the format of an input from its name and its first buffered bytes: CSV by name
+/// (`.csv`, `.tsv`, also gzipped) or by a delimiter on the first line; `lines` when at least
+/// 80% of the first 50 non-comment lines are a single token (an IOC list with a stray note
+/// still reports the note as invalid); free text otherwise.
 pub fn sniff(name: &str, head: &[u8]) -> InputFormat {
     let lower = name.to_ascii_lowercase();
     let base = lower.strip_suffix(".gz").unwrap_or(&lower);
@@ -119,19 +122,26 @@ pub fn sniff(name: &str, head: &[u8]) -> InputFormat {
         return InputFormat::Csv;
     }
     let head = strip_bom(head);
-    for line in head.split(|&b| b == b'\n').take(50) {
+    let (mut lines, mut single) = (0usize, 0usize);
+    for (i, line) in head.split(|&b| b == b'\n').take(50).enumerate() {
         let line = trim(line);
         if line.is_empty() || line.starts_with(b"#") {
             continue;
         }
-        if line.iter().any(|b| b.is_ascii_whitespace()) {
-            return InputFormat::Text;
-        }
-        if line.contains(&b',') || line.contains(&b';') {
+        if lines == 0
+            && i < 50
+            && (line.contains(&b',') || line.contains(&b';') || line.contains(&b'\t'))
+        {
             return InputFormat::Csv;
         }
+        lines += 1;
+        single += usize::from(!line.iter().any(|b| b.is_ascii_whitespace()));
     }
-    InputFormat::Lines
+    if lines == 0 || single * 5 >= lines * 4 {
+        InputFormat::Lines
+    } else {
+        InputFormat::Text
+    }
 }
 
 fn strip_bom(b: &[u8]) -> &[u8] {

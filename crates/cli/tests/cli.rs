@@ -1,0 +1,264 @@
+//! The `vtbulk` binary as a user runs it, against vt-mock on loopback: golden output files,
+//! exit codes, the output file protocol, and a canary key that must never show anywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
+
+const CANARY: &str = "CANARY-3e1d9b5f-vtbulk-key-must-never-appear";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vtbulk-cli-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+async fn vtbulk(args: &[&str], key: Option<&str>) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+    cmd.args(args)
+        .current_dir(root())
+        .env_remove("VT_API_KEY")
+        .env_remove("VTCLI_APIKEY")
+        .env_remove("VTBULK_API_URL")
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .stdin(std::process::Stdio::null());
+    if let Some(key) = key {
+        cmd.env("VT_API_KEY", key);
+    }
+    cmd.output().await.expect("vtbulk runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn golden(format: &str, file: &str) {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--concurrency",
+            "1",
+            "--format",
+            format,
+            "--quiet",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    let path = root().join("fixtures/golden").join(file);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("dir");
+        std::fs::write(&path, &out.stdout).expect("write golden");
+    }
+    let expected = std::fs::read(&path).expect("golden file (UPDATE_GOLDEN=1 regenerates it)");
+    assert_eq!(
+        text(&out.stdout),
+        text(&expected),
+        "output differs from {}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn csv_output_matches_the_golden_file() {
+    golden("csv", "incident.csv").await;
+}
+
+#[tokio::test]
+async fn ndjson_output_matches_the_golden_file() {
+    golden("ndjson", "incident.ndjson").await;
+}
+
+#[tokio::test]
+async fn the_golden_csv_header_is_the_documented_field_list() {
+    let golden =
+        std::fs::read_to_string(root().join("fixtures/golden/incident.csv")).expect("golden");
+    let header = golden.lines().next().expect("header");
+    let fields: Vec<&str> = vtbulk_output::Field::ALL.iter().map(|f| f.name()).collect();
+    assert_eq!(header, fields.join(","));
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("readme");
+    for field in fields {
+        assert!(
+            readme.contains(&format!("`{field}`")),
+            "README documents field {field}"
+        );
+    }
+}
+
+fn assert_no_canary(what: &str, bytes: &[u8]) {
+    assert!(!text(bytes).contains(CANARY), "the key leaked into {what}");
+}
+
+#[tokio::test]
+async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let dir = temp_dir("canary");
+    let (out_file, summary) = (dir.join("out.ndjson"), dir.join("summary.json"));
+    let url = mock.url();
+    for args in [
+        vec![
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--format",
+            "ndjson",
+            "--raw",
+            "--progress",
+            "always",
+        ],
+        vec![
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "-o",
+            out_file.to_str().expect("utf8"),
+            "--summary-json",
+            summary.to_str().expect("utf8"),
+        ],
+        vec!["config", "--api-url", &url],
+    ] {
+        let out = vtbulk(&args, Some(CANARY)).await;
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_no_canary("stdout", &out.stdout);
+        assert_no_canary("stderr", &out.stderr);
+    }
+    assert_no_canary(
+        "the output file",
+        &std::fs::read(&out_file).expect("output"),
+    );
+    assert_no_canary("the summary", &std::fs::read(&summary).expect("summary"));
+    // A wrong canary key: errors all around, and still no key anywhere.
+    let wrong = format!("{CANARY}-wrong");
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+        ],
+        Some(&wrong),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    assert_no_canary("stdout", &out.stdout);
+    assert_no_canary("stderr", &out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_wrong_key_exits_3_with_no_ok_records() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+        ],
+        Some("wrong"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(3));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.lines().any(|l| l.contains(",ok,")));
+    assert!(stdout.contains("WrongCredentialsError"));
+    assert!(text(&out.stderr).contains("auth_failed"));
+}
+
+#[tokio::test]
+async fn output_goes_to_a_partial_file_renamed_when_complete() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp_dir("partial");
+    let target = dir.join("result.csv");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "-q",
+            "-o",
+            target.to_str().expect("utf8"),
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout.is_empty());
+    assert!(target.exists());
+    assert!(!Path::new(&format!("{}.partial", target.display())).exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn usage_errors_exit_2_with_a_clear_message() {
+    let out = vtbulk(
+        &[
+            "enrich",
+            "no/such/file.txt",
+            "--api-url",
+            "http://127.0.0.1:9",
+        ],
+        Some("k"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("failed to read input no/such/file.txt"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = vtbulk(&["enrich", "fixtures/iocs/incident.txt"], None).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no API key"));
+    let out = vtbulk(
+        &["enrich", "x", "--api-url", "http://example.com"],
+        Some("k"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unencrypted"));
+    let out = vtbulk(&["enrich", "x", "--fields", "input,colour"], Some("k")).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("colour"));
+}
