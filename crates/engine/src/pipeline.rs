@@ -167,7 +167,7 @@ fn base_record(shared: &Shared, entry: &Unique) -> Record {
         input: entry.hash.to_string(),
         kind: Some(entry.hash.kind()),
         occurrences: entry.count,
-        first_origin: origin_text(&shared.names, entry.first),
+        first_origin: origin_text(&shared.names, entry.first()),
         ..Record::default()
     }
 }

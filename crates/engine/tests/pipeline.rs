@@ -436,19 +436,3 @@ async fn a_daily_cap_stops_the_run_with_exact_skipped_records() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
-
-#[test]
-fn dedup_memory_per_unique_hash() {
-    let mut seen = vtbulk_ioc::Seen::new();
-    let n = 200_000u64;
-    for i in 0..n {
-        let mut d = [0u8; 32];
-        d[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
-        seen.insert(
-            Hash::from_digest(&d).expect("digest"),
-            vtbulk_ioc::Origin { input: 0, line: i },
-        );
-    }
-    let per = seen.heap_bytes() as f64 / n as f64;
-    assert!(per <= 64.0 * 1.5, "{per:.1} bytes per unique hash");
-}

@@ -1,8 +1,47 @@
-//! Hash parsing, the first step of every input line.
+//! The input hot path: hash parsing, and a whole `lines` read with dedup, on one core.
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use vtbulk_ioc::Hash;
+use vtbulk_ioc::reader::read_lines;
+use vtbulk_ioc::{Hash, Item, Seen};
+
+/// `n` lines of mixed md5/sha1/sha256 in mixed case; each line repeats an earlier one with
+/// probability `repeat` (0.1: nine in ten unique, the worst case; 0.9: a nightly EDR export).
+fn mixed_lines(n: u64, repeat: f64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(n as usize * 48);
+    let mut state = 0x1234_5678_u64;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in 0..n {
+        let roll = (next() % 1000) as f64 / 1000.0;
+        let seed = if i > 0 && roll < repeat {
+            next() % i + 1_000_000_000
+        } else {
+            i + 1_000_000_000
+        };
+        let hex = format!(
+            "{:016x}{:016x}{:016x}{:016x}",
+            seed,
+            seed ^ 0xdead,
+            seed.rotate_left(7),
+            !seed
+        );
+        let len = [32, 40, 64][(seed % 3) as usize];
+        let line = &hex[..len];
+        if seed % 4 == 0 {
+            out.extend_from_slice(line.to_ascii_uppercase().as_bytes());
+        } else {
+            out.extend_from_slice(line.as_bytes());
+        }
+        out.push(b'\n');
+    }
+    out
+}
 
 fn parse(c: &mut Criterion) {
     let lines: Vec<String> = (0..1000u64)
@@ -27,5 +66,31 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse);
+fn read_and_dedup(c: &mut Criterion) {
+    let n: u64 = std::env::var("VTBULK_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000_000);
+    let mut group = c.benchmark_group("input");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(n));
+    for (label, repeat) in [("90pct_unique", 0.1), ("10pct_unique", 0.9)] {
+        let input = mixed_lines(n, repeat);
+        group.bench_function(format!("read_lines_and_dedup_{n}_{label}"), |b| {
+            b.iter(|| {
+                let mut seen = Seen::new();
+                let mut reader: &[u8] = &input;
+                let read = read_lines(&mut reader, 0, &mut |item| {
+                    if let Item::Hash(h, origin) = item {
+                        seen.insert(h, origin);
+                    }
+                });
+                black_box((read.ok(), seen.len()))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, read_and_dedup);
 criterion_main!(benches);

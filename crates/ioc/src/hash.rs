@@ -129,11 +129,16 @@ static HEX: [u8; 256] = {
 
 const LOWER_HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Decodes `hex` (even length, already validated as hex by the caller) into `out`.
-fn decode_into(hex: &[u8], out: &mut [u8]) {
+/// Decodes `hex` (twice `out.len()` bytes) into `out` in one pass; false if any byte is not
+/// a hex digit (invalid bytes map to 0xff, so OR-ing every value reveals one).
+fn decode_into(hex: &[u8], out: &mut [u8]) -> bool {
+    let mut bad = 0u8;
     for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
-        *byte = (HEX[pair[0] as usize] << 4) | HEX[pair[1] as usize];
+        let (hi, lo) = (HEX[pair[0] as usize], HEX[pair[1] as usize]);
+        bad |= hi | lo;
+        *byte = (hi << 4) | (lo & 0x0f);
     }
+    bad & 0xf0 == 0
 }
 
 impl Hash {
@@ -145,33 +150,31 @@ impl Hash {
 
     /// Parses a hash from hex bytes in any case (the input need not be UTF-8).
     pub fn parse_bytes(hex: &[u8]) -> Result<Hash, ParseHashError> {
-        if hex.is_empty() {
-            return Err(ParseHashError::Empty);
-        }
-        if let Some(i) = hex.iter().position(|&b| HEX[b as usize] == INVALID) {
-            return Err(ParseHashError::NotHex {
+        let not_hex = || {
+            let i = hex.iter().position(|&b| HEX[b as usize] == INVALID);
+            i.map(|i| ParseHashError::NotHex {
                 position: i + 1,
                 len: hex.len(),
-            });
-        }
-        Ok(match hex.len() {
+            })
+        };
+        // The common case, a valid hash, decodes in one pass; errors are diagnosed after.
+        let hash = match hex.len() {
             32 => {
                 let mut d = [0u8; 16];
-                decode_into(hex, &mut d);
-                Hash::Md5(d)
+                decode_into(hex, &mut d).then_some(Hash::Md5(d))
             }
             40 => {
                 let mut d = [0u8; 20];
-                decode_into(hex, &mut d);
-                Hash::Sha1(d)
+                decode_into(hex, &mut d).then_some(Hash::Sha1(d))
             }
             64 => {
                 let mut d = [0u8; 32];
-                decode_into(hex, &mut d);
-                Hash::Sha256(d)
+                decode_into(hex, &mut d).then_some(Hash::Sha256(d))
             }
-            n => return Err(ParseHashError::Length(n)),
-        })
+            0 => return Err(ParseHashError::Empty),
+            n => return Err(not_hex().unwrap_or(ParseHashError::Length(n))),
+        };
+        hash.ok_or_else(|| not_hex().unwrap_or(ParseHashError::Length(hex.len())))
     }
 
     /// Builds a hash from a binary digest; `None` when the length is not 16, 20 or 32.

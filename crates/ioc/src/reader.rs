@@ -177,12 +177,12 @@ fn reason(e: &ParseHashError) -> String {
     e.to_string()
 }
 
-/// Reads one line into `buf` (without the newline), keeping at most `MAX_LINE` bytes.
-/// Returns `None` at the end, `Some(true)` when the line was longer and got cut.
-fn read_line(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<Option<bool>> {
-    buf.clear();
+/// Calls `f(line, cut)` for every line (without its `\n`), keeping at most `MAX_LINE` bytes of
+/// each (`cut` says a line was longer). Lines that lie whole in the reader's buffer are passed
+/// without a copy: this is the hot path of every run.
+fn for_each_line(input: &mut dyn BufRead, f: &mut dyn FnMut(&[u8], bool)) -> io::Result<()> {
+    let mut buf: Vec<u8> = Vec::new();
     let mut cut = false;
-    let mut any = false;
     loop {
         let available = match input.fill_buf() {
             Ok(b) => b,
@@ -190,28 +190,44 @@ fn read_line(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<Option<bo
             Err(e) => return Err(e),
         };
         if available.is_empty() {
-            return Ok(any.then_some(cut));
+            if !buf.is_empty() || cut {
+                f(&buf, cut);
+            }
+            return Ok(());
         }
-        any = true;
-        let (chunk, done) = match memchr_newline(available) {
-            Some(i) => (&available[..i], Some(i + 1)),
-            None => (available, None),
-        };
+        let mut start = 0;
+        // Whole lines in the buffer: no copy.
+        if buf.is_empty() && !cut {
+            while let Some(i) = memchr::memchr(b'\n', &available[start..]) {
+                let line = &available[start..start + i];
+                if line.len() > MAX_LINE {
+                    f(&line[..MAX_LINE], true);
+                } else {
+                    f(line, false);
+                }
+                start += i + 1;
+            }
+        } else if let Some(i) = memchr::memchr(b'\n', available) {
+            // The end of a line that began in an earlier buffer.
+            let room = MAX_LINE.saturating_sub(buf.len());
+            cut |= i > room;
+            buf.extend_from_slice(&available[..i.min(room)]);
+            f(&buf, cut);
+            buf.clear();
+            cut = false;
+            start = i + 1;
+            let n = start;
+            input.consume(n);
+            continue;
+        }
+        // A partial line at the end of the buffer: keep (up to MAX_LINE of) it.
+        let rest = &available[start..];
         let room = MAX_LINE.saturating_sub(buf.len());
-        if chunk.len() > room {
-            cut = true;
-        }
-        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        let used = done.unwrap_or(available.len());
-        input.consume(used);
-        if done.is_some() {
-            return Ok(Some(cut));
-        }
+        cut |= rest.len() > room;
+        buf.extend_from_slice(&rest[..rest.len().min(room)]);
+        let n = available.len();
+        input.consume(n);
     }
-}
-
-fn memchr_newline(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
 }
 
 /// Reads `lines` format, calling `emit` for every hash and invalid value.
@@ -220,15 +236,14 @@ pub fn read_lines(
     index: u32,
     emit: &mut dyn FnMut(Item),
 ) -> io::Result<u64> {
-    let mut buf = Vec::with_capacity(256);
     let mut line_no = 0u64;
-    while let Some(cut) = read_line(input, &mut buf)? {
+    for_each_line(input, &mut |raw, cut| {
         line_no += 1;
         let origin = Origin {
             input: index,
             line: line_no,
         };
-        let mut value = trim(&buf);
+        let mut value = trim(raw);
         if line_no == 1 {
             value = trim(strip_bom(value));
         }
@@ -238,16 +253,16 @@ pub fn read_lines(
                 origin,
                 format!("line longer than {MAX_LINE} bytes"),
             ));
-            continue;
+            return;
         }
         if value.is_empty() || value.starts_with(b"#") {
-            continue;
+            return;
         }
         match Hash::parse_bytes(value) {
             Ok(h) => emit(Item::Hash(h, origin)),
             Err(e) => emit(invalid(value, origin, reason(&e))),
         }
-    }
+    })?;
     Ok(line_no)
 }
 
@@ -576,6 +591,27 @@ mod tests {
                 (SHA256[..40].to_owned(), 3)
             ]
         );
+    }
+
+    #[test]
+    fn lines_split_across_reader_buffers_are_reassembled() {
+        let text = format!("{MD5}\r\n# c\n{SHA256}\nbad\n{SHA1}");
+        for capacity in [1, 7, 33, 64] {
+            let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+            let mut items = Vec::new();
+            let lines = read_lines(&mut input, 0, &mut |i| items.push(i)).expect("reads");
+            assert_eq!(lines, 5, "capacity {capacity}");
+            assert_eq!(
+                hashes(&items),
+                [
+                    (MD5.to_owned(), 1),
+                    (SHA256.to_owned(), 3),
+                    (SHA1.to_owned(), 5)
+                ],
+                "capacity {capacity}"
+            );
+            assert_eq!(invalids(&items).len(), 1);
+        }
     }
 
     #[test]
