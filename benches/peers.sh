@@ -72,8 +72,8 @@ if [[ " $scenarios " == *" A "* ]]; then
         url=http://127.0.0.1:18480
         echo "A r$r: $("$work/peers/wrk_peer.sh" --url "$url" -c 64 --input "$out/a.txt" --out "$out/a-wrk.ndjson" 2>/dev/null)" | tee -a "$out/results.txt"
         echo "A r$r: $("$py" "$work/peers/vtpy_peer.py" --url "$url" -c 64 --input "$out/a.txt" --out "$out/a-vtpy.ndjson" 2>/dev/null)" | tee -a "$out/results.txt"
-        echo "A r$r: $(run_vtbulk vtbulk-1thread "$url" "$out/a.txt" --rate unlimited --concurrency 64 --threads 1)" | tee -a "$out/results.txt"
-        echo "A r$r: $(run_vtbulk vtbulk-2threads "$url" "$out/a.txt" --rate unlimited --concurrency 64 --threads 2)" | tee -a "$out/results.txt"
+        echo "A r$r: $(run_vtbulk vtbulk-1thread "$url" "$out/a.txt" --tier unlimited --concurrency 64 --threads 1)" | tee -a "$out/results.txt"
+        echo "A r$r: $(run_vtbulk vtbulk-2threads "$url" "$out/a.txt" --tier unlimited --concurrency 64 --threads 2)" | tee -a "$out/results.txt"
         stop_mock
     done
 fi
@@ -84,7 +84,7 @@ if [[ " $scenarios " == *" B "* ]]; then
         start_mock 18481 50 0
         url=http://127.0.0.1:18481
         echo "B r$r: $("$work/peers/wrk_peer.sh" --url "$url" -c 64 --input "$out/b.txt" --out "$out/b-wrk.ndjson" 2>/dev/null)" | tee -a "$out/results.txt"
-        echo "B r$r: $(run_vtbulk vtbulk-b "$url" "$out/b.txt" --rate unlimited --concurrency 64)" | tee -a "$out/results.txt"
+        echo "B r$r: $(run_vtbulk vtbulk-b "$url" "$out/b.txt" --tier unlimited --concurrency 64)" | tee -a "$out/results.txt"
         stop_mock
     done
 fi
@@ -93,7 +93,7 @@ if [[ " $scenarios " == *" Q "* ]]; then
     "$py" "$work/gen_hashes.py" 500 0 "$out/q.txt" --seed 7 >/dev/null
     MOCK_ACCESS_LOG=1 start_mock 18482 0 600
     dir="$(tr '\0' ' ' < "/proc/$mock_pid/cmdline" | sed -n 's|.* -c \(/[^ ]*\)/nginx\.conf.*|\1|p')"
-    echo "Q: $(run_vtbulk vtbulk-q http://127.0.0.1:18482 "$out/q.txt" --rate 600/min)" | tee -a "$out/results.txt"
+    echo "Q: $(run_vtbulk vtbulk-q http://127.0.0.1:18482 "$out/q.txt" --tier unlimited --rate 600/min)" | tee -a "$out/results.txt"
     sleep 1.2 # the access log flushes every second
     stop_mock --keep
     cp "$dir/access.log" "$out/q.access.log"; rm -rf -- "$dir"

@@ -361,11 +361,13 @@ pub async fn run(
         .collect();
     let opened = open_all(&inputs)?;
 
-    // One writer thread owns the sink; a bounded channel holds records waiting for it.
+    // One writer task owns the sink; a bounded channel holds records waiting for it. It runs
+    // on the runtime, not on a thread of its own: the sink writes into a large buffer, and a
+    // thread would cost a futex wake-up per record.
     let (tx, mut rx) = mpsc::channel::<Record>(1024);
     let mut sink = make_sink(&settings, out);
-    let writer = std::thread::spawn(move || -> std::io::Result<()> {
-        while let Some(record) = rx.blocking_recv() {
+    let writer = tokio::spawn(async move {
+        while let Some(record) = rx.recv().await {
             sink.write(&record)?;
         }
         sink.finish()
@@ -434,7 +436,7 @@ pub async fn run(
         Ok(seen) => seen,
         Err(e) => {
             drop(tx);
-            let _ = writer.join();
+            let _ = writer.await;
             return Err(e);
         }
     };
@@ -528,7 +530,7 @@ pub async fn run(
     }
     drop(tx);
     let written = writer
-        .join()
+        .await
         .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));
     written.map_err(EngineError::Output)?;
 

@@ -14,5 +14,5 @@
 mod record;
 mod sink;
 
-pub use record::{Field, FieldsError, Record, Source, Stats, Status, parse_fields, rfc3339};
+pub use record::{Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields, rfc3339};
 pub use sink::{CsvSink, Format, NdjsonSink, Sink, neutralise};

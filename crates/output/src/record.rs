@@ -318,13 +318,15 @@ impl Field {
         })
     }
 
-    /// The value as JSON (`null` when absent).
-    pub fn json(self, r: &Record) -> Value {
-        let text = |v: &Option<String>| v.as_deref().map_or(Value::Null, Value::from);
+    /// The value, borrowed from the record where possible.
+    pub fn value(self, r: &Record) -> Val<'_> {
+        fn text(v: &Option<String>) -> Val<'_> {
+            v.as_deref().map_or(Val::Null, Val::Str)
+        }
         match self {
-            Field::Input => Value::from(r.input.as_str()),
-            Field::Kind => r.kind.map_or(Value::Null, |k| Value::from(k.as_str())),
-            Field::Status => r.status.map_or(Value::Null, |s| Value::from(s.as_str())),
+            Field::Input => Val::Str(&r.input),
+            Field::Kind => r.kind.map_or(Val::Null, |k| Val::Str(k.as_str())),
+            Field::Status => r.status.map_or(Val::Null, |s| Val::Str(s.as_str())),
             Field::Sha256 => text(&r.sha256),
             Field::Md5 => text(&r.md5),
             Field::Sha1 => text(&r.sha1),
@@ -333,40 +335,69 @@ impl Field {
             Field::ThreatName => text(&r.threat_name),
             Field::TypeDescription => text(&r.type_description),
             Field::TypeTag => text(&r.type_tag),
-            Field::Size => r.size.map_or(Value::Null, Value::from),
+            Field::Size => r.size.map_or(Val::Null, Val::U64),
             Field::MeaningfulName => text(&r.meaningful_name),
-            Field::Tags => Value::from(r.tags.clone()),
-            Field::Reputation => r.reputation.map_or(Value::Null, Value::from),
+            Field::Tags => Val::List(&r.tags),
+            Field::Reputation => r.reputation.map_or(Val::Null, Val::I64),
             Field::FirstSubmissionDate => r
                 .first_submission_date
-                .map_or(Value::Null, |t| rfc3339(t).into()),
+                .map_or(Val::Null, |t| Val::Owned(rfc3339(t))),
             Field::LastAnalysisDate => r
                 .last_analysis_date
-                .map_or(Value::Null, |t| rfc3339(t).into()),
-            Field::TimesSubmitted => r.times_submitted.map_or(Value::Null, Value::from),
-            Field::Occurrences => Value::from(r.occurrences),
-            Field::FirstOrigin => Value::from(r.first_origin.as_str()),
-            Field::Source => r.source.map_or(Value::Null, |s| Value::from(s.as_str())),
+                .map_or(Val::Null, |t| Val::Owned(rfc3339(t))),
+            Field::TimesSubmitted => r.times_submitted.map_or(Val::Null, Val::U64),
+            Field::Occurrences => Val::U64(u64::from(r.occurrences)),
+            Field::FirstOrigin => Val::Str(&r.first_origin),
+            Field::Source => r.source.map_or(Val::Null, |s| Val::Str(s.as_str())),
             Field::ErrorCode => text(&r.error_code),
             Field::ErrorMessage => text(&r.error_message),
             stat => r
                 .stats
                 .and_then(|s| stat.stat(&s))
-                .map_or(Value::Null, Value::from),
+                .map_or(Val::Null, |n| Val::U64(u64::from(n))),
+        }
+    }
+
+    /// The value as JSON (`null` when absent).
+    pub fn json(self, r: &Record) -> Value {
+        match self.value(r) {
+            Val::Null => Value::Null,
+            Val::Str(s) => Value::from(s),
+            Val::Owned(s) => Value::from(s),
+            Val::U64(n) => Value::from(n),
+            Val::I64(n) => Value::from(n),
+            Val::List(l) => Value::from(l.to_vec()),
         }
     }
 
     /// The value as a CSV cell (empty when absent; tags joined with `;`).
     pub fn cell(self, r: &Record) -> String {
-        match self {
-            Field::Tags => r.tags.join(";"),
-            _ => match self.json(r) {
-                Value::Null => String::new(),
-                Value::String(s) => s,
-                other => other.to_string(),
-            },
+        match self.value(r) {
+            Val::Null => String::new(),
+            Val::Str(s) => s.to_owned(),
+            Val::Owned(s) => s,
+            Val::U64(n) => n.to_string(),
+            Val::I64(n) => n.to_string(),
+            Val::List(l) => l.join(";"),
         }
     }
+}
+
+/// A field's value, borrowed where possible so that sinks write without building JSON values.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Val<'a> {
+    /// Absent.
+    Null,
+    /// Text borrowed from the record.
+    Str(&'a str),
+    /// Text made for output (dates).
+    Owned(String),
+    /// A count or size.
+    U64(u64),
+    /// A signed number (reputation).
+    I64(i64),
+    /// A list of text (tags).
+    List(&'a [String]),
 }
 
 #[cfg(test)]

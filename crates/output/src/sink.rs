@@ -3,9 +3,7 @@
 use std::io::{self, Write};
 use std::str::FromStr;
 
-use serde_json::{Map, Value};
-
-use crate::record::{Field, Record};
+use crate::record::{Field, Record, Val};
 
 /// Output formats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -121,19 +119,40 @@ impl<W: Write> NdjsonSink<W> {
 
 impl<W: Write> Sink for NdjsonSink<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
-        let mut object = Map::with_capacity(self.fields.len() + 1);
-        for field in &self.fields {
-            object.insert(field.name().to_owned(), field.json(record));
+        // Written directly: field names are plain ASCII, strings go through serde_json's
+        // escaping, and nothing is built in between.
+        let mut line = Vec::with_capacity(1024);
+        let mut number = itoa::Buffer::new();
+        line.push(b'{');
+        for (i, field) in self.fields.iter().enumerate() {
+            if i > 0 {
+                line.push(b',');
+            }
+            line.push(b'"');
+            line.extend_from_slice(field.name().as_bytes());
+            line.extend_from_slice(b"\":");
+            match field.value(record) {
+                Val::Null => line.extend_from_slice(b"null"),
+                Val::Str(s) => serde_json::to_writer(&mut line, s).map_err(io::Error::other)?,
+                Val::Owned(s) => serde_json::to_writer(&mut line, &s).map_err(io::Error::other)?,
+                Val::U64(n) => line.extend_from_slice(number.format(n).as_bytes()),
+                Val::I64(n) => line.extend_from_slice(number.format(n).as_bytes()),
+                Val::List(l) => serde_json::to_writer(&mut line, l).map_err(io::Error::other)?,
+            }
         }
         if self.raw {
-            let raw = match &record.raw {
-                Some(raw) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
-                None => Value::Null,
-            };
-            object.insert("raw".to_owned(), raw);
+            line.extend_from_slice(if self.fields.is_empty() {
+                b"\"raw\":"
+            } else {
+                b",\"raw\":"
+            });
+            match &record.raw {
+                Some(raw) => line.extend_from_slice(raw.get().as_bytes()),
+                None => line.extend_from_slice(b"null"),
+            }
         }
-        serde_json::to_writer(&mut self.out, &object).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")
+        line.extend_from_slice(b"}\n");
+        self.out.write_all(&line)
     }
 
     fn finish(&mut self) -> io::Result<()> {
@@ -200,7 +219,7 @@ mod tests {
             false,
         );
         sink.write(&record("=x")).expect("write");
-        let v: Value = serde_json::from_slice(&out).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
         assert_eq!(
             v,
             serde_json::json!({"input": "=x", "reputation": -5, "tags": [], "size": null})

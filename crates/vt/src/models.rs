@@ -123,8 +123,10 @@ pub struct FileAttributes {
     pub first_seen_itw_date: Option<i64>,
     /// Verdict counts of the last analysis.
     pub last_analysis_stats: Option<AnalysisStats>,
-    /// Per-engine results of the last analysis, keyed by engine name.
-    pub last_analysis_results: BTreeMap<String, EngineResult>,
+    /// Per-engine results of the last analysis, kept as raw JSON and parsed on demand with
+    /// [`EngineResults::parse`]: 70-odd engines of 6 strings each are most of a file answer,
+    /// and a bulk enrichment does not need them per engine.
+    pub last_analysis_results: EngineResults,
     /// The crowd-sourced threat label, absent for undetected files.
     pub popular_threat_classification: Option<ThreatClassification>,
     /// `VERDICT_UNKNOWN`, `VERDICT_UNDETECTED`, `VERDICT_SUSPICIOUS` or `VERDICT_MALICIOUS`.
@@ -172,6 +174,21 @@ impl AnalysisStats {
             + self.confirmed_timeout
             + self.failure
             + self.type_unsupported
+    }
+}
+
+/// `last_analysis_results`, unparsed.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct EngineResults(Option<Box<RawValue>>);
+
+impl EngineResults {
+    /// The results keyed by engine name (empty when absent).
+    pub fn parse(&self) -> Result<BTreeMap<String, EngineResult>, serde_json::Error> {
+        match &self.0 {
+            Some(raw) => serde_json::from_str(raw.get()),
+            None => Ok(BTreeMap::new()),
+        }
     }
 }
 

@@ -58,9 +58,9 @@ async fn a_lookup_by_md5_returns_the_file_with_its_sha256_id_and_parsed_attribut
     let stats = a.last_analysis_stats.expect("stats");
     assert_eq!(
         stats.engines_total() as usize,
-        a.last_analysis_results.len()
+        a.last_analysis_results.parse().expect("results").len()
     );
-    assert_eq!(a.last_analysis_results.len(), 70);
+    assert_eq!(a.last_analysis_results.parse().expect("results").len(), 70);
     assert!(a.size.is_some() && a.type_description.is_some() && a.meaningful_name.is_some());
     assert!(a.first_submission_date <= a.last_analysis_date);
     assert!(file.raw.is_none(), "raw is kept only on request");
@@ -337,7 +337,12 @@ fn models_parse_the_recorded_eicar_answer() {
     );
     assert_eq!(ptc.top_category(), Some("virus"));
     assert_eq!(ptc.top_name(), Some("eicar"));
-    assert_eq!(a.last_analysis_results["CMC"].result, None);
+    let results = a.last_analysis_results.parse().expect("results");
+    assert_eq!(results["CMC"].result, None);
+    assert_eq!(
+        results["Kaspersky"].result.as_deref(),
+        Some("EICAR-Test-File")
+    );
     assert_eq!(a.sandbox_verdicts["Lastline"].confidence, None);
     assert_eq!(a.total_votes.map(|v| v.harmless), Some(2145));
     assert_eq!(a.size, Some(68));
