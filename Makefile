@@ -7,7 +7,7 @@ PYTHON  ?= python3
 VENV    := .venv
 MOCK    := target/debug/vt-mock
 
-.PHONY: help demo test lint fmt unit conformance bench bench-mock bench-criterion build clean
+.PHONY: help demo test lint fmt unit conformance bench bench-mock bench-peers bench-criterion build clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,13 +40,16 @@ conformance: $(VENV)/.installed ## the official vt-py client against vt-mock
 	$(CARGO) build --quiet -p vtbulk-mock --bin vt-mock
 	VT_MOCK_BIN=$(MOCK) $(VENV)/bin/python -m pytest -q tests/conformance
 
-bench: bench-criterion bench-mock ## all benchmarks
+bench: bench-criterion bench-mock bench-peers ## all benchmarks
 
 bench-criterion: ## criterion benches of the hot paths
 	$(CARGO) bench --workspace
 
 bench-mock: ## vt-mock against the shared nginx mock with wrk (needs root for apt the first time)
 	benches/mock_vs_nginx.sh
+
+bench-peers: ## vtbulk against wrk and vt-py on the shared nginx mock (scenarios A, B, Q)
+	benches/peers.sh
 
 clean: ## remove build outputs and the venv
 	$(CARGO) clean
