@@ -465,8 +465,10 @@ pub async fn run(
             let start = rate.map_or(max, |r| ((r * 0.5).ceil() as usize + 1).clamp(1, max));
             (max, start)
         }
-    }
-    .min_entries(entries.len());
+    };
+    // No more workers than entries (but at least one).
+    let cap = entries.len().max(1);
+    let (workers, initial) = (workers.min(cap), initial.min(cap));
     let permits = Arc::new(Semaphore::new(initial));
     let cursor = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -541,16 +543,4 @@ pub async fn run(
     };
     let summary = counters.summary(started.elapsed().as_secs_f64(), outcome.as_str());
     Ok((outcome, summary))
-}
-
-trait MinEntries {
-    fn min_entries(self, n: usize) -> Self;
-}
-
-impl MinEntries for (usize, usize) {
-    /// No more workers than entries (but at least one).
-    fn min_entries(self, n: usize) -> Self {
-        let cap = n.max(1);
-        (self.0.min(cap), self.1.min(cap))
-    }
 }
