@@ -15,6 +15,9 @@ use vtbulk_vt::{Client, ErrorClass, FileLookup, RateLimitKind};
 use crate::convert;
 use crate::counters::{Counters, Summary, bump, bump_map};
 
+/// Hashes handed to the dedup set at once (see `Seen::insert_batch`).
+const DEDUP_BATCH: usize = 256;
+
 /// How many lookups may be in flight.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Concurrency {
@@ -380,14 +383,23 @@ pub async fn run(
     let (format, column) = (settings.input_format, settings.column.clone());
     let read = tokio::task::spawn_blocking(move || -> Result<Seen, EngineError> {
         let mut seen = Seen::new();
+        // Hashes go to the dedup set in batches: it overlaps the batch's cache misses.
+        let mut batch = Vec::with_capacity(DEDUP_BATCH);
+        let flush = |seen: &mut Seen, batch: &mut Vec<_>| {
+            let new = seen.insert_batch(batch) as u64;
+            read_counters.unique.fetch_add(new, Ordering::Relaxed);
+            read_counters
+                .duplicates
+                .fetch_add(batch.len() as u64 - new, Ordering::Relaxed);
+            batch.clear();
+        };
         for (index, (mut input, name)) in opened.into_iter().zip(&inputs).enumerate() {
             let display = &read_names[index];
             let mut emit = |item: Item| match item {
                 Item::Hash(hash, origin) => {
-                    if seen.insert(hash, origin) {
-                        bump(&read_counters.unique);
-                    } else {
-                        bump(&read_counters.duplicates);
+                    batch.push((hash, origin));
+                    if batch.len() == DEDUP_BATCH {
+                        flush(&mut seen, &mut batch);
                     }
                 }
                 Item::Invalid {
@@ -423,6 +435,7 @@ pub async fn run(
             })?;
             read_counters.lines.fetch_add(lines, Ordering::Relaxed);
         }
+        flush(&mut seen, &mut batch);
         Ok(seen)
     });
     let seen = match read.await {

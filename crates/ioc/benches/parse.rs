@@ -66,6 +66,9 @@ fn parse(c: &mut Criterion) {
     group.finish();
 }
 
+/// Hashes per `Seen::insert_batch` call, as the engine does.
+const BATCH: usize = 256;
+
 fn read_and_dedup(c: &mut Criterion) {
     let n: u64 = std::env::var("VTBULK_BENCH_LINES")
         .ok()
@@ -79,12 +82,18 @@ fn read_and_dedup(c: &mut Criterion) {
         group.bench_function(format!("read_lines_and_dedup_{n}_{label}"), |b| {
             b.iter(|| {
                 let mut seen = Seen::new();
+                let mut batch = Vec::with_capacity(BATCH);
                 let mut reader: &[u8] = &input;
                 let read = read_lines(&mut reader, 0, &mut |item| {
                     if let Item::Hash(h, origin) = item {
-                        seen.insert(h, origin);
+                        batch.push((h, origin));
+                        if batch.len() == BATCH {
+                            seen.insert_batch(&batch);
+                            batch.clear();
+                        }
                     }
                 });
+                seen.insert_batch(&batch);
                 black_box((read.ok(), seen.len()))
             })
         });
