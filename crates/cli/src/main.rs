@@ -177,6 +177,11 @@ fn partial_path(path: &std::path::Path) -> PathBuf {
 }
 
 fn enrich(args: EnrichArgs) -> u8 {
+    let stdin_input = args.inputs.is_empty() || args.inputs.iter().any(|i| i == "-");
+    if stdin_input && args.common.api_key_file.as_deref() == Some(std::path::Path::new("-")) {
+        eprint("the API key and the input cannot both come from stdin: give the input as a file");
+        return codes::USAGE;
+    }
     let resolved = match load(&args.common, args.inputs.clone()) {
         Ok(r) => r,
         Err(message) => {
@@ -267,14 +272,18 @@ fn enrich(args: EnrichArgs) -> u8 {
             report(&args, &summary);
             code
         }
-        Err(EngineError::Output(e)) if e.kind() == io::ErrorKind::BrokenPipe => codes::OK,
-        Err(e @ EngineError::Input { .. }) => {
-            eprint(&e.to_string());
-            codes::USAGE
-        }
         Err(e) => {
-            eprint(&e.to_string());
-            codes::USAGE
+            // Nothing complete was written: leave no half file behind.
+            if let Some(partial) = &partial {
+                let _ = std::fs::remove_file(partial);
+            }
+            match e {
+                EngineError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => codes::OK,
+                e => {
+                    eprint(&e.to_string());
+                    codes::USAGE
+                }
+            }
         }
     }
 }

@@ -248,6 +248,33 @@ async fn usage_errors_exit_2_with_a_clear_message() {
         "{}",
         text(&out.stderr)
     );
+    let dir = temp_dir("usage");
+    let target = dir.join("never.csv");
+    let out = vtbulk(
+        &[
+            "enrich",
+            "no/such/file.txt",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "-o",
+            target.to_str().expect("utf8"),
+        ],
+        Some("k"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        !target.exists() && !dir.join("never.csv.partial").exists(),
+        "no half file left behind"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = vtbulk(&["enrich", "--api-key-file", "-"], None).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("both come from stdin"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = vtbulk(&["enrich", "fixtures/iocs/incident.txt"], None).await;
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("no API key"));
