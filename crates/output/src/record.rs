@@ -1,8 +1,8 @@
 //! The record schema: one row per unique IOC, and the named fields it is projected to.
 
+use std::borrow::Cow;
 use std::fmt;
 
-use serde_json::Value;
 use serde_json::value::RawValue;
 use vtbulk_ioc::HashKind;
 
@@ -358,27 +358,16 @@ impl Field {
         }
     }
 
-    /// The value as JSON (`null` when absent).
-    pub fn json(self, r: &Record) -> Value {
+    /// The value as a CSV cell (empty when absent; tags joined with `;`), borrowed from the
+    /// record when it is text.
+    pub fn cell(self, r: &Record) -> Cow<'_, str> {
         match self.value(r) {
-            Val::Null => Value::Null,
-            Val::Str(s) => Value::from(s),
-            Val::Owned(s) => Value::from(s),
-            Val::U64(n) => Value::from(n),
-            Val::I64(n) => Value::from(n),
-            Val::List(l) => Value::from(l.to_vec()),
-        }
-    }
-
-    /// The value as a CSV cell (empty when absent; tags joined with `;`).
-    pub fn cell(self, r: &Record) -> String {
-        match self.value(r) {
-            Val::Null => String::new(),
-            Val::Str(s) => s.to_owned(),
-            Val::Owned(s) => s,
-            Val::U64(n) => n.to_string(),
-            Val::I64(n) => n.to_string(),
-            Val::List(l) => l.join(";"),
+            Val::Null => Cow::Borrowed(""),
+            Val::Str(s) => Cow::Borrowed(s),
+            Val::Owned(s) => Cow::Owned(s),
+            Val::U64(n) => Cow::Owned(itoa::Buffer::new().format(n).to_owned()),
+            Val::I64(n) => Cow::Owned(itoa::Buffer::new().format(n).to_owned()),
+            Val::List(l) => Cow::Owned(l.join(";")),
         }
     }
 }
@@ -432,6 +421,6 @@ mod tests {
         assert_eq!(Field::LastAnalysisDate.cell(&r), "2024-07-17T21:12:40Z");
         assert_eq!(Field::EnginesTotal.cell(&r), "78");
         assert_eq!(Field::Size.cell(&r), "");
-        assert_eq!(Field::Size.json(&r), Value::Null);
+        assert_eq!(Field::Size.value(&r), Val::Null);
     }
 }

@@ -86,12 +86,15 @@ impl<W: Write> Sink for CsvSink<W> {
         self.header()?;
         for field in &self.fields {
             let cell = field.cell(record);
-            let cell = if field.is_text() {
+            // Borrowed all the way unless the guard has to prefix the cell.
+            let guarded = if field.is_text() {
                 neutralise(&cell)
             } else {
-                cell.into()
+                std::borrow::Cow::Borrowed(&*cell)
             };
-            self.writer.write_field(cell.as_bytes()).map_err(into_io)?;
+            self.writer
+                .write_field(guarded.as_bytes())
+                .map_err(into_io)?;
         }
         self.writer.write_record(None::<&[u8]>).map_err(into_io)
     }
