@@ -175,24 +175,11 @@ impl Period {
     }
 }
 
-/// The UTC month of a Unix-millisecond time, as `year * 12 + month0`.
+/// The UTC month of a Unix-millisecond time, as `year * 12 + month0` (jiff does the calendar).
 pub fn month_id(ms: i64) -> i64 {
-    let days = ms.div_euclid(DAY_MS);
-    let (y, m) = civil_year_month(days);
-    y * 12 + (m - 1)
-}
-
-/// Year and month (1-12) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_year_month(days: i64) -> (i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m)
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+        .map_or(0, |z| i64::from(z.year()) * 12 + i64::from(z.month()) - 1)
 }
 
 /// Live usage of one key.

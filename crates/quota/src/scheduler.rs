@@ -116,34 +116,20 @@ fn utc_now() -> i64 {
         .unwrap_or(0)
 }
 
-/// (year, month) of a day count since 1970-01-01.
-fn civil(days: i64) -> (i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m)
-}
-
-/// Days from 1970-01-01 to the first of (year, month).
-fn days_from_civil(y: i64, m: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// (year, month) of a UTC time in Unix seconds (jiff does the calendar).
+fn year_month(secs: i64) -> (i64, i64) {
+    jiff::Timestamp::from_second(secs)
+        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+        .map_or((1970, 1), |z| (i64::from(z.year()), i64::from(z.month())))
 }
 
 /// Start of the next UTC month after `secs`, in Unix seconds.
 pub(crate) fn next_month_start(secs: i64) -> i64 {
-    let (y, m) = civil(secs.div_euclid(86_400));
+    let (y, m) = year_month(secs);
     let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    days_from_civil(y, m) * 86_400
+    jiff::civil::Date::new(y as i16, m as i8, 1)
+        .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC))
+        .map_or(i64::MAX, |z| z.timestamp().as_second())
 }
 
 impl Scheduler {
@@ -211,7 +197,7 @@ impl Scheduler {
         let spent = &mut *guard;
         let hour = now.div_euclid(3600);
         let day = now.div_euclid(86_400);
-        let (y, m) = civil(day);
+        let (y, m) = year_month(now);
         let month = y * 12 + m;
         let windows = [
             (
@@ -270,8 +256,12 @@ impl Scheduler {
 mod tests {
     use super::*;
 
-    fn at(y: i64, m: i64, d: i64) -> i64 {
-        (days_from_civil(y, m) + d - 1) * 86_400
+    fn at(y: i16, m: i8, d: i8) -> i64 {
+        jiff::civil::date(y, m, d)
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .expect("valid date")
+            .timestamp()
+            .as_second()
     }
 
     #[test]
