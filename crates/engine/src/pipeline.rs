@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use vtbulk_ioc::reader::{self, InputFormat};
+use vtbulk_ioc::table::Table;
 use vtbulk_ioc::{Column, Item, Seen, Unique};
 use vtbulk_output::{CsvSink, Field, Format, NdjsonSink, Record, Sink, Status};
 use vtbulk_quota::{BackoffPolicy, Scheduler, SchedulerConfig};
@@ -167,8 +168,8 @@ fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
 
 fn base_record(shared: &Shared, entry: &Unique) -> Record {
     Record {
-        input: entry.hash.to_string(),
-        kind: Some(entry.hash.kind()),
+        input: entry.hash().to_string(),
+        kind: Some(entry.hash().kind()),
         occurrences: entry.count,
         first_origin: origin_text(&shared.names, entry.first()),
         ..Record::default()
@@ -230,7 +231,7 @@ async fn lookup(shared: &Shared, entry: &Unique, seed: u64) -> Record {
         }
         bump(&shared.counters.requests);
         let started = Instant::now();
-        let result = shared.client.get_file(&entry.hash).await;
+        let result = shared.client.get_file(&entry.hash()).await;
         let micros = started.elapsed().as_micros() as u64;
         let old = shared.latency_ewma_us.load(Ordering::Relaxed);
         let new = if old == 0 {
@@ -453,7 +454,7 @@ pub async fn run(
             return Err(e);
         }
     };
-    let entries: Arc<Vec<Unique>> = Arc::new(seen.into_entries());
+    let entries: Arc<Table<Unique>> = Arc::new(seen.into_entries());
 
     let shared = Arc::new(Shared {
         client,

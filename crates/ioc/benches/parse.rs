@@ -97,6 +97,34 @@ fn read_and_dedup(c: &mut Criterion) {
                 black_box((read.ok(), seen.len()))
             })
         });
+        group.bench_function(format!("read_lines_only_{n}_{label}"), |b| {
+            b.iter(|| {
+                let mut hashes = 0u64;
+                let mut reader: &[u8] = &input;
+                let read = read_lines(&mut reader, 0, &mut |item| {
+                    if let Item::Hash(h, _) = item {
+                        hashes += u64::from(h.as_bytes()[0]);
+                    }
+                });
+                black_box((read.ok(), hashes))
+            })
+        });
+        let mut parsed = Vec::with_capacity(n as usize);
+        let mut reader: &[u8] = &input;
+        let _ = read_lines(&mut reader, 0, &mut |item| {
+            if let Item::Hash(h, origin) = item {
+                parsed.push((h, origin));
+            }
+        });
+        group.bench_function(format!("dedup_only_{n}_{label}"), |b| {
+            b.iter(|| {
+                let mut seen = Seen::new();
+                for chunk in parsed.chunks(BATCH) {
+                    seen.insert_batch(chunk);
+                }
+                black_box(seen.len())
+            })
+        });
     }
     group.finish();
 }

@@ -7,19 +7,28 @@
 //! growing never touch the entries.
 //!
 //! At ten million entries nothing fits a cache, and each lookup is a DRAM miss or two. So
-//! [`Seen::insert_batch`] first touches the slots (and, on a fingerprint match, the entries)
-//! of a whole batch with independent loads, which the CPU overlaps, then inserts in order,
-//! finding every line already cached. Digests are uniformly random, so their first 8 bytes,
-//! mixed, are the hash; a crafted input can at worst slow its own run.
+//! [`Seen::insert_batch`] works on 256 hashes at a time in tight passes: fingerprints, then
+//! every home slot, then (probing the now-cached runs) the entry of each fingerprint match,
+//! both ends, since a 48-byte entry may straddle two cache lines. Those loads are independent,
+//! so the CPU overlaps their misses; the inserts that follow find every line cached. Homes are
+//! the fingerprint's top bits, so doubling the table is a sequential sweep. Both arrays are
+//! [`Table`]s, in huge pages once large. Digests are uniformly random, so their first 8
+//! bytes, mixed, are the hash; a crafted input can at worst slow its own run.
 
 use crate::reader::Origin;
+use crate::table::Table;
 use crate::{Hash, HashKind};
 
-/// A distinct hash and what is known about its occurrences.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A distinct hash and what is known about its occurrences: 48 bytes of plain data, so a
+/// table of them can live in huge pages ([`crate::table`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(C)]
 pub struct Unique {
-    /// The digest.
-    pub hash: Hash,
+    /// The digest, zero-padded to 32 bytes.
+    digest: [u8; 32],
+    /// 1 md5, 2 sha1, 3 sha256.
+    kind: u8,
+    _pad: [u8; 3],
     /// How many times it appeared.
     pub count: u32,
     /// Input index (low 16 bits) and line (high 48 bits) of the first appearance, as two
@@ -27,7 +36,31 @@ pub struct Unique {
     origin: [u32; 2],
 }
 
+/// A hash as the entry stores it: padded digest and kind code.
+fn key(hash: &Hash) -> ([u8; 32], u8) {
+    let mut digest = [0u8; 32];
+    let bytes = hash.as_bytes();
+    digest[..bytes.len()].copy_from_slice(bytes);
+    let kind = match hash.kind() {
+        HashKind::Md5 => 1,
+        HashKind::Sha1 => 2,
+        HashKind::Sha256 => 3,
+    };
+    (digest, kind)
+}
+
 impl Unique {
+    /// The hash.
+    pub fn hash(&self) -> Hash {
+        let len = match self.kind {
+            1 => 16,
+            2 => 20,
+            _ => 32,
+        };
+        // Only `Seen` builds entries, always from a valid hash.
+        Hash::from_digest(&self.digest[..len]).unwrap_or(Hash::Sha256(self.digest))
+    }
+
     /// Where it first appeared.
     pub fn first(&self) -> Origin {
         let packed = u64::from(self.origin[0]) | (u64::from(self.origin[1]) << 32);
@@ -46,11 +79,14 @@ fn pack(origin: Origin) -> [u32; 2] {
 /// The set of distinct hashes seen so far.
 #[derive(Debug, Default)]
 pub struct Seen {
-    entries: Vec<Unique>,
+    entries: Table<Unique>,
     /// Empty is 0; otherwise `fingerprint << 32 | (index + 1)`. Length a power of two.
-    slots: Vec<u64>,
+    slots: Table<u64>,
     repeats: u64,
 }
+
+/// Hashes whose memory is touched together by [`Seen::insert_batch`].
+const BATCH: usize = 256;
 
 fn fingerprint(h: &Hash) -> u32 {
     let b = h.as_bytes();
@@ -67,9 +103,12 @@ fn fingerprint(h: &Hash) -> u32 {
     (z ^ (z >> 31)) as u32
 }
 
-/// The home slot of a fingerprint in a table of `len` (a power of two) slots.
+/// The home slot of a fingerprint in a table of `len` (a power of two, at most 2^32) slots:
+/// its top bits, so that homes keep their order when the table doubles (slot `i` goes to `2i`
+/// or `2i + 1`) and growing is a sequential sweep rather than millions of random writes.
 fn home(fp: u32, len: usize) -> usize {
-    (u64::from(fp).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) as usize & (len - 1)
+    let bits = len.trailing_zeros();
+    (u64::from(fp) << bits >> 32) as usize
 }
 
 impl Seen {
@@ -83,7 +122,12 @@ impl Seen {
         if self.entries.len() * 4 >= self.slots.len() * 3 {
             self.grow();
         }
-        let fp = fingerprint(&hash);
+        self.insert_fp(hash, fingerprint(&hash), origin)
+    }
+
+    /// [`Seen::insert`] with the fingerprint already computed and room in the table.
+    fn insert_fp(&mut self, hash: Hash, fp: u32, origin: Origin) -> bool {
+        let (digest, kind) = key(&hash);
         let mask = self.slots.len() - 1;
         let mut i = home(fp, self.slots.len());
         loop {
@@ -93,7 +137,7 @@ impl Seen {
             }
             if (slot >> 32) as u32 == fp {
                 let e = &mut self.entries[(slot as u32 - 1) as usize];
-                if e.hash == hash {
+                if e.digest == digest && e.kind == kind {
                     e.count = e.count.saturating_add(1);
                     self.repeats += 1;
                     return false;
@@ -101,14 +145,11 @@ impl Seen {
             }
             i = (i + 1) & mask;
         }
-        if self.entries.len() == self.entries.capacity() {
-            // Grow by half rather than double: the vector is most of the memory.
-            self.entries
-                .reserve_exact((self.entries.len() / 2).max(1024));
-        }
         let index = u32::try_from(self.entries.len() + 1).unwrap_or(u32::MAX);
         self.entries.push(Unique {
-            hash,
+            digest,
+            kind,
+            _pad: [0; 3],
             count: 1,
             origin: pack(origin),
         });
@@ -122,22 +163,50 @@ impl Seen {
         if (self.entries.len() + batch.len()) * 4 >= self.slots.len() * 3 {
             self.grow_for(self.entries.len() + batch.len());
         }
-        // Touch every line the inserts will need, with loads that do not depend on each
-        // other, so their cache misses overlap.
-        let mut touched = 0u64;
-        for (hash, _) in batch {
-            let fp = fingerprint(hash);
-            let slot = self.slots[home(fp, self.slots.len())];
-            touched ^= slot;
-            if slot != 0 && (slot >> 32) as u32 == fp {
-                touched ^= u64::from(self.entries[(slot as u32 - 1) as usize].count);
+        let len = self.slots.len();
+        let mut new = 0;
+        for chunk in batch.chunks(BATCH) {
+            // Three tight passes, so that the out-of-order window holds many independent
+            // loads at once: fingerprints (no memory), then every home slot, then the entries
+            // of fingerprint matches. Only then insert, finding every line already cached.
+            let mut fps = [0u32; BATCH];
+            for (fp, (hash, _)) in fps.iter_mut().zip(chunk) {
+                *fp = fingerprint(hash);
+            }
+            let fps = &fps[..chunk.len()];
+            let mut touched = 0u64;
+            for &fp in fps {
+                touched ^= self.slots[home(fp, len)];
+            }
+            // Probe runs are short (2.5 slots on average at 3/4 full) and now cached; touch
+            // the entry of the first fingerprint match in each.
+            let mask = len - 1;
+            for &fp in fps {
+                let mut i = home(fp, len);
+                for _ in 0..8 {
+                    let slot = self.slots[i];
+                    if slot == 0 {
+                        break;
+                    }
+                    if (slot >> 32) as u32 == fp {
+                        let index = (slot as u32 - 1) as usize;
+                        // Entries are 48 bytes, so half of them straddle two cache
+                        // lines: touch both ends.
+                        touched ^= self
+                            .entries
+                            .get(index)
+                            .map_or(0, |e| u64::from(e.digest[0]) ^ u64::from(e.origin[1]));
+                        break;
+                    }
+                    i = (i + 1) & mask;
+                }
+            }
+            std::hint::black_box(touched);
+            for ((hash, origin), &fp) in chunk.iter().zip(fps) {
+                new += usize::from(self.insert_fp(*hash, fp, *origin));
             }
         }
-        std::hint::black_box(touched);
-        batch
-            .iter()
-            .filter(|(hash, origin)| self.insert(*hash, *origin))
-            .count()
+        new
     }
 
     fn grow(&mut self) {
@@ -153,9 +222,9 @@ impl Seen {
         if len == self.slots.len() {
             return;
         }
-        let old = std::mem::replace(&mut self.slots, vec![0; len]);
+        let old = std::mem::replace(&mut self.slots, Table::zeroed(len));
         let mask = len - 1;
-        for slot in old.into_iter().filter(|&s| s != 0) {
+        for &slot in old.iter().filter(|&&s| s != 0) {
             let mut i = home((slot >> 32) as u32, len);
             while self.slots[i] != 0 {
                 i = (i + 1) & mask;
@@ -184,15 +253,14 @@ impl Seen {
         &self.entries
     }
 
-    /// Takes the entries out, in first-seen order.
-    pub fn into_entries(self) -> Vec<Unique> {
+    /// Takes the entries out, in first-seen order (a [`Table`] derefs to `[Unique]`).
+    pub fn into_entries(self) -> Table<Unique> {
         self.entries
     }
 
     /// Bytes held (entries plus index), for the memory figures.
     pub fn heap_bytes(&self) -> usize {
-        self.entries.capacity() * std::mem::size_of::<Unique>()
-            + self.slots.len() * std::mem::size_of::<u64>()
+        self.entries.resident_bytes() + self.slots.resident_bytes()
     }
 }
 
@@ -267,7 +335,7 @@ mod tests {
                 if new { expected.push(h); }
                 *counts.entry(h).or_insert(0u32) += 1;
             }
-            let got: Vec<Hash> = seen.entries().iter().map(|e| e.hash).collect();
+            let got: Vec<Hash> = seen.entries().iter().map(|e| e.hash()).collect();
             prop_assert_eq!(&got, &expected);
             // The batched path gives the same set, counts and origins.
             let items: Vec<(Hash, Origin)> = picks.iter().enumerate().map(|(line, (p, k))| {
@@ -282,7 +350,7 @@ mod tests {
             prop_assert_eq!(new, expected.len());
             prop_assert_eq!(batched.entries(), seen.entries());
             for e in seen.entries() {
-                prop_assert_eq!(e.count, counts[&e.hash]);
+                prop_assert_eq!(e.count, counts[&e.hash()]);
             }
             prop_assert_eq!(seen.repeats() as usize, picks.len() - expected.len());
         }

@@ -14,6 +14,7 @@
 pub mod dedup;
 mod hash;
 pub mod reader;
+pub mod table;
 
 pub use dedup::{Seen, Unique};
 pub use hash::{Hash, HashKind, ParseHashError};
