@@ -1,15 +1,14 @@
 //! From VirusTotal's file object to an output record.
 
 use vtbulk_output::{Record, Source, Stats, Status};
-use vtbulk_vt::models::FileObject;
+use vtbulk_vt::models::FileSummary;
 
 /// The record for a found file.
-pub(crate) fn found(mut record: Record, file: Box<FileObject>) -> Record {
-    let FileObject {
+pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
+    let FileSummary {
         id,
         attributes: a,
         raw,
-        ..
     } = *file;
     record.status = Some(Status::Ok);
     record.source = Some(Source::Api);

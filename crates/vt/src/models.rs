@@ -63,6 +63,55 @@ pub struct FileObject {
     pub raw: Option<Box<RawValue>>,
 }
 
+/// A file object read lean: the id and only the attributes an output record uses. Decoding
+/// into it skips everything else (per-engine results, names, sandbox verdicts, TrID...)
+/// without allocating, which is most of the CPU of a bulk run's answer handling.
+#[derive(Debug, Deserialize)]
+pub struct FileSummary {
+    /// The object id: always the SHA-256.
+    pub id: String,
+    /// The attributes a record needs.
+    #[serde(default)]
+    pub attributes: SummaryAttributes,
+    /// The whole `data` object, when the client was built with `keep_raw`.
+    #[serde(skip)]
+    pub raw: Option<Box<RawValue>>,
+}
+
+/// The subset of [`FileAttributes`] that [`FileSummary`] keeps; same names and meanings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct SummaryAttributes {
+    /// MD5, lower-case hex.
+    pub md5: Option<String>,
+    /// SHA-1, lower-case hex.
+    pub sha1: Option<String>,
+    /// SHA-256, lower-case hex.
+    pub sha256: Option<String>,
+    /// Size in bytes.
+    pub size: Option<u64>,
+    /// e.g. "Win32 EXE".
+    pub type_description: Option<String>,
+    /// e.g. "peexe".
+    pub type_tag: Option<String>,
+    /// The most interesting submitted name.
+    pub meaningful_name: Option<String>,
+    /// VirusTotal's tags.
+    pub tags: Vec<String>,
+    /// Community reputation; can be negative.
+    pub reputation: Option<i64>,
+    /// How many times the file was submitted.
+    pub times_submitted: Option<u64>,
+    /// First submission, Unix seconds.
+    pub first_submission_date: Option<i64>,
+    /// Last analysis, Unix seconds.
+    pub last_analysis_date: Option<i64>,
+    /// Verdict counts of the last analysis.
+    pub last_analysis_stats: Option<AnalysisStats>,
+    /// The crowd-sourced threat label, absent for undetected files.
+    pub popular_threat_classification: Option<ThreatClassification>,
+}
+
 /// The attributes of a file object that an analyst would put in a spreadsheet.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]

@@ -70,6 +70,64 @@ async fn a_lookup_by_md5_returns_the_file_with_its_sha256_id_and_parsed_attribut
 }
 
 #[tokio::test]
+async fn the_lean_summary_holds_the_same_values_as_the_full_object() {
+    let mock = start(MockConfig::default()).await;
+    for keep_raw in [false, true] {
+        let client = client_with(&mock, "testkey", |c| c.keep_raw = keep_raw);
+        let eicar = Hash::parse("44d88612fea8a8f36de82e1278abb02f").expect("hash");
+        for hash in [eicar, mock.universe().hashes(17).sha1] {
+            let full = found(client.get_file(&hash).await.expect("lookup"));
+            let FileLookup::Found(lean) = client.get_file_summary(&hash).await.expect("lookup")
+            else {
+                panic!("expected a file");
+            };
+            let (f, l) = (&full.attributes, &lean.attributes);
+            assert_eq!(lean.id, full.id);
+            assert_eq!((&l.md5, &l.sha1, &l.sha256), (&f.md5, &f.sha1, &f.sha256));
+            assert_eq!(
+                (l.size, &l.type_description, &l.type_tag),
+                (f.size, &f.type_description, &f.type_tag)
+            );
+            assert_eq!(
+                (&l.meaningful_name, &l.tags, l.reputation),
+                (&f.meaningful_name, &f.tags, f.reputation)
+            );
+            assert_eq!(
+                (
+                    l.times_submitted,
+                    l.first_submission_date,
+                    l.last_analysis_date
+                ),
+                (
+                    f.times_submitted,
+                    f.first_submission_date,
+                    f.last_analysis_date
+                )
+            );
+            assert_eq!(l.last_analysis_stats, f.last_analysis_stats);
+            assert_eq!(
+                l.popular_threat_classification.as_ref().map(|c| (
+                    c.suggested_threat_label.clone(),
+                    c.top_category().map(str::to_owned),
+                    c.top_name().map(str::to_owned)
+                )),
+                f.popular_threat_classification.as_ref().map(|c| (
+                    c.suggested_threat_label.clone(),
+                    c.top_category().map(str::to_owned),
+                    c.top_name().map(str::to_owned)
+                ))
+            );
+            assert!(l.md5.is_some() && l.last_analysis_stats.is_some());
+            assert_eq!(
+                lean.raw.as_ref().map(|r| r.get()),
+                full.raw.as_ref().map(|r| r.get())
+            );
+            assert_eq!(lean.raw.is_some(), keep_raw);
+        }
+    }
+}
+
+#[tokio::test]
 async fn keep_raw_keeps_the_data_object_as_sent() {
     let mock = start(MockConfig::default()).await;
     let client = client_with(&mock, "testkey", |c| c.keep_raw = true);
