@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vtbulk_engine::{Concurrency, Settings};
+use vtbulk_engine::{CacheSettings, Concurrency, Freshness, Settings, UnixClock};
 use vtbulk_ioc::{Column, InputFormat};
 use vtbulk_output::{Field, Format, parse_fields};
 use vtbulk_quota::{BackoffPolicy, Rate, SchedulerConfig, Tier, parse_tiers};
@@ -43,6 +43,16 @@ pub struct Layer {
     pub request_timeout: Option<String>,
     pub progress: Option<String>,
     pub threads: Option<usize>,
+    /// The cache file, or "off".
+    pub cache: Option<String>,
+    /// How long a found answer stays fresh.
+    pub ttl: Option<String>,
+    /// How long a not-found answer stays fresh.
+    pub not_found_ttl: Option<String>,
+    /// For one run: use nothing older than this.
+    pub max_age: Option<String>,
+    /// Look everything up again (and update the cache).
+    pub refresh: Option<bool>,
     /// Extra or replacement tier profiles.
     pub tiers: Option<toml::Table>,
 }
@@ -81,6 +91,11 @@ impl Layer {
             request_timeout,
             progress,
             threads,
+            cache,
+            ttl,
+            not_found_ttl,
+            max_age,
+            refresh,
             tiers
         );
         self
@@ -245,8 +260,10 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
             max_retries: layer.retries.unwrap_or(5),
         },
         max_consecutive_429: layer.max_consecutive_429.unwrap_or(12),
+        cache: cache_settings(layer)?,
     };
-    let keep_raw = settings.raw && settings.format == Format::Ndjson;
+    // The cache keeps VirusTotal's whole answer, so any field can be rendered later.
+    let keep_raw = (settings.raw && settings.format == Format::Ndjson) || settings.cache.is_some();
     let client = ClientConfig {
         host: layer
             .api_url
@@ -273,6 +290,37 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         progress,
         threads: layer.threads.unwrap_or(1).max(1),
     })
+}
+
+fn seconds(name: &str, value: Option<&str>, default: &str) -> Result<i64, String> {
+    let v = value.unwrap_or(default);
+    humantime::parse_duration(v)
+        .map(|d| d.as_secs() as i64)
+        .map_err(|e| format!("bad {name} {v:?}: {e} (e.g. 7d, 12h, 30m)"))
+}
+
+/// The cache: `cache = "off"`, a path, or the default path under the XDG cache directory.
+pub fn cache_settings(layer: &Layer) -> Result<Option<CacheSettings>, String> {
+    let path = match layer.cache.as_deref() {
+        Some("off") => return Ok(None),
+        Some(path) if !path.is_empty() => PathBuf::from(path),
+        _ => vtbulk_store::default_path()
+            .ok_or("no cache directory: set XDG_CACHE_HOME or HOME, or pass --cache PATH|off")?,
+    };
+    Ok(Some(CacheSettings {
+        path,
+        freshness: Freshness {
+            found_ttl: seconds("ttl", layer.ttl.as_deref(), "7d")?,
+            not_found_ttl: seconds("not_found_ttl", layer.not_found_ttl.as_deref(), "1d")?,
+            max_age: layer
+                .max_age
+                .as_deref()
+                .map(|v| seconds("max_age", Some(v), v))
+                .transpose()?,
+        },
+        refresh: layer.refresh.unwrap_or(false),
+        clock: UnixClock::System,
+    }))
 }
 
 /// `vtbulk config`: the resolved settings as TOML-like lines, the key redacted.
@@ -312,6 +360,19 @@ pub fn describe(r: &Resolved) -> String {
         format!("request_timeout = {:?}", r.client.request_timeout),
         format!("progress = {:?}", r.progress),
         format!("threads = {}", r.threads),
+        match &s.cache {
+            None => "cache = off".to_owned(),
+            Some(c) => format!(
+                "cache = {:?} (ttl {}s, not_found_ttl {}s, max_age {}, refresh {})",
+                c.path.display().to_string(),
+                c.freshness.found_ttl,
+                c.freshness.not_found_ttl,
+                c.freshness
+                    .max_age
+                    .map_or("none".to_owned(), |m| format!("{m}s")),
+                c.refresh
+            ),
+        },
     ]
     .join("\n")
 }

@@ -1,6 +1,7 @@
 //! `vtbulk`: the thin binary. Flags and configuration in, the engine run, progress and the
 //! summary on stderr, and the exit code from one mapping ([`exit_code`]).
 
+mod cache_cmd;
 mod config;
 mod progress;
 
@@ -29,6 +30,54 @@ enum Command {
     Enrich(EnrichArgs),
     /// Print the resolved configuration (the API key redacted).
     Config(CommonArgs),
+    /// Inspect or maintain the cache.
+    Cache(CacheArgs),
+}
+
+#[derive(Args, Debug)]
+struct CacheArgs {
+    #[command(subcommand)]
+    action: CacheAction,
+}
+
+#[derive(Subcommand, Debug)]
+enum CacheAction {
+    /// Entries by status, size, oldest and newest, and the last run's hit ratio.
+    Stats {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// The stored answer for a hash (any of md5, sha1, sha256), as JSON.
+    Get {
+        /// The hash.
+        hash: String,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Drop the answers that are no longer fresh (per --ttl and --not-found-ttl).
+    Prune {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Every stored answer as NDJSON on stdout.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+}
+
+impl CacheAction {
+    fn common(&self) -> &CommonArgs {
+        match self {
+            CacheAction::Stats { common, .. }
+            | CacheAction::Get { common, .. }
+            | CacheAction::Prune { common }
+            | CacheAction::Export { common } => common,
+        }
+    }
 }
 
 #[derive(Args, Debug, Default)]
@@ -75,6 +124,21 @@ struct CommonArgs {
     /// Runtime threads (1 measured fastest on 2 cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// The cache file, or `off` (default: $XDG_CACHE_HOME/vtbulk/cache.sqlite3).
+    #[arg(long, value_name = "PATH|off")]
+    cache: Option<String>,
+    /// How long a found answer stays fresh in the cache (e.g. 7d, 12h).
+    #[arg(long, value_name = "DURATION")]
+    ttl: Option<String>,
+    /// How long a not-found answer stays fresh in the cache.
+    #[arg(long, value_name = "DURATION")]
+    not_found_ttl: Option<String>,
+    /// For this run: use no cached answer older than this.
+    #[arg(long, value_name = "DURATION")]
+    max_age: Option<String>,
+    /// Look everything up again, ignoring the cache (and update it).
+    #[arg(long)]
+    refresh: bool,
 }
 
 #[derive(Args, Debug)]
@@ -99,6 +163,8 @@ mod codes {
     pub const OK: u8 = 0;
     pub const COMPLETED_WITH_ERRORS: u8 = 1;
     pub const USAGE: u8 = 2;
+    /// The cache file is foreign, damaged or unreadable: a configuration problem too.
+    pub const CACHE: u8 = USAGE;
     pub const AUTH: u8 = 3;
     pub const QUOTA: u8 = 4;
     pub const INTERRUPTED: u8 = 130;
@@ -133,6 +199,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Enrich(args) => ExitCode::from(enrich(args)),
+        Command::Cache(args) => ExitCode::from(cache_command(args)),
     }
 }
 
@@ -158,6 +225,11 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         retries: common.retries,
         progress: common.progress.clone(),
         threads: common.threads,
+        cache: common.cache.clone(),
+        ttl: common.ttl.clone(),
+        not_found_ttl: common.not_found_ttl.clone(),
+        max_age: common.max_age.clone(),
+        refresh: common.refresh.then_some(true),
         ..Layer::default()
     };
     let mut resolved = config::resolve(&layer.merged(flags), inputs)?;
@@ -165,6 +237,24 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
     resolved.key = key;
     resolved.key_source = source;
     Ok(resolved)
+}
+
+fn cache_command(args: CacheArgs) -> u8 {
+    let result = load(args.action.common(), vec![]).and_then(|resolved| {
+        let settings = resolved
+            .settings
+            .cache
+            .ok_or("the cache is off (--cache off or cache = \"off\"): nothing to look at")?;
+        let stdout = io::stdout();
+        cache_cmd::run(&args.action, &settings, &mut stdout.lock())
+    });
+    match result {
+        Ok(()) => codes::OK,
+        Err(message) => {
+            eprint(&message);
+            codes::CACHE
+        }
+    }
 }
 
 fn partial_path(path: &std::path::Path) -> PathBuf {
@@ -279,6 +369,10 @@ fn enrich(args: EnrichArgs) -> u8 {
             }
             match e {
                 EngineError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => codes::OK,
+                EngineError::Store(e) => {
+                    eprint(&e.to_string());
+                    codes::CACHE
+                }
                 e => {
                     eprint(&e.to_string());
                     codes::USAGE

@@ -132,6 +132,7 @@ pub fn table(s: &Summary) -> String {
     row(&mut t, "invalid", s.invalid.to_string());
     row(&mut t, "unique", s.unique.to_string());
     row(&mut t, "duplicates", s.duplicates.to_string());
+    row(&mut t, "from cache", s.cache_hits.to_string());
     row(&mut t, "lookups", s.lookups.to_string());
     row(&mut t, "ok", s.ok.to_string());
     row(&mut t, "not found", s.not_found.to_string());
@@ -152,6 +153,16 @@ pub fn table(s: &Summary) -> String {
         format!("{}{}", s.rate_limited, by_code(&s.rate_limited_by_code)),
     );
     row(&mut t, "requests", s.requests.to_string());
+    if s.cache_write_errors > 0 {
+        row(
+            &mut t,
+            "cache failures",
+            format!(
+                "{} answers not kept in the cache (they will be looked up again)",
+                s.cache_write_errors
+            ),
+        );
+    }
     row(&mut t, "elapsed", format!("{:.2} s", s.elapsed_secs));
     row(&mut t, "rate", format!("{:.1} req/s", s.requests_per_sec));
     row(

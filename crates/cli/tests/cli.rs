@@ -18,9 +18,18 @@ fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A cache directory of its own for every call, unless the arguments name a cache: no test
+/// sees another's answers, and none touches the user's cache.
+fn fresh_cache_home() -> PathBuf {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    temp_dir(&format!("cache-home-{n}"))
+}
+
 async fn vtbulk(args: &[&str], key: Option<&str>) -> Output {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
     cmd.args(args)
+        .env("XDG_CACHE_HOME", fresh_cache_home())
         .current_dir(root())
         .env_remove("VT_API_KEY")
         .env_remove("VTCLI_APIKEY")
@@ -111,6 +120,8 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
         .expect("mock");
     let dir = temp_dir("canary");
     let (out_file, summary) = (dir.join("out.ndjson"), dir.join("summary.json"));
+    let cache = dir.join("cache.sqlite3");
+    let cache_arg = cache.to_str().expect("utf8").to_owned();
     let url = mock.url();
     for args in [
         vec![
@@ -125,6 +136,8 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
             "--raw",
             "--progress",
             "always",
+            "--cache",
+            &cache_arg,
         ],
         vec![
             "enrich",
@@ -137,8 +150,13 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
             out_file.to_str().expect("utf8"),
             "--summary-json",
             summary.to_str().expect("utf8"),
+            "--cache",
+            &cache_arg,
+            "--refresh",
         ],
         vec!["config", "--api-url", &url],
+        vec!["cache", "stats", "--cache", &cache_arg],
+        vec!["cache", "export", "--cache", &cache_arg],
     ] {
         let out = vtbulk(&args, Some(CANARY)).await;
         assert_eq!(
@@ -155,6 +173,13 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
         &std::fs::read(&out_file).expect("output"),
     );
     assert_no_canary("the summary", &std::fs::read(&summary).expect("summary"));
+    // The cache (its WAL included) holds answers, never the key.
+    for suffix in ["", "-wal"] {
+        let file = PathBuf::from(format!("{}{suffix}", cache.display()));
+        if let Ok(bytes) = std::fs::read(&file) {
+            assert_no_canary("the cache", &bytes);
+        }
+    }
     // A wrong canary key: errors all around, and still no key anywhere.
     let wrong = format!("{CANARY}-wrong");
     let out = vtbulk(

@@ -33,6 +33,12 @@ pub struct Counters {
     pub rate_limited: AtomicU64,
     /// HTTP requests sent (each spends quota).
     pub requests: AtomicU64,
+    /// Records answered from the cache (or from a twin answered earlier in the run).
+    pub cache_hits: AtomicU64,
+    /// Answers committed to the cache.
+    pub cache_writes: AtomicU64,
+    /// Answers the cache failed to keep (the run goes on; they will be looked up again).
+    pub cache_write_errors: AtomicU64,
     /// Error records by code.
     pub errors_by_code: Mutex<BTreeMap<String, u64>>,
     /// 429s by code.
@@ -69,7 +75,11 @@ impl Counters {
             invalid: get(&self.invalid),
             unique: get(&self.unique),
             duplicates: get(&self.duplicates),
-            lookups: get(&self.ok) + get(&self.not_found) + get(&self.errors),
+            lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
+                .saturating_sub(get(&self.cache_hits)),
+            cache_hits: get(&self.cache_hits),
+            cache_writes: get(&self.cache_writes),
+            cache_write_errors: get(&self.cache_write_errors),
             ok: get(&self.ok),
             not_found: get(&self.not_found),
             errors: get(&self.errors),
@@ -103,12 +113,19 @@ pub struct Summary {
     pub unique: u64,
     /// Repeated occurrences of them.
     pub duplicates: u64,
-    /// Unique IOCs looked up to a final answer (ok + not_found + errors).
+    /// Unique IOCs looked up to a final answer (ok + not_found + errors - cache_hits).
     pub lookups: u64,
-    /// Found.
+    /// Found (looked up or from the cache).
     pub ok: u64,
-    /// Not known to VirusTotal.
+    /// Not known to VirusTotal (looked up or from the cache).
     pub not_found: u64,
+    /// Records answered from the cache, or from a twin (the same file by another hash)
+    /// answered earlier in the run: no request spent.
+    pub cache_hits: u64,
+    /// Answers committed to the cache.
+    pub cache_writes: u64,
+    /// Answers the cache failed to keep.
+    pub cache_write_errors: u64,
     /// Failed.
     pub errors: u64,
     /// Failed, by error code.

@@ -15,9 +15,12 @@
 //! took when the run stops become `skipped`.
 #![deny(missing_docs)]
 
+mod cache;
 mod convert;
 mod counters;
 mod pipeline;
 
+pub use cache::{CacheSettings, UnixClock};
 pub use counters::{Counters, Summary};
 pub use pipeline::{Concurrency, EngineError, Outcome, Settings, StopHandle, run};
+pub use vtbulk_store::Freshness;

@@ -1,5 +1,6 @@
 //! The run: read and dedup, then bounded workers through the scheduler, then one writer.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,12 +8,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc};
 use vtbulk_ioc::reader::{self, InputFormat};
-use vtbulk_ioc::table::Table;
 use vtbulk_ioc::{Column, Item, Seen, Unique};
 use vtbulk_output::{CsvSink, Field, Format, NdjsonSink, Record, Sink, Status};
 use vtbulk_quota::{BackoffPolicy, Scheduler, SchedulerConfig};
+use vtbulk_store::{Put, RunRecord, Store, StoreError};
+use vtbulk_vt::models::FileSummary;
 use vtbulk_vt::{Client, ErrorClass, FileLookup, RateLimitKind};
 
+use crate::cache::{self, CacheSettings, Journal};
 use crate::convert;
 use crate::counters::{Counters, Summary, bump, bump_map};
 
@@ -55,6 +58,8 @@ pub struct Settings {
     /// Consecutive 429s (with no success in between) after which the run stops as if the
     /// quota were spent: the key is shared, or its quota is lower than configured.
     pub max_consecutive_429: u32,
+    /// The cache and journal; `None` is `--cache off`.
+    pub cache: Option<CacheSettings>,
 }
 
 /// Why a run ended.
@@ -99,6 +104,9 @@ pub enum EngineError {
     /// The output cannot be written.
     #[error("failed to write the output: {0}")]
     Output(std::io::Error),
+    /// The cache cannot be opened (foreign, damaged, newer, unreadable).
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Stops a run from outside: no new lookups, in-flight ones finish, the rest is `skipped`.
@@ -159,6 +167,15 @@ struct Shared {
     stop: StopHandle,
     names: Vec<String>,
     latency_ewma_us: AtomicU64,
+    /// The journal thread, when the cache is on. Weak, so that the journal's own handle
+    /// closing is what ends its thread.
+    journal: Option<cache::WeakJournal>,
+    /// Keep VirusTotal's `data` in records (`--raw`).
+    raw: bool,
+    /// The dedup set, to find an answer's other hashes among the inputs.
+    seen: Arc<Seen>,
+    /// Answers for entries not yet looked up, learned from a twin (same file, another hash).
+    twins: Mutex<HashMap<usize, Box<FileSummary>>>,
 }
 
 fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
@@ -167,12 +184,49 @@ fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
 }
 
 fn base_record(shared: &Shared, entry: &Unique) -> Record {
+    base(&shared.names, entry)
+}
+
+fn base(names: &[String], entry: &Unique) -> Record {
+    let hash = entry.hash();
     Record {
-        input: entry.hash().to_string(),
-        kind: Some(entry.hash().kind()),
+        input: hash.to_string(),
+        kind: Some(hash.kind()),
         occurrences: entry.count,
-        first_origin: origin_text(&shared.names, entry.first()),
+        first_origin: origin_text(names, entry.first()),
         ..Record::default()
+    }
+}
+
+/// Journals an answer (when the cache is on) and waits for the commit.
+async fn journal(shared: &Shared, put: impl FnOnce() -> Option<Put>) {
+    if let Some(journal) = &shared.journal {
+        let committed = match (put(), journal.upgrade()) {
+            (Some(put), Some(journal)) => cache::commit(&journal, put).await,
+            _ => false,
+        };
+        if committed {
+            bump(&shared.counters.cache_writes);
+        } else {
+            bump(&shared.counters.cache_write_errors);
+        }
+    }
+}
+
+/// Remembers a found file for the entries that are the same file by another hash.
+fn note_twins(shared: &Shared, index: usize, file: &FileSummary) {
+    let a = &file.attributes;
+    for hex in [a.md5.as_deref(), a.sha1.as_deref(), a.sha256.as_deref()]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(hash) = vtbulk_ioc::Hash::parse(hex)
+            && let Some(j) = shared.seen.position(&hash)
+            && j != index
+        {
+            let mut twins = shared.twins.lock().unwrap_or_else(|e| e.into_inner());
+            twins.insert(j, Box::new(file.clone()));
+        }
     }
 }
 
@@ -199,7 +253,23 @@ fn error_record(shared: &Shared, entry: &Unique, err: &vtbulk_vt::Error) -> Reco
 }
 
 /// Looks one entry up to a final record: retries, 429s and stops included.
-async fn lookup(shared: &Shared, entry: &Unique, seed: u64) -> Record {
+async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Record {
+    // Answered already under another of its hashes, earlier in this run: no request.
+    let twin = shared
+        .twins
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&index);
+    if let Some(mut file) = twin {
+        if !shared.raw {
+            file.raw = None;
+        }
+        bump(&shared.counters.ok);
+        bump(&shared.counters.cache_hits);
+        let mut record = convert::found(base_record(shared, entry), file);
+        record.source = Some(vtbulk_output::Source::Cache);
+        return record;
+    }
     let mut backoff = shared.backoff.iter(seed);
     loop {
         // Registered before the checks, so a stop between the checks and the wait wakes us.
@@ -241,13 +311,19 @@ async fn lookup(shared: &Shared, entry: &Unique, seed: u64) -> Record {
         };
         shared.latency_ewma_us.store(new, Ordering::Relaxed);
         let err = match result {
-            Ok(FileLookup::Found(file)) => {
+            Ok(FileLookup::Found(mut file)) => {
                 shared.consecutive_429.store(0, Ordering::Relaxed);
+                journal(shared, || cache::put_found(&file)).await;
+                note_twins(shared, index, &file);
+                if !shared.raw {
+                    file.raw = None;
+                }
                 bump(&shared.counters.ok);
                 return convert::found(base_record(shared, entry), file);
             }
             Ok(FileLookup::NotFound) => {
                 shared.consecutive_429.store(0, Ordering::Relaxed);
+                journal(shared, || Some(Put::NotFound(entry.hash()))).await;
                 bump(&shared.counters.not_found);
                 return Record {
                     status: Some(Status::NotFound),
@@ -259,6 +335,7 @@ async fn lookup(shared: &Shared, entry: &Unique, seed: u64) -> Record {
         };
         match err.class() {
             ErrorClass::NotFound => {
+                journal(shared, || Some(Put::NotFound(entry.hash()))).await;
                 bump(&shared.counters.not_found);
                 return Record {
                     status: Some(Status::NotFound),
@@ -364,15 +441,34 @@ pub async fn run(
         })
         .collect();
     let opened = open_all(&inputs)?;
+    // The cache too: a foreign or damaged file stops the run before anything is spent.
+    let store = settings.cache.as_ref().map(cache::open).transpose()?;
+    let clock = settings.cache.as_ref().map(|c| c.clock).unwrap_or_default();
+    let run_started_at = clock.now();
 
     // One writer task owns the sink; a bounded channel holds records waiting for it. It runs
     // on the runtime, not on a thread of its own: the sink writes into a large buffer, and a
     // thread would cost a futex wake-up per record.
     let (tx, mut rx) = mpsc::channel::<Record>(1024);
     let mut sink = make_sink(&settings, out);
+    // The sink buffers; when records stop coming for a moment, what was written is flushed,
+    // so a slow run's records reach a pipe (a SIEM, `tail -f`) within a tenth of a second.
     let writer = tokio::spawn(async move {
-        while let Some(record) = rx.recv().await {
-            sink.write(&record)?;
+        let mut dirty = false;
+        loop {
+            tokio::select! {
+                record = rx.recv() => match record {
+                    Some(record) => {
+                        sink.write(&record)?;
+                        dirty = true;
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep(Duration::from_millis(100)), if dirty => {
+                    sink.finish()?;
+                    dirty = false;
+                }
+            }
         }
         sink.finish()
     });
@@ -454,7 +550,71 @@ pub async fn run(
             return Err(e);
         }
     };
-    let entries: Arc<Table<Unique>> = Arc::new(seen.into_entries());
+    let seen = Arc::new(seen);
+
+    // Fresh answers from the cache become records now; the rest is to look up.
+    let (todo, store) = match (store, &settings.cache) {
+        (Some(mut store), Some(cache_settings)) if !cache_settings.refresh => {
+            let (seen, hit_tx, counters, names) =
+                (seen.clone(), tx.clone(), counters.clone(), names.clone());
+            let (freshness, raw) = (cache_settings.freshness, settings.raw);
+            let checked = tokio::task::spawn_blocking(move || {
+                let now = clock.now();
+                let mut todo = Vec::new();
+                let entries = seen.entries();
+                for (chunk_no, chunk) in entries.chunks(cache::CHECK_BATCH).enumerate() {
+                    let hashes: Vec<_> = chunk.iter().map(Unique::hash).collect();
+                    let hits = store.get_many(&hashes, raw)?;
+                    for (k, (entry, hit)) in chunk.iter().zip(hits).enumerate() {
+                        let index = chunk_no * cache::CHECK_BATCH + k;
+                        let record = hit
+                            .filter(|h| freshness.is_fresh(h, now))
+                            .and_then(|h| cache::hit_record(base(&names, entry), h, raw));
+                        let Some(record) = record else {
+                            todo.push(index as u32);
+                            continue;
+                        };
+                        match record.status {
+                            Some(Status::Ok) => bump(&counters.ok),
+                            _ => bump(&counters.not_found),
+                        }
+                        bump(&counters.cache_hits);
+                        bump(&counters.done);
+                        // The writer only goes away on a write error, reported below.
+                        let _ = hit_tx.blocking_send(record);
+                    }
+                }
+                Ok::<_, StoreError>((todo, store))
+            })
+            .await;
+            match checked {
+                Ok(Ok((todo, store))) => (todo, Some(store)),
+                Ok(Err(e)) => {
+                    drop(tx);
+                    let _ = writer.await;
+                    return Err(e.into());
+                }
+                Err(join) => {
+                    drop(tx);
+                    let _ = writer.await;
+                    return Err(EngineError::Output(std::io::Error::other(join.to_string())));
+                }
+            }
+        }
+        (store, _) => ((0..seen.len() as u32).collect(), store),
+    };
+    let todo = Arc::new(todo);
+    let run_figures = Arc::new(Mutex::new(RunRecord {
+        started_at: run_started_at,
+        unique_hashes: seen.len() as u64,
+        ..RunRecord::default()
+    }));
+    let journal = match store {
+        Some(store) => {
+            Some(Journal::start(store, clock, run_figures.clone()).map_err(EngineError::Output)?)
+        }
+        None => None,
+    };
 
     let shared = Arc::new(Shared {
         client,
@@ -467,6 +627,10 @@ pub async fn run(
         stop,
         names,
         latency_ewma_us: AtomicU64::new(0),
+        journal: journal.as_ref().map(Journal::weak),
+        raw: settings.raw,
+        seen: seen.clone(),
+        twins: Mutex::new(HashMap::new()),
     });
 
     // Bounded concurrency: `workers` tasks, of which `permits` may be in a lookup at once.
@@ -480,16 +644,16 @@ pub async fn run(
             (max, start)
         }
     };
-    // No more workers than entries (but at least one).
-    let cap = entries.len().max(1);
+    // No more workers than entries to look up (but at least one).
+    let cap = todo.len().max(1);
     let (workers, initial) = (workers.min(cap), initial.min(cap));
     let permits = Arc::new(Semaphore::new(initial));
     let cursor = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
-        let (shared, entries, cursor, permits, tx) = (
+        let (shared, todo, cursor, permits, tx) = (
             shared.clone(),
-            entries.clone(),
+            todo.clone(),
             cursor.clone(),
             permits.clone(),
             tx.clone(),
@@ -500,8 +664,10 @@ pub async fn run(
                     break;
                 };
                 let i = cursor.fetch_add(1, Ordering::SeqCst);
-                let Some(entry) = entries.get(i) else { break };
-                let record = lookup(&shared, entry, (i as u64) << 8 | w as u64).await;
+                let Some(&index) = todo.get(i) else { break };
+                let index = index as usize;
+                let entry = &shared.seen.entries()[index];
+                let record = lookup(&shared, index, entry, (i as u64) << 8 | w as u64).await;
                 drop(permit);
                 bump(&shared.counters.done);
                 if tx.send(record).await.is_err() {
@@ -533,18 +699,30 @@ pub async fn run(
     controller.abort();
 
     // Entries nobody took: the run stopped before reaching them.
-    let taken = cursor.load(Ordering::SeqCst).min(entries.len());
+    let taken = cursor.load(Ordering::SeqCst).min(todo.len());
     let reason = shared
         .halt
         .get()
         .map_or_else(|| "stopped".to_owned(), |(_, r)| r);
-    for entry in &entries[taken..] {
+    for &index in &todo[taken..] {
+        let entry = &shared.seen.entries()[index as usize];
         bump(&counters.done);
         if tx.send(skipped(&shared, entry, &reason)).await.is_err() {
             break;
         }
     }
     drop(tx);
+    // The journal's last commit, and the run's figures for `vtbulk cache stats`.
+    if let Some(journal) = journal {
+        {
+            let mut figures = run_figures.lock().unwrap_or_else(|e| e.into_inner());
+            figures.hits = Counters::get(&counters.cache_hits);
+            figures.lookups = Counters::get(&counters.requests);
+        }
+        if journal.finish().is_err() {
+            bump(&counters.cache_write_errors);
+        }
+    }
     let written = writer
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));

@@ -52,6 +52,7 @@ fn settings(input: &std::path::Path, format: Format) -> Settings {
             max_retries: 5,
         },
         max_consecutive_429: 50,
+        cache: None,
     }
 }
 

@@ -233,6 +233,31 @@ impl Seen {
         }
     }
 
+    /// The index (in first-seen order) of `hash`, if it was inserted.
+    pub fn position(&self, hash: &Hash) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let fp = fingerprint(hash);
+        let (digest, kind) = key(hash);
+        let mask = self.slots.len() - 1;
+        let mut i = home(fp, self.slots.len());
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == fp {
+                let index = (slot as u32 - 1) as usize;
+                let e = &self.entries[index];
+                if e.digest == digest && e.kind == kind {
+                    return Some(index);
+                }
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
     /// Number of distinct hashes.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -337,6 +362,11 @@ mod tests {
             }
             let got: Vec<Hash> = seen.entries().iter().map(|e| e.hash()).collect();
             prop_assert_eq!(&got, &expected);
+            for (i, h) in expected.iter().enumerate() {
+                prop_assert_eq!(seen.position(h), Some(i));
+            }
+            let absent = Hash::from_digest(&[0xee; 20]).expect("digest");
+            prop_assert_eq!(seen.position(&absent), None);
             // The batched path gives the same set, counts and origins.
             let items: Vec<(Hash, Origin)> = picks.iter().enumerate().map(|(line, (p, k))| {
                 let len = HashKind::ALL[*k].byte_len();

@@ -66,7 +66,7 @@ pub struct FileObject {
 /// A file object read lean: the id and only the attributes an output record uses. Decoding
 /// into it skips everything else (per-engine results, names, sandbox verdicts, TrID...)
 /// without allocating, which is most of the CPU of a bulk run's answer handling.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 pub struct FileSummary {
     /// The object id: always the SHA-256.
     pub id: String,
@@ -79,7 +79,8 @@ pub struct FileSummary {
 }
 
 /// The subset of [`FileAttributes`] that [`FileSummary`] keeps; same names and meanings.
-#[derive(Clone, Debug, Default, Deserialize)]
+/// It serialises to the same JSON shape, which is how the cache stores it.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(default)]
 pub struct SummaryAttributes {
     /// MD5, lower-case hex.

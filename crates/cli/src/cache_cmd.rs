@@ -1,0 +1,177 @@
+//! `vtbulk cache stats|get|prune|export`: looking into the cache without spending quota.
+//!
+//! All four open the same file `enrich` would (`--cache`, the user file, or the default
+//! path) and refuse a foreign or damaged one the same way, with exit code 2.
+
+use std::io::{self, Write};
+
+use serde_json::json;
+use vtbulk_engine::{CacheSettings, UnixClock};
+use vtbulk_ioc::Hash;
+use vtbulk_store::{Exported, Hit, SqliteStore, Stats};
+
+/// An RFC 3339 UTC time from Unix seconds.
+fn rfc3339(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
+}
+
+fn open(settings: &CacheSettings) -> Result<SqliteStore, String> {
+    if !settings.path.exists() {
+        return Err(format!(
+            "no cache at {} yet (it is created by the first `vtbulk enrich`)",
+            settings.path.display()
+        ));
+    }
+    SqliteStore::open(&settings.path).map_err(|e| e.to_string())
+}
+
+fn stats_json(path: &str, s: &Stats) -> serde_json::Value {
+    let run = s.last_run.map(|r| {
+        let ratio = if r.unique_hashes > 0 {
+            r.hits as f64 / r.unique_hashes as f64
+        } else {
+            0.0
+        };
+        json!({
+            "started_at": rfc3339(r.started_at),
+            "finished_at": rfc3339(r.finished_at),
+            "unique": r.unique_hashes,
+            "cache_hits": r.hits,
+            "requests": r.lookups,
+            "hit_ratio": (ratio * 1000.0).round() / 1000.0,
+        })
+    });
+    json!({
+        "path": path,
+        "found": s.found,
+        "not_found": s.not_found,
+        "bytes": s.bytes,
+        "oldest": s.oldest.map(rfc3339),
+        "newest": s.newest.map(rfc3339),
+        "last_run": run,
+    })
+}
+
+/// Runs one cache action; returns the message of a failure.
+pub fn run(
+    action: &crate::CacheAction,
+    settings: &CacheSettings,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let io = |e: io::Error| format!("failed to write: {e}");
+    match action {
+        crate::CacheAction::Stats { json, .. } => {
+            let store = open(settings)?;
+            let stats = store.stats().map_err(|e| e.to_string())?;
+            let value = stats_json(&settings.path.display().to_string(), &stats);
+            if *json {
+                writeln!(out, "{value:#}").map_err(io)?;
+            } else {
+                let show = |k: &str| match &value[k] {
+                    serde_json::Value::Null => "-".to_owned(),
+                    serde_json::Value::String(s) => s.clone(),
+                    v => v.to_string(),
+                };
+                writeln!(out, "cache      {}", show("path")).map_err(io)?;
+                writeln!(out, "found      {}", show("found")).map_err(io)?;
+                writeln!(out, "not found  {}", show("not_found")).map_err(io)?;
+                writeln!(out, "size       {:.1} MB", stats.bytes as f64 / 1e6).map_err(io)?;
+                writeln!(out, "oldest     {}", show("oldest")).map_err(io)?;
+                writeln!(out, "newest     {}", show("newest")).map_err(io)?;
+                match &value["last_run"] {
+                    serde_json::Value::Null => writeln!(out, "last run   -").map_err(io)?,
+                    r => writeln!(
+                        out,
+                        "last run   {}: {} unique, {} from the cache (hit ratio {}), {} requests",
+                        r["finished_at"].as_str().unwrap_or("-"),
+                        r["unique"],
+                        r["cache_hits"],
+                        r["hit_ratio"],
+                        r["requests"]
+                    )
+                    .map_err(io)?,
+                }
+            }
+        }
+        crate::CacheAction::Get { hash, .. } => {
+            let parsed = Hash::parse(hash.trim()).map_err(|e| format!("{hash:?}: {e}"))?;
+            let mut store = open(settings)?;
+            let now = UnixClock::System.now();
+            let value = match store.get(&parsed).map_err(|e| e.to_string())? {
+                None => return Err(format!("{parsed} is not in the cache")),
+                Some(hit) => {
+                    let fresh = settings.freshness.is_fresh(&hit, now);
+                    match hit {
+                        Hit::Found(f) => {
+                            let data: serde_json::Value = f
+                                .data
+                                .as_deref()
+                                .and_then(|d| serde_json::from_slice(d).ok())
+                                .unwrap_or(serde_json::Value::Null);
+                            let summary: serde_json::Value =
+                                serde_json::from_slice(&f.summary).unwrap_or_default();
+                            json!({
+                                "hash": parsed.to_string(),
+                                "status": "found",
+                                "sha256": Hash::Sha256(f.sha256).to_string(),
+                                "fetched_at": rfc3339(f.fetched_at),
+                                "fresh": fresh,
+                                "summary": summary,
+                                "data": data,
+                            })
+                        }
+                        Hit::NotFound { fetched_at } => json!({
+                            "hash": parsed.to_string(),
+                            "status": "not_found",
+                            "fetched_at": rfc3339(fetched_at),
+                            "fresh": fresh,
+                        }),
+                    }
+                }
+            };
+            writeln!(out, "{value:#}").map_err(io)?;
+        }
+        crate::CacheAction::Prune { .. } => {
+            let mut store = open(settings)?;
+            let (found, missing) = store
+                .prune(UnixClock::System.now(), settings.freshness)
+                .map_err(|e| e.to_string())?;
+            writeln!(
+                out,
+                "pruned {found} found and {missing} not-found answers from {}",
+                settings.path.display()
+            )
+            .map_err(io)?;
+        }
+        crate::CacheAction::Export { .. } => {
+            let store = open(settings)?;
+            store
+                .export(&mut |row| {
+                    let value = match row {
+                        Exported::Found {
+                            sha256,
+                            fetched_at,
+                            data,
+                        } => {
+                            let data: serde_json::Value =
+                                serde_json::from_slice(&data).unwrap_or_default();
+                            json!({
+                                "sha256": Hash::Sha256(sha256).to_string(),
+                                "status": "found",
+                                "fetched_at": rfc3339(fetched_at),
+                                "data": data,
+                            })
+                        }
+                        Exported::NotFound { digest, fetched_at } => json!({
+                            "hash": digest.to_string(),
+                            "status": "not_found",
+                            "fetched_at": rfc3339(fetched_at),
+                        }),
+                    };
+                    writeln!(out, "{value}")
+                })
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    out.flush().map_err(io)
+}

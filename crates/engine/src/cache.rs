@@ -1,0 +1,202 @@
+//! The store in the pipeline: cache hits before lookups, and the journal after them.
+//!
+//! Before any lookup, the unique hashes are checked against the store in batches on a
+//! blocking thread; fresh hits become `source=cache` records at once and never reach the
+//! scheduler. During the run one thread owns the store's connection and commits answers in
+//! group transactions: a worker hands over its answer and waits for the commit before it
+//! releases the record and takes new work, so at any moment at most `concurrency` answers
+//! are paid for and not yet journaled. That is what bounds the cost of a SIGKILL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, oneshot};
+use vtbulk_ioc::Hash;
+use vtbulk_output::{Record, Source, Status};
+use vtbulk_store::{Freshness, Hit, Put, RunRecord, SqliteStore, Store, StoreError};
+use vtbulk_vt::models::{FileSummary, SummaryAttributes};
+
+use crate::convert;
+
+/// Hashes checked against the store per read transaction.
+pub(crate) const CHECK_BATCH: usize = 512;
+
+/// Answers committed per write transaction at most.
+const COMMIT_BATCH: usize = 1024;
+
+/// The clock the cache reads: the system's, or a fixed time (tests).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnixClock {
+    /// `SystemTime::now()`.
+    #[default]
+    System,
+    /// Always this many seconds since the epoch.
+    Fixed(i64),
+}
+
+impl UnixClock {
+    /// Seconds since the Unix epoch.
+    pub fn now(self) -> i64 {
+        match self {
+            UnixClock::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64),
+            UnixClock::Fixed(t) => t,
+        }
+    }
+}
+
+/// How a run uses the cache.
+#[derive(Clone, Debug)]
+pub struct CacheSettings {
+    /// The SQLite file.
+    pub path: PathBuf,
+    /// What counts as fresh.
+    pub freshness: Freshness,
+    /// Look everything up again (and update the store).
+    pub refresh: bool,
+    /// The clock for freshness and fetch times.
+    pub clock: UnixClock,
+}
+
+/// Opens the store (an error here stops the run before anything is spent).
+pub(crate) fn open(settings: &CacheSettings) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(&settings.path)
+}
+
+/// The record of a cache hit, built on `base` (input, kind, occurrences, origin).
+pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
+    match hit {
+        Hit::Found(file) => {
+            let attributes: SummaryAttributes = serde_json::from_slice(&file.summary).ok()?;
+            let raw = if raw {
+                let text = String::from_utf8(file.data?).ok()?;
+                Some(RawValue::from_string(text).ok()?)
+            } else {
+                None
+            };
+            let summary = FileSummary {
+                id: Hash::Sha256(file.sha256).to_string(),
+                attributes,
+                raw,
+            };
+            let mut record = convert::found(base, Box::new(summary));
+            record.source = Some(Source::Cache);
+            Some(record)
+        }
+        Hit::NotFound { .. } => Some(Record {
+            status: Some(Status::NotFound),
+            source: Some(Source::Cache),
+            ..base
+        }),
+    }
+}
+
+fn digest<const N: usize>(hex: Option<&str>) -> Option<[u8; N]> {
+    let hash = Hash::parse(hex?).ok()?;
+    hash.as_bytes().try_into().ok()
+}
+
+/// What the store keeps of a found answer: the three digests, the summary and `data`.
+pub(crate) fn put_found(file: &FileSummary) -> Option<Put> {
+    let a = &file.attributes;
+    let sha256 = digest::<32>(a.sha256.as_deref().or(Some(&file.id)))?;
+    Some(Put::Found {
+        sha256,
+        md5: digest::<16>(a.md5.as_deref()),
+        sha1: digest::<20>(a.sha1.as_deref()),
+        summary: serde_json::to_vec(a).ok()?,
+        data: file.raw.as_ref().map(|r| r.get().as_bytes().to_vec()),
+    })
+}
+
+/// A request to the journal thread: answers to commit, and who to tell.
+type Job = (Put, oneshot::Sender<bool>);
+
+/// A handle on the journal that does not keep it open.
+pub(crate) type WeakJournal = mpsc::WeakSender<Job>;
+
+/// The journal: a thread owning the store's connection.
+#[derive(Debug)]
+pub(crate) struct Journal {
+    tx: mpsc::Sender<Job>,
+    thread: std::thread::JoinHandle<Result<u64, StoreError>>,
+}
+
+impl Journal {
+    /// Starts the thread; it commits what it is given in group transactions and, when the
+    /// channel closes, records the run's figures.
+    pub(crate) fn start(
+        mut store: SqliteStore,
+        clock: UnixClock,
+        run: Arc<std::sync::Mutex<RunRecord>>,
+    ) -> std::io::Result<Journal> {
+        let (tx, mut rx) = mpsc::channel::<Job>(COMMIT_BATCH);
+        let thread = std::thread::Builder::new()
+            .name("vtbulk-journal".into())
+            .spawn(move || {
+                let mut written = 0u64;
+                let mut failure = None;
+                let mut batch: Vec<Job> = Vec::with_capacity(COMMIT_BATCH);
+                while let Some(job) = rx.blocking_recv() {
+                    batch.push(job);
+                    while batch.len() < COMMIT_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => batch.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    let puts: Vec<Put> = batch.iter().map(|(p, _)| p.clone()).collect();
+                    let ok = match store.put_batch(&puts, clock.now()) {
+                        Ok(()) => {
+                            written += puts.len() as u64;
+                            true
+                        }
+                        Err(e) => {
+                            failure.get_or_insert(e);
+                            false
+                        }
+                    };
+                    for (_, ack) in batch.drain(..) {
+                        let _ = ack.send(ok);
+                    }
+                }
+                let mut figures = *run.lock().unwrap_or_else(|e| e.into_inner());
+                figures.finished_at = clock.now();
+                let recorded = store.record_run(figures);
+                match failure {
+                    Some(e) => Err(e),
+                    None => recorded.map(|()| written),
+                }
+            })?;
+        Ok(Journal { tx, thread })
+    }
+
+    /// A handle for workers.
+    pub(crate) fn weak(&self) -> WeakJournal {
+        self.tx.downgrade()
+    }
+
+    /// Closes the channel and waits for the last commit; the answers written, or the first
+    /// store error.
+    pub(crate) fn finish(self) -> Result<u64, StoreError> {
+        drop(self.tx);
+        self.thread.join().unwrap_or_else(|_| {
+            Err(StoreError::Sqlite {
+                path: PathBuf::new(),
+                reason: "the journal thread panicked".into(),
+            })
+        })
+    }
+}
+
+/// Commits `put` and waits for it; false if the store failed (the run goes on uncached).
+pub(crate) async fn commit(journal: &mpsc::Sender<Job>, put: Put) -> bool {
+    let (ack, done) = oneshot::channel();
+    if journal.send((put, ack)).await.is_err() {
+        return false;
+    }
+    done.await.unwrap_or(false)
+}

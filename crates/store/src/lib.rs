@@ -1,0 +1,762 @@
+//! `vtbulk-store`: the cache of VirusTotal answers, which is also the run's journal.
+//!
+//! Nightly inputs are mostly the hashes of last night, and a public key has 500 lookups a
+//! day, so an answer is never paid for twice: every API answer (found or not found) is
+//! committed here before its record is released to the output. A run killed at any moment
+//! and started again finds what it already paid for and asks only for the rest.
+//!
+//! [`Store`] is the interface the engine uses; [`SqliteStore`] is the embedded default
+//! (rusqlite with its bundled SQLite, so no system library is needed): WAL, so readers never
+//! wait for the writer and two processes can share one file; `BEGIN IMMEDIATE` with a busy
+//! timeout, so concurrent writers queue instead of failing with "database is locked"; a
+//! versioned schema (`PRAGMA user_version`, migrations in order) and an application id, so a
+//! foreign or corrupt file is refused without being touched.
+//!
+//! A found file is one row keyed by its SHA-256 with its MD5 and SHA-1 as indexed alias keys
+//! (a later input of the same file by another hash costs nothing), a compact summary (the
+//! attributes a record needs, as JSON) and, in a separate table, VirusTotal's whole `data`
+//! object compressed with LZ4, so any field can be rendered later without a lookup. A not
+//! found answer is a row keyed by the digest that was asked for. Errors, quota refusals and
+//! skips are never stored. Times are Unix seconds passed in by the caller, so tests control
+//! the clock.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use vtbulk_ioc::{Hash, HashKind};
+
+/// `PRAGMA application_id` of a vtbulk cache ("vtbk").
+pub const APPLICATION_ID: i32 = 0x7674_626b;
+
+/// Schema migrations; `user_version` is how many have been applied.
+const MIGRATIONS: &[&str] = &[
+    // 1: files with aliases, bodies, not-found answers, runs.
+    "CREATE TABLE files (
+        id INTEGER PRIMARY KEY,
+        sha256 BLOB NOT NULL UNIQUE,
+        md5 BLOB,
+        sha1 BLOB,
+        fetched_at INTEGER NOT NULL,
+        summary BLOB NOT NULL
+     );
+     CREATE INDEX files_md5 ON files(md5);
+     CREATE INDEX files_sha1 ON files(sha1);
+     CREATE TABLE bodies (id INTEGER PRIMARY KEY, data BLOB NOT NULL);
+     CREATE TABLE missing (digest BLOB PRIMARY KEY, fetched_at INTEGER NOT NULL) WITHOUT ROWID;
+     CREATE TABLE runs (
+        id INTEGER PRIMARY KEY,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        unique_hashes INTEGER NOT NULL,
+        hits INTEGER NOT NULL,
+        lookups INTEGER NOT NULL
+     );",
+];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// How long a writer waits for another process's transaction before giving up.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Why the store cannot be used. Messages name the file, never a key.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The file exists and is not a vtbulk cache: left untouched.
+    #[error("{path} is not a vtbulk cache ({reason}); it was left untouched")]
+    Foreign {
+        /// The file.
+        path: PathBuf,
+        /// What it looks like.
+        reason: String,
+    },
+    /// The file is a vtbulk cache that SQLite cannot read.
+    #[error("the cache {path} is damaged ({reason}); move it away or pass --cache off")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words.
+        reason: String,
+    },
+    /// Written by a newer vtbulk.
+    #[error(
+        "the cache {path} has schema version {found}, newer than this vtbulk's {SCHEMA_VERSION}"
+    )]
+    Newer {
+        /// The file.
+        path: PathBuf,
+        /// Its version.
+        found: i64,
+    },
+    /// The file or its directory cannot be created or opened.
+    #[error("failed to open the cache {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// SQLite failed during use.
+    #[error("cache {path}: {reason}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// SQLite's words.
+        reason: String,
+    },
+}
+
+/// How old an answer may be and still be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Freshness {
+    /// Seconds a found answer stays fresh (7 days by default).
+    pub found_ttl: i64,
+    /// Seconds a not-found answer stays fresh (1 day by default).
+    pub not_found_ttl: i64,
+    /// For one run: nothing older than this many seconds, whatever the TTLs say.
+    pub max_age: Option<i64>,
+}
+
+impl Default for Freshness {
+    fn default() -> Self {
+        Freshness {
+            found_ttl: 7 * 86_400,
+            not_found_ttl: 86_400,
+            max_age: None,
+        }
+    }
+}
+
+impl Freshness {
+    /// True when `hit`, read at `now`, may be used instead of a lookup.
+    pub fn is_fresh(&self, hit: &Hit, now: i64) -> bool {
+        let (fetched_at, ttl) = match hit {
+            Hit::Found(f) => (f.fetched_at, self.found_ttl),
+            Hit::NotFound { fetched_at } => (*fetched_at, self.not_found_ttl),
+        };
+        let limit = self.max_age.map_or(ttl, |m| m.min(ttl));
+        now.saturating_sub(fetched_at) <= limit
+    }
+}
+
+/// A found file as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundFile {
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// When the answer was fetched (Unix seconds).
+    pub fetched_at: i64,
+    /// The attributes a record needs, as JSON (the engine's format; opaque here).
+    pub summary: Vec<u8>,
+    /// VirusTotal's `data` object, when asked for.
+    pub data: Option<Vec<u8>>,
+}
+
+/// What the store knows of a hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hit {
+    /// VirusTotal knew the file.
+    Found(FoundFile),
+    /// VirusTotal answered 404 for this digest.
+    NotFound {
+        /// When (Unix seconds).
+        fetched_at: i64,
+    },
+}
+
+/// One answer to store.
+#[derive(Clone, Debug)]
+pub enum Put {
+    /// A found file: its three digests, the summary, and the `data` object (JSON).
+    Found {
+        /// SHA-256.
+        sha256: [u8; 32],
+        /// MD5, when VirusTotal gave it.
+        md5: Option<[u8; 16]>,
+        /// SHA-1, when VirusTotal gave it.
+        sha1: Option<[u8; 20]>,
+        /// The record's attributes (opaque JSON).
+        summary: Vec<u8>,
+        /// VirusTotal's `data` object (JSON), compressed on the way in.
+        data: Option<Vec<u8>>,
+    },
+    /// A 404 for this digest.
+    NotFound(Hash),
+}
+
+/// The last run's figures, for `vtbulk cache stats`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunRecord {
+    /// Unix seconds.
+    pub started_at: i64,
+    /// Unix seconds.
+    pub finished_at: i64,
+    /// Unique hashes of the run.
+    pub unique_hashes: u64,
+    /// Answered from the store.
+    pub hits: u64,
+    /// Looked up.
+    pub lookups: u64,
+}
+
+/// What the store holds.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Found files.
+    pub found: u64,
+    /// Not-found answers.
+    pub not_found: u64,
+    /// Bytes of the database file (WAL excluded).
+    pub bytes: u64,
+    /// Oldest answer (Unix seconds).
+    pub oldest: Option<i64>,
+    /// Newest answer (Unix seconds).
+    pub newest: Option<i64>,
+    /// The last run recorded.
+    pub last_run: Option<RunRecord>,
+}
+
+/// One stored answer, for `vtbulk cache export`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exported {
+    /// A found file with its `data` object (JSON).
+    Found {
+        /// SHA-256.
+        sha256: [u8; 32],
+        /// When.
+        fetched_at: i64,
+        /// VirusTotal's `data` object, or the summary when the body is missing.
+        data: Vec<u8>,
+    },
+    /// A not-found answer.
+    NotFound {
+        /// The digest asked for.
+        digest: Hash,
+        /// When.
+        fetched_at: i64,
+    },
+}
+
+/// The cache as the engine uses it.
+pub trait Store: Send {
+    /// What is known of each hash, in order (`None`: nothing). `with_data` also reads the
+    /// `data` objects (for `--raw`).
+    fn get_many(
+        &mut self,
+        hashes: &[Hash],
+        with_data: bool,
+    ) -> Result<Vec<Option<Hit>>, StoreError>;
+    /// Stores answers fetched at `now`, in one transaction.
+    fn put_batch(&mut self, items: &[Put], now: i64) -> Result<(), StoreError>;
+    /// Records a finished run's figures.
+    fn record_run(&mut self, run: RunRecord) -> Result<(), StoreError>;
+}
+
+/// The embedded SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The default location: `$XDG_CACHE_HOME/vtbulk/cache.sqlite3`, else
+/// `~/.cache/vtbulk/cache.sqlite3`.
+pub fn default_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("vtbulk").join("cache.sqlite3"))
+}
+
+const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+fn kind_column(kind: HashKind) -> &'static str {
+    match kind {
+        HashKind::Md5 => "md5",
+        HashKind::Sha1 => "sha1",
+        HashKind::Sha256 => "sha256",
+    }
+}
+
+fn compress(data: &[u8]) -> Vec<u8> {
+    lz4_flex::compress_prepend_size(data)
+}
+
+impl SqliteStore {
+    /// Opens (creating with mode 0600 if missing) the cache at `path`. A file that is not a
+    /// vtbulk cache, or a damaged one, is an error and is not modified.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let io = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            create_private_dir(dir).map_err(io)?;
+        }
+        let existing = match std::fs::metadata(path) {
+            Ok(m) => m.len() > 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                create_private_file(path).map_err(io)?;
+                false
+            }
+            Err(e) => return Err(io(e)),
+        };
+        if existing {
+            check_header(path)?;
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_owned(),
+        };
+        store.prepare(existing)?;
+        Ok(store)
+    }
+
+    fn err(&self, e: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Checks identity and version (read-only), then sets the connection up and migrates.
+    fn prepare(&mut self, existing: bool) -> Result<(), StoreError> {
+        let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
+            path: self.path.clone(),
+            reason: e.to_string(),
+        };
+        self.conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        let read = |conn: &Connection| -> rusqlite::Result<(i32, i64, i64)> {
+            let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let tables: i64 =
+                conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            Ok((app, version, tables))
+        };
+        let (app, version, tables) = read(&self.conn).map_err(corrupt)?;
+        if existing && app != APPLICATION_ID && (app != 0 || tables > 0) {
+            return Err(StoreError::Foreign {
+                path: self.path.clone(),
+                reason: if app == 0 {
+                    "an SQLite database of another program".into()
+                } else {
+                    format!("an SQLite database with application id {app:#x}")
+                },
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        // Identity checked: from here on the file may be written.
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| self.err(e))?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.err(e))?;
+        if version < SCHEMA_VERSION {
+            self.migrate()?;
+        }
+        Ok(())
+    }
+
+    /// Applies the missing migrations in one immediate transaction (another process may be
+    /// doing the same: the version is read again under the lock).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = |e: rusqlite::Error| StoreError::Sqlite {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(e)?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+            tx.execute_batch(sql).map_err(e)?;
+            tx.pragma_update(None, "user_version", i as i64 + 1)
+                .map_err(e)?;
+        }
+        tx.pragma_update(None, "application_id", APPLICATION_ID)
+            .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What is known of one hash, with its `data` object.
+    pub fn get(&mut self, hash: &Hash) -> Result<Option<Hit>, StoreError> {
+        Ok(self
+            .get_many(std::slice::from_ref(hash), true)?
+            .pop()
+            .flatten())
+    }
+
+    /// Counts, size, age range and the last run.
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let q = || -> rusqlite::Result<Stats> {
+            let c = &self.conn;
+            let found: i64 = c.query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
+            let not_found: i64 = c.query_row("SELECT count(*) FROM missing", [], |r| r.get(0))?;
+            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            let (oldest, newest): (Option<i64>, Option<i64>) = c.query_row(
+                "SELECT min(t), max(t) FROM (SELECT fetched_at AS t FROM files
+                 UNION ALL SELECT fetched_at FROM missing)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let last_run = c
+                .query_row(
+                    "SELECT started_at, finished_at, unique_hashes, hits, lookups FROM runs
+                     ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| {
+                        Ok(RunRecord {
+                            started_at: r.get(0)?,
+                            finished_at: r.get(1)?,
+                            unique_hashes: r.get::<_, i64>(2)? as u64,
+                            hits: r.get::<_, i64>(3)? as u64,
+                            lookups: r.get::<_, i64>(4)? as u64,
+                        })
+                    },
+                )
+                .optional()?;
+            Ok(Stats {
+                found: found as u64,
+                not_found: not_found as u64,
+                bytes: (pages * page) as u64,
+                oldest,
+                newest,
+                last_run,
+            })
+        };
+        q().map_err(|e| self.err(e))
+    }
+
+    /// Drops answers that are no longer fresh at `now`; returns (found, not found) dropped.
+    pub fn prune(&mut self, now: i64, freshness: Freshness) -> Result<(u64, u64), StoreError> {
+        let path = self.path.clone();
+        let e = |e: rusqlite::Error| StoreError::Sqlite {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        let found_before = now - freshness.found_ttl;
+        tx.execute(
+            "DELETE FROM bodies WHERE id IN (SELECT id FROM files WHERE fetched_at < ?1)",
+            [found_before],
+        )
+        .map_err(e)?;
+        let found = tx
+            .execute("DELETE FROM files WHERE fetched_at < ?1", [found_before])
+            .map_err(e)?;
+        let missing = tx
+            .execute(
+                "DELETE FROM missing WHERE fetched_at < ?1",
+                [now - freshness.not_found_ttl],
+            )
+            .map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok((found as u64, missing as u64))
+    }
+
+    /// Calls `f` for every stored answer (found files first, by SHA-256); returns how many.
+    pub fn export(
+        &self,
+        f: &mut dyn FnMut(Exported) -> std::io::Result<()>,
+    ) -> Result<u64, StoreError> {
+        let mut n = 0u64;
+        let mut run = || -> rusqlite::Result<std::io::Result<()>> {
+            let mut stmt = self.conn.prepare(
+                "SELECT f.sha256, f.fetched_at, b.data, f.summary FROM files f
+                 LEFT JOIN bodies b ON b.id = f.id ORDER BY f.sha256",
+            )?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let sha: Vec<u8> = row.get(0)?;
+                let Ok(sha256) = <[u8; 32]>::try_from(sha.as_slice()) else {
+                    continue;
+                };
+                let data = match row.get::<_, Option<Vec<u8>>>(2)? {
+                    Some(z) => lz4_flex::decompress_size_prepended(&z).unwrap_or_default(),
+                    None => row.get(3)?,
+                };
+                if let Err(e) = f(Exported::Found {
+                    sha256,
+                    fetched_at: row.get(1)?,
+                    data,
+                }) {
+                    return Ok(Err(e));
+                }
+                n += 1;
+            }
+            let mut stmt = self
+                .conn
+                .prepare("SELECT digest, fetched_at FROM missing ORDER BY digest")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let digest: Vec<u8> = row.get(0)?;
+                let Some(digest) = Hash::from_digest(&digest) else {
+                    continue;
+                };
+                if let Err(e) = f(Exported::NotFound {
+                    digest,
+                    fetched_at: row.get(1)?,
+                }) {
+                    return Ok(Err(e));
+                }
+                n += 1;
+            }
+            Ok(Ok(()))
+        };
+        match run() {
+            Ok(Ok(())) => Ok(n),
+            Ok(Err(io)) => Err(StoreError::Io {
+                path: self.path.clone(),
+                source: io,
+            }),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn get_many(
+        &mut self,
+        hashes: &[Hash],
+        with_data: bool,
+    ) -> Result<Vec<Option<Hit>>, StoreError> {
+        let path = self.path.clone();
+        let e = |e: rusqlite::Error| StoreError::Sqlite {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        // One read transaction for the batch: one snapshot, one lock.
+        let tx = self.conn.transaction().map_err(e)?;
+        let mut out = Vec::with_capacity(hashes.len());
+        {
+            let mut by = [HashKind::Md5, HashKind::Sha1, HashKind::Sha256].map(|k| {
+                tx.prepare_cached(&format!(
+                    "SELECT id, sha256, fetched_at, summary FROM files WHERE {} = ?1",
+                    kind_column(k)
+                ))
+            });
+            let mut missing = tx
+                .prepare_cached("SELECT fetched_at FROM missing WHERE digest = ?1")
+                .map_err(e)?;
+            let mut body = tx
+                .prepare_cached("SELECT data FROM bodies WHERE id = ?1")
+                .map_err(e)?;
+            for hash in hashes {
+                let slot = match hash.kind() {
+                    HashKind::Md5 => 0,
+                    HashKind::Sha1 => 1,
+                    HashKind::Sha256 => 2,
+                };
+                let stmt = by[slot].as_mut().map_err(|x| StoreError::Sqlite {
+                    path: self.path.clone(),
+                    reason: x.to_string(),
+                })?;
+                let found = stmt
+                    .query_row([hash.as_bytes()], |r| {
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Vec<u8>>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Vec<u8>>(3)?,
+                        ))
+                    })
+                    .optional()
+                    .map_err(e)?;
+                let hit = match found {
+                    Some((id, sha, fetched_at, summary)) => {
+                        let data = if with_data {
+                            body.query_row([id], |r| r.get::<_, Vec<u8>>(0))
+                                .optional()
+                                .map_err(e)?
+                                .and_then(|z| lz4_flex::decompress_size_prepended(&z).ok())
+                        } else {
+                            None
+                        };
+                        <[u8; 32]>::try_from(sha.as_slice()).ok().map(|sha256| {
+                            Hit::Found(FoundFile {
+                                sha256,
+                                fetched_at,
+                                summary,
+                                data,
+                            })
+                        })
+                    }
+                    None => missing
+                        .query_row([hash.as_bytes()], |r| r.get::<_, i64>(0))
+                        .optional()
+                        .map_err(e)?
+                        .map(|fetched_at| Hit::NotFound { fetched_at }),
+                };
+                out.push(hit);
+            }
+        }
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+
+    fn put_batch(&mut self, items: &[Put], now: i64) -> Result<(), StoreError> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let e = |e: rusqlite::Error| StoreError::Sqlite {
+            path: path.clone(),
+            reason: e.to_string(),
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(e)?;
+        {
+            let mut file = tx
+                .prepare_cached(
+                    "INSERT INTO files (sha256, md5, sha1, fetched_at, summary)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(sha256) DO UPDATE SET md5 = coalesce(excluded.md5, md5),
+                        sha1 = coalesce(excluded.sha1, sha1), fetched_at = excluded.fetched_at,
+                        summary = excluded.summary
+                     RETURNING id",
+                )
+                .map_err(e)?;
+            let mut body = tx
+                .prepare_cached("INSERT OR REPLACE INTO bodies (id, data) VALUES (?1, ?2)")
+                .map_err(e)?;
+            let mut unmiss = tx
+                .prepare_cached("DELETE FROM missing WHERE digest = ?1")
+                .map_err(e)?;
+            let mut miss = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO missing (digest, fetched_at) VALUES (?1, ?2)",
+                )
+                .map_err(e)?;
+            for item in items {
+                match item {
+                    Put::Found {
+                        sha256,
+                        md5,
+                        sha1,
+                        summary,
+                        data,
+                    } => {
+                        let id: i64 = file
+                            .query_row(
+                                params![
+                                    &sha256[..],
+                                    md5.as_ref().map(|d| &d[..]),
+                                    sha1.as_ref().map(|d| &d[..]),
+                                    now,
+                                    summary
+                                ],
+                                |r| r.get(0),
+                            )
+                            .map_err(e)?;
+                        if let Some(data) = data {
+                            body.execute(params![id, compress(data)]).map_err(e)?;
+                        }
+                        // A file that was once unknown is known now, by any of its names.
+                        unmiss.execute([&sha256[..]]).map_err(e)?;
+                        if let Some(d) = md5 {
+                            unmiss.execute([&d[..]]).map_err(e)?;
+                        }
+                        if let Some(d) = sha1 {
+                            unmiss.execute([&d[..]]).map_err(e)?;
+                        }
+                    }
+                    Put::NotFound(hash) => {
+                        miss.execute(params![hash.as_bytes(), now]).map_err(e)?;
+                    }
+                }
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn record_run(&mut self, run: RunRecord) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (started_at, finished_at, unique_hashes, hits, lookups)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    run.started_at,
+                    run.finished_at,
+                    run.unique_hashes as i64,
+                    run.hits as i64,
+                    run.lookups as i64
+                ],
+            )
+            .map(|_| ())
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Refuses anything that is not an SQLite database before SQLite opens it.
+fn check_header(path: &Path) -> Result<(), StoreError> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let read = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    if read < 16 || &head != SQLITE_MAGIC {
+        return Err(StoreError::Foreign {
+            path: path.to_owned(),
+            reason: "not an SQLite database".into(),
+        });
+    }
+    Ok(())
+}
+
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        // Another process created it first: fine.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests;
