@@ -451,10 +451,13 @@ pub async fn run(
     // thread would cost a futex wake-up per record.
     let (tx, mut rx) = mpsc::channel::<Record>(1024);
     let mut sink = make_sink(&settings, out);
-    // The sink buffers; when records stop coming for a moment, what was written is flushed,
-    // so a slow run's records reach a pipe (a SIEM, `tail -f`) within a tenth of a second.
+    // The sink buffers; what was written is flushed at least every tenth of a second, so a
+    // slow or a long run's records reach a pipe (a SIEM, `tail -f`) promptly, and a killed
+    // run's output holds nearly everything it had committed.
     let writer = tokio::spawn(async move {
         let mut dirty = false;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 record = rx.recv() => match record {
@@ -464,7 +467,7 @@ pub async fn run(
                     }
                     None => break,
                 },
-                () = tokio::time::sleep(Duration::from_millis(100)), if dirty => {
+                _ = tick.tick(), if dirty => {
                     sink.finish()?;
                     dirty = false;
                 }

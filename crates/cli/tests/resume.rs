@@ -1,0 +1,306 @@
+//! The cache as a journal, with real processes: a run killed with SIGKILL at several points
+//! (by records seen, not by time) and run again gives the complete output at the price of at
+//! most the in-flight requests; SIGTERM stops cleanly with exit 130; two processes share one
+//! cache file; a foreign cache file is refused with exit 2 and left untouched.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use vtbulk_ioc::HashKind;
+use vtbulk_mock::{MockConfig, MockServer};
+
+/// Workers in flight in these runs: the bound on what a kill can cost.
+const CONCURRENCY: u64 = 4;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vtbulk-resume-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// 100 unique hashes (85 known, 15 unknown, mixed kinds) plus a few repeats and a junk line.
+fn input(mock: &MockServer, dir: &Path, first: u64, count: u64) -> (PathBuf, usize) {
+    let u = mock.universe();
+    let mut lines = Vec::new();
+    for i in first..first + count {
+        let h = u.hashes(i);
+        lines.push(match i % 3 {
+            0 => h.md5,
+            1 => h.sha1,
+            _ => h.sha256,
+        });
+    }
+    for n in 0..count / 6 {
+        lines.push(u.unknown_hash(HashKind::Sha256, first + n));
+    }
+    let unique = lines.len();
+    let mut text: String = lines.iter().map(|h| format!("{h}\n")).collect();
+    text.push_str("not-a-hash\n");
+    text.push_str(&format!("{}\n", lines[0]));
+    let path = dir.join(format!("in-{first}-{count}.txt"));
+    std::fs::write(&path, text).expect("write input");
+    (path, unique)
+}
+
+fn command(url: &str, input: &Path, cache: &Path, rate: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+    cmd.args(["enrich", "--format", "ndjson", "--quiet", "--tier", "unlimited"])
+        .arg(input)
+        .args(["--api-url", url, "--rate", rate])
+        .args(["--concurrency", &CONCURRENCY.to_string()])
+        .arg("--cache")
+        .arg(cache)
+        .current_dir(root())
+        .env("VT_API_KEY", "testkey")
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .env_remove("VTBULK_API_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Records by input, without `source` (cache or api) and `first_origin`-independent.
+fn records(stdout: &[u8]) -> BTreeMap<String, serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).expect("json line");
+            let input = v["input"].as_str().expect("input").to_owned();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("source");
+            }
+            (input, v)
+        })
+        .collect()
+}
+
+async fn complete_run(url: &str, input: &Path, cache: &Path) -> BTreeMap<String, serde_json::Value> {
+    let out = command(url, input, cache, "unlimited")
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    records(&out.stdout)
+}
+
+/// Starts a run and kills it with SIGKILL once `after` records have been read from it.
+async fn killed_run(url: &str, input: &Path, cache: &Path, after: usize) -> usize {
+    let mut child = command(url, input, cache, "100/s").spawn().expect("spawn");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let mut seen = 0;
+    while seen < after {
+        match lines.next_line().await.expect("read") {
+            Some(_) => seen += 1,
+            None => break,
+        }
+    }
+    child.start_kill().expect("kill");
+    let status = child.wait().await.expect("wait");
+    assert_eq!(status.code(), None, "killed by a signal, not finished: {status}");
+    seen
+}
+
+#[tokio::test]
+async fn a_run_killed_at_any_point_and_run_again_is_complete_and_pays_at_most_what_was_in_flight()
+{
+    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let url = mock.url();
+    let dir = temp("kill");
+    let (list, unique) = input(&mock, &dir, 0, 90);
+    let expected = complete_run(&url, &list, &dir.join("baseline.sqlite3")).await;
+    assert_eq!(expected.len(), unique + 1, "every unique hash and the junk line");
+
+    for after in [1, 30, 70] {
+        mock.reset();
+        let cache = dir.join(format!("cache-{after}.sqlite3"));
+        let seen = killed_run(&url, &list, &cache, after).await;
+        assert_eq!(seen, after, "the run was killed before it finished");
+        let resumed = complete_run(&url, &list, &cache).await;
+        assert_eq!(resumed, expected, "kill after {after} records: output differs");
+        let stats = mock.stats(false);
+        assert!(
+            stats.total <= unique as u64 + CONCURRENCY,
+            "kill after {after}: {} requests for {unique} unique hashes",
+            stats.total
+        );
+        assert!(
+            stats.by_id.values().all(|&n| n <= 2),
+            "no hash asked more than twice"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_with_exit_130_writing_everything_fetched() {
+    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let url = mock.url();
+    let dir = temp("term");
+    let (list, unique) = input(&mock, &dir, 200, 90);
+    let cache = dir.join("cache.sqlite3");
+    let mut child = command(&url, &list, &cache, "50/s").spawn().expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let pid = child.id().expect("pid");
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut all = Vec::new();
+        let mut signalled = false;
+        while let Some(line) = lines.next_line().await.expect("read") {
+            all.push(line);
+            if all.len() == 10 && !signalled {
+                let status = std::process::Command::new("kill")
+                    .args(["-TERM", &pid.to_string()])
+                    .status()
+                    .expect("kill");
+                assert!(status.success());
+                signalled = true;
+            }
+        }
+        all
+    });
+    let status = child.wait().await.expect("wait");
+    let lines = reader.await.expect("reader");
+    assert_eq!(status.code(), Some(130));
+    let got = records(lines.join("\n").as_bytes());
+    assert_eq!(got.len(), unique + 1, "every input has a record, fetched or skipped");
+    let skipped = got.values().filter(|r| r["status"] == "skipped").count();
+    assert!(skipped > 0, "the rest was recorded as skipped");
+    assert!(got.values().all(|r| r["status"] != "error"));
+    // What was fetched is in the cache: the next run asks only for the skipped ones.
+    mock.reset();
+    let resumed = complete_run(&url, &list, &cache).await;
+    assert_eq!(resumed.len(), unique + 1);
+    assert!(mock.stats(false).total <= skipped as u64);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn two_processes_share_one_cache_file_and_both_outputs_are_complete() {
+    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let url = mock.url();
+    let dir = temp("shared");
+    let cache = dir.join("cache.sqlite3");
+    let (a, unique_a) = input(&mock, &dir, 1000, 120);
+    let (b, unique_b) = input(&mock, &dir, 1060, 120);
+    let (ra, rb) = tokio::join!(
+        command(&url, &a, &cache, "unlimited").output(),
+        command(&url, &b, &cache, "unlimited").output()
+    );
+    for (out, unique) in [(ra.expect("a"), unique_a), (rb.expect("b"), unique_b)] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(!stderr.contains("locked"), "{stderr}");
+        let got = records(&out.stdout);
+        assert_eq!(got.len(), unique + 1);
+        assert!(got.values().all(|r| r["status"] != "error" && r["status"] != "skipped"));
+    }
+    // Both runs' answers are in the one file: a third run over both lists asks nothing.
+    mock.reset();
+    complete_run(&url, &a, &cache).await;
+    complete_run(&url, &b, &cache).await;
+    assert_eq!(mock.stats(false).total, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_foreign_or_damaged_cache_file_is_refused_with_exit_2_and_left_untouched() {
+    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let url = mock.url();
+    let dir = temp("foreign");
+    let (list, _) = input(&mock, &dir, 0, 12);
+    let mut damaged = b"SQLite format 3\0".to_vec();
+    damaged.extend(std::iter::repeat_n(0x5a_u8, 4096));
+    for (name, bytes) in [
+        ("notes.txt", b"not a cache\n".to_vec()),
+        ("damaged.sqlite3", damaged),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(&file, &bytes).expect("write");
+        let out = command(&url, &list, &file, "unlimited")
+            .output()
+            .await
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(&file.display().to_string()), "{stderr}");
+        assert!(stderr.contains("cache"), "{stderr}");
+        assert_eq!(std::fs::read(&file).expect("read"), bytes, "{name} was modified");
+        assert!(out.stdout.is_empty(), "no records before the cache is usable");
+    }
+    assert_eq!(mock.stats(false).total, 0, "nothing was spent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn cache_cmd(args: &[&str], cache: &Path) -> (Option<i32>, String, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+        .arg("cache")
+        .args(args)
+        .arg("--cache")
+        .arg(cache)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("runs");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
+    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let url = mock.url();
+    let dir = temp("cache-cmd");
+    let cache = dir.join("cache.sqlite3");
+    let (list, unique) = input(&mock, &dir, 500, 30);
+    complete_run(&url, &list, &cache).await;
+    complete_run(&url, &list, &cache).await;
+
+    let (code, out, err) = cache_cmd(&["stats", "--json"], &cache).await;
+    assert_eq!(code, Some(0), "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(stats["found"], 30);
+    assert_eq!(stats["not_found"], (unique - 30) as u64);
+    assert_eq!(stats["last_run"]["cache_hits"], unique as u64);
+    assert_eq!(stats["last_run"]["requests"], 0);
+    assert_eq!(stats["last_run"]["hit_ratio"], 1.0);
+
+    let file = mock.universe().hashes(501);
+    let (code, out, err) = cache_cmd(&["get", &file.md5.to_string().to_uppercase()], &cache).await;
+    assert_eq!(code, Some(0), "{err}");
+    let got: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(got["status"], "found");
+    assert_eq!(got["sha256"], file.sha256.to_string());
+    assert_eq!(got["fresh"], true);
+    assert_eq!(got["data"]["attributes"]["md5"], file.md5.to_string());
+
+    let (code, _, err) = cache_cmd(&["get", &"ab".repeat(32)], &cache).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("not in the cache"), "{err}");
+
+    let (code, out, _) = cache_cmd(&["export"], &cache).await;
+    assert_eq!(code, Some(0));
+    assert_eq!(out.lines().count(), unique);
+    assert!(out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+
+    let (code, out, _) = cache_cmd(&["prune"], &cache).await;
+    assert_eq!(code, Some(0));
+    assert!(out.contains("pruned 0 found and 0 not-found"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
