@@ -15,6 +15,14 @@ fn rfc3339(secs: i64) -> String {
     jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
 }
 
+/// The `data` object of a stored answer (the body as received, `{"data": {...}}`).
+fn data_of(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|mut v| v.get_mut("data").map(serde_json::Value::take))
+        .unwrap_or_default()
+}
+
 fn open(settings: &CacheSettings) -> Result<SqliteStore, String> {
     if !settings.path.exists() {
         return Err(format!(
@@ -103,11 +111,7 @@ pub fn run(
                     let fresh = settings.freshness.is_fresh(&hit, now);
                     match hit {
                         Hit::Found(f) => {
-                            let data: serde_json::Value = f
-                                .data
-                                .as_deref()
-                                .and_then(|d| serde_json::from_slice(d).ok())
-                                .unwrap_or(serde_json::Value::Null);
+                            let data = f.data.as_deref().map_or(serde_json::Value::Null, data_of);
                             let summary: serde_json::Value =
                                 serde_json::from_slice(&f.summary).unwrap_or_default();
                             json!({
@@ -153,8 +157,7 @@ pub fn run(
                             fetched_at,
                             data,
                         } => {
-                            let data: serde_json::Value =
-                                serde_json::from_slice(&data).unwrap_or_default();
+                            let data = data_of(&data);
                             json!({
                                 "sha256": Hash::Sha256(sha256).to_string(),
                                 "status": "found",

@@ -262,8 +262,9 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         max_consecutive_429: layer.max_consecutive_429.unwrap_or(12),
         cache: cache_settings(layer)?,
     };
+    let keep_raw = settings.raw && settings.format == Format::Ndjson;
     // The cache keeps VirusTotal's whole answer, so any field can be rendered later.
-    let keep_raw = (settings.raw && settings.format == Format::Ndjson) || settings.cache.is_some();
+    let keep_body = settings.cache.is_some();
     let client = ClientConfig {
         host: layer
             .api_url
@@ -274,6 +275,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         pool_max_idle_per_host: max.max(64),
         gzip: true,
         keep_raw,
+        keep_body,
     };
     let progress = match layer.progress.as_deref().unwrap_or("auto") {
         "auto" => Progress::Auto,

@@ -51,19 +51,26 @@ fn input(mock: &MockServer, dir: &Path, first: u64, count: u64) -> (PathBuf, usi
 
 fn command(url: &str, input: &Path, cache: &Path, rate: &str) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
-    cmd.args(["enrich", "--format", "ndjson", "--quiet", "--tier", "unlimited"])
-        .arg(input)
-        .args(["--api-url", url, "--rate", rate])
-        .args(["--concurrency", &CONCURRENCY.to_string()])
-        .arg("--cache")
-        .arg(cache)
-        .current_dir(root())
-        .env("VT_API_KEY", "testkey")
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-        .env_remove("VTBULK_API_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "enrich",
+        "--format",
+        "ndjson",
+        "--quiet",
+        "--tier",
+        "unlimited",
+    ])
+    .arg(input)
+    .args(["--api-url", url, "--rate", rate])
+    .args(["--concurrency", &CONCURRENCY.to_string()])
+    .arg("--cache")
+    .arg(cache)
+    .current_dir(root())
+    .env("VT_API_KEY", "testkey")
+    .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+    .env_remove("VTBULK_API_URL")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     cmd
 }
 
@@ -82,7 +89,11 @@ fn records(stdout: &[u8]) -> BTreeMap<String, serde_json::Value> {
         .collect()
 }
 
-async fn complete_run(url: &str, input: &Path, cache: &Path) -> BTreeMap<String, serde_json::Value> {
+async fn complete_run(
+    url: &str,
+    input: &Path,
+    cache: &Path,
+) -> BTreeMap<String, serde_json::Value> {
     let out = command(url, input, cache, "unlimited")
         .output()
         .await
@@ -109,19 +120,28 @@ async fn killed_run(url: &str, input: &Path, cache: &Path, after: usize) -> usiz
     }
     child.start_kill().expect("kill");
     let status = child.wait().await.expect("wait");
-    assert_eq!(status.code(), None, "killed by a signal, not finished: {status}");
+    assert_eq!(
+        status.code(),
+        None,
+        "killed by a signal, not finished: {status}"
+    );
     seen
 }
 
 #[tokio::test]
-async fn a_run_killed_at_any_point_and_run_again_is_complete_and_pays_at_most_what_was_in_flight()
-{
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+async fn a_run_killed_at_any_point_and_run_again_is_complete_and_pays_at_most_what_was_in_flight() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let url = mock.url();
     let dir = temp("kill");
     let (list, unique) = input(&mock, &dir, 0, 90);
     let expected = complete_run(&url, &list, &dir.join("baseline.sqlite3")).await;
-    assert_eq!(expected.len(), unique + 1, "every unique hash and the junk line");
+    assert_eq!(
+        expected.len(),
+        unique + 1,
+        "every unique hash and the junk line"
+    );
 
     for after in [1, 30, 70] {
         mock.reset();
@@ -129,7 +149,10 @@ async fn a_run_killed_at_any_point_and_run_again_is_complete_and_pays_at_most_wh
         let seen = killed_run(&url, &list, &cache, after).await;
         assert_eq!(seen, after, "the run was killed before it finished");
         let resumed = complete_run(&url, &list, &cache).await;
-        assert_eq!(resumed, expected, "kill after {after} records: output differs");
+        assert_eq!(
+            resumed, expected,
+            "kill after {after} records: output differs"
+        );
         let stats = mock.stats(false);
         assert!(
             stats.total <= unique as u64 + CONCURRENCY,
@@ -146,7 +169,9 @@ async fn a_run_killed_at_any_point_and_run_again_is_complete_and_pays_at_most_wh
 
 #[tokio::test]
 async fn sigterm_stops_cleanly_with_exit_130_writing_everything_fetched() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let url = mock.url();
     let dir = temp("term");
     let (list, unique) = input(&mock, &dir, 200, 90);
@@ -175,7 +200,11 @@ async fn sigterm_stops_cleanly_with_exit_130_writing_everything_fetched() {
     let lines = reader.await.expect("reader");
     assert_eq!(status.code(), Some(130));
     let got = records(lines.join("\n").as_bytes());
-    assert_eq!(got.len(), unique + 1, "every input has a record, fetched or skipped");
+    assert_eq!(
+        got.len(),
+        unique + 1,
+        "every input has a record, fetched or skipped"
+    );
     let skipped = got.values().filter(|r| r["status"] == "skipped").count();
     assert!(skipped > 0, "the rest was recorded as skipped");
     assert!(got.values().all(|r| r["status"] != "error"));
@@ -189,7 +218,9 @@ async fn sigterm_stops_cleanly_with_exit_130_writing_everything_fetched() {
 
 #[tokio::test]
 async fn two_processes_share_one_cache_file_and_both_outputs_are_complete() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let url = mock.url();
     let dir = temp("shared");
     let cache = dir.join("cache.sqlite3");
@@ -205,7 +236,10 @@ async fn two_processes_share_one_cache_file_and_both_outputs_are_complete() {
         assert!(!stderr.contains("locked"), "{stderr}");
         let got = records(&out.stdout);
         assert_eq!(got.len(), unique + 1);
-        assert!(got.values().all(|r| r["status"] != "error" && r["status"] != "skipped"));
+        assert!(
+            got.values()
+                .all(|r| r["status"] != "error" && r["status"] != "skipped")
+        );
     }
     // Both runs' answers are in the one file: a third run over both lists asks nothing.
     mock.reset();
@@ -217,7 +251,9 @@ async fn two_processes_share_one_cache_file_and_both_outputs_are_complete() {
 
 #[tokio::test]
 async fn a_foreign_or_damaged_cache_file_is_refused_with_exit_2_and_left_untouched() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let url = mock.url();
     let dir = temp("foreign");
     let (list, _) = input(&mock, &dir, 0, 12);
@@ -237,8 +273,15 @@ async fn a_foreign_or_damaged_cache_file_is_refused_with_exit_2_and_left_untouch
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         assert!(stderr.contains(&file.display().to_string()), "{stderr}");
         assert!(stderr.contains("cache"), "{stderr}");
-        assert_eq!(std::fs::read(&file).expect("read"), bytes, "{name} was modified");
-        assert!(out.stdout.is_empty(), "no records before the cache is usable");
+        assert_eq!(
+            std::fs::read(&file).expect("read"),
+            bytes,
+            "{name} was modified"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "no records before the cache is usable"
+        );
     }
     assert_eq!(mock.stats(false).total, 0, "nothing was spent");
     let _ = std::fs::remove_dir_all(&dir);
@@ -264,7 +307,9 @@ async fn cache_cmd(args: &[&str], cache: &Path) -> (Option<i32>, String, String)
 
 #[tokio::test]
 async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let url = mock.url();
     let dir = temp("cache-cmd");
     let cache = dir.join("cache.sqlite3");
@@ -297,7 +342,10 @@ async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
     let (code, out, _) = cache_cmd(&["export"], &cache).await;
     assert_eq!(code, Some(0));
     assert_eq!(out.lines().count(), unique);
-    assert!(out.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(
+        out.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
 
     let (code, out, _) = cache_cmd(&["prune"], &cache).await;
     assert_eq!(code, Some(0));

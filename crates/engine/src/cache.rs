@@ -12,7 +12,10 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
 use vtbulk_ioc::Hash;
 use vtbulk_output::{Record, Source, Status};
 use vtbulk_store::{Freshness, Hit, Put, RunRecord, SqliteStore, Store, StoreError};
@@ -72,8 +75,9 @@ pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
         Hit::Found(file) => {
             let attributes: SummaryAttributes = serde_json::from_slice(&file.summary).ok()?;
             let raw = if raw {
-                let text = String::from_utf8(file.data?).ok()?;
-                Some(RawValue::from_string(text).ok()?)
+                // The stored answer is the body as received: `{"data": {...}}`.
+                let envelope: Envelope = serde_json::from_slice(&file.data?).ok()?;
+                Some(envelope.data)
             } else {
                 None
             };
@@ -81,6 +85,7 @@ pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
                 id: Hash::Sha256(file.sha256).to_string(),
                 attributes,
                 raw,
+                body: None,
             };
             let mut record = convert::found(base, Box::new(summary));
             record.source = Some(Source::Cache);
@@ -92,6 +97,11 @@ pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
             ..base
         }),
     }
+}
+
+#[derive(serde::Deserialize)]
+struct Envelope {
+    data: Box<RawValue>,
 }
 
 fn digest<const N: usize>(hex: Option<&str>) -> Option<[u8; N]> {
@@ -108,47 +118,76 @@ pub(crate) fn put_found(file: &FileSummary) -> Option<Put> {
         md5: digest::<16>(a.md5.as_deref()),
         sha1: digest::<20>(a.sha1.as_deref()),
         summary: serde_json::to_vec(a).ok()?,
-        data: file.raw.as_ref().map(|r| r.get().as_bytes().to_vec()),
+        data: file.body.clone(),
     })
 }
 
-/// A request to the journal thread: answers to commit, and who to tell.
-type Job = (Put, oneshot::Sender<bool>);
+/// A message to the journal thread: an answer to commit and who to tell, or the end.
+#[derive(Debug)]
+pub(crate) enum Msg {
+    /// Commit this and say whether it worked.
+    Put(Put, oneshot::Sender<bool>),
+    /// No more answers: finish.
+    Stop,
+}
 
-/// A handle on the journal that does not keep it open.
-pub(crate) type WeakJournal = mpsc::WeakSender<Job>;
+/// A handle workers send answers through.
+pub(crate) type JournalTx = std::sync::mpsc::Sender<Msg>;
+
+/// How long the journal gathers answers after the first one of a batch before committing.
+/// Workers wait for their commit, so a batch is at most the answers in flight; waiting a
+/// little makes it most of them, and one transaction (locks, WAL frames) serves them all.
+/// Measured: 300 µs took a zero-latency run from 4.7 s to 3.6 s; 1 ms was no better.
+const GATHER: Duration = Duration::from_micros(300);
 
 /// The journal: a thread owning the store's connection.
 #[derive(Debug)]
 pub(crate) struct Journal {
-    tx: mpsc::Sender<Job>,
+    tx: JournalTx,
     thread: std::thread::JoinHandle<Result<u64, StoreError>>,
 }
 
 impl Journal {
-    /// Starts the thread; it commits what it is given in group transactions and, when the
-    /// channel closes, records the run's figures.
+    /// Starts the thread; it commits what it is given in group transactions and, when told
+    /// to stop, records the run's figures and compacts.
     pub(crate) fn start(
         mut store: SqliteStore,
         clock: UnixClock,
         run: Arc<std::sync::Mutex<RunRecord>>,
     ) -> std::io::Result<Journal> {
-        let (tx, mut rx) = mpsc::channel::<Job>(COMMIT_BATCH);
+        let (tx, rx) = std::sync::mpsc::channel::<Msg>();
+        let window = GATHER;
         let thread = std::thread::Builder::new()
             .name("vtbulk-journal".into())
             .spawn(move || {
                 let mut written = 0u64;
                 let mut failure = None;
-                let mut batch: Vec<Job> = Vec::with_capacity(COMMIT_BATCH);
-                while let Some(job) = rx.blocking_recv() {
-                    batch.push(job);
-                    while batch.len() < COMMIT_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => batch.push(job),
-                            Err(_) => break,
+                let mut puts: Vec<Put> = Vec::with_capacity(COMMIT_BATCH);
+                let mut acks = Vec::with_capacity(COMMIT_BATCH);
+                let mut stop = false;
+                while !stop {
+                    match rx.recv() {
+                        Ok(Msg::Put(put, ack)) => {
+                            puts.push(put);
+                            acks.push(ack);
+                        }
+                        Ok(Msg::Stop) | Err(_) => break,
+                    }
+                    let deadline = Instant::now() + window;
+                    while puts.len() < COMMIT_BATCH {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        match rx.recv_timeout(left) {
+                            Ok(Msg::Put(put, ack)) => {
+                                puts.push(put);
+                                acks.push(ack);
+                            }
+                            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                                stop = true;
+                                break;
+                            }
+                            Err(RecvTimeoutError::Timeout) => break,
                         }
                     }
-                    let puts: Vec<Put> = batch.iter().map(|(p, _)| p.clone()).collect();
                     let ok = match store.put_batch(&puts, clock.now()) {
                         Ok(()) => {
                             written += puts.len() as u64;
@@ -159,30 +198,34 @@ impl Journal {
                             false
                         }
                     };
-                    for (_, ack) in batch.drain(..) {
+                    puts.clear();
+                    for ack in acks.drain(..) {
                         let _ = ack.send(ok);
                     }
                 }
                 let mut figures = *run.lock().unwrap_or_else(|e| e.into_inner());
                 figures.finished_at = clock.now();
                 let recorded = store.record_run(figures);
+                // The run's answers become visible to lookups (a killed run's are moved by
+                // the next open instead).
+                let compacted = store.compact();
                 match failure {
                     Some(e) => Err(e),
-                    None => recorded.map(|()| written),
+                    None => recorded.and(compacted).map(|_| written),
                 }
             })?;
         Ok(Journal { tx, thread })
     }
 
     /// A handle for workers.
-    pub(crate) fn weak(&self) -> WeakJournal {
-        self.tx.downgrade()
+    pub(crate) fn sender(&self) -> JournalTx {
+        self.tx.clone()
     }
 
-    /// Closes the channel and waits for the last commit; the answers written, or the first
-    /// store error.
+    /// Tells the thread to finish and waits for the last commit; the answers written, or
+    /// the first store error.
     pub(crate) fn finish(self) -> Result<u64, StoreError> {
-        drop(self.tx);
+        let _ = self.tx.send(Msg::Stop);
         self.thread.join().unwrap_or_else(|_| {
             Err(StoreError::Sqlite {
                 path: PathBuf::new(),
@@ -193,9 +236,9 @@ impl Journal {
 }
 
 /// Commits `put` and waits for it; false if the store failed (the run goes on uncached).
-pub(crate) async fn commit(journal: &mpsc::Sender<Job>, put: Put) -> bool {
+pub(crate) async fn commit(journal: &JournalTx, put: Put) -> bool {
     let (ack, done) = oneshot::channel();
-    if journal.send((put, ack)).await.is_err() {
+    if journal.send(Msg::Put(put, ack)).is_err() {
         return false;
     }
     done.await.unwrap_or(false)

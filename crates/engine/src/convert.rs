@@ -9,6 +9,7 @@ pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
         id,
         attributes: a,
         raw,
+        ..
     } = *file;
     record.status = Some(Status::Ok);
     record.source = Some(Source::Api);

@@ -167,9 +167,8 @@ struct Shared {
     stop: StopHandle,
     names: Vec<String>,
     latency_ewma_us: AtomicU64,
-    /// The journal thread, when the cache is on. Weak, so that the journal's own handle
-    /// closing is what ends its thread.
-    journal: Option<cache::WeakJournal>,
+    /// The journal thread, when the cache is on.
+    journal: Option<cache::JournalTx>,
     /// Keep VirusTotal's `data` in records (`--raw`).
     raw: bool,
     /// The dedup set, to find an answer's other hashes among the inputs.
@@ -201,9 +200,9 @@ fn base(names: &[String], entry: &Unique) -> Record {
 /// Journals an answer (when the cache is on) and waits for the commit.
 async fn journal(shared: &Shared, put: impl FnOnce() -> Option<Put>) {
     if let Some(journal) = &shared.journal {
-        let committed = match (put(), journal.upgrade()) {
-            (Some(put), Some(journal)) => cache::commit(&journal, put).await,
-            _ => false,
+        let committed = match put() {
+            Some(put) => cache::commit(journal, put).await,
+            None => false,
         };
         if committed {
             bump(&shared.counters.cache_writes);
@@ -630,7 +629,7 @@ pub async fn run(
         stop,
         names,
         latency_ewma_us: AtomicU64::new(0),
-        journal: journal.as_ref().map(Journal::weak),
+        journal: journal.as_ref().map(Journal::sender),
         raw: settings.raw,
         seen: seen.clone(),
         twins: Mutex::new(HashMap::new()),

@@ -16,7 +16,11 @@ fn found(seed: u8) -> Put {
         md5: Some(md5),
         sha1: Some(sha1),
         summary: format!("{{\"seed\":{seed}}}").into_bytes(),
-        data: Some(format!("{{\"id\":\"{seed}\",\"attributes\":{{}}}}").into_bytes()),
+        data: Some(
+            format!("{{\"id\":\"{seed}\",\"attributes\":{{}}}}")
+                .into_bytes()
+                .into(),
+        ),
     }
 }
 
@@ -31,6 +35,7 @@ fn a_found_file_is_found_by_each_of_its_three_hashes_with_its_data() {
     let (_dir, path) = temp();
     let mut store = SqliteStore::open(&path).expect("open");
     store.put_batch(&[found(7)], T0).expect("put");
+    store.compact().expect("compact");
     let (sha256, md5, sha1) = digests(7);
     let hashes = [
         Hash::Sha256(sha256),
@@ -58,6 +63,31 @@ fn a_found_file_is_found_by_each_of_its_three_hashes_with_its_data() {
 }
 
 #[test]
+fn journaled_answers_are_visible_after_compaction_or_on_the_next_open() {
+    let (_dir, path) = temp();
+    let mut store = SqliteStore::open(&path).expect("open");
+    store.put_batch(&[found(5)], T0).expect("put");
+    let hash = Hash::Sha256(digests(5).0);
+    assert_eq!(
+        store.get(&hash).expect("get"),
+        None,
+        "journaled, not yet compacted"
+    );
+    drop(store);
+    // As after a kill: the next open moves the journal into the indexed tables.
+    let mut reopened = SqliteStore::open(&path).expect("reopen");
+    assert!(matches!(
+        reopened.get(&hash).expect("get"),
+        Some(Hit::Found(_))
+    ));
+    assert_eq!(
+        reopened.compact().expect("compact"),
+        0,
+        "nothing left to move"
+    );
+}
+
+#[test]
 fn a_not_found_answer_is_kept_by_the_digest_asked_and_cleared_when_the_file_appears() {
     let (_dir, path) = temp();
     let mut store = SqliteStore::open(&path).expect("open");
@@ -65,11 +95,13 @@ fn a_not_found_answer_is_kept_by_the_digest_asked_and_cleared_when_the_file_appe
     store
         .put_batch(&[Put::NotFound(Hash::Md5(md5))], T0)
         .expect("put");
+    store.compact().expect("compact");
     assert_eq!(
         store.get(&Hash::Md5(md5)).expect("get"),
         Some(Hit::NotFound { fetched_at: T0 })
     );
     store.put_batch(&[found(3)], T0 + 10).expect("put");
+    store.compact().expect("compact");
     assert!(matches!(
         store.get(&Hash::Md5(md5)).expect("get"),
         Some(Hit::Found(_))
@@ -104,7 +136,9 @@ fn refreshing_a_file_replaces_its_answer_and_time() {
     let (_dir, path) = temp();
     let mut store = SqliteStore::open(&path).expect("open");
     store.put_batch(&[found(1)], T0).expect("put");
+    store.compact().expect("compact");
     store.put_batch(&[found(1)], T0 + DAY).expect("put");
+    store.compact().expect("compact");
     let stats = store.stats().expect("stats");
     assert_eq!(stats.found, 1);
     assert_eq!(
@@ -118,10 +152,13 @@ fn prune_drops_only_what_is_stale_at_now() {
     let (_dir, path) = temp();
     let mut store = SqliteStore::open(&path).expect("open");
     store.put_batch(&[found(1)], T0).expect("put");
+    store.compact().expect("compact");
     store.put_batch(&[found(2)], T0 + 5 * DAY).expect("put");
+    store.compact().expect("compact");
     store
         .put_batch(&[Put::NotFound(Hash::Md5([9; 16]))], T0 + 5 * DAY)
         .expect("put");
+    store.compact().expect("compact");
     let (files, missing) = store
         .prune(T0 + 7 * DAY + 1, Freshness::default())
         .expect("prune");
@@ -144,6 +181,7 @@ fn the_file_is_created_private_and_reopens_with_its_data() {
     {
         let mut store = SqliteStore::open(&path).expect("open");
         store.put_batch(&[found(4)], T0).expect("put");
+        store.compact().expect("compact");
         store
             .record_run(RunRecord {
                 started_at: T0,
@@ -221,6 +259,9 @@ fn two_writers_on_one_file_at_once_neither_fails_and_all_answers_are_kept() {
                     // Overlapping seeds: both write some of the same files.
                     let items: Vec<Put> = (0..5u8).map(|i| found(batch * 3 + i + w)).collect();
                     store.put_batch(&items, T0).expect("put");
+                    if batch % 4 == 0 {
+                        store.compact().expect("compact");
+                    }
                     store
                         .get_many(&[Hash::Sha256([batch; 32])], true)
                         .expect("read");

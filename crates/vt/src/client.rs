@@ -42,6 +42,9 @@ pub struct ClientConfig {
     pub gzip: bool,
     /// Keep the raw `data` object of file answers ([`FileObject::raw`]).
     pub keep_raw: bool,
+    /// Keep the whole body of file answers as received ([`FileSummary::body`]): free (the
+    /// buffer is shared, not copied), for callers that store answers.
+    pub keep_body: bool,
 }
 
 impl Default for ClientConfig {
@@ -53,6 +56,7 @@ impl Default for ClientConfig {
             pool_max_idle_per_host: 512,
             gzip: true,
             keep_raw: false,
+            keep_body: false,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct Client {
     files: Url,
     key: ApiKey,
     keep_raw: bool,
+    keep_body: bool,
 }
 
 /// Checks the scheme policy and returns the API base (`.../api/v3`).
@@ -178,6 +183,7 @@ impl Client {
             files,
             key,
             keep_raw: config.keep_raw,
+            keep_body: config.keep_body,
         })
     }
 
@@ -211,7 +217,7 @@ impl Client {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FileLookup::NotFound),
             Err(e) => return Err(e),
         };
-        let file = if self.keep_raw {
+        let mut file = if self.keep_raw {
             let envelope: Envelope<Box<RawValue>> = decode(&body)?;
             let mut file: T = decode(envelope.data.get().as_bytes())?;
             file.set_raw(envelope.data);
@@ -219,6 +225,9 @@ impl Client {
         } else {
             decode::<Envelope<T>>(&body)?.data
         };
+        if self.keep_body {
+            file.set_body(body);
+        }
         Ok(FileLookup::Found(Box::new(file)))
     }
 
@@ -290,6 +299,8 @@ impl Client {
 trait FileModel: DeserializeOwned {
     /// Keeps the raw `data` object (for `--raw`).
     fn set_raw(&mut self, raw: Box<RawValue>);
+    /// Keeps the whole body (for storing); models without the field ignore it.
+    fn set_body(&mut self, _body: Bytes) {}
 }
 
 impl FileModel for FileObject {
@@ -301,6 +312,10 @@ impl FileModel for FileObject {
 impl FileModel for FileSummary {
     fn set_raw(&mut self, raw: Box<RawValue>) {
         self.raw = Some(raw);
+    }
+
+    fn set_body(&mut self, body: Bytes) {
+        self.body = Some(body);
     }
 }
 

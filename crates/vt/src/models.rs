@@ -76,6 +76,10 @@ pub struct FileSummary {
     /// The whole `data` object, when the client was built with `keep_raw`.
     #[serde(skip)]
     pub raw: Option<Box<RawValue>>,
+    /// The whole answer (`{"data": ...}`) as received, when the client was built with
+    /// `keep_body`: what the cache stores.
+    #[serde(skip)]
+    pub body: Option<bytes::Bytes>,
 }
 
 /// The subset of [`FileAttributes`] that [`FileSummary`] keeps; same names and meanings.
