@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::mpsc::TryRecvError;
 use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
@@ -157,6 +157,17 @@ impl Journal {
     ) -> std::io::Result<Journal> {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let window = GATHER;
+        // Acks go back in one message per batch to a task on the runtime, which completes
+        // them there: one cross-thread wake-up per batch instead of one per answer.
+        let (ack_tx, mut ack_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Vec<oneshot::Sender<bool>>, bool)>();
+        tokio::spawn(async move {
+            while let Some((acks, ok)) = ack_rx.recv().await {
+                for ack in acks {
+                    let _ = ack.send(ok);
+                }
+            }
+        });
         let thread = std::thread::Builder::new()
             .name("vtbulk-journal".into())
             .spawn(move || {
@@ -173,19 +184,23 @@ impl Journal {
                         }
                         Ok(Msg::Stop) | Err(_) => break,
                     }
+                    // Let the batch gather without listening (a listening receiver is woken
+                    // by every send), then take everything that came.
                     let deadline = Instant::now() + window;
+                    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                        std::thread::park_timeout(left);
+                    }
                     while puts.len() < COMMIT_BATCH {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        match rx.recv_timeout(left) {
+                        match rx.try_recv() {
                             Ok(Msg::Put(put, ack)) => {
                                 puts.push(put);
                                 acks.push(ack);
                             }
-                            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                            Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                                 stop = true;
                                 break;
                             }
-                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(TryRecvError::Empty) => break,
                         }
                     }
                     let ok = match store.put_batch(&puts, clock.now()) {
@@ -199,9 +214,7 @@ impl Journal {
                         }
                     };
                     puts.clear();
-                    for ack in acks.drain(..) {
-                        let _ = ack.send(ok);
-                    }
+                    let _ = ack_tx.send((std::mem::take(&mut acks), ok));
                 }
                 let mut figures = *run.lock().unwrap_or_else(|e| e.into_inner());
                 figures.finished_at = clock.now();

@@ -197,6 +197,59 @@ fn base(names: &[String], entry: &Unique) -> Record {
     }
 }
 
+/// One thread's share of the cache check before the lookups.
+struct CacheCheck {
+    seen: Arc<Seen>,
+    tx: mpsc::Sender<Record>,
+    counters: Arc<Counters>,
+    names: Vec<String>,
+    freshness: vtbulk_store::Freshness,
+    raw: bool,
+    now: i64,
+}
+
+impl CacheCheck {
+    /// Checks batches `part`, `part + parts`, ...: fresh hits are written as records; the
+    /// indices of the rest are returned, to look up.
+    fn run(
+        self,
+        mut store: vtbulk_store::SqliteStore,
+        part: usize,
+        parts: usize,
+    ) -> Result<(Vec<u32>, vtbulk_store::SqliteStore), StoreError> {
+        let mut todo = Vec::new();
+        let entries = self.seen.entries();
+        for (chunk_no, chunk) in entries
+            .chunks(cache::CHECK_BATCH)
+            .enumerate()
+            .skip(part)
+            .step_by(parts)
+        {
+            let hashes: Vec<_> = chunk.iter().map(Unique::hash).collect();
+            let hits = store.get_many(&hashes, self.raw)?;
+            for (k, (entry, hit)) in chunk.iter().zip(hits).enumerate() {
+                let index = chunk_no * cache::CHECK_BATCH + k;
+                let record = hit
+                    .filter(|h| self.freshness.is_fresh(h, self.now))
+                    .and_then(|h| cache::hit_record(base(&self.names, entry), h, self.raw));
+                let Some(record) = record else {
+                    todo.push(index as u32);
+                    continue;
+                };
+                match record.status {
+                    Some(Status::Ok) => bump(&self.counters.ok),
+                    _ => bump(&self.counters.not_found),
+                }
+                bump(&self.counters.cache_hits);
+                bump(&self.counters.done);
+                // The writer only goes away on a write error, reported by the run.
+                let _ = self.tx.blocking_send(record);
+            }
+        }
+        Ok((todo, store))
+    }
+}
+
 /// Journals an answer (when the cache is on) and waits for the commit.
 async fn journal(shared: &Shared, put: impl FnOnce() -> Option<Put>) {
     if let Some(journal) = &shared.journal {
@@ -554,54 +607,68 @@ pub async fn run(
     };
     let seen = Arc::new(seen);
 
-    // Fresh answers from the cache become records now; the rest is to look up.
+    // Fresh answers from the cache become records now; the rest is to look up. Large inputs
+    // are checked by two threads (each with its own connection; WAL readers do not block
+    // each other), taking alternate batches: a re-run of a big list is bound by reading the
+    // store, and the writer has room for both.
     let (todo, store) = match (store, &settings.cache) {
-        (Some(mut store), Some(cache_settings)) if !cache_settings.refresh => {
-            let (seen, hit_tx, counters, names) =
-                (seen.clone(), tx.clone(), counters.clone(), names.clone());
-            let (freshness, raw) = (cache_settings.freshness, settings.raw);
-            let checked = tokio::task::spawn_blocking(move || {
-                let now = clock.now();
-                let mut todo = Vec::new();
-                let entries = seen.entries();
-                for (chunk_no, chunk) in entries.chunks(cache::CHECK_BATCH).enumerate() {
-                    let hashes: Vec<_> = chunk.iter().map(Unique::hash).collect();
-                    let hits = store.get_many(&hashes, raw)?;
-                    for (k, (entry, hit)) in chunk.iter().zip(hits).enumerate() {
-                        let index = chunk_no * cache::CHECK_BATCH + k;
-                        let record = hit
-                            .filter(|h| freshness.is_fresh(h, now))
-                            .and_then(|h| cache::hit_record(base(&names, entry), h, raw));
-                        let Some(record) = record else {
-                            todo.push(index as u32);
-                            continue;
-                        };
-                        match record.status {
-                            Some(Status::Ok) => bump(&counters.ok),
-                            _ => bump(&counters.not_found),
-                        }
-                        bump(&counters.cache_hits);
-                        bump(&counters.done);
-                        // The writer only goes away on a write error, reported below.
-                        let _ = hit_tx.blocking_send(record);
-                    }
-                }
-                Ok::<_, StoreError>((todo, store))
-            })
-            .await;
-            match checked {
-                Ok(Ok((todo, store))) => (todo, Some(store)),
-                Ok(Err(e)) => {
-                    drop(tx);
-                    let _ = writer.await;
-                    return Err(e.into());
-                }
-                Err(join) => {
-                    drop(tx);
-                    let _ = writer.await;
-                    return Err(EngineError::Output(std::io::Error::other(join.to_string())));
+        (Some(store), Some(cache_settings)) if !cache_settings.refresh => {
+            let parts = if seen.len() >= 4 * cache::CHECK_BATCH {
+                2
+            } else {
+                1
+            };
+            let mut stores = vec![store];
+            for _ in 1..parts {
+                match cache::open(cache_settings) {
+                    Ok(extra) => stores.push(extra),
+                    Err(_) => break,
                 }
             }
+            let parts = stores.len();
+            let checks: Vec<_> = stores
+                .into_iter()
+                .enumerate()
+                .map(|(part, store)| {
+                    let check = CacheCheck {
+                        seen: seen.clone(),
+                        tx: tx.clone(),
+                        counters: counters.clone(),
+                        names: names.clone(),
+                        freshness: cache_settings.freshness,
+                        raw: settings.raw,
+                        now: clock.now(),
+                    };
+                    tokio::task::spawn_blocking(move || check.run(store, part, parts))
+                })
+                .collect();
+            let mut todo = Vec::new();
+            let mut kept = None;
+            let mut failed = None;
+            for check in checks {
+                match check.await {
+                    Ok(Ok((part_todo, store))) => {
+                        todo.extend(part_todo);
+                        kept.get_or_insert(store);
+                    }
+                    Ok(Err(e)) => {
+                        failed.get_or_insert(EngineError::from(e));
+                    }
+                    Err(join) => {
+                        failed.get_or_insert(EngineError::Output(std::io::Error::other(
+                            join.to_string(),
+                        )));
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                drop(tx);
+                let _ = writer.await;
+                return Err(e);
+            }
+            // Looked up in input order.
+            todo.sort_unstable();
+            (todo, kept)
         }
         (store, _) => ((0..seen.len() as u32).collect(), store),
     };

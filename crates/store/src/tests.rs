@@ -56,7 +56,17 @@ fn a_found_file_is_found_by_each_of_its_three_hashes_with_its_data() {
             Some(&b"{\"id\":\"7\",\"attributes\":{}}"[..])
         );
     }
-    assert_eq!(hits[3], None);
+    assert_eq!(hits[3], None, "not stored yet");
+    // A second body is compressed against the first (the dictionary) and reads back whole.
+    store.put_batch(&[found(8)], T0).expect("put");
+    store.compact().expect("compact");
+    let Some(Hit::Found(eight)) = store.get(&Hash::Sha256([8; 32])).expect("get") else {
+        panic!("expected found")
+    };
+    assert_eq!(
+        eight.data.as_deref(),
+        Some(&b"{\"id\":\"8\",\"attributes\":{}}"[..])
+    );
     // Without data, the body is not read.
     let lean = store.get_many(&hashes[..1], false).expect("get");
     assert!(matches!(&lean[0], Some(Hit::Found(f)) if f.data.is_none()));
