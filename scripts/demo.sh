@@ -2,7 +2,8 @@
 # `make demo`: build, start vt-mock (the bundled mock VirusTotal) on a free loopback port with a
 # demo key, enrich a real-world-shaped IOC list (fixtures/iocs/incident.txt: comments, mixed
 # case, md5/sha1/sha256, duplicates, junk, a formula), show the first records and the summary,
-# then stop the mock.
+# run it again to show the cache answering everything without a request, then stop the mock.
+# The demo's cache lives in a temporary directory, never in your own cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --quiet --release -p vtbulk -p vtbulk-mock
@@ -21,7 +22,7 @@ echo "input: fixtures/iocs/incident.txt ($(wc -l < fixtures/iocs/incident.txt) l
 echo
 
 VT_API_KEY=$key "$bin/vtbulk" enrich fixtures/iocs/incident.txt \
-    --api-url "$url" --rate 600/min --progress never \
+    --api-url "$url" --rate 600/min --progress never --cache "$out/cache.sqlite3" \
     -o "$out/incident.csv" --summary-json "$out/summary.json"
 echo
 echo "First records of the CSV (a few of its $(head -1 "$out/incident.csv" | tr ',' '\n' | wc -l) columns):"
@@ -35,3 +36,15 @@ for r in rows[:12]:
     print("  " + "  ".join((r[c] or "")[:40].ljust(width[c]) for c in cols))
 print(f"  ... {len(rows)} records in all")
 PY
+echo
+echo "The same list again: every answer now comes from the cache (source=cache), no request:"
+VT_API_KEY=$key "$bin/vtbulk" enrich fixtures/iocs/incident.txt \
+    --api-url "$url" --rate 600/min --progress never --cache "$out/cache.sqlite3" \
+    -o "$out/again.csv" --summary-json "$out/again.json" -q
+python3 - "$out/again.json" <<'PY'
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"  {s['cache_hits']} records from the cache, {s['requests']} requests, "
+      f"{s['elapsed_secs']:.2f} s, outcome {s['outcome']}")
+PY
+"$bin/vtbulk" cache stats --cache "$out/cache.sqlite3" | sed 's/^/  /'

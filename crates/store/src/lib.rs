@@ -14,11 +14,16 @@
 //!
 //! A found file is one row keyed by its SHA-256 with its MD5 and SHA-1 as indexed alias keys
 //! (a later input of the same file by another hash costs nothing), a compact summary (the
-//! attributes a record needs, as JSON) and, in a separate table, VirusTotal's whole `data`
-//! object compressed with LZ4, so any field can be rendered later without a lookup. A not
-//! found answer is a row keyed by the digest that was asked for. Errors, quota refusals and
-//! skips are never stored. Times are Unix seconds passed in by the caller, so tests control
-//! the clock.
+//! attributes a record needs, as JSON) and, in a separate table, VirusTotal's answer as
+//! received, LZ4-compressed against a dictionary (the first answer the store kept), so any
+//! field can be rendered later without a lookup. A not-found answer is a row keyed by the
+//! digest that was asked for. Errors, quota refusals and skips are never stored.
+//!
+//! Writes are appends: [`Store::put_batch`] adds to `bodies` and `journal`, touching no random
+//! index page; [`Store::compact`] moves the journal into the indexed tables in one sorted
+//! transaction, at the end of a run and whenever the store is opened (so the answers of a
+//! killed run are there for the next). Times are Unix seconds passed in by the caller, so
+//! tests control the clock.
 #![deny(missing_docs)]
 
 use std::path::{Path, PathBuf};
