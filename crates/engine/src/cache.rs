@@ -24,7 +24,7 @@ use vtbulk_vt::models::{FileSummary, SummaryAttributes};
 use crate::convert;
 
 /// Hashes checked against the store per read transaction.
-pub(crate) const CHECK_BATCH: usize = 512;
+pub(crate) const CHECK_BATCH: usize = 2048;
 
 /// Answers committed per write transaction at most.
 const COMMIT_BATCH: usize = 1024;

@@ -209,31 +209,26 @@ struct CacheCheck {
 }
 
 impl CacheCheck {
-    /// Checks batches `part`, `part + parts`, ...: fresh hits are written as records; the
-    /// indices of the rest are returned, to look up.
+    /// Checks the entries `order[range]` (entry indices in hash order, so the store's
+    /// B-trees are swept, not jumped about): fresh hits are written as records; the indices
+    /// of the rest are returned, to look up.
     fn run(
         self,
         mut store: vtbulk_store::SqliteStore,
-        part: usize,
-        parts: usize,
+        order: &[u32],
     ) -> Result<(Vec<u32>, vtbulk_store::SqliteStore), StoreError> {
         let mut todo = Vec::new();
         let entries = self.seen.entries();
-        for (chunk_no, chunk) in entries
-            .chunks(cache::CHECK_BATCH)
-            .enumerate()
-            .skip(part)
-            .step_by(parts)
-        {
-            let hashes: Vec<_> = chunk.iter().map(Unique::hash).collect();
+        for chunk in order.chunks(cache::CHECK_BATCH) {
+            let hashes: Vec<_> = chunk.iter().map(|&i| entries[i as usize].hash()).collect();
             let hits = store.get_many(&hashes, self.raw)?;
-            for (k, (entry, hit)) in chunk.iter().zip(hits).enumerate() {
-                let index = chunk_no * cache::CHECK_BATCH + k;
+            for (&index, hit) in chunk.iter().zip(hits) {
+                let entry = &entries[index as usize];
                 let record = hit
                     .filter(|h| self.freshness.is_fresh(h, self.now))
                     .and_then(|h| cache::hit_record(base(&self.names, entry), h, self.raw));
                 let Some(record) = record else {
-                    todo.push(index as u32);
+                    todo.push(index);
                     continue;
                 };
                 match record.status {
@@ -607,10 +602,10 @@ pub async fn run(
     };
     let seen = Arc::new(seen);
 
-    // Fresh answers from the cache become records now; the rest is to look up. Large inputs
-    // are checked by two threads (each with its own connection; WAL readers do not block
-    // each other), taking alternate batches: a re-run of a big list is bound by reading the
-    // store, and the writer has room for both.
+    // Fresh answers from the cache become records now (in hash order); the rest is to look
+    // up. Large inputs are checked by two threads (each with its own connection; WAL readers
+    // do not block each other) on two halves of the key range: a re-run of a big list is
+    // bound by reading the store, and the writer has room for both.
     let (todo, store) = match (store, &settings.cache) {
         (Some(store), Some(cache_settings)) if !cache_settings.refresh => {
             let parts = if seen.len() >= 4 * cache::CHECK_BATCH {
@@ -625,11 +620,17 @@ pub async fn run(
                     Err(_) => break,
                 }
             }
-            let parts = stores.len();
+            // Entries in hash order, split into one contiguous key range per thread.
+            let mut order: Vec<u32> = (0..seen.len() as u32).collect();
+            let entries = seen.entries();
+            order.sort_unstable_by_key(|&i| entries[i as usize].hash());
+            let order = Arc::new(order);
+            let per = order.len().div_ceil(stores.len()).max(1);
             let checks: Vec<_> = stores
                 .into_iter()
                 .enumerate()
                 .map(|(part, store)| {
+                    let order = order.clone();
                     let check = CacheCheck {
                         seen: seen.clone(),
                         tx: tx.clone(),
@@ -639,7 +640,11 @@ pub async fn run(
                         raw: settings.raw,
                         now: clock.now(),
                     };
-                    tokio::task::spawn_blocking(move || check.run(store, part, parts))
+                    tokio::task::spawn_blocking(move || {
+                        let lo = (part * per).min(order.len());
+                        let hi = ((part + 1) * per).min(order.len());
+                        check.run(store, &order[lo..hi])
+                    })
                 })
                 .collect();
             let mut todo = Vec::new();

@@ -38,14 +38,13 @@ pub const APPLICATION_ID: i32 = 0x7674_626b;
 const MIGRATIONS: &[&str] = &[
     // 1: files with aliases, bodies, not-found answers, the journal, runs.
     "CREATE TABLE files (
-        id INTEGER PRIMARY KEY,
-        sha256 BLOB NOT NULL UNIQUE,
+        sha256 BLOB PRIMARY KEY,
         md5 BLOB,
         sha1 BLOB,
         fetched_at INTEGER NOT NULL,
         summary BLOB NOT NULL,
         body_id INTEGER
-     );
+     ) WITHOUT ROWID;
      CREATE INDEX files_md5 ON files(md5);
      CREATE INDEX files_sha1 ON files(sha1);
      CREATE TABLE bodies (id INTEGER PRIMARY KEY, data BLOB NOT NULL, dict_id INTEGER);
@@ -679,49 +678,72 @@ impl Store for SqliteStore {
             .map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
         let mut out = vec![None; hashes.len()];
-        // Bodies are decompressed after the read transaction (the dictionaries are read
-        // through the same connection).
         let mut bodies: Vec<(usize, Vec<u8>, Option<i64>)> = Vec::new();
-        // In key order: neighbouring lookups then share B-tree pages.
-        let mut order: Vec<usize> = (0..hashes.len()).collect();
-        order.sort_unstable_by(|&a, &b| hashes[a].cmp(&hashes[b]));
         {
-            let mut by = [HashKind::Md5, HashKind::Sha1, HashKind::Sha256].map(|k| {
+            // Two passes, each in key order, so that neighbouring lookups share B-tree pages
+            // (callers that sort their whole input make every pass a sequential sweep):
+            // 1. MD5 and SHA-1 to SHA-256 through the alias indexes (which hold the SHA-256,
+            //    `files` being keyed by it), and the not-found answers of the unresolved;
+            // 2. every SHA-256 to its row.
+            let mut alias = [HashKind::Md5, HashKind::Sha1].map(|k| {
                 tx.prepare_cached(&format!(
-                    "SELECT body_id, sha256, fetched_at, summary FROM files WHERE {} = ?1",
+                    "SELECT sha256 FROM files WHERE {} = ?1",
                     kind_column(k)
                 ))
             });
             let mut missing = tx
                 .prepare_cached("SELECT fetched_at FROM missing WHERE digest = ?1")
                 .map_err(e)?;
+            let mut order: Vec<usize> = (0..hashes.len()).collect();
+            order.sort_unstable_by(|&a, &b| hashes[a].cmp(&hashes[b]));
+            let mut by_sha256: Vec<([u8; 32], usize)> = Vec::with_capacity(hashes.len());
+            for i in order {
+                let hash = &hashes[i];
+                let sha256 = match hash {
+                    Hash::Sha256(d) => Some(*d),
+                    Hash::Md5(_) | Hash::Sha1(_) => {
+                        let slot = usize::from(matches!(hash, Hash::Sha1(_)));
+                        let stmt = alias[slot].as_mut().map_err(|x| StoreError::Sqlite {
+                            path: self.path.clone(),
+                            reason: x.to_string(),
+                        })?;
+                        stmt.query_row([hash.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
+                            .optional()
+                            .map_err(e)?
+                            .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
+                    }
+                };
+                match sha256 {
+                    Some(d) => by_sha256.push((d, i)),
+                    None => {
+                        out[i] = missing
+                            .query_row([hash.as_bytes()], |r| r.get::<_, i64>(0))
+                            .optional()
+                            .map_err(e)?
+                            .map(|fetched_at| Hit::NotFound { fetched_at });
+                    }
+                }
+            }
+            by_sha256.sort_unstable();
+            let mut file = tx
+                .prepare_cached("SELECT body_id, fetched_at, summary FROM files WHERE sha256 = ?1")
+                .map_err(e)?;
             let mut body = tx
                 .prepare_cached("SELECT data, dict_id FROM bodies WHERE id = ?1")
                 .map_err(e)?;
-            for i in order {
-                let hash = &hashes[i];
-                let slot = match hash.kind() {
-                    HashKind::Md5 => 0,
-                    HashKind::Sha1 => 1,
-                    HashKind::Sha256 => 2,
-                };
-                let stmt = by[slot].as_mut().map_err(|x| StoreError::Sqlite {
-                    path: self.path.clone(),
-                    reason: x.to_string(),
-                })?;
-                let found = stmt
-                    .query_row([hash.as_bytes()], |r| {
+            for (sha256, i) in by_sha256 {
+                let row = file
+                    .query_row([&sha256[..]], |r| {
                         Ok((
                             r.get::<_, Option<i64>>(0)?,
-                            r.get::<_, Vec<u8>>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, Vec<u8>>(3)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, Vec<u8>>(2)?,
                         ))
                     })
                     .optional()
                     .map_err(e)?;
-                let hit = match found {
-                    Some((body_id, sha, fetched_at, summary)) => {
+                out[i] = match row {
+                    Some((body_id, fetched_at, summary)) => {
                         if let Some(id) = body_id.filter(|_| with_data)
                             && let Some((z, dict_id)) = body
                                 .query_row([id], |r| {
@@ -732,22 +754,20 @@ impl Store for SqliteStore {
                         {
                             bodies.push((i, z, dict_id));
                         }
-                        <[u8; 32]>::try_from(sha.as_slice()).ok().map(|sha256| {
-                            Hit::Found(FoundFile {
-                                sha256,
-                                fetched_at,
-                                summary,
-                                data: None,
-                            })
-                        })
+                        Some(Hit::Found(FoundFile {
+                            sha256,
+                            fetched_at,
+                            summary,
+                            data: None,
+                        }))
                     }
+                    // A SHA-256 never stored: perhaps a 404 for it.
                     None => missing
-                        .query_row([hash.as_bytes()], |r| r.get::<_, i64>(0))
+                        .query_row([&sha256[..]], |r| r.get::<_, i64>(0))
                         .optional()
                         .map_err(e)?
                         .map(|fetched_at| Hit::NotFound { fetched_at }),
                 };
-                out[i] = hit;
             }
         }
         tx.commit().map_err(e)?;
