@@ -8,6 +8,7 @@
 #    time from exec to exit), and the requests vt-mock saw during the re-run (must be 0).
 # 2. Cache writes against the pipeline: M unique hashes enriched with --cache off and with a
 #    fresh cache file, alternately, ROUNDS times: requests/s of each, and the ratio.
+# 3. The same at a realistic 50 ms mock latency (L=5000 unique hashes, 64 in flight).
 # Raw output: benches/out/cache-<time>/.
 set -euo pipefail
 export LC_ALL=C
@@ -65,5 +66,16 @@ for r in $(seq "$rounds"); do
     run "off-r$r" "$work/m.txt" off | tee -a "$out/results.txt"
     run "on-r$r" "$work/m.txt" "$work/on-$r.sqlite3" | tee -a "$out/results.txt"
     rm -f "$work/on-$r".sqlite3*
+done
+kill "$pid" 2>/dev/null || true
+"$bin/vt-mock" --port 0 --latency 50ms > "$work/url50" 2>/dev/null &
+pid=$!
+for _ in $(seq 100); do [ -s "$work/url50" ] && break; sleep 0.05; done
+url="$(head -1 "$work/url50")"
+"$bin/vt-mock" hashes --count "${L:-5000}" --unknown 0.1 --mix md5,sha1,sha256 --list-seed 23 > "$work/l.txt"
+for r in $(seq "$rounds"); do
+    run "off50-r$r" "$work/l.txt" off | tee -a "$out/results.txt"
+    run "on50-r$r" "$work/l.txt" "$work/on50-$r.sqlite3" | tee -a "$out/results.txt"
+    rm -f "$work/on50-$r".sqlite3*
 done
 echo "raw output: $out"
