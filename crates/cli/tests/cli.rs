@@ -27,9 +27,10 @@ fn fresh_cache_home() -> PathBuf {
 }
 
 async fn vtbulk(args: &[&str], key: Option<&str>) -> Output {
+    let cache_home = fresh_cache_home();
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
     cmd.args(args)
-        .env("XDG_CACHE_HOME", fresh_cache_home())
+        .env("XDG_CACHE_HOME", &cache_home)
         .current_dir(root())
         .env_remove("VT_API_KEY")
         .env_remove("VTCLI_APIKEY")
@@ -39,7 +40,9 @@ async fn vtbulk(args: &[&str], key: Option<&str>) -> Output {
     if let Some(key) = key {
         cmd.env("VT_API_KEY", key);
     }
-    cmd.output().await.expect("vtbulk runs")
+    let out = cmd.output().await.expect("vtbulk runs");
+    let _ = std::fs::remove_dir_all(&cache_home);
+    out
 }
 
 fn text(bytes: &[u8]) -> String {

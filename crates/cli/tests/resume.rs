@@ -352,3 +352,58 @@ async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
     assert!(out.contains("pruned 0 found and 0 not-found"), "{out}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn the_default_cache_is_private_under_xdg_cache_home_and_off_creates_nothing() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp("default-path");
+    let (list, _) = input(&mock, &dir, 0, 6);
+    for (cache_flag, home) in [
+        (None, dir.join("home-a")),
+        (Some("off"), dir.join("home-b")),
+    ] {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+        cmd.args([
+            "enrich",
+            "--quiet",
+            "--tier",
+            "unlimited",
+            "--rate",
+            "unlimited",
+        ])
+        .arg(&list)
+        .args(["--api-url", &url])
+        .env("VT_API_KEY", "testkey")
+        .env("XDG_CACHE_HOME", &home)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .stdin(Stdio::null());
+        if let Some(flag) = cache_flag {
+            cmd.args(["--cache", flag]);
+        }
+        let out = cmd.output().await.expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let file = home.join("vtbulk").join("cache.sqlite3");
+        match cache_flag {
+            None => {
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::PermissionsExt;
+                    let mode =
+                        |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode();
+                    assert_eq!(mode(&file) & 0o777, 0o600);
+                    assert_eq!(mode(&home.join("vtbulk")) & 0o777, 0o700);
+                }
+            }
+            Some(_) => assert!(!home.exists(), "--cache off wrote {}", home.display()),
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
