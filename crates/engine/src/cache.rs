@@ -155,6 +155,8 @@ impl Journal {
         clock: UnixClock,
         run: Arc<std::sync::Mutex<RunRecord>>,
     ) -> std::io::Result<Journal> {
+        // Only a failed pragma: the journal works the same with a larger cache.
+        let _ = store.for_appends();
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let window = GATHER;
         // Acks go back in one message per batch to a task on the runtime, which completes

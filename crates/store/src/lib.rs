@@ -505,6 +505,15 @@ impl SqliteStore {
         tx.commit().map_err(e)
     }
 
+    /// Sets the connection up for a stream of small appending transactions: SQLite's
+    /// default page cache, since a large one costs time at every commit (measured: 7% of
+    /// the journal's CPU spent truncating a 64 MB page cache).
+    pub fn for_appends(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .pragma_update(None, "cache_size", -2000)
+            .map_err(|e| self.err(e))
+    }
+
     /// The path of the file.
     pub fn path(&self) -> &Path {
         &self.path
