@@ -1,8 +1,10 @@
 //! `vtbulk-engine`: the enrichment pipeline, from inputs to records and a summary.
 //!
 //! ```text
-//! inputs --read+dedup (blocking thread)--> unique entries --workers (scheduler, client,
-//! retry)--> records --bounded channel--> one writer thread (Sink) ; counters --> summary
+//! inputs --read+dedup (blocking thread)--> unique entries --cache check (1-2 threads)-->
+//!   fresh hits: records | the rest --workers (scheduler, client, retry)--> answers
+//!   --journal thread (commit)--> records --bounded channel--> one writer task (Sink)
+//! counters --> summary
 //! ```
 //!
 //! Reading and deduplication finish before the first lookup: an output record carries the

@@ -1,4 +1,5 @@
-//! The run: read and dedup, then bounded workers through the scheduler, then one writer.
+//! The run: read and dedup, check the cache, then bounded workers through the scheduler
+//! (each answer journaled before its record is released), then one writer.
 
 use std::collections::HashMap;
 use std::io::Write;
