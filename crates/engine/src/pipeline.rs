@@ -261,6 +261,17 @@ async fn journal(shared: &Shared, put: impl FnOnce() -> Option<Put>) {
     }
 }
 
+/// The record of a 404, journaled first.
+async fn not_found(shared: &Shared, entry: &Unique) -> Record {
+    journal(shared, || Some(Put::NotFound(entry.hash()))).await;
+    bump(&shared.counters.not_found);
+    Record {
+        status: Some(Status::NotFound),
+        source: Some(vtbulk_output::Source::Api),
+        ..base_record(shared, entry)
+    }
+}
+
 /// Remembers a found file for the entries that are the same file by another hash.
 fn note_twins(shared: &Shared, index: usize, file: &FileSummary) {
     let a = &file.attributes;
@@ -371,26 +382,12 @@ async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Rec
             }
             Ok(FileLookup::NotFound) => {
                 shared.consecutive_429.store(0, Ordering::Relaxed);
-                journal(shared, || Some(Put::NotFound(entry.hash()))).await;
-                bump(&shared.counters.not_found);
-                return Record {
-                    status: Some(Status::NotFound),
-                    source: Some(vtbulk_output::Source::Api),
-                    ..base_record(shared, entry)
-                };
+                return not_found(shared, entry).await;
             }
             Err(err) => err,
         };
         match err.class() {
-            ErrorClass::NotFound => {
-                journal(shared, || Some(Put::NotFound(entry.hash()))).await;
-                bump(&shared.counters.not_found);
-                return Record {
-                    status: Some(Status::NotFound),
-                    source: Some(vtbulk_output::Source::Api),
-                    ..base_record(shared, entry)
-                };
-            }
+            ErrorClass::NotFound => return not_found(shared, entry).await,
             ErrorClass::RateLimited(kind) => {
                 // Not an error and not an attempt: close the gate for everyone, then requeue
                 // (this worker keeps the item and waits at the gate like everyone else).

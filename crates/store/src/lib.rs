@@ -487,10 +487,7 @@ impl SqliteStore {
     /// doing the same: the version is read again under the lock).
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
-        let e = |e: rusqlite::Error| StoreError::Sqlite {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let e = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -575,10 +572,7 @@ impl SqliteStore {
     /// Drops answers that are no longer fresh at `now`; returns (found, not found) dropped.
     pub fn prune(&mut self, now: i64, freshness: Freshness) -> Result<(u64, u64), StoreError> {
         let path = self.path.clone();
-        let e = |e: rusqlite::Error| StoreError::Sqlite {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let e = sqlite_error(&path);
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -679,10 +673,7 @@ impl Store for SqliteStore {
         with_data: bool,
     ) -> Result<Vec<Option<Hit>>, StoreError> {
         let path = self.path.clone();
-        let e = |e: rusqlite::Error| StoreError::Sqlite {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let e = sqlite_error(&path);
         // One read transaction for the batch: one snapshot, one lock. Reads are random over
         // the whole file, so they get a larger page cache than the writer needs.
         self.conn
@@ -804,10 +795,7 @@ impl Store for SqliteStore {
         }
         let dict = self.dict.clone();
         let path = self.path.clone();
-        let e = |e: rusqlite::Error| StoreError::Sqlite {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let e = sqlite_error(&path);
         // Appends only (bodies, journal): no random index page is touched per answer.
         let tx = self
             .conn
@@ -877,10 +865,7 @@ impl Store for SqliteStore {
 
     fn compact(&mut self) -> Result<u64, StoreError> {
         let path = self.path.clone();
-        let e = |e: rusqlite::Error| StoreError::Sqlite {
-            path: path.clone(),
-            reason: e.to_string(),
-        };
+        let e = sqlite_error(&path);
         let pending: i64 = self
             .conn
             .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
@@ -936,6 +921,14 @@ impl Store for SqliteStore {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+}
+
+/// Maps SQLite's errors during use to [`StoreError::Sqlite`] naming `path`.
+fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |e| StoreError::Sqlite {
+        path: path.to_owned(),
+        reason: e.to_string(),
     }
 }
 
