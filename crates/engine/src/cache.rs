@@ -104,20 +104,49 @@ struct Envelope {
     data: Box<RawValue>,
 }
 
+/// A found file's three digests, parsed once per answer from its attributes (the id stands
+/// in for a missing SHA-256): both the journal and the twin search need them.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Digests {
+    pub(crate) sha256: Option<[u8; 32]>,
+    pub(crate) md5: Option<[u8; 16]>,
+    pub(crate) sha1: Option<[u8; 20]>,
+}
+
 fn digest<const N: usize>(hex: Option<&str>) -> Option<[u8; N]> {
     let hash = Hash::parse(hex?).ok()?;
     hash.as_bytes().try_into().ok()
 }
 
+impl Digests {
+    pub(crate) fn of(file: &FileSummary) -> Digests {
+        let a = &file.attributes;
+        Digests {
+            sha256: digest(a.sha256.as_deref().or(Some(&file.id))),
+            md5: digest(a.md5.as_deref()),
+            sha1: digest(a.sha1.as_deref()),
+        }
+    }
+
+    /// The digests as hashes.
+    pub(crate) fn hashes(self) -> impl Iterator<Item = Hash> {
+        [
+            self.md5.map(Hash::Md5),
+            self.sha1.map(Hash::Sha1),
+            self.sha256.map(Hash::Sha256),
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
 /// What the store keeps of a found answer: the three digests, the summary and `data`.
-pub(crate) fn put_found(file: &FileSummary) -> Option<Put> {
-    let a = &file.attributes;
-    let sha256 = digest::<32>(a.sha256.as_deref().or(Some(&file.id)))?;
+pub(crate) fn put_found(file: &FileSummary, digests: Digests) -> Option<Put> {
     Some(Put::Found {
-        sha256,
-        md5: digest::<16>(a.md5.as_deref()),
-        sha1: digest::<20>(a.sha1.as_deref()),
-        summary: serde_json::to_vec(a).ok()?,
+        sha256: digests.sha256?,
+        md5: digests.md5,
+        sha1: digests.sha1,
+        summary: serde_json::to_vec(&file.attributes).ok()?,
         data: file.body.clone(),
     })
 }

@@ -273,14 +273,9 @@ async fn not_found(shared: &Shared, entry: &Unique) -> Record {
 }
 
 /// Remembers a found file for the entries that are the same file by another hash.
-fn note_twins(shared: &Shared, index: usize, file: &FileSummary) {
-    let a = &file.attributes;
-    for hex in [a.md5.as_deref(), a.sha1.as_deref(), a.sha256.as_deref()]
-        .into_iter()
-        .flatten()
-    {
-        if let Ok(hash) = vtbulk_ioc::Hash::parse(hex)
-            && let Some(j) = shared.seen.position(&hash)
+fn note_twins(shared: &Shared, index: usize, file: &FileSummary, digests: cache::Digests) {
+    for hash in digests.hashes() {
+        if let Some(j) = shared.seen.position(&hash)
             && j != index
         {
             let mut twins = shared.twins.lock().unwrap_or_else(|e| e.into_inner());
@@ -372,8 +367,9 @@ async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Rec
         let err = match result {
             Ok(FileLookup::Found(mut file)) => {
                 shared.consecutive_429.store(0, Ordering::Relaxed);
-                journal(shared, || cache::put_found(&file)).await;
-                note_twins(shared, index, &file);
+                let digests = cache::Digests::of(&file);
+                journal(shared, || cache::put_found(&file, digests)).await;
+                note_twins(shared, index, &file, digests);
                 if !shared.raw {
                     file.raw = None;
                 }

@@ -415,10 +415,7 @@ impl SqliteStore {
     }
 
     fn err(&self, e: rusqlite::Error) -> StoreError {
-        StoreError::Sqlite {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        }
+        sqlite_error(&self.path)(e)
     }
 
     /// Checks identity and version (read-only), then sets the connection up and migrates.
