@@ -2,6 +2,7 @@
 # The cache's two figures, against vt-mock on loopback (zero latency, unlimited key).
 #
 #   benches/cache.sh                    # N=1000000 for the re-run, M=100000 for on/off, ROUNDS=3
+#   N=0 benches/cache.sh                # skip the re-run part
 #
 # 1. A fully cached re-run: N unique hashes (mixed md5/sha1/sha256, 10% unknown) are looked
 #    up once to fill a fresh cache, then enriched again: records/s to the output file (wall
@@ -55,17 +56,19 @@ print(f"RESULT {label} unique={s['unique']} records={records} secs={secs:.2f} "
 PY
 }
 
-"$bin/vt-mock" hashes --count "$n" --unknown 0.1 --mix md5,sha1,sha256 --list-seed 21 > "$work/n.txt"
-run fill "$work/n.txt" "$work/rerun.sqlite3" | tee -a "$out/results.txt"
-ls -l "$work/rerun.sqlite3" | awk '{print "cache file bytes:", $5}' | tee -a "$out/results.txt"
-run rerun "$work/n.txt" "$work/rerun.sqlite3" | tee -a "$out/results.txt"
-rm -f "$work"/rerun.sqlite3*
+if [ "$n" -gt 0 ]; then
+    "$bin/vt-mock" hashes --count "$n" --unknown 0.1 --mix md5,sha1,sha256 --list-seed 21 > "$work/n.txt"
+    run fill "$work/n.txt" "$work/rerun.sqlite3" | tee -a "$out/results.txt"
+    du -sb "$work"/rerun.sqlite3* | awk '{print "cache bytes:", $1, $2}' | tee -a "$out/results.txt"
+    run rerun "$work/n.txt" "$work/rerun.sqlite3" | tee -a "$out/results.txt"
+    rm -rf "$work"/rerun.sqlite3*
+fi
 
 "$bin/vt-mock" hashes --count "$m" --unknown 0.1 --mix md5,sha1,sha256 --list-seed 22 > "$work/m.txt"
 for r in $(seq "$rounds"); do
     run "off-r$r" "$work/m.txt" off | tee -a "$out/results.txt"
     run "on-r$r" "$work/m.txt" "$work/on-$r.sqlite3" | tee -a "$out/results.txt"
-    rm -f "$work/on-$r".sqlite3*
+    rm -rf "$work/on-$r".sqlite3*
 done
 kill "$pid" 2>/dev/null || true
 "$bin/vt-mock" --port 0 --latency 50ms > "$work/url50" 2>/dev/null &
@@ -76,6 +79,6 @@ url="$(head -1 "$work/url50")"
 for r in $(seq "$rounds"); do
     run "off50-r$r" "$work/l.txt" off | tee -a "$out/results.txt"
     run "on50-r$r" "$work/l.txt" "$work/on50-$r.sqlite3" | tee -a "$out/results.txt"
-    rm -f "$work/on50-$r".sqlite3*
+    rm -rf "$work/on50-$r".sqlite3*
 done
 echo "raw output: $out"

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 use serde_json::json;
-use vtbulk_engine::{CacheSettings, UnixClock};
+use vtbulk_engine::{CacheSettings, UnixClock, stored_attributes};
 use vtbulk_ioc::Hash;
 use vtbulk_store::{Exported, Hit, SqliteStore, Stats};
 
@@ -53,7 +53,9 @@ fn stats_json(path: &str, s: &Stats) -> serde_json::Value {
         "path": path,
         "found": s.found,
         "not_found": s.not_found,
-        "bytes": s.bytes,
+        "bytes": s.bytes + s.segment_bytes,
+        "index_bytes": s.bytes,
+        "answers_bytes": s.segment_bytes,
         "oldest": s.oldest.map(rfc3339),
         "newest": s.newest.map(rfc3339),
         "last_run": run,
@@ -83,7 +85,14 @@ pub fn run(
                 writeln!(out, "cache      {}", show("path")).map_err(io)?;
                 writeln!(out, "found      {}", show("found")).map_err(io)?;
                 writeln!(out, "not found  {}", show("not_found")).map_err(io)?;
-                writeln!(out, "size       {:.1} MB", stats.bytes as f64 / 1e6).map_err(io)?;
+                writeln!(
+                    out,
+                    "size       {:.1} MB ({:.1} MB index, {:.1} MB answers)",
+                    (stats.bytes + stats.segment_bytes) as f64 / 1e6,
+                    stats.bytes as f64 / 1e6,
+                    stats.segment_bytes as f64 / 1e6
+                )
+                .map_err(io)?;
                 writeln!(out, "oldest     {}", show("oldest")).map_err(io)?;
                 writeln!(out, "newest     {}", show("newest")).map_err(io)?;
                 match &value["last_run"] {
@@ -112,8 +121,9 @@ pub fn run(
                     match hit {
                         Hit::Found(f) => {
                             let data = f.data.as_deref().map_or(serde_json::Value::Null, data_of);
-                            let summary: serde_json::Value =
-                                serde_json::from_slice(&f.summary).unwrap_or_default();
+                            let summary = stored_attributes(&f)
+                                .and_then(|a| serde_json::to_value(a).ok())
+                                .unwrap_or_default();
                             json!({
                                 "hash": parsed.to_string(),
                                 "status": "found",
@@ -152,16 +162,22 @@ pub fn run(
             store
                 .export(&mut |row| {
                     let value = match row {
-                        Exported::Found {
-                            sha256,
-                            fetched_at,
-                            data,
-                        } => {
-                            let data = data_of(&data);
+                        Exported::Found(f) => {
+                            let sha256 = Hash::Sha256(f.sha256).to_string();
+                            // Without the answer (a cache from before answers were kept),
+                            // the attributes a record needs stand in for it.
+                            let data = match f.data.as_deref() {
+                                Some(body) => data_of(body),
+                                None => json!({
+                                    "id": sha256,
+                                    "type": "file",
+                                    "attributes": stored_attributes(&f),
+                                }),
+                            };
                             json!({
-                                "sha256": Hash::Sha256(sha256).to_string(),
+                                "sha256": sha256,
                                 "status": "found",
-                                "fetched_at": rfc3339(fetched_at),
+                                "fetched_at": rfc3339(f.fetched_at),
                                 "data": data,
                             })
                         }

@@ -176,13 +176,32 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
         &std::fs::read(&out_file).expect("output"),
     );
     assert_no_canary("the summary", &std::fs::read(&summary).expect("summary"));
-    // The cache (its WAL included) holds answers, never the key.
+    // The cache (its WAL and its segment files included) holds answers, never the key; the
+    // stored answers are gzipped as they came, so they are read inflated too.
     for suffix in ["", "-wal"] {
         let file = PathBuf::from(format!("{}{suffix}", cache.display()));
         if let Ok(bytes) = std::fs::read(&file) {
             assert_no_canary("the cache", &bytes);
         }
     }
+    let answers = PathBuf::from(format!("{}-answers", cache.display()));
+    let mut bodies = 0;
+    for entry in std::fs::read_dir(&answers).expect("the answers directory") {
+        let path = entry.expect("entry").path();
+        let bytes = std::fs::read(&path).expect("read");
+        assert_no_canary("a cache segment", &bytes);
+        if path.extension().is_some_and(|x| x == "bodies") {
+            use std::io::Read;
+            let mut inflated = Vec::new();
+            flate2::read::MultiGzDecoder::new(&bytes[..])
+                .read_to_end(&mut inflated)
+                .expect("gzip members");
+            assert!(inflated.starts_with(b"{\"data\""), "answers as received");
+            assert_no_canary("a stored answer", &inflated);
+            bodies += 1;
+        }
+    }
+    assert!(bodies > 0, "no stored answers were checked");
     // A wrong canary key: errors all around, and still no key anywhere.
     let wrong = format!("{CANARY}-wrong");
     let out = vtbulk(

@@ -400,6 +400,16 @@ async fn the_default_cache_is_private_under_xdg_cache_home_and_off_creates_nothi
                         |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode();
                     assert_eq!(mode(&file) & 0o777, 0o600);
                     assert_eq!(mode(&home.join("vtbulk")) & 0o777, 0o700);
+                    let answers = home.join("vtbulk").join("cache.sqlite3-answers");
+                    assert_eq!(mode(&answers) & 0o777, 0o700);
+                    let segments: Vec<_> = std::fs::read_dir(&answers)
+                        .expect("answers")
+                        .map(|e| e.expect("entry").path())
+                        .collect();
+                    assert!(!segments.is_empty());
+                    for segment in segments {
+                        assert_eq!(mode(&segment) & 0o777, 0o600, "{}", segment.display());
+                    }
                 }
             }
             Some(_) => assert!(!home.exists(), "--cache off wrote {}", home.display()),

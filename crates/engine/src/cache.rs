@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use vtbulk_ioc::Hash;
 use vtbulk_output::{Record, Source, Status};
-use vtbulk_store::{Freshness, Hit, Put, RunRecord, SqliteStore, Store, StoreError};
-use vtbulk_vt::models::{FileSummary, SummaryAttributes};
+use vtbulk_store::{
+    Body, FoundFile, Freshness, Hit, Put, RunRecord, SqliteStore, Store, StoreError,
+};
+use vtbulk_vt::models::{self, FileSummary, SummaryAttributes};
 
-use crate::convert;
+use crate::{convert, packed};
 
 /// Hashes checked against the store per read transaction.
 pub(crate) const CHECK_BATCH: usize = 2048;
@@ -69,11 +71,23 @@ pub(crate) fn open(settings: &CacheSettings) -> Result<SqliteStore, StoreError> 
     SqliteStore::open(&settings.path)
 }
 
+/// A stored file's attributes (digests included), as the record of a lookup would have
+/// them; `None` if the stored summary does not decode.
+pub fn stored_attributes(file: &FoundFile) -> Option<SummaryAttributes> {
+    let hex = |h: Hash| h.to_string();
+    packed::unpack(
+        &file.summary,
+        file.md5.map(Hash::Md5).map(hex),
+        file.sha1.map(Hash::Sha1).map(hex),
+        hex(Hash::Sha256(file.sha256)),
+    )
+}
+
 /// The record of a cache hit, built on `base` (input, kind, occurrences, origin).
 pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
     match hit {
         Hit::Found(file) => {
-            let attributes: SummaryAttributes = serde_json::from_slice(&file.summary).ok()?;
+            let attributes = stored_attributes(&file)?;
             let raw = if raw {
                 // The stored answer is the body as received: `{"data": {...}}`.
                 let envelope: Envelope = serde_json::from_slice(&file.data?).ok()?;
@@ -146,8 +160,15 @@ pub(crate) fn put_found(file: &FileSummary, digests: Digests) -> Option<Put> {
         sha256: digests.sha256?,
         md5: digests.md5,
         sha1: digests.sha1,
-        summary: serde_json::to_vec(&file.attributes).ok()?,
-        data: file.body.clone(),
+        summary: {
+            let mut summary = Vec::with_capacity(160);
+            packed::pack(&file.attributes, &mut summary);
+            summary
+        },
+        body: file.body.as_ref().map(|body| match body {
+            models::Body::Gzip(z) => Body::Gzip(z.clone()),
+            models::Body::Json(json) => Body::Json(json.clone()),
+        }),
     })
 }
 
@@ -184,8 +205,6 @@ impl Journal {
         clock: UnixClock,
         run: Arc<std::sync::Mutex<RunRecord>>,
     ) -> std::io::Result<Journal> {
-        // Only a failed pragma: the journal works the same with a larger cache.
-        let _ = store.for_appends();
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let window = GATHER;
         // Acks go back in one message per batch to a task on the runtime, which completes

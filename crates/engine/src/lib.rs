@@ -20,9 +20,10 @@
 mod cache;
 mod convert;
 mod counters;
+mod packed;
 mod pipeline;
 
-pub use cache::{CacheSettings, UnixClock};
+pub use cache::{CacheSettings, UnixClock, stored_attributes};
 pub use counters::{Counters, Summary};
 pub use pipeline::{Concurrency, EngineError, Outcome, Settings, StopHandle, run};
 pub use vtbulk_store::Freshness;

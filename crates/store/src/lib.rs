@@ -14,22 +14,30 @@
 //!
 //! A found file is one row keyed by its SHA-256 with its MD5 and SHA-1 as indexed alias keys
 //! (a later input of the same file by another hash costs nothing), a compact summary (the
-//! attributes a record needs, as JSON) and, in a separate table, VirusTotal's answer as
-//! received, LZ4-compressed against a dictionary (the first answer the store kept), so any
-//! field can be rendered later without a lookup. A not-found answer is a row keyed by the
-//! digest that was asked for. Errors, quota refusals and skips are never stored.
+//! attributes a record needs, as JSON) and where VirusTotal's answer lies: the answer itself,
+//! still gzipped as it came, is in a segment file beside the database (see [`segment`]), so
+//! any field can be rendered later without a lookup while the database stays small enough to
+//! be read through a memory map. A not-found answer is a row keyed by the digest that was
+//! asked for. Errors, quota refusals and skips are never stored.
 //!
-//! Writes are appends: [`Store::put_batch`] adds to `bodies` and `journal`, touching no random
-//! index page; [`Store::compact`] moves the journal into the indexed tables in one sorted
-//! transaction, at the end of a run and whenever the store is opened (so the answers of a
-//! killed run are there for the next). Times are Unix seconds passed in by the caller, so
-//! tests control the clock.
+//! Writes are appends to plain files: [`Store::put_batch`] writes the bodies and one
+//! checksummed log entry per answer to this process's segment, touching no SQLite page;
+//! [`Store::compact`] imports the logs into the indexed tables in one sorted transaction, at
+//! the end of a run and whenever the store is opened (so the answers of a killed run are
+//! there for the next). Times are Unix seconds passed in by the caller, so tests control the
+//! clock.
 #![deny(missing_docs)]
 
+use std::collections::HashMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
-use vtbulk_ioc::{Hash, HashKind};
+use vtbulk_ioc::Hash;
+
+pub mod segment;
+
+use segment::{BodyRef, Encoding, Entry};
 
 /// `PRAGMA application_id` of a vtbulk cache ("vtbk").
 pub const APPLICATION_ID: i32 = 0x7674_626b;
@@ -68,10 +76,56 @@ const MIGRATIONS: &[&str] = &[
         hits INTEGER NOT NULL,
         lookups INTEGER NOT NULL
      );",
+    // 2: bodies and the journal move to segment files (`segments`); `files` points into
+    // them. Rows journaled by a killed run of version 1 are kept; version 1's bodies are
+    // dropped (their summaries stay, so only `--raw` would look those files up again).
+    "CREATE TABLE segments (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        imported_to INTEGER NOT NULL DEFAULT 0,
+        sealed INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE files_v2 (
+        sha256 BLOB PRIMARY KEY,
+        md5 BLOB,
+        sha1 BLOB,
+        fetched_at INTEGER NOT NULL,
+        summary BLOB NOT NULL,
+        body_seg INTEGER,
+        body_enc INTEGER,
+        body_off INTEGER,
+        body_len INTEGER
+     ) WITHOUT ROWID;
+     INSERT INTO files_v2 (sha256, md5, sha1, fetched_at, summary)
+        SELECT sha256, md5, sha1, fetched_at, summary FROM files WHERE true;
+     INSERT INTO files_v2 (sha256, md5, sha1, fetched_at, summary)
+        SELECT digest, md5, sha1, fetched_at, summary FROM journal
+        WHERE found = 1 ORDER BY digest, id
+        ON CONFLICT(sha256) DO UPDATE SET md5 = coalesce(excluded.md5, md5),
+            sha1 = coalesce(excluded.sha1, sha1), fetched_at = excluded.fetched_at,
+            summary = excluded.summary;
+     INSERT INTO missing (digest, fetched_at)
+        SELECT digest, fetched_at FROM journal WHERE found = 0 ORDER BY digest, id
+        ON CONFLICT(digest) DO UPDATE SET fetched_at = excluded.fetched_at;
+     DROP TABLE files;
+     DROP TABLE journal;
+     DROP TABLE bodies;
+     DROP TABLE dicts;
+     ALTER TABLE files_v2 RENAME TO files;
+     CREATE INDEX files_md5 ON files(md5);
+     CREATE INDEX files_sha1 ON files(sha1);",
 ];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// True for a not-found row whose digest now names a found file: such rows are left behind
+/// by the import (clearing them would cost a B-tree probe per digest per answer), never
+/// consulted by lookups (which try `files` first), hidden from `stats` and `export`, and
+/// dropped by `prune`.
+const SUPERSEDED: &str = "(EXISTS (SELECT 1 FROM files WHERE sha256 = missing.digest)
+    OR EXISTS (SELECT 1 FROM files WHERE md5 = missing.digest)
+    OR EXISTS (SELECT 1 FROM files WHERE sha1 = missing.digest))";
 
 /// Page cache for lookups, in KiB (as `PRAGMA cache_size` takes it, negated).
 const READ_CACHE_KIB: i64 = -262_144;
@@ -164,9 +218,13 @@ impl Freshness {
 pub struct FoundFile {
     /// Its SHA-256.
     pub sha256: [u8; 32],
+    /// Its MD5, when VirusTotal gave it.
+    pub md5: Option<[u8; 16]>,
+    /// Its SHA-1, when VirusTotal gave it.
+    pub sha1: Option<[u8; 20]>,
     /// When the answer was fetched (Unix seconds).
     pub fetched_at: i64,
-    /// The attributes a record needs, as JSON (the engine's format; opaque here).
+    /// The attributes a record needs (the engine's format; opaque here).
     pub summary: Vec<u8>,
     /// VirusTotal's `data` object, when asked for.
     pub data: Option<Vec<u8>>,
@@ -184,10 +242,19 @@ pub enum Hit {
     },
 }
 
+/// VirusTotal's answer to a file lookup, as it came off the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Gzip-compressed JSON: stored as it is.
+    Gzip(bytes::Bytes),
+    /// Plain JSON: LZ4-compressed on the way in.
+    Json(bytes::Bytes),
+}
+
 /// One answer to store.
 #[derive(Clone, Debug)]
 pub enum Put {
-    /// A found file: its three digests, the summary, and the `data` object (JSON).
+    /// A found file: its three digests, the summary, and the answer.
     Found {
         /// SHA-256.
         sha256: [u8; 32],
@@ -195,10 +262,10 @@ pub enum Put {
         md5: Option<[u8; 16]>,
         /// SHA-1, when VirusTotal gave it.
         sha1: Option<[u8; 20]>,
-        /// The record's attributes (opaque JSON).
+        /// The record's attributes (the engine's format; opaque here).
         summary: Vec<u8>,
-        /// VirusTotal's answer as received (JSON), compressed on the way in.
-        data: Option<bytes::Bytes>,
+        /// VirusTotal's answer (`{"data": ...}`) as received.
+        body: Option<Body>,
     },
     /// A 404 for this digest.
     NotFound(Hash),
@@ -228,6 +295,8 @@ pub struct Stats {
     pub not_found: u64,
     /// Bytes of the database file (WAL excluded).
     pub bytes: u64,
+    /// Bytes of the segment files (the answers as received, and unimported logs).
+    pub segment_bytes: u64,
     /// Oldest answer (Unix seconds).
     pub oldest: Option<i64>,
     /// Newest answer (Unix seconds).
@@ -239,15 +308,8 @@ pub struct Stats {
 /// One stored answer, for `vtbulk cache export`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Exported {
-    /// A found file with its `data` object (JSON).
-    Found {
-        /// SHA-256.
-        sha256: [u8; 32],
-        /// When.
-        fetched_at: i64,
-        /// VirusTotal's `data` object, or the summary when the body is missing.
-        data: Vec<u8>,
-    },
+    /// A found file with its answer (`data` is `None` when the answer is gone).
+    Found(FoundFile),
     /// A not-found answer.
     NotFound {
         /// The digest asked for.
@@ -266,13 +328,14 @@ pub trait Store: Send {
         hashes: &[Hash],
         with_data: bool,
     ) -> Result<Vec<Option<Hit>>, StoreError>;
-    /// Journals answers fetched at `now`, in one transaction (appends only; visible to
-    /// lookups after [`Store::compact`]).
+    /// Journals answers fetched at `now` (appends to this process's segment; durable against
+    /// the process being killed once this returns; visible to lookups after
+    /// [`Store::compact`]).
     fn put_batch(&mut self, items: &[Put], now: i64) -> Result<(), StoreError>;
     /// Records a finished run's figures.
     fn record_run(&mut self, run: RunRecord) -> Result<(), StoreError>;
-    /// Moves journaled answers into the indexed tables (done on open and at the end of a
-    /// run); returns how many moved.
+    /// Seals this process's segment and imports every journaled answer that is complete
+    /// into the indexed tables (done on open and at the end of a run); returns how many.
     fn compact(&mut self) -> Result<u64, StoreError>;
 }
 
@@ -281,10 +344,12 @@ pub trait Store: Send {
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
-    /// The dictionary new bodies are compressed against (id, bytes), once there is one.
-    dict: Option<(i64, Vec<u8>)>,
-    /// Dictionaries read back for decompression.
-    dicts: std::collections::HashMap<i64, std::sync::Arc<[u8]>>,
+    /// The segment directory (`<file>-answers`).
+    dir: PathBuf,
+    /// This process's segment, from its first answer until [`Store::compact`].
+    writer: Option<segment::Writer>,
+    /// Body files opened for reading, by segment id (`None`: gone).
+    bodies: HashMap<i64, Option<File>>,
 }
 
 /// The default location: `$XDG_CACHE_HOME/vtbulk/cache.sqlite3`, else
@@ -299,78 +364,20 @@ pub fn default_path() -> Option<PathBuf> {
 
 const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
 
-fn kind_column(kind: HashKind) -> &'static str {
-    match kind {
-        HashKind::Md5 => "md5",
-        HashKind::Sha1 => "sha1",
-        HashKind::Sha256 => "sha256",
-    }
-}
-
-/// Answers of one service share most of their text (field names, the same 70-odd engine
-/// names, versions and verdict words), so bodies are compressed against a dictionary: the
-/// first answer the store ever kept. Measured on vt-mock's 12 KB answers: 4.5 KB stored per
-/// answer with plain LZ4, 3.3 KB with the dictionary (indexes and summary included).
-fn compress(data: &[u8], dict: Option<&[u8]>) -> Vec<u8> {
-    match dict {
-        Some(dict) => lz4_flex::block::compress_prepend_size_with_dict(data, dict),
-        None => lz4_flex::compress_prepend_size(data),
-    }
-}
-
-fn decompress(z: &[u8], dict: Option<&[u8]>) -> Option<Vec<u8>> {
-    match dict {
-        Some(dict) => lz4_flex::block::decompress_size_prepended_with_dict(z, dict).ok(),
-        None => lz4_flex::decompress_size_prepended(z).ok(),
-    }
-}
-
 impl SqliteStore {
-    /// The dictionary `id` (cached after the first read).
-    fn dict_bytes(&mut self, id: i64) -> Option<std::sync::Arc<[u8]>> {
-        if !self.dicts.contains_key(&id) {
-            let data: Vec<u8> = self
+    /// The answer stored for a file, decoded to JSON (`None` if its segment is gone).
+    fn body(&mut self, seg: i64, body: BodyRef) -> Option<Vec<u8>> {
+        if !self.bodies.contains_key(&seg) {
+            let name: Option<String> = self
                 .conn
-                .query_row("SELECT data FROM dicts WHERE id = ?1", [id], |r| r.get(0))
-                .ok()?;
-            self.dicts.insert(id, data.into());
+                .query_row("SELECT name FROM segments WHERE id = ?1", [seg], |r| {
+                    r.get(0)
+                })
+                .ok();
+            let file = name.and_then(|n| File::open(segment::bodies_path(&self.dir, &n)).ok());
+            self.bodies.insert(seg, file);
         }
-        self.dicts.get(&id).cloned()
-    }
-
-    /// Decompresses a stored body.
-    fn body(&mut self, z: &[u8], dict_id: Option<i64>) -> Option<Vec<u8>> {
-        match dict_id {
-            Some(id) => decompress(z, Some(&self.dict_bytes(id)?)),
-            None => decompress(z, None),
-        }
-    }
-
-    /// The dictionary for new bodies: the newest stored, else `sample` becomes the first.
-    fn ensure_dict(&mut self, sample: &[u8]) -> Result<(), StoreError> {
-        if self.dict.is_some() {
-            return Ok(());
-        }
-        let newest = self
-            .conn
-            .query_row(
-                "SELECT id, data FROM dicts ORDER BY id DESC LIMIT 1",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.err(e))?;
-        let dict = match newest {
-            Some(found) => found,
-            None => {
-                self.conn
-                    .execute("INSERT INTO dicts (data) VALUES (?1)", [sample])
-                    .map_err(|e| self.err(e))?;
-                (self.conn.last_insert_rowid(), sample.to_vec())
-            }
-        };
-        self.dict = Some(dict);
-        Ok(())
+        segment::read_body(self.bodies.get(&seg)?.as_ref()?, body)
     }
 }
 
@@ -407,8 +414,9 @@ impl SqliteStore {
         let mut store = SqliteStore {
             conn,
             path: path.to_owned(),
-            dict: None,
-            dicts: std::collections::HashMap::new(),
+            dir: segment::dir_of(path),
+            writer: None,
+            bodies: HashMap::new(),
         };
         store.prepare(existing)?;
         Ok(store)
@@ -450,8 +458,8 @@ impl SqliteStore {
             });
         }
         // Identity checked: from here on the file may be written. A new file gets 16 KiB
-        // pages: a compressed answer (4-5 KB) then fits a page with others instead of
-        // spilling into overflow pages, which halves the WAL frames written per answer.
+        // pages: measured on a 100k-answer import, the WAL then stays under the
+        // auto-checkpoint size (4096 pages) and the commit took 30 ms instead of 220 ms.
         if tables == 0 {
             self.conn
                 .pragma_update(None, "page_size", 16384)
@@ -502,15 +510,6 @@ impl SqliteStore {
         tx.commit().map_err(e)
     }
 
-    /// Sets the connection up for a stream of small appending transactions: SQLite's
-    /// default page cache, since a large one costs time at every commit (measured: 7% of
-    /// the journal's CPU spent truncating a 64 MB page cache).
-    pub fn for_appends(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .pragma_update(None, "cache_size", -2000)
-            .map_err(|e| self.err(e))
-    }
-
     /// The path of the file.
     pub fn path(&self) -> &Path {
         &self.path
@@ -529,12 +528,18 @@ impl SqliteStore {
         let q = || -> rusqlite::Result<Stats> {
             let c = &self.conn;
             let found: i64 = c.query_row("SELECT count(*) FROM files", [], |r| r.get(0))?;
-            let not_found: i64 = c.query_row("SELECT count(*) FROM missing", [], |r| r.get(0))?;
+            let not_found: i64 = c.query_row(
+                &format!("SELECT count(*) FROM missing WHERE NOT {SUPERSEDED}"),
+                [],
+                |r| r.get(0),
+            )?;
             let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
             let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             let (oldest, newest): (Option<i64>, Option<i64>) = c.query_row(
-                "SELECT min(t), max(t) FROM (SELECT fetched_at AS t FROM files
-                 UNION ALL SELECT fetched_at FROM missing)",
+                &format!(
+                    "SELECT min(t), max(t) FROM (SELECT fetched_at AS t FROM files
+                     UNION ALL SELECT fetched_at FROM missing WHERE NOT {SUPERSEDED})"
+                ),
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
@@ -558,6 +563,12 @@ impl SqliteStore {
                 found: found as u64,
                 not_found: not_found as u64,
                 bytes: (pages * page) as u64,
+                segment_bytes: std::fs::read_dir(&self.dir).map_or(0, |entries| {
+                    entries
+                        .filter_map(|e| e.ok()?.metadata().ok())
+                        .map(|m| m.len())
+                        .sum()
+                }),
                 oldest,
                 newest,
                 last_run,
@@ -566,7 +577,10 @@ impl SqliteStore {
         q().map_err(|e| self.err(e))
     }
 
-    /// Drops answers that are no longer fresh at `now`; returns (found, not found) dropped.
+    /// Drops answers that are no longer fresh at `now` (and not-found answers superseded by
+    /// a found file), and the segments no row points into any more; returns (found, not
+    /// found) dropped. A segment that still holds one
+    /// fresh answer is kept whole.
     pub fn prune(&mut self, now: i64, freshness: Freshness) -> Result<(u64, u64), StoreError> {
         let path = self.path.clone();
         let e = sqlite_error(&path);
@@ -574,22 +588,39 @@ impl SqliteStore {
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(e)?;
-        let found_before = now - freshness.found_ttl;
-        tx.execute(
-            "DELETE FROM bodies WHERE id IN (SELECT body_id FROM files WHERE fetched_at < ?1)",
-            [found_before],
-        )
-        .map_err(e)?;
         let found = tx
-            .execute("DELETE FROM files WHERE fetched_at < ?1", [found_before])
+            .execute(
+                "DELETE FROM files WHERE fetched_at < ?1",
+                [now - freshness.found_ttl],
+            )
             .map_err(e)?;
         let missing = tx
             .execute(
-                "DELETE FROM missing WHERE fetched_at < ?1",
+                &format!("DELETE FROM missing WHERE fetched_at < ?1 OR {SUPERSEDED}"),
                 [now - freshness.not_found_ttl],
             )
             .map_err(e)?;
+        let unused: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT id, name FROM segments WHERE sealed = 1 AND id NOT IN
+                     (SELECT body_seg FROM files WHERE body_seg IS NOT NULL)",
+                )
+                .map_err(e)?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?
+        };
+        for (id, _) in &unused {
+            tx.execute("DELETE FROM segments WHERE id = ?1", [id])
+                .map_err(e)?;
+        }
         tx.commit().map_err(e)?;
+        for (id, name) in unused {
+            self.bodies.remove(&id);
+            let _ = std::fs::remove_file(segment::bodies_path(&self.dir, &name));
+        }
         Ok((found as u64, missing as u64))
     }
 
@@ -600,16 +631,19 @@ impl SqliteStore {
     ) -> Result<u64, StoreError> {
         let mut n = 0u64;
         let mut run = || -> rusqlite::Result<std::io::Result<()>> {
-            let mut dicts = std::collections::HashMap::new();
-            let mut stmt = self.conn.prepare("SELECT id, data FROM dicts")?;
+            let mut segments: HashMap<i64, Option<File>> = HashMap::new();
+            let mut stmt = self.conn.prepare("SELECT id, name FROM segments")?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                dicts.insert(row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?);
+                let name: String = row.get(1)?;
+                let file = File::open(segment::bodies_path(&self.dir, &name)).ok();
+                segments.insert(row.get(0)?, file);
             }
             drop(rows);
             let mut stmt = self.conn.prepare(
-                "SELECT f.sha256, f.fetched_at, b.data, f.summary, b.dict_id FROM files f
-                 LEFT JOIN bodies b ON b.id = f.body_id ORDER BY f.sha256",
+                "SELECT sha256, md5, sha1, fetched_at, summary,
+                    body_seg, body_enc, body_off, body_len
+                 FROM files ORDER BY sha256",
             )?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
@@ -617,25 +651,24 @@ impl SqliteStore {
                 let Ok(sha256) = <[u8; 32]>::try_from(sha.as_slice()) else {
                     continue;
                 };
-                let data = match row.get::<_, Option<Vec<u8>>>(2)? {
-                    Some(z) => {
-                        let dict = row.get::<_, Option<i64>>(4)?.and_then(|id| dicts.get(&id));
-                        decompress(&z, dict.map(Vec::as_slice)).unwrap_or_default()
-                    }
-                    None => row.get(3)?,
-                };
-                if let Err(e) = f(Exported::Found {
+                let data = body_columns(row, 5)?.and_then(|(seg, body)| {
+                    segment::read_body(segments.get(&seg)?.as_ref()?, body)
+                });
+                if let Err(e) = f(Exported::Found(FoundFile {
                     sha256,
-                    fetched_at: row.get(1)?,
+                    md5: digest_column(row, 1)?,
+                    sha1: digest_column(row, 2)?,
+                    fetched_at: row.get(3)?,
+                    summary: row.get(4)?,
                     data,
-                }) {
+                })) {
                     return Ok(Err(e));
                 }
                 n += 1;
             }
-            let mut stmt = self
-                .conn
-                .prepare("SELECT digest, fetched_at FROM missing ORDER BY digest")?;
+            let mut stmt = self.conn.prepare(&format!(
+                "SELECT digest, fetched_at FROM missing WHERE NOT {SUPERSEDED} ORDER BY digest"
+            ))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let digest: Vec<u8> = row.get(0)?;
@@ -663,6 +696,34 @@ impl SqliteStore {
     }
 }
 
+/// Reads a digest column (`None` for NULL or a wrong length).
+fn digest_column<const N: usize>(
+    row: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Option<[u8; N]>> {
+    let value = row.get_ref(at)?;
+    Ok(value.as_blob_or_null()?.and_then(|b| b.try_into().ok()))
+}
+
+/// Reads `body_seg, body_enc, body_off, body_len` starting at column `at`.
+fn body_columns(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<(i64, BodyRef)>> {
+    let seg: Option<i64> = row.get(at)?;
+    let encoding = row
+        .get::<_, Option<i64>>(at + 1)?
+        .and_then(Encoding::from_i64);
+    let (Some(seg), Some(encoding)) = (seg, encoding) else {
+        return Ok(None);
+    };
+    Ok(Some((
+        seg,
+        BodyRef {
+            encoding,
+            offset: row.get::<_, i64>(at + 2)? as u64,
+            len: row.get::<_, i64>(at + 3)? as u32,
+        },
+    )))
+}
+
 impl Store for SqliteStore {
     fn get_many(
         &mut self,
@@ -678,19 +739,19 @@ impl Store for SqliteStore {
             .map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
         let mut out = vec![None; hashes.len()];
-        let mut bodies: Vec<(usize, Vec<u8>, Option<i64>)> = Vec::new();
+        let mut bodies: Vec<(usize, i64, BodyRef)> = Vec::new();
         {
             // Two passes, each in key order, so that neighbouring lookups share B-tree pages
             // (callers that sort their whole input make every pass a sequential sweep):
             // 1. MD5 and SHA-1 to SHA-256 through the alias indexes (which hold the SHA-256,
             //    `files` being keyed by it), and the not-found answers of the unresolved;
             // 2. every SHA-256 to its row.
-            let mut alias = [HashKind::Md5, HashKind::Sha1].map(|k| {
-                tx.prepare_cached(&format!(
-                    "SELECT sha256 FROM files WHERE {} = ?1",
-                    kind_column(k)
-                ))
-            });
+            let mut md5 = tx
+                .prepare_cached("SELECT sha256 FROM files WHERE md5 = ?1")
+                .map_err(e)?;
+            let mut sha1 = tx
+                .prepare_cached("SELECT sha256 FROM files WHERE sha1 = ?1")
+                .map_err(e)?;
             let mut missing = tx
                 .prepare_cached("SELECT fetched_at FROM missing WHERE digest = ?1")
                 .map_err(e)?;
@@ -701,17 +762,15 @@ impl Store for SqliteStore {
                 let hash = &hashes[i];
                 let sha256 = match hash {
                     Hash::Sha256(d) => Some(*d),
-                    Hash::Md5(_) | Hash::Sha1(_) => {
-                        let slot = usize::from(matches!(hash, Hash::Sha1(_)));
-                        let stmt = alias[slot].as_mut().map_err(|x| StoreError::Sqlite {
-                            path: self.path.clone(),
-                            reason: x.to_string(),
-                        })?;
-                        stmt.query_row([hash.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
-                            .optional()
-                            .map_err(e)?
-                            .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok())
+                    Hash::Md5(_) | Hash::Sha1(_) => if matches!(hash, Hash::Md5(_)) {
+                        &mut md5
+                    } else {
+                        &mut sha1
                     }
+                    .query_row([hash.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+                    .map_err(e)?
+                    .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()),
                 };
                 match sha256 {
                     Some(d) => by_sha256.push((d, i)),
@@ -726,40 +785,35 @@ impl Store for SqliteStore {
             }
             by_sha256.sort_unstable();
             let mut file = tx
-                .prepare_cached("SELECT body_id, fetched_at, summary FROM files WHERE sha256 = ?1")
-                .map_err(e)?;
-            let mut body = tx
-                .prepare_cached("SELECT data, dict_id FROM bodies WHERE id = ?1")
+                .prepare_cached(
+                    "SELECT fetched_at, summary, md5, sha1,
+                        body_seg, body_enc, body_off, body_len
+                     FROM files WHERE sha256 = ?1",
+                )
                 .map_err(e)?;
             for (sha256, i) in by_sha256 {
                 let row = file
                     .query_row([&sha256[..]], |r| {
                         Ok((
-                            r.get::<_, Option<i64>>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, Vec<u8>>(2)?,
+                            FoundFile {
+                                sha256,
+                                md5: digest_column(r, 2)?,
+                                sha1: digest_column(r, 3)?,
+                                fetched_at: r.get(0)?,
+                                summary: r.get(1)?,
+                                data: None,
+                            },
+                            if with_data { body_columns(r, 4)? } else { None },
                         ))
                     })
                     .optional()
                     .map_err(e)?;
                 out[i] = match row {
-                    Some((body_id, fetched_at, summary)) => {
-                        if let Some(id) = body_id.filter(|_| with_data)
-                            && let Some((z, dict_id)) = body
-                                .query_row([id], |r| {
-                                    Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Option<i64>>(1)?))
-                                })
-                                .optional()
-                                .map_err(e)?
-                        {
-                            bodies.push((i, z, dict_id));
+                    Some((file, body)) => {
+                        if let Some((seg, body)) = body {
+                            bodies.push((i, seg, body));
                         }
-                        Some(Hit::Found(FoundFile {
-                            sha256,
-                            fetched_at,
-                            summary,
-                            data: None,
-                        }))
+                        Some(Hit::Found(file))
                     }
                     // A SHA-256 never stored: perhaps a 404 for it.
                     None => missing
@@ -771,8 +825,8 @@ impl Store for SqliteStore {
             }
         }
         tx.commit().map_err(e)?;
-        for (i, z, dict_id) in bodies {
-            let data = self.body(&z, dict_id);
+        for (i, seg, body) in bodies {
+            let data = self.body(seg, body);
             if let Some(Hit::Found(f)) = &mut out[i] {
                 f.data = data;
             }
@@ -784,123 +838,165 @@ impl Store for SqliteStore {
         if items.is_empty() {
             return Ok(());
         }
-        if let Some(sample) = items.iter().find_map(|i| match i {
-            Put::Found { data: Some(d), .. } => Some(d.clone()),
-            _ => None,
-        }) {
-            self.ensure_dict(&sample)?;
-        }
-        let dict = self.dict.clone();
-        let path = self.path.clone();
-        let e = sqlite_error(&path);
-        // Appends only (bodies, journal): no random index page is touched per answer.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
-        {
-            let mut body = tx
-                .prepare_cached("INSERT INTO bodies (data, dict_id) VALUES (?1, ?2)")
-                .map_err(e)?;
-            let mut entry = tx
-                .prepare_cached(
-                    "INSERT INTO journal (found, digest, md5, sha1, fetched_at, summary, body_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )
-                .map_err(e)?;
-            for item in items {
-                match item {
-                    Put::Found {
-                        sha256,
-                        md5,
-                        sha1,
-                        summary,
-                        data,
-                    } => {
-                        let body_id = match data {
-                            Some(data) => {
-                                let (dict_id, dict) = match &dict {
-                                    Some((id, d)) => (Some(*id), Some(d.as_slice())),
-                                    None => (None, None),
-                                };
-                                body.execute(params![compress(data, dict), dict_id])
-                                    .map_err(e)?;
-                                Some(tx.last_insert_rowid())
-                            }
-                            None => None,
-                        };
-                        entry
-                            .execute(params![
-                                1,
-                                &sha256[..],
-                                md5.as_ref().map(|d| &d[..]),
-                                sha1.as_ref().map(|d| &d[..]),
-                                now,
-                                summary,
-                                body_id
-                            ])
-                            .map_err(e)?;
-                    }
-                    Put::NotFound(hash) => {
-                        entry
-                            .execute(params![
-                                0,
-                                hash.as_bytes(),
-                                None::<&[u8]>,
-                                None::<&[u8]>,
-                                now,
-                                None::<&[u8]>,
-                                None::<i64>
-                            ])
-                            .map_err(e)?;
-                    }
-                }
-            }
-        }
-        tx.commit().map_err(e)
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => self.new_segment()?,
+        };
+        let writer = self.writer.insert(writer);
+        writer.append(items, now).map_err(|source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        })
     }
 
     fn compact(&mut self) -> Result<u64, StoreError> {
+        // This process's segment is sealed: what it holds is imported below, and answers
+        // from here on go to a new one.
+        self.writer = None;
         let path = self.path.clone();
         let e = sqlite_error(&path);
-        let pending: i64 = self
+        let open: i64 = self
             .conn
-            .query_row("SELECT count(*) FROM journal", [], |r| r.get(0))
+            .query_row("SELECT count(*) FROM segments WHERE sealed = 0", [], |r| {
+                r.get(0)
+            })
             .map_err(e)?;
-        if pending == 0 {
+        if open == 0 {
             return Ok(0);
         }
-        // One transaction, in key order, with a page cache big enough that every index page
-        // is written once however many answers land on it.
-        self.conn
-            .pragma_update(None, "cache_size", READ_CACHE_KIB)
-            .map_err(e)?;
+        // Under the write lock, so two processes never import the same bytes twice.
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(e)?;
-        tx.execute_batch(
-            "DELETE FROM bodies WHERE id IN (
-                SELECT f.body_id FROM files f JOIN journal j ON j.digest = f.sha256
-                WHERE j.found = 1 AND f.body_id IS NOT j.body_id);
-             INSERT INTO files (sha256, md5, sha1, fetched_at, summary, body_id)
-                SELECT digest, md5, sha1, fetched_at, summary, body_id FROM journal
-                WHERE found = 1 ORDER BY digest, id
-                ON CONFLICT(sha256) DO UPDATE SET md5 = coalesce(excluded.md5, md5),
-                    sha1 = coalesce(excluded.sha1, sha1), fetched_at = excluded.fetched_at,
-                    summary = excluded.summary, body_id = excluded.body_id;
-             INSERT INTO missing (digest, fetched_at)
-                SELECT digest, fetched_at FROM journal WHERE found = 0 ORDER BY digest, id
-                ON CONFLICT(digest) DO UPDATE SET fetched_at = excluded.fetched_at;
-             DELETE FROM missing WHERE digest IN (
-                SELECT digest FROM journal WHERE found = 1
-                UNION ALL SELECT md5 FROM journal WHERE found = 1 AND md5 IS NOT NULL
-                UNION ALL SELECT sha1 FROM journal WHERE found = 1 AND sha1 IS NOT NULL);
-             DELETE FROM journal;",
-        )
-        .map_err(e)?;
+        let segments: Vec<(i64, String, i64)> = {
+            let mut stmt = tx
+                .prepare("SELECT id, name, imported_to FROM segments WHERE sealed = 0")
+                .map_err(e)?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?
+        };
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        let mut sealed_logs = Vec::new();
+        for (id, name, imported_to) in segments {
+            let log_path = segment::log_path(&self.dir, &name);
+            let log = match File::open(&log_path) {
+                Ok(log) => log,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    tx.execute("UPDATE segments SET sealed = 1 WHERE id = ?1", [id])
+                        .map_err(e)?;
+                    continue;
+                }
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        path: log_path,
+                        source,
+                    });
+                }
+            };
+            // A log nobody holds locked belongs to a writer that is gone: after this import
+            // it can only have a torn tail, so it is sealed and removed.
+            let writer_gone = log.try_lock().is_ok();
+            let (entries, end) =
+                segment::read_log(&log, imported_to as u64).map_err(|source| StoreError::Io {
+                    path: log_path.clone(),
+                    source,
+                })?;
+            for entry in entries {
+                match entry {
+                    Entry::Found { .. } => found.push((id, entry)),
+                    Entry::NotFound { .. } => missing.push(entry),
+                }
+            }
+            tx.execute(
+                "UPDATE segments SET imported_to = ?2, sealed = ?3 WHERE id = ?1",
+                params![id, end as i64, writer_gone],
+            )
+            .map_err(e)?;
+            if writer_gone {
+                sealed_logs.push(log_path);
+            }
+        }
+        let imported = (found.len() + missing.len()) as u64;
+        // In key order, with a page cache big enough that every index page is written once
+        // however many answers land on it.
+        tx.pragma_update(None, "cache_size", READ_CACHE_KIB)
+            .map_err(e)?;
+        found.sort_unstable_by_key(|(_, entry)| match entry {
+            Entry::Found {
+                sha256, fetched_at, ..
+            } => (*sha256, *fetched_at),
+            Entry::NotFound { .. } => ([0; 32], 0),
+        });
+        {
+            // The newest answer for a file wins, whatever order segments are imported in.
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO files (sha256, md5, sha1, fetched_at, summary,
+                        body_seg, body_enc, body_off, body_len)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT(sha256) DO UPDATE SET md5 = coalesce(excluded.md5, md5),
+                        sha1 = coalesce(excluded.sha1, sha1), fetched_at = excluded.fetched_at,
+                        summary = excluded.summary, body_seg = excluded.body_seg,
+                        body_enc = excluded.body_enc, body_off = excluded.body_off,
+                        body_len = excluded.body_len
+                     WHERE excluded.fetched_at >= files.fetched_at",
+                )
+                .map_err(e)?;
+            for (seg, entry) in &found {
+                let Entry::Found {
+                    fetched_at,
+                    sha256,
+                    md5,
+                    sha1,
+                    summary,
+                    body,
+                } = entry
+                else {
+                    continue;
+                };
+                upsert
+                    .execute(params![
+                        &sha256[..],
+                        md5.as_ref().map(|d| &d[..]),
+                        sha1.as_ref().map(|d| &d[..]),
+                        fetched_at,
+                        summary,
+                        body.map(|_| seg),
+                        body.map(|b| b.encoding as i64),
+                        body.map(|b| b.offset as i64),
+                        body.map(|b| i64::from(b.len)),
+                    ])
+                    .map_err(e)?;
+            }
+            let mut missing_rows: Vec<(Hash, i64)> = missing
+                .iter()
+                .filter_map(|entry| match entry {
+                    Entry::NotFound { fetched_at, digest } => Some((*digest, *fetched_at)),
+                    Entry::Found { .. } => None,
+                })
+                .collect();
+            missing_rows.sort_unstable();
+            let mut miss = tx
+                .prepare_cached(
+                    "INSERT INTO missing (digest, fetched_at) VALUES (?1, ?2)
+                     ON CONFLICT(digest) DO UPDATE SET fetched_at = excluded.fetched_at
+                     WHERE excluded.fetched_at >= missing.fetched_at",
+                )
+                .map_err(e)?;
+            for (digest, fetched_at) in &missing_rows {
+                miss.execute(params![digest.as_bytes(), fetched_at])
+                    .map_err(e)?;
+            }
+        }
         tx.commit().map_err(e)?;
-        Ok(pending as u64)
+        for log in sealed_logs {
+            let _ = std::fs::remove_file(log);
+        }
+        Ok(imported)
     }
 
     fn record_run(&mut self, run: RunRecord) -> Result<(), StoreError> {
@@ -918,6 +1014,28 @@ impl Store for SqliteStore {
             )
             .map(|_| ())
             .map_err(|e| self.err(e))
+    }
+}
+
+impl SqliteStore {
+    /// Creates this process's segment (two new private files, the log locked) and
+    /// registers it; files first, so a segment is never seen unlocked while its writer lives.
+    fn new_segment(&mut self) -> Result<segment::Writer, StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.dir.clone(),
+            source,
+        };
+        create_private_dir(&self.dir).map_err(io)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let name = format!("{nanos:x}-{}", std::process::id());
+        let mut writer = segment::Writer::create(&self.dir, &name).map_err(io)?;
+        self.conn
+            .execute("INSERT INTO segments (name) VALUES (?1)", [&name])
+            .map_err(|e| self.err(e))?;
+        writer.id = self.conn.last_insert_rowid();
+        Ok(writer)
     }
 }
 
@@ -954,6 +1072,15 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+/// Creates `path` (mode 0600), failing if it exists.
+pub(crate) fn create_new_private(path: &Path) -> std::io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 fn create_private_file(path: &Path) -> std::io::Result<()> {

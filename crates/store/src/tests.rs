@@ -9,19 +9,37 @@ fn digests(seed: u8) -> ([u8; 32], [u8; 16], [u8; 20]) {
     ([seed; 32], [seed ^ 0x55; 16], [seed ^ 0xaa; 20])
 }
 
+/// The answer stored for `seed`, as JSON.
+fn answer(seed: u8) -> Vec<u8> {
+    format!("{{\"id\":\"{seed}\",\"attributes\":{{}}}}").into_bytes()
+}
+
+/// A found file; even seeds came gzipped, odd ones plain.
 fn found(seed: u8) -> Put {
     let (sha256, md5, sha1) = digests(seed);
+    let json = answer(seed);
     Put::Found {
         sha256,
         md5: Some(md5),
         sha1: Some(sha1),
         summary: format!("{{\"seed\":{seed}}}").into_bytes(),
-        data: Some(
-            format!("{{\"id\":\"{seed}\",\"attributes\":{{}}}}")
-                .into_bytes()
-                .into(),
-        ),
+        body: Some(if seed.is_multiple_of(2) {
+            Body::Gzip(segment::gzip(&json))
+        } else {
+            Body::Json(json.into())
+        }),
     }
+}
+
+/// The files in the segment directory, by extension.
+fn segment_files(path: &Path, ext: &str) -> usize {
+    std::fs::read_dir(segment::dir_of(path)).map_or(0, |d| {
+        d.filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == ext))
+        })
+        .count()
+    })
 }
 
 fn temp() -> (tempfile::TempDir, PathBuf) {
@@ -48,25 +66,19 @@ fn a_found_file_is_found_by_each_of_its_three_hashes_with_its_data() {
         let Some(Hit::Found(f)) = hit else {
             panic!("expected found, got {hit:?}")
         };
-        assert_eq!(f.sha256, sha256);
+        assert_eq!((f.sha256, f.md5, f.sha1), (sha256, Some(md5), Some(sha1)));
         assert_eq!(f.fetched_at, T0);
         assert_eq!(f.summary, b"{\"seed\":7}");
-        assert_eq!(
-            f.data.as_deref(),
-            Some(&b"{\"id\":\"7\",\"attributes\":{}}"[..])
-        );
+        assert_eq!(f.data.as_deref(), Some(&answer(7)[..]));
     }
     assert_eq!(hits[3], None, "not stored yet");
-    // A second body is compressed against the first (the dictionary) and reads back whole.
+    // A body that came gzipped is kept so and reads back inflated.
     store.put_batch(&[found(8)], T0).expect("put");
     store.compact().expect("compact");
     let Some(Hit::Found(eight)) = store.get(&Hash::Sha256([8; 32])).expect("get") else {
         panic!("expected found")
     };
-    assert_eq!(
-        eight.data.as_deref(),
-        Some(&b"{\"id\":\"8\",\"attributes\":{}}"[..])
-    );
+    assert_eq!(eight.data.as_deref(), Some(&answer(8)[..]));
     // Without data, the body is not read.
     let lean = store.get_many(&hashes[..1], false).expect("get");
     assert!(matches!(&lean[0], Some(Hit::Found(f)) if f.data.is_none()));
@@ -95,6 +107,125 @@ fn journaled_answers_are_visible_after_compaction_or_on_the_next_open() {
         0,
         "nothing left to move"
     );
+    assert_eq!(segment_files(&path, "log"), 0, "imported logs are removed");
+    assert_eq!(segment_files(&path, "bodies"), 1, "bodies stay");
+}
+
+#[test]
+fn a_torn_log_entry_ends_the_import_and_everything_before_it_is_kept() {
+    let (_dir, path) = temp();
+    let mut store = SqliteStore::open(&path).expect("open");
+    store.put_batch(&[found(1), found(2)], T0).expect("put");
+    store.put_batch(&[found(3)], T0).expect("put");
+    drop(store);
+    // As if killed in the middle of writing the last entry.
+    let log = std::fs::read_dir(segment::dir_of(&path))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a log");
+    let len = std::fs::metadata(&log).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&log)
+        .expect("open log")
+        .set_len(len - 5)
+        .expect("truncate");
+    let mut store = SqliteStore::open(&path).expect("reopen");
+    let hits = store
+        .get_many(&[1, 2, 3].map(|s| Hash::Sha256([s; 32])), true)
+        .expect("get");
+    assert!(matches!(&hits[0], Some(Hit::Found(f)) if f.data.as_deref() == Some(&answer(1)[..])));
+    assert!(matches!(&hits[1], Some(Hit::Found(f)) if f.data.as_deref() == Some(&answer(2)[..])));
+    assert_eq!(hits[2], None, "the torn answer is looked up again");
+    // A damaged byte is the same as a torn one: the checksum catches it.
+    store.put_batch(&[found(4), found(5)], T0).expect("put");
+    drop(store);
+    let log = std::fs::read_dir(segment::dir_of(&path))
+        .expect("dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("the second run's log");
+    let mut bytes = std::fs::read(&log).expect("read");
+    let last = bytes.len() - 3;
+    bytes[last] ^= 0xff;
+    std::fs::write(&log, bytes).expect("write");
+    let mut store = SqliteStore::open(&path).expect("reopen");
+    let hits = store
+        .get_many(&[4, 5].map(|s| Hash::Sha256([s; 32])), false)
+        .expect("get");
+    assert!(matches!(&hits[0], Some(Hit::Found(_))));
+    assert_eq!(hits[1], None);
+}
+
+#[test]
+fn a_live_writers_log_is_imported_up_to_where_it_is_and_kept_open() {
+    let (_dir, path) = temp();
+    let mut writer = SqliteStore::open(&path).expect("open");
+    writer.put_batch(&[found(1)], T0).expect("put");
+    // Another process opens the file while the writer is still running.
+    let mut reader = SqliteStore::open(&path).expect("open");
+    assert!(matches!(
+        reader.get(&Hash::Sha256([1; 32])).expect("get"),
+        Some(Hit::Found(f)) if f.data.as_deref() == Some(&answer(1)[..])
+    ));
+    assert_eq!(segment_files(&path, "log"), 1, "the live log is kept");
+    writer.put_batch(&[found(2)], T0).expect("put");
+    assert_eq!(reader.compact().expect("compact"), 1, "only the new entry");
+    assert!(reader.get(&Hash::Sha256([2; 32])).expect("get").is_some());
+    // The writer's own compaction seals its segment.
+    assert_eq!(
+        writer.compact().expect("compact"),
+        0,
+        "all imported already"
+    );
+    assert_eq!(segment_files(&path, "log"), 0);
+}
+
+#[test]
+fn a_version_1_cache_is_migrated_with_its_rows_and_journal() {
+    let (_dir, path) = temp();
+    std::fs::create_dir_all(path.parent().expect("dir")).expect("mkdir");
+    {
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch(MIGRATIONS[0]).expect("v1 schema");
+        conn.pragma_update(None, "user_version", 1)
+            .expect("version");
+        conn.pragma_update(None, "application_id", APPLICATION_ID)
+            .expect("id");
+        let (sha256, md5, sha1) = digests(1);
+        conn.execute(
+            "INSERT INTO files (sha256, md5, sha1, fetched_at, summary) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&sha256[..], &md5[..], &sha1[..], T0, b"{}".as_slice()],
+        )
+        .expect("row");
+        conn.execute(
+            "INSERT INTO journal (found, digest, fetched_at, summary) VALUES (1, ?1, ?2, ?3)",
+            params![&[2u8; 32][..], T0, b"{}".as_slice()],
+        )
+        .expect("journal");
+        conn.execute(
+            "INSERT INTO journal (found, digest, fetched_at) VALUES (0, ?1, ?2)",
+            params![&[3u8; 16][..], T0],
+        )
+        .expect("journal");
+    }
+    let mut store = SqliteStore::open(&path).expect("migrates");
+    assert!(matches!(
+        store.get(&Hash::Md5(digests(1).1)).expect("get"),
+        Some(Hit::Found(f)) if f.sha256 == [1; 32] && f.data.is_none()
+    ));
+    assert!(matches!(
+        store.get(&Hash::Sha256([2; 32])).expect("get"),
+        Some(Hit::Found(_))
+    ));
+    assert_eq!(
+        store.get(&Hash::Md5([3; 16])).expect("get"),
+        Some(Hit::NotFound { fetched_at: T0 })
+    );
+    store.put_batch(&[found(4)], T0).expect("put");
+    store.compact().expect("compact");
+    assert!(store.get(&Hash::Sha256([4; 32])).expect("get").is_some());
 }
 
 #[test]
@@ -124,6 +255,8 @@ fn freshness_has_separate_ttls_for_found_and_not_found_and_max_age_tightens_both
     let f = Freshness::default();
     let found = Hit::Found(FoundFile {
         sha256: [0; 32],
+        md5: None,
+        sha1: None,
         fetched_at: T0,
         summary: vec![],
         data: None,
@@ -182,7 +315,13 @@ fn prune_drops_only_what_is_stale_at_now() {
             Ok(())
         })
         .expect("export");
-    assert!(matches!(&exported[..], [Exported::Found { sha256, .. }] if *sha256 == [2; 32]));
+    assert!(matches!(&exported[..], [Exported::Found(f)]
+        if f.sha256 == [2; 32] && f.data.as_deref() == Some(&answer(2)[..])));
+    assert_eq!(
+        segment_files(&path, "bodies"),
+        1,
+        "the segment of the pruned answer is gone"
+    );
 }
 
 #[test]

@@ -15,7 +15,7 @@ use url::{Host, Url};
 use vtbulk_ioc::Hash;
 
 use crate::error::{Error, ErrorKind};
-use crate::models::{Envelope, FileObject, FileSummary, OverallQuotas, UserObject};
+use crate::models::{Body, Envelope, FileObject, FileSummary, OverallQuotas, UserObject};
 use crate::secret::ApiKey;
 
 /// VirusTotal's production host.
@@ -38,12 +38,14 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Idle keep-alive connections kept per host; size it to the largest concurrency.
     pub pool_max_idle_per_host: usize,
-    /// Ask for gzip bodies (`Accept-Encoding: gzip`) and decode them.
+    /// Ask for gzip bodies (`Accept-Encoding: gzip`) and decode them (here, not in the HTTP
+    /// stack, so that the compressed bytes can be kept: see [`ClientConfig::keep_body`]).
     pub gzip: bool,
     /// Keep the raw `data` object of file answers ([`FileObject::raw`]).
     pub keep_raw: bool,
-    /// Keep the whole body of file answers as received ([`FileSummary::body`]): free (the
-    /// buffer is shared, not copied), for callers that store answers.
+    /// Keep the whole body of file answers as received ([`FileSummary::body`]), still
+    /// gzipped when it came so: free (the buffer is shared, not copied, and needs no
+    /// compressing), for callers that store answers.
     pub keep_body: bool,
 }
 
@@ -153,6 +155,9 @@ impl Client {
         let mut headers = HeaderMap::new();
         headers.insert("x-apikey", key_value);
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        if config.gzip {
+            headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        }
 
         // This crate is the one place allowed to build an HTTP client (see clippy.toml).
         #[allow(clippy::disallowed_methods)]
@@ -164,8 +169,7 @@ impl Client {
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_idle_timeout(Duration::from_secs(90))
             .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            .gzip(config.gzip);
+            .redirect(reqwest::redirect::Policy::none());
         if loopback {
             // A proxy from the environment must not capture traffic meant for a local mock.
             builder = builder.no_proxy();
@@ -212,8 +216,8 @@ impl Client {
             self.files.path(),
             hash.encode_hex(&mut buf)
         ));
-        let body = match self.get_url(url).await {
-            Ok(body) => body,
+        let (body, wire) = match self.get_url(url).await {
+            Ok(answer) => answer,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FileLookup::NotFound),
             Err(e) => return Err(e),
         };
@@ -226,7 +230,10 @@ impl Client {
             decode::<Envelope<T>>(&body)?.data
         };
         if self.keep_body {
-            file.set_body(body);
+            file.set_body(match wire {
+                Some(gzip) => Body::Gzip(gzip),
+                None => Body::Json(body),
+            });
         }
         Ok(FileLookup::Found(Box::new(file)))
     }
@@ -235,30 +242,31 @@ impl Client {
     /// is the only way to see its `quotas`.
     pub async fn get_own_user(&self) -> Result<UserObject, Error> {
         let url = format!("{}/users/{}", self.api, self.key.expose());
-        Ok(decode::<Envelope<UserObject>>(&self.get(&url).await?)?.data)
+        Ok(decode::<Envelope<UserObject>>(&self.get(&url).await?.0)?.data)
     }
 
     /// `GET /users/{id}` for a user id (or another key).
     pub async fn get_user(&self, id: &str) -> Result<UserObject, Error> {
         let url = format!("{}/users/{}", self.api, encode_segment(id));
-        Ok(decode::<Envelope<UserObject>>(&self.get(&url).await?)?.data)
+        Ok(decode::<Envelope<UserObject>>(&self.get(&url).await?.0)?.data)
     }
 
     /// `GET /users/{id}/overall_quotas` for the key's own user.
     pub async fn own_overall_quotas(&self) -> Result<OverallQuotas, Error> {
         let url = format!("{}/users/{}/overall_quotas", self.api, self.key.expose());
-        Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?)?.data)
+        Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?.0)?.data)
     }
 
     /// `GET /users/{id}/overall_quotas`: user and group allowances in one call.
     pub async fn overall_quotas(&self, id: &str) -> Result<OverallQuotas, Error> {
         let url = format!("{}/users/{}/overall_quotas", self.api, encode_segment(id));
-        Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?)?.data)
+        Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?.0)?.data)
     }
 
-    /// Sends a GET and returns the body of a 200 JSON answer; anything else is an [`Error`],
-    /// with the key scrubbed from its message.
-    async fn get(&self, url: &str) -> Result<Bytes, Error> {
+    /// Sends a GET and returns the body of a 200 JSON answer (decoded, and as it came when
+    /// it came gzipped); anything else is an [`Error`], with the key scrubbed from its
+    /// message.
+    async fn get(&self, url: &str) -> Result<(Bytes, Option<Bytes>), Error> {
         let url = Url::parse(url).map_err(|e| {
             Error::new(ErrorKind::OtherClientError, None, format!("bad URL: {e}"))
                 .redact(self.key.expose())
@@ -266,21 +274,40 @@ impl Client {
         self.get_url(url).await
     }
 
-    async fn get_url(&self, url: Url) -> Result<Bytes, Error> {
+    async fn get_url(&self, url: Url) -> Result<(Bytes, Option<Bytes>), Error> {
         self.get_unredacted(url)
             .await
             .map_err(|e| e.redact(self.key.expose()))
     }
 
-    async fn get_unredacted(&self, url: Url) -> Result<Bytes, Error> {
+    async fn get_unredacted(&self, url: Url) -> Result<(Bytes, Option<Bytes>), Error> {
         let response = self.http.get(url).send().await.map_err(transport_error)?;
         let status = response.status().as_u16();
-        let is_json = response
-            .headers()
+        let headers = response.headers();
+        let is_json = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim_start().starts_with("application/json"));
-        let body = response.bytes().await.map_err(transport_error)?;
+        let encoding = match headers
+            .get(header::CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes)
+        {
+            None => None,
+            Some(v) if v.eq_ignore_ascii_case(b"identity") => None,
+            Some(v) if v.eq_ignore_ascii_case(b"gzip") => Some(()),
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::UnexpectedContentType,
+                    Some(status),
+                    "the answer has a content encoding that was not asked for",
+                ));
+            }
+        };
+        let wire = response.bytes().await.map_err(transport_error)?;
+        let (body, wire) = match encoding {
+            Some(()) => (Bytes::from(gunzip(&wire, status)?), Some(wire)),
+            None => (wire, None),
+        };
         if status == 200 {
             if !is_json {
                 return Err(Error::new(
@@ -289,7 +316,7 @@ impl Client {
                     "the answer is not application/json",
                 ));
             }
-            return Ok(body);
+            return Ok((body, wire));
         }
         Err(Error::from_response(status, is_json.then_some(&body[..])))
     }
@@ -300,7 +327,7 @@ trait FileModel: DeserializeOwned {
     /// Keeps the raw `data` object (for `--raw`).
     fn set_raw(&mut self, raw: Box<RawValue>);
     /// Keeps the whole body (for storing); models without the field ignore it.
-    fn set_body(&mut self, _body: Bytes) {}
+    fn set_body(&mut self, _body: Body) {}
 }
 
 impl FileModel for FileObject {
@@ -314,7 +341,7 @@ impl FileModel for FileSummary {
         self.raw = Some(raw);
     }
 
-    fn set_body(&mut self, body: Bytes) {
+    fn set_body(&mut self, body: Body) {
         self.body = Some(body);
     }
 }
@@ -324,6 +351,32 @@ fn encode_segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
+}
+
+/// Inflates a gzip body (sized from its trailer, so the buffer is allocated once). A stream
+/// that ends early is a truncated body; anything else wrong, an invalid one.
+fn gunzip(z: &[u8], status: u16) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let size = z
+        .last_chunk::<4>()
+        .map_or(0, |t| u32::from_le_bytes(*t) as usize);
+    // The trailer is the sender's word: a hint, capped.
+    let mut out = Vec::with_capacity(size.min(16 << 20));
+    flate2::bufread::MultiGzDecoder::new(z)
+        .read_to_end(&mut out)
+        .map_err(|e| {
+            let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                ErrorKind::TruncatedBody
+            } else {
+                ErrorKind::InvalidBody
+            };
+            Error::new(
+                kind,
+                Some(status),
+                format!("failed to inflate the answer: {e}"),
+            )
+        })?;
+    Ok(out)
 }
 
 /// Parses a 200 body. JSON that ends early is a truncated body; JSON of the wrong shape is an

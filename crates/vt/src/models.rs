@@ -79,7 +79,16 @@ pub struct FileSummary {
     /// The whole answer (`{"data": ...}`) as received, when the client was built with
     /// `keep_body`: what the cache stores.
     #[serde(skip)]
-    pub body: Option<bytes::Bytes>,
+    pub body: Option<Body>,
+}
+
+/// An answer's body as it came off the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Body {
+    /// Gzip-compressed JSON, as VirusTotal sent it.
+    Gzip(bytes::Bytes),
+    /// Plain JSON (the server did not compress it).
+    Json(bytes::Bytes),
 }
 
 /// The subset of [`FileAttributes`] that [`FileSummary`] keeps; same names and meanings.

@@ -326,6 +326,34 @@ async fn gzip_on_and_off_both_parse_and_the_mock_saw_which() {
 }
 
 #[tokio::test]
+async fn a_kept_body_is_the_answer_as_sent_gzipped_or_plain() {
+    use std::io::Read;
+    let mock = start(MockConfig::default()).await;
+    let hash = mock.universe().hashes(11).sha256;
+    let mut bodies = Vec::new();
+    for gzip in [true, false] {
+        let client = client_with(&mock, "testkey", |c| {
+            c.gzip = gzip;
+            c.keep_body = true;
+        });
+        let FileLookup::Found(file) = client.get_file_summary(&hash).await.expect("lookup") else {
+            panic!("expected a file");
+        };
+        bodies.push(file.body.expect("body kept"));
+    }
+    let [models::Body::Gzip(zipped), models::Body::Json(plain)] = &bodies[..] else {
+        panic!("expected a gzip body then a plain one, got {bodies:?}");
+    };
+    let mut inflated = Vec::new();
+    flate2::read::GzDecoder::new(&zipped[..])
+        .read_to_end(&mut inflated)
+        .expect("a gzip stream");
+    assert_eq!(inflated, plain.to_vec());
+    let answer: serde_json::Value = serde_json::from_slice(plain).expect("JSON");
+    assert_eq!(answer["data"]["id"], hash.to_string());
+}
+
+#[tokio::test]
 async fn own_user_and_overall_quotas_read_back_what_was_spent() {
     let mut key = KeyConfig::parse("k:public,used-day=10").expect("spec");
     key.user = "alice".into();
