@@ -2,10 +2,12 @@
 //!
 //! Before any lookup, the unique hashes are checked against the store in batches on a
 //! blocking thread; fresh hits become `source=cache` records at once and never reach the
-//! scheduler. During the run one thread owns the store's connection and commits answers in
-//! group transactions: a worker hands over its answer and waits for the commit before it
-//! releases the record and takes new work, so at any moment at most `concurrency` answers
-//! are paid for and not yet journaled. That is what bounds the cost of a SIGKILL.
+//! scheduler. During the run one thread owns the store and journals answers in groups (two
+//! positioned writes to this process's segment, see `vtbulk_store::segment`): a worker hands
+//! over its answer and waits for the write before it releases the record and takes new
+//! work, so at any moment at most `concurrency` answers are paid for and not yet journaled.
+//! That is what bounds the cost of a SIGKILL. At the end the journal is imported into the
+//! store's index (`Store::compact`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,7 +30,7 @@ use crate::{convert, packed};
 /// Hashes checked against the store per read transaction.
 pub(crate) const CHECK_BATCH: usize = 2048;
 
-/// Answers committed per write transaction at most.
+/// Answers journaled per group write at most.
 const COMMIT_BATCH: usize = 1024;
 
 /// The clock the cache reads: the system's, or a fixed time (tests).
@@ -186,8 +188,9 @@ pub(crate) type JournalTx = std::sync::mpsc::Sender<Msg>;
 
 /// How long the journal gathers answers after the first one of a batch before committing.
 /// Workers wait for their commit, so a batch is at most the answers in flight; waiting a
-/// little makes it most of them, and one transaction (locks, WAL frames) serves them all.
-/// Measured: 300 µs took a zero-latency run from 4.7 s to 3.6 s; 1 ms was no better.
+/// little makes it most of them, and one pair of writes (and one wake-up of the workers)
+/// serves them all. Measured when a commit was an SQLite transaction: 300 µs took a
+/// zero-latency run from 4.7 s to 3.6 s; 1 ms was no better.
 const GATHER: Duration = Duration::from_micros(300);
 
 /// The journal: a thread owning the store's connection.
@@ -198,7 +201,7 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Starts the thread; it commits what it is given in group transactions and, when told
+    /// Starts the thread; it commits what it is given in group writes and, when told
     /// to stop, records the run's figures and compacts.
     pub(crate) fn start(
         mut store: SqliteStore,

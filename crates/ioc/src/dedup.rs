@@ -61,6 +61,18 @@ impl Unique {
         Hash::from_digest(&self.digest[..len]).unwrap_or(Hash::Sha256(self.digest))
     }
 
+    /// 32 bits that sort entries nearly as their [`Unique::hash`]es sort (by kind, then by
+    /// the digest's first 30 bits): enough to sweep a store in key order, in 4 bytes.
+    pub fn sort_key(&self) -> u32 {
+        let prefix = u32::from_be_bytes([
+            self.digest[0],
+            self.digest[1],
+            self.digest[2],
+            self.digest[3],
+        ]);
+        (u32::from(self.kind) << 30) | (prefix >> 2)
+    }
+
     /// Where it first appeared.
     pub fn first(&self) -> Origin {
         let packed = u64::from(self.origin[0]) | (u64::from(self.origin[1]) << 32);
