@@ -3,7 +3,7 @@
 //! Before any lookup, the unique hashes are checked against the store in batches on a
 //! blocking thread; fresh hits become `source=cache` records at once and never reach the
 //! scheduler. During the run one thread owns the store and journals answers in groups (two
-//! positioned writes to this process's segment, see `vtbulk_store::segment`): a worker hands
+//! positioned writes to this process's segment of the store): a worker hands
 //! over its answer and waits for the write before it releases the record and takes new
 //! work, so at any moment at most `concurrency` answers are paid for and not yet journaled.
 //! That is what bounds the cost of a SIGKILL. At the end the journal is imported into the

@@ -14,11 +14,12 @@
 //!
 //! A found file is one row keyed by its SHA-256 with its MD5 and SHA-1 as indexed alias keys
 //! (a later input of the same file by another hash costs nothing), a compact summary (the
-//! attributes a record needs, as JSON) and where VirusTotal's answer lies: the answer itself,
-//! still gzipped as it came, is in a segment file beside the database (see [`segment`]), so
-//! any field can be rendered later without a lookup while the database stays small enough to
-//! be read through a memory map. A not-found answer is a row keyed by the digest that was
-//! asked for. Errors, quota refusals and skips are never stored.
+//! attributes a record needs, in the caller's packed form) and where VirusTotal's answer
+//! lies: the answer itself, still gzipped as it came, is in a segment file beside the
+//! database (see the `segment` module), so any field can be rendered later without a lookup
+//! while the database stays small enough to be read through a memory map. A not-found answer
+//! is a row keyed by the digest that was asked for. Errors, quota refusals and skips are
+//! never stored.
 //!
 //! Writes are appends to plain files: [`Store::put_batch`] writes the bodies and one
 //! checksummed log entry per answer to this process's segment, touching no SQLite page;
@@ -35,7 +36,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use vtbulk_ioc::Hash;
 
-pub mod segment;
+mod segment;
 
 use segment::{BodyRef, Encoding, Entry};
 

@@ -248,6 +248,13 @@ fn a_not_found_answer_is_kept_by_the_digest_asked_and_cleared_when_the_file_appe
         Some(Hit::Found(_))
     ));
     assert_eq!(store.stats().expect("stats").not_found, 0);
+    // The superseded 404 is hidden until prune drops it, whatever its age.
+    let (files, missing) = store.prune(T0 + 10, Freshness::default()).expect("prune");
+    assert_eq!((files, missing), (0, 1));
+    assert!(matches!(
+        store.get(&Hash::Md5(md5)).expect("get"),
+        Some(Hit::Found(_))
+    ));
 }
 
 #[test]
