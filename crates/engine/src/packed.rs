@@ -77,16 +77,7 @@ pub(crate) fn pack(a: &SummaryAttributes, out: &mut Vec<u8>) {
         varint(out, zigzag(v));
     }
     if let Some(s) = &a.last_analysis_stats {
-        for v in [
-            s.malicious,
-            s.suspicious,
-            s.undetected,
-            s.harmless,
-            s.timeout,
-            s.confirmed_timeout,
-            s.failure,
-            s.type_unsupported,
-        ] {
+        for v in s.counts() {
             varint(out, u64::from(v));
         }
     }
@@ -166,16 +157,7 @@ fn read(stored: &[u8]) -> Option<SummaryAttributes> {
         for slot in &mut v {
             *slot = u32::try_from(r.varint()?).ok()?;
         }
-        a.last_analysis_stats = Some(AnalysisStats {
-            malicious: v[0],
-            suspicious: v[1],
-            undetected: v[2],
-            harmless: v[3],
-            timeout: v[4],
-            confirmed_timeout: v[5],
-            failure: v[6],
-            type_unsupported: v[7],
-        });
+        a.last_analysis_stats = Some(AnalysisStats::from(v));
     }
     let tags = r.varint()?;
     a.tags = (0..tags).map(|_| r.text()).collect::<Option<_>>()?;
@@ -364,16 +346,7 @@ mod tests {
                 reputation,
                 first_submission_date: dates.0,
                 last_analysis_date: dates.1,
-                last_analysis_stats: stats.map(|v| AnalysisStats {
-                    malicious: v[0],
-                    suspicious: v[1],
-                    undetected: v[2],
-                    harmless: v[3],
-                    timeout: v[4],
-                    confirmed_timeout: v[5],
-                    failure: v[6],
-                    type_unsupported: v[7],
-                }),
+                last_analysis_stats: stats.map(AnalysisStats::from),
                 popular_threat_classification: threat.map(|(label, names)| ThreatClassification {
                     suggested_threat_label: label,
                     popular_threat_category: vec![],

@@ -908,8 +908,8 @@ impl Store for SqliteStore {
                 })?;
             for entry in entries {
                 match entry {
-                    Entry::Found { .. } => found.push((id, entry)),
-                    Entry::NotFound { .. } => missing.push(entry),
+                    Entry::Found(file) => found.push((id, file)),
+                    Entry::NotFound { fetched_at, digest } => missing.push((digest, fetched_at)),
                 }
             }
             tx.execute(
@@ -926,12 +926,8 @@ impl Store for SqliteStore {
         // however many answers land on it.
         tx.pragma_update(None, "cache_size", READ_CACHE_KIB)
             .map_err(e)?;
-        found.sort_unstable_by_key(|(_, entry)| match entry {
-            Entry::Found {
-                sha256, fetched_at, ..
-            } => (*sha256, *fetched_at),
-            Entry::NotFound { .. } => ([0; 32], 0),
-        });
+        found.sort_unstable_by_key(|(_, file)| (file.sha256, file.fetched_at));
+        missing.sort_unstable();
         {
             // The newest answer for a file wins, whatever order segments are imported in.
             let mut upsert = tx
@@ -947,25 +943,15 @@ impl Store for SqliteStore {
                      WHERE excluded.fetched_at >= files.fetched_at",
                 )
                 .map_err(e)?;
-            for (seg, entry) in &found {
-                let Entry::Found {
-                    fetched_at,
-                    sha256,
-                    md5,
-                    sha1,
-                    summary,
-                    body,
-                } = entry
-                else {
-                    continue;
-                };
+            for (seg, file) in &found {
+                let body = file.body;
                 upsert
                     .execute(params![
-                        &sha256[..],
-                        md5.as_ref().map(|d| &d[..]),
-                        sha1.as_ref().map(|d| &d[..]),
-                        fetched_at,
-                        summary,
+                        &file.sha256[..],
+                        file.md5.as_ref().map(|d| &d[..]),
+                        file.sha1.as_ref().map(|d| &d[..]),
+                        file.fetched_at,
+                        file.summary,
                         body.map(|_| seg),
                         body.map(|b| b.encoding as i64),
                         body.map(|b| b.offset as i64),
@@ -973,14 +959,6 @@ impl Store for SqliteStore {
                     ])
                     .map_err(e)?;
             }
-            let mut missing_rows: Vec<(Hash, i64)> = missing
-                .iter()
-                .filter_map(|entry| match entry {
-                    Entry::NotFound { fetched_at, digest } => Some((*digest, *fetched_at)),
-                    Entry::Found { .. } => None,
-                })
-                .collect();
-            missing_rows.sort_unstable();
             let mut miss = tx
                 .prepare_cached(
                     "INSERT INTO missing (digest, fetched_at) VALUES (?1, ?2)
@@ -988,7 +966,7 @@ impl Store for SqliteStore {
                      WHERE excluded.fetched_at >= missing.fetched_at",
                 )
                 .map_err(e)?;
-            for (digest, fetched_at) in &missing_rows {
+            for (digest, fetched_at) in &missing {
                 miss.execute(params![digest.as_bytes(), fetched_at])
                     .map_err(e)?;
             }

@@ -69,21 +69,22 @@ pub(crate) struct BodyRef {
     pub(crate) len: u32,
 }
 
+/// A found file's log entry.
+#[derive(Debug)]
+pub(crate) struct FoundEntry {
+    pub(crate) fetched_at: i64,
+    pub(crate) sha256: [u8; 32],
+    pub(crate) md5: Option<[u8; 16]>,
+    pub(crate) sha1: Option<[u8; 20]>,
+    pub(crate) summary: Vec<u8>,
+    pub(crate) body: Option<BodyRef>,
+}
+
 /// One imported log entry.
 #[derive(Debug)]
 pub(crate) enum Entry {
-    Found {
-        fetched_at: i64,
-        sha256: [u8; 32],
-        md5: Option<[u8; 16]>,
-        sha1: Option<[u8; 20]>,
-        summary: Vec<u8>,
-        body: Option<BodyRef>,
-    },
-    NotFound {
-        fetched_at: i64,
-        digest: Hash,
-    },
+    Found(FoundEntry),
+    NotFound { fetched_at: i64, digest: Hash },
 }
 
 const FOUND: u8 = 1;
@@ -297,14 +298,14 @@ fn parse(payload: &[u8]) -> Option<Entry> {
                     len: u32::from_le_bytes(c.array()?),
                 }),
             };
-            Some(Entry::Found {
+            Some(Entry::Found(FoundEntry {
                 fetched_at,
                 sha256,
                 md5,
                 sha1,
                 summary,
                 body,
-            })
+            }))
         }
         NOT_FOUND => {
             let n = c.u8()? as usize;

@@ -226,7 +226,38 @@ pub struct AnalysisStats {
     pub type_unsupported: u32,
 }
 
+impl From<[u32; 8]> for AnalysisStats {
+    /// From the eight counters in the order of [`AnalysisStats::counts`].
+    fn from(v: [u32; 8]) -> Self {
+        AnalysisStats {
+            malicious: v[0],
+            suspicious: v[1],
+            undetected: v[2],
+            harmless: v[3],
+            timeout: v[4],
+            confirmed_timeout: v[5],
+            failure: v[6],
+            type_unsupported: v[7],
+        }
+    }
+}
+
 impl AnalysisStats {
+    /// The eight counters: malicious, suspicious, undetected, harmless, timeout,
+    /// confirmed-timeout, failure, type-unsupported.
+    pub fn counts(&self) -> [u32; 8] {
+        [
+            self.malicious,
+            self.suspicious,
+            self.undetected,
+            self.harmless,
+            self.timeout,
+            self.confirmed_timeout,
+            self.failure,
+            self.type_unsupported,
+        ]
+    }
+
     /// The number of engines that took part (the sum of all counters).
     pub fn engines_total(&self) -> u32 {
         self.malicious
