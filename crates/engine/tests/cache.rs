@@ -75,9 +75,11 @@ struct Run {
 
 async fn enrich(mock: &MockServer, settings: Settings) -> Run {
     mock.reset();
+    // As the CLI builds it: answers are kept whole (gzipped as sent) when there is a cache.
     let config = ClientConfig {
         host: mock.url(),
         keep_raw: true,
+        keep_body: settings.cache.is_some(),
         ..ClientConfig::default()
     };
     let client = Client::new(ApiKey::new("testkey").expect("key"), &config).expect("client");
@@ -149,6 +151,38 @@ async fn a_rerun_is_answered_from_the_cache_with_no_request_and_the_same_records
         assert_eq!(again["source"], "cache");
         assert_eq!(without_source(again), without_source(record), "{input}");
     }
+}
+
+#[tokio::test]
+async fn a_raw_rerun_renders_virustotals_whole_object_from_the_stored_answer() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("raw");
+    let (input, cache) = (dir.join("in.txt"), dir.join("cache.sqlite3"));
+    let u = mock.universe();
+    let hashes: Vec<Hash> = (0..12).map(|i| u.hashes(i).md5).collect();
+    write_lines(&input, &hashes);
+    let raw = |now| Settings {
+        raw: true,
+        ..settings(&input, &cache, now)
+    };
+    let first = enrich(&mock, raw(T0)).await;
+    assert_eq!(first.requests, 12);
+    let again = enrich(&mock, raw(T0 + 60)).await;
+    assert_eq!(again.requests, 0, "answered from the cache");
+    assert_eq!(again.summary.cache_hits, 12);
+    for (input, record) in &first.rows {
+        let stored = &again.rows[input];
+        assert_eq!(stored["source"], "cache");
+        assert!(record["raw"]["attributes"]["last_analysis_results"].is_object());
+        assert_eq!(
+            stored["raw"], record["raw"],
+            "{input}: the whole object, as fetched"
+        );
+        assert_eq!(without_source(stored), without_source(record));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
