@@ -3,6 +3,7 @@
 #
 #   benches/cache.sh                    # N=1000000 for the re-run, M=100000 for on/off, ROUNDS=3
 #   N=0 benches/cache.sh                # skip the re-run part
+#   CACHE_ARGS="--cache-answers summary" benches/cache.sh   # extra flags for every run
 #
 # 1. A fully cached re-run: N unique hashes (mixed md5/sha1/sha256, 10% unknown) are looked
 #    up once to fill a fresh cache, then enriched again: records/s to the output file (wall
@@ -40,7 +41,7 @@ run() {
     VT_API_KEY=testkey /usr/bin/time -f "%e %U %S %M" -o "$out/$label.time" \
         "$bin/vtbulk" enrich "$input" --api-url "$url" --tier unlimited --concurrency 64 \
         --format csv --progress never -q -o "$out/$label.csv" --cache "$cache" \
-        --summary-json "$out/$label.summary.json"
+        --summary-json "$out/$label.summary.json" ${CACHE_ARGS:-}
     t1=$(date +%s.%N)
     python3 - "$label" "$out/$label.summary.json" "$out/$label.time" "$t0" "$t1" "$(requests)" <<'PY'
 import json, sys

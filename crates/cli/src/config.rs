@@ -53,6 +53,8 @@ pub struct Layer {
     pub max_age: Option<String>,
     /// Look everything up again (and update the cache).
     pub refresh: Option<bool>,
+    /// What the cache keeps of an answer: "full" or "summary".
+    pub cache_answers: Option<String>,
     /// Extra or replacement tier profiles.
     pub tiers: Option<toml::Table>,
 }
@@ -96,6 +98,7 @@ impl Layer {
             not_found_ttl,
             max_age,
             refresh,
+            cache_answers,
             tiers
         );
         self
@@ -263,8 +266,15 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         cache: cache_settings(layer)?,
     };
     let keep_raw = settings.raw && settings.format == Format::Ndjson;
-    // The cache keeps VirusTotal's whole answer, so any field can be rendered later.
-    let keep_body = settings.cache.is_some();
+    // By default the cache keeps VirusTotal's whole answer, so any field can be rendered
+    // later; with `cache_answers = "summary"` only the record's fields, unless this run
+    // wants the whole object anyway (`--raw`).
+    let whole_answers = match layer.cache_answers.as_deref().unwrap_or("full") {
+        "full" => true,
+        "summary" => false,
+        v => return Err(format!("bad cache_answers {v:?}: full or summary")),
+    };
+    let keep_body = settings.cache.is_some() && (whole_answers || keep_raw);
     let client = ClientConfig {
         host: layer
             .api_url
@@ -365,14 +375,19 @@ pub fn describe(r: &Resolved) -> String {
         match &s.cache {
             None => "cache = off".to_owned(),
             Some(c) => format!(
-                "cache = {:?} (ttl {}s, not_found_ttl {}s, max_age {}, refresh {})",
+                "cache = {:?} (ttl {}s, not_found_ttl {}s, max_age {}, refresh {}, answers {})",
                 c.path.display().to_string(),
                 c.freshness.found_ttl,
                 c.freshness.not_found_ttl,
                 c.freshness
                     .max_age
                     .map_or("none".to_owned(), |m| format!("{m}s")),
-                c.refresh
+                c.refresh,
+                if r.client.keep_body {
+                    "full"
+                } else {
+                    "summary"
+                }
             ),
         },
     ]

@@ -354,6 +354,54 @@ async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
 }
 
 #[tokio::test]
+async fn a_summary_only_cache_answers_records_and_refetches_only_for_raw() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp("summary-only");
+    let cache = dir.join("cache.sqlite3");
+    let (list, unique) = input(&mock, &dir, 700, 12);
+    let run = |extra: &'static [&'static str]| {
+        let mut cmd = command(&url, &list, &cache, "unlimited");
+        cmd.args(extra);
+        async move {
+            let out = cmd.output().await.expect("runs");
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            records(&out.stdout)
+        }
+    };
+    let answers_bytes = || async {
+        let (code, out, err) = cache_cmd(&["stats", "--json"], &cache).await;
+        assert_eq!(code, Some(0), "{err}");
+        let stats: serde_json::Value = serde_json::from_str(&out).expect("json");
+        stats["answers_bytes"].as_u64().expect("answers_bytes")
+    };
+    let first = run(&["--cache-answers", "summary"]).await;
+    assert_eq!(mock.stats(false).total, unique as u64);
+    assert_eq!(answers_bytes().await, 0, "no whole answers kept");
+    // Every record renders from the summaries alone: no request.
+    mock.reset();
+    assert_eq!(run(&["--cache-answers", "summary"]).await, first);
+    assert_eq!(mock.stats(false).total, 0);
+    // `--raw` needs the whole objects: the 12 found files are looked up again, and kept whole.
+    let raw = run(&["--cache-answers", "summary", "--raw"]).await;
+    assert_eq!(mock.stats(false).total, 12);
+    assert!(
+        raw.values()
+            .filter(|r| r["status"] == "ok")
+            .all(|r| r["raw"].is_object())
+    );
+    assert!(answers_bytes().await > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
 async fn the_default_cache_is_private_under_xdg_cache_home_and_off_creates_nothing() {
     let mock = MockServer::start(MockConfig::default())
         .await
