@@ -18,6 +18,16 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A vt-mock, a fresh directory for `tag`, and the cache file path in it.
+async fn setup(tag: &str) -> (MockServer, PathBuf, PathBuf) {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp(tag);
+    let cache = dir.join("cache.sqlite3");
+    (mock, dir, cache)
+}
+
 fn temp(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vtbulk-resume-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -169,13 +179,9 @@ async fn a_run_killed_at_any_point_and_run_again_is_complete_and_pays_at_most_wh
 
 #[tokio::test]
 async fn sigterm_stops_cleanly_with_exit_130_writing_everything_fetched() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
+    let (mock, dir, cache) = setup("term").await;
     let url = mock.url();
-    let dir = temp("term");
     let (list, unique) = input(&mock, &dir, 200, 90);
-    let cache = dir.join("cache.sqlite3");
     let mut child = command(&url, &list, &cache, "50/s").spawn().expect("spawn");
     let stdout = child.stdout.take().expect("stdout");
     let pid = child.id().expect("pid");
@@ -218,12 +224,8 @@ async fn sigterm_stops_cleanly_with_exit_130_writing_everything_fetched() {
 
 #[tokio::test]
 async fn two_processes_share_one_cache_file_and_both_outputs_are_complete() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
+    let (mock, dir, cache) = setup("shared").await;
     let url = mock.url();
-    let dir = temp("shared");
-    let cache = dir.join("cache.sqlite3");
     let (a, unique_a) = input(&mock, &dir, 1000, 120);
     let (b, unique_b) = input(&mock, &dir, 1060, 120);
     let (ra, rb) = tokio::join!(
@@ -307,12 +309,8 @@ async fn cache_cmd(args: &[&str], cache: &Path) -> (Option<i32>, String, String)
 
 #[tokio::test]
 async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
+    let (mock, dir, cache) = setup("cache-cmd").await;
     let url = mock.url();
-    let dir = temp("cache-cmd");
-    let cache = dir.join("cache.sqlite3");
     let (list, unique) = input(&mock, &dir, 500, 30);
     complete_run(&url, &list, &cache).await;
     complete_run(&url, &list, &cache).await;
@@ -355,12 +353,8 @@ async fn cache_stats_get_export_and_prune_show_what_the_runs_stored() {
 
 #[tokio::test]
 async fn a_summary_only_cache_answers_records_and_refetches_only_for_raw() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
+    let (mock, dir, cache) = setup("summary-only").await;
     let url = mock.url();
-    let dir = temp("summary-only");
-    let cache = dir.join("cache.sqlite3");
     let (list, unique) = input(&mock, &dir, 700, 12);
     let run = |extra: &'static [&'static str]| {
         let mut cmd = command(&url, &list, &cache, "unlimited");

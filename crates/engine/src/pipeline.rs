@@ -255,8 +255,11 @@ impl CacheCheck {
                 bump(&self.counters.done);
                 records.push(record);
             }
-            // The writer only goes away on a write error, reported by the run.
-            let _ = self.tx.blocking_send(Out::Many(records));
+            // The writer only goes away on a write error, reported by the run. A batch of
+            // misses (a cold cache) sends nothing.
+            if !records.is_empty() {
+                let _ = self.tx.blocking_send(Out::Many(records));
+            }
         }
         Ok((todo, store))
     }

@@ -494,10 +494,7 @@ impl SqliteStore {
     fn migrate(&mut self) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = write_transaction(&mut self.conn).map_err(e)?;
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(e)?;
@@ -585,10 +582,7 @@ impl SqliteStore {
     pub fn prune(&mut self, now: i64, freshness: Freshness) -> Result<(u64, u64), StoreError> {
         let path = self.path.clone();
         let e = sqlite_error(&path);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = write_transaction(&mut self.conn).map_err(e)?;
         let found = tx
             .execute(
                 "DELETE FROM files WHERE fetched_at < ?1",
@@ -866,10 +860,7 @@ impl Store for SqliteStore {
             return Ok(0);
         }
         // Under the write lock, so two processes never import the same bytes twice.
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(e)?;
+        let tx = write_transaction(&mut self.conn).map_err(e)?;
         let segments: Vec<(i64, String, i64)> = {
             let mut stmt = tx
                 .prepare("SELECT id, name, imported_to FROM segments WHERE sealed = 0")
@@ -1016,6 +1007,12 @@ impl SqliteStore {
         writer.id = self.conn.last_insert_rowid();
         Ok(writer)
     }
+}
+
+/// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`): another process's
+/// writer makes it wait (busy timeout) instead of failing half-way with "database is locked".
+fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
 }
 
 /// Maps SQLite's errors during use to [`StoreError::Sqlite`] naming `path`.
