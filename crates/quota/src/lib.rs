@@ -8,6 +8,9 @@
 //!   let a 4/min key send 7 in the first minute). A small safety margin stretches the interval
 //!   so network jitter cannot squeeze q+1 requests into 60 s. Hour, day and month caps are
 //!   counted here too (UTC calendar windows). A 429 closes one gate for every worker.
+//! - [`Usage`], [`Reserve`], [`WallClock`]: the key's spend at the start of a run (read live
+//!   or from the ledger), the share kept back for its other users, and the UTC time the
+//!   windows are read with (tests make it follow tokio's paused clock across midnight).
 //! - [`Backoff`]: capped exponential backoff with full jitter, as an iterator, so its schedule
 //!   is tested by iterating, not by sleeping.
 //!
@@ -16,9 +19,13 @@
 #![deny(missing_docs)]
 
 mod backoff;
+mod budget;
+mod clock;
 mod rate;
 mod scheduler;
 
 pub use backoff::{Backoff, BackoffPolicy};
+pub use budget::{Reserve, Spend, Usage, effective_rate, ledger_windows, window_end, window_id};
+pub use clock::WallClock;
 pub use rate::{Rate, Tier, TierError, parse_tiers};
-pub use scheduler::{Exhausted, Scheduler, SchedulerConfig, Window};
+pub use scheduler::{Exhausted, Scheduler, SchedulerConfig, Window, WindowBudget};

@@ -2,12 +2,15 @@
 //!
 //! Three checks, in order: the 429 gate (closed for everyone after VirusTotal refused), the
 //! GCRA limiter (burst 1, interval stretched by the safety margin), and the calendar budgets
-//! (hour, day, month in UTC, counted within the run). A request that passes all three has
-//! spent quota: budgets are charged at that moment, so retries are charged too.
+//! (hour, day, month in UTC). A request that passes all three has spent quota: budgets are
+//! charged at that moment, so retries are charged too. The budgets start from the key's usage
+//! at the start of the run (everybody's, read live, or ours from the ledger) and leave the
+//! reserve untouched; each charge is also kept for the ledger until [`Scheduler::drain_spend`].
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
@@ -15,6 +18,8 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
+use crate::budget::{Reserve, Spend, Usage, ledger_windows, window_end, window_id};
+use crate::clock::WallClock;
 use crate::rate::{Rate, Tier};
 
 /// governor's clock, reading tokio's time so that a paused test clock drives the limiter.
@@ -32,7 +37,8 @@ impl Clock for TokioClock {
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
 
 /// A calendar window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Window {
     /// The UTC hour.
     Hour,
@@ -43,6 +49,27 @@ pub enum Window {
 }
 
 impl Window {
+    /// Every calendar window, shortest first.
+    pub const ALL: [Window; 3] = [Window::Hour, Window::Day, Window::Month];
+
+    /// `hour`, `day`, `month`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Window::Hour => ledger_windows::HOUR,
+            Window::Day => ledger_windows::DAY,
+            Window::Month => ledger_windows::MONTH,
+        }
+    }
+
+    /// The allowance of this window in `caps`.
+    pub fn cap(self, caps: &Tier) -> Option<u64> {
+        match self {
+            Window::Hour => caps.hourly,
+            Window::Day => caps.daily,
+            Window::Month => caps.monthly,
+        }
+    }
+
     /// `quota_hourly`, `quota_daily`, `quota_monthly`: the reason on `skipped` records.
     pub fn skip_reason(self) -> &'static str {
         match self {
@@ -68,8 +95,15 @@ pub struct Exhausted {
 pub struct SchedulerConfig {
     /// Requests per time; `None` sends as fast as the workers go.
     pub rate: Option<Rate>,
-    /// Hour, day and month caps (the tier's per-minute figure is ignored here; see `rate`).
+    /// Hour, day and month allowances (the tier's per-minute figure is ignored here; see
+    /// `rate`).
     pub caps: Tier,
+    /// Spent already when the run starts (by everyone, or by us per the ledger); `None`: 0.
+    pub used: Option<Usage>,
+    /// Left untouched in every window, for the key's other users.
+    pub reserve: Reserve,
+    /// UTC time for the calendar windows.
+    pub clock: WallClock,
     /// Stretch of the interval, e.g. 0.002: over any 60 s window this leaves 0.2% (120 ms) of
     /// slack for network jitter between us and VirusTotal's counter.
     pub safety_margin: f64,
@@ -85,17 +119,38 @@ impl Default for SchedulerConfig {
         SchedulerConfig {
             rate: None,
             caps: Tier::default(),
+            used: None,
+            reserve: Reserve::Nothing,
+            clock: WallClock::System,
             safety_margin: 0.002,
             precise: false,
         }
     }
 }
 
+/// Spend per window: (window id, requests) for hour, day, month, and what the ledger has not
+/// been given yet.
 #[derive(Debug, Default)]
 struct Spent {
-    hour: (i64, u64),
-    day: (i64, u64),
-    month: (i64, u64),
+    windows: [(i64, u64); 3],
+    unflushed: BTreeMap<(&'static str, i64), u64>,
+}
+
+/// One window's budget at a moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct WindowBudget {
+    /// Which window.
+    pub window: Window,
+    /// The allowance; `None` is unlimited.
+    pub allowed: Option<u64>,
+    /// Spent in it (by everyone we know of).
+    pub used: u64,
+    /// Kept back for others.
+    pub reserve: u64,
+    /// What we may still send in it; `None` is unlimited.
+    pub remaining: Option<u64>,
+    /// When it resets, Unix seconds.
+    pub resets_at: i64,
 }
 
 /// Shared by every worker.
@@ -105,31 +160,15 @@ pub struct Scheduler {
     interval: Option<Duration>,
     precise: bool,
     caps: Tier,
+    reserve: Reserve,
+    clock: WallClock,
     spent: Mutex<Spent>,
     gate: Mutex<Option<Instant>>,
 }
 
-fn utc_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// (year, month) of a UTC time in Unix seconds (jiff does the calendar).
-fn year_month(secs: i64) -> (i64, i64) {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC))
-        .map_or((1970, 1), |z| (i64::from(z.year()), i64::from(z.month())))
-}
-
-/// Start of the next UTC month after `secs`, in Unix seconds.
-pub(crate) fn next_month_start(secs: i64) -> i64 {
-    let (y, m) = year_month(secs);
-    let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-    jiff::civil::Date::new(y as i16, m as i8, 1)
-        .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC))
-        .map_or(i64::MAX, |z| z.timestamp().as_second())
+#[cfg(test)]
+fn next_month_start(secs: i64) -> i64 {
+    window_end(Window::Month, secs)
 }
 
 impl Scheduler {
@@ -142,14 +181,68 @@ impl Scheduler {
             let quota = Quota::with_period(i)?.allow_burst(NonZeroU32::MIN);
             Some(RateLimiter::direct_with_clock(quota, TokioClock))
         });
-        Scheduler {
+        let scheduler = Scheduler {
             limiter,
             precise: config.precise && interval.is_some_and(|i| i >= Duration::from_millis(10)),
             interval,
             caps: config.caps,
+            reserve: config.reserve,
+            clock: config.clock,
             spent: Mutex::new(Spent::default()),
             gate: Mutex::new(None),
+        };
+        if let Some(used) = config.used {
+            scheduler.resync(used);
         }
+        scheduler
+    }
+
+    /// Sets the spend of the windows containing `usage.at` to `usage` (a fresh read of the
+    /// key's quotas: everybody's spend, ours included).
+    pub fn resync(&self, usage: Usage) {
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
+            *slot = (window_id(window, usage.at), usage.get(window));
+        }
+    }
+
+    /// Each window's budget now.
+    pub fn budgets(&self) -> [WindowBudget; 3] {
+        let now = self.clock.now();
+        let spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        Window::ALL.map(|window| {
+            let (id, n) = spent.windows[window as usize];
+            let used = if id == window_id(window, now) { n } else { 0 };
+            let allowed = window.cap(&self.caps);
+            let reserve = allowed.map_or(0, |a| self.reserve.of(a));
+            WindowBudget {
+                window,
+                allowed,
+                used,
+                reserve,
+                remaining: allowed.map(|a| a.saturating_sub(used).saturating_sub(reserve)),
+                resets_at: window_end(window, now),
+            }
+        })
+    }
+
+    /// The first window with nothing left now, if any.
+    pub fn exhausted(&self) -> Option<Exhausted> {
+        self.check_budgets(self.clock.now(), false).err()
+    }
+
+    /// The spend not yet given to the ledger, per window; taking it empties it.
+    pub fn drain_spend(&self) -> Vec<Spend> {
+        let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut spent.unflushed)
+            .into_iter()
+            .map(|((window, id), count)| Spend { window, id, count })
+            .collect()
+    }
+
+    /// The clock the windows are read with.
+    pub fn clock(&self) -> WallClock {
+        self.clock
     }
 
     /// The spacing of requests, safety margin included; `None` when unlimited.
@@ -159,7 +252,15 @@ impl Scheduler {
 
     /// Waits until one request may be sent, and charges it to the budgets.
     pub async fn acquire(&self) -> Result<(), Exhausted> {
-        self.check_budgets(utc_now(), false)?;
+        self.check_budgets(self.clock.now(), false)?;
+        self.acquire_rate().await;
+        self.check_budgets(self.clock.now(), true)
+    }
+
+    /// Waits for the 429 gate and the rate only, charging no budget: for requests that
+    /// count against the per-minute rate ("requests of any nature") but not against the
+    /// calendar quotas, such as `GET /users/{key}`.
+    pub async fn acquire_rate(&self) {
         loop {
             let closed = *self.gate.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(until) = closed
@@ -168,9 +269,9 @@ impl Scheduler {
                 tokio::time::sleep_until(until).await;
                 continue;
             }
-            let Some(limiter) = &self.limiter else { break };
+            let Some(limiter) = &self.limiter else { return };
             match limiter.check() {
-                Ok(()) => break,
+                Ok(()) => return,
                 Err(not_until) => {
                     let wait = not_until.wait_time_from(TokioClock.now());
                     let tick = Duration::from_millis(1);
@@ -188,56 +289,36 @@ impl Scheduler {
                 }
             }
         }
-        self.check_budgets(utc_now(), true)
     }
 
     /// Checks the calendar budgets at `now` (Unix seconds) and, with `charge`, spends one.
     fn check_budgets(&self, now: i64, charge: bool) -> Result<(), Exhausted> {
         let mut guard = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         let spent = &mut *guard;
-        let hour = now.div_euclid(3600);
-        let day = now.div_euclid(86_400);
-        let (y, m) = year_month(now);
-        let month = y * 12 + m;
-        let windows = [
-            (
-                Window::Hour,
-                self.caps.hourly,
-                &mut spent.hour,
-                hour,
-                (hour + 1) * 3600,
-            ),
-            (
-                Window::Day,
-                self.caps.daily,
-                &mut spent.day,
-                day,
-                (day + 1) * 86_400,
-            ),
-            (
-                Window::Month,
-                self.caps.monthly,
-                &mut spent.month,
-                month,
-                next_month_start(now),
-            ),
-        ];
-        let mut counters = Vec::with_capacity(3);
-        for (window, cap, counter, id, resets_at) in windows {
-            if counter.0 != id {
-                *counter = (id, 0);
+        for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
+            let id = window_id(window, now);
+            if slot.0 != id {
+                // A new window: everybody's spend starts again from 0.
+                *slot = (id, 0);
             }
-            if let Some(cap) = cap
-                && counter.1 >= cap
+            if let Some(allowed) = window.cap(&self.caps)
+                && slot.1 + self.reserve.of(allowed) >= allowed
             {
-                return Err(Exhausted { window, resets_at });
+                return Err(Exhausted {
+                    window,
+                    resets_at: window_end(window, now),
+                });
             }
-            counters.push(counter);
         }
         if charge {
-            for counter in counters {
-                counter.1 += 1;
+            for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
+                slot.1 += 1;
+                *spent.unflushed.entry((window.name(), slot.0)).or_default() += 1;
             }
+            *spent
+                .unflushed
+                .entry((ledger_windows::SECOND, now))
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -374,5 +455,60 @@ mod tests {
         assert_eq!(err.window, Window::Month);
         assert_eq!(err.resets_at, at(2027, 1, 1));
         assert_eq!(Window::Day.skip_reason(), "quota_daily");
+    }
+
+    #[test]
+    fn a_half_used_key_leaves_only_the_rest_minus_the_reserve() {
+        let now = at(2026, 11, 26) + 12 * 3600;
+        let scheduler = Scheduler::new(SchedulerConfig {
+            caps: Tier {
+                daily: Some(100),
+                ..Tier::default()
+            },
+            used: Some(Usage {
+                at: now,
+                hour: 0,
+                day: 50,
+                month: 50,
+            }),
+            reserve: Reserve::Count(10),
+            clock: WallClock::Fixed(now),
+            ..SchedulerConfig::default()
+        });
+        let day = scheduler.budgets()[Window::Day as usize];
+        assert_eq!((day.used, day.reserve, day.remaining), (50, 10, Some(40)));
+        for i in 0..40 {
+            assert_eq!(scheduler.check_budgets(now, true), Ok(()), "request {i}");
+        }
+        assert_eq!(
+            scheduler.check_budgets(now, true).map_err(|e| e.window),
+            Err(Window::Day)
+        );
+        assert_eq!(scheduler.exhausted().map(|e| e.window), Some(Window::Day));
+        let mut spend = scheduler.drain_spend();
+        spend.sort();
+        let day_id = now.div_euclid(86_400);
+        assert!(spend.contains(&Spend {
+            window: "day",
+            id: day_id,
+            count: 40
+        }));
+        assert!(spend.contains(&Spend {
+            window: "second",
+            id: now,
+            count: 40
+        }));
+        assert!(scheduler.drain_spend().is_empty(), "drained");
+        // A resync says someone else spent less than we thought: room again.
+        scheduler.resync(Usage {
+            at: now,
+            hour: 0,
+            day: 80,
+            month: 80,
+        });
+        assert_eq!(
+            scheduler.budgets()[Window::Day as usize].remaining,
+            Some(10)
+        );
     }
 }
