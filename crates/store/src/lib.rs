@@ -115,6 +115,14 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE files_v2 RENAME TO files;
      CREATE INDEX files_md5 ON files(md5);
      CREATE INDEX files_sha1 ON files(sha1);",
+    // 3: the spend ledger: requests sent per key (by fingerprint, never the key) and window.
+    "CREATE TABLE ledger (
+        key_id TEXT NOT NULL,
+        window TEXT NOT NULL,
+        id INTEGER NOT NULL,
+        spent INTEGER NOT NULL,
+        PRIMARY KEY (key_id, window, id)
+     ) WITHOUT ROWID;",
 ];
 
 /// The schema version this build writes.
@@ -338,7 +346,27 @@ pub trait Store: Send {
     /// Seals this process's segment and imports every journaled answer that is complete
     /// into the indexed tables (done on open and at the end of a run); returns how many.
     fn compact(&mut self) -> Result<u64, StoreError>;
+    /// Adds requests spent with the key `key_id` (a fingerprint, never the key) to the
+    /// ledger: (window name, window id, requests) each. Rows too old to matter go.
+    fn add_spend(
+        &mut self,
+        key_id: &str,
+        spends: &[(&str, i64, u64)],
+        now: i64,
+    ) -> Result<(), StoreError>;
+    /// Requests the ledger holds for `key_id` in windows `window` numbered `ids`.
+    fn spent(
+        &mut self,
+        key_id: &str,
+        window: &str,
+        ids: std::ops::RangeInclusive<i64>,
+    ) -> Result<u64, StoreError>;
 }
+
+/// How long the ledger keeps rows of each window (in that window's units): enough for the
+/// sliding minute, yesterday's hours, two months of days; months stay.
+const LEDGER_KEEP: [(&str, i64, i64); 3] =
+    [("second", 1, 120), ("hour", 3600, 48), ("day", 86_400, 62)];
 
 /// The embedded SQLite store.
 #[derive(Debug)]
@@ -477,9 +505,9 @@ impl SqliteStore {
             ("wal_autocheckpoint", "4096"),
             ("mmap_size", "17179869184"),
         ] {
-            self.conn
-                .pragma_update(None, name, value)
-                .map_err(|e| self.err(e))?;
+            // Switching a new file to WAL takes an exclusive lock, and SQLite answers "database
+            // is locked" at once (no busy handler) when another process is opening it too.
+            retry_busy(|| self.conn.pragma_update(None, name, value)).map_err(|e| self.err(e))?;
         }
         if version < SCHEMA_VERSION {
             self.migrate()?;
@@ -969,6 +997,54 @@ impl Store for SqliteStore {
         Ok(imported)
     }
 
+    fn add_spend(
+        &mut self,
+        key_id: &str,
+        spends: &[(&str, i64, u64)],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let e = sqlite_error(&path);
+        let tx = write_transaction(&mut self.conn).map_err(e)?;
+        {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO ledger (key_id, window, id, spent) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (key_id, window, id) DO UPDATE SET spent = spent + excluded.spent",
+                )
+                .map_err(e)?;
+            for &(window, id, count) in spends {
+                add.execute(params![key_id, window, id, count as i64])
+                    .map_err(e)?;
+            }
+            let mut old = tx
+                .prepare_cached("DELETE FROM ledger WHERE window = ?1 AND id < ?2")
+                .map_err(e)?;
+            for (window, unit, keep) in LEDGER_KEEP {
+                old.execute(params![window, now.div_euclid(unit) - keep])
+                    .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    fn spent(
+        &mut self,
+        key_id: &str,
+        window: &str,
+        ids: std::ops::RangeInclusive<i64>,
+    ) -> Result<u64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT coalesce(sum(spent), 0) FROM ledger
+                 WHERE key_id = ?1 AND window = ?2 AND id BETWEEN ?3 AND ?4",
+                params![key_id, window, ids.start(), ids.end()],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| self.err(e))
+    }
+
     fn record_run(&mut self, run: RunRecord) -> Result<(), StoreError> {
         self.conn
             .execute(
@@ -1013,6 +1089,27 @@ impl SqliteStore {
 /// writer makes it wait (busy timeout) instead of failing half-way with "database is locked".
 fn write_transaction(conn: &mut Connection) -> rusqlite::Result<rusqlite::Transaction<'_>> {
     conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+}
+
+/// Runs `f` again while SQLite says the database is busy, up to [`BUSY_TIMEOUT`]: for the
+/// few operations its busy handler does not cover.
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "the store is blocking by design (callers run it off the runtime or at open), and this waits only while another process opens the same new file"
+                )]
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
 }
 
 /// Maps SQLite's errors during use to [`StoreError::Sqlite`] naming `path`.

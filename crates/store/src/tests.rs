@@ -434,3 +434,36 @@ fn two_writers_on_one_file_at_once_neither_fails_and_all_answers_are_kept() {
         .collect();
     assert_eq!(store.stats().expect("stats").found, expected.len() as u64);
 }
+
+#[test]
+fn the_ledger_adds_up_per_key_and_window_and_forgets_old_seconds() {
+    let (_dir, path) = temp();
+    let now = 1_800_000_000;
+    let day = now / 86_400;
+    {
+        let mut store = SqliteStore::open(&path).expect("open");
+        store
+            .add_spend("k1", &[("day", day, 3), ("second", now, 2)], now)
+            .expect("add");
+        store
+            .add_spend("k1", &[("day", day, 4), ("second", now - 500, 9)], now)
+            .expect("add");
+        store
+            .add_spend("k2", &[("day", day, 100)], now)
+            .expect("add");
+    }
+    // Another process (a new connection) sees what was spent.
+    let mut store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.spent("k1", "day", day..=day).expect("read"), 7);
+    assert_eq!(store.spent("k2", "day", day..=day).expect("read"), 100);
+    assert_eq!(
+        store.spent("k1", "day", day + 1..=day + 2).expect("read"),
+        0
+    );
+    store.add_spend("k1", &[], now).expect("prune");
+    assert_eq!(
+        store.spent("k1", "second", now - 1000..=now).expect("read"),
+        2,
+        "seconds older than two minutes are gone"
+    );
+}
