@@ -51,7 +51,8 @@ struct ServeArgs {
     #[arg(long, short, default_value_t = 0)]
     port: u16,
     /// A key and its quotas: KEY[:ITEM,...] with items public | unlimited | N/min | N/hour |
-    /// N/day | N/month | used-hour=N | used-day=N | used-month=N | user=NAME. Repeatable.
+    /// N/day | N/month | used-hour=N | used-day=N | used-month=N | user=NAME |
+    /// users-forbidden (its /users answers 403). Repeatable.
     /// Default: one unlimited key, `testkey`.
     #[arg(long = "key", value_name = "SPEC")]
     keys: Vec<String>,

@@ -61,6 +61,8 @@ pub struct KeyConfig {
     pub limits: Limits,
     /// Usage spent by others at start.
     pub preload: Preload,
+    /// `/users/{key}` answers 403 (some key types cannot read their own quotas).
+    pub users_forbidden: bool,
 }
 
 impl fmt::Debug for KeyConfig {
@@ -71,6 +73,7 @@ impl fmt::Debug for KeyConfig {
             .field("user", &self.user)
             .field("limits", &self.limits)
             .field("preload", &self.preload)
+            .field("users_forbidden", &self.users_forbidden)
             .finish()
     }
 }
@@ -84,6 +87,7 @@ impl KeyConfig {
             key,
             limits: Limits::default(),
             preload: Preload::default(),
+            users_forbidden: false,
         }
     }
 
@@ -96,7 +100,8 @@ impl KeyConfig {
     }
 
     /// Parses `KEY[:ITEM,ITEM...]`, items being `public`, `unlimited`, `N/min`, `N/hour`,
-    /// `N/day`, `N/month`, `used-hour=N`, `used-day=N`, `used-month=N`, `user=NAME`.
+    /// `N/day`, `N/month`, `used-hour=N`, `used-day=N`, `used-month=N`, `user=NAME`,
+    /// `users-forbidden` (its `/users` answers 403).
     pub fn parse(spec: &str) -> Result<KeyConfig, String> {
         let (key, items) = spec.split_once(':').unwrap_or((spec, ""));
         if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -108,6 +113,7 @@ impl KeyConfig {
             match item {
                 "public" => config.limits = Limits::PUBLIC,
                 "unlimited" => config.limits = Limits::default(),
+                "users-forbidden" => config.users_forbidden = true,
                 _ => {
                     if let Some((name, value)) = item.split_once('=') {
                         let n = || value.parse::<u64>().map_err(|_| bad());
@@ -326,6 +332,8 @@ mod tests {
         );
         assert!(KeyConfig::parse("k4:4/fortnight").is_err());
         assert!(KeyConfig::parse(":public").is_err());
+        let k = KeyConfig::parse("k:public,users-forbidden").expect("spec");
+        assert!(k.users_forbidden);
     }
 
     #[test]

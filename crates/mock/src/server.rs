@@ -672,7 +672,10 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                     "NotFoundError",
                     &format!("User \"{id}\" not found"),
                 ),
-                Some(target) if record.route == Route::OverallQuotas && target != key_index => {
+                Some(target)
+                    if state.config.keys[key_index].users_forbidden
+                        || (record.route == Route::OverallQuotas && target != key_index) =>
+                {
                     api_error(
                         StatusCode::FORBIDDEN,
                         "ForbiddenError",
