@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 use serde_json::json;
-use vtbulk_engine::{CacheSettings, UnixClock, stored_attributes};
+use vtbulk_engine::{CacheSettings, WallClock, stored_attributes};
 use vtbulk_ioc::Hash;
 use vtbulk_store::{Exported, Hit, SqliteStore, Stats};
 
@@ -113,7 +113,7 @@ pub fn run(
         crate::CacheAction::Get { hash, .. } => {
             let parsed = Hash::parse(hash.trim()).map_err(|e| format!("{hash:?}: {e}"))?;
             let mut store = open(settings)?;
-            let now = UnixClock::System.now();
+            let now = WallClock::System.now();
             let value = match store.get(&parsed).map_err(|e| e.to_string())? {
                 None => return Err(format!("{parsed} is not in the cache")),
                 Some(hit) => {
@@ -148,7 +148,7 @@ pub fn run(
         crate::CacheAction::Prune { .. } => {
             let mut store = open(settings)?;
             let (found, missing) = store
-                .prune(UnixClock::System.now(), settings.freshness)
+                .prune(WallClock::System.now(), settings.freshness)
                 .map_err(|e| e.to_string())?;
             writeln!(
                 out,

@@ -9,10 +9,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use vtbulk_engine::{CacheSettings, Concurrency, Freshness, Settings, UnixClock};
+use vtbulk_engine::{CacheSettings, Concurrency, Freshness, QuotaSettings, Settings, WallClock};
 use vtbulk_ioc::{Column, InputFormat};
 use vtbulk_output::{Field, Format, parse_fields};
-use vtbulk_quota::{BackoffPolicy, Rate, SchedulerConfig, Tier, parse_tiers};
+use vtbulk_quota::{BackoffPolicy, Rate, Reserve, SchedulerConfig, Tier, parse_tiers};
 use vtbulk_vt::{ApiKey, ClientConfig};
 
 /// The embedded defaults.
@@ -55,6 +55,12 @@ pub struct Layer {
     pub refresh: Option<bool>,
     /// What the cache keeps of an answer: "full" or "summary".
     pub cache_answers: Option<String>,
+    /// Requests of every window left for the key's other users: "N" or "N%".
+    pub reserve: Option<String>,
+    /// Plan against the tier's profile and the ledger; never call GET /users.
+    pub offline_quota: Option<bool>,
+    /// When a window runs out, sleep to its reset and carry on instead of stopping.
+    pub wait_for_reset: Option<bool>,
     /// Extra or replacement tier profiles.
     pub tiers: Option<toml::Table>,
 }
@@ -99,6 +105,9 @@ impl Layer {
             max_age,
             refresh,
             cache_answers,
+            reserve,
+            offline_quota,
+            wait_for_reset,
             tiers
         );
         self
@@ -253,6 +262,14 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         scheduler: SchedulerConfig {
             rate,
             caps: tier,
+            used: None,
+            reserve: layer
+                .reserve
+                .as_deref()
+                .map(str::parse::<Reserve>)
+                .transpose()?
+                .unwrap_or_default(),
+            clock: WallClock::System,
             safety_margin: margin,
             precise: true,
         },
@@ -264,6 +281,10 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         },
         max_consecutive_429: layer.max_consecutive_429.unwrap_or(12),
         cache: cache_settings(layer)?,
+        quota: QuotaSettings {
+            offline: layer.offline_quota.unwrap_or(false),
+            wait_for_reset: layer.wait_for_reset.unwrap_or(false),
+        },
     };
     let keep_raw = settings.raw && settings.format == Format::Ndjson;
     // By default the cache keeps VirusTotal's whole answer, so any field can be rendered
@@ -331,7 +352,7 @@ pub fn cache_settings(layer: &Layer) -> Result<Option<CacheSettings>, String> {
                 .transpose()?,
         },
         refresh: layer.refresh.unwrap_or(false),
-        clock: UnixClock::System,
+        clock: WallClock::System,
     }))
 }
 
@@ -358,6 +379,9 @@ pub fn describe(r: &Resolved) -> String {
         format!("hourly = {}", cap(caps.hourly)),
         format!("daily = {}", cap(caps.daily)),
         format!("monthly = {}", cap(caps.monthly)),
+        format!("reserve = {:?}", s.scheduler.reserve.to_string()),
+        format!("offline_quota = {}", s.quota.offline),
+        format!("wait_for_reset = {}", s.quota.wait_for_reset),
         format!("safety_margin = {}", s.scheduler.safety_margin),
         format!("concurrency = {:?}", s.concurrency),
         format!("input_format = {:?}", s.input_format),

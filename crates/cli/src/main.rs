@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod config;
 mod progress;
+mod report;
 
 /// mimalloc instead of the system allocator: records are built on the cache-check threads
 /// and freed on the writer's, a pattern glibc's allocator serves slowly (measured: malloc
@@ -38,6 +39,27 @@ enum Command {
     Config(CommonArgs),
     /// Inspect or maintain the cache.
     Cache(CacheArgs),
+    /// The key's quotas now, per window (minute, hour, day, month): allowed, used,
+    /// remaining, when each resets; and when today's budget would run out at full speed.
+    Quota {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// What `enrich` would do with these inputs, without looking anything up: unique hashes,
+    /// fresh in the cache, requests needed, time at the rate, share of today's and this
+    /// month's budget, and the days it takes when it does not fit today.
+    Plan {
+        /// Input files (`-` or none: stdin), as for `enrich`.
+        inputs: Vec<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -150,6 +172,14 @@ struct CommonArgs {
     /// about 320 bytes an answer instead of ~2.7 KB; `--raw` runs still keep whole answers).
     #[arg(long, value_name = "full|summary")]
     cache_answers: Option<String>,
+    /// Leave this much of every window (hour, day, month) to the key's other users: N
+    /// requests or N% of the allowance.
+    #[arg(long, value_name = "N|N%")]
+    reserve: Option<String>,
+    /// Do not read the key's live quotas (GET /users/{key}): plan against the tier's profile
+    /// minus the spend ledger.
+    #[arg(long)]
+    offline_quota: bool,
 }
 
 #[derive(Args, Debug)]
@@ -167,6 +197,10 @@ struct EnrichArgs {
     /// No progress and no summary table on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// When a quota window runs out, sleep until it resets (the progress shows the
+    /// countdown) and carry on, instead of stopping with the rest `skipped` (exit 4).
+    #[arg(long)]
+    wait_for_reset: bool,
 }
 
 /// Exit codes, in one place. Documented in README.md.
@@ -211,7 +245,88 @@ fn main() -> ExitCode {
         },
         Command::Enrich(args) => ExitCode::from(enrich(args)),
         Command::Cache(args) => ExitCode::from(cache_command(args)),
+        Command::Quota { json, common } => ExitCode::from(quota_command(&common, json)),
+        Command::Plan {
+            inputs,
+            json,
+            common,
+        } => ExitCode::from(plan_command(&common, inputs, json)),
     }
+}
+
+/// Loads the configuration and builds a client, for the commands that call VirusTotal.
+fn load_with_client(common: &CommonArgs, inputs: Vec<String>) -> Result<(Resolved, Client), u8> {
+    let resolved = load(common, inputs).map_err(|message| {
+        eprint(&message);
+        codes::USAGE
+    })?;
+    let Some(key) = resolved.key.clone() else {
+        eprint("no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH");
+        return Err(codes::USAGE);
+    };
+    let client = Client::new(key, &resolved.client).map_err(|e| {
+        eprint(&e.to_string());
+        codes::USAGE
+    })?;
+    Ok((resolved, client))
+}
+
+/// The exit code of an engine error outside a run.
+fn engine_error_code(e: &EngineError) -> u8 {
+    match e {
+        EngineError::Refused(_) => codes::AUTH,
+        EngineError::Store(_) => codes::CACHE,
+        _ => codes::USAGE,
+    }
+}
+
+/// Runs `work` on a single-threaded runtime.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map(|rt| rt.block_on(work))
+        .map_err(|e| {
+            eprint(&format!("failed to start the runtime: {e}"));
+            codes::USAGE
+        })
+}
+
+fn quota_command(common: &CommonArgs, json: bool) -> u8 {
+    let run = || -> Result<u8, u8> {
+        let (resolved, client) = load_with_client(common, vec![])?;
+        let view =
+            block_on(vtbulk_engine::quota_view(&resolved.settings, &client))?.map_err(|e| {
+                eprint(&e.to_string());
+                engine_error_code(&e)
+            })?;
+        let text = if json {
+            serde_json::to_string_pretty(&view).unwrap_or_default() + "\n"
+        } else {
+            report::quota(&view)
+        };
+        let _ = io::stdout().write_all(text.as_bytes());
+        Ok(codes::OK)
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn plan_command(common: &CommonArgs, inputs: Vec<String>, json: bool) -> u8 {
+    let run = || -> Result<u8, u8> {
+        let (resolved, client) = load_with_client(common, inputs)?;
+        let plan = block_on(vtbulk_engine::plan(&resolved.settings, &client))?.map_err(|e| {
+            eprint(&e.to_string());
+            engine_error_code(&e)
+        })?;
+        let text = if json {
+            serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n"
+        } else {
+            report::plan(&plan)
+        };
+        let _ = io::stdout().write_all(text.as_bytes());
+        Ok(codes::OK)
+    };
+    run().unwrap_or_else(|code| code)
 }
 
 /// Embedded defaults, then the user file, then flags; the key from its own sources.
@@ -242,6 +357,8 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         max_age: common.max_age.clone(),
         refresh: common.refresh.then_some(true),
         cache_answers: common.cache_answers.clone(),
+        reserve: common.reserve.clone(),
+        offline_quota: common.offline_quota.then_some(true),
         ..Layer::default()
     };
     let mut resolved = config::resolve(&layer.merged(flags), inputs)?;
@@ -285,7 +402,10 @@ fn enrich(args: EnrichArgs) -> u8 {
         return codes::USAGE;
     }
     let resolved = match load(&args.common, args.inputs.clone()) {
-        Ok(r) => r,
+        Ok(mut r) => {
+            r.settings.quota.wait_for_reset |= args.wait_for_reset;
+            r
+        }
         Err(message) => {
             eprint(&message);
             return codes::USAGE;

@@ -60,8 +60,21 @@ fn status(c: &Counters, started: Instant, interval: Option<Duration>) -> String 
             humantime::format_duration(Duration::from_secs((i.as_secs_f64() * left as f64) as u64))
         )
     });
+    let until = c.waiting_until.load(std::sync::atomic::Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let waiting = if until > now {
+        format!(
+            ", quota spent: waiting {} for the reset at {}",
+            humantime::format_duration(Duration::from_secs((until - now) as u64)),
+            vtbulk_engine::rfc3339(until)
+        )
+    } else {
+        String::new()
+    };
     format!(
-        "{done}/{unique} done, {:.1} req/s, {} ok, {} not found, {} errors, {} retries, {} 429s{eta}",
+        "{done}/{unique} done, {:.1} req/s, {} ok, {} not found, {} errors, {} retries, {} 429s{eta}{waiting}",
         get(&c.requests) as f64 / elapsed,
         get(&c.ok),
         get(&c.not_found),
@@ -162,6 +175,39 @@ pub fn table(s: &Summary) -> String {
                 s.cache_write_errors
             ),
         );
+    }
+    if let Some(q) = &s.quota {
+        let note = q
+            .note
+            .as_deref()
+            .map_or(String::new(), |n| format!(" ({n})"));
+        row(
+            &mut t,
+            "quota",
+            format!("{}{note}, rate {}", q.source, q.rate),
+        );
+        for w in &q.windows {
+            if let Some(remaining) = w.remaining {
+                row(
+                    &mut t,
+                    &format!("  {} left", w.window.name()),
+                    format!(
+                        "{remaining} (resets {})",
+                        vtbulk_engine::rfc3339(w.resets_at)
+                    ),
+                );
+            }
+        }
+        if let (Some(window), Some(at)) = (&q.exhausted, &q.resets_at) {
+            row(
+                &mut t,
+                "quota spent",
+                format!(
+                    "the {window} budget ran out: {} items skipped, run again after {at}",
+                    q.items_left
+                ),
+            );
+        }
     }
     row(&mut t, "elapsed", format!("{:.2} s", s.elapsed_secs));
     row(&mut t, "rate", format!("{:.1} req/s", s.requests_per_sec));

@@ -158,6 +158,16 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
             "--refresh",
         ],
         vec!["config", "--api-url", &url],
+        vec!["quota", "--api-url", &url, "--cache", &cache_arg],
+        vec![
+            "plan",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--cache",
+            &cache_arg,
+            "--json",
+        ],
         vec!["cache", "stats", "--cache", &cache_arg],
         vec!["cache", "export", "--cache", &cache_arg],
     ] {
@@ -220,6 +230,86 @@ async fn a_canary_key_never_appears_in_stdout_stderr_files_or_summary() {
     assert_no_canary("stdout", &out.stdout);
     assert_no_canary("stderr", &out.stderr);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn quota_plan_and_a_spent_day_speak_of_the_keys_live_budget() {
+    let key = KeyConfig::parse("k:public,used-day=123,used-hour=3").expect("key");
+    let small = KeyConfig::parse("small:2/day").expect("key");
+    let mock = MockServer::start(MockConfig::with_keys(vec![key, small]))
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(&["quota", "--api-url", &url, "--json"], Some("k")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(view["source"], "live");
+    let day = &view["windows"][2];
+    assert_eq!(
+        (
+            &day["window"],
+            &day["allowed"],
+            &day["used"],
+            &day["remaining"]
+        ),
+        (
+            &serde_json::json!("day"),
+            &serde_json::json!(500),
+            &serde_json::json!(123),
+            &serde_json::json!(377)
+        )
+    );
+    let table = vtbulk(&["quota", "--api-url", &url], Some("k")).await;
+    assert!(text(&table.stdout).contains("today's budget would run out at"));
+
+    let out = vtbulk(
+        &[
+            "plan",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--json",
+        ],
+        Some("k"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        plan["to_query"], plan["unique"],
+        "a fresh cache: all to query"
+    );
+    assert_eq!(plan["fits_today"], true);
+    assert_eq!(mock.stats(false).by_id.len(), 0, "plan looked nothing up");
+
+    let out = vtbulk(&["quota", "--api-url", &url], Some("wrong")).await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a refused key: {}",
+        text(&out.stderr)
+    );
+
+    // A key of 2 a day: the run stops, says which window and when it resets, exits 4.
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+        ],
+        Some("small"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("the day budget ran out") && stderr.contains("run again after"),
+        "{stderr}"
+    );
+    assert!(text(&out.stdout).contains("quota_daily"));
 }
 
 #[tokio::test]

@@ -11,7 +11,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 use std::sync::mpsc::TryRecvError;
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use vtbulk_ioc::Hash;
 use vtbulk_output::{Record, Source, Status};
+use vtbulk_quota::WallClock;
 use vtbulk_store::{
     Body, FoundFile, Freshness, Hit, Put, RunRecord, SqliteStore, Store, StoreError,
 };
@@ -33,28 +33,6 @@ pub(crate) const CHECK_BATCH: usize = 2048;
 /// Answers journaled per group write at most.
 const COMMIT_BATCH: usize = 1024;
 
-/// The clock the cache reads: the system's, or a fixed time (tests).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UnixClock {
-    /// `SystemTime::now()`.
-    #[default]
-    System,
-    /// Always this many seconds since the epoch.
-    Fixed(i64),
-}
-
-impl UnixClock {
-    /// Seconds since the Unix epoch.
-    pub fn now(self) -> i64 {
-        match self {
-            UnixClock::System => SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs() as i64),
-            UnixClock::Fixed(t) => t,
-        }
-    }
-}
-
 /// How a run uses the cache.
 #[derive(Clone, Debug)]
 pub struct CacheSettings {
@@ -65,7 +43,7 @@ pub struct CacheSettings {
     /// Look everything up again (and update the store).
     pub refresh: bool,
     /// The clock for freshness and fetch times.
-    pub clock: UnixClock,
+    pub clock: WallClock,
 }
 
 /// Opens the store (an error here stops the run before anything is spent).
@@ -179,6 +157,8 @@ pub(crate) fn put_found(file: &FileSummary, digests: Digests) -> Option<Put> {
 pub(crate) enum Msg {
     /// Commit this and say whether it worked.
     Put(Put, oneshot::Sender<bool>),
+    /// Requests spent, for the ledger.
+    Spend(Vec<vtbulk_quota::Spend>),
     /// No more answers: finish.
     Stop,
 }
@@ -205,8 +185,9 @@ impl Journal {
     /// to stop, records the run's figures and compacts.
     pub(crate) fn start(
         mut store: SqliteStore,
-        clock: UnixClock,
+        clock: WallClock,
         run: Arc<std::sync::Mutex<RunRecord>>,
+        key_id: String,
     ) -> std::io::Result<Journal> {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let window = GATHER;
@@ -229,11 +210,20 @@ impl Journal {
                 let mut puts: Vec<Put> = Vec::with_capacity(COMMIT_BATCH);
                 let mut acks = Vec::with_capacity(COMMIT_BATCH);
                 let mut stop = false;
+                // A failed ledger write costs only the fallback's memory of this spend.
+                let spend = |store: &mut SqliteStore, spends: Vec<vtbulk_quota::Spend>| {
+                    let rows: Vec<_> = spends.iter().map(|s| (s.window, s.id, s.count)).collect();
+                    let _ = store.add_spend(&key_id, &rows, clock.now());
+                };
                 while !stop {
                     match rx.recv() {
                         Ok(Msg::Put(put, ack)) => {
                             puts.push(put);
                             acks.push(ack);
+                        }
+                        Ok(Msg::Spend(spends)) => {
+                            spend(&mut store, spends);
+                            continue;
                         }
                         Ok(Msg::Stop) | Err(_) => break,
                     }
@@ -249,6 +239,7 @@ impl Journal {
                                 puts.push(put);
                                 acks.push(ack);
                             }
+                            Ok(Msg::Spend(spends)) => spend(&mut store, spends),
                             Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                                 stop = true;
                                 break;
@@ -281,6 +272,13 @@ impl Journal {
                 }
             })?;
         Ok(Journal { tx, thread })
+    }
+
+    /// Hands requests spent to the ledger (written between answer batches).
+    pub(crate) fn spend(&self, spends: Vec<vtbulk_quota::Spend>) {
+        if !spends.is_empty() {
+            let _ = self.tx.send(Msg::Spend(spends));
+        }
     }
 
     /// A handle for workers.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -45,6 +45,11 @@ pub struct Counters {
     pub rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
     /// Skipped records by reason.
     pub skipped_by_reason: Mutex<BTreeMap<String, u64>>,
+    /// While the run waits for a quota window to reset (`--wait-for-reset`): when, Unix
+    /// seconds (0: not waiting).
+    pub waiting_until: AtomicI64,
+    /// Re-reads of the key's quotas after an unexpected QuotaExceededError.
+    pub quota_resyncs: AtomicU64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -98,6 +103,7 @@ impl Counters {
             },
             outcome: outcome.to_owned(),
             exit_code: 0,
+            quota: None,
         }
     }
 }
@@ -150,4 +156,32 @@ pub struct Summary {
     pub outcome: String,
     /// The process exit code (set by the binary, which owns the mapping).
     pub exit_code: i32,
+    /// The key's budget: where it came from, what is left, and why the run stopped early.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<QuotaReport>,
+}
+
+/// The quota part of a summary.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct QuotaReport {
+    /// `live` (GET /users), `ledger` (the tier's profile minus our recorded spend, because
+    /// /users was refused or unreachable), `offline` (--offline-quota), `not_read`.
+    pub source: String,
+    /// Why the budget is not live, when it is not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// The per-minute rate scheduled at (`unlimited`: none).
+    pub rate: String,
+    /// Each window at the end of the run.
+    pub windows: Vec<vtbulk_quota::WindowBudget>,
+    /// The window that ran out and stopped the run (`hour`, `day`, `month`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exhausted: Option<String>,
+    /// When that window resets, RFC 3339 UTC.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+    /// Items skipped for the quota, to be looked up after the reset.
+    pub items_left: u64,
+    /// Re-reads of the key's quotas after an unexpected QuotaExceededError.
+    pub resyncs: u64,
 }

@@ -20,10 +20,17 @@
 mod cache;
 mod convert;
 mod counters;
+mod keyquota;
 mod packed;
 mod pipeline;
+mod plan;
 
-pub use cache::{CacheSettings, UnixClock, stored_attributes};
-pub use counters::{Counters, Summary};
+pub use cache::{CacheSettings, stored_attributes};
+pub use counters::{Counters, QuotaReport, Summary};
+pub use keyquota::{
+    KeyQuota, QuotaSettings, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339,
+};
 pub use pipeline::{Concurrency, EngineError, Outcome, Settings, StopHandle, run};
+pub use plan::{Plan, QuotaRow, QuotaView, plan, quota_view};
+pub use vtbulk_quota::WallClock;
 pub use vtbulk_store::Freshness;

@@ -11,14 +11,15 @@ use tokio::sync::{Semaphore, mpsc};
 use vtbulk_ioc::reader::{self, InputFormat};
 use vtbulk_ioc::{Column, Item, Seen, Unique};
 use vtbulk_output::{CsvSink, Field, Format, NdjsonSink, Record, Sink, Status};
-use vtbulk_quota::{BackoffPolicy, Scheduler, SchedulerConfig};
+use vtbulk_quota::{BackoffPolicy, Exhausted, Scheduler, SchedulerConfig, Window};
 use vtbulk_store::{Put, RunRecord, Store, StoreError};
 use vtbulk_vt::models::FileSummary;
 use vtbulk_vt::{Client, ErrorClass, FileLookup, RateLimitKind};
 
 use crate::cache::{self, CacheSettings, Journal};
 use crate::convert;
-use crate::counters::{Counters, Summary, bump, bump_map};
+use crate::counters::{Counters, QuotaReport, Summary, bump, bump_map};
+use crate::keyquota::{self, QuotaSettings, QuotaSource};
 
 /// Hashes handed to the dedup set at once (see `Seen::insert_batch`).
 const DEDUP_BATCH: usize = 256;
@@ -59,8 +60,10 @@ pub struct Settings {
     /// Consecutive 429s (with no success in between) after which the run stops as if the
     /// quota were spent: the key is shared, or its quota is lower than configured.
     pub max_consecutive_429: u32,
-    /// The cache and journal; `None` is `--cache off`.
+    /// The cache and journal; `None` is `--cache off` (and no spend ledger).
     pub cache: Option<CacheSettings>,
+    /// How the key's budget is read, and what happens when it runs out.
+    pub quota: QuotaSettings,
 }
 
 /// Why a run ended.
@@ -108,6 +111,9 @@ pub enum EngineError {
     /// The cache cannot be opened (foreign, damaged, newer, unreadable).
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// VirusTotal refused the key when its quotas were read (`vtbulk plan`).
+    #[error("VirusTotal refused the key: {0}")]
+    Refused(vtbulk_vt::Error),
 }
 
 /// Stops a run from outside: no new lookups, in-flight ones finish, the rest is `skipped`.
@@ -176,6 +182,58 @@ struct Shared {
     seen: Arc<Seen>,
     /// Answers for entries not yet looked up, learned from a twin (same file, another hash).
     twins: Mutex<HashMap<usize, Box<FileSummary>>>,
+    /// The budget was read live: an unexpected QuotaExceededError re-reads it.
+    quota_live: bool,
+    /// When it was last re-read (at most once a minute).
+    last_resync: Mutex<Option<tokio::time::Instant>>,
+    /// Sleep through an exhausted window instead of stopping.
+    wait_for_reset: bool,
+}
+
+/// Re-reads the key's quotas after a QuotaExceededError our books did not expect (at most
+/// once a minute; the request passes the rate gate like any other).
+async fn resync(shared: &Shared) {
+    if !shared.quota_live {
+        return;
+    }
+    {
+        let mut last = shared.last_resync.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(tokio::time::Instant::now());
+    }
+    shared.scheduler.acquire_rate().await;
+    let clock = shared.scheduler.clock();
+    if let Ok(user) = shared.client.get_own_user().await
+        && let Some((_, usage)) = keyquota::from_user(&user, Default::default(), clock.now())
+    {
+        shared.scheduler.resync(usage);
+        bump(&shared.counters.quota_resyncs);
+    }
+}
+
+/// Sleeps until `exhausted` resets (or the run is stopped), showing when in the counters.
+async fn wait_for_reset(
+    shared: &Shared,
+    exhausted: Exhausted,
+    woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) {
+    let clock = shared.scheduler.clock();
+    let wait_ms = exhausted
+        .resets_at
+        .saturating_mul(1000)
+        .saturating_sub(clock.now_ms())
+        .max(0) as u64;
+    shared
+        .counters
+        .waiting_until
+        .store(exhausted.resets_at, Ordering::Relaxed);
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+        () = woken => {}
+    }
+    shared.counters.waiting_until.store(0, Ordering::Relaxed);
 }
 
 fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
@@ -204,27 +262,28 @@ fn base(names: &[String], entry: &Unique) -> Record {
     clippy::large_enum_variant,
     reason = "records went through the channel by value before; boxing would cost an allocation per lookup"
 )]
-enum Out {
+pub(crate) enum Out {
     One(Record),
     Many(Vec<Record>),
 }
 
 /// One thread's share of the cache check before the lookups.
-struct CacheCheck {
-    seen: Arc<Seen>,
-    tx: mpsc::Sender<Out>,
-    counters: Arc<Counters>,
-    names: Vec<String>,
-    freshness: vtbulk_store::Freshness,
-    raw: bool,
-    now: i64,
+pub(crate) struct CacheCheck {
+    pub(crate) seen: Arc<Seen>,
+    /// Where hits go as records; `None` only counts them (`vtbulk plan`).
+    pub(crate) tx: Option<mpsc::Sender<Out>>,
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) names: Vec<String>,
+    pub(crate) freshness: vtbulk_store::Freshness,
+    pub(crate) raw: bool,
+    pub(crate) now: i64,
 }
 
 impl CacheCheck {
     /// Checks the entries `order[range]` (sort keys and entry indices, in hash order, so the
     /// store's B-trees are swept, not jumped about): fresh hits are written as records; the
     /// indices of the rest are returned, to look up.
-    fn run(
+    pub(crate) fn run(
         self,
         mut store: vtbulk_store::SqliteStore,
         order: &[(u32, u32)],
@@ -257,8 +316,8 @@ impl CacheCheck {
             }
             // The writer only goes away on a write error, reported by the run. A batch of
             // misses (a cold cache) sends nothing.
-            if !records.is_empty() {
-                let _ = self.tx.blocking_send(Out::Many(records));
+            if let (Some(tx), false) = (&self.tx, records.is_empty()) {
+                let _ = tx.blocking_send(Out::Many(records));
             }
         }
         Ok((todo, store))
@@ -362,6 +421,10 @@ async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Rec
             () = &mut woken => continue,
         };
         if let Err(exhausted) = acquired {
+            if shared.wait_for_reset {
+                wait_for_reset(shared, exhausted, woken.as_mut()).await;
+                continue;
+            }
             shared.halt.set(
                 Outcome::QuotaExhausted,
                 exhausted.window.skip_reason(),
@@ -417,6 +480,11 @@ async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Rec
                     );
                     continue;
                 }
+                if kind == RateLimitKind::QuotaExceeded {
+                    // Our books said there was budget: someone else spends on this key, or
+                    // a window ran out. Re-read; the next acquire stops if it really did.
+                    resync(shared).await;
+                }
                 let base = match kind {
                     // The minute window frees a slot within one interval of our schedule.
                     RateLimitKind::QuotaExceeded => shared
@@ -455,6 +523,48 @@ async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Rec
     }
 }
 
+/// The summary's quota part: the budget's source, each window now, and why the run stopped.
+fn quota_report(
+    shared: &Shared,
+    quota: Option<&keyquota::KeyQuota>,
+    refused: Option<&vtbulk_vt::Error>,
+    rate: Option<vtbulk_quota::Rate>,
+) -> QuotaReport {
+    let skipped = shared
+        .counters
+        .skipped_by_reason
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let exhausted = Window::ALL
+        .into_iter()
+        .find(|w| skipped.contains_key(w.skip_reason()));
+    let windows = shared.scheduler.budgets();
+    QuotaReport {
+        source: quota
+            .map_or(QuotaSource::NotRead, |q| q.source)
+            .as_str()
+            .to_owned(),
+        note: match refused {
+            Some(e) => Some(format!(
+                "GET /users refused the key: {} {}",
+                e.code(),
+                e.message()
+            )),
+            None => quota.and_then(|q| q.note.clone()),
+        },
+        rate: rate.map_or_else(|| "unlimited".to_owned(), |r| r.to_string()),
+        exhausted: exhausted.map(|w| w.name().to_owned()),
+        resets_at: exhausted.map(|w| keyquota::rfc3339(windows[w as usize].resets_at)),
+        items_left: Window::ALL
+            .iter()
+            .filter_map(|w| skipped.get(w.skip_reason()))
+            .sum(),
+        windows: windows.to_vec(),
+        resyncs: Counters::get(&shared.counters.quota_resyncs),
+    }
+}
+
 fn make_sink(settings: &Settings, out: Box<dyn Write + Send>) -> Box<dyn Sink + Send> {
     match settings.format {
         Format::Csv => Box::new(CsvSink::new(out, settings.fields.clone())),
@@ -463,7 +573,9 @@ fn make_sink(settings: &Settings, out: Box<dyn Write + Send>) -> Box<dyn Sink + 
 }
 
 /// Opens every input first, so a missing file fails the run before anything is spent.
-fn open_all(inputs: &[String]) -> Result<Vec<Box<dyn std::io::BufRead + Send>>, EngineError> {
+pub(crate) fn open_all(
+    inputs: &[String],
+) -> Result<Vec<Box<dyn std::io::BufRead + Send>>, EngineError> {
     inputs
         .iter()
         .map(|name| {
@@ -473,6 +585,95 @@ fn open_all(inputs: &[String]) -> Result<Vec<Box<dyn std::io::BufRead + Send>>, 
             })
         })
         .collect()
+}
+
+/// Reads and dedups every input on a blocking thread; each invalid value goes to `invalid`
+/// as its record.
+pub(crate) fn read_inputs(
+    settings: &Settings,
+    opened: Vec<Box<dyn std::io::BufRead + Send>>,
+    inputs: &[String],
+    names: &[String],
+    counters: Arc<Counters>,
+    mut invalid: impl FnMut(Record) + Send + 'static,
+) -> tokio::task::JoinHandle<Result<Seen, EngineError>> {
+    let (format, column) = (settings.input_format, settings.column.clone());
+    let (inputs, names) = (inputs.to_vec(), names.to_vec());
+    tokio::task::spawn_blocking(move || -> Result<Seen, EngineError> {
+        let mut seen = Seen::new();
+        // Hashes go to the dedup set in batches: it overlaps the batch's cache misses.
+        let mut batch = Vec::with_capacity(DEDUP_BATCH);
+        let flush = |seen: &mut Seen, batch: &mut Vec<_>| {
+            let new = seen.insert_batch(batch) as u64;
+            counters.unique.fetch_add(new, Ordering::Relaxed);
+            counters
+                .duplicates
+                .fetch_add(batch.len() as u64 - new, Ordering::Relaxed);
+            batch.clear();
+        };
+        for (index, (mut input, name)) in opened.into_iter().zip(&inputs).enumerate() {
+            let display = &names[index];
+            let mut emit = |item: Item| match item {
+                Item::Hash(hash, origin) => {
+                    batch.push((hash, origin));
+                    if batch.len() == DEDUP_BATCH {
+                        flush(&mut seen, &mut batch);
+                    }
+                }
+                Item::Invalid {
+                    value,
+                    origin,
+                    reason,
+                } => {
+                    bump(&counters.invalid);
+                    invalid(Record {
+                        input: value,
+                        status: Some(Status::Invalid),
+                        occurrences: 1,
+                        first_origin: origin_text(&names, origin),
+                        error_code: Some("invalid".to_owned()),
+                        error_message: Some(reason),
+                        ..Record::default()
+                    });
+                }
+            };
+            let (_, lines) = reader::read_input(
+                name,
+                &mut *input,
+                index as u32,
+                format,
+                column.as_ref(),
+                &mut emit,
+            )
+            .map_err(|source| EngineError::Input {
+                name: display.clone(),
+                source,
+            })?;
+            counters.lines.fetch_add(lines, Ordering::Relaxed);
+        }
+        flush(&mut seen, &mut batch);
+        Ok(seen)
+    })
+}
+
+/// The inputs as given (none: stdin) and their display names.
+pub(crate) fn input_names(settings: &Settings) -> (Vec<String>, Vec<String>) {
+    let inputs = if settings.inputs.is_empty() {
+        vec!["-".to_owned()]
+    } else {
+        settings.inputs.clone()
+    };
+    let names = inputs
+        .iter()
+        .map(|n| {
+            if n == "-" {
+                "stdin".to_owned()
+            } else {
+                n.clone()
+            }
+        })
+        .collect();
+    (inputs, names)
 }
 
 /// Runs the whole pipeline, writing records to `out`. `counters` is shared with whoever
@@ -485,21 +686,7 @@ pub async fn run(
     stop: StopHandle,
 ) -> Result<(Outcome, Summary), EngineError> {
     let started = Instant::now();
-    let inputs = if settings.inputs.is_empty() {
-        vec!["-".to_owned()]
-    } else {
-        settings.inputs.clone()
-    };
-    let names: Vec<String> = inputs
-        .iter()
-        .map(|n| {
-            if n == "-" {
-                "stdin".to_owned()
-            } else {
-                n.clone()
-            }
-        })
-        .collect();
+    let (inputs, names) = input_names(&settings);
     let opened = open_all(&inputs)?;
     // The cache too: a foreign or damaged file stops the run before anything is spent.
     let store = settings.cache.as_ref().map(cache::open).transpose()?;
@@ -543,67 +730,18 @@ pub async fn run(
     });
 
     // Read and dedup on a blocking thread; invalid values go straight to the writer.
-    let read_counters = counters.clone();
     let read_tx = tx.clone();
-    let read_names = names.clone();
-    let (format, column) = (settings.input_format, settings.column.clone());
-    let read = tokio::task::spawn_blocking(move || -> Result<Seen, EngineError> {
-        let mut seen = Seen::new();
-        // Hashes go to the dedup set in batches: it overlaps the batch's cache misses.
-        let mut batch = Vec::with_capacity(DEDUP_BATCH);
-        let flush = |seen: &mut Seen, batch: &mut Vec<_>| {
-            let new = seen.insert_batch(batch) as u64;
-            read_counters.unique.fetch_add(new, Ordering::Relaxed);
-            read_counters
-                .duplicates
-                .fetch_add(batch.len() as u64 - new, Ordering::Relaxed);
-            batch.clear();
-        };
-        for (index, (mut input, name)) in opened.into_iter().zip(&inputs).enumerate() {
-            let display = &read_names[index];
-            let mut emit = |item: Item| match item {
-                Item::Hash(hash, origin) => {
-                    batch.push((hash, origin));
-                    if batch.len() == DEDUP_BATCH {
-                        flush(&mut seen, &mut batch);
-                    }
-                }
-                Item::Invalid {
-                    value,
-                    origin,
-                    reason,
-                } => {
-                    bump(&read_counters.invalid);
-                    let record = Record {
-                        input: value,
-                        status: Some(Status::Invalid),
-                        occurrences: 1,
-                        first_origin: origin_text(&read_names, origin),
-                        error_code: Some("invalid".to_owned()),
-                        error_message: Some(reason),
-                        ..Record::default()
-                    };
-                    // The writer only goes away on a write error, reported below.
-                    let _ = read_tx.blocking_send(Out::One(record));
-                }
-            };
-            let (_, lines) = reader::read_input(
-                name,
-                &mut *input,
-                index as u32,
-                format,
-                column.as_ref(),
-                &mut emit,
-            )
-            .map_err(|source| EngineError::Input {
-                name: display.clone(),
-                source,
-            })?;
-            read_counters.lines.fetch_add(lines, Ordering::Relaxed);
-        }
-        flush(&mut seen, &mut batch);
-        Ok(seen)
-    });
+    let read = read_inputs(
+        &settings,
+        opened,
+        &inputs,
+        &names,
+        counters.clone(),
+        move |record| {
+            // The writer only goes away on a write error, reported below.
+            let _ = read_tx.blocking_send(Out::One(record));
+        },
+    );
     let seen = match read.await {
         Ok(result) => result,
         Err(join) => Err(EngineError::Input {
@@ -659,7 +797,7 @@ pub async fn run(
                     let order = order.clone();
                     let check = CacheCheck {
                         seen: seen.clone(),
-                        tx: tx.clone(),
+                        tx: Some(tx.clone()),
                         counters: counters.clone(),
                         names: names.clone(),
                         freshness: cache_settings.freshness,
@@ -709,16 +847,49 @@ pub async fn run(
         unique_hashes: seen.len() as u64,
         ..RunRecord::default()
     }));
-    let journal = match store {
-        Some(store) => {
-            Some(Journal::start(store, clock, run_figures.clone()).map_err(EngineError::Output)?)
+    // The key's budget (one GET /users unless offline), when anything needs looking up.
+    let key_id = client.key_fingerprint();
+    let mut store = store;
+    let (quota, refused) = if todo.is_empty() {
+        (None, None)
+    } else {
+        match keyquota::read(
+            &client,
+            settings.scheduler.caps,
+            settings.quota.offline,
+            store.as_mut(),
+            settings.scheduler.clock,
+        )
+        .await
+        {
+            Ok(quota) => (Some(quota), None),
+            Err(keyquota::Refused(e)) => (None, Some(e)),
         }
+    };
+    let mut scheduler = settings.scheduler;
+    if let Some(quota) = &quota {
+        scheduler.caps = quota.caps;
+        scheduler.used = Some(quota.used);
+    }
+    scheduler.rate = vtbulk_quota::effective_rate(scheduler.rate, &scheduler.caps);
+    let rate = scheduler.rate;
+    let scheduler = Scheduler::new(scheduler);
+    if !todo.is_empty() && !settings.quota.offline {
+        // The users request counts against the per-minute rate ("requests of any nature").
+        scheduler.acquire_rate().await;
+    }
+
+    let journal = match store {
+        Some(store) => Some(
+            Journal::start(store, clock, run_figures.clone(), key_id)
+                .map_err(EngineError::Output)?,
+        ),
         None => None,
     };
 
     let shared = Arc::new(Shared {
         client,
-        scheduler: Scheduler::new(settings.scheduler),
+        scheduler,
         counters: counters.clone(),
         backoff: settings.backoff,
         max_consecutive_429: settings.max_consecutive_429,
@@ -731,16 +902,42 @@ pub async fn run(
         raw: settings.raw,
         seen: seen.clone(),
         twins: Mutex::new(HashMap::new()),
+        quota_live: quota
+            .as_ref()
+            .is_some_and(|q| q.source == QuotaSource::Live),
+        last_resync: Mutex::new(None),
+        wait_for_reset: settings.quota.wait_for_reset,
+    });
+    if let Some(e) = &refused {
+        // The key itself was refused: no lookup can succeed.
+        shared.halt.set(
+            Outcome::AuthFailed,
+            format!("stopped_{}", e.code()),
+            &shared.stop.wake,
+        );
+    }
+    // What the scheduler charges goes to the ledger every second (and at the end).
+    let ledger = journal.as_ref().map(|_| {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let spends = shared.scheduler.drain_spend();
+                if let (Some(tx), false) = (&shared.journal, spends.is_empty()) {
+                    let _ = tx.send(cache::Msg::Spend(spends));
+                }
+            }
+        })
     });
 
     // Bounded concurrency: `workers` tasks, of which `permits` may be in a lookup at once.
-    let rate = settings.scheduler.rate.map(|r| r.per_second());
+    let rate_per_sec = rate.map(|r| r.per_second());
     let (workers, initial) = match settings.concurrency {
         Concurrency::Fixed(n) => (n.max(1), n.max(1)),
         Concurrency::Auto { max } => {
             let max = max.max(1);
             // Little's law with a 0.5 s latency guess until real latencies come in.
-            let start = rate.map_or(max, |r| ((r * 0.5).ceil() as usize + 1).clamp(1, max));
+            let start = rate_per_sec.map_or(max, |r| ((r * 0.5).ceil() as usize + 1).clamp(1, max));
             (max, start)
         }
     };
@@ -783,7 +980,7 @@ pub async fn run(
         let mut current = initial;
         let max = workers;
         tokio::spawn(async move {
-            let Some(rate) = rate else { return };
+            let Some(rate) = rate_per_sec else { return };
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let latency = shared.latency_ewma_us.load(Ordering::Relaxed) as f64 / 1e6;
@@ -816,8 +1013,13 @@ pub async fn run(
         }
     }
     drop(tx);
-    // The journal's last commit, and the run's figures for `vtbulk cache stats`.
+    if let Some(ledger) = ledger {
+        ledger.abort();
+    }
+    // The journal's last commit, the ledger's last spend, and the run's figures for
+    // `vtbulk cache stats`.
     if let Some(journal) = journal {
+        journal.spend(shared.scheduler.drain_spend());
         {
             let mut figures = run_figures.lock().unwrap_or_else(|e| e.into_inner());
             figures.hits = Counters::get(&counters.cache_hits);
@@ -837,6 +1039,12 @@ pub async fn run(
         None if Counters::get(&counters.errors) > 0 => Outcome::CompletedWithErrors,
         None => Outcome::Completed,
     };
-    let summary = counters.summary(started.elapsed().as_secs_f64(), outcome.as_str());
+    let mut summary = counters.summary(started.elapsed().as_secs_f64(), outcome.as_str());
+    summary.quota = Some(quota_report(
+        &shared,
+        quota.as_ref(),
+        refused.as_ref(),
+        rate,
+    ));
     Ok((outcome, summary))
 }

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vtbulk_engine::{
-    CacheSettings, Concurrency, Counters, Freshness, Outcome, Settings, StopHandle, Summary,
-    UnixClock, run,
+    CacheSettings, Concurrency, Counters, Freshness, Outcome, QuotaSettings, Settings, StopHandle,
+    Summary, WallClock, run,
 };
 use vtbulk_ioc::{Hash, HashKind, InputFormat};
 use vtbulk_mock::{Fault, Faults, MockConfig, MockServer};
@@ -60,8 +60,13 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
             path: cache.to_owned(),
             freshness: Freshness::default(),
             refresh: false,
-            clock: UnixClock::Fixed(now),
+            clock: WallClock::Fixed(now),
         }),
+        // These tests count the mock's file lookups; the key's budget is another test's.
+        quota: QuotaSettings {
+            offline: true,
+            ..QuotaSettings::default()
+        },
     }
 }
 

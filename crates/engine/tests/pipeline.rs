@@ -3,147 +3,18 @@
 //! scheduler, the mock's clock follows it).
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proptest::prelude::*;
-use vtbulk_engine::{Concurrency, Counters, Outcome, Settings, StopHandle, Summary, run};
-use vtbulk_ioc::{Hash, HashKind, InputFormat};
-use vtbulk_mock::generate::{GenSpec, generate};
+use vtbulk_engine::{Concurrency, Outcome};
+use vtbulk_ioc::{Hash, HashKind};
+use vtbulk_mock::generate::GenSpec;
+use vtbulk_mock::stats::Route;
 use vtbulk_mock::{Faults, KeyConfig, Limits, MockConfig, MockServer};
-use vtbulk_output::{Field, Format};
-use vtbulk_quota::{BackoffPolicy, SchedulerConfig};
-use vtbulk_vt::{ApiKey, Client, ClientConfig};
+use vtbulk_output::Format;
 
-/// A `Write` the test can read back after the engine is done with it.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Shared {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Shared {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf8")
-    }
-}
-
-fn settings(input: &std::path::Path, format: Format) -> Settings {
-    Settings {
-        inputs: vec![input.to_string_lossy().into_owned()],
-        input_format: InputFormat::Lines,
-        column: None,
-        format,
-        fields: Field::ALL.to_vec(),
-        raw: false,
-        scheduler: SchedulerConfig::default(),
-        concurrency: Concurrency::Fixed(8),
-        backoff: BackoffPolicy {
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(100),
-            max_retries: 5,
-        },
-        max_consecutive_429: 50,
-        cache: None,
-    }
-}
-
-fn client(mock: &MockServer, key: &str) -> Client {
-    let config = ClientConfig {
-        host: mock.url(),
-        ..ClientConfig::default()
-    };
-    Client::new(ApiKey::new(key).expect("key"), &config).expect("client")
-}
-
-struct Run {
-    outcome: Outcome,
-    summary: Summary,
-    rows: Vec<HashMap<String, String>>,
-}
-
-async fn enrich(mock: &MockServer, key: &str, settings: Settings) -> Run {
-    let out = Shared::default();
-    let format = settings.format;
-    let (outcome, summary) = run(
-        settings,
-        client(mock, key),
-        Box::new(out.clone()),
-        Arc::new(Counters::default()),
-        StopHandle::default(),
-    )
-    .await
-    .expect("run");
-    let text = out.text();
-    let rows = match format {
-        Format::Csv => {
-            let mut reader = csv::Reader::from_reader(text.as_bytes());
-            let headers = reader.headers().expect("header").clone();
-            reader
-                .records()
-                .map(|r| {
-                    let r = r.expect("record");
-                    headers
-                        .iter()
-                        .zip(r.iter())
-                        .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                        .collect()
-                })
-                .collect()
-        }
-        Format::Ndjson => text
-            .lines()
-            .map(|l| {
-                let v: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(l).expect("json line");
-                v.into_iter()
-                    .map(|(k, v)| {
-                        (
-                            k,
-                            match v {
-                                serde_json::Value::String(s) => s,
-                                serde_json::Value::Null => String::new(),
-                                o => o.to_string(),
-                            },
-                        )
-                    })
-                    .collect()
-            })
-            .collect(),
-    };
-    Run {
-        outcome,
-        summary,
-        rows,
-    }
-}
-
-fn write_list(
-    dir: &std::path::Path,
-    name: &str,
-    mock: &MockServer,
-    spec: &GenSpec,
-) -> (std::path::PathBuf, vtbulk_mock::generate::GenMeta) {
-    let path = dir.join(name);
-    let mut out = Vec::new();
-    let meta = generate(mock.universe(), spec, &mut out).expect("generate");
-    std::fs::write(&path, out).expect("write list");
-    (path, meta)
-}
-
-fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-engine-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
+mod common;
+use common::*;
 
 /// Checks that every unique valid hash of the list has exactly one record with the status the
 /// mock's universe implies, and every invalid line one `invalid` record.
@@ -239,10 +110,18 @@ async fn under_injected_faults_every_input_is_accounted_for_and_retries_add_up()
     check_accounting(&mock, &list, &run);
     let stats = mock.stats(true);
     let s = &run.summary;
+    let files = stats
+        .log
+        .as_ref()
+        .expect("log")
+        .iter()
+        .filter(|e| e.route == Route::Files)
+        .count() as u64;
     assert_eq!(
-        s.requests, stats.total,
+        s.requests, files,
         "every request we counted reached the mock"
     );
+    assert_eq!(stats.total, files + 1, "and one GET /users for the budget");
     assert_eq!(
         s.requests,
         s.lookups + s.retries,
@@ -363,12 +242,16 @@ async fn at_4_a_minute_no_60_second_window_of_the_mock_log_holds_more_than_4() {
     let run = enrich(&mock, "k", s).await;
     assert_eq!(run.rows.len(), 20);
     let stats = mock.stats(true);
-    assert_eq!(stats.total, 20);
+    assert_eq!(
+        stats.total, 21,
+        "20 lookups and the GET /users that read the budget"
+    );
+    // Requests "of any nature" count: the users request passed the same gate.
     assert_eq!(stats.max_in_window(60_000, |_| true), 4);
-    // 19 intervals of 15 s stretched by the 0.2% margin: the quota is used, not wasted.
+    // 20 intervals of 15 s stretched by the 0.2% margin: the quota is used, not wasted.
     let elapsed = started.elapsed();
-    assert!(elapsed >= Duration::from_millis(19 * 15_030), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(19 * 15 + 5), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(20 * 15_030), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(20 * 15 + 5), "{elapsed:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -387,7 +270,29 @@ async fn a_wrong_key_stops_the_run_with_auth_failed_and_no_ok_records() {
             ..GenSpec::default()
         },
     );
+    // The budget's GET /users refuses the key: no file is looked up at all.
     let run = enrich(&mock, "not-the-key", settings(&list, Format::Csv)).await;
+    assert_eq!(run.outcome, Outcome::AuthFailed);
+    assert_eq!(run.rows.len(), 50, "every input still has a record");
+    assert!(
+        run.rows
+            .iter()
+            .all(|r| r["status"] == "skipped" && r["error_code"] == "stopped_WrongCredentialsError")
+    );
+    assert_eq!(run.summary.requests, 0);
+    let quota = run.summary.quota.as_ref().expect("quota report");
+    assert!(
+        quota
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("WrongCredentialsError")),
+        "{quota:?}"
+    );
+    assert_eq!(mock.stats(false).total, 1, "only the users request");
+    // Offline (no users request), the first lookups meet the refusal.
+    let mut offline = settings(&list, Format::Csv);
+    offline.quota.offline = true;
+    let run = enrich(&mock, "not-the-key", offline).await;
     assert_eq!(run.outcome, Outcome::AuthFailed);
     assert_eq!(run.rows.len(), 50, "every input still has a record");
     assert!(
@@ -423,7 +328,9 @@ async fn a_daily_cap_stops_the_run_with_exact_skipped_records() {
             ..GenSpec::default()
         },
     );
+    // The tier's profile caps the day (offline: the mock's key itself is unlimited).
     let mut s = settings(&list, Format::Csv);
+    s.quota.offline = true;
     s.scheduler.caps.daily = Some(10);
     s.concurrency = Concurrency::Fixed(1);
     let run = enrich(&mock, "testkey", s).await;

@@ -1,0 +1,146 @@
+//! The text of `vtbulk quota` and `vtbulk plan` (their `--json` is the engine's structs as
+//! they are). Times in UTC and in the machine's local time zone: a nightly job is scheduled
+//! in local time, VirusTotal's windows reset in UTC.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use vtbulk_engine::{Plan, QuotaView};
+
+/// `2026-11-27 00:00:00 UTC (2026-11-27 01:00:00 CET)`.
+fn when(secs: i64) -> String {
+    let Ok(t) = jiff::Timestamp::from_second(secs) else {
+        return secs.to_string();
+    };
+    let utc = t.strftime("%Y-%m-%d %H:%M:%S UTC");
+    let local = t
+        .to_zoned_datetime(jiff::tz::TimeZone::system())
+        .strftime("%Y-%m-%d %H:%M:%S %Z");
+    format!("{utc} ({local})")
+}
+
+fn count(n: Option<u64>) -> String {
+    n.map_or_else(|| "unlimited".to_owned(), |n| n.to_string())
+}
+
+fn span(secs: f64) -> String {
+    humantime::format_duration(Duration::from_secs(secs.max(0.0).round() as u64)).to_string()
+}
+
+/// The `vtbulk quota` table.
+pub fn quota(v: &QuotaView) -> String {
+    let mut t = String::new();
+    let note = v
+        .note
+        .as_deref()
+        .map_or(String::new(), |n| format!(": {n}"));
+    let _ = writeln!(
+        t,
+        "quota of key {} ({}{note}), rate {}",
+        v.key, v.source, v.rate
+    );
+    let _ = writeln!(
+        t,
+        "  {:<7} {:>12} {:>10} {:>8} {:>12}  resets at",
+        "window", "allowed", "used", "reserve", "remaining"
+    );
+    for r in &v.windows {
+        let resets = if r.window == "minute" {
+            if r.used == 0 {
+                "now (sliding 60 s; our own requests only)".to_owned()
+            } else {
+                format!("{} (sliding 60 s; ours only)", when(r.resets_at))
+            }
+        } else {
+            when(r.resets_at)
+        };
+        let _ = writeln!(
+            t,
+            "  {:<7} {:>12} {:>10} {:>8} {:>12}  {resets}",
+            r.window,
+            count(r.allowed),
+            r.used,
+            r.reserve,
+            count(r.remaining),
+        );
+    }
+    match v.today_spent_at {
+        Some(at) => {
+            let _ = writeln!(
+                t,
+                "at {}, today's budget would run out at {} (in {})",
+                v.rate,
+                when(at),
+                span((at - v.now) as f64)
+            );
+        }
+        None => {
+            let _ = writeln!(t, "at {}, today's budget lasts the day", v.rate);
+        }
+    }
+    t
+}
+
+/// The `vtbulk plan` table.
+pub fn plan(p: &Plan) -> String {
+    let mut t = String::new();
+    let row = |t: &mut String, k: &str, v: String| {
+        let _ = writeln!(t, "  {k:<18} {v}");
+    };
+    let note = p
+        .quota_note
+        .as_deref()
+        .map_or(String::new(), |n| format!(": {n}"));
+    let _ = writeln!(
+        t,
+        "vtbulk plan (quota {}{note}; nothing looked up)",
+        p.quota_source
+    );
+    row(&mut t, "lines", p.lines.to_string());
+    row(&mut t, "invalid", p.invalid.to_string());
+    row(&mut t, "unique", p.unique.to_string());
+    row(&mut t, "fresh in cache", p.fresh_in_cache.to_string());
+    row(&mut t, "to query", p.to_query.to_string());
+    row(
+        &mut t,
+        "requests needed",
+        format!(
+            "{} (at most: a file met under two hashes costs one)",
+            p.requests_needed
+        ),
+    );
+    row(
+        &mut t,
+        &format!("time at {}", p.rate),
+        p.seconds_at_rate
+            .map_or_else(|| "no rate limit".to_owned(), span),
+    );
+    let share = |s: Option<f64>, left: Option<u64>| match (s, left) {
+        (Some(s), Some(left)) => format!("{:.1}% of the {left} left", s * 100.0),
+        _ => "no limit".to_owned(),
+    };
+    let left = |i: usize| p.windows.get(i).and_then(|w| w.remaining);
+    row(&mut t, "today's budget", share(p.share_of_today, left(1)));
+    row(&mut t, "this month's", share(p.share_of_month, left(2)));
+    match (&p.finish_at, p.days_needed) {
+        (Some(at), Some(days)) => {
+            let secs = at.parse::<jiff::Timestamp>().map_or(0, |t| t.as_second());
+            row(&mut t, "finish", when(secs));
+            row(
+                &mut t,
+                "days needed",
+                if days == 1 {
+                    "1 (fits today's budget)".to_owned()
+                } else {
+                    format!("{days} (today's budget is not enough; --wait-for-reset carries on)")
+                },
+            );
+        }
+        _ => row(
+            &mut t,
+            "finish",
+            "not within ten years at this key's quotas".to_owned(),
+        ),
+    }
+    t
+}

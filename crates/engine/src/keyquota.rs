@@ -1,0 +1,196 @@
+//! The key's quotas: read live from `GET /users/{key}`, or, when VirusTotal refuses that
+//! (403) or cannot be reached, the tier's profile minus our own spend from the ledger.
+//!
+//! Quotas differ per account and other people may share a key, so a run plans against what
+//! the key has left now, not against a profile. The ledger (in the cache file, by key
+//! fingerprint) is the fallback's memory: back-to-back runs know what the earlier ones spent.
+//! `enrich`, `plan` and `quota` all read the key's budget here, so they agree.
+
+use serde::Serialize;
+use vtbulk_quota::{Tier, Usage, WallClock, Window, ledger_windows, window_id};
+use vtbulk_store::{SqliteStore, Store};
+use vtbulk_vt::models::quota_names;
+use vtbulk_vt::{Client, ErrorClass};
+
+/// Where a run's budget came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaSource {
+    /// `GET /users/{key}`: everybody's spend.
+    Live,
+    /// The tier's profile minus the spend in the ledger (ours only).
+    Ledger,
+    /// The tier's profile minus the ledger, because `--offline-quota` said not to ask.
+    Offline,
+    /// Not read: nothing needed looking up.
+    NotRead,
+}
+
+impl QuotaSource {
+    /// `live`, `ledger`, `offline`, `not_read`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QuotaSource::Live => "live",
+            QuotaSource::Ledger => "ledger",
+            QuotaSource::Offline => "offline",
+            QuotaSource::NotRead => "not_read",
+        }
+    }
+}
+
+/// The key's allowances and spend at a moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyQuota {
+    /// Allowances: hour, day, month from VirusTotal when read live (else the profile's); the
+    /// per-minute figure is always the profile's (VirusTotal does not report it).
+    pub caps: Tier,
+    /// Spent in the current windows.
+    pub used: Usage,
+    /// Where this came from.
+    pub source: QuotaSource,
+    /// Why it is not live, when it is not (e.g. "GET /users answered 403 ForbiddenError").
+    pub note: Option<String>,
+}
+
+/// How a run reads the key's budget and meets its end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QuotaSettings {
+    /// Do not ask VirusTotal (`--offline-quota`): the tier's profile minus the ledger.
+    pub offline: bool,
+    /// When a window runs out, sleep until it resets and carry on (`--wait-for-reset`)
+    /// instead of stopping with the rest `skipped`.
+    pub wait_for_reset: bool,
+}
+
+/// The request quotas of a user object: allowances (missing ones from `profile`) and spend
+/// at `now`; `None` when it shows none (not the key's own user, or an unusual account).
+pub fn from_user(
+    user: &vtbulk_vt::models::UserObject,
+    profile: Tier,
+    now: i64,
+) -> Option<(Tier, Usage)> {
+    let quotas = &user.attributes.quotas;
+    let get = |name: &str| quotas.get(name).copied();
+    let (hour, day, month) = (
+        get(quota_names::HOURLY),
+        get(quota_names::DAILY),
+        get(quota_names::MONTHLY),
+    );
+    if hour.is_none() && day.is_none() && month.is_none() {
+        return None;
+    }
+    Some((
+        Tier {
+            per_minute: profile.per_minute,
+            hourly: hour.map(|q| q.allowed).or(profile.hourly),
+            daily: day.map(|q| q.allowed).or(profile.daily),
+            monthly: month.map(|q| q.allowed).or(profile.monthly),
+        },
+        Usage {
+            at: now,
+            hour: hour.map_or(0, |q| q.used),
+            day: day.map_or(0, |q| q.used),
+            month: month.map_or(0, |q| q.used),
+        },
+    ))
+}
+
+/// The key cannot be used at all (401 and the like on `/users`): stop before any lookup.
+#[derive(Debug)]
+pub struct Refused(pub vtbulk_vt::Error);
+
+/// Our spend in the windows containing `now`, per the ledger (0 without one).
+pub fn ledger_usage(store: Option<&mut SqliteStore>, key_id: &str, now: i64) -> Usage {
+    let mut usage = Usage {
+        at: now,
+        ..Usage::default()
+    };
+    if let Some(store) = store {
+        for window in Window::ALL {
+            let id = window_id(window, now);
+            let spent = store.spent(key_id, window.name(), id..=id).unwrap_or(0);
+            match window {
+                Window::Hour => usage.hour = spent,
+                Window::Day => usage.day = spent,
+                Window::Month => usage.month = spent,
+            }
+        }
+    }
+    usage
+}
+
+/// Our requests in the last 60 s, per the ledger's one-second buckets, and when the oldest
+/// of them leaves the sliding minute (Unix seconds).
+pub fn ledger_minute(
+    store: Option<&mut SqliteStore>,
+    key_id: &str,
+    now: i64,
+) -> (u64, Option<i64>) {
+    let Some(store) = store else { return (0, None) };
+    let used = store
+        .spent(key_id, ledger_windows::SECOND, now - 59..=now)
+        .unwrap_or(0);
+    let oldest = (now - 59..=now).find(|&s| {
+        store
+            .spent(key_id, ledger_windows::SECOND, s..=s)
+            .unwrap_or(0)
+            > 0
+    });
+    (used, oldest.map(|s| s + 60))
+}
+
+/// The key's quota now: live unless `offline`, else (or when `/users` is refused or
+/// unreachable) `profile` minus the ledger. `Err` when the key itself is refused.
+pub async fn read(
+    client: &Client,
+    profile: Tier,
+    offline: bool,
+    store: Option<&mut SqliteStore>,
+    clock: WallClock,
+) -> Result<KeyQuota, Refused> {
+    let key_id = client.key_fingerprint();
+    let fallback = |store: Option<&mut SqliteStore>, source, note| KeyQuota {
+        caps: profile,
+        used: ledger_usage(store, &key_id, clock.now()),
+        source,
+        note: Some(note),
+    };
+    if offline {
+        return Ok(fallback(
+            store,
+            QuotaSource::Offline,
+            "--offline-quota: the tier's profile minus the ledger".into(),
+        ));
+    }
+    match client.get_own_user().await {
+        Ok(user) => match from_user(&user, profile, clock.now()) {
+            Some((caps, used)) => Ok(KeyQuota {
+                caps,
+                used,
+                source: QuotaSource::Live,
+                note: None,
+            }),
+            None => Ok(fallback(
+                store,
+                QuotaSource::Ledger,
+                "GET /users showed no request quotas".into(),
+            )),
+        },
+        Err(e) if e.status() == Some(403) => Ok(fallback(
+            store,
+            QuotaSource::Ledger,
+            format!("GET /users answered 403 {}", e.code()),
+        )),
+        Err(e) if e.class() == ErrorClass::Fatal => Err(Refused(e)),
+        Err(e) => Ok(fallback(
+            store,
+            QuotaSource::Ledger,
+            format!("GET /users failed: {}", e.message()),
+        )),
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (`2026-11-27T00:00:00Z`).
+pub fn rfc3339(secs: i64) -> String {
+    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
+}

@@ -1,0 +1,282 @@
+//! The key's live budget end to end against vt-mock, under tokio's paused clock (the mock's
+//! clock and ours follow it): crossing 00:00 UTC, a key shared with others, the ledger when
+//! `/users` is refused, `plan` against the run it predicts, `quota` against vt-mock's view,
+//! and a key of 1 a minute, 1 a day, 31 a month.
+
+use vtbulk_engine::{Concurrency, Outcome, Settings, WallClock, plan, quota_view};
+use vtbulk_mock::generate::GenSpec;
+use vtbulk_mock::quota::Preload;
+use vtbulk_mock::{KeyConfig, Limits, MockConfig, MockServer};
+use vtbulk_output::Format;
+use vtbulk_quota::{Reserve, Tier};
+
+mod common;
+use common::*;
+
+/// 2026-11-26T23:58:00Z, Unix milliseconds.
+const BEFORE_MIDNIGHT_MS: i64 = 1_795_737_480_000;
+/// 2026-11-26T12:00:00Z.
+const NOON_MS: i64 = 1_795_694_400_000;
+
+async fn mock_at(key: KeyConfig, start_ms: i64) -> MockServer {
+    MockServer::start(MockConfig {
+        keys: vec![key],
+        follow_tokio_clock: true,
+        clock_start_ms: Some(start_ms),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock")
+}
+
+/// Settings for `list` with our clock on the mock's.
+fn at(mock: &MockServer, list: &std::path::Path) -> Settings {
+    let mut s = settings(list, Format::Csv);
+    s.scheduler.clock = WallClock::following_tokio(mock.clock().now_ms());
+    s.scheduler.rate = Some("60/min".parse().expect("rate"));
+    s.concurrency = Concurrency::Fixed(4);
+    s
+}
+
+fn sha256_list(
+    mock: &MockServer,
+    dir: &std::path::Path,
+    name: &str,
+    count: u64,
+    seed: u64,
+) -> std::path::PathBuf {
+    let spec = GenSpec {
+        count,
+        unknown: 0.2,
+        seed,
+        ..GenSpec::default()
+    };
+    write_list(dir, name, mock, &spec).0
+}
+
+fn refused_by_quota(mock: &MockServer) -> u64 {
+    mock.stats(false).status_count(429)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_that_crosses_midnight_stops_at_the_daily_budget_or_waits_for_the_reset() {
+    let limits = Limits {
+        daily: Some(10),
+        ..Limits::default()
+    };
+    let mock = mock_at(KeyConfig::with_limits("k", limits), BEFORE_MIDNIGHT_MS).await;
+    let dir = temp_dir("midnight");
+    let list = sha256_list(&mock, &dir, "list.txt", 30, 1);
+
+    let run = enrich(&mock, "k", at(&mock, &list)).await;
+    assert_eq!(run.outcome, Outcome::QuotaExhausted);
+    assert_eq!(run.summary.requests, 10);
+    assert_eq!(run.summary.skipped_by_reason.get("quota_daily"), Some(&20));
+    assert_eq!(run.rows.len(), 30, "every input has its record");
+    let quota = run.summary.quota.as_ref().expect("quota report");
+    assert_eq!(quota.source, "live");
+    assert_eq!(quota.exhausted.as_deref(), Some("day"));
+    assert_eq!(quota.resets_at.as_deref(), Some("2026-11-27T00:00:00Z"));
+    assert_eq!(quota.items_left, 20);
+
+    // Again with --wait-for-reset: today is spent (the mock says so), so it sleeps to 00:00,
+    // spends the new day's 10, sleeps again, and finishes on the third day.
+    let mut s = at(&mock, &list);
+    s.quota.wait_for_reset = true;
+    let run = enrich(&mock, "k", s).await;
+    assert_eq!(run.outcome, Outcome::Completed);
+    assert_eq!(run.summary.requests, 30);
+    assert_eq!(run.summary.skipped, 0);
+    assert_eq!(run.rows.len(), 30);
+    assert_eq!(refused_by_quota(&mock), 0, "never a QuotaExceededError");
+    let log = mock.stats(true).log.expect("log");
+    let mut per_day = std::collections::BTreeMap::<i64, u64>::new();
+    for e in log
+        .iter()
+        .filter(|e| e.route == vtbulk_mock::stats::Route::Files)
+    {
+        *per_day.entry(e.t_ms.div_euclid(86_400_000)).or_default() += 1;
+    }
+    assert_eq!(
+        per_day.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10, 10]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_half_used_by_others_spends_exactly_the_rest_minus_the_reserve() {
+    let mut key = KeyConfig::with_limits(
+        "k",
+        Limits {
+            daily: Some(100),
+            ..Limits::default()
+        },
+    );
+    key.preload = Preload {
+        hour: 50,
+        day: 50,
+        month: 50,
+    };
+    let mock = mock_at(key, NOON_MS).await;
+    let dir = temp_dir("halfused");
+    let list = sha256_list(&mock, &dir, "list.txt", 60, 2);
+    let mut s = at(&mock, &list);
+    s.scheduler.reserve = Reserve::Count(10);
+    let run = enrich(&mock, "k", s).await;
+    assert_eq!(
+        run.summary.requests, 40,
+        "100 - 50 used by others - 10 reserved"
+    );
+    assert_eq!(run.summary.skipped_by_reason.get("quota_daily"), Some(&20));
+    assert_eq!(run.outcome, Outcome::QuotaExhausted);
+    assert_eq!(refused_by_quota(&mock), 0, "vt-mock refused nothing");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_ledger_carries_across_two_runs_when_users_answers_403() {
+    let mut key = KeyConfig::with_limits(
+        "k",
+        Limits {
+            daily: Some(10),
+            ..Limits::default()
+        },
+    );
+    key.users_forbidden = true;
+    let mock = mock_at(key, NOON_MS).await;
+    let dir = temp_dir("ledger403");
+    let first = sha256_list(&mock, &dir, "a.txt", 6, 3);
+    let second = sha256_list(&mock, &dir, "b.txt", 6, 4);
+    let cached = |list: &std::path::Path| {
+        let mut s = at(&mock, list);
+        s.scheduler.caps = Tier {
+            daily: Some(10),
+            ..Tier::default()
+        };
+        s.cache = Some(vtbulk_engine::CacheSettings {
+            path: dir.join("cache.sqlite3"),
+            freshness: vtbulk_engine::Freshness::default(),
+            refresh: false,
+            clock: WallClock::Fixed(NOON_MS / 1000),
+        });
+        s
+    };
+    let run = enrich(&mock, "k", cached(&first)).await;
+    assert_eq!(run.summary.requests, 6);
+    let quota = run.summary.quota.as_ref().expect("quota");
+    assert_eq!(quota.source, "ledger");
+    assert!(
+        quota.note.as_deref().is_some_and(|n| n.contains("403")),
+        "{quota:?}"
+    );
+    // The second run knows the first spent 6 of the profile's 10.
+    let run = enrich(&mock, "k", cached(&second)).await;
+    assert_eq!(run.summary.requests, 4);
+    assert_eq!(run.summary.skipped_by_reason.get("quota_daily"), Some(&2));
+    assert_eq!(refused_by_quota(&mock), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn plan_predicts_the_run_and_quota_matches_the_mock() {
+    let mut key = KeyConfig::with_limits("k", Limits::PUBLIC);
+    key.preload = Preload {
+        hour: 5,
+        day: 120,
+        month: 3_000,
+    };
+    let mock = mock_at(key, NOON_MS).await;
+    let dir = temp_dir("plan");
+    let cache = dir.join("cache.sqlite3");
+    let with_cache = |list: &std::path::Path| {
+        let mut s = at(&mock, list);
+        s.scheduler.rate = Some("4/min".parse().expect("rate"));
+        s.scheduler.caps = Tier {
+            per_minute: std::num::NonZeroU32::new(4),
+            hourly: Some(240),
+            daily: Some(500),
+            monthly: Some(15_500),
+        };
+        s.cache = Some(vtbulk_engine::CacheSettings {
+            path: cache.clone(),
+            freshness: vtbulk_engine::Freshness::default(),
+            refresh: false,
+            clock: WallClock::Fixed(NOON_MS / 1000),
+        });
+        s
+    };
+    // Part of the list is in the cache already.
+    let warm = sha256_list(&mock, &dir, "warm.txt", 8, 5);
+    let list = dir.join("list.txt");
+    let more = sha256_list(&mock, &dir, "more.txt", 12, 6);
+    std::fs::write(
+        &list,
+        std::fs::read_to_string(&warm).expect("warm")
+            + &std::fs::read_to_string(&more).expect("more")
+            + "not-a-hash\n",
+    )
+    .expect("list");
+    enrich(&mock, "k", with_cache(&warm)).await;
+
+    let client = client(&mock, "k");
+    let view = quota_view(&with_cache(&list), &client)
+        .await
+        .expect("quota");
+    assert_eq!(view.source, "live");
+    let by_window: std::collections::HashMap<_, _> = view
+        .windows
+        .iter()
+        .map(|r| (r.window, (r.allowed, r.used)))
+        .collect();
+    assert_eq!(by_window["hour"], (Some(240), 5 + 8));
+    assert_eq!(by_window["day"], (Some(500), 120 + 8));
+    assert_eq!(by_window["month"], (Some(15_500), 3_000 + 8));
+    assert_eq!(by_window["minute"].0, Some(4));
+
+    let planned = plan(&with_cache(&list), &client).await.expect("plan");
+    assert_eq!(
+        (planned.lines, planned.invalid, planned.unique),
+        (21, 1, 20)
+    );
+    assert_eq!(planned.fresh_in_cache, 8);
+    assert_eq!(planned.to_query, 12);
+    assert!(planned.fits_today);
+    assert_eq!(planned.days_needed, Some(1));
+    let run = enrich(&mock, "k", with_cache(&list)).await;
+    assert_eq!(run.summary.cache_hits, planned.fresh_in_cache);
+    assert_eq!(run.summary.requests, planned.requests_needed);
+    assert_eq!(run.summary.invalid, planned.invalid);
+    assert_eq!(run.summary.unique, planned.unique);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_of_one_a_minute_one_a_day_31_a_month_is_paced_and_planned_sensibly() {
+    let limits = Limits {
+        per_minute: Some(1),
+        hourly: None,
+        daily: Some(1),
+        monthly: Some(31),
+    };
+    let mock = mock_at(KeyConfig::with_limits("k", limits), NOON_MS).await;
+    let dir = temp_dir("tiny");
+    let list = sha256_list(&mock, &dir, "list.txt", 5, 7);
+    // The public profile's 4/min, lowered to what the key's day allows.
+    let mut s = at(&mock, &list);
+    s.scheduler.rate = Some("4/min".parse().expect("rate"));
+    let planned = plan(&s, &client(&mock, "k")).await.expect("plan");
+    assert_eq!(planned.rate, "1/min");
+    assert_eq!(planned.days_needed, Some(5));
+    assert!(!planned.fits_today);
+    let run = enrich(&mock, "k", s).await;
+    assert_eq!(run.outcome, Outcome::QuotaExhausted);
+    assert_eq!(run.summary.requests, 1);
+    assert_eq!(run.summary.skipped_by_reason.get("quota_daily"), Some(&4));
+    assert_eq!(
+        refused_by_quota(&mock),
+        0,
+        "the users request and the lookup a minute apart"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
