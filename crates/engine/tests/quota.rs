@@ -280,3 +280,42 @@ async fn a_key_of_one_a_minute_one_a_day_31_a_month_is_paced_and_planned_sensibl
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_runs_sharing_a_key_resync_on_quota_exceeded_and_stop_at_the_real_budget() {
+    let limits = Limits {
+        daily: Some(10),
+        ..Limits::default()
+    };
+    let mock = mock_at(KeyConfig::with_limits("k", limits), NOON_MS).await;
+    let dir = temp_dir("shared");
+    let a = sha256_list(&mock, &dir, "a.txt", 10, 8);
+    let b = sha256_list(&mock, &dir, "b.txt", 10, 9);
+    // Both read "0 of 10 used" at the start; together they would send 20.
+    let (ra, rb) = tokio::join!(
+        enrich(&mock, "k", at(&mock, &a)),
+        enrich(&mock, "k", at(&mock, &b))
+    );
+    let admitted = mock.stats(false).by_id.values().sum::<u64>() - refused_by_quota(&mock);
+    assert_eq!(admitted, 10, "the key's day was spent, no more");
+    for run in [&ra, &rb] {
+        assert_eq!(run.rows.len(), 10, "every input has its record");
+        assert!(run.summary.errors == 0, "429s are not errors");
+    }
+    let resyncs: u64 = [&ra, &rb]
+        .iter()
+        .map(|r| r.summary.quota.as_ref().expect("quota").resyncs)
+        .sum();
+    assert!(
+        resyncs >= 1,
+        "an unexpected QuotaExceededError re-read /users"
+    );
+    assert!(
+        [&ra, &rb]
+            .iter()
+            .any(|r| r.outcome == Outcome::QuotaExhausted
+                && r.summary.skipped_by_reason.get("quota_daily").is_some()),
+        "the resync found the day spent and stopped the run"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
