@@ -314,7 +314,7 @@ async fn two_runs_sharing_a_key_resync_on_quota_exceeded_and_stop_at_the_real_bu
         [&ra, &rb]
             .iter()
             .any(|r| r.outcome == Outcome::QuotaExhausted
-                && r.summary.skipped_by_reason.get("quota_daily").is_some()),
+                && r.summary.skipped_by_reason.contains_key("quota_daily")),
         "the resync found the day spent and stopped the run"
     );
     let _ = std::fs::remove_dir_all(&dir);
