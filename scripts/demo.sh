@@ -2,7 +2,8 @@
 # `make demo`: build, start vt-mock (the bundled mock VirusTotal) on a free loopback port with a
 # demo key, enrich a real-world-shaped IOC list (fixtures/iocs/incident.txt: comments, mixed
 # case, md5/sha1/sha256, duplicates, junk, a formula), show the first records and the summary,
-# run it again to show the cache answering everything without a request, then stop the mock.
+# run it again to show the cache answering everything without a request, show the key's quotas
+# (plan before, quota after), then stop the mock.
 # The demo's cache lives in a temporary directory, never in your own cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -21,6 +22,10 @@ echo "vt-mock serves VirusTotal v3 at $url"
 echo "input: fixtures/iocs/incident.txt ($(wc -l < fixtures/iocs/incident.txt) lines)"
 echo
 
+echo "What would it cost? (vtbulk plan: reads the key's live quotas, looks nothing up)"
+VT_API_KEY=$key "$bin/vtbulk" plan fixtures/iocs/incident.txt \
+    --api-url "$url" --rate 600/min --cache "$out/cache.sqlite3" | sed 's/^/  /'
+echo
 VT_API_KEY=$key "$bin/vtbulk" enrich fixtures/iocs/incident.txt \
     --api-url "$url" --rate 600/min --progress never --cache "$out/cache.sqlite3" \
     -o "$out/incident.csv" --summary-json "$out/summary.json"
@@ -48,3 +53,7 @@ print(f"  {s['cache_hits']} records from the cache, {s['requests']} requests, "
       f"{s['elapsed_secs']:.2f} s, outcome {s['outcome']}")
 PY
 "$bin/vtbulk" cache stats --cache "$out/cache.sqlite3" | sed 's/^/  /'
+echo
+echo "The key's quotas now (vtbulk quota):"
+VT_API_KEY=$key "$bin/vtbulk" quota --api-url "$url" --rate 600/min \
+    --cache "$out/cache.sqlite3" | sed 's/^/  /'
