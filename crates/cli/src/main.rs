@@ -517,6 +517,14 @@ fn enrich(args: EnrichArgs) -> u8 {
 fn report(args: &EnrichArgs, summary: &Summary) {
     if !args.quiet {
         let _ = io::stderr().write_all(progress::table(summary).as_bytes());
+    } else if let Some(q) = &summary.quota
+        && let (Some(window), Some(at)) = (&q.exhausted, &q.resets_at)
+    {
+        // Quiet or not, a nightly job's log must say why it stopped and when to go on.
+        eprint(&format!(
+            "the {window} quota budget ran out: {} items skipped; it resets at {at}",
+            q.items_left
+        ));
     }
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(summary).unwrap_or_default();

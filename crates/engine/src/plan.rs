@@ -17,7 +17,9 @@ use vtbulk_vt::Client;
 use crate::cache;
 use crate::counters::Counters;
 use crate::keyquota;
-use crate::pipeline::{CacheCheck, EngineError, Settings, input_names, open_all, read_inputs};
+use crate::pipeline::{
+    CacheCheck, EngineError, Settings, check_order, input_names, open_all, read_inputs,
+};
 
 /// How far ahead the finish is searched for (10 years of hours).
 const HORIZON_HOURS: i64 = 24 * 3660;
@@ -89,16 +91,7 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
             raw: settings.raw,
             now: cache_settings.clock.now(),
         };
-        let order: Vec<(u32, u32)> = {
-            let mut order: Vec<_> = seen
-                .entries()
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (e.sort_key(), i as u32))
-                .collect();
-            order.sort_unstable();
-            order
-        };
+        let order = check_order(&seen);
         let (_, kept) = tokio::task::spawn_blocking(move || check.run(open, &order))
             .await
             .map_err(|e| EngineError::Output(std::io::Error::other(e.to_string())))??;
