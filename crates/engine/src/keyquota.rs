@@ -108,7 +108,9 @@ pub fn ledger_usage(store: Option<&mut SqliteStore>, key_id: &str, now: i64) -> 
     if let Some(store) = store {
         for window in Window::ALL {
             let id = window_id(window, now);
-            let spent = store.spent(key_id, window.name(), id..=id).unwrap_or(0);
+            let (spent, _) = store
+                .spent(key_id, window.name(), id..=id)
+                .unwrap_or_default();
             match window {
                 Window::Hour => usage.hour = spent,
                 Window::Day => usage.day = spent,
@@ -127,15 +129,9 @@ pub fn ledger_minute(
     now: i64,
 ) -> (u64, Option<i64>) {
     let Some(store) = store else { return (0, None) };
-    let used = store
+    let (used, oldest) = store
         .spent(key_id, ledger_windows::SECOND, now - 59..=now)
-        .unwrap_or(0);
-    let oldest = (now - 59..=now).find(|&s| {
-        store
-            .spent(key_id, ledger_windows::SECOND, s..=s)
-            .unwrap_or(0)
-            > 0
-    });
+        .unwrap_or_default();
     (used, oldest.map(|s| s + 60))
 }
 

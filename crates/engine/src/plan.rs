@@ -328,6 +328,14 @@ mod tests {
     use super::*;
     use vtbulk_quota::{Reserve, Usage};
 
+    /// Nothing spent yet at `now`.
+    fn fresh(now: i64) -> Usage {
+        Usage {
+            at: now,
+            ..Usage::default()
+        }
+    }
+
     fn budgets(caps: Tier, used: Usage, now: i64) -> [WindowBudget; 3] {
         Scheduler::new(SchedulerConfig {
             caps,
@@ -370,14 +378,7 @@ mod tests {
             daily: Some(1),
             ..caps
         };
-        let w = budgets(
-            tiny,
-            Usage {
-                at: now,
-                ..Usage::default()
-            },
-            now,
-        );
+        let w = budgets(tiny, fresh(now), now);
         let t = finish(5, now, Some(1.0 / 60.0), &w, &tiny, Reserve::Nothing).expect("fits");
         assert_eq!((t as i64).div_euclid(86_400) - now.div_euclid(86_400), 4);
         // Nothing left this month and no monthly allowance to come: never.
@@ -385,14 +386,7 @@ mod tests {
             monthly: Some(0),
             ..caps
         };
-        let w = budgets(
-            dead,
-            Usage {
-                at: now,
-                ..Usage::default()
-            },
-            now,
-        );
+        let w = budgets(dead, fresh(now), now);
         assert_eq!(finish(1, now, None, &w, &dead, Reserve::Nothing), None);
     }
 }

@@ -38,6 +38,17 @@ fn at(mock: &MockServer, list: &std::path::Path) -> Settings {
     s
 }
 
+/// `s` with a cache (and so a ledger) at `path`, its clock fixed at noon.
+fn with_cache(mut s: Settings, path: std::path::PathBuf) -> Settings {
+    s.cache = Some(vtbulk_engine::CacheSettings {
+        path,
+        freshness: vtbulk_engine::Freshness::default(),
+        refresh: false,
+        clock: WallClock::Fixed(NOON_MS / 1000),
+    });
+    s
+}
+
 fn sha256_list(
     mock: &MockServer,
     dir: &std::path::Path,
@@ -154,13 +165,7 @@ async fn the_ledger_carries_across_two_runs_when_users_answers_403() {
             daily: Some(10),
             ..Tier::default()
         };
-        s.cache = Some(vtbulk_engine::CacheSettings {
-            path: dir.join("cache.sqlite3"),
-            freshness: vtbulk_engine::Freshness::default(),
-            refresh: false,
-            clock: WallClock::Fixed(NOON_MS / 1000),
-        });
-        s
+        with_cache(s, dir.join("cache.sqlite3"))
     };
     let run = enrich(&mock, "k", cached(&first)).await;
     assert_eq!(run.summary.requests, 6);
@@ -189,7 +194,7 @@ async fn plan_predicts_the_run_and_quota_matches_the_mock() {
     let mock = mock_at(key, NOON_MS).await;
     let dir = temp_dir("plan");
     let cache = dir.join("cache.sqlite3");
-    let with_cache = |list: &std::path::Path| {
+    let cached = |list: &std::path::Path| {
         let mut s = at(&mock, list);
         s.scheduler.rate = Some("4/min".parse().expect("rate"));
         s.scheduler.caps = Tier {
@@ -198,13 +203,7 @@ async fn plan_predicts_the_run_and_quota_matches_the_mock() {
             daily: Some(500),
             monthly: Some(15_500),
         };
-        s.cache = Some(vtbulk_engine::CacheSettings {
-            path: cache.clone(),
-            freshness: vtbulk_engine::Freshness::default(),
-            refresh: false,
-            clock: WallClock::Fixed(NOON_MS / 1000),
-        });
-        s
+        with_cache(s, cache.clone())
     };
     // Part of the list is in the cache already.
     let warm = sha256_list(&mock, &dir, "warm.txt", 8, 5);
@@ -217,12 +216,10 @@ async fn plan_predicts_the_run_and_quota_matches_the_mock() {
             + "not-a-hash\n",
     )
     .expect("list");
-    enrich(&mock, "k", with_cache(&warm)).await;
+    enrich(&mock, "k", cached(&warm)).await;
 
     let client = client(&mock, "k");
-    let view = quota_view(&with_cache(&list), &client)
-        .await
-        .expect("quota");
+    let view = quota_view(&cached(&list), &client).await.expect("quota");
     assert_eq!(view.source, "live");
     let by_window: std::collections::HashMap<_, _> = view
         .windows
@@ -234,7 +231,7 @@ async fn plan_predicts_the_run_and_quota_matches_the_mock() {
     assert_eq!(by_window["month"], (Some(15_500), 3_000 + 8));
     assert_eq!(by_window["minute"].0, Some(4));
 
-    let planned = plan(&with_cache(&list), &client).await.expect("plan");
+    let planned = plan(&cached(&list), &client).await.expect("plan");
     assert_eq!(
         (planned.lines, planned.invalid, planned.unique),
         (21, 1, 20)
@@ -243,7 +240,7 @@ async fn plan_predicts_the_run_and_quota_matches_the_mock() {
     assert_eq!(planned.to_query, 12);
     assert!(planned.fits_today);
     assert_eq!(planned.days_needed, Some(1));
-    let run = enrich(&mock, "k", with_cache(&list)).await;
+    let run = enrich(&mock, "k", cached(&list)).await;
     assert_eq!(run.summary.cache_hits, planned.fresh_in_cache);
     assert_eq!(run.summary.requests, planned.requests_needed);
     assert_eq!(run.summary.invalid, planned.invalid);

@@ -178,17 +178,19 @@ pub fn effective_rate(rate: Option<Rate>, caps: &Tier) -> Option<Rate> {
     }
 }
 
+/// 00:00 UTC of a date, Unix seconds (tests).
+#[cfg(test)]
+pub(crate) fn at(y: i16, m: i8, d: i8) -> i64 {
+    jiff::civil::date(y, m, d)
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .expect("valid date")
+        .timestamp()
+        .as_second()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(y: i16, m: i8, d: i8) -> i64 {
-        jiff::civil::date(y, m, d)
-            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-            .expect("valid date")
-            .timestamp()
-            .as_second()
-    }
 
     #[test]
     fn reserves_parse_as_counts_or_percentages() {

@@ -336,14 +336,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn at(y: i16, m: i8, d: i8) -> i64 {
-        jiff::civil::date(y, m, d)
-            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-            .expect("valid date")
-            .timestamp()
-            .as_second()
-    }
+    use crate::budget::at;
 
     #[test]
     fn month_arithmetic_crosses_years_and_leap_days() {

@@ -354,13 +354,14 @@ pub trait Store: Send {
         spends: &[(&str, i64, u64)],
         now: i64,
     ) -> Result<(), StoreError>;
-    /// Requests the ledger holds for `key_id` in windows `window` numbered `ids`.
+    /// Requests the ledger holds for `key_id` in windows `window` numbered `ids`, and the
+    /// first of those windows with any.
     fn spent(
         &mut self,
         key_id: &str,
         window: &str,
         ids: std::ops::RangeInclusive<i64>,
-    ) -> Result<u64, StoreError>;
+    ) -> Result<(u64, Option<i64>), StoreError>;
 }
 
 /// How long the ledger keeps rows of each window (in that window's units): enough for the
@@ -1033,15 +1034,14 @@ impl Store for SqliteStore {
         key_id: &str,
         window: &str,
         ids: std::ops::RangeInclusive<i64>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, Option<i64>), StoreError> {
         self.conn
             .query_row(
-                "SELECT coalesce(sum(spent), 0) FROM ledger
+                "SELECT coalesce(sum(spent), 0), min(id) FROM ledger
                  WHERE key_id = ?1 AND window = ?2 AND id BETWEEN ?3 AND ?4",
                 params![key_id, window, ids.start(), ids.end()],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)),
             )
-            .map(|n| n.max(0) as u64)
             .map_err(|e| self.err(e))
     }
 

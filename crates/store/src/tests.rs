@@ -454,16 +454,19 @@ fn the_ledger_adds_up_per_key_and_window_and_forgets_old_seconds() {
     }
     // Another process (a new connection) sees what was spent.
     let mut store = SqliteStore::open(&path).expect("reopen");
-    assert_eq!(store.spent("k1", "day", day..=day).expect("read"), 7);
-    assert_eq!(store.spent("k2", "day", day..=day).expect("read"), 100);
+    assert_eq!(
+        store.spent("k1", "day", day..=day).expect("read"),
+        (7, Some(day))
+    );
+    assert_eq!(store.spent("k2", "day", day..=day).expect("read").0, 100);
     assert_eq!(
         store.spent("k1", "day", day + 1..=day + 2).expect("read"),
-        0
+        (0, None)
     );
     store.add_spend("k1", &[], now).expect("prune");
     assert_eq!(
         store.spent("k1", "second", now - 1000..=now).expect("read"),
-        2,
+        (2, Some(now)),
         "seconds older than two minutes are gone"
     );
 }
