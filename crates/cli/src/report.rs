@@ -116,6 +116,7 @@ pub fn plan(p: &Plan) -> String {
             .map_or_else(|| "no rate limit".to_owned(), span),
     );
     let share = |s: Option<f64>, left: Option<u64>| match (s, left) {
+        (_, Some(0)) => "none left".to_owned(),
         (Some(s), Some(left)) => format!("{:.1}% of the {left} left", s * 100.0),
         _ => "no limit".to_owned(),
     };

@@ -50,7 +50,8 @@ pub struct Plan {
     pub quota_note: Option<String>,
     /// Each window now.
     pub windows: Vec<WindowBudget>,
-    /// `requests_needed` over what today still allows (`None`: no daily limit).
+    /// `requests_needed` over what today still allows (`None`: no daily limit; nothing left
+    /// counts as 1).
     pub share_of_today: Option<f64>,
     /// `requests_needed` over what this month still allows (`None`: no monthly limit).
     pub share_of_month: Option<f64>,
