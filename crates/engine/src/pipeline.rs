@@ -213,27 +213,36 @@ async fn resync(shared: &Shared) {
     }
 }
 
-/// Sleeps until `exhausted` resets (or the run is stopped), showing when in the counters.
+/// How long after a window's reset the run goes on: our clock and VirusTotal's need not agree
+/// to the second, and a request a moment early would meet the old window.
+const RESET_MARGIN: Duration = Duration::from_secs(5);
+
+/// Sleeps until `exhausted` resets, plus [`RESET_MARGIN`] (or until the run is stopped),
+/// showing when in the counters; then, when the budget was read live, reads it again: other
+/// users of the key may have spent in the new window already.
 async fn wait_for_reset(
     shared: &Shared,
     exhausted: Exhausted,
     woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
 ) {
     let clock = shared.scheduler.clock();
-    let wait_ms = exhausted
-        .resets_at
-        .saturating_mul(1000)
-        .saturating_sub(clock.now_ms())
-        .max(0) as u64;
+    let wait = Duration::from_millis(
+        exhausted
+            .resets_at
+            .saturating_mul(1000)
+            .saturating_sub(clock.now_ms())
+            .max(0) as u64,
+    ) + RESET_MARGIN;
     shared
         .counters
         .waiting_until
         .store(exhausted.resets_at, Ordering::Relaxed);
     tokio::select! {
-        () = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
+        () = tokio::time::sleep(wait) => {}
         () = woken => {}
     }
     shared.counters.waiting_until.store(0, Ordering::Relaxed);
+    resync(shared).await;
 }
 
 fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {

@@ -100,6 +100,12 @@ async fn a_run_that_crosses_midnight_stops_at_the_daily_budget_or_waits_for_the_
     assert_eq!(run.summary.skipped, 0);
     assert_eq!(run.rows.len(), 30);
     assert_eq!(refused_by_quota(&mock), 0, "never a QuotaExceededError");
+    let quota = run.summary.quota.as_ref().expect("quota report");
+    assert!(
+        quota.resyncs >= 2,
+        "the budget is read again after each reset ({})",
+        quota.resyncs
+    );
     let log = mock.stats(true).log.expect("log");
     let mut per_day = std::collections::BTreeMap::<i64, u64>::new();
     for e in log
