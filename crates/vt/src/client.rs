@@ -353,16 +353,26 @@ fn encode_segment(s: &str) -> String {
         .replace('+', "%20")
 }
 
+/// The most an answer may inflate to: VirusTotal's largest file objects are a few MB; a body
+/// that inflates past this is refused rather than allowed to eat memory.
+const MAX_INFLATED: u64 = 256 << 20;
+
 /// Inflates a gzip body (sized from its trailer, so the buffer is allocated once). A stream
-/// that ends early is a truncated body; anything else wrong, an invalid one.
+/// that ends early is a truncated body; one that inflates past [`MAX_INFLATED`], or anything
+/// else wrong, an invalid one.
 fn gunzip(z: &[u8], status: u16) -> Result<Vec<u8>, Error> {
+    gunzip_capped(z, status, MAX_INFLATED)
+}
+
+fn gunzip_capped(z: &[u8], status: u16, cap: u64) -> Result<Vec<u8>, Error> {
     use std::io::Read;
     let size = z
         .last_chunk::<4>()
         .map_or(0, |t| u32::from_le_bytes(*t) as usize);
     // The trailer is the sender's word: a hint, capped.
-    let mut out = Vec::with_capacity(size.min(16 << 20));
+    let mut out = Vec::with_capacity(size.min(16 << 20).min(cap as usize));
     flate2::bufread::MultiGzDecoder::new(z)
+        .take(cap + 1)
         .read_to_end(&mut out)
         .map_err(|e| {
             let kind = if e.kind() == std::io::ErrorKind::UnexpectedEof {
@@ -376,6 +386,13 @@ fn gunzip(z: &[u8], status: u16) -> Result<Vec<u8>, Error> {
                 format!("failed to inflate the answer: {e}"),
             )
         })?;
+    if out.len() as u64 > cap {
+        return Err(Error::new(
+            ErrorKind::InvalidBody,
+            Some(status),
+            format!("the answer inflates past {cap} bytes: refused"),
+        ));
+    }
     Ok(out)
 }
 
@@ -439,6 +456,21 @@ fn transport_error(e: reqwest::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_inflating_past_the_cap_is_refused_not_buffered() {
+        use std::io::Write;
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        z.write_all(&vec![b' '; 1 << 20]).expect("gzip");
+        let z = z.finish().expect("gzip");
+        assert_eq!(
+            gunzip_capped(&z, 200, 1 << 20).expect("at the cap").len(),
+            1 << 20
+        );
+        let err = gunzip_capped(&z, 200, (1 << 20) - 1).expect_err("past the cap");
+        assert_eq!(err.kind(), ErrorKind::InvalidBody);
+        assert!(err.message().contains("inflates past"), "{}", err.message());
+    }
 
     #[test]
     fn https_anywhere_http_only_on_loopback() {
