@@ -640,11 +640,19 @@ impl SqliteStore {
             tx.execute("DELETE FROM segments WHERE id = ?1", [id])
                 .map_err(e)?;
         }
+        let registered: std::collections::HashSet<String> = {
+            let mut stmt = tx.prepare("SELECT name FROM segments").map_err(e)?;
+            stmt.query_map([], |r| r.get(0))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?
+        };
         tx.commit().map_err(e)?;
         for (id, name) in unused {
             self.bodies.remove(&id);
             let _ = std::fs::remove_file(segment::bodies_path(&self.dir, &name));
         }
+        segment::remove_orphans(&self.dir, &registered);
         Ok((found as u64, missing as u64))
     }
 

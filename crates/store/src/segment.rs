@@ -109,6 +109,44 @@ pub(crate) fn bodies_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.bodies"))
 }
 
+/// Removes the files of segments never registered (a process killed between creating its
+/// segment and registering it): not in `registered`, their log not locked by a live writer,
+/// and untouched for a minute (a writer locks its log right after creating it).
+pub(crate) fn remove_orphans(dir: &Path, registered: &std::collections::HashSet<String>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old_enough = |path: &Path| {
+        std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= std::time::Duration::from_secs(60))
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".log").or_else(|| n.strip_suffix(".bodies")))
+        else {
+            continue;
+        };
+        if registered.contains(name) || !old_enough(&path) {
+            continue;
+        }
+        let log = log_path(dir, name);
+        let writer_gone = match File::open(&log) {
+            Ok(file) => file.try_lock().is_ok(),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
+        if writer_gone {
+            let _ = std::fs::remove_file(&log);
+            let _ = std::fs::remove_file(bodies_path(dir, name));
+        }
+    }
+}
+
 /// This process's open segment.
 #[derive(Debug)]
 pub(crate) struct Writer {

@@ -470,3 +470,40 @@ fn the_ledger_adds_up_per_key_and_window_and_forgets_old_seconds() {
         "seconds older than two minutes are gone"
     );
 }
+
+#[test]
+fn prune_removes_segment_files_nobody_registered_once_their_writer_is_gone() {
+    let (_dir, path) = temp();
+    let mut store = SqliteStore::open(&path).expect("open");
+    store.put_batch(&[found(1)], T0).expect("put");
+    store.compact().expect("compact");
+    let dir = segment::dir_of(&path);
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let make = |name: &str, age: std::time::SystemTime| {
+        for ext in ["log", "bodies"] {
+            let file = std::fs::File::create(dir.join(format!("{name}.{ext}"))).expect("create");
+            file.set_modified(age).expect("mtime");
+        }
+    };
+    // Killed before registering its segment, an hour ago: an orphan.
+    make("orphan", old);
+    // Just created by a process still registering it: kept.
+    make("fresh", std::time::SystemTime::now());
+    // Old, but its writer holds the lock: kept.
+    make("locked", old);
+    let held = std::fs::File::open(dir.join("locked.log")).expect("open");
+    held.lock().expect("lock");
+    let (logs, bodies) = (segment_files(&path, "log"), segment_files(&path, "bodies"));
+    store.prune(T0, Freshness::default()).expect("prune");
+    assert!(!dir.join("orphan.log").exists() && !dir.join("orphan.bodies").exists());
+    assert!(dir.join("fresh.log").exists() && dir.join("locked.bodies").exists());
+    assert_eq!(segment_files(&path, "log"), logs - 1);
+    assert_eq!(segment_files(&path, "bodies"), bodies - 1);
+    // The registered segment's answers are untouched.
+    assert!(
+        store
+            .get(&Hash::Sha256(digests(1).0))
+            .expect("get")
+            .is_some()
+    );
+}
