@@ -909,6 +909,8 @@ impl Store for SqliteStore {
         };
         let mut found = Vec::new();
         let mut missing = Vec::new();
+        // The logs' bytes, which the found entries' summaries point into.
+        let mut logs: Vec<Vec<u8>> = Vec::new();
         let mut sealed_logs = Vec::new();
         for (id, name, imported_to) in segments {
             let log_path = segment::log_path(&self.dir, &name);
@@ -929,17 +931,20 @@ impl Store for SqliteStore {
             // A log nobody holds locked belongs to a writer that is gone: after this import
             // it can only have a torn tail, so it is sealed and removed.
             let writer_gone = log.try_lock().is_ok();
-            let (entries, end) =
+            let read =
                 segment::read_log(&log, imported_to as u64).map_err(|source| StoreError::Io {
                     path: log_path.clone(),
                     source,
                 })?;
-            for entry in entries {
+            let end = read.end;
+            found.reserve(read.entries.len());
+            for entry in read.entries {
                 match entry {
-                    Entry::Found(file) => found.push((id, file)),
+                    Entry::Found(file) => found.push((id, logs.len(), file)),
                     Entry::NotFound { fetched_at, digest } => missing.push((digest, fetched_at)),
                 }
             }
+            logs.push(read.data);
             tx.execute(
                 "UPDATE segments SET imported_to = ?2, sealed = ?3 WHERE id = ?1",
                 params![id, end as i64, writer_gone],
@@ -954,7 +959,7 @@ impl Store for SqliteStore {
         // however many answers land on it.
         tx.pragma_update(None, "cache_size", READ_CACHE_KIB)
             .map_err(e)?;
-        found.sort_unstable_by_key(|(_, file)| (file.sha256, file.fetched_at));
+        found.sort_unstable_by_key(|(_, _, file)| (file.sha256, file.fetched_at));
         missing.sort_unstable();
         {
             // The newest answer for a file wins, whatever order segments are imported in.
@@ -971,7 +976,7 @@ impl Store for SqliteStore {
                      WHERE excluded.fetched_at >= files.fetched_at",
                 )
                 .map_err(e)?;
-            for (seg, file) in &found {
+            for (seg, log, file) in &found {
                 let body = file.body;
                 upsert
                     .execute(params![
@@ -979,7 +984,7 @@ impl Store for SqliteStore {
                         file.md5.as_ref().map(|d| &d[..]),
                         file.sha1.as_ref().map(|d| &d[..]),
                         file.fetched_at,
-                        file.summary,
+                        &logs[*log][file.summary.clone()],
                         body.map(|_| seg),
                         body.map(|b| b.encoding as i64),
                         body.map(|b| b.offset as i64),

@@ -76,7 +76,9 @@ pub(crate) struct FoundEntry {
     pub(crate) sha256: [u8; 32],
     pub(crate) md5: Option<[u8; 16]>,
     pub(crate) sha1: Option<[u8; 20]>,
-    pub(crate) summary: Vec<u8>,
+    /// Where the packed summary lies in its [`Log::data`] (not copied out: a 1M import
+    /// would make a million small allocations).
+    pub(crate) summary: std::ops::Range<usize>,
     pub(crate) body: Option<BodyRef>,
 }
 
@@ -267,13 +269,25 @@ impl Writer {
     }
 }
 
-/// Reads the complete entries of a log from byte `from`; returns them and the offset just
-/// past the last good one (a torn or damaged entry ends the read).
-pub(crate) fn read_log(file: &File, from: u64) -> std::io::Result<(Vec<Entry>, u64)> {
+/// The complete entries of a log from some offset, and the bytes they were read from.
+#[derive(Debug)]
+pub(crate) struct Log {
+    /// The log's bytes from the offset read from.
+    pub(crate) data: Vec<u8>,
+    /// Its entries, in order.
+    pub(crate) entries: Vec<Entry>,
+    /// The file offset just past the last good entry.
+    pub(crate) end: u64,
+}
+
+/// Reads the complete entries of a log from byte `from` (a torn or damaged entry ends the
+/// read).
+pub(crate) fn read_log(file: &File, from: u64) -> std::io::Result<Log> {
     let len = file.metadata()?.len();
     let mut data = vec![0; len.saturating_sub(from) as usize];
     file.read_exact_at(&mut data, from)?;
-    let mut entries = Vec::new();
+    // Entries of found files are about 200 bytes.
+    let mut entries = Vec::with_capacity(data.len() / 160);
     let mut at = 0usize;
     while let Some(header) = data.get(at..at + HEADER) {
         let size = u32::from_le_bytes(header[..4].try_into().unwrap_or_default()) as usize;
@@ -284,11 +298,17 @@ pub(crate) fn read_log(file: &File, from: u64) -> std::io::Result<(Vec<Entry>, u
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Some(entry) = parse(payload) else { break };
+        let Some(entry) = parse(payload, at + HEADER) else {
+            break;
+        };
         entries.push(entry);
         at += HEADER + size;
     }
-    Ok((entries, from + at as u64))
+    Ok(Log {
+        data,
+        entries,
+        end: from + at as u64,
+    })
 }
 
 /// A cursor over an entry's bytes.
@@ -308,7 +328,8 @@ impl<'a> Cursor<'a> {
     }
 }
 
-fn parse(payload: &[u8]) -> Option<Entry> {
+/// One entry's payload, found at `base` in its log's data.
+fn parse(payload: &[u8], base: usize) -> Option<Entry> {
     let mut c = Cursor(payload);
     let tag = c.u8()?;
     let fetched_at = i64::from_le_bytes(c.array()?);
@@ -327,7 +348,9 @@ fn parse(payload: &[u8]) -> Option<Entry> {
                 None
             };
             let n = u32::from_le_bytes(c.array()?) as usize;
-            let summary = c.take(n)?.to_vec();
+            let start = base + payload.len() - c.0.len();
+            c.take(n)?;
+            let summary = start..start + n;
             let body = match c.u8()? {
                 0 => None,
                 e => Some(BodyRef {
