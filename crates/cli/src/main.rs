@@ -292,41 +292,45 @@ fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, u8> {
         })
 }
 
-fn quota_command(common: &CommonArgs, json: bool) -> u8 {
+/// Runs one of the commands that print what the engine works out (`quota`, `plan`): the
+/// engine's struct as JSON with `--json`, else `text` of it.
+fn engine_command<T, Fut>(
+    common: &CommonArgs,
+    inputs: Vec<String>,
+    json: bool,
+    work: impl FnOnce(vtbulk_engine::Settings, Client) -> Fut,
+    text: fn(&T) -> String,
+) -> u8
+where
+    T: serde::Serialize,
+    Fut: std::future::Future<Output = Result<T, EngineError>>,
+{
     let run = || -> Result<u8, u8> {
-        let (resolved, client) = load_with_client(common, vec![])?;
-        let view =
-            block_on(vtbulk_engine::quota_view(&resolved.settings, &client))?.map_err(|e| {
-                eprint(&e.to_string());
-                engine_error_code(&e)
-            })?;
-        let text = if json {
-            serde_json::to_string_pretty(&view).unwrap_or_default() + "\n"
+        let (resolved, client) = load_with_client(common, inputs)?;
+        let value = block_on(work(resolved.settings, client))?.map_err(|e| {
+            eprint(&e.to_string());
+            engine_error_code(&e)
+        })?;
+        let out = if json {
+            serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
         } else {
-            report::quota(&view)
+            text(&value)
         };
-        let _ = io::stdout().write_all(text.as_bytes());
+        let _ = io::stdout().write_all(out.as_bytes());
         Ok(codes::OK)
     };
     run().unwrap_or_else(|code| code)
 }
 
+fn quota_command(common: &CommonArgs, json: bool) -> u8 {
+    let work =
+        |settings, client| async move { vtbulk_engine::quota_view(&settings, &client).await };
+    engine_command(common, vec![], json, work, report::quota)
+}
+
 fn plan_command(common: &CommonArgs, inputs: Vec<String>, json: bool) -> u8 {
-    let run = || -> Result<u8, u8> {
-        let (resolved, client) = load_with_client(common, inputs)?;
-        let plan = block_on(vtbulk_engine::plan(&resolved.settings, &client))?.map_err(|e| {
-            eprint(&e.to_string());
-            engine_error_code(&e)
-        })?;
-        let text = if json {
-            serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n"
-        } else {
-            report::plan(&plan)
-        };
-        let _ = io::stdout().write_all(text.as_bytes());
-        Ok(codes::OK)
-    };
-    run().unwrap_or_else(|code| code)
+    let work = |settings, client| async move { vtbulk_engine::plan(&settings, &client).await };
+    engine_command(common, inputs, json, work, report::plan)
 }
 
 /// Embedded defaults, then the user file, then flags; the key from its own sources.
