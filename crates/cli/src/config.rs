@@ -270,6 +270,8 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
                 .transpose()?
                 .unwrap_or_default(),
             clock: WallClock::System,
+            // The engine keeps charges for the ledger when it has one (a cache).
+            keep_spend: false,
             safety_margin: margin,
             precise: true,
         },

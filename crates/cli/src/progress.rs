@@ -134,12 +134,15 @@ pub fn spawn(mode: Mode, counters: Arc<Counters>, interval: Option<Duration>) ->
     }
 }
 
+/// One `  key   value` line of a table whose keys are `width` wide.
+pub fn row(t: &mut String, width: usize, key: &str, value: String) {
+    let _ = writeln!(t, "  {key:<width$} {value}");
+}
+
 /// The end-of-run table.
 pub fn table(s: &Summary) -> String {
     let mut t = String::new();
-    let row = |t: &mut String, k: &str, v: String| {
-        let _ = writeln!(t, "  {k:<16} {v}");
-    };
+    let row = |t: &mut String, k: &str, v: String| row(t, 16, k, v);
     let _ = writeln!(t, "vtbulk summary");
     row(&mut t, "lines read", s.lines_read.to_string());
     row(&mut t, "invalid", s.invalid.to_string());

@@ -84,9 +84,7 @@ pub fn quota(v: &QuotaView) -> String {
 /// The `vtbulk plan` table.
 pub fn plan(p: &Plan) -> String {
     let mut t = String::new();
-    let row = |t: &mut String, k: &str, v: String| {
-        let _ = writeln!(t, "  {k:<18} {v}");
-    };
+    let row = |t: &mut String, k: &str, v: String| crate::progress::row(t, 18, k, v);
     let note = p
         .quota_note
         .as_deref()

@@ -274,13 +274,6 @@ impl Journal {
         Ok(Journal { tx, thread })
     }
 
-    /// Hands requests spent to the ledger (written between answer batches).
-    pub(crate) fn spend(&self, spends: Vec<vtbulk_quota::Spend>) {
-        if !spends.is_empty() {
-            let _ = self.tx.send(Msg::Spend(spends));
-        }
-    }
-
     /// A handle for workers.
     pub(crate) fn sender(&self) -> JournalTx {
         self.tx.clone()
@@ -296,6 +289,13 @@ impl Journal {
                 reason: "the journal thread panicked".into(),
             })
         })
+    }
+}
+
+/// Hands requests spent to the ledger (the journal writes them between answer batches).
+pub(crate) fn spend(journal: &JournalTx, spends: Vec<vtbulk_quota::Spend>) {
+    if !spends.is_empty() {
+        let _ = journal.send(Msg::Spend(spends));
     }
 }
 

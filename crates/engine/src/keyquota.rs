@@ -7,7 +7,9 @@
 //! `enrich`, `plan` and `quota` all read the key's budget here, so they agree.
 
 use serde::Serialize;
-use vtbulk_quota::{Tier, Usage, WallClock, Window, ledger_windows, window_id};
+use vtbulk_quota::{
+    SchedulerConfig, Tier, Usage, WallClock, Window, effective_rate, ledger_windows, window_id,
+};
 use vtbulk_store::{SqliteStore, Store};
 use vtbulk_vt::models::quota_names;
 use vtbulk_vt::{Client, ErrorClass};
@@ -50,6 +52,19 @@ pub struct KeyQuota {
     pub source: QuotaSource,
     /// Why it is not live, when it is not (e.g. "GET /users answered 403 ForbiddenError").
     pub note: Option<String>,
+}
+
+impl KeyQuota {
+    /// `base` planned against this quota: its allowances, its spend, and the rate lowered
+    /// so no minute exceeds the smallest window (what `enrich`, `plan` and `quota` all use).
+    pub fn schedule(&self, base: SchedulerConfig) -> SchedulerConfig {
+        SchedulerConfig {
+            caps: self.caps,
+            used: Some(self.used),
+            rate: effective_rate(base.rate, &self.caps),
+            ..base
+        }
+    }
 }
 
 /// How a run reads the key's budget and meets its end.

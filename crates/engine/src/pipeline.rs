@@ -880,12 +880,13 @@ pub async fn run(
             Err(keyquota::Refused(e)) => (None, Some(e)),
         }
     };
-    let mut scheduler = settings.scheduler;
-    if let Some(quota) = &quota {
-        scheduler.caps = quota.caps;
-        scheduler.used = Some(quota.used);
-    }
-    scheduler.rate = vtbulk_quota::effective_rate(scheduler.rate, &scheduler.caps);
+    let scheduler = SchedulerConfig {
+        // The ledger (in the store) drains what is charged.
+        keep_spend: store.is_some(),
+        ..quota
+            .as_ref()
+            .map_or(settings.scheduler, |q| q.schedule(settings.scheduler))
+    };
     let rate = scheduler.rate;
     let scheduler = Scheduler::new(scheduler);
     if !todo.is_empty() && !settings.quota.offline {
@@ -936,9 +937,8 @@ pub async fn run(
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let spends = shared.scheduler.drain_spend();
-                if let (Some(tx), false) = (&shared.journal, spends.is_empty()) {
-                    let _ = tx.send(cache::Msg::Spend(spends));
+                if let Some(tx) = &shared.journal {
+                    cache::spend(tx, shared.scheduler.drain_spend());
                 }
             }
         })
@@ -1033,7 +1033,7 @@ pub async fn run(
     // The journal's last commit, the ledger's last spend, and the run's figures for
     // `vtbulk cache stats`.
     if let Some(journal) = journal {
-        journal.spend(shared.scheduler.drain_spend());
+        cache::spend(&journal.sender(), shared.scheduler.drain_spend());
         {
             let mut figures = run_figures.lock().unwrap_or_else(|e| e.into_inner());
             figures.hits = Counters::get(&counters.cache_hits);

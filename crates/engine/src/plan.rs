@@ -9,9 +9,7 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use vtbulk_quota::{
-    Scheduler, SchedulerConfig, Tier, Window, WindowBudget, effective_rate, window_end,
-};
+use vtbulk_quota::{Scheduler, Tier, Window, WindowBudget, window_end};
 use vtbulk_vt::Client;
 
 use crate::cache;
@@ -116,14 +114,9 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
             return Err(EngineError::Refused(e));
         }
     };
-    let rate = effective_rate(settings.scheduler.rate, &quota.caps);
-    let scheduler = Scheduler::new(SchedulerConfig {
-        caps: quota.caps,
-        used: Some(quota.used),
-        rate,
-        ..settings.scheduler
-    });
-    let windows = scheduler.budgets();
+    let config = quota.schedule(settings.scheduler);
+    let rate = config.rate;
+    let windows = Scheduler::new(config).budgets();
     let requests = to_query;
     let share = |w: Window| {
         windows[w as usize]
@@ -215,14 +208,9 @@ pub async fn quota_view(settings: &Settings, client: &Client) -> Result<QuotaVie
     )
     .await
     .map_err(|keyquota::Refused(e)| EngineError::Refused(e))?;
-    let rate = effective_rate(settings.scheduler.rate, &quota.caps);
-    let windows = Scheduler::new(SchedulerConfig {
-        caps: quota.caps,
-        used: Some(quota.used),
-        rate,
-        ..settings.scheduler
-    })
-    .budgets();
+    let config = quota.schedule(settings.scheduler);
+    let rate = config.rate;
+    let windows = Scheduler::new(config).budgets();
     let now = clock.now();
     let key = client.key_fingerprint();
     let (minute_used, minute_reset) = keyquota::ledger_minute(store.as_mut(), &key, now);
@@ -327,7 +315,7 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vtbulk_quota::{Reserve, Usage};
+    use vtbulk_quota::{Reserve, SchedulerConfig, Usage};
 
     /// Nothing spent yet at `now`.
     fn fresh(now: i64) -> Usage {

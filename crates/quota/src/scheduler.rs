@@ -104,6 +104,9 @@ pub struct SchedulerConfig {
     pub reserve: Reserve,
     /// UTC time for the calendar windows.
     pub clock: WallClock,
+    /// Keep every charge for [`Scheduler::drain_spend`] (only when a ledger drains it: with
+    /// nobody draining, the pending spend would grow for as long as the run).
+    pub keep_spend: bool,
     /// Stretch of the interval, e.g. 0.002: over any 60 s window this leaves 0.2% (120 ms) of
     /// slack for network jitter between us and VirusTotal's counter.
     pub safety_margin: f64,
@@ -122,6 +125,7 @@ impl Default for SchedulerConfig {
             used: None,
             reserve: Reserve::Nothing,
             clock: WallClock::System,
+            keep_spend: false,
             safety_margin: 0.002,
             precise: false,
         }
@@ -162,6 +166,7 @@ pub struct Scheduler {
     caps: Tier,
     reserve: Reserve,
     clock: WallClock,
+    keep_spend: bool,
     spent: Mutex<Spent>,
     gate: Mutex<Option<Instant>>,
 }
@@ -188,6 +193,7 @@ impl Scheduler {
             caps: config.caps,
             reserve: config.reserve,
             clock: config.clock,
+            keep_spend: config.keep_spend,
             spent: Mutex::new(Spent::default()),
             gate: Mutex::new(None),
         };
@@ -313,12 +319,16 @@ impl Scheduler {
         if charge {
             for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
                 slot.1 += 1;
-                *spent.unflushed.entry((window.name(), slot.0)).or_default() += 1;
+                if self.keep_spend {
+                    *spent.unflushed.entry((window.name(), slot.0)).or_default() += 1;
+                }
             }
-            *spent
-                .unflushed
-                .entry((ledger_windows::SECOND, now))
-                .or_default() += 1;
+            if self.keep_spend {
+                *spent
+                    .unflushed
+                    .entry((ledger_windows::SECOND, now))
+                    .or_default() += 1;
+            }
         }
         Ok(())
     }
@@ -447,6 +457,10 @@ mod tests {
             .expect_err("monthly cap");
         assert_eq!(err.window, Window::Month);
         assert_eq!(err.resets_at, at(2027, 1, 1));
+        assert!(
+            scheduler.drain_spend().is_empty(),
+            "without a ledger nothing is kept for it"
+        );
         assert_eq!(Window::Day.skip_reason(), "quota_daily");
     }
 
@@ -466,6 +480,7 @@ mod tests {
             }),
             reserve: Reserve::Count(10),
             clock: WallClock::Fixed(now),
+            keep_spend: true,
             ..SchedulerConfig::default()
         });
         let day = scheduler.budgets()[Window::Day as usize];
