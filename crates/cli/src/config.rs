@@ -309,6 +309,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         gzip: true,
         keep_raw,
         keep_body,
+        departure_delay: None,
     };
     let progress = match layer.progress.as_deref().unwrap_or("auto") {
         "auto" => Progress::Auto,

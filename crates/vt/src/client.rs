@@ -1,22 +1,30 @@
-//! The HTTP client: built once, shared by every worker, one method per endpoint.
+//! The client: built once, shared by every worker, one method per endpoint.
 //!
-//! One `reqwest::Client` means one connection pool, so concurrent lookups reuse keep-alive
-//! connections instead of paying a TCP (and TLS) handshake each. The client neither retries nor
-//! rate-limits: a lookup is one request and one quota unit, and the callers that own the
-//! scheduler decide what happens next from [`Error::class`].
+//! One [`Transport`](crate::transport) means one pool of keep-alive connections, so lookups
+//! reuse connections instead of paying a TCP (and TLS) handshake each. The client neither
+//! retries nor rate-limits: a lookup is one request and one quota unit, and the callers that
+//! own the scheduler decide what happens next from [`Error::class`].
+//!
+//! A paced caller works in two steps: [`Client::ready`] takes a connection with nothing left
+//! to wait for, then, once the scheduler has granted the slot, [`Ready`]'s method sends the
+//! request at once and reports through its `departed` callback when the request's first byte
+//! reached the socket. The plain methods ([`Client::get_file`], ...) do both for callers that
+//! do not pace.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use serde::de::DeserializeOwned;
 use serde_json::value::RawValue;
+use tokio::time::Instant;
 use url::{Host, Url};
 use vtbulk_ioc::Hash;
 
 use crate::error::{Error, ErrorKind};
 use crate::models::{Body, Envelope, FileObject, FileSummary, OverallQuotas, UserObject};
 use crate::secret::ApiKey;
+use crate::transport::{Answer, Conn, DepartureDelay, Target, Transport, TransportConfig};
 
 /// VirusTotal's production host.
 pub const DEFAULT_HOST: &str = "https://www.virustotal.com";
@@ -32,11 +40,11 @@ pub struct ClientConfig {
     /// `http://127.0.0.1:8080` for vt-mock. A trailing `/api/v3` is accepted and ignored.
     /// Plain `http://` is refused unless the host is loopback.
     pub host: String,
-    /// Limit on establishing a connection.
+    /// Limit on establishing a connection (TCP, a proxy's CONNECT, TLS).
     pub connect_timeout: Duration,
     /// Limit on one request, from sending to the last byte of the body.
     pub request_timeout: Duration,
-    /// Idle keep-alive connections kept per host; size it to the largest concurrency.
+    /// Idle keep-alive connections kept; size it to the largest concurrency.
     pub pool_max_idle_per_host: usize,
     /// Ask for gzip bodies (`Accept-Encoding: gzip`) and decode them (here, not in the HTTP
     /// stack, so that the compressed bytes can be kept: see [`ClientConfig::keep_body`]).
@@ -47,6 +55,8 @@ pub struct ClientConfig {
     /// gzipped when it came so: free (the buffer is shared, not copied, and needs no
     /// compressing), for callers that store answers.
     pub keep_body: bool,
+    /// Test hook: hold chosen requests between the send and the write (a busy host).
+    pub departure_delay: Option<DepartureDelay>,
 }
 
 impl Default for ClientConfig {
@@ -59,6 +69,7 @@ impl Default for ClientConfig {
             gzip: true,
             keep_raw: false,
             keep_body: false,
+            departure_delay: None,
         }
     }
 }
@@ -100,94 +111,108 @@ pub enum FileLookup<T = FileObject> {
 /// A VirusTotal API v3 client for one API key.
 #[derive(Clone, Debug)]
 pub struct Client {
-    http: reqwest::Client,
-    /// `{host}/api/v3`, without a trailing slash.
+    transport: std::sync::Arc<Transport>,
+    /// The path before `/files/...`: `/api/v3`, or `/prefix/api/v3` behind a gateway.
     api: String,
-    /// `{host}/api/v3/files/`, parsed once: building each lookup's URL from it skips the
-    /// host parsing (IDNA included) that a string URL costs per request.
-    files: Url,
     key: ApiKey,
     keep_raw: bool,
     keep_body: bool,
+    request_timeout: Duration,
 }
 
-/// Checks the scheme policy and returns the API base (`.../api/v3`).
-fn api_base(host: &str) -> Result<(String, bool), ClientError> {
+/// Checks the scheme policy; returns the target and the API path (`.../api/v3`).
+fn api_base(host: &str) -> Result<(Target, String), ClientError> {
     let url = Url::parse(host).map_err(|e| ClientError::BadUrl {
         url: host.to_owned(),
         reason: e.to_string(),
     })?;
-    let loopback = match url.host() {
-        Some(Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
+    let (name, loopback) = match url.host() {
+        Some(Host::Ipv4(ip)) => (ip.to_string(), ip.is_loopback()),
+        Some(Host::Ipv6(ip)) => (ip.to_string(), ip.is_loopback()),
+        Some(Host::Domain(d)) => (d.to_owned(), d.eq_ignore_ascii_case("localhost")),
+        None => (String::new(), false),
     };
-    match url.scheme() {
-        "https" => {}
-        "http" if loopback => {}
+    let https = match url.scheme() {
+        "https" => true,
+        "http" if loopback => false,
         _ => {
             return Err(ClientError::Insecure {
                 url: host.to_owned(),
             });
         }
-    }
-    if url.host().is_none() || url.query().is_some() || url.fragment().is_some() {
+    };
+    if url.host().is_none()
+        || url.query().is_some()
+        || url.fragment().is_some()
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return Err(ClientError::BadUrl {
             url: host.to_owned(),
-            reason: "expected scheme://host[:port] with no query".to_owned(),
+            reason: "expected scheme://host[:port] with no query and no credentials".to_owned(),
         });
     }
     let path = url.path().trim_end_matches('/');
     let path = path.strip_suffix("/api/v3").unwrap_or(path);
-    let origin = url.origin().ascii_serialization();
-    Ok((format!("{origin}{path}/api/v3"), loopback))
+    let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+    let authority = match url.port() {
+        Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
+        None => url.host_str().unwrap_or_default().to_owned(),
+    };
+    let authority = HeaderValue::from_str(&authority).map_err(|e| ClientError::BadUrl {
+        url: host.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok((
+        Target {
+            https,
+            host: name,
+            port,
+            authority,
+            loopback,
+        },
+        format!("{path}/api/v3"),
+    ))
+}
+
+/// A departure callback for callers that do not pace.
+fn nowhere() -> crate::transport::Departed {
+    Box::new(|_| {})
 }
 
 impl Client {
     /// Builds the client: one connection pool for the life of the program.
     pub fn new(key: ApiKey, config: &ClientConfig) -> Result<Client, ClientError> {
-        let (api, loopback) = api_base(&config.host)?;
+        let (target, api) = api_base(&config.host)?;
         let mut key_value = HeaderValue::from_str(key.expose())
             .map_err(|_| ClientError::Build("the API key is not a valid header value".into()))?;
-        // Sensitive values are left out of hyper's and reqwest's debug output.
+        // Sensitive values are left out of hyper's debug output.
         key_value.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert("x-apikey", key_value);
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
         if config.gzip {
             headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
         }
-
-        // This crate is the one place allowed to build an HTTP client (see clippy.toml).
-        #[allow(clippy::disallowed_methods)]
-        let mut builder = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .default_headers(headers)
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .pool_max_idle_per_host(config.pool_max_idle_per_host)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none());
-        if loopback {
-            // A proxy from the environment must not capture traffic meant for a local mock.
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .build()
-            .map_err(|e| ClientError::Build(e.without_url().to_string()))?;
-        let files = Url::parse(&format!("{api}/files/")).map_err(|e| ClientError::BadUrl {
-            url: config.host.clone(),
-            reason: e.to_string(),
-        })?;
+        let transport = Transport::new(
+            target,
+            TransportConfig {
+                connect_timeout: config.connect_timeout,
+                max_idle: config.pool_max_idle_per_host,
+                idle_timeout: Duration::from_secs(90),
+                headers,
+                departure_delay: config.departure_delay.clone(),
+            },
+        )
+        .map_err(ClientError::Build)?;
         Ok(Client {
-            http,
+            transport: std::sync::Arc::new(transport),
             api,
-            files,
             key,
             keep_raw: config.keep_raw,
             keep_body: config.keep_body,
+            request_timeout: config.request_timeout,
         })
     }
 
@@ -196,32 +221,141 @@ impl Client {
         self.key.fingerprint()
     }
 
+    /// A connection with nothing left to wait for (pooled, or connected now): ask the
+    /// scheduler for the slot after this, then send through the [`Ready`] at once. A failure
+    /// here spent nothing: no request left.
+    pub async fn ready(&self) -> Result<Ready<'_>, Error> {
+        let conn = tokio::time::timeout(self.request_timeout, self.transport.ready())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Connect,
+                    None,
+                    "failed to get a connection in time",
+                )
+            })?
+            .map_err(|e| e.redact(self.key.expose()))?;
+        Ok(Ready {
+            client: self,
+            conn: Some(conn),
+        })
+    }
+
     /// `GET /files/{hash}`: one request, one quota unit. A 404 is [`FileLookup::NotFound`].
     pub async fn get_file(&self, hash: &Hash) -> Result<FileLookup, Error> {
-        self.file(hash).await
+        self.ready().await?.file(hash, nowhere()).await
     }
 
     /// [`Client::get_file`] read into the lean [`FileSummary`]: only the attributes a
     /// record needs are decoded (the bulk of an answer, per-engine results, names, sandbox
     /// verdicts, is skipped without allocating), which is what a bulk run wants.
     pub async fn get_file_summary(&self, hash: &Hash) -> Result<FileLookup<FileSummary>, Error> {
-        self.file(hash).await
+        self.ready().await?.file(hash, nowhere()).await
     }
 
-    async fn file<T: FileModel>(&self, hash: &Hash) -> Result<FileLookup<T>, Error> {
+    /// `GET /users/{id}` for the key's own user (VirusTotal accepts the key as the id), which
+    /// is the only way to see its `quotas`.
+    pub async fn get_own_user(&self) -> Result<UserObject, Error> {
+        self.ready().await?.get_own_user(|_| {}).await
+    }
+
+    /// `GET /users/{id}` for a user id (or another key).
+    pub async fn get_user(&self, id: &str) -> Result<UserObject, Error> {
+        let path = format!("{}/users/{}", self.api, encode_segment(id));
+        let body = self.ready().await?.get(&path, nowhere()).await?.0;
+        Ok(decode::<Envelope<UserObject>>(&body)?.data)
+    }
+
+    /// `GET /users/{id}/overall_quotas` for the key's own user.
+    pub async fn own_overall_quotas(&self) -> Result<OverallQuotas, Error> {
+        let path = format!(
+            "{}/users/{}/overall_quotas",
+            self.api,
+            encode_segment(self.key.expose())
+        );
+        let body = self.ready().await?.get(&path, nowhere()).await?.0;
+        Ok(decode::<Envelope<OverallQuotas>>(&body)?.data)
+    }
+
+    /// `GET /users/{id}/overall_quotas`: user and group allowances in one call.
+    pub async fn overall_quotas(&self, id: &str) -> Result<OverallQuotas, Error> {
+        let path = format!("{}/users/{}/overall_quotas", self.api, encode_segment(id));
+        let body = self.ready().await?.get(&path, nowhere()).await?.0;
+        Ok(decode::<Envelope<OverallQuotas>>(&body)?.data)
+    }
+}
+
+/// A connection taken from the pool with nothing left to wait for: one request goes out
+/// through it the moment a method is called. Dropped unused, it goes back to the pool.
+#[derive(Debug)]
+pub struct Ready<'a> {
+    client: &'a Client,
+    conn: Option<Conn>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Conn")
+    }
+}
+
+impl Drop for Ready<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.client.transport.put_back(conn);
+        }
+    }
+}
+
+impl Ready<'_> {
+    /// [`Client::get_file_summary`] on this connection, now; `departed` is called with the
+    /// moment the request reached the socket (not at all when it never did).
+    pub async fn get_file_summary(
+        self,
+        hash: &Hash,
+        departed: impl FnOnce(Instant) + Send + 'static,
+    ) -> Result<FileLookup<FileSummary>, Error> {
+        self.file(hash, Box::new(departed)).await
+    }
+
+    /// [`Client::get_file`] on this connection, now.
+    pub async fn get_file(
+        self,
+        hash: &Hash,
+        departed: impl FnOnce(Instant) + Send + 'static,
+    ) -> Result<FileLookup, Error> {
+        self.file(hash, Box::new(departed)).await
+    }
+
+    /// [`Client::get_own_user`] on this connection, now.
+    pub async fn get_own_user(
+        self,
+        departed: impl FnOnce(Instant) + Send + 'static,
+    ) -> Result<UserObject, Error> {
+        let client = self.client;
+        let path = format!(
+            "{}/users/{}",
+            client.api,
+            encode_segment(client.key.expose())
+        );
+        let body = self.get(&path, Box::new(departed)).await?.0;
+        Ok(decode::<Envelope<UserObject>>(&body)?.data)
+    }
+
+    async fn file<T: FileModel>(
+        self,
+        hash: &Hash,
+        departed: crate::transport::Departed,
+    ) -> Result<FileLookup<T>, Error> {
+        let client = self.client;
         let mut buf = [0u8; 64];
-        let mut url = self.files.clone();
-        url.set_path(&format!(
-            "{}{}",
-            self.files.path(),
-            hash.encode_hex(&mut buf)
-        ));
-        let (body, wire) = match self.get_url(url).await {
+        let path = format!("{}/files/{}", client.api, hash.encode_hex(&mut buf));
+        let (body, wire) = match self.get(&path, departed).await {
             Ok(answer) => answer,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FileLookup::NotFound),
             Err(e) => return Err(e),
         };
-        let mut file = if self.keep_raw {
+        let mut file = if client.keep_raw {
             let envelope: Envelope<Box<RawValue>> = decode(&body)?;
             let mut file: T = decode(envelope.data.get().as_bytes())?;
             file.set_raw(envelope.data);
@@ -229,7 +363,7 @@ impl Client {
         } else {
             decode::<Envelope<T>>(&body)?.data
         };
-        if self.keep_body {
+        if client.keep_body {
             file.set_body(match wire {
                 Some(gzip) => Body::Gzip(gzip),
                 None => Body::Json(body),
@@ -238,88 +372,81 @@ impl Client {
         Ok(FileLookup::Found(Box::new(file)))
     }
 
-    /// `GET /users/{id}` for the key's own user (VirusTotal accepts the key as the id), which
-    /// is the only way to see its `quotas`.
-    pub async fn get_own_user(&self) -> Result<UserObject, Error> {
-        let url = format!("{}/users/{}", self.api, self.key.expose());
-        Ok(decode::<Envelope<UserObject>>(&self.get(&url).await?.0)?.data)
-    }
-
-    /// `GET /users/{id}` for a user id (or another key).
-    pub async fn get_user(&self, id: &str) -> Result<UserObject, Error> {
-        let url = format!("{}/users/{}", self.api, encode_segment(id));
-        Ok(decode::<Envelope<UserObject>>(&self.get(&url).await?.0)?.data)
-    }
-
-    /// `GET /users/{id}/overall_quotas` for the key's own user.
-    pub async fn own_overall_quotas(&self) -> Result<OverallQuotas, Error> {
-        let url = format!("{}/users/{}/overall_quotas", self.api, self.key.expose());
-        Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?.0)?.data)
-    }
-
-    /// `GET /users/{id}/overall_quotas`: user and group allowances in one call.
-    pub async fn overall_quotas(&self, id: &str) -> Result<OverallQuotas, Error> {
-        let url = format!("{}/users/{}/overall_quotas", self.api, encode_segment(id));
-        Ok(decode::<Envelope<OverallQuotas>>(&self.get(&url).await?.0)?.data)
-    }
-
     /// Sends a GET and returns the body of a 200 JSON answer (decoded, and as it came when
     /// it came gzipped); anything else is an [`Error`], with the key scrubbed from its
     /// message.
-    async fn get(&self, url: &str) -> Result<(Bytes, Option<Bytes>), Error> {
-        let url = Url::parse(url).map_err(|e| {
-            Error::new(ErrorKind::OtherClientError, None, format!("bad URL: {e}"))
-                .redact(self.key.expose())
+    async fn get(
+        mut self,
+        path: &str,
+        departed: crate::transport::Departed,
+    ) -> Result<(Bytes, Option<Bytes>), Error> {
+        let client = self.client;
+        let conn = self.conn.take().ok_or_else(|| {
+            Error::new(ErrorKind::ConnectionReset, None, "the connection was used")
         })?;
-        self.get_url(url).await
-    }
-
-    async fn get_url(&self, url: Url) -> Result<(Bytes, Option<Bytes>), Error> {
-        self.get_unredacted(url)
-            .await
-            .map_err(|e| e.redact(self.key.expose()))
-    }
-
-    async fn get_unredacted(&self, url: Url) -> Result<(Bytes, Option<Bytes>), Error> {
-        let response = self.http.get(url).send().await.map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let headers = response.headers();
-        let is_json = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.trim_start().starts_with("application/json"));
-        let encoding = match headers
-            .get(header::CONTENT_ENCODING)
-            .map(HeaderValue::as_bytes)
-        {
-            None => None,
-            Some(v) if v.eq_ignore_ascii_case(b"identity") => None,
-            Some(v) if v.eq_ignore_ascii_case(b"gzip") => Some(()),
-            Some(_) => {
-                return Err(Error::new(
-                    ErrorKind::UnexpectedContentType,
-                    Some(status),
-                    "the answer has a content encoding that was not asked for",
-                ));
-            }
+        let sent = tokio::time::timeout(
+            client.request_timeout,
+            client.transport.get(conn, path, departed),
+        )
+        .await;
+        let answer = match sent {
+            Ok(answer) => answer.and_then(|a| read_answer(a)),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                None,
+                format!(
+                    "no complete answer within {:?}",
+                    client.request_timeout
+                ),
+            )),
         };
-        let wire = response.bytes().await.map_err(transport_error)?;
-        let (body, wire) = match encoding {
-            Some(()) => (Bytes::from(gunzip(&wire, status)?), Some(wire)),
-            None => (wire, None),
-        };
-        if status == 200 {
-            if !is_json {
-                return Err(Error::new(
-                    ErrorKind::UnexpectedContentType,
-                    Some(status),
-                    "the answer is not application/json",
-                ));
-            }
-            return Ok((body, wire));
+        answer.map_err(|e| e.redact(client.key.expose()))
+    }
+}
+
+/// The body of a 200 JSON answer (inflated, and as it came when gzipped), or the error.
+fn read_answer(answer: Answer) -> Result<(Bytes, Option<Bytes>), Error> {
+    let Answer {
+        status,
+        headers,
+        body: wire,
+    } = answer;
+    let status = status.as_u16();
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    let gzipped = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(HeaderValue::as_bytes)
+    {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case(b"identity") => false,
+        Some(v) if v.eq_ignore_ascii_case(b"gzip") => true,
+        Some(_) => {
+            return Err(Error::new(
+                ErrorKind::UnexpectedContentType,
+                Some(status),
+                "the answer has a content encoding that was not asked for",
+            ));
         }
-        Err(Error::from_response(status, is_json.then_some(&body[..])))
+    };
+    let (body, wire) = if gzipped {
+        (Bytes::from(gunzip(&wire, status)?), Some(wire))
+    } else {
+        (wire, None)
+    };
+    if status == 200 {
+        if !is_json {
+            return Err(Error::new(
+                ErrorKind::UnexpectedContentType,
+                Some(status),
+                "the answer is not application/json",
+            ));
+        }
+        return Ok((body, wire));
     }
+    Err(Error::from_response(status, is_json.then_some(&body[..])))
 }
 
 /// A model a file answer's `data` can be read into.
@@ -409,50 +536,6 @@ fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
     })
 }
 
-/// Maps a reqwest failure to a kind by walking its cause chain, and drops the URL from the
-/// message (the users endpoint has the key in its path).
-fn transport_error(e: reqwest::Error) -> Error {
-    let e = e.without_url();
-    let mut kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_connect() {
-        ErrorKind::Connect
-    } else if e.is_decode() {
-        ErrorKind::InvalidBody
-    } else if e.is_body() {
-        ErrorKind::TruncatedBody
-    } else {
-        ErrorKind::ConnectionReset
-    };
-    let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        if kind != ErrorKind::Timeout && kind != ErrorKind::Connect {
-            if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-                use std::io::ErrorKind as Io;
-                match io.kind() {
-                    Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe => {
-                        kind = ErrorKind::ConnectionReset;
-                    }
-                    Io::UnexpectedEof => kind = ErrorKind::TruncatedBody,
-                    Io::TimedOut => kind = ErrorKind::Timeout,
-                    _ => {}
-                }
-            } else if let Some(h) = cause.downcast_ref::<hyper::Error>() {
-                if h.is_incomplete_message() && kind != ErrorKind::ConnectionReset {
-                    kind = ErrorKind::TruncatedBody;
-                } else if h.is_timeout() {
-                    kind = ErrorKind::Timeout;
-                }
-            }
-        }
-        source = cause.source();
-    }
-    Error::new(kind, None, message)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,7 +577,14 @@ mod tests {
         ];
         for (host, api) in ok {
             assert_eq!(
-                api_base(host).map(|(a, _)| a).ok().as_deref(),
+                api_base(host)
+                    .map(|(t, path)| format!(
+                        "{}://{}{path}",
+                        if t.https { "https" } else { "http" },
+                        t.authority.to_str().unwrap_or_default()
+                    ))
+                    .ok()
+                    .as_deref(),
                 Some(api),
                 "{host}"
             );

@@ -14,7 +14,9 @@ mod client;
 mod error;
 pub mod models;
 mod secret;
+mod transport;
 
-pub use client::{Client, ClientConfig, ClientError, DEFAULT_HOST, FileLookup, USER_AGENT};
+pub use client::{Client, ClientConfig, ClientError, DEFAULT_HOST, FileLookup, Ready, USER_AGENT};
+pub use transport::DepartureDelay;
 pub use error::{Error, ErrorClass, ErrorKind, RateLimitKind};
 pub use secret::{ApiKey, InvalidApiKey};

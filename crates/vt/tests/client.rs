@@ -173,7 +173,7 @@ async fn a_wrong_key_is_fatal_and_its_error_never_shows_the_key() {
 
 #[tokio::test]
 async fn transport_errors_on_the_users_path_never_show_the_key() {
-    // The users URL holds the key; reqwest puts URLs in its errors unless told not to.
+    // The users URL holds the key: no error may carry a URL, and the key is scrubbed.
     let mock = start(MockConfig::default()).await;
     let url = mock.url();
     drop(mock);

@@ -1,0 +1,641 @@
+//! The wire: a pool of HTTP/1.1 keep-alive connections whose requests leave the moment the
+//! caller sends them, and which report when each one really left.
+//!
+//! Pacing needs two things an off-the-shelf client hides. First, a connection that is ready
+//! *before* the scheduler grants a request its slot: a pool that connects (TCP, TLS, a proxy's
+//! CONNECT) after the grant makes the request leave hundreds of milliseconds late, and a strict
+//! limiter then refuses the next one, which left on time. So [`Transport::ready`] hands out a
+//! connection with nothing left to wait for, and the caller asks for its slot after that.
+//! Second, the moment the request's first byte is handed to the kernel (its *departure*): the
+//! scheduler spaces the next request from there, not from the grant. The socket is wrapped in a
+//! [`Probed`] stream that stamps the first write after a request is armed and calls the
+//! caller's departure callback with that time.
+//!
+//! Each connection's hyper driver is polled by the task that sends on it (not by a task of its
+//! own), so the write happens within the same poll as the send: no task switch between the
+//! grant and the departure. An idle connection is not polled at all; its liveness is checked
+//! when it is taken from the pool.
+//!
+//! HTTP/1.1 only: one request in flight per connection, which is what makes "this write is
+//! that request" exact. `HTTPS_PROXY` / `NO_PROXY` (and the lower-case forms) are honoured
+//! for https through a CONNECT tunnel; loopback never goes through a proxy.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::{Pin, pin};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::Empty;
+use hyper::body::Body as _;
+use hyper::client::conn::http1;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::error::{Error, ErrorKind};
+
+/// Called once with the moment a request's first byte was written to the socket.
+pub type Departed = Box<dyn FnOnce(Instant) + Send>;
+
+/// A test hook: the delay to hold request number `n` (0-based, per client) between the send and
+/// its write, as a busy host would. The request still departs, late; tests check that the
+/// scheduler spaces the next one from the real departure.
+#[derive(Clone)]
+pub struct DepartureDelay(pub Arc<dyn Fn(u64) -> Duration + Send + Sync>);
+
+impl std::fmt::Debug for DepartureDelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DepartureDelay(..)")
+    }
+}
+
+/// Where requests go.
+#[derive(Clone, Debug)]
+pub(crate) struct Target {
+    pub(crate) https: bool,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// The `Host` header: host, and the port when it is not the scheme's default.
+    pub(crate) authority: HeaderValue,
+    /// A loopback host (never proxied).
+    pub(crate) loopback: bool,
+}
+
+/// How connections are made and kept.
+#[derive(Clone, Debug)]
+pub(crate) struct TransportConfig {
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_idle: usize,
+    pub(crate) idle_timeout: Duration,
+    /// Sent with every request (the key among them, marked sensitive).
+    pub(crate) headers: HeaderMap,
+    pub(crate) departure_delay: Option<DepartureDelay>,
+}
+
+/// A proxy for https targets, from the environment.
+#[derive(Clone, Debug)]
+struct Proxy {
+    host: String,
+    port: u16,
+    /// `Proxy-Authorization` for the CONNECT, from the proxy URL's user info.
+    auth: Option<HeaderValue>,
+}
+
+/// The pool.
+pub(crate) struct Transport {
+    target: Target,
+    config: TransportConfig,
+    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    proxy: Option<Proxy>,
+    idle: Mutex<Vec<Idle>>,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("target", &self.target.host)
+            .field("port", &self.target.port)
+            .field("https", &self.target.https)
+            .field("proxied", &self.proxy.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+type Driver = http1::Connection<TokioIo<Wire>, Empty<Bytes>>;
+
+/// A plain or TLS connection over a probed socket.
+enum Wire {
+    Plain(Probed),
+    Tls(Box<tokio_rustls::client::TlsStream<Probed>>),
+}
+
+/// One keep-alive connection, driven by whoever holds it.
+pub(crate) struct Conn {
+    sender: http1::SendRequest<Empty<Bytes>>,
+    driver: Pin<Box<Driver>>,
+    /// The driver finished (the connection is closed): it must not be polled again.
+    ended: bool,
+    probe: Arc<Mutex<Probe>>,
+}
+
+/// What the socket wrapper and the sender share about the request in flight.
+#[derive(Default)]
+struct Probe {
+    /// Called at the first write after arming.
+    departed: Option<Departed>,
+    /// The test hook's hold before that write.
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// A TCP stream that stamps the first write of each armed request.
+pub(crate) struct Probed {
+    tcp: TcpStream,
+    probe: Arc<Mutex<Probe>>,
+}
+
+fn lock(probe: &Mutex<Probe>) -> std::sync::MutexGuard<'_, Probe> {
+    probe.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AsyncRead for Probed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Probed {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let armed = {
+            let mut probe = lock(&self.probe);
+            if let Some(hold) = probe.hold.as_mut() {
+                if hold.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                probe.hold = None;
+            }
+            probe.departed.is_some()
+        };
+        let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
+        if armed && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
+            let now = Instant::now();
+            if let Some(departed) = lock(&self.probe).departed.take() {
+                departed(now);
+            }
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Wire {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Wire {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_flush(cx),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Wire::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Wire::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A complete answer: status, headers, body as it came off the wire.
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+}
+
+/// The most a body may be on the wire (VirusTotal's largest answers are a few MB).
+const MAX_BODY: usize = 256 << 20;
+
+impl Conn {
+    /// Polls `fut` and the connection's driver together until `fut` is done.
+    async fn drive<F: Future>(&mut self, fut: F) -> F::Output {
+        let mut fut = pin!(fut);
+        poll_fn(|cx| {
+            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+                return Poll::Ready(v);
+            }
+            if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
+                // The connection is over; whatever waited on it resolves with an error now.
+                self.ended = true;
+                return fut.as_mut().poll(cx);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Waits until the connection can take a request; `false` when it is closed.
+    async fn ready(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        let Conn {
+            sender,
+            driver,
+            ended,
+            ..
+        } = self;
+        poll_fn(|cx| {
+            if driver.as_mut().poll(cx).is_ready() {
+                *ended = true;
+                return Poll::Ready(false);
+            }
+            sender.poll_ready(cx).map(|r| r.is_ok())
+        })
+        .await
+    }
+
+    /// Sends `request` and reads the whole answer; `departed` is called at its first write.
+    async fn send(
+        &mut self,
+        request: Request<Empty<Bytes>>,
+        departed: Departed,
+        hold: Option<Duration>,
+    ) -> Result<Answer, Error> {
+        {
+            let mut probe = lock(&self.probe);
+            probe.departed = Some(departed);
+            probe.hold = hold
+                .filter(|d| !d.is_zero())
+                .map(|d| Box::pin(tokio::time::sleep(d)));
+        }
+        let response = self.sender.send_request(request);
+        let result = self.drive(response).await;
+        // Not written (the connection failed first): the callback is dropped unsent.
+        let _ = lock(&self.probe).departed.take();
+        let response = result.map_err(hyper_error)?;
+        let (parts, mut body) = response.into_parts();
+        let mut buf = BytesMut::with_capacity(
+            body.size_hint()
+                .exact()
+                .map_or(16 << 10, |n| n.min(MAX_BODY as u64) as usize),
+        );
+        loop {
+            let frame = self
+                .drive(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
+                .await;
+            match frame {
+                None => break,
+                Some(Err(e)) => return Err(hyper_error(e)),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > MAX_BODY {
+                            return Err(Error::new(
+                                ErrorKind::InvalidBody,
+                                Some(parts.status.as_u16()),
+                                format!("the answer is larger than {MAX_BODY} bytes: refused"),
+                            ));
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body: buf.freeze(),
+        })
+    }
+}
+
+impl Transport {
+    /// A pool for `target`.
+    pub(crate) fn new(target: Target, config: TransportConfig) -> Result<Transport, String> {
+        let tls = if target.https {
+            use rustls_platform_verifier::BuilderVerifierExt;
+            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("failed to set up TLS: {e}"))?
+                .with_platform_verifier()
+                .map_err(|e| format!("failed to load the trust store: {e}"))?
+                .with_no_client_auth();
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name = rustls::pki_types::ServerName::try_from(target.host.clone())
+                .map_err(|e| format!("not a TLS server name ({}): {e}", target.host))?;
+            Some((tokio_rustls::TlsConnector::from(Arc::new(tls)), name))
+        } else {
+            None
+        };
+        let proxy = if target.https && !target.loopback {
+            proxy_from_env(&target)?
+        } else {
+            None
+        };
+        Ok(Transport {
+            target,
+            config,
+            tls,
+            proxy,
+            idle: Mutex::new(Vec::new()),
+            sent: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A connection with nothing left to wait for: an idle one that is still open, or a new
+    /// one (connected, TLS done, ready for a request).
+    pub(crate) async fn ready(&self) -> Result<Conn, Error> {
+        loop {
+            let idle = {
+                let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                pool.pop()
+            };
+            let Some(Idle { mut conn, since }) = idle else {
+                break;
+            };
+            if since.elapsed() > self.config.idle_timeout {
+                continue;
+            }
+            // An open idle connection is ready at once (its driver, polled now, finishes the
+            // last answer's bookkeeping); a closed one says so and is dropped.
+            if conn.ready().await {
+                return Ok(conn);
+            }
+        }
+        let mut conn = tokio::time::timeout(self.config.connect_timeout, self.connect())
+            .await
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Connect,
+                    None,
+                    format!(
+                        "failed to connect to {}: no connection within {:?}",
+                        self.target.host, self.config.connect_timeout
+                    ),
+                )
+            })??;
+        if conn.ready().await {
+            Ok(conn)
+        } else {
+            Err(Error::new(
+                ErrorKind::ConnectionReset,
+                None,
+                "the connection closed right after it was opened",
+            ))
+        }
+    }
+
+    /// Sends a GET for `path` (with its query) on `conn`, reads the answer, and puts the
+    /// connection back in the pool when it can take another request.
+    pub(crate) async fn get(
+        &self,
+        mut conn: Conn,
+        path: &str,
+        departed: Departed,
+    ) -> Result<Answer, Error> {
+        let mut request = Request::get(path)
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| Error::new(ErrorKind::OtherClientError, None, format!("bad request: {e}")))?;
+        let headers = request.headers_mut();
+        headers.insert(header::HOST, self.target.authority.clone());
+        for (name, value) in &self.config.headers {
+            headers.insert(name, value.clone());
+        }
+        let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let hold = self.config.departure_delay.as_ref().map(|d| (d.0)(n));
+        let answer = conn.send(request, departed, hold).await?;
+        if !conn.ended {
+            self.put_back(conn);
+        }
+        Ok(answer)
+    }
+
+    /// Returns a connection to the pool (it is checked when taken again).
+    pub(crate) fn put_back(&self, conn: Conn) {
+        let mut pool = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < self.config.max_idle {
+            pool.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Conn, Error> {
+        let (host, port) = match &self.proxy {
+            Some(p) => (p.host.as_str(), p.port),
+            None => (self.target.host.as_str(), self.target.port),
+        };
+        let mut tcp = TcpStream::connect((host, port))
+            .await
+            .map_err(|e| connect_error(host, &e))?;
+        let _ = tcp.set_nodelay(true);
+        if let Some(proxy) = &self.proxy {
+            tunnel(&mut tcp, &self.target, proxy.auth.as_ref()).await?;
+        }
+        let probe = Arc::new(Mutex::new(Probe::default()));
+        let probed = Probed {
+            tcp,
+            probe: probe.clone(),
+        };
+        let wire = match &self.tls {
+            Some((connector, name)) => Wire::Tls(Box::new(
+                connector
+                    .connect(name.clone(), probed)
+                    .await
+                    .map_err(|e| {
+                        Error::new(
+                            ErrorKind::Connect,
+                            None,
+                            format!("failed the TLS handshake with {}: {e}", self.target.host),
+                        )
+                    })?,
+            )),
+            None => Wire::Plain(probed),
+        };
+        let (sender, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(wire))
+            .await
+            .map_err(hyper_error)?;
+        Ok(Conn {
+            sender,
+            driver: Box::pin(driver),
+            ended: false,
+            probe,
+        })
+    }
+}
+
+fn connect_error(host: &str, e: &io::Error) -> Error {
+    Error::new(
+        ErrorKind::Connect,
+        None,
+        format!("failed to connect to {host}: {e}"),
+    )
+}
+
+/// The proxy for https requests to `target`, per `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`.
+fn proxy_from_env(target: &Target) -> Result<Option<Proxy>, String> {
+    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
+    let uri: hyper::Uri = format!("https://{}:{}/", target.host, target.port)
+        .parse()
+        .map_err(|e| format!("bad target: {e}"))?;
+    let Some(intercept) = matcher.intercept(&uri) else {
+        return Ok(None);
+    };
+    let proxy = intercept.uri();
+    let host = proxy
+        .host()
+        .ok_or("the proxy URL from the environment has no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = proxy
+        .port_u16()
+        .unwrap_or(if proxy.scheme_str() == Some("https") {
+            443
+        } else {
+            80
+        });
+    if proxy.scheme_str() == Some("https") {
+        return Err("an https:// proxy is not supported; use http:// (CONNECT) for the proxy".into());
+    }
+    Ok(Some(Proxy {
+        host,
+        port,
+        auth: intercept.basic_auth().cloned(),
+    }))
+}
+
+/// Opens a CONNECT tunnel to `target` through the proxy on `tcp`.
+async fn tunnel(tcp: &mut TcpStream, target: &Target, auth: Option<&HeaderValue>) -> Result<(), Error> {
+    let mut head = format!(
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n",
+        host = target.host,
+        port = target.port
+    )
+    .into_bytes();
+    if let Some(auth) = auth {
+        head.extend_from_slice(b"Proxy-Authorization: ");
+        head.extend_from_slice(auth.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let failed = |what: String| Error::new(ErrorKind::Connect, None, what);
+    tcp.write_all(&head)
+        .await
+        .map_err(|e| failed(format!("failed to reach the proxy: {e}")))?;
+    // The proxy's answer head, read a byte at a time so nothing of the tunnel is consumed.
+    let mut answer = Vec::with_capacity(128);
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() > 8192 {
+            return Err(failed("the proxy's answer to CONNECT is too long".into()));
+        }
+        let byte = tcp
+            .read_u8()
+            .await
+            .map_err(|e| failed(format!("the proxy closed the CONNECT: {e}")))?;
+        answer.push(byte);
+    }
+    let status = parse_connect_status(&answer)
+        .ok_or_else(|| failed("the proxy's answer to CONNECT is not HTTP".into()))?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
+        Err(failed(format!("the proxy refused the CONNECT with HTTP {status}")))
+    }
+}
+
+/// The status of an HTTP/1.x answer head.
+fn parse_connect_status(head: &[u8]) -> Option<u16> {
+    let line = head.split(|&b| b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?.trim_end();
+    let mut parts = line.split(' ');
+    let version = parts.next()?;
+    if !version.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+/// Maps a hyper failure to a kind by walking its cause chain.
+pub(crate) fn hyper_error(e: hyper::Error) -> Error {
+    let mut kind = if e.is_timeout() {
+        ErrorKind::Timeout
+    } else if e.is_incomplete_message() || e.is_body_write_aborted() {
+        ErrorKind::TruncatedBody
+    } else if e.is_canceled() || e.is_closed() {
+        ErrorKind::ConnectionReset
+    } else if e.is_parse() || e.is_parse_status() {
+        ErrorKind::InvalidBody
+    } else {
+        ErrorKind::ConnectionReset
+    };
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        if let Some(io) = cause.downcast_ref::<io::Error>() {
+            use std::io::ErrorKind as Io;
+            match io.kind() {
+                Io::ConnectionReset | Io::ConnectionAborted | Io::BrokenPipe => {
+                    kind = ErrorKind::ConnectionReset;
+                }
+                Io::UnexpectedEof => kind = ErrorKind::TruncatedBody,
+                Io::TimedOut => kind = ErrorKind::Timeout,
+                _ => {}
+            }
+        }
+        source = cause.source();
+    }
+    Error::new(kind, None, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_answers_are_read_by_their_status_line() {
+        assert_eq!(
+            parse_connect_status(b"HTTP/1.1 200 Connection established\r\n\r\n"),
+            Some(200)
+        );
+        assert_eq!(
+            parse_connect_status(b"HTTP/1.0 407 Proxy Authentication Required\r\n\r\n"),
+            Some(407)
+        );
+        assert_eq!(parse_connect_status(b"SSH-2.0-OpenSSH\r\n\r\n"), None);
+        assert_eq!(parse_connect_status(b""), None);
+    }
+}
