@@ -10,10 +10,9 @@ use vtbulk_engine::{CacheSettings, WallClock, stored_attributes};
 use vtbulk_ioc::Hash;
 use vtbulk_store::{Exported, Hit, SqliteStore, Stats};
 
-/// An RFC 3339 UTC time from Unix seconds.
-fn rfc3339(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
-}
+use vtbulk_output::rfc3339;
+
+use crate::failure::Failure;
 
 /// The `data` object of a stored answer (the body as received, `{"data": {...}}`).
 fn data_of(body: &[u8]) -> serde_json::Value {
@@ -23,14 +22,18 @@ fn data_of(body: &[u8]) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-fn open(settings: &CacheSettings) -> Result<SqliteStore, String> {
+fn open(settings: &CacheSettings) -> Result<SqliteStore, Failure> {
     if !settings.path.exists() {
-        return Err(format!(
+        return Err(Failure::Cache(format!(
             "no cache at {} yet (it is created by the first `vtbulk enrich`)",
             settings.path.display()
-        ));
+        )));
     }
-    SqliteStore::open(&settings.path).map_err(|e| e.to_string())
+    SqliteStore::open(&settings.path).map_err(store_error)
+}
+
+fn store_error(e: vtbulk_store::StoreError) -> Failure {
+    Failure::Cache(e.to_string())
 }
 
 fn stats_json(path: &str, s: &Stats) -> serde_json::Value {
@@ -62,17 +65,17 @@ fn stats_json(path: &str, s: &Stats) -> serde_json::Value {
     })
 }
 
-/// Runs one cache action; returns the message of a failure.
+/// Runs one cache action.
 pub fn run(
     action: &crate::CacheAction,
     settings: &CacheSettings,
     out: &mut dyn Write,
-) -> Result<(), String> {
-    let io = |e: io::Error| format!("failed to write: {e}");
+) -> Result<(), Failure> {
+    let io = |e: io::Error| Failure::write(e, "stdout");
     match action {
         crate::CacheAction::Stats { json, .. } => {
             let store = open(settings)?;
-            let stats = store.stats().map_err(|e| e.to_string())?;
+            let stats = store.stats().map_err(store_error)?;
             let value = stats_json(&settings.path.display().to_string(), &stats);
             if *json {
                 writeln!(out, "{value:#}").map_err(io)?;
@@ -111,11 +114,12 @@ pub fn run(
             }
         }
         crate::CacheAction::Get { hash, .. } => {
-            let parsed = Hash::parse(hash.trim()).map_err(|e| format!("{hash:?}: {e}"))?;
+            let parsed =
+                Hash::parse(hash.trim()).map_err(|e| Failure::Usage(format!("{hash:?}: {e}")))?;
             let mut store = open(settings)?;
             let now = WallClock::System.now();
-            let value = match store.get(&parsed).map_err(|e| e.to_string())? {
-                None => return Err(format!("{parsed} is not in the cache")),
+            let value = match store.get(&parsed).map_err(store_error)? {
+                None => return Err(Failure::Cache(format!("{parsed} is not in the cache"))),
                 Some(hit) => {
                     let fresh = settings.freshness.is_fresh(&hit, now);
                     match hit {
@@ -149,7 +153,7 @@ pub fn run(
             let mut store = open(settings)?;
             let (found, missing) = store
                 .prune(WallClock::System.now(), settings.freshness)
-                .map_err(|e| e.to_string())?;
+                .map_err(store_error)?;
             writeln!(
                 out,
                 "pruned {found} found and {missing} not-found answers from {}",
@@ -159,37 +163,41 @@ pub fn run(
         }
         crate::CacheAction::Export { .. } => {
             let store = open(settings)?;
-            store
-                .export(&mut |row| {
-                    let value = match row {
-                        Exported::Found(f) => {
-                            let sha256 = Hash::Sha256(f.sha256).to_string();
-                            // Without the answer (a cache from before answers were kept),
-                            // the attributes a record needs stand in for it.
-                            let data = match f.data.as_deref() {
-                                Some(body) => data_of(body),
-                                None => json!({
-                                    "id": sha256,
-                                    "type": "file",
-                                    "attributes": stored_attributes(&f),
-                                }),
-                            };
-                            json!({
-                                "sha256": sha256,
-                                "status": "found",
-                                "fetched_at": rfc3339(f.fetched_at),
-                                "data": data,
-                            })
-                        }
-                        Exported::NotFound { digest, fetched_at } => json!({
-                            "hash": digest.to_string(),
-                            "status": "not_found",
-                            "fetched_at": rfc3339(fetched_at),
-                        }),
-                    };
-                    writeln!(out, "{value}")
-                })
-                .map_err(|e| e.to_string())?;
+            // A failed write ends the export; it is reported as a write, not a cache problem.
+            let mut write_failed = None;
+            let exported = store.export(&mut |row| {
+                let value = match row {
+                    Exported::Found(f) => {
+                        let sha256 = Hash::Sha256(f.sha256).to_string();
+                        // Without the answer (a cache from before answers were kept),
+                        // the attributes a record needs stand in for it.
+                        let data = match f.data.as_deref() {
+                            Some(body) => data_of(body),
+                            None => json!({
+                                "id": sha256,
+                                "type": "file",
+                                "attributes": stored_attributes(&f),
+                            }),
+                        };
+                        json!({
+                            "sha256": sha256,
+                            "status": "found",
+                            "fetched_at": rfc3339(f.fetched_at),
+                            "data": data,
+                        })
+                    }
+                    Exported::NotFound { digest, fetched_at } => json!({
+                        "hash": digest.to_string(),
+                        "status": "not_found",
+                        "fetched_at": rfc3339(fetched_at),
+                    }),
+                };
+                writeln!(out, "{value}").inspect_err(|e| write_failed = Some(e.kind()))
+            });
+            if let Some(kind) = write_failed {
+                return Err(Failure::write(io::Error::from(kind), "stdout"));
+            }
+            exported.map_err(store_error)?;
         }
     }
     out.flush().map_err(io)

@@ -3,6 +3,7 @@
 
 mod cache_cmd;
 mod config;
+mod failure;
 mod progress;
 mod report;
 
@@ -18,10 +19,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use vtbulk_engine::{Counters, EngineError, Outcome, StopHandle, Summary};
+use vtbulk_engine::{Counters, EngineError, StopHandle, Summary};
 use vtbulk_vt::Client;
 
 use crate::config::{Layer, Progress, Resolved};
+use crate::failure::{Failure, codes, exit_code};
 
 /// Enrich lists of file hashes from VirusTotal v3 as fast as the key's quota allows.
 #[derive(Parser, Debug)]
@@ -203,93 +205,76 @@ struct EnrichArgs {
     wait_for_reset: bool,
 }
 
-/// Exit codes, in one place. Documented in README.md.
-mod codes {
-    pub const OK: u8 = 0;
-    pub const COMPLETED_WITH_ERRORS: u8 = 1;
-    pub const USAGE: u8 = 2;
-    /// The cache file is foreign, damaged or unreadable: a configuration problem too.
-    pub const CACHE: u8 = USAGE;
-    pub const AUTH: u8 = 3;
-    pub const QUOTA: u8 = 4;
-    pub const INTERRUPTED: u8 = 130;
-}
-
-/// The exit code of a run's outcome.
-fn exit_code(outcome: Outcome) -> u8 {
-    match outcome {
-        Outcome::Completed => codes::OK,
-        Outcome::CompletedWithErrors => codes::COMPLETED_WITH_ERRORS,
-        Outcome::AuthFailed => codes::AUTH,
-        Outcome::QuotaExhausted => codes::QUOTA,
-        Outcome::Interrupted => codes::INTERRUPTED,
-    }
-}
-
 fn eprint(message: &str) {
     let _ = writeln!(io::stderr(), "vtbulk: {message}");
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Config(common) => match load(&common, vec![]) {
-            Ok(resolved) => {
-                let _ = writeln!(io::stdout(), "{}", config::describe(&resolved));
-                ExitCode::SUCCESS
-            }
-            Err(message) => {
-                eprint(&message);
-                ExitCode::from(codes::USAGE)
-            }
-        },
-        Command::Enrich(args) => ExitCode::from(enrich(args)),
-        Command::Cache(args) => ExitCode::from(cache_command(args)),
-        Command::Quota { json, common } => ExitCode::from(quota_command(&common, json)),
+    let result = match cli.command {
+        Command::Config(common) => config_command(&common),
+        Command::Enrich(args) => enrich(args),
+        Command::Cache(args) => cache_command(args),
+        Command::Quota { json, common } => quota_command(&common, json),
         Command::Plan {
             inputs,
             json,
             common,
-        } => ExitCode::from(plan_command(&common, inputs, json)),
-    }
+        } => plan_command(&common, inputs, json),
+    };
+    ExitCode::from(match result {
+        Ok(code) => code,
+        Err(failure) => {
+            if let Some(message) = failure.message() {
+                eprint(message);
+            }
+            failure.code()
+        }
+    })
+}
+
+/// Writes `text` to stdout (a closed pipe is [`Failure::BrokenPipe`]).
+fn print(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::write(e, "stdout"))
+}
+
+fn config_command(common: &CommonArgs) -> Result<u8, Failure> {
+    let resolved = load(common, vec![]).map_err(Failure::Usage)?;
+    print(&format!("{}\n", config::describe(&resolved)))?;
+    Ok(codes::OK)
 }
 
 /// Loads the configuration and builds a client, for the commands that call VirusTotal.
-fn load_with_client(common: &CommonArgs, inputs: Vec<String>) -> Result<(Resolved, Client), u8> {
-    let resolved = load(common, inputs).map_err(|message| {
-        eprint(&message);
-        codes::USAGE
-    })?;
+fn load_with_client(
+    common: &CommonArgs,
+    inputs: Vec<String>,
+) -> Result<(Resolved, Client), Failure> {
+    let resolved = load(common, inputs).map_err(Failure::Usage)?;
     let Some(key) = resolved.key.clone() else {
-        eprint("no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH");
-        return Err(codes::USAGE);
+        return Err(Failure::Usage(
+            "no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH".into(),
+        ));
     };
-    let client = Client::new(key, &resolved.client).map_err(|e| {
-        eprint(&e.to_string());
-        codes::USAGE
-    })?;
+    let client = Client::new(key, &resolved.client).map_err(|e| Failure::Usage(e.to_string()))?;
     Ok((resolved, client))
 }
 
-/// The exit code of an engine error outside a run.
-fn engine_error_code(e: &EngineError) -> u8 {
-    match e {
-        EngineError::Refused(_) => codes::AUTH,
-        EngineError::Store(_) => codes::CACHE,
-        _ => codes::USAGE,
-    }
-}
-
-/// Runs `work` on a single-threaded runtime.
-fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, u8> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map(|rt| rt.block_on(work))
-        .map_err(|e| {
-            eprint(&format!("failed to start the runtime: {e}"));
-            codes::USAGE
-        })
+/// A runtime for `threads` (1: a current-thread runtime, measured fastest on 2 cores).
+fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let built = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    built.map_err(|e| Failure::Usage(format!("failed to start the runtime: {e}")))
 }
 
 /// Runs one of the commands that print what the engine works out (`quota`, `plan`): the
@@ -300,35 +285,29 @@ fn engine_command<T, Fut>(
     json: bool,
     work: impl FnOnce(vtbulk_engine::Settings, Client) -> Fut,
     text: fn(&T) -> String,
-) -> u8
+) -> Result<u8, Failure>
 where
     T: serde::Serialize,
     Fut: std::future::Future<Output = Result<T, EngineError>>,
 {
-    let run = || -> Result<u8, u8> {
-        let (resolved, client) = load_with_client(common, inputs)?;
-        let value = block_on(work(resolved.settings, client))?.map_err(|e| {
-            eprint(&e.to_string());
-            engine_error_code(&e)
-        })?;
-        let out = if json {
-            serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
-        } else {
-            text(&value)
-        };
-        let _ = io::stdout().write_all(out.as_bytes());
-        Ok(codes::OK)
+    let (resolved, client) = load_with_client(common, inputs)?;
+    let value = runtime(1)?.block_on(work(resolved.settings, client))?;
+    let out = if json {
+        serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+    } else {
+        text(&value)
     };
-    run().unwrap_or_else(|code| code)
+    print(&out)?;
+    Ok(codes::OK)
 }
 
-fn quota_command(common: &CommonArgs, json: bool) -> u8 {
+fn quota_command(common: &CommonArgs, json: bool) -> Result<u8, Failure> {
     let work =
         |settings, client| async move { vtbulk_engine::quota_view(&settings, &client).await };
     engine_command(common, vec![], json, work, report::quota)
 }
 
-fn plan_command(common: &CommonArgs, inputs: Vec<String>, json: bool) -> u8 {
+fn plan_command(common: &CommonArgs, inputs: Vec<String>, json: bool) -> Result<u8, Failure> {
     let work = |settings, client| async move { vtbulk_engine::plan(&settings, &client).await };
     engine_command(common, inputs, json, work, report::plan)
 }
@@ -372,22 +351,16 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
     Ok(resolved)
 }
 
-fn cache_command(args: CacheArgs) -> u8 {
-    let result = load(args.action.common(), vec![]).and_then(|resolved| {
-        let settings = resolved
-            .settings
-            .cache
-            .ok_or("the cache is off (--cache off or cache = \"off\"): nothing to look at")?;
-        let stdout = io::stdout();
-        cache_cmd::run(&args.action, &settings, &mut stdout.lock())
-    });
-    match result {
-        Ok(()) => codes::OK,
-        Err(message) => {
-            eprint(&message);
-            codes::CACHE
-        }
-    }
+fn cache_command(args: CacheArgs) -> Result<u8, Failure> {
+    let resolved = load(args.action.common(), vec![]).map_err(Failure::Usage)?;
+    let settings = resolved.settings.cache.ok_or_else(|| {
+        Failure::Cache(
+            "the cache is off (--cache off or cache = \"off\"): nothing to look at".into(),
+        )
+    })?;
+    let stdout = io::stdout();
+    cache_cmd::run(&args.action, &settings, &mut stdout.lock())?;
+    Ok(codes::OK)
 }
 
 fn partial_path(path: &std::path::Path) -> PathBuf {
@@ -399,69 +372,33 @@ fn partial_path(path: &std::path::Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-fn enrich(args: EnrichArgs) -> u8 {
+fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     let stdin_input = args.inputs.is_empty() || args.inputs.iter().any(|i| i == "-");
     if stdin_input && args.common.api_key_file.as_deref() == Some(std::path::Path::new("-")) {
-        eprint("the API key and the input cannot both come from stdin: give the input as a file");
-        return codes::USAGE;
+        return Err(Failure::Usage(
+            "the API key and the input cannot both come from stdin: give the input as a file"
+                .into(),
+        ));
     }
-    let resolved = match load(&args.common, args.inputs.clone()) {
-        Ok(mut r) => {
-            r.settings.quota.wait_for_reset |= args.wait_for_reset;
-            r
-        }
-        Err(message) => {
-            eprint(&message);
-            return codes::USAGE;
-        }
-    };
-    let Some(key) = resolved.key.clone() else {
-        eprint("no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH");
-        return codes::USAGE;
-    };
-    let client = match Client::new(key, &resolved.client) {
-        Ok(c) => c,
-        Err(e) => {
-            eprint(&e.to_string());
-            return codes::USAGE;
-        }
-    };
+    let (mut resolved, client) = load_with_client(&args.common, args.inputs.clone())?;
+    resolved.settings.quota.wait_for_reset |= args.wait_for_reset;
     let (out, partial): (Box<dyn Write + Send>, Option<PathBuf>) = match &args.output {
         Some(path) => {
             let partial = partial_path(path);
-            match std::fs::File::create(&partial) {
-                Ok(f) => (
-                    Box::new(io::BufWriter::with_capacity(256 * 1024, f)),
-                    Some(partial),
-                ),
-                Err(e) => {
-                    eprint(&format!("failed to create {}: {e}", partial.display()));
-                    return codes::USAGE;
-                }
-            }
+            let file = std::fs::File::create(&partial).map_err(|e| {
+                Failure::Usage(format!("failed to create {}: {e}", partial.display()))
+            })?;
+            (
+                Box::new(io::BufWriter::with_capacity(256 * 1024, file)),
+                Some(partial),
+            )
         }
         None => (
             Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
             None,
         ),
     };
-    let runtime = if resolved.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(resolved.threads)
-            .enable_all()
-            .build()
-    };
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprint(&format!("failed to start the runtime: {e}"));
-            return codes::USAGE;
-        }
-    };
+    let runtime = runtime(resolved.threads)?;
     let counters = Arc::new(Counters::default());
     let stop = StopHandle::default();
     let show = match (args.quiet, resolved.progress) {
@@ -481,41 +418,29 @@ fn enrich(args: EnrichArgs) -> u8 {
         display.finish().await;
         result
     });
-    match result {
-        Ok((outcome, mut summary)) => {
-            let code = exit_code(outcome);
-            summary.exit_code = i32::from(code);
-            if let (Some(partial), Some(path)) = (&partial, &args.output)
-                && let Err(e) = std::fs::rename(partial, path)
-            {
-                eprint(&format!(
-                    "failed to rename {} to {}: {e}",
-                    partial.display(),
-                    path.display()
-                ));
-                return codes::USAGE;
-            }
-            report(&args, &summary);
-            code
-        }
+    let (outcome, mut summary) = match result {
+        Ok(done) => done,
         Err(e) => {
             // Nothing complete was written: leave no half file behind.
             if let Some(partial) = &partial {
                 let _ = std::fs::remove_file(partial);
             }
-            match e {
-                EngineError::Output(e) if e.kind() == io::ErrorKind::BrokenPipe => codes::OK,
-                EngineError::Store(e) => {
-                    eprint(&e.to_string());
-                    codes::CACHE
-                }
-                e => {
-                    eprint(&e.to_string());
-                    codes::USAGE
-                }
-            }
+            return Err(e.into());
         }
+    };
+    let code = exit_code(outcome);
+    summary.exit_code = i32::from(code);
+    if let (Some(partial), Some(path)) = (&partial, &args.output) {
+        std::fs::rename(partial, path).map_err(|e| {
+            Failure::Usage(format!(
+                "failed to rename {} to {}: {e}",
+                partial.display(),
+                path.display()
+            ))
+        })?;
     }
+    report(&args, &summary);
+    Ok(code)
 }
 
 fn report(args: &EnrichArgs, summary: &Summary) {
@@ -528,6 +453,16 @@ fn report(args: &EnrichArgs, summary: &Summary) {
         eprint(&format!(
             "the {window} quota budget ran out: {} items skipped; it resets at {at}",
             q.items_left
+        ));
+    }
+    if let Some(stopped) = &summary.stopped
+        && stopped.cause == vtbulk_engine::HaltCause::Unreachable.name()
+    {
+        // Quiet or not: one line that says what failed.
+        eprint(&format!(
+            "stopped: VirusTotal could not be reached ({}); {} items skipped, nothing was lost: run again when the network is back",
+            stopped.detail.as_deref().unwrap_or("connection failed"),
+            summary.skipped
         ));
     }
     if let Some(path) = &args.summary_json {
@@ -560,24 +495,6 @@ async fn watch_signals(stop: StopHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn every_outcome_has_a_distinct_exit_code() {
-        let outcomes = [
-            Outcome::Completed,
-            Outcome::CompletedWithErrors,
-            Outcome::AuthFailed,
-            Outcome::QuotaExhausted,
-            Outcome::Interrupted,
-        ];
-        let mut codes: Vec<u8> = outcomes.iter().map(|&o| exit_code(o)).collect();
-        codes.push(codes::USAGE);
-        let n = codes.len();
-        codes.sort_unstable();
-        codes.dedup();
-        assert_eq!(codes.len(), n);
-        assert_eq!(exit_code(Outcome::Interrupted), 130);
-    }
 
     #[test]
     fn partial_files_sit_next_to_the_output() {

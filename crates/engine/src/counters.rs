@@ -43,6 +43,8 @@ pub struct Counters {
     pub errors_by_code: Mutex<BTreeMap<String, u64>>,
     /// 429s by code.
     pub rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
+    /// 429s by what they meant (see [`Summary::rate_limited_by_kind`]).
+    pub rate_limited_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Skipped records by reason.
     pub skipped_by_reason: Mutex<BTreeMap<String, u64>>,
     /// While the run waits for a quota window to reset (`--wait-for-reset`): when, Unix
@@ -94,6 +96,7 @@ impl Counters {
             retries: get(&self.retries),
             rate_limited: get(&self.rate_limited),
             rate_limited_by_code: map(&self.rate_limited_by_code),
+            rate_limited_by_kind: map(&self.rate_limited_by_kind),
             requests,
             elapsed_secs,
             requests_per_sec: if elapsed_secs > 0.0 {
@@ -104,6 +107,8 @@ impl Counters {
             outcome: outcome.to_owned(),
             exit_code: 0,
             quota: None,
+            pacing: None,
+            stopped: None,
         }
     }
 }
@@ -146,19 +151,42 @@ pub struct Summary {
     pub rate_limited: u64,
     /// 429 answers by code.
     pub rate_limited_by_code: BTreeMap<String, u64>,
+    /// 429 answers by what they meant: `timing_miss` (our books had room: requeued, margin
+    /// widened), `escalated` (repeated in one gate cycle: the gate closed for everyone),
+    /// `in_flight` (answering a request sent before the gate closed: waited at the gate),
+    /// `budget_spent` (a window our books knew was spent), `gave_up` (429s went on too long).
+    pub rate_limited_by_kind: BTreeMap<String, u64>,
     /// Requests sent (quota spent).
     pub requests: u64,
     /// Wall time of the run.
     pub elapsed_secs: f64,
     /// Requests per second over the run.
     pub requests_per_sec: f64,
-    /// `completed`, `completed_with_errors`, `auth_failed`, `quota_exhausted`, `interrupted`.
+    /// `completed`, `completed_with_errors`, `auth_failed`, `quota_exhausted`, `interrupted`,
+    /// `unreachable`, `output_closed`.
     pub outcome: String,
     /// The process exit code (set by the binary, which owns the mapping).
     pub exit_code: i32,
     /// The key's budget: where it came from, what is left, and why the run stopped early.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaReport>,
+    /// How requests were paced: the interval, the margins (configured, adaptive at the end
+    /// and at its peak), departures, and the lateness from grant to departure (p50, p99, max).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<vtbulk_quota::PacingReport>,
+    /// Why the run stopped before the end, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<StopReport>,
+}
+
+/// Why a run stopped early.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StopReport {
+    /// The skip reason of the items left (`api_unreachable`, `quota_daily`, ...).
+    pub cause: String,
+    /// The error behind it, when there is one (e.g. the last connection failure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// The quota part of a summary.

@@ -52,6 +52,8 @@ pub struct KeyQuota {
     pub source: QuotaSource,
     /// Why it is not live, when it is not (e.g. "GET /users answered 403 ForbiddenError").
     pub note: Option<String>,
+    /// When the `GET /users` request left, if one did: the first lookup is spaced from it.
+    pub departed: Option<tokio::time::Instant>,
 }
 
 impl KeyQuota {
@@ -160,11 +162,18 @@ pub async fn read(
     clock: WallClock,
 ) -> Result<KeyQuota, Refused> {
     let key_id = client.key_fingerprint();
+    let departure = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let departed = || {
+        *departure
+            .lock()
+            .unwrap_or_else(|e: std::sync::PoisonError<_>| e.into_inner())
+    };
     let fallback = |store: Option<&mut SqliteStore>, source, note| KeyQuota {
         caps: profile,
         used: ledger_usage(store, &key_id, clock.now()),
         source,
         note: Some(note),
+        departed: departed(),
     };
     if offline {
         return Ok(fallback(
@@ -173,13 +182,25 @@ pub async fn read(
             "--offline-quota: the tier's profile minus the ledger".into(),
         ));
     }
-    match client.get_own_user().await {
+    let answer = match client.ready().await {
+        Ok(ready) => {
+            let cell = departure.clone();
+            ready
+                .get_own_user(move |at| {
+                    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+                })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match answer {
         Ok(user) => match from_user(&user, profile, clock.now()) {
             Some((caps, used)) => Ok(KeyQuota {
                 caps,
                 used,
                 source: QuotaSource::Live,
                 note: None,
+                departed: departed(),
             }),
             None => Ok(fallback(
                 store,
@@ -201,7 +222,4 @@ pub async fn read(
     }
 }
 
-/// Unix seconds as RFC 3339 UTC (`2026-11-27T00:00:00Z`).
-pub fn rfc3339(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
-}
+pub use vtbulk_output::rfc3339;

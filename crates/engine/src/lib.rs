@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! inputs --read+dedup (blocking thread)--> unique entries --cache check (1-2 threads)-->
-//!   fresh hits: records | the rest --workers (scheduler, client, retry)--> answers
-//!   --journal thread (commit)--> records --bounded channel--> one writer task (Sink)
+//!   fresh hits: records | the rest --workers (connection ready, scheduler grant, send;
+//!   decide() on failure)--> answers --journal thread (commit)--> records
+//!   --bounded channel--> one writer task (Sink)
 //! counters --> summary
 //! ```
 //!
@@ -20,13 +21,18 @@
 mod cache;
 mod convert;
 mod counters;
+pub mod decide;
 mod keyquota;
+mod lookup;
 mod packed;
 mod pipeline;
 mod plan;
+mod prepare;
+mod writer;
 
 pub use cache::{CacheSettings, stored_attributes};
-pub use counters::{Counters, QuotaReport, Summary};
+pub use counters::{Counters, QuotaReport, StopReport, Summary};
+pub use decide::HaltCause;
 pub use keyquota::{
     KeyQuota, QuotaSettings, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339,
 };

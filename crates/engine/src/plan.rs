@@ -12,12 +12,10 @@ use serde::Serialize;
 use vtbulk_quota::{Scheduler, Tier, Window, WindowBudget, window_end};
 use vtbulk_vt::Client;
 
-use crate::cache;
 use crate::counters::Counters;
 use crate::keyquota;
-use crate::pipeline::{
-    CacheCheck, EngineError, Settings, check_order, input_names, open_all, read_inputs,
-};
+use crate::pipeline::{EngineError, Settings};
+use crate::prepare::{Prepared, prepare};
 
 /// How far ahead the finish is searched for (10 years of hours).
 const HORIZON_HOURS: i64 = 24 * 3660;
@@ -61,42 +59,14 @@ pub struct Plan {
     pub finish_at: Option<String>,
 }
 
-/// Reads, dedups and checks the cache like a run, reads the key's budget, and plans.
+/// Reads, dedups and checks the cache like a run (the same stage), reads the key's budget,
+/// and plans.
 pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineError> {
-    let (inputs, names) = input_names(settings);
-    let opened = open_all(&inputs)?;
-    let mut store = settings.cache.as_ref().map(cache::open).transpose()?;
     let counters = Arc::new(Counters::default());
-    let read = read_inputs(settings, opened, &inputs, &names, counters.clone(), |_| {});
-    let seen = match read.await {
-        Ok(result) => Arc::new(result?),
-        Err(join) => {
-            return Err(EngineError::Input {
-                name: "input".into(),
-                source: std::io::Error::other(join.to_string()),
-            });
-        }
-    };
-    let mut fresh = 0;
-    if let Some(cache_settings) = settings.cache.as_ref().filter(|c| !c.refresh)
-        && let Some(open) = store.take()
-    {
-        let check = CacheCheck {
-            seen: seen.clone(),
-            tx: None,
-            counters: counters.clone(),
-            names,
-            freshness: cache_settings.freshness,
-            raw: settings.raw,
-            now: cache_settings.clock.now(),
-        };
-        let order = check_order(&seen);
-        let (_, kept) = tokio::task::spawn_blocking(move || check.run(open, &order))
-            .await
-            .map_err(|e| EngineError::Output(std::io::Error::other(e.to_string())))??;
-        store = Some(kept);
-        fresh = Counters::get(&counters.cache_hits);
-    }
+    let Prepared {
+        seen, mut store, ..
+    } = prepare(settings, &counters, None).await?;
+    let fresh = Counters::get(&counters.cache_hits);
     let unique = seen.len() as u64;
     let to_query = unique - fresh;
     let clock = settings.scheduler.clock;
@@ -197,7 +167,11 @@ pub struct QuotaView {
 
 /// The key's quotas in every window now (one `GET /users` unless offline).
 pub async fn quota_view(settings: &Settings, client: &Client) -> Result<QuotaView, EngineError> {
-    let mut store = settings.cache.as_ref().map(cache::open).transpose()?;
+    let mut store = settings
+        .cache
+        .as_ref()
+        .map(crate::cache::open)
+        .transpose()?;
     let clock = settings.scheduler.clock;
     let quota = keyquota::read(
         client,

@@ -55,7 +55,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
             cap: Duration::from_millis(2),
             max_retries: 0,
         },
-        max_consecutive_429: 50,
+        max_rate_limited: Duration::from_secs(300),
         cache: Some(CacheSettings {
             path: cache.to_owned(),
             freshness: Freshness::default(),

@@ -185,11 +185,11 @@ pub enum Field {
 #[error("unknown field {0:?}; the fields are: {1}")]
 pub struct FieldsError(String, String);
 
-/// RFC 3339 UTC, e.g. `2024-07-17T21:12:40Z`.
+/// RFC 3339 UTC, e.g. `2024-07-17T21:12:40Z` (the seconds themselves when out of range).
+/// The one home of this format: the engine and the binary use it too.
 pub fn rfc3339(unix_seconds: i64) -> String {
     jiff::Timestamp::from_second(unix_seconds)
-        .map(|t| t.to_string())
-        .unwrap_or_default()
+        .map_or_else(|_| unix_seconds.to_string(), |t| t.to_string())
 }
 
 /// Parses a comma-separated `--fields` list.

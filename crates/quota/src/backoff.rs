@@ -1,8 +1,11 @@
-//! Retry delays: capped exponential backoff with full jitter, as an iterator.
+//! Retry delays and gate pauses: capped exponential backoff with jitter.
 //!
 //! Attempt n (0-based) waits a uniform random time in `[0, min(cap, base * 2^n)]` ("full
-//! jitter"): retries of many workers spread out instead of colliding. The iterator ends after
-//! `max_retries` delays, which is how callers know to give up.
+//! jitter", [`BackoffPolicy::delay`]): retries of many workers spread out instead of
+//! colliding. The iterator ends after `max_retries` delays, which is how callers know to give
+//! up. A pause of everyone (the 429 gate, [`BackoffPolicy::pause`]) uses "equal jitter",
+//! `[c/2, c]`: it must really slow the key down, so it never draws near zero. The random unit
+//! comes from [`unit`], seeded, so a schedule is tested by computing it, not by sleeping.
 
 use std::time::Duration;
 
@@ -42,6 +45,26 @@ impl BackoffPolicy {
         let factor = 2u32.saturating_pow(attempt.min(31));
         self.base.saturating_mul(factor).min(self.cap)
     }
+
+    /// The delay before retry `attempt` for a random `unit` in `[0, 1)`: full jitter.
+    pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
+        self.ceiling(attempt).mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// The `n`th pause in a row (0-based) for a random `unit` in `[0, 1)`: equal jitter,
+    /// between half the ceiling and the ceiling.
+    pub fn pause(&self, n: u32, unit: f64) -> Duration {
+        self.ceiling(n).mul_f64(0.5 + unit.clamp(0.0, 1.0) / 2.0)
+    }
+}
+
+/// A uniform number in `[0, 1)` from `seed` (SplitMix64's output function): enough randomness
+/// for jitter, the same for the same seed.
+pub fn unit(seed: u64) -> f64 {
+    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// The delays of one item's retries.
@@ -54,12 +77,9 @@ pub struct Backoff {
 
 impl Backoff {
     fn next_unit(&mut self) -> f64 {
-        // SplitMix64: enough randomness for jitter, deterministic for tests.
+        let u = unit(self.state);
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+        u
     }
 }
 
@@ -70,9 +90,10 @@ impl Iterator for Backoff {
         if self.attempt >= self.policy.max_retries {
             return None;
         }
-        let ceiling = self.policy.ceiling(self.attempt);
+        let u = self.next_unit();
+        let delay = self.policy.delay(self.attempt, u);
         self.attempt += 1;
-        Some(ceiling.mul_f64(self.next_unit()))
+        Some(delay)
     }
 }
 
@@ -111,6 +132,28 @@ mod tests {
             policy.iter(3).collect::<Vec<_>>(),
             policy.iter(3).collect::<Vec<_>>()
         );
+    }
+
+    #[test]
+    fn pauses_never_draw_below_half_the_ceiling() {
+        let policy = BackoffPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(60),
+            max_retries: 0,
+        };
+        for n in 0..12 {
+            let ceiling = policy.ceiling(n);
+            for seed in 0..50 {
+                let p = policy.pause(n, unit(seed));
+                assert!(p >= ceiling / 2 && p <= ceiling, "pause {n}: {p:?}");
+            }
+        }
+        assert_eq!(
+            policy.pause(20, 0.999_999),
+            policy.pause(30, 0.999_999),
+            "capped"
+        );
+        assert!(policy.pause(20, 0.0) >= Duration::from_secs(30));
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The one gate every request passes right before it is sent.
 //!
-//! Three checks, in order: the 429 gate (closed for everyone after VirusTotal refused), the
-//! GCRA limiter (burst 1, interval stretched by the safety margin), and the calendar budgets
-//! (hour, day, month in UTC). A request that passes all three has spent quota: budgets are
+//! Four checks, in order: the 429 gate (closed for everyone when 429s repeat), the pacer's
+//! turn and spacing (the next request leaves at least one interval after the last one
+//! *really left*; see [`crate::pace`]), the GCRA limiter (burst 1, the sliding-minute
+//! guarantee from grants), and the calendar budgets (hour, day, month in UTC). A request that
+//! passes all four holds a [`Grant`] until it departs, and has spent quota: budgets are
 //! charged at that moment, so retries are charged too. The budgets start from the key's usage
 //! at the start of the run (everybody's, read live, or ours from the ledger) and leave the
 //! reserve untouched; each charge is also kept for the ledger until [`Scheduler::drain_spend`].
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::Clock;
@@ -20,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Reserve, Spend, Usage, ledger_windows, window_end, window_id};
 use crate::clock::WallClock;
+use crate::pace::{Grant, Pacer, PacingReport};
 use crate::rate::{Rate, Tier};
 
 /// governor's clock, reading tokio's time so that a paused test clock drives the limiter.
@@ -110,10 +113,11 @@ pub struct SchedulerConfig {
     /// Stretch of the interval, e.g. 0.002: over any 60 s window this leaves 0.2% (120 ms) of
     /// slack for network jitter between us and VirusTotal's counter.
     pub safety_margin: f64,
-    /// Finish each wait by spinning through its last millisecond (rates of at most 100/s).
-    /// tokio's timer wakes on millisecond ticks, up to a tick late, and GCRA measures the next
-    /// interval from that late grant: at 600/min that drift alone costs 1%. Real clocks only:
-    /// under tokio's paused test clock a spin would never end, so tests leave this off.
+    /// Finish each wait by spinning through its last moments (intervals of 4 ms or more).
+    /// tokio's timer wakes on millisecond ticks, up to a tick late (more on a busy host), and
+    /// the next interval is measured from that late departure: at 600/min a tick's drift
+    /// alone costs 1%. Real clocks only: under tokio's paused test clock a spin would never
+    /// end, so tests leave this off.
     pub precise: bool,
 }
 
@@ -157,18 +161,28 @@ pub struct WindowBudget {
     pub resets_at: i64,
 }
 
+/// The 429 gate: closed for everyone until `until`; `cycle` counts its closures.
+#[derive(Debug, Default)]
+struct Gate {
+    until: Option<Instant>,
+    cycle: u64,
+}
+
 /// Shared by every worker.
 #[derive(Debug)]
 pub struct Scheduler {
     limiter: Option<Limiter>,
-    interval: Option<Duration>,
+    pacer: Arc<Pacer>,
     precise: bool,
+    /// How long before a deadline the wait stops sleeping and spins: grows with the timer's
+    /// observed lateness (a busy host), microseconds.
+    spin_us: std::sync::atomic::AtomicU64,
     caps: Tier,
     reserve: Reserve,
     clock: WallClock,
     keep_spend: bool,
     spent: Mutex<Spent>,
-    gate: Mutex<Option<Instant>>,
+    gate: Mutex<Gate>,
 }
 
 #[cfg(test)]
@@ -176,26 +190,30 @@ fn next_month_start(secs: i64) -> i64 {
     window_end(Window::Month, secs)
 }
 
+/// The shortest spin before a deadline, and the longest.
+const SPIN_MIN: Duration = Duration::from_millis(1);
+const SPIN_MAX: Duration = Duration::from_millis(5);
+
 impl Scheduler {
     /// A scheduler for `config`.
     pub fn new(config: SchedulerConfig) -> Scheduler {
-        let interval = config
-            .rate
-            .map(|r| r.interval().mul_f64(1.0 + config.safety_margin.max(0.0)));
-        let limiter = interval.and_then(|i| {
+        let margin = config.safety_margin.max(0.0);
+        let base = config.rate.map(|r| r.interval());
+        let limiter = base.map(|i| i.mul_f64(1.0 + margin)).and_then(|i| {
             let quota = Quota::with_period(i)?.allow_burst(NonZeroU32::MIN);
             Some(RateLimiter::direct_with_clock(quota, TokioClock))
         });
         let scheduler = Scheduler {
             limiter,
-            precise: config.precise && interval.is_some_and(|i| i >= Duration::from_millis(10)),
-            interval,
+            pacer: Arc::new(Pacer::new(base, margin)),
+            precise: config.precise && base.is_some_and(|i| i >= Duration::from_millis(4)),
+            spin_us: std::sync::atomic::AtomicU64::new(SPIN_MIN.as_micros() as u64),
             caps: config.caps,
             reserve: config.reserve,
             clock: config.clock,
             keep_spend: config.keep_spend,
             spent: Mutex::new(Spent::default()),
-            gate: Mutex::new(None),
+            gate: Mutex::new(Gate::default()),
         };
         if let Some(used) = config.used {
             scheduler.resync(used);
@@ -251,49 +269,129 @@ impl Scheduler {
         self.clock
     }
 
-    /// The spacing of requests, safety margin included; `None` when unlimited.
+    /// The spacing of requests now, both margins included; `None` when unlimited.
     pub fn interval(&self) -> Option<Duration> {
-        self.interval
+        self.pacer.spacing()
     }
 
-    /// Waits until one request may be sent, and charges it to the budgets.
-    pub async fn acquire(&self) -> Result<(), Exhausted> {
+    /// Waits until one request may be sent, and charges it to the budgets. The request must
+    /// leave at once; hand the [`Grant`] to its departure callback.
+    pub async fn acquire(&self) -> Result<Grant, Exhausted> {
         self.check_budgets(self.clock.now(), false)?;
-        self.acquire_rate().await;
-        self.check_budgets(self.clock.now(), true)
+        let grant = self.acquire_rate().await;
+        // On a refusal the grant is dropped: its turn counts as used now.
+        self.check_budgets(self.clock.now(), true)?;
+        Ok(grant)
     }
 
     /// Waits for the 429 gate and the rate only, charging no budget: for requests that
     /// count against the per-minute rate ("requests of any nature") but not against the
     /// calendar quotas, such as `GET /users/{key}`.
-    pub async fn acquire_rate(&self) {
+    pub async fn acquire_rate(&self) -> Grant {
         loop {
-            let closed = *self.gate.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(until) = closed
-                && until > Instant::now()
-            {
-                tokio::time::sleep_until(until).await;
-                continue;
-            }
-            let Some(limiter) = &self.limiter else { return };
-            match limiter.check() {
-                Ok(()) => return,
-                Err(not_until) => {
+            self.wait_for_gate().await;
+            let cycle = self.gate_cycle();
+            let slot = if self.pacer.interval.is_some() {
+                // Our turn: held until the request departs, so the next grant knows when.
+                let slot = self.pacer.slot.clone().lock_owned().await;
+                if let (Some(last), Some(spacing)) = (slot.last_departure, self.pacer.spacing()) {
+                    self.wait_until(last + spacing).await;
+                }
+                Some(slot)
+            } else {
+                None
+            };
+            if let Some(limiter) = &self.limiter {
+                while let Err(not_until) = limiter.check() {
                     let wait = not_until.wait_time_from(TokioClock.now());
-                    let tick = Duration::from_millis(1);
-                    if !self.precise {
-                        tokio::time::sleep(wait).await;
-                    } else if wait > 2 * tick {
-                        // Wake within the last millisecond, then spin to the deadline.
-                        tokio::time::sleep(wait - tick).await;
-                    } else {
-                        let deadline = std::time::Instant::now() + wait;
-                        while std::time::Instant::now() < deadline {
-                            std::hint::spin_loop();
-                        }
-                    }
+                    self.wait_until(Instant::now() + wait).await;
                 }
             }
+            if self.gate_cycle() != cycle || self.gate_closed() {
+                // Closed while we waited: the turn goes back, unused.
+                continue;
+            }
+            return Grant {
+                pacer: self.pacer.clone(),
+                slot,
+                granted_at: Instant::now(),
+                cycle,
+                done: false,
+            };
+        }
+    }
+
+    /// A request that left outside [`Scheduler::acquire`] (the first read of the key's
+    /// quotas, made before the scheduler existed): the next one is spaced from it.
+    pub async fn note_departure(&self, at: Instant) {
+        let mut slot = self.pacer.slot.lock().await;
+        slot.last_departure = Some(slot.last_departure.map_or(at, |d| d.max(at)));
+    }
+
+    /// A 429 our books did not expect: widen the adaptive margin a step.
+    pub fn widen_margin(&self) {
+        self.pacer.widen();
+    }
+
+    /// What the pacer did so far.
+    pub fn pacing_report(&self) -> PacingReport {
+        let closures = self.gate_cycle();
+        self.pacer.report(closures)
+    }
+
+    async fn wait_for_gate(&self) {
+        loop {
+            let until = self.gate.lock().unwrap_or_else(|e| e.into_inner()).until;
+            match until {
+                Some(until) if until > Instant::now() => tokio::time::sleep_until(until).await,
+                _ => return,
+            }
+        }
+    }
+
+    fn gate_closed(&self) -> bool {
+        self.gate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .until
+            .is_some_and(|u| u > Instant::now())
+    }
+
+    /// How many times the 429 gate has closed.
+    pub fn gate_cycle(&self) -> u64 {
+        self.gate.lock().unwrap_or_else(|e| e.into_inner()).cycle
+    }
+
+    /// Sleeps until `deadline`; with `precise`, sleeps to a little before it and spins the
+    /// rest, the spin growing with how late the timer has been waking (a busy host).
+    async fn wait_until(&self, deadline: Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.precise {
+            if deadline > Instant::now() {
+                tokio::time::sleep_until(deadline).await;
+            }
+            return;
+        }
+        let spin = Duration::from_micros(self.spin_us.load(Relaxed));
+        let wake = deadline.checked_sub(spin).unwrap_or(deadline);
+        if wake > Instant::now() {
+            tokio::time::sleep_until(wake).await;
+            let late = Instant::now().saturating_duration_since(wake);
+            // A timer that wakes late needs a longer spin; one that wakes on time, a shorter
+            // one (slowly: a busy host comes and goes).
+            let cap = SPIN_MAX.min(self.pacer.interval.map_or(SPIN_MAX, |i| i / 4));
+            let want = (late + Duration::from_micros(500)).clamp(SPIN_MIN, cap.max(SPIN_MIN));
+            let now_us = spin.as_micros() as u64;
+            let want_us = want.as_micros() as u64;
+            let next = if want_us > now_us {
+                want_us
+            } else {
+                now_us - (now_us - want_us) / 16
+            };
+            self.spin_us.store(next, Relaxed);
+        }
+        while Instant::now() < deadline {
+            std::hint::spin_loop();
         }
     }
 
@@ -333,13 +431,15 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Closes the gate for everyone for `wait` (never shortens an existing closure).
+    /// Closes the gate for everyone for `wait` (never shortens an existing closure), and
+    /// starts a new gate cycle.
     pub fn close_gate(&self, wait: Duration) {
         let until = Instant::now() + wait;
         let mut gate = self.gate.lock().unwrap_or_else(|e| e.into_inner());
-        if gate.is_none_or(|g| g < until) {
-            *gate = Some(until);
+        if gate.until.is_none_or(|g| g < until) {
+            gate.until = Some(until);
         }
+        gate.cycle += 1;
     }
 }
 
@@ -401,6 +501,82 @@ mod tests {
         // tokio's paused clock has millisecond ticks: each wait ends on the next tick.
         assert!(start.elapsed() >= Duration::from_micros(1_002_000));
         assert!(start.elapsed() <= Duration::from_millis(1_012));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_late_departure_pushes_the_next_grant_back() {
+        let scheduler = Scheduler::new(SchedulerConfig {
+            rate: Some("600/min".parse().expect("rate")),
+            safety_margin: 0.0,
+            ..SchedulerConfig::default()
+        });
+        let start = Instant::now();
+        let first = scheduler.acquire().await.expect("no caps");
+        // The first request leaves 30 ms after its grant (a busy host).
+        first.departed(start + Duration::from_millis(30));
+        let second = scheduler.acquire().await.expect("no caps");
+        assert_eq!(
+            second.granted_at() - start,
+            Duration::from_millis(130),
+            "spaced from the departure, not from the grant"
+        );
+        second.departed(Instant::now());
+        let third = scheduler.acquire().await.expect("no caps");
+        assert_eq!(third.granted_at() - start, Duration::from_millis(230));
+        drop(third);
+        let report = scheduler.pacing_report();
+        assert_eq!(report.departures, 2);
+        assert_eq!(report.released_unsent, 1);
+        assert_eq!(report.lateness_us.max, 30_000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_next_grant_waits_for_the_previous_request_to_leave() {
+        let scheduler = Arc::new(Scheduler::new(SchedulerConfig {
+            rate: Some("600/min".parse().expect("rate")),
+            safety_margin: 0.0,
+            ..SchedulerConfig::default()
+        }));
+        let start = Instant::now();
+        let first = scheduler.acquire().await.expect("no caps");
+        let waiting = tokio::spawn({
+            let scheduler = scheduler.clone();
+            async move { scheduler.acquire().await.map(|g| g.granted_at()) }
+        });
+        // Held 500 ms (a connection that was not ready after all): nobody may go meanwhile.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!waiting.is_finished(), "granted while the turn was held");
+        first.departed(Instant::now());
+        let granted = waiting.await.expect("task").expect("no caps");
+        assert_eq!(granted - start, Duration::from_millis(600));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timing_miss_widens_the_spacing() {
+        let scheduler = Scheduler::new(SchedulerConfig {
+            rate: Some("600/min".parse().expect("rate")),
+            safety_margin: 0.002,
+            ..SchedulerConfig::default()
+        });
+        assert_eq!(scheduler.interval(), Some(Duration::from_micros(100_200)));
+        scheduler.widen_margin();
+        assert_eq!(scheduler.interval(), Some(Duration::from_micros(100_700)));
+        assert_eq!(scheduler.pacing_report().widened, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_closure_of_the_gate_starts_a_new_cycle() {
+        let scheduler = Scheduler::new(SchedulerConfig::default());
+        let before = scheduler.acquire().await.expect("no caps");
+        assert_eq!(before.cycle(), 0);
+        scheduler.close_gate(Duration::from_secs(1));
+        let after = scheduler.acquire().await.expect("no caps");
+        assert_eq!(after.cycle(), 1, "sent after the gate reopened");
+        assert!(
+            before.cycle() < scheduler.gate_cycle(),
+            "in flight when it closed"
+        );
+        assert_eq!(scheduler.pacing_report().gate_closures, 1);
     }
 
     #[tokio::test(start_paused = true)]

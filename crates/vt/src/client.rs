@@ -154,7 +154,9 @@ fn api_base(host: &str) -> Result<(Target, String), ClientError> {
     }
     let path = url.path().trim_end_matches('/');
     let path = path.strip_suffix("/api/v3").unwrap_or(path);
-    let port = url.port_or_known_default().unwrap_or(if https { 443 } else { 80 });
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
     let authority = match url.port() {
         Some(p) => format!("{}:{p}", url.host_str().unwrap_or_default()),
         None => url.host_str().unwrap_or_default().to_owned(),
@@ -390,14 +392,11 @@ impl Ready<'_> {
         )
         .await;
         let answer = match sent {
-            Ok(answer) => answer.and_then(|a| read_answer(a)),
+            Ok(answer) => answer.and_then(read_answer),
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
                 None,
-                format!(
-                    "no complete answer within {:?}",
-                    client.request_timeout
-                ),
+                format!("no complete answer within {:?}", client.request_timeout),
             )),
         };
         answer.map_err(|e| e.redact(client.key.expose()))

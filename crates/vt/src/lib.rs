@@ -17,6 +17,6 @@ mod secret;
 mod transport;
 
 pub use client::{Client, ClientConfig, ClientError, DEFAULT_HOST, FileLookup, Ready, USER_AGENT};
-pub use transport::DepartureDelay;
 pub use error::{Error, ErrorClass, ErrorKind, RateLimitKind};
 pub use secret::{ApiKey, InvalidApiKey};
+pub use transport::DepartureDelay;

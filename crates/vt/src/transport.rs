@@ -91,7 +91,10 @@ struct Proxy {
 pub(crate) struct Transport {
     target: Target,
     config: TransportConfig,
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
     proxy: Option<Proxy>,
     idle: Mutex<Vec<Idle>>,
     sent: std::sync::atomic::AtomicU64,
@@ -424,7 +427,13 @@ impl Transport {
     ) -> Result<Answer, Error> {
         let mut request = Request::get(path)
             .body(Empty::<Bytes>::new())
-            .map_err(|e| Error::new(ErrorKind::OtherClientError, None, format!("bad request: {e}")))?;
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::OtherClientError,
+                    None,
+                    format!("bad request: {e}"),
+                )
+            })?;
         let headers = request.headers_mut();
         headers.insert(header::HOST, self.target.authority.clone());
         for (name, value) in &self.config.headers {
@@ -469,19 +478,18 @@ impl Transport {
         };
         let wire = match &self.tls {
             Some((connector, name)) => Wire::Tls(Box::new(
-                connector
-                    .connect(name.clone(), probed)
-                    .await
-                    .map_err(|e| {
-                        Error::new(
-                            ErrorKind::Connect,
-                            None,
-                            format!("failed the TLS handshake with {}: {e}", self.target.host),
-                        )
-                    })?,
+                connector.connect(name.clone(), probed).await.map_err(|e| {
+                    Error::new(
+                        ErrorKind::Connect,
+                        None,
+                        format!("failed the TLS handshake with {}: {e}", self.target.host),
+                    )
+                })?,
             )),
             None => Wire::Plain(probed),
         };
+        // This crate is the one place allowed to open HTTP connections (see clippy.toml).
+        #[allow(clippy::disallowed_methods)]
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(wire))
             .await
@@ -527,7 +535,9 @@ fn proxy_from_env(target: &Target) -> Result<Option<Proxy>, String> {
             80
         });
     if proxy.scheme_str() == Some("https") {
-        return Err("an https:// proxy is not supported; use http:// (CONNECT) for the proxy".into());
+        return Err(
+            "an https:// proxy is not supported; use http:// (CONNECT) for the proxy".into(),
+        );
     }
     Ok(Some(Proxy {
         host,
@@ -537,7 +547,11 @@ fn proxy_from_env(target: &Target) -> Result<Option<Proxy>, String> {
 }
 
 /// Opens a CONNECT tunnel to `target` through the proxy on `tcp`.
-async fn tunnel(tcp: &mut TcpStream, target: &Target, auth: Option<&HeaderValue>) -> Result<(), Error> {
+async fn tunnel(
+    tcp: &mut TcpStream,
+    target: &Target,
+    auth: Option<&HeaderValue>,
+) -> Result<(), Error> {
     let mut head = format!(
         "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n",
         host = target.host,
@@ -571,7 +585,9 @@ async fn tunnel(tcp: &mut TcpStream, target: &Target, auth: Option<&HeaderValue>
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(failed(format!("the proxy refused the CONNECT with HTTP {status}")))
+        Err(failed(format!(
+            "the proxy refused the CONNECT with HTTP {status}"
+        )))
     }
 }
 

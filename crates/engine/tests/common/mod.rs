@@ -52,7 +52,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
             cap: Duration::from_millis(100),
             max_retries: 5,
         },
-        max_consecutive_429: 50,
+        max_rate_limited: Duration::from_secs(300),
         cache: None,
         quota: QuotaSettings::default(),
     }

@@ -1,0 +1,148 @@
+//! How a command ends, as exit codes: the one mapping (documented in README.md).
+//!
+//! A run's [`Outcome`] maps to its code in [`exit_code`]; everything that stops a command
+//! before or outside a run is a [`Failure`], whose code is [`Failure::code`]. A closed stdout
+//! (`vtbulk ... | head -1`) is handled here and only here: every command that writes to stdout
+//! turns an `EPIPE` into [`Failure::BrokenPipe`], which exits 141 (128 + SIGPIPE, what a tool
+//! ended by SIGPIPE reports) without a message: the reader chose to stop reading.
+
+use std::io;
+
+use vtbulk_engine::{EngineError, Outcome};
+
+/// Exit codes, in one place.
+pub mod codes {
+    /// Every input has a final record, none an error.
+    pub const OK: u8 = 0;
+    /// Every input has a final record, some are errors.
+    pub const COMPLETED_WITH_ERRORS: u8 = 1;
+    /// Usage, configuration, or an input or output that cannot be opened or written.
+    pub const USAGE: u8 = 2;
+    /// The cache file is foreign, damaged or unreadable: a configuration problem too.
+    pub const CACHE: u8 = USAGE;
+    /// VirusTotal refused the key (401/403).
+    pub const AUTH: u8 = 3;
+    /// A quota budget ran out (or 429s would not stop): the rest is `skipped`.
+    pub const QUOTA: u8 = 4;
+    /// VirusTotal could not be reached (connections failed in a row): the rest is `skipped`.
+    /// (5 is kept for `--fail-on`.)
+    pub const UNREACHABLE: u8 = 6;
+    /// Interrupted (SIGINT/SIGTERM) after writing what was fetched.
+    pub const INTERRUPTED: u8 = 130;
+    /// The output was closed before the end (a pipe's reader went away): 128 + SIGPIPE.
+    pub const BROKEN_PIPE: u8 = 141;
+}
+
+/// The exit code of a run's outcome.
+pub fn exit_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Completed => codes::OK,
+        Outcome::CompletedWithErrors => codes::COMPLETED_WITH_ERRORS,
+        Outcome::AuthFailed => codes::AUTH,
+        Outcome::QuotaExhausted => codes::QUOTA,
+        Outcome::Unreachable => codes::UNREACHABLE,
+        Outcome::Interrupted => codes::INTERRUPTED,
+        Outcome::OutputClosed => codes::BROKEN_PIPE,
+    }
+}
+
+/// Why a command stopped without its result.
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad flags, configuration, key, input or output: a message for stderr.
+    Usage(String),
+    /// The cache cannot be used.
+    Cache(String),
+    /// VirusTotal refused the key.
+    Refused(String),
+    /// stdout was closed by its reader.
+    BrokenPipe,
+}
+
+impl Failure {
+    /// The exit code.
+    pub fn code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => codes::USAGE,
+            Failure::Cache(_) => codes::CACHE,
+            Failure::Refused(_) => codes::AUTH,
+            Failure::BrokenPipe => codes::BROKEN_PIPE,
+        }
+    }
+
+    /// What to print on stderr (`None`: nothing, for a closed pipe).
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            Failure::Usage(m) | Failure::Cache(m) | Failure::Refused(m) => Some(m),
+            Failure::BrokenPipe => None,
+        }
+    }
+
+    /// A failed write to stdout or to the output file.
+    pub fn write(e: io::Error, what: &str) -> Failure {
+        if e.kind() == io::ErrorKind::BrokenPipe {
+            Failure::BrokenPipe
+        } else {
+            Failure::Usage(format!("failed to write {what}: {e}"))
+        }
+    }
+}
+
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Failure {
+        match e {
+            EngineError::Output(e) => Failure::write(e, "the output"),
+            EngineError::Store(e) => Failure::Cache(e.to_string()),
+            e @ EngineError::Refused(_) => Failure::Refused(e.to_string()),
+            e @ EngineError::Input { .. } => Failure::Usage(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_outcome_and_failure_has_a_distinct_exit_code() {
+        let outcomes = [
+            Outcome::Completed,
+            Outcome::CompletedWithErrors,
+            Outcome::AuthFailed,
+            Outcome::QuotaExhausted,
+            Outcome::Unreachable,
+            Outcome::Interrupted,
+            Outcome::OutputClosed,
+        ];
+        let mut seen: Vec<u8> = outcomes.iter().map(|&o| exit_code(o)).collect();
+        seen.push(Failure::Usage(String::new()).code());
+        let n = seen.len();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen.len(), n, "{seen:?}");
+        assert_eq!(exit_code(Outcome::Interrupted), 130);
+        assert_eq!(exit_code(Outcome::OutputClosed), 141);
+        assert_eq!(Failure::BrokenPipe.code(), exit_code(Outcome::OutputClosed));
+        assert_eq!(
+            Failure::Refused(String::new()).code(),
+            exit_code(Outcome::AuthFailed)
+        );
+    }
+
+    #[test]
+    fn a_closed_pipe_is_quiet_and_any_other_write_error_is_a_usage_failure() {
+        let pipe = Failure::write(io::Error::from(io::ErrorKind::BrokenPipe), "stdout");
+        assert!(matches!(pipe, Failure::BrokenPipe));
+        assert_eq!(pipe.message(), None);
+        let full = Failure::write(io::Error::other("no space left on device"), "out.csv");
+        assert_eq!(full.code(), codes::USAGE);
+        assert_eq!(
+            full.message(),
+            Some("failed to write out.csv: no space left on device")
+        );
+        let engine = Failure::from(EngineError::Output(io::Error::from(
+            io::ErrorKind::BrokenPipe,
+        )));
+        assert!(matches!(engine, Failure::BrokenPipe));
+    }
+}

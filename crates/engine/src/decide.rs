@@ -1,0 +1,687 @@
+//! What to do after a failed attempt, as one pure function: [`decide`].
+//!
+//! The lookup loop only does I/O and waiting; every choice (retry after a delay, requeue
+//! after a 429, close the gate for everyone, write an error record, stop the run) is made here
+//! from plain values: the error's kind and class, how many retries the item had, what the
+//! recent 429s and connection failures look like ([`Tracker`]), and whether our books say the
+//! quota has room. So the rules are tested row by row, without a runtime or a server.
+//!
+//! The rules, in order:
+//! - 404 is a result; 400-like errors are error records; 401/403 stop the run (that item an
+//!   error record, the rest `skipped`).
+//! - Transient failures are retried with capped exponential backoff and full jitter, up to the
+//!   policy's retries; then an error record. Connection failures in a row with no answer from
+//!   the API at all end the run as [`HaltCause::Unreachable`]: five when nothing has answered
+//!   yet in this run, or after a minute when something had.
+//! - A 429 is never an error and never an attempt. One answering a request that was already in
+//!   flight when the gate closed says nothing new: wait at the gate. One that our books
+//!   expected (a calendar window is spent) goes back to the scheduler, which stops or waits
+//!   for the reset. One we did not expect is a timing miss: requeue the item after about one
+//!   interval and widen the safety margin; only the [`Policy::escalate_after`]th in one gate
+//!   cycle closes the gate for everyone, for the [`Tracker`]'s streak-th pause of
+//!   `vtbulk-quota`'s backoff. 429s with no success in between for
+//!   [`Policy::give_up_after`] end the run as [`HaltCause::RateLimited`].
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use vtbulk_quota::{BackoffPolicy, Window};
+use vtbulk_vt::{ErrorClass, ErrorKind, RateLimitKind};
+
+use crate::pipeline::Outcome;
+
+/// Why a run stopped taking lookups. Every item not looked up gets a `skipped` record whose
+/// `error_code` is [`HaltCause::name`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HaltCause {
+    /// VirusTotal refused the key (401/403): `stopped_<code>`.
+    Refused(ErrorKind),
+    /// A calendar budget ran out: `quota_hourly`, `quota_daily`, `quota_monthly`.
+    Quota(Window),
+    /// 429s went on with no success for the policy's time: `quota_rate_limited`.
+    RateLimited,
+    /// The API could not be reached: `api_unreachable`.
+    Unreachable,
+    /// SIGINT/SIGTERM: `interrupted`.
+    Interrupted,
+    /// The output was closed (a pipe's reader went away): `output_closed`.
+    OutputClosed,
+}
+
+impl HaltCause {
+    /// The skip reason written on the records this cause leaves unlooked-up.
+    pub fn name(self) -> Cow<'static, str> {
+        match self {
+            HaltCause::Refused(kind) => Cow::Owned(format!("stopped_{}", kind.code())),
+            HaltCause::Quota(window) => Cow::Borrowed(window.skip_reason()),
+            HaltCause::RateLimited => Cow::Borrowed("quota_rate_limited"),
+            HaltCause::Unreachable => Cow::Borrowed("api_unreachable"),
+            HaltCause::Interrupted => Cow::Borrowed("interrupted"),
+            HaltCause::OutputClosed => Cow::Borrowed("output_closed"),
+        }
+    }
+
+    /// How the run ends.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            HaltCause::Refused(_) => Outcome::AuthFailed,
+            HaltCause::Quota(_) | HaltCause::RateLimited => Outcome::QuotaExhausted,
+            HaltCause::Unreachable => Outcome::Unreachable,
+            HaltCause::Interrupted => Outcome::Interrupted,
+            HaltCause::OutputClosed => Outcome::OutputClosed,
+        }
+    }
+}
+
+impl fmt::Display for HaltCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// The rules' parameters.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Policy {
+    /// Retries of transient failures, and their delays.
+    pub retry: BackoffPolicy,
+    /// The pauses of everyone when 429s repeat (equal jitter; `max_retries` unused).
+    pub gate: BackoffPolicy,
+    /// Unexpected 429s in one gate cycle that close the gate.
+    pub escalate_after: u32,
+    /// 429s with no success in between for this long stop the run.
+    pub give_up_after: Duration,
+    /// Connection failures in a row (no answer between) that stop a run nothing answered yet.
+    pub unreachable_after: u32,
+    /// How long connection failures in a row may last once the API had answered.
+    pub outage_limit: Duration,
+    /// The requeue delay after a timing miss when the rate is unlimited (no interval).
+    pub unpaced_requeue: Duration,
+}
+
+impl Policy {
+    /// The rules for a run at `interval` (`None`: unlimited) with these retries and this
+    /// patience for 429s.
+    pub fn new(retry: BackoffPolicy, interval: Option<Duration>, give_up_after: Duration) -> Self {
+        Policy {
+            retry,
+            gate: BackoffPolicy {
+                // One interval (at least 50 ms) first, doubling to a minute.
+                base: interval.unwrap_or_default().max(Duration::from_millis(50)),
+                cap: Duration::from_secs(60),
+                max_retries: 0,
+            },
+            escalate_after: 3,
+            give_up_after,
+            unreachable_after: 5,
+            outage_limit: Duration::from_secs(60),
+            unpaced_requeue: Duration::from_millis(10),
+        }
+    }
+}
+
+/// A failed attempt, as the rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// What went wrong.
+    pub kind: ErrorKind,
+    /// What its class says to do.
+    pub class: ErrorClass,
+}
+
+impl Failure {
+    /// The failure of a client error.
+    pub fn of(e: &vtbulk_vt::Error) -> Failure {
+        Failure {
+            kind: e.kind(),
+            class: e.class(),
+        }
+    }
+}
+
+/// Everything else the rules look at.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Situation {
+    /// Retries this item already had.
+    pub attempt: u32,
+    /// Our books say every calendar window has room now.
+    pub books_have_room: bool,
+    /// The request was granted before the 429 gate last closed (it was in flight).
+    pub stale: bool,
+    /// Unexpected 429s in this gate cycle, this one included.
+    pub misses: u32,
+    /// Gate closures in a row with no success.
+    pub streak: u32,
+    /// Since the first 429 with no success after it.
+    pub limited_for: Duration,
+    /// Connection failures in a row with no answer from the API between, this one included.
+    pub connect_failures: u32,
+    /// Since the first of them.
+    pub failing_for: Duration,
+    /// The API answered anything at all in this run.
+    pub answered: bool,
+    /// The request spacing now (`None`: unlimited).
+    pub interval: Option<Duration>,
+    /// The budget was read live (an unexpected QuotaExceededError re-reads it).
+    pub quota_live: bool,
+    /// A random number in `[0, 1)` for jitter.
+    pub unit: f64,
+}
+
+/// The next step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Next {
+    /// A `not_found` record.
+    NotFound,
+    /// An `error` record with the failure's code.
+    Fail,
+    /// An `error` record, and the run stops.
+    FailAndHalt(HaltCause),
+    /// The run stops; this item is `skipped` too.
+    Halt(HaltCause),
+    /// Wait, then try again through the scheduler (an attempt).
+    Retry(Duration),
+    /// A 429: wait, then try again (not an attempt). `widen`: a timing miss, widen the margin;
+    /// `resync`: re-read the key's quotas first.
+    Requeue {
+        /// The wait before going back to the scheduler.
+        after: Duration,
+        /// Widen the adaptive safety margin.
+        widen: bool,
+        /// Re-read the key's quotas.
+        resync: bool,
+    },
+    /// Repeated 429s: close the gate for everyone for `pause`, then try again.
+    CloseGate {
+        /// How long everyone waits.
+        pause: Duration,
+        /// Re-read the key's quotas.
+        resync: bool,
+    },
+}
+
+/// The one place that decides what follows a failed attempt (see the module's rules).
+pub fn decide(policy: &Policy, s: &Situation, failure: Failure) -> Next {
+    match failure.class {
+        ErrorClass::NotFound => Next::NotFound,
+        ErrorClass::Permanent => Next::Fail,
+        ErrorClass::Fatal => Next::FailAndHalt(HaltCause::Refused(failure.kind)),
+        ErrorClass::Retry => {
+            if failure.kind == ErrorKind::Connect
+                && s.connect_failures >= policy.unreachable_after
+                && (!s.answered || s.failing_for >= policy.outage_limit)
+            {
+                return Next::Halt(HaltCause::Unreachable);
+            }
+            if s.attempt < policy.retry.max_retries {
+                Next::Retry(policy.retry.delay(s.attempt, s.unit))
+            } else {
+                Next::Fail
+            }
+        }
+        ErrorClass::RateLimited(kind) => {
+            if s.limited_for >= policy.give_up_after {
+                return Next::Halt(HaltCause::RateLimited);
+            }
+            if s.stale || (kind == RateLimitKind::QuotaExceeded && !s.books_have_room) {
+                // In flight when the gate closed, or a window our books know is spent: the
+                // gate, or the scheduler's budget check, takes it from here.
+                return Next::Requeue {
+                    after: Duration::ZERO,
+                    widen: false,
+                    resync: false,
+                };
+            }
+            let resync = kind == RateLimitKind::QuotaExceeded && s.quota_live;
+            if s.misses >= policy.escalate_after {
+                Next::CloseGate {
+                    pause: policy.gate.pause(s.streak, s.unit),
+                    resync,
+                }
+            } else {
+                Next::Requeue {
+                    after: s.interval.unwrap_or(policy.unpaced_requeue),
+                    widen: true,
+                    resync,
+                }
+            }
+        }
+    }
+}
+
+/// The run's recent 429s and connection failures: the state [`Situation`] is read from.
+#[derive(Clone, Debug, Default)]
+pub struct Tracker {
+    cycle: u64,
+    misses: u32,
+    streak: u32,
+    limited_since: Option<Duration>,
+    connect_failures: u32,
+    failing_since: Option<Duration>,
+    answered: bool,
+}
+
+/// What the tracker says about one 429.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limited {
+    /// In flight when the gate closed.
+    pub stale: bool,
+    /// Unexpected 429s in this cycle, this one included (0 when stale).
+    pub misses: u32,
+    /// Gate closures in a row with no success.
+    pub streak: u32,
+    /// Since the first 429 with no success after it.
+    pub limited_for: Duration,
+}
+
+impl Tracker {
+    /// The API answered (any status): connection failures are over. (Times given to the
+    /// tracker are any monotonic clock's, as durations: the run's elapsed time.)
+    pub fn answered(&mut self) {
+        self.answered = true;
+        self.connect_failures = 0;
+        self.failing_since = None;
+    }
+
+    /// A found or not-found answer: the 429 streak is over.
+    pub fn succeeded(&mut self) {
+        self.answered();
+        self.misses = 0;
+        self.streak = 0;
+        self.limited_since = None;
+    }
+
+    /// A 429 for a request granted in gate cycle `granted`, the gate being in `current`.
+    pub fn rate_limited(&mut self, granted: u64, current: u64, now: Duration) -> Limited {
+        self.answered();
+        let since = *self.limited_since.get_or_insert(now);
+        let stale = granted < current;
+        if !stale {
+            if self.cycle != current {
+                self.cycle = current;
+                self.misses = 0;
+            }
+            self.misses += 1;
+        }
+        Limited {
+            stale,
+            misses: if stale { 0 } else { self.misses },
+            streak: self.streak,
+            limited_for: now.saturating_sub(since),
+        }
+    }
+
+    /// The gate closed for everyone: one more closure in the streak.
+    pub fn gate_closed(&mut self) {
+        self.streak = self.streak.saturating_add(1);
+    }
+
+    /// A connection could not be made: (failures in a row, how long they have lasted, whether
+    /// the API ever answered).
+    pub fn connect_failed(&mut self, now: Duration) -> (u32, Duration, bool) {
+        self.connect_failures += 1;
+        let since = *self.failing_since.get_or_insert(now);
+        (
+            self.connect_failures,
+            now.saturating_sub(since),
+            self.answered,
+        )
+    }
+
+    /// Another kind of transport failure (the connection was made): the API is reachable.
+    pub fn reached(&mut self) {
+        self.connect_failures = 0;
+        self.failing_since = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy() -> Policy {
+        Policy::new(
+            BackoffPolicy {
+                base: 100 * MS,
+                cap: 1000 * MS,
+                max_retries: 3,
+            },
+            Some(100 * MS),
+            Duration::from_secs(300),
+        )
+    }
+
+    fn calm() -> Situation {
+        Situation {
+            attempt: 0,
+            books_have_room: true,
+            stale: false,
+            misses: 1,
+            streak: 0,
+            limited_for: Duration::ZERO,
+            connect_failures: 0,
+            failing_for: Duration::ZERO,
+            answered: true,
+            interval: Some(100 * MS),
+            quota_live: false,
+            unit: 0.5,
+        }
+    }
+
+    fn failure(kind: ErrorKind) -> Failure {
+        Failure {
+            kind,
+            class: kind.class(),
+        }
+    }
+
+    #[test]
+    fn every_error_kind_has_a_decision_by_its_class_at_every_attempt() {
+        let p = policy();
+        for kind in ErrorKind::ALL {
+            for attempt in 0..=4 {
+                let s = Situation { attempt, ..calm() };
+                let next = decide(&p, &s, failure(kind));
+                let expected = match kind.class() {
+                    ErrorClass::NotFound => Next::NotFound,
+                    ErrorClass::Permanent => Next::Fail,
+                    ErrorClass::Fatal => Next::FailAndHalt(HaltCause::Refused(kind)),
+                    ErrorClass::Retry if attempt < 3 => Next::Retry(p.retry.delay(attempt, 0.5)),
+                    ErrorClass::Retry => Next::Fail,
+                    ErrorClass::RateLimited(_) => Next::Requeue {
+                        after: 100 * MS,
+                        widen: true,
+                        resync: false,
+                    },
+                };
+                assert_eq!(next, expected, "{kind:?} at attempt {attempt}");
+            }
+        }
+    }
+
+    #[test]
+    fn retry_delays_double_under_full_jitter_up_to_the_cap() {
+        let p = policy();
+        for (attempt, ceiling) in [(0, 100), (1, 200), (2, 400)] {
+            for unit in [0.0, 0.25, 0.999] {
+                let s = Situation {
+                    attempt,
+                    unit,
+                    ..calm()
+                };
+                match decide(&p, &s, failure(ErrorKind::Transient)) {
+                    Next::Retry(d) => assert!(d <= ceiling * MS, "{attempt}: {d:?}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_429_escalates_only_at_the_third_unexpected_miss_of_a_cycle() {
+        let p = policy();
+        for kind in [ErrorKind::TooManyRequests, ErrorKind::QuotaExceeded] {
+            for misses in 1..=5 {
+                for streak in 0..4 {
+                    let s = Situation {
+                        misses,
+                        streak,
+                        ..calm()
+                    };
+                    let next = decide(&p, &s, failure(kind));
+                    if misses < 3 {
+                        assert_eq!(
+                            next,
+                            Next::Requeue {
+                                after: 100 * MS,
+                                widen: true,
+                                resync: false
+                            },
+                            "{kind:?} miss {misses}"
+                        );
+                    } else {
+                        // One interval, doubling with the streak, equal jitter (unit 0.5).
+                        let ceiling = (100 * MS) * 2u32.pow(streak);
+                        assert_eq!(
+                            next,
+                            Next::CloseGate {
+                                pause: ceiling.mul_f64(0.75),
+                                resync: false
+                            },
+                            "{kind:?} miss {misses} streak {streak}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_429_for_a_request_in_flight_when_the_gate_closed_only_waits_at_the_gate() {
+        let s = Situation {
+            stale: true,
+            misses: 0,
+            streak: 5,
+            ..calm()
+        };
+        for kind in [ErrorKind::TooManyRequests, ErrorKind::QuotaExceeded] {
+            assert_eq!(
+                decide(&policy(), &s, failure(kind)),
+                Next::Requeue {
+                    after: Duration::ZERO,
+                    widen: false,
+                    resync: false
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn an_expected_quota_exceeded_goes_back_to_the_budget_check() {
+        let s = Situation {
+            books_have_room: false,
+            misses: 7,
+            quota_live: true,
+            ..calm()
+        };
+        assert_eq!(
+            decide(&policy(), &s, failure(ErrorKind::QuotaExceeded)),
+            Next::Requeue {
+                after: Duration::ZERO,
+                widen: false,
+                resync: false
+            }
+        );
+        // TooManyRequests is not a budget: it is a miss whatever the books say.
+        assert!(matches!(
+            decide(&policy(), &s, failure(ErrorKind::TooManyRequests)),
+            Next::CloseGate { resync: false, .. }
+        ));
+    }
+
+    #[test]
+    fn an_unexpected_quota_exceeded_on_a_live_budget_re_reads_it() {
+        let s = Situation {
+            quota_live: true,
+            ..calm()
+        };
+        assert_eq!(
+            decide(&policy(), &s, failure(ErrorKind::QuotaExceeded)),
+            Next::Requeue {
+                after: 100 * MS,
+                widen: true,
+                resync: true
+            }
+        );
+        assert_eq!(
+            decide(&policy(), &s, failure(ErrorKind::TooManyRequests)),
+            Next::Requeue {
+                after: 100 * MS,
+                widen: true,
+                resync: false
+            }
+        );
+    }
+
+    #[test]
+    fn unpaced_runs_requeue_after_a_short_fixed_wait() {
+        let s = Situation {
+            interval: None,
+            ..calm()
+        };
+        let p = Policy::new(BackoffPolicy::default(), None, Duration::from_secs(300));
+        assert_eq!(p.gate.base, 50 * MS);
+        assert_eq!(
+            decide(&p, &s, failure(ErrorKind::TooManyRequests)),
+            Next::Requeue {
+                after: 10 * MS,
+                widen: true,
+                resync: false
+            }
+        );
+    }
+
+    #[test]
+    fn rate_limits_that_persist_past_the_patience_stop_the_run() {
+        let p = policy();
+        for (limited_for, stale) in [(299, false), (300, false), (301, true)] {
+            let s = Situation {
+                limited_for: Duration::from_secs(limited_for),
+                stale,
+                ..calm()
+            };
+            let next = decide(&p, &s, failure(ErrorKind::TooManyRequests));
+            assert_eq!(
+                next == Next::Halt(HaltCause::RateLimited),
+                limited_for >= 300,
+                "{limited_for} s: {next:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn connection_failures_stop_a_run_that_never_reached_the_api_after_five() {
+        let p = policy();
+        for n in 1..=6 {
+            let s = Situation {
+                connect_failures: n,
+                answered: false,
+                attempt: 0,
+                ..calm()
+            };
+            let next = decide(&p, &s, failure(ErrorKind::Connect));
+            if n < 5 {
+                assert!(matches!(next, Next::Retry(_)), "{n}: {next:?}");
+            } else {
+                assert_eq!(next, Next::Halt(HaltCause::Unreachable), "{n}");
+            }
+        }
+        // Other transport failures reached the server: never "unreachable".
+        let s = Situation {
+            connect_failures: 9,
+            answered: false,
+            ..calm()
+        };
+        assert!(matches!(
+            decide(&p, &s, failure(ErrorKind::Timeout)),
+            Next::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn once_the_api_answered_an_outage_must_last_a_minute_to_stop_the_run() {
+        let p = policy();
+        for (secs, halts) in [(0, false), (59, false), (60, true), (600, true)] {
+            let s = Situation {
+                connect_failures: 50,
+                failing_for: Duration::from_secs(secs),
+                answered: true,
+                ..calm()
+            };
+            let next = decide(&p, &s, failure(ErrorKind::Connect));
+            assert_eq!(
+                next == Next::Halt(HaltCause::Unreachable),
+                halts,
+                "{secs} s"
+            );
+        }
+    }
+
+    #[test]
+    fn the_tracker_counts_a_streak_once_per_gate_cycle() {
+        let mut t = Tracker::default();
+        let s = Duration::from_secs;
+        // Three misses in cycle 0; the third closes the gate (cycle 1).
+        assert_eq!(t.rate_limited(0, 0, s(0)).misses, 1);
+        assert_eq!(t.rate_limited(0, 0, s(0)).misses, 2);
+        let third = t.rate_limited(0, 0, s(1));
+        assert_eq!((third.misses, third.streak), (3, 0));
+        t.gate_closed();
+        // Seventeen more answers to requests sent before the closure: stale, not counted.
+        for _ in 0..17 {
+            let late = t.rate_limited(0, 1, s(1));
+            assert!(late.stale);
+            assert_eq!((late.misses, late.streak), (0, 1));
+        }
+        // Sent after it reopened: counted in the new cycle.
+        let next = t.rate_limited(1, 1, s(2));
+        assert_eq!((next.stale, next.misses, next.streak), (false, 1, 1));
+        assert_eq!(next.limited_for, s(2));
+        // A success ends it all.
+        t.succeeded();
+        let fresh = t.rate_limited(1, 1, s(9));
+        assert_eq!((fresh.misses, fresh.streak), (1, 0));
+        assert_eq!(fresh.limited_for, Duration::ZERO);
+    }
+
+    #[test]
+    fn the_tracker_counts_connection_failures_until_any_answer() {
+        let mut t = Tracker::default();
+        let s = Duration::from_secs;
+        assert_eq!(t.connect_failed(s(1)), (1, s(0), false));
+        assert_eq!(t.connect_failed(s(3)), (2, s(2), false));
+        t.reached();
+        assert_eq!(t.connect_failed(s(4)), (1, s(0), false));
+        t.answered();
+        assert_eq!(t.connect_failed(s(5)), (1, s(0), true));
+    }
+
+    #[test]
+    fn halt_causes_name_their_skip_reasons_and_outcomes() {
+        let rows = [
+            (
+                HaltCause::Refused(ErrorKind::WrongCredentials),
+                "stopped_WrongCredentialsError",
+                Outcome::AuthFailed,
+            ),
+            (
+                HaltCause::Quota(Window::Day),
+                "quota_daily",
+                Outcome::QuotaExhausted,
+            ),
+            (
+                HaltCause::RateLimited,
+                "quota_rate_limited",
+                Outcome::QuotaExhausted,
+            ),
+            (
+                HaltCause::Unreachable,
+                "api_unreachable",
+                Outcome::Unreachable,
+            ),
+            (HaltCause::Interrupted, "interrupted", Outcome::Interrupted),
+            (
+                HaltCause::OutputClosed,
+                "output_closed",
+                Outcome::OutputClosed,
+            ),
+        ];
+        for (cause, name, outcome) in rows {
+            assert_eq!(cause.name(), name);
+            assert_eq!(cause.to_string(), name);
+            assert_eq!(cause.outcome(), outcome);
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! One hash, from the queue to its final record: the only place that talks to VirusTotal
+//! during a run.
+//!
+//! Each attempt is three steps, in this order, so the request leaves the moment it is allowed
+//! to: take a connection with nothing left to wait for ([`vtbulk_vt::Client::ready`]; a
+//! failure here spends nothing), wait for the scheduler's grant (the 429 gate, the spacing
+//! from the last real departure, the calendar budgets), then send at once, handing the grant
+//! to the request's departure callback. A failed attempt goes to [`decide`] and the answer
+//! is carried out here: retry, requeue, close the gate, record, or stop the run.
+//!
+//! Answers are journaled (committed to the cache) before their record is released.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use vtbulk_ioc::{Seen, Unique};
+use vtbulk_output::{Record, Status};
+use vtbulk_quota::{Exhausted, Scheduler};
+use vtbulk_store::Put;
+use vtbulk_vt::models::FileSummary;
+use vtbulk_vt::{Client, ErrorClass, ErrorKind, FileLookup};
+
+use crate::cache;
+use crate::convert;
+use crate::counters::{Counters, bump, bump_map};
+use crate::decide::{Failure, HaltCause, Next, Policy, Situation, Tracker, decide};
+use crate::keyquota;
+use crate::pipeline::{Halt, StopHandle};
+use crate::prepare::base;
+
+/// What every worker shares.
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) scheduler: Scheduler,
+    pub(crate) counters: std::sync::Arc<Counters>,
+    pub(crate) policy: Policy,
+    /// Recent 429s and connection failures, read by [`decide`].
+    pub(crate) tracker: Mutex<Tracker>,
+    /// When the workers started (the tracker's time origin).
+    pub(crate) started: Instant,
+    pub(crate) halt: std::sync::Arc<Halt>,
+    pub(crate) stop: StopHandle,
+    pub(crate) names: Vec<String>,
+    pub(crate) latency_ewma_us: AtomicU64,
+    /// The journal thread, when the cache is on.
+    pub(crate) journal: Option<cache::JournalTx>,
+    /// Keep VirusTotal's `data` in records (`--raw`).
+    pub(crate) raw: bool,
+    /// The dedup set, to find an answer's other hashes among the inputs.
+    pub(crate) seen: std::sync::Arc<Seen>,
+    /// Answers for entries not yet looked up, learned from a twin (same file, another hash).
+    pub(crate) twins: Mutex<HashMap<usize, Box<FileSummary>>>,
+    /// The budget was read live: an unexpected QuotaExceededError re-reads it.
+    pub(crate) quota_live: bool,
+    /// When it was last re-read (at most once a minute).
+    pub(crate) last_resync: Mutex<Option<Instant>>,
+    /// Sleep through an exhausted window instead of stopping.
+    pub(crate) wait_for_reset: bool,
+    /// What stopped the run, in words (the last connection error, for `api_unreachable`).
+    pub(crate) halt_detail: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Looks one entry up to a final record: retries, 429s and stops included.
+pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Record {
+    if let Some(record) = twin(shared, index, entry) {
+        return record;
+    }
+    let hash = entry.hash();
+    let mut attempt = 0u32;
+    let mut draws = 0u64;
+    loop {
+        // Registered before the checks, so a stop between the checks and a wait wakes us.
+        let woken = shared.halt.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        if shared.stop.requested() {
+            shared.halt.set(HaltCause::Interrupted);
+        }
+        if let Some(cause) = shared.halt.get() {
+            return skipped(shared, entry, cause);
+        }
+        // 1. A connection with nothing left to wait for.
+        let ready = tokio::select! {
+            ready = shared.client.ready() => ready,
+            () = &mut woken => continue,
+        };
+        let (result, cycle) = match ready {
+            Err(e) => (Err(e), None),
+            Ok(ready) => {
+                // 2. The slot.
+                let acquired = tokio::select! {
+                    acquired = shared.scheduler.acquire() => acquired,
+                    () = &mut woken => continue,
+                };
+                let grant = match acquired {
+                    Ok(grant) => grant,
+                    Err(exhausted) => {
+                        drop(ready);
+                        if shared.wait_for_reset {
+                            wait_for_reset(shared, exhausted, woken.as_mut()).await;
+                            continue;
+                        }
+                        let cause = HaltCause::Quota(exhausted.window);
+                        shared.halt.set(cause);
+                        return skipped(shared, entry, cause);
+                    }
+                };
+                if shared.halt.get().is_some() || shared.stop.requested() {
+                    continue;
+                }
+                // 3. It leaves now; the grant is released at its departure.
+                let cycle = grant.cycle();
+                bump(&shared.counters.requests);
+                let sent = Instant::now();
+                let result = ready
+                    .get_file_summary(&hash, move |at| grant.departed(at))
+                    .await;
+                note_latency(shared, sent.elapsed());
+                (result, Some(cycle))
+            }
+        };
+        let err = match result {
+            Ok(FileLookup::Found(file)) => return found(shared, index, entry, file).await,
+            Ok(FileLookup::NotFound) => return not_found(shared, entry).await,
+            Err(err) => err,
+        };
+        draws += 1;
+        let s = situation(
+            shared,
+            &err,
+            cycle,
+            attempt,
+            vtbulk_quota::unit(seed ^ draws.rotate_left(32)),
+        );
+        let next = decide(&shared.policy, &s, Failure::of(&err));
+        match next {
+            Next::NotFound => return not_found(shared, entry).await,
+            Next::Fail => return error_record(shared, entry, &err),
+            Next::FailAndHalt(cause) => {
+                shared.halt.set(cause);
+                return error_record(shared, entry, &err);
+            }
+            Next::Halt(cause) => {
+                lock(&shared.halt_detail).get_or_insert_with(|| err.to_string());
+                if cause == HaltCause::RateLimited {
+                    count_429(shared, &err, "gave_up");
+                }
+                shared.halt.set(cause);
+                return skipped(shared, entry, cause);
+            }
+            Next::Retry(delay) => {
+                attempt += 1;
+                bump(&shared.counters.retries);
+                pause(delay, woken.as_mut()).await;
+            }
+            Next::Requeue {
+                after,
+                widen,
+                resync,
+            } => {
+                let kind = match (widen, s.stale) {
+                    (true, _) => "timing_miss",
+                    (false, true) => "in_flight",
+                    (false, false) => "budget_spent",
+                };
+                count_429(shared, &err, kind);
+                if widen {
+                    shared.scheduler.widen_margin();
+                }
+                if resync {
+                    self::resync(shared).await;
+                }
+                pause(after, woken.as_mut()).await;
+            }
+            Next::CloseGate { pause, resync } => {
+                count_429(shared, &err, "escalated");
+                lock(&shared.tracker).gate_closed();
+                shared.scheduler.close_gate(pause);
+                if resync {
+                    self::resync(shared).await;
+                }
+            }
+        }
+    }
+}
+
+/// The rules' view of this failure, updating the tracker with it.
+fn situation(
+    shared: &Shared,
+    err: &vtbulk_vt::Error,
+    cycle: Option<u64>,
+    attempt: u32,
+    unit: f64,
+) -> Situation {
+    let now = shared.started.elapsed();
+    let mut s = Situation {
+        attempt,
+        books_have_room: shared.scheduler.exhausted().is_none(),
+        stale: false,
+        misses: 0,
+        streak: 0,
+        limited_for: Duration::ZERO,
+        connect_failures: 0,
+        failing_for: Duration::ZERO,
+        answered: true,
+        interval: shared.scheduler.interval(),
+        quota_live: shared.quota_live,
+        unit,
+    };
+    let gate = shared.scheduler.gate_cycle();
+    let mut tracker = lock(&shared.tracker);
+    match err.class() {
+        ErrorClass::RateLimited(_) => {
+            let l = tracker.rate_limited(cycle.unwrap_or(gate), gate, now);
+            (s.stale, s.misses, s.streak, s.limited_for) =
+                (l.stale, l.misses, l.streak, l.limited_for);
+        }
+        _ if err.kind() == ErrorKind::Connect => {
+            (s.connect_failures, s.failing_for, s.answered) = tracker.connect_failed(now);
+        }
+        _ if err.status().is_some() => tracker.answered(),
+        // The connection was made; the failure came after (a reset, a timeout).
+        _ => tracker.reached(),
+    }
+    s
+}
+
+fn count_429(shared: &Shared, err: &vtbulk_vt::Error, kind: &str) {
+    bump(&shared.counters.rate_limited);
+    bump_map(&shared.counters.rate_limited_by_code, err.code());
+    bump_map(&shared.counters.rate_limited_by_kind, kind);
+}
+
+/// Sleeps `delay`, or less when the run is stopped meanwhile.
+async fn pause(delay: Duration, woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
+    if delay.is_zero() {
+        return;
+    }
+    tokio::select! {
+        () = tokio::time::sleep(delay) => {}
+        () = woken => {}
+    }
+}
+
+fn note_latency(shared: &Shared, took: Duration) {
+    let micros = took.as_micros() as u64;
+    let old = shared.latency_ewma_us.load(Ordering::Relaxed);
+    let new = if old == 0 {
+        micros
+    } else {
+        (old * 7 + micros) / 8
+    };
+    shared.latency_ewma_us.store(new, Ordering::Relaxed);
+}
+
+/// Answered already under another of its hashes, earlier in this run: no request.
+fn twin(shared: &Shared, index: usize, entry: &Unique) -> Option<Record> {
+    let mut file = lock(&shared.twins).remove(&index)?;
+    if !shared.raw {
+        file.raw = None;
+    }
+    bump(&shared.counters.ok);
+    bump(&shared.counters.cache_hits);
+    let mut record = convert::found(base(&shared.names, entry), file);
+    record.source = Some(vtbulk_output::Source::Cache);
+    Some(record)
+}
+
+/// Journals an answer (when the cache is on) and waits for the commit.
+async fn journal(shared: &Shared, put: impl FnOnce() -> Option<Put>) {
+    if let Some(journal) = &shared.journal {
+        let committed = match put() {
+            Some(put) => cache::commit(journal, put).await,
+            None => false,
+        };
+        if committed {
+            bump(&shared.counters.cache_writes);
+        } else {
+            bump(&shared.counters.cache_write_errors);
+        }
+    }
+}
+
+/// The record of a found file, journaled first; its twins among the inputs learn it too.
+async fn found(
+    shared: &Shared,
+    index: usize,
+    entry: &Unique,
+    mut file: Box<FileSummary>,
+) -> Record {
+    lock(&shared.tracker).succeeded();
+    let digests = cache::Digests::of(&file);
+    journal(shared, || cache::put_found(&file, digests)).await;
+    for hash in digests.hashes() {
+        if let Some(j) = shared.seen.position(&hash)
+            && j != index
+        {
+            lock(&shared.twins).insert(j, Box::new((*file).clone()));
+        }
+    }
+    if !shared.raw {
+        file.raw = None;
+    }
+    bump(&shared.counters.ok);
+    convert::found(base(&shared.names, entry), file)
+}
+
+/// The record of a 404, journaled first.
+async fn not_found(shared: &Shared, entry: &Unique) -> Record {
+    lock(&shared.tracker).succeeded();
+    journal(shared, || Some(Put::NotFound(entry.hash()))).await;
+    bump(&shared.counters.not_found);
+    Record {
+        status: Some(Status::NotFound),
+        source: Some(vtbulk_output::Source::Api),
+        ..base(&shared.names, entry)
+    }
+}
+
+/// The record of an entry not looked up because the run stopped.
+pub(crate) fn skipped(shared: &Shared, entry: &Unique, cause: HaltCause) -> Record {
+    let reason = cause.name();
+    bump(&shared.counters.skipped);
+    bump_map(&shared.counters.skipped_by_reason, &reason);
+    Record {
+        status: Some(Status::Skipped),
+        error_code: Some(reason.into_owned()),
+        ..base(&shared.names, entry)
+    }
+}
+
+fn error_record(shared: &Shared, entry: &Unique, err: &vtbulk_vt::Error) -> Record {
+    bump(&shared.counters.errors);
+    bump_map(&shared.counters.errors_by_code, err.code());
+    Record {
+        status: Some(Status::Error),
+        source: Some(vtbulk_output::Source::Api),
+        error_code: Some(err.code().to_owned()),
+        error_message: Some(err.message().to_owned()),
+        ..base(&shared.names, entry)
+    }
+}
+
+/// Re-reads the key's quotas after a QuotaExceededError our books did not expect (at most
+/// once a minute). The request is paced like any other (VirusTotal counts "requests of any
+/// nature"), so the re-read cannot itself be refused by the per-minute limit.
+async fn resync(shared: &Shared) {
+    if !shared.quota_live {
+        return;
+    }
+    {
+        let mut last = lock(&shared.last_resync);
+        if last.is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        *last = Some(Instant::now());
+    }
+    let Ok(ready) = shared.client.ready().await else {
+        return;
+    };
+    let grant = shared.scheduler.acquire_rate().await;
+    let clock = shared.scheduler.clock();
+    if let Ok(user) = ready.get_own_user(move |at| grant.departed(at)).await
+        && let Some((_, usage)) = keyquota::from_user(&user, Default::default(), clock.now())
+    {
+        shared.scheduler.resync(usage);
+        bump(&shared.counters.quota_resyncs);
+    }
+}
+
+/// How long after a window's reset the run goes on: our clock and VirusTotal's need not agree
+/// to the second, and a request a moment early would meet the old window.
+const RESET_MARGIN: Duration = Duration::from_secs(5);
+
+/// Sleeps until `exhausted` resets, plus [`RESET_MARGIN`] (or until the run is stopped),
+/// showing when in the counters; then, when the budget was read live, reads it again: other
+/// users of the key may have spent in the new window already.
+async fn wait_for_reset(
+    shared: &Shared,
+    exhausted: Exhausted,
+    woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) {
+    let clock = shared.scheduler.clock();
+    let wait = Duration::from_millis(
+        exhausted
+            .resets_at
+            .saturating_mul(1000)
+            .saturating_sub(clock.now_ms())
+            .max(0) as u64,
+    ) + RESET_MARGIN;
+    shared
+        .counters
+        .waiting_until
+        .store(exhausted.resets_at, Ordering::Relaxed);
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = woken => {}
+    }
+    shared.counters.waiting_until.store(0, Ordering::Relaxed);
+    resync(shared).await;
+}

@@ -1,0 +1,78 @@
+//! The one writer: a task on the runtime that owns the sink, fed by a bounded channel.
+//!
+//! A task, not a thread: the sink writes into a large buffer, and a thread would cost a futex
+//! wake-up per record. What was written is flushed at least every tenth of a second, so a slow
+//! or long run's records reach a pipe (a SIEM, `tail -f`) promptly, and a killed run's output
+//! holds nearly everything it had committed. When a write fails (the reader of a pipe went
+//! away, a disk filled) the writer stops the run at once: no more lookups are paid for output
+//! that cannot be written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use vtbulk_output::{Record, Sink};
+
+use crate::decide::HaltCause;
+use crate::pipeline::Halt;
+
+/// Records waiting for the writer, at most.
+const QUEUE: usize = 1024;
+
+/// What the writer is sent: one record, or a batch of them (the cache check's hits, one
+/// message per store batch instead of a hand-over and a wake-up per record).
+#[allow(
+    clippy::large_enum_variant,
+    reason = "records went through the channel by value before; boxing would cost an allocation per lookup"
+)]
+pub(crate) enum Out {
+    One(Record),
+    Many(Vec<Record>),
+}
+
+/// Starts the writer: records sent to the returned channel are written in order; the handle
+/// gives the first write error, if any.
+pub(crate) fn spawn(
+    mut sink: Box<dyn Sink + Send>,
+    halt: Arc<Halt>,
+) -> (
+    mpsc::Sender<Out>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (tx, mut rx) = mpsc::channel::<Out>(QUEUE);
+    let task = tokio::spawn(async move {
+        let written = async {
+            let mut dirty = false;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    out = rx.recv() => match out {
+                        Some(Out::One(record)) => {
+                            sink.write(&record)?;
+                            dirty = true;
+                        }
+                        Some(Out::Many(records)) => {
+                            for record in &records {
+                                sink.write(record)?;
+                            }
+                            dirty = true;
+                        }
+                        None => break,
+                    },
+                    _ = tick.tick(), if dirty => {
+                        sink.finish()?;
+                        dirty = false;
+                    }
+                }
+            }
+            sink.finish()
+        }
+        .await;
+        if written.is_err() {
+            halt.set(HaltCause::OutputClosed);
+        }
+        written
+    });
+    (tx, task)
+}

@@ -1,0 +1,356 @@
+//! Spacing from real departures: the interval holds between the moments requests leave, not
+//! between the moments they were allowed to.
+//!
+//! A grant is not a departure. A request granted on time can leave late (a busy host wakes the
+//! sender a few milliseconds late, a connection is not ready), and a strict limiter on the
+//! other side (one request per `60/q` s, no burst) then refuses the *next* request, which left
+//! on its schedule. So a grant holds the pacer's one [`Slot`] until its request has left (the
+//! transport reports the first write to the socket), and the next grant waits for
+//! `last departure + interval`: a late request pushes the next one back. GCRA (governor, burst
+//! 1) still runs beside it, so the sliding-minute guarantee holds from grants as well.
+//!
+//! The interval is the rate's, stretched by the configured safety margin and by an adaptive
+//! one: a 429 our books did not expect is a timing miss ([`Pacer::widen`], +0.5% of the
+//! interval, at most +5%), and the extra margin halves every [`HALF_LIFE`] departures.
+//!
+//! The lateness that remains, grant to departure, is kept in a [`Histogram`] and reported.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::OwnedMutexGuard;
+use tokio::time::Instant;
+
+/// One step of the adaptive margin, as a share of the interval.
+pub const MARGIN_STEP: f64 = 0.005;
+/// The most the adaptive margin adds.
+pub const MARGIN_MAX: f64 = 0.05;
+/// Departures over which the adaptive margin halves.
+pub const HALF_LIFE: f64 = 256.0;
+
+/// The turn to send: held from a grant until its request departs.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// When the last request really left.
+    pub(crate) last_departure: Option<Instant>,
+}
+
+/// Counts of a distribution of durations, in log-linear buckets (16 per power of two, so a
+/// quantile is within about 6%); the maximum is exact.
+#[derive(Clone, Debug)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+    max: u64,
+}
+
+const SUB: u32 = 16;
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; (SUB as usize) * 61],
+            total: 0,
+            max: 0,
+        }
+    }
+}
+
+impl Histogram {
+    fn bucket(v: u64) -> usize {
+        if v < u64::from(SUB) {
+            return v as usize;
+        }
+        let exp = 63 - v.leading_zeros(); // >= 4
+        let shift = exp - SUB.trailing_zeros();
+        (SUB * (exp - SUB.trailing_zeros() + 1) + ((v >> shift) as u32 & (SUB - 1))) as usize
+    }
+
+    /// The largest value that falls into `bucket`.
+    fn upper(bucket: usize) -> u64 {
+        let b = bucket as u32;
+        if b < SUB {
+            return u64::from(b);
+        }
+        let exp = b / SUB - 1 + SUB.trailing_zeros();
+        let shift = exp - SUB.trailing_zeros();
+        let low = (u64::from(SUB) | u64::from(b % SUB)) << shift;
+        low + (1u64 << shift) - 1
+    }
+
+    /// Adds one value.
+    pub fn record(&mut self, v: u64) {
+        let b = Self::bucket(v).min(self.counts.len() - 1);
+        self.counts[b] += 1;
+        self.total += 1;
+        self.max = self.max.max(v);
+    }
+
+    /// Values recorded.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The exact maximum (0 when empty).
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at quantile `q` (0..=1): the upper bound of its bucket, never above the
+    /// maximum; 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.total == 0 {
+            return 0;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (b, &n) in self.counts.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Self::upper(b).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// The adaptive part of the margin: a share of the interval that decays with departures.
+#[derive(Debug, Default)]
+struct Adaptive {
+    extra: f64,
+    peak: f64,
+    widened: u64,
+}
+
+/// What the pacer did, for the summary.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PacingReport {
+    /// The interval the rate asks for, milliseconds (`None`: unlimited).
+    pub interval_ms: Option<f64>,
+    /// The configured safety margin (a share of the interval).
+    pub margin_base: f64,
+    /// The adaptive margin in force at the end (added to the base).
+    pub margin_end: f64,
+    /// The largest adaptive margin of the run.
+    pub margin_peak: f64,
+    /// Timing misses that widened the margin.
+    pub widened: u64,
+    /// Requests that left (their first byte reached the socket).
+    pub departures: u64,
+    /// Grants given back without a request leaving (a connection failed first, the run
+    /// stopped): their slot counted as used at release.
+    pub released_unsent: u64,
+    /// Grant to departure, microseconds.
+    pub lateness_us: Lateness,
+    /// Times the 429 gate closed for everyone.
+    pub gate_closures: u64,
+}
+
+/// A distribution's summary, microseconds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Lateness {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// The departure-spacing state shared by the scheduler and its outstanding grants.
+#[derive(Debug)]
+pub(crate) struct Pacer {
+    /// The rate's interval (no margin); `None`: unlimited (no spacing, lateness still kept).
+    pub(crate) interval: Option<Duration>,
+    /// The configured margin.
+    pub(crate) margin: f64,
+    pub(crate) slot: Arc<tokio::sync::Mutex<Slot>>,
+    adaptive: Mutex<Adaptive>,
+    lateness: Mutex<Histogram>,
+    released_unsent: std::sync::atomic::AtomicU64,
+}
+
+impl Pacer {
+    pub(crate) fn new(interval: Option<Duration>, margin: f64) -> Pacer {
+        Pacer {
+            interval,
+            margin: margin.max(0.0),
+            slot: Arc::new(tokio::sync::Mutex::new(Slot::default())),
+            adaptive: Mutex::new(Adaptive::default()),
+            lateness: Mutex::new(Histogram::default()),
+            released_unsent: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn adaptive(&self) -> std::sync::MutexGuard<'_, Adaptive> {
+        self.adaptive.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The spacing in force now: the interval stretched by both margins.
+    pub(crate) fn spacing(&self) -> Option<Duration> {
+        let extra = self.adaptive().extra;
+        self.interval.map(|i| i.mul_f64(1.0 + self.margin + extra))
+    }
+
+    /// A timing miss: widen the adaptive margin by one step (up to the maximum).
+    pub(crate) fn widen(&self) {
+        let mut a = self.adaptive();
+        a.extra = (a.extra + MARGIN_STEP).min(MARGIN_MAX);
+        a.peak = a.peak.max(a.extra);
+        a.widened += 1;
+    }
+
+    /// The adaptive margin now.
+    #[cfg(test)]
+    pub(crate) fn extra(&self) -> f64 {
+        self.adaptive().extra
+    }
+
+    fn departed(&self, slot: &mut Slot, granted: Instant, at: Instant) {
+        slot.last_departure = Some(slot.last_departure.map_or(at, |d| d.max(at)));
+        let late = at.saturating_duration_since(granted).as_micros() as u64;
+        self.lateness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(late);
+        let mut a = self.adaptive();
+        if a.extra > 0.0 {
+            a.extra *= 0.5f64.powf(1.0 / HALF_LIFE);
+            if a.extra < 1e-6 {
+                a.extra = 0.0;
+            }
+        }
+    }
+
+    pub(crate) fn report(&self, gate_closures: u64) -> PacingReport {
+        let h = self
+            .lateness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let a = self.adaptive();
+        PacingReport {
+            interval_ms: self.interval.map(|i| i.as_secs_f64() * 1000.0),
+            margin_base: self.margin,
+            margin_end: a.extra,
+            margin_peak: a.peak,
+            widened: a.widened,
+            departures: h.count(),
+            released_unsent: self
+                .released_unsent
+                .load(std::sync::atomic::Ordering::Relaxed),
+            lateness_us: Lateness {
+                p50: h.quantile(0.5),
+                p99: h.quantile(0.99),
+                max: h.max(),
+            },
+            gate_closures,
+        }
+    }
+}
+
+/// Permission to send one request now. Pass it to the request's departure callback
+/// ([`Grant::departed`]); dropped without that (the request never left), its slot counts as
+/// used at the moment of the drop, which is safe: the next request waits a full interval.
+#[derive(Debug)]
+pub struct Grant {
+    pub(crate) pacer: Arc<Pacer>,
+    /// The turn, when the rate is limited.
+    pub(crate) slot: Option<OwnedMutexGuard<Slot>>,
+    pub(crate) granted_at: Instant,
+    pub(crate) cycle: u64,
+    pub(crate) done: bool,
+}
+
+impl Grant {
+    /// The request left at `at`: the next one is spaced from here.
+    pub fn departed(mut self, at: Instant) {
+        self.done = true;
+        let mut slot = self.slot.take();
+        let mut scratch = Slot::default();
+        let target = slot.as_deref_mut().unwrap_or(&mut scratch);
+        self.pacer.departed(target, self.granted_at, at);
+    }
+
+    /// The 429 gate's cycle when this was granted: a 429 answering a request from an earlier
+    /// cycle was already in flight when the gate closed, and says nothing new.
+    pub fn cycle(&self) -> u64 {
+        self.cycle
+    }
+
+    /// When it was granted.
+    pub fn granted_at(&self) -> Instant {
+        self.granted_at
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        if let Some(slot) = self.slot.as_deref_mut() {
+            slot.last_departure = Some(Instant::now());
+        }
+        self.pacer
+            .released_unsent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_quantiles_are_within_a_bucket_and_the_max_is_exact() {
+        let mut h = Histogram::default();
+        for v in 1..=10_000u64 {
+            h.record(v);
+        }
+        let p50 = h.quantile(0.5);
+        assert!((5_000..=5_000 + 5_000 / 16 + 1).contains(&p50), "{p50}");
+        let p99 = h.quantile(0.99);
+        assert!((9_900..=10_000).contains(&p99), "{p99}");
+        assert_eq!(h.max(), 10_000);
+        assert_eq!(h.quantile(1.0), 10_000);
+        assert_eq!(Histogram::default().quantile(0.5), 0);
+        // Every value lies at or below its bucket's upper bound, above the previous one's.
+        for v in [0u64, 15, 16, 17, 31, 32, 1_000, 123_456_789, u64::MAX >> 4] {
+            let b = Histogram::bucket(v);
+            assert!(Histogram::upper(b) >= v, "{v}");
+            if b > 0 {
+                assert!(Histogram::upper(b - 1) < v, "{v}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_adaptive_margin_widens_by_steps_up_to_a_cap_and_halves_over_its_half_life() {
+        let pacer = Pacer::new(Some(Duration::from_millis(100)), 0.002);
+        assert_eq!(pacer.spacing(), Some(Duration::from_micros(100_200)));
+        pacer.widen();
+        assert!((pacer.extra() - MARGIN_STEP).abs() < 1e-12);
+        assert_eq!(pacer.spacing(), Some(Duration::from_micros(100_700)));
+        for _ in 0..100 {
+            pacer.widen();
+        }
+        assert!((pacer.extra() - MARGIN_MAX).abs() < 1e-12);
+        let t = Instant::now();
+        let mut slot = Slot::default();
+        for _ in 0..HALF_LIFE as usize {
+            pacer.departed(&mut slot, t, t);
+        }
+        assert!(
+            (pacer.extra() - MARGIN_MAX / 2.0).abs() < 1e-9,
+            "{}",
+            pacer.extra()
+        );
+        let report = pacer.report(0);
+        assert_eq!(report.widened, 101);
+        assert!((report.margin_peak - MARGIN_MAX).abs() < 1e-12);
+        assert_eq!(report.departures, HALF_LIFE as u64);
+    }
+}
