@@ -426,3 +426,127 @@ async fn usage_errors_exit_2_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("colour"));
 }
+
+/// A list of `count` hashes the mock knows, written to a file of its own.
+fn known_list(mock: &MockServer, tag: &str, count: u64) -> PathBuf {
+    let dir = temp_dir(tag);
+    let path = dir.join("list.txt");
+    let mut out = Vec::new();
+    vtbulk_mock::generate::generate(
+        mock.universe(),
+        &vtbulk_mock::generate::GenSpec {
+            count,
+            ..Default::default()
+        },
+        &mut out,
+    )
+    .expect("list");
+    std::fs::write(&path, out).expect("write list");
+    path
+}
+
+#[tokio::test]
+async fn a_closed_stdout_stops_the_lookups_and_exits_141() {
+    use tokio::io::AsyncBufReadExt;
+    let mock = MockServer::start(MockConfig {
+        latency: vtbulk_mock::Latency::Fixed {
+            delay: std::time::Duration::from_millis(5),
+        },
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let list = known_list(&mock, "pipe", 3000);
+    let cache_home = fresh_cache_home();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+        .args([
+            "enrich",
+            &list.display().to_string(),
+            "--api-url",
+            &mock.url(),
+        ])
+        .args([
+            "--rate",
+            "unlimited",
+            "--concurrency",
+            "4",
+            "-q",
+            "--cache",
+            "off",
+        ])
+        .env("XDG_CACHE_HOME", &cache_home)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .env("VT_API_KEY", "testkey")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vtbulk starts");
+    // `| head -1`: read one line, then close the pipe.
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = lines.next_line().await.expect("read").expect("a line");
+    assert!(first.starts_with("input,"), "{first}");
+    drop(lines);
+    let out = child.wait_with_output().await.expect("vtbulk ends");
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "stderr: {}",
+        text(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "a closed pipe is not an error to report"
+    );
+    let sent = mock.stats(false).total;
+    assert!(
+        sent < 1500,
+        "{sent} of 3000 looked up after the output was closed"
+    );
+    let _ = std::fs::remove_dir_all(&cache_home);
+}
+
+#[tokio::test]
+async fn an_unreachable_api_exits_6_with_one_clear_line_and_every_item_skipped() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = temp_dir("unreachable");
+    let summary = dir.join("summary.json");
+    let url = format!("http://127.0.0.1:{port}");
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "-q",
+            "--summary-json",
+            &summary.display().to_string(),
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(6), "stderr: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("could not be reached"), "{stderr}");
+    let s: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&summary).expect("summary")).expect("json");
+    assert_eq!(s["outcome"], "unreachable");
+    assert_eq!(s["exit_code"], 6);
+    assert_eq!(s["requests"], 0);
+    assert_eq!(s["skipped"], s["unique"]);
+    let rows = text(&out.stdout);
+    assert!(
+        rows.lines()
+            .skip(1)
+            .all(|l| l.contains(",invalid,") || l.contains("api_unreachable")),
+        "{rows}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -51,8 +51,9 @@ struct ServeArgs {
     #[arg(long, short, default_value_t = 0)]
     port: u16,
     /// A key and its quotas: KEY[:ITEM,...] with items public | unlimited | N/min | N/hour |
-    /// N/day | N/month | used-hour=N | used-day=N | used-month=N | user=NAME |
-    /// users-forbidden (its /users answers 403). Repeatable.
+    /// N/day | N/month | strict=N/min (one request per 60/N s, no burst, requests of any
+    /// nature) | used-hour=N | used-day=N | used-month=N | user=NAME | users-forbidden (its
+    /// /users answers 403). Repeatable.
     /// Default: one unlimited key, `testkey`.
     #[arg(long = "key", value_name = "SPEC")]
     keys: Vec<String>,

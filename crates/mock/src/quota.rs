@@ -2,7 +2,9 @@
 //!
 //! Per minute is a sliding window ("at most 4 requests of any nature in any given 1 minute time
 //! frame"): a request is admitted when fewer than the limit were admitted in the 60 s before
-//! it. Hour, day and month are calendar windows in UTC: the day resets at 00:00 UTC, the month
+//! it. A key may also have a strict spacing limiter (`strict=N/min`: one request per `60/N` s,
+//! no burst, measured in whole milliseconds, as nginx's `limit_req` does), applied to requests
+//! of any nature, `/users` included: the strictest limiter a client can meet. Hour, day and month are calendar windows in UTC: the day resets at 00:00 UTC, the month
 //! at 00:00 UTC on the 1st. A refused request (429) spends nothing. Usage can be preloaded, to
 //! stand for other users of the same key.
 
@@ -63,6 +65,8 @@ pub struct KeyConfig {
     pub preload: Preload,
     /// `/users/{key}` answers 403 (some key types cannot read their own quotas).
     pub users_forbidden: bool,
+    /// A strict spacing limiter: at most this many a minute, one per `60/N` s, no burst.
+    pub strict_per_minute: Option<u64>,
 }
 
 impl fmt::Debug for KeyConfig {
@@ -74,6 +78,7 @@ impl fmt::Debug for KeyConfig {
             .field("limits", &self.limits)
             .field("preload", &self.preload)
             .field("users_forbidden", &self.users_forbidden)
+            .field("strict_per_minute", &self.strict_per_minute)
             .finish()
     }
 }
@@ -88,6 +93,7 @@ impl KeyConfig {
             limits: Limits::default(),
             preload: Preload::default(),
             users_forbidden: false,
+            strict_per_minute: None,
         }
     }
 
@@ -100,8 +106,9 @@ impl KeyConfig {
     }
 
     /// Parses `KEY[:ITEM,ITEM...]`, items being `public`, `unlimited`, `N/min`, `N/hour`,
-    /// `N/day`, `N/month`, `used-hour=N`, `used-day=N`, `used-month=N`, `user=NAME`,
-    /// `users-forbidden` (its `/users` answers 403).
+    /// `N/day`, `N/month`, `strict=N/min` (one request per 60/N s, no burst, any nature),
+    /// `used-hour=N`, `used-day=N`, `used-month=N`, `user=NAME`, `users-forbidden` (its
+    /// `/users` answers 403).
     pub fn parse(spec: &str) -> Result<KeyConfig, String> {
         let (key, items) = spec.split_once(':').unwrap_or((spec, ""));
         if key.is_empty() || key.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -122,6 +129,14 @@ impl KeyConfig {
                             "used-day" => config.preload.day = n()?,
                             "used-month" => config.preload.month = n()?,
                             "user" if !value.is_empty() => config.user = value.to_owned(),
+                            "strict" => {
+                                let n = value
+                                    .strip_suffix("/min")
+                                    .and_then(|n| n.parse::<u64>().ok())
+                                    .filter(|&n| n > 0)
+                                    .ok_or_else(bad)?;
+                                config.strict_per_minute = Some(n);
+                            }
                             _ => return Err(bad()),
                         }
                     } else if let Some((n, unit)) = item.split_once('/') {
@@ -193,6 +208,8 @@ pub fn month_id(ms: i64) -> i64 {
 pub struct KeyUsage {
     limits: Limits,
     preload: Preload,
+    /// The strict spacing limiter's rate, and when it last admitted a request.
+    strict: Option<(u64, Option<i64>)>,
     /// Admission times in the last minute; at most `per_minute` entries.
     minute: VecDeque<i64>,
     hour: Period,
@@ -218,6 +235,7 @@ impl KeyUsage {
         let mut usage = KeyUsage {
             limits: config.limits,
             preload: config.preload,
+            strict: config.strict_per_minute.map(|n| (n, None)),
             minute: VecDeque::new(),
             hour: Period::default(),
             day: Period::default(),
@@ -229,6 +247,9 @@ impl KeyUsage {
 
     /// Forgets all usage except the preload.
     pub fn reset(&mut self, now_ms: i64) {
+        if let Some((_, last)) = &mut self.strict {
+            *last = None;
+        }
         self.minute.clear();
         self.hour = Period {
             id: now_ms.div_euclid(HOUR_MS),
@@ -242,6 +263,22 @@ impl KeyUsage {
             id: month_id(now_ms),
             used: self.preload.month,
         };
+    }
+
+    /// The strict spacing limiter (any request of the key): admits a request at `now_ms` when
+    /// at least `60/N` s passed since the last one it admitted (whole milliseconds); a refused
+    /// request leaves it as it was.
+    pub fn admit_spacing(&mut self, now_ms: i64) -> Result<(), Window> {
+        let Some((per_minute, last)) = &mut self.strict else {
+            return Ok(());
+        };
+        if let Some(last) = *last
+            && (now_ms - last).saturating_mul(*per_minute as i64) < MINUTE_MS
+        {
+            return Err(Window::Minute);
+        }
+        *last = Some(now_ms);
+        Ok(())
     }
 
     /// Admits and counts a request at `now_ms`, or says which window refuses it.
@@ -362,6 +399,33 @@ mod tests {
         assert_eq!(u.admit(t0 + 59_999), Err(Window::Minute));
         assert_eq!(u.admit(t0 + 60_001), Ok(()), "the first left the window");
         assert_eq!(u.admit(t0 + 60_500), Err(Window::Minute));
+    }
+
+    #[test]
+    fn the_strict_limiter_wants_a_whole_interval_between_admissions_and_ignores_refusals() {
+        let k = KeyConfig::parse("k:strict=600/min").expect("spec");
+        assert_eq!(k.strict_per_minute, Some(600));
+        assert!(KeyConfig::parse("k:strict=600/hour").is_err());
+        assert!(KeyConfig::parse("k:strict=0/min").is_err());
+        let t0 = at("2026-11-26T10:00:00Z");
+        let mut u = KeyUsage::new(&k, t0);
+        assert_eq!(u.admit_spacing(t0), Ok(()));
+        assert_eq!(u.admit_spacing(t0 + 99), Err(Window::Minute), "99 ms after");
+        assert_eq!(
+            u.admit_spacing(t0 + 100),
+            Ok(()),
+            "100 ms after the last admitted"
+        );
+        assert_eq!(u.admit_spacing(t0 + 150), Err(Window::Minute));
+        assert_eq!(
+            u.admit_spacing(t0 + 200),
+            Ok(()),
+            "the refusal at 150 did not move it"
+        );
+        // Without the item there is no spacing.
+        let mut free = KeyUsage::new(&KeyConfig::unlimited("k"), t0);
+        assert_eq!(free.admit_spacing(t0), Ok(()));
+        assert_eq!(free.admit_spacing(t0), Ok(()));
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! `SO_LINGER` is set to zero through a duplicate of its descriptor), and a truncated answer
 //! must be a complete HTTP message whose JSON stops early.
 //!
-//! Order of decisions for a file lookup, as on the real service: key (401), then the quota
-//! (429, nothing spent), then the latency, then an injected fault (quota already spent: the
-//! server admitted the request), then the answer (200 or 404).
+//! Order of decisions for a file lookup, as on the real service: key (401), then a strict
+//! spacing limiter when the key has one (429, any request), then the quota (429, nothing
+//! spent), then the latency, then an injected fault (quota already spent: the server admitted
+//! the request), then the answer (200 or 404).
 
 use std::collections::HashMap;
 use std::io;
@@ -541,6 +542,18 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
             }
         }
     };
+
+    // 1b. A strict spacing limiter counts requests of any nature, before anything else.
+    let spaced = lock(&state.usage[key_index]).admit_spacing(now);
+    if let Err(window) = spaced {
+        record.window = Some(window);
+        let answer = api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "QuotaExceededError",
+            quota_message(window),
+        );
+        return Ok(finish(state, record, latency, answer).await);
+    }
 
     if req.method() != Method::GET {
         let answer = api_error(

@@ -10,8 +10,14 @@
 //! 1) still runs beside it, so the sliding-minute guarantee holds from grants as well.
 //!
 //! The interval is the rate's, stretched by the configured safety margin and by an adaptive
-//! one: a 429 our books did not expect is a timing miss ([`Pacer::widen`], +0.5% of the
-//! interval, at most +5%), and the extra margin halves every [`HALF_LIFE`] departures.
+//! one. A 429 our books did not expect is a timing miss ([`Pacer::widen`]): the extra margin
+//! grows by a step (0.5% of the interval, at least 0.5 ms: servers count in whole
+//! milliseconds) up to +5%. It decays back by half every [`HALF_LIFE`] departures, but not
+//! below one step above the level at which the last miss happened (that level is known to be
+//! too little); that memory itself fades, by half every [`FLOOR_HALF_LIFE`] departures. So a
+//! passing hiccup costs a little for a while, and a server that needs more spacing than the
+//! quota says (nginx's integer arithmetic makes 1000/min a 61 ms spacing) costs a few misses
+//! once, not one every few hundred requests.
 //!
 //! The lateness that remains, grant to departure, is kept in a [`Histogram`] and reported.
 
@@ -29,6 +35,8 @@ pub const MARGIN_STEP: f64 = 0.005;
 pub const MARGIN_MAX: f64 = 0.05;
 /// Departures over which the adaptive margin halves.
 pub const HALF_LIFE: f64 = 256.0;
+/// Departures over which the memory of the last miss's level halves.
+pub const FLOOR_HALF_LIFE: f64 = 4096.0;
 
 /// The turn to send: held from a grant until its request departs.
 #[derive(Debug, Default)]
@@ -120,6 +128,8 @@ impl Histogram {
 #[derive(Debug, Default)]
 struct Adaptive {
     extra: f64,
+    /// The extra margin in force at the last miss (known to be too little), fading.
+    floor: f64,
     peak: f64,
     widened: u64,
 }
@@ -194,10 +204,21 @@ impl Pacer {
         self.interval.map(|i| i.mul_f64(1.0 + self.margin + extra))
     }
 
-    /// A timing miss: widen the adaptive margin by one step (up to the maximum).
+    /// One step of the adaptive margin: 0.5% of the interval, at least 0.5 ms.
+    fn step(&self) -> f64 {
+        let ms = self
+            .interval
+            .map_or(f64::INFINITY, |i| i.as_secs_f64() * 1000.0);
+        MARGIN_STEP.max(0.5 / ms)
+    }
+
+    /// A timing miss: widen the adaptive margin by one step (up to the maximum), and remember
+    /// that the level in force was too little.
     pub(crate) fn widen(&self) {
+        let step = self.step();
         let mut a = self.adaptive();
-        a.extra = (a.extra + MARGIN_STEP).min(MARGIN_MAX);
+        a.floor = a.floor.max(a.extra);
+        a.extra = (a.extra + step).min(MARGIN_MAX);
         a.peak = a.peak.max(a.extra);
         a.widened += 1;
     }
@@ -215,9 +236,19 @@ impl Pacer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(late);
+        let step = self.step();
         let mut a = self.adaptive();
         if a.extra > 0.0 {
-            a.extra *= 0.5f64.powf(1.0 / HALF_LIFE);
+            a.floor *= 0.5f64.powf(1.0 / FLOOR_HALF_LIFE);
+            if a.floor < step / 2.0 {
+                a.floor = 0.0;
+            }
+            let bound = if a.floor > 0.0 {
+                (a.floor + step).min(MARGIN_MAX)
+            } else {
+                0.0
+            };
+            a.extra = (a.extra * 0.5f64.powf(1.0 / HALF_LIFE)).max(bound.min(a.extra));
             if a.extra < 1e-6 {
                 a.extra = 0.0;
             }
@@ -331,26 +362,50 @@ mod tests {
     fn the_adaptive_margin_widens_by_steps_up_to_a_cap_and_halves_over_its_half_life() {
         let pacer = Pacer::new(Some(Duration::from_millis(100)), 0.002);
         assert_eq!(pacer.spacing(), Some(Duration::from_micros(100_200)));
+        // One miss from nothing: the floor is 0, so the step decays all the way back.
         pacer.widen();
         assert!((pacer.extra() - MARGIN_STEP).abs() < 1e-12);
         assert_eq!(pacer.spacing(), Some(Duration::from_micros(100_700)));
-        for _ in 0..100 {
-            pacer.widen();
-        }
-        assert!((pacer.extra() - MARGIN_MAX).abs() < 1e-12);
         let t = Instant::now();
         let mut slot = Slot::default();
         for _ in 0..HALF_LIFE as usize {
             pacer.departed(&mut slot, t, t);
         }
         assert!(
-            (pacer.extra() - MARGIN_MAX / 2.0).abs() < 1e-9,
+            (pacer.extra() - MARGIN_STEP / 2.0).abs() < 1e-9,
             "{}",
             pacer.extra()
         );
+        for _ in 0..100 {
+            pacer.widen();
+        }
+        assert!((pacer.extra() - MARGIN_MAX).abs() < 1e-12, "capped");
         let report = pacer.report(0);
         assert_eq!(report.widened, 101);
         assert!((report.margin_peak - MARGIN_MAX).abs() < 1e-12);
         assert_eq!(report.departures, HALF_LIFE as u64);
+    }
+
+    #[test]
+    fn after_repeated_misses_the_margin_stays_a_step_above_the_level_that_missed() {
+        // 1000/min against a server that needs 61 ms: misses at +0, +0.83%, +1.67%.
+        let pacer = Pacer::new(Some(Duration::from_millis(60)), 0.002);
+        let step = 0.5 / 60.0;
+        for _ in 0..3 {
+            pacer.widen();
+        }
+        assert!((pacer.extra() - 3.0 * step).abs() < 1e-12);
+        let t = Instant::now();
+        let mut slot = Slot::default();
+        for _ in 0..2_000 {
+            pacer.departed(&mut slot, t, t);
+        }
+        // Not back to the level that missed last (2 steps) within the floor's half-life.
+        assert!(pacer.extra() > 2.0 * step, "{}", pacer.extra());
+        // The memory fades: after many floor half-lives the margin is gone.
+        for _ in 0..(FLOOR_HALF_LIFE as usize * 8) {
+            pacer.departed(&mut slot, t, t);
+        }
+        assert_eq!(pacer.extra(), 0.0);
     }
 }

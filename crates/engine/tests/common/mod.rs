@@ -32,7 +32,7 @@ impl Write for Shared {
 }
 
 impl Shared {
-    fn text(&self) -> String {
+    pub fn text(&self) -> String {
         String::from_utf8(self.0.lock().expect("lock").clone()).expect("utf8")
     }
 }
