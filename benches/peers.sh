@@ -11,9 +11,12 @@
 #    with the cache every round after the first would be answered without a request.
 # B: 5k lines (4,500 unique), 50 ms mock latency, 64 in flight: wrk and vtbulk; the bound is
 #    64 / 0.05 s = 1,280 requests/s.
-# Q: the mock limited to 600/min per key (limit_req, nodelay, burst 0: one request per
-#    100 ms), 500 unique hashes, vtbulk --rate 600/min: wall time against the ideal 49.9 s,
-#    and the 429s (vtbulk's count and the mock's access log).
+# Q: the mock limited to R/min per key (limit_req, nodelay, burst 0: one request per
+#    60/R s), 500 unique hashes, vtbulk --rate R/min, ROUNDS rounds per rate: wall time
+#    against the ideal (499 intervals), the 429s (vtbulk's count and the mock's access log),
+#    the closest two requests in the access log, and vtbulk's pacing report (lateness from
+#    grant to departure, the adaptive margin). QRATES="600 300 1000" (default 600);
+#    HOGS=1 runs one CPU hog per core at normal priority beside vtbulk and the mock.
 # The shared bench is copied to $WORK (default /tmp/vtbulk-peers) and set up there once
 # (apt, a venv with vt-py, npm), as its README says. Raw output: benches/out/peers-<time>/.
 set -euo pipefail
@@ -34,7 +37,8 @@ if [ ! -x "$work/.venv/bin/python" ]; then
 fi
 py="$work/.venv/bin/python"
 cargo build --release -q -p vtbulk --manifest-path "$root/Cargo.toml"
-vtbulk="$root/target/release/vtbulk"
+# VTBULK_BIN: another build to measure (an earlier commit's, for a before/after).
+vtbulk="${VTBULK_BIN:-$root/target/release/vtbulk}"
 
 mock_pid=""
 cleanup() { if [ -n "$mock_pid" ]; then "$work/mock/stop.sh" "$mock_pid" >/dev/null 2>&1 || true; fi; }
@@ -60,9 +64,13 @@ label, summary, timing, t0, t1 = sys.argv[1:]
 s = json.load(open(summary))
 wall, user, sys_, rss = open(timing).read().split()
 secs = float(t1) - float(t0)
+p = s.get('pacing') or {}
+late = p.get('lateness_us') or {}
+pace = (f" late_p50_us={late.get('p50')} late_p99_us={late.get('p99')} late_max_us={late.get('max')}"
+        f" margin_end={p.get('margin_end', 0):.4f} margin_peak={p.get('margin_peak', 0):.4f}") if p.get('interval_ms') else ""
 print(f"RESULT tool={label} n={s['unique']} ok={s['ok']} notfound={s['not_found']} err={s['errors']} "
       f"skipped={s['skipped']} secs={secs:.2f} rps={s['requests']/secs:.1f} requests={s['requests']} "
-      f"429s={s['rate_limited']} cpu={float(user)+float(sys_):.2f} maxrss_mb={int(rss)//1024}")
+      f"429s={s['rate_limited']} cpu={float(user)+float(sys_):.2f} maxrss_mb={int(rss)//1024}{pace}")
 PY
 }
 
@@ -90,15 +98,40 @@ if [[ " $scenarios " == *" B "* ]]; then
     done
 fi
 
+hog_pids=()
+start_hogs() { # one busy loop per core (HOGS_PER_CORE of them), normal priority
+    local n; n=$(( $(nproc) * ${HOGS_PER_CORE:-1} ))
+    for _ in $(seq "$n"); do sh -c 'while :; do :; done' & hog_pids+=("$!"); done
+}
+stop_hogs() { if [ "${#hog_pids[@]}" -gt 0 ]; then kill "${hog_pids[@]}" 2>/dev/null || true; wait "${hog_pids[@]}" 2>/dev/null || true; fi; hog_pids=(); }
+trap 'stop_hogs; cleanup' EXIT
+
 if [[ " $scenarios " == *" Q "* ]]; then
     "$py" "$work/gen_hashes.py" 500 0 "$out/q.txt" --seed 7 >/dev/null
-    MOCK_ACCESS_LOG=1 start_mock 18482 0 600
-    dir="$(tr '\0' ' ' < "/proc/$mock_pid/cmdline" | sed -n 's|.* -c \(/[^ ]*\)/nginx\.conf.*|\1|p')"
-    echo "Q: $(run_vtbulk vtbulk-q http://127.0.0.1:18482 "$out/q.txt" --tier unlimited --rate 600/min)" | tee -a "$out/results.txt"
-    sleep 1.2 # the access log flushes every second
-    stop_mock --keep
-    cp "$dir/access.log" "$out/q.access.log"; rm -rf -- "$dir"
-    echo "Q: mock answers by status: $(awk '{print $2}' "$out/q.access.log" | sort | uniq -c | awk '{printf "%s=%s ", $2, $1}')" | tee -a "$out/results.txt"
-    echo "Q: ideal 49.9 s (499 intervals of 100 ms)" | tee -a "$out/results.txt"
+    for rate in ${QRATES:-600}; do
+        for r in $(seq "$rounds"); do
+            label="vtbulk-q$rate${HOGS:+-hogs}-r$r"
+            MOCK_ACCESS_LOG=1 start_mock 18482 0 "$rate"
+            dir="$(tr '\0' ' ' < "/proc/$mock_pid/cmdline" | sed -n 's|.* -c \(/[^ ]*\)/nginx\.conf.*|\1|p')"
+            if [ -n "${HOGS:-}" ]; then start_hogs; fi
+            echo "Q $rate/min${HOGS:+ hogs} r$r: $(run_vtbulk "$label" http://127.0.0.1:18482 "$out/q.txt" --tier unlimited --rate "$rate/min")" | tee -a "$out/results.txt"
+            stop_hogs
+            sleep 1.2 # the access log flushes every second
+            stop_mock --keep
+            cp "$dir/access.log" "$out/$label.access.log"; rm -rf -- "$dir"
+            python3 - "$out/$label.access.log" "$rate" <<'PY' | tee -a "$out/results.txt"
+import sys
+log, rate = sys.argv[1], int(sys.argv[2])
+rows = [l.split() for l in open(log) if l.strip()]
+by = {}
+for r in rows:
+    by[r[1]] = by.get(r[1], 0) + 1
+ok = sorted(float(r[0]) for r in rows if r[1] != "429")
+gaps = [round((b - a) * 1000) for a, b in zip(ok, ok[1:])]
+ideal = 499 * 60 / rate
+print(f"  mock: {' '.join(f'{k}={v}' for k, v in sorted(by.items()))}; closest admitted pair {min(gaps) if gaps else '-'} ms; ideal {ideal:.2f} s (499 x {60000 / rate:.0f} ms)")
+PY
+        done
+    done
 fi
 echo "raw output: $out"

@@ -166,9 +166,34 @@ pub fn table(s: &Summary) -> String {
     row(
         &mut t,
         "429s",
-        format!("{}{}", s.rate_limited, by_code(&s.rate_limited_by_code)),
+        format!(
+            "{}{}{}",
+            s.rate_limited,
+            by_code(&s.rate_limited_by_code),
+            by_code(&s.rate_limited_by_kind)
+        ),
     );
     row(&mut t, "requests", s.requests.to_string());
+    if let Some(p) = &s.pacing
+        && let Some(interval) = p.interval_ms
+    {
+        let ms = |us: u64| us as f64 / 1000.0;
+        row(
+            &mut t,
+            "pacing",
+            format!(
+                "every {:.1} ms (+{:.2}% margin, +{:.2}% adaptive at the end, +{:.2}% at most); \
+                 grant to departure p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                interval,
+                p.margin_base * 100.0,
+                p.margin_end * 100.0,
+                p.margin_peak * 100.0,
+                ms(p.lateness_us.p50),
+                ms(p.lateness_us.p99),
+                ms(p.lateness_us.max)
+            ),
+        );
+    }
     if s.cache_write_errors > 0 {
         row(
             &mut t,

@@ -73,7 +73,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
         return record;
     }
     let hash = entry.hash();
-    let mut attempt = 0u32;
+    let mut retries = 0u32;
     let mut draws = 0u64;
     loop {
         // Registered before the checks, so a stop between the checks and a wait wakes us.
@@ -86,44 +86,17 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
         if let Some(cause) = shared.halt.get() {
             return skipped(shared, entry, cause);
         }
-        // 1. A connection with nothing left to wait for.
-        let ready = tokio::select! {
-            ready = shared.client.ready() => ready,
-            () = &mut woken => continue,
-        };
-        let (result, cycle) = match ready {
-            Err(e) => (Err(e), None),
-            Ok(ready) => {
-                // 2. The slot.
-                let acquired = tokio::select! {
-                    acquired = shared.scheduler.acquire() => acquired,
-                    () = &mut woken => continue,
-                };
-                let grant = match acquired {
-                    Ok(grant) => grant,
-                    Err(exhausted) => {
-                        drop(ready);
-                        if shared.wait_for_reset {
-                            wait_for_reset(shared, exhausted, woken.as_mut()).await;
-                            continue;
-                        }
-                        let cause = HaltCause::Quota(exhausted.window);
-                        shared.halt.set(cause);
-                        return skipped(shared, entry, cause);
-                    }
-                };
-                if shared.halt.get().is_some() || shared.stop.requested() {
+        let (result, cycle) = match attempt(shared, &hash, woken.as_mut()).await {
+            Attempt::Sent(result, cycle) => (result, cycle),
+            Attempt::Woken => continue,
+            Attempt::Exhausted(exhausted) => {
+                if shared.wait_for_reset {
+                    wait_for_reset(shared, exhausted, woken.as_mut()).await;
                     continue;
                 }
-                // 3. It leaves now; the grant is released at its departure.
-                let cycle = grant.cycle();
-                bump(&shared.counters.requests);
-                let sent = Instant::now();
-                let result = ready
-                    .get_file_summary(&hash, move |at| grant.departed(at))
-                    .await;
-                note_latency(shared, sent.elapsed());
-                (result, Some(cycle))
+                let cause = HaltCause::Quota(exhausted.window);
+                shared.halt.set(cause);
+                return skipped(shared, entry, cause);
             }
         };
         let err = match result {
@@ -136,7 +109,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
             shared,
             &err,
             cycle,
-            attempt,
+            retries,
             vtbulk_quota::unit(seed ^ draws.rotate_left(32)),
         );
         let next = decide(&shared.policy, &s, Failure::of(&err));
@@ -156,7 +129,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
                 return skipped(shared, entry, cause);
             }
             Next::Retry(delay) => {
-                attempt += 1;
+                retries += 1;
                 bump(&shared.counters.retries);
                 pause(delay, woken.as_mut()).await;
             }
@@ -189,6 +162,56 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
             }
         }
     }
+}
+
+/// How one attempt went.
+enum Attempt {
+    /// A connection failed (no request left: `None`), or the request was sent in the gate
+    /// cycle given.
+    Sent(
+        Result<FileLookup<FileSummary>, vtbulk_vt::Error>,
+        Option<u64>,
+    ),
+    /// The run was stopped while waiting.
+    Woken,
+    /// A calendar budget is spent.
+    Exhausted(Exhausted),
+}
+
+/// One attempt, in the order that lets the request leave the moment it may: a connection
+/// with nothing left to wait for, then the scheduler's grant, then the send, the grant going
+/// with the request to be released at its departure.
+async fn attempt(
+    shared: &Shared,
+    hash: &vtbulk_ioc::Hash,
+    mut woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+) -> Attempt {
+    let ready = tokio::select! {
+        ready = shared.client.ready() => ready,
+        () = woken.as_mut() => return Attempt::Woken,
+    };
+    let ready = match ready {
+        Ok(ready) => ready,
+        Err(e) => return Attempt::Sent(Err(e), None),
+    };
+    let grant = tokio::select! {
+        acquired = shared.scheduler.acquire() => match acquired {
+            Ok(grant) => grant,
+            Err(exhausted) => return Attempt::Exhausted(exhausted),
+        },
+        () = woken.as_mut() => return Attempt::Woken,
+    };
+    if shared.halt.get().is_some() || shared.stop.requested() {
+        return Attempt::Woken;
+    }
+    let cycle = grant.cycle();
+    bump(&shared.counters.requests);
+    let sent = Instant::now();
+    let result = ready
+        .get_file_summary(hash, move |at| grant.departed(at))
+        .await;
+    note_latency(shared, sent.elapsed());
+    Attempt::Sent(result, Some(cycle))
 }
 
 /// The rules' view of this failure, updating the tracker with it.

@@ -11,7 +11,7 @@
 //!
 //! The interval is the rate's, stretched by the configured safety margin and by an adaptive
 //! one. A 429 our books did not expect is a timing miss ([`Pacer::widen`]): the extra margin
-//! grows by a step (0.5% of the interval, at least 0.5 ms: servers count in whole
+//! grows by a step (0.25% of the interval, at least 0.25 ms: servers count in whole
 //! milliseconds) up to +5%. It decays back by half every [`HALF_LIFE`] departures, but not
 //! below one step above the level at which the last miss happened (that level is known to be
 //! too little); that memory itself fades, by half every [`FLOOR_HALF_LIFE`] departures. So a
@@ -29,12 +29,14 @@ use serde::Serialize;
 use tokio::sync::OwnedMutexGuard;
 use tokio::time::Instant;
 
-/// One step of the adaptive margin, as a share of the interval.
-pub const MARGIN_STEP: f64 = 0.005;
+/// One step of the adaptive margin, as a share of the interval (at least [`MARGIN_STEP_MS`]).
+pub const MARGIN_STEP: f64 = 0.0025;
+/// The smallest step of the adaptive margin, milliseconds: servers count whole milliseconds.
+pub const MARGIN_STEP_MS: f64 = 0.25;
 /// The most the adaptive margin adds.
 pub const MARGIN_MAX: f64 = 0.05;
 /// Departures over which the adaptive margin halves.
-pub const HALF_LIFE: f64 = 256.0;
+pub const HALF_LIFE: f64 = 64.0;
 /// Departures over which the memory of the last miss's level halves.
 pub const FLOOR_HALF_LIFE: f64 = 4096.0;
 
@@ -204,12 +206,13 @@ impl Pacer {
         self.interval.map(|i| i.mul_f64(1.0 + self.margin + extra))
     }
 
-    /// One step of the adaptive margin: 0.5% of the interval, at least 0.5 ms.
+    /// One step of the adaptive margin: [`MARGIN_STEP`] of the interval, at least
+    /// [`MARGIN_STEP_MS`].
     fn step(&self) -> f64 {
         let ms = self
             .interval
             .map_or(f64::INFINITY, |i| i.as_secs_f64() * 1000.0);
-        MARGIN_STEP.max(0.5 / ms)
+        MARGIN_STEP.max(MARGIN_STEP_MS / ms)
     }
 
     /// A timing miss: widen the adaptive margin by one step (up to the maximum), and remember
@@ -365,7 +368,7 @@ mod tests {
         // One miss from nothing: the floor is 0, so the step decays all the way back.
         pacer.widen();
         assert!((pacer.extra() - MARGIN_STEP).abs() < 1e-12);
-        assert_eq!(pacer.spacing(), Some(Duration::from_micros(100_700)));
+        assert_eq!(pacer.spacing(), Some(Duration::from_micros(100_450)));
         let t = Instant::now();
         let mut slot = Slot::default();
         for _ in 0..HALF_LIFE as usize {
@@ -388,20 +391,20 @@ mod tests {
 
     #[test]
     fn after_repeated_misses_the_margin_stays_a_step_above_the_level_that_missed() {
-        // 1000/min against a server that needs 61 ms: misses at +0, +0.83%, +1.67%.
+        // 1000/min against a server that needs 61 ms: misses at +0, +0.42%, +0.83%, +1.25%.
         let pacer = Pacer::new(Some(Duration::from_millis(60)), 0.002);
-        let step = 0.5 / 60.0;
-        for _ in 0..3 {
+        let step = 0.25 / 60.0;
+        for _ in 0..4 {
             pacer.widen();
         }
-        assert!((pacer.extra() - 3.0 * step).abs() < 1e-12);
+        assert!((pacer.extra() - 4.0 * step).abs() < 1e-12);
         let t = Instant::now();
         let mut slot = Slot::default();
         for _ in 0..2_000 {
             pacer.departed(&mut slot, t, t);
         }
-        // Not back to the level that missed last (2 steps) within the floor's half-life.
-        assert!(pacer.extra() > 2.0 * step, "{}", pacer.extra());
+        // Not back to the level that missed last (3 steps) within the floor's half-life.
+        assert!(pacer.extra() > 3.0 * step, "{}", pacer.extra());
         // The memory fades: after many floor half-lives the margin is gone.
         for _ in 0..(FLOOR_HALF_LIFE as usize * 8) {
             pacer.departed(&mut slot, t, t);

@@ -560,7 +560,7 @@ mod tests {
         });
         assert_eq!(scheduler.interval(), Some(Duration::from_micros(100_200)));
         scheduler.widen_margin();
-        assert_eq!(scheduler.interval(), Some(Duration::from_micros(100_700)));
+        assert_eq!(scheduler.interval(), Some(Duration::from_micros(100_450)));
         assert_eq!(scheduler.pacing_report().widened, 1);
     }
 

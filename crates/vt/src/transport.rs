@@ -181,7 +181,8 @@ impl AsyncWrite for Probed {
         let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
         if armed && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
             let now = Instant::now();
-            if let Some(departed) = lock(&self.probe).departed.take() {
+            let departed = lock(&self.probe).departed.take();
+            if let Some(departed) = departed {
                 departed(now);
             }
         }
