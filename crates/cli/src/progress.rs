@@ -182,12 +182,15 @@ pub fn table(s: &Summary) -> String {
             &mut t,
             "pacing",
             format!(
-                "every {:.1} ms (+{:.2}% margin, +{:.2}% adaptive at the end, +{:.2}% at most); \
-                 grant to departure p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+                "every {:.1} ms (+{:.2}% margin, +{:.2}% adaptive at the end, +{:.2}% at most; \
+                 {} slow answers pushed {:.1} ms in all); grant to departure p50 {:.2} ms, \
+                 p99 {:.2} ms, max {:.2} ms",
                 interval,
                 p.margin_base * 100.0,
                 p.margin_end * 100.0,
                 p.margin_peak * 100.0,
+                p.answer_pushes,
+                p.answer_pushed_ms,
                 ms(p.lateness_us.p50),
                 ms(p.lateness_us.p99),
                 ms(p.lateness_us.max)

@@ -207,10 +207,22 @@ async fn attempt(
     let cycle = grant.cycle();
     bump(&shared.counters.requests);
     let sent = Instant::now();
+    let departure = std::sync::Arc::new(std::sync::OnceLock::new());
+    let left = departure.clone();
     let result = ready
-        .get_file_summary(hash, move |at| grant.departed(at))
+        .get_file_summary(hash, move |at| {
+            let _ = left.set(grant.departed(at));
+        })
         .await;
-    note_latency(shared, sent.elapsed());
+    let now = Instant::now();
+    note_latency(shared, now - sent);
+    // The server answered: how long it took tells the pacer when the server handled it.
+    let answered = result
+        .as_ref()
+        .map_or_else(|e| e.status().is_some(), |_| true);
+    if let (Some(&departure), true) = (departure.get(), answered) {
+        shared.scheduler.answered(departure, now);
+    }
     Attempt::Sent(result, Some(cycle))
 }
 
@@ -390,7 +402,11 @@ async fn resync(shared: &Shared) {
     };
     let grant = shared.scheduler.acquire_rate().await;
     let clock = shared.scheduler.clock();
-    if let Ok(user) = ready.get_own_user(move |at| grant.departed(at)).await
+    if let Ok(user) = ready
+        .get_own_user(move |at| {
+            grant.departed(at);
+        })
+        .await
         && let Some((_, usage)) = keyquota::from_user(&user, Default::default(), clock.now())
     {
         shared.scheduler.resync(usage);

@@ -19,6 +19,14 @@
 //! quota says (nginx's integer arithmetic makes 1000/min a 61 ms spacing) costs a few misses
 //! once, not one every few hundred requests.
 //!
+//! The answer says something too. A strict limiter stamps a request when it handles it, and a
+//! server that woke late stamps late: the next request, on time by our clock, then looks early
+//! to it. An answer that comes back later than the quickest recent round trip shows that the
+//! server handled its request late by up to that much, so when nothing else has left since,
+//! the next request waits that much longer ([`Pacer::answered`]; at most 5 ms and 5% of the
+//! interval, so a slow, jittery network costs little). Where round trips are longer than the
+//! interval (several requests in flight), answers come too late to matter and change nothing.
+//!
 //! The lateness that remains, grant to departure, is kept in a [`Histogram`] and reported.
 
 use std::sync::Arc;
@@ -45,6 +53,37 @@ pub const FLOOR_HALF_LIFE: f64 = 4096.0;
 pub(crate) struct Slot {
     /// When the last request really left.
     pub(crate) last_departure: Option<Instant>,
+}
+
+/// The most an answer pushes the next request back: this, and 5% of the interval.
+pub const ANSWER_PUSH_MAX: Duration = Duration::from_millis(5);
+
+/// A request that left: what its answer is matched against ([`Pacer::answered`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Departure {
+    /// The departure's number in the run (the pacer counts them).
+    seq: u64,
+    /// When it left.
+    at: Instant,
+}
+
+impl Departure {
+    /// When the request left.
+    pub fn at(&self) -> Instant {
+        self.at
+    }
+}
+
+/// What answers taught the pacer: the quickest recent round trip, and how far answers pushed
+/// the next request.
+#[derive(Debug, Default)]
+struct Answers {
+    /// A decaying minimum of round trips (creeps up to the typical one, drops at once).
+    quickest: Option<Duration>,
+    /// The next request may not leave before this.
+    not_before: Option<Instant>,
+    pushes: u64,
+    pushed: Duration,
 }
 
 /// Counts of a distribution of durations, in log-linear buckets (16 per power of two, so a
@@ -149,6 +188,10 @@ pub struct PacingReport {
     pub margin_peak: f64,
     /// Timing misses that widened the margin.
     pub widened: u64,
+    /// Answers slower than the quickest recent round trip that pushed the next request back.
+    pub answer_pushes: u64,
+    /// How far they pushed, in all, milliseconds.
+    pub answer_pushed_ms: f64,
     /// Requests that left (their first byte reached the socket).
     pub departures: u64,
     /// Grants given back without a request leaving (a connection failed first, the run
@@ -182,6 +225,9 @@ pub(crate) struct Pacer {
     adaptive: Mutex<Adaptive>,
     lateness: Mutex<Histogram>,
     released_unsent: std::sync::atomic::AtomicU64,
+    /// Departures so far (a departure's `seq` is the count before it).
+    departures: std::sync::atomic::AtomicU64,
+    answers: Mutex<Answers>,
 }
 
 impl Pacer {
@@ -193,6 +239,52 @@ impl Pacer {
             adaptive: Mutex::new(Adaptive::default()),
             lateness: Mutex::new(Histogram::default()),
             released_unsent: std::sync::atomic::AtomicU64::new(0),
+            departures: std::sync::atomic::AtomicU64::new(0),
+            answers: Mutex::new(Answers::default()),
+        }
+    }
+
+    fn answers(&self) -> std::sync::MutexGuard<'_, Answers> {
+        self.answers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The earliest the next request may leave because of an answer (see the module doc).
+    pub(crate) fn not_before(&self) -> Option<Instant> {
+        self.answers().not_before
+    }
+
+    /// The answer to `departure` arrived at `at`: when it took longer than the quickest
+    /// recent round trip and nothing has left since, the next request waits the difference
+    /// (capped).
+    pub(crate) fn answered(&self, departure: Departure, at: Instant) {
+        let Some(interval) = self.interval else {
+            return;
+        };
+        let took = at.saturating_duration_since(departure.at);
+        let mut a = self.answers();
+        let quickest = match a.quickest {
+            Some(q) if took >= q => q + (took - q) / 256,
+            _ => took,
+        };
+        a.quickest = Some(quickest);
+        let last = self.departures.load(std::sync::atomic::Ordering::SeqCst);
+        if departure.seq + 1 != last {
+            // Another request left since: too late to help it.
+            return;
+        }
+        let push = took
+            .saturating_sub(quickest)
+            .min(ANSWER_PUSH_MAX)
+            .min(interval / 20);
+        if push.is_zero() {
+            return;
+        }
+        let spacing = self.spacing().unwrap_or(interval);
+        let until = departure.at + spacing + push;
+        if a.not_before.is_none_or(|t| t < until) {
+            a.not_before = Some(until);
+            a.pushes += 1;
+            a.pushed += push;
         }
     }
 
@@ -232,8 +324,11 @@ impl Pacer {
         self.adaptive().extra
     }
 
-    fn departed(&self, slot: &mut Slot, granted: Instant, at: Instant) {
+    fn departed(&self, slot: &mut Slot, granted: Instant, at: Instant) -> Departure {
         slot.last_departure = Some(slot.last_departure.map_or(at, |d| d.max(at)));
+        let seq = self
+            .departures
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let late = at.saturating_duration_since(granted).as_micros() as u64;
         self.lateness
             .lock()
@@ -256,6 +351,7 @@ impl Pacer {
                 a.extra = 0.0;
             }
         }
+        Departure { seq, at }
     }
 
     pub(crate) fn report(&self, gate_closures: u64) -> PacingReport {
@@ -264,6 +360,10 @@ impl Pacer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let (answer_pushes, answer_pushed) = {
+            let answers = self.answers();
+            (answers.pushes, answers.pushed)
+        };
         let a = self.adaptive();
         PacingReport {
             interval_ms: self.interval.map(|i| i.as_secs_f64() * 1000.0),
@@ -271,6 +371,8 @@ impl Pacer {
             margin_end: a.extra,
             margin_peak: a.peak,
             widened: a.widened,
+            answer_pushes,
+            answer_pushed_ms: answer_pushed.as_secs_f64() * 1000.0,
             departures: h.count(),
             released_unsent: self
                 .released_unsent
@@ -299,13 +401,14 @@ pub struct Grant {
 }
 
 impl Grant {
-    /// The request left at `at`: the next one is spaced from here.
-    pub fn departed(mut self, at: Instant) {
+    /// The request left at `at`: the next one is spaced from here. Give the returned
+    /// [`Departure`] to [`crate::Scheduler::answered`] when the answer arrives.
+    pub fn departed(mut self, at: Instant) -> Departure {
         self.done = true;
         let mut slot = self.slot.take();
         let mut scratch = Slot::default();
         let target = slot.as_deref_mut().unwrap_or(&mut scratch);
-        self.pacer.departed(target, self.granted_at, at);
+        self.pacer.departed(target, self.granted_at, at)
     }
 
     /// The 429 gate's cycle when this was granted: a 429 answering a request from an earlier
@@ -387,6 +490,44 @@ mod tests {
         assert_eq!(report.widened, 101);
         assert!((report.margin_peak - MARGIN_MAX).abs() < 1e-12);
         assert_eq!(report.departures, HALF_LIFE as u64);
+    }
+
+    #[test]
+    fn a_slow_answer_pushes_the_next_request_back_by_its_excess_capped_and_only_when_it_is_next() {
+        let ms = Duration::from_millis;
+        let pacer = Pacer::new(Some(ms(100)), 0.0);
+        let t = Instant::now();
+        let mut slot = Slot::default();
+        // Quick round trips set the floor: no push.
+        for i in 0..4 {
+            let d = pacer.departed(&mut slot, t + ms(100 * i), t + ms(100 * i));
+            pacer.answered(d, d.at() + Duration::from_micros(300));
+        }
+        assert_eq!(pacer.not_before(), None);
+        // The server handled this one 3 ms late: the next waits 3 ms more (less the creep).
+        let d = pacer.departed(&mut slot, t + ms(400), t + ms(400));
+        pacer.answered(d, d.at() + Duration::from_micros(3_300));
+        let pushed = pacer.not_before().expect("pushed") - (t + ms(500));
+        assert!(
+            pushed > Duration::from_micros(2_900) && pushed <= ms(3),
+            "{pushed:?}"
+        );
+        // 40 ms late: capped at 5 ms (and 5% of the interval).
+        let d = pacer.departed(&mut slot, t + ms(510), t + ms(510));
+        pacer.answered(d, d.at() + ms(40));
+        assert_eq!(pacer.not_before(), Some(t + ms(615)));
+        // An answer that comes after another request left changes nothing.
+        let d1 = pacer.departed(&mut slot, t + ms(620), t + ms(620));
+        let _d2 = pacer.departed(&mut slot, t + ms(720), t + ms(720));
+        pacer.answered(d1, d1.at() + ms(4));
+        assert_eq!(pacer.not_before(), Some(t + ms(615)));
+        let report = pacer.report(0);
+        assert_eq!(report.answer_pushes, 2);
+        // Unlimited: nothing to push.
+        let free = Pacer::new(None, 0.0);
+        let d = free.departed(&mut slot, t, t);
+        free.answered(d, t + ms(50));
+        assert_eq!(free.not_before(), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 
 use crate::budget::{Reserve, Spend, Usage, ledger_windows, window_end, window_id};
 use crate::clock::WallClock;
-use crate::pace::{Grant, Pacer, PacingReport};
+use crate::pace::{Departure, Grant, Pacer, PacingReport};
 use crate::rate::{Rate, Tier};
 
 /// governor's clock, reading tokio's time so that a paused test clock drives the limiter.
@@ -297,6 +297,10 @@ impl Scheduler {
                 if let (Some(last), Some(spacing)) = (slot.last_departure, self.pacer.spacing()) {
                     self.wait_until(last + spacing).await;
                 }
+                // An answer that came back late while we waited may push us back further.
+                while let Some(later) = self.pacer.not_before().filter(|&t| t > Instant::now()) {
+                    self.wait_until(later).await;
+                }
                 Some(slot)
             } else {
                 None
@@ -326,6 +330,12 @@ impl Scheduler {
     pub async fn note_departure(&self, at: Instant) {
         let mut slot = self.pacer.slot.lock().await;
         slot.last_departure = Some(slot.last_departure.map_or(at, |d| d.max(at)));
+    }
+
+    /// The answer to a request that left (`departure`) arrived at `at`: a round trip slower
+    /// than the quickest recent one pushes the next request back (see [`crate::pace`]).
+    pub fn answered(&self, departure: Departure, at: Instant) {
+        self.pacer.answered(departure, at);
     }
 
     /// A 429 our books did not expect: widen the adaptive margin a step.
