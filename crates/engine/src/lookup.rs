@@ -148,7 +148,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
                     shared.scheduler.widen_margin();
                 }
                 if resync {
-                    self::resync(shared).await;
+                    self::resync(shared, woken.as_mut()).await;
                 }
                 pause(after, woken.as_mut()).await;
             }
@@ -157,7 +157,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
                 lock(&shared.tracker).gate_closed();
                 shared.scheduler.close_gate(pause);
                 if resync {
-                    self::resync(shared).await;
+                    self::resync(shared, woken.as_mut()).await;
                 }
             }
         }
@@ -385,8 +385,9 @@ fn error_record(shared: &Shared, entry: &Unique, err: &vtbulk_vt::Error) -> Reco
 
 /// Re-reads the key's quotas after a QuotaExceededError our books did not expect (at most
 /// once a minute). The request is paced like any other (VirusTotal counts "requests of any
-/// nature"), so the re-read cannot itself be refused by the per-minute limit.
-async fn resync(shared: &Shared) {
+/// nature"), so the re-read cannot itself be refused by the per-minute limit; a stop while
+/// it waits (for the gate, the pacer) ends it at once.
+async fn resync(shared: &Shared, woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>) {
     if !shared.quota_live {
         return;
     }
@@ -397,16 +398,22 @@ async fn resync(shared: &Shared) {
         }
         *last = Some(Instant::now());
     }
-    let Ok(ready) = shared.client.ready().await else {
-        return;
+    let read = async {
+        let ready = shared.client.ready().await.ok()?;
+        let grant = shared.scheduler.acquire_rate().await;
+        ready
+            .get_own_user(move |at| {
+                grant.departed(at);
+            })
+            .await
+            .ok()
     };
-    let grant = shared.scheduler.acquire_rate().await;
+    let user = tokio::select! {
+        user = read => user,
+        () = woken => None,
+    };
     let clock = shared.scheduler.clock();
-    if let Ok(user) = ready
-        .get_own_user(move |at| {
-            grant.departed(at);
-        })
-        .await
+    if let Some(user) = user
         && let Some((_, usage)) = keyquota::from_user(&user, Default::default(), clock.now())
     {
         shared.scheduler.resync(usage);
@@ -424,7 +431,7 @@ const RESET_MARGIN: Duration = Duration::from_secs(5);
 async fn wait_for_reset(
     shared: &Shared,
     exhausted: Exhausted,
-    woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    mut woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
 ) {
     let clock = shared.scheduler.clock();
     let wait = Duration::from_millis(
@@ -440,8 +447,8 @@ async fn wait_for_reset(
         .store(exhausted.resets_at, Ordering::Relaxed);
     tokio::select! {
         () = tokio::time::sleep(wait) => {}
-        () = woken => {}
+        () = woken.as_mut() => {}
     }
     shared.counters.waiting_until.store(0, Ordering::Relaxed);
-    resync(shared).await;
+    resync(shared, woken).await;
 }

@@ -17,14 +17,37 @@ use vtbulk_vt::{ApiKey, Client, ClientConfig, DepartureDelay};
 mod common;
 use common::*;
 
-async fn strict_mock(per_minute: u64) -> MockServer {
+/// vt-mock with one key, `k`, of this spec, its clock following tokio's.
+async fn mock_with(key: &str) -> MockServer {
     MockServer::start(MockConfig {
-        keys: vec![KeyConfig::parse(&format!("k:strict={per_minute}/min")).expect("spec")],
+        keys: vec![KeyConfig::parse(&format!("k:{key}")).expect("spec")],
         follow_tokio_clock: true,
         ..MockConfig::default()
     })
     .await
     .expect("mock")
+}
+
+/// A list of `count` hashes the mock knows (a tenth unknown with `unknown`), in a temp dir of
+/// its own: (dir, list).
+fn list(
+    mock: &MockServer,
+    tag: &str,
+    count: u64,
+    unknown: f64,
+) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let (list, _) = write_list(
+        &dir,
+        "list.txt",
+        mock,
+        &GenSpec {
+            count,
+            unknown,
+            ..GenSpec::default()
+        },
+    );
+    (dir, list)
 }
 
 /// The mock's arrival times (ms) of every request the key sent, in order.
@@ -42,17 +65,8 @@ fn arrivals(mock: &MockServer) -> Vec<i64> {
 
 #[tokio::test(start_paused = true)]
 async fn late_departures_push_the_next_request_back_so_a_strict_limiter_refuses_none() {
-    let mock = strict_mock(600).await;
-    let dir = temp_dir("late");
-    let (list, _) = write_list(
-        &dir,
-        "list.txt",
-        &mock,
-        &GenSpec {
-            count: 120,
-            ..GenSpec::default()
-        },
-    );
+    let mock = mock_with("strict=600/min").await;
+    let (dir, list) = list(&mock, "late", 120, 0.0);
     // A busy host: every third request leaves 7 ms after its grant, every tenth 150 ms
     // (longer than the interval).
     let delay = DepartureDelay(Arc::new(|n| match n {
@@ -114,18 +128,8 @@ async fn late_departures_push_the_next_request_back_so_a_strict_limiter_refuses_
 
 #[tokio::test(start_paused = true)]
 async fn a_strict_600_a_minute_limiter_refuses_none_of_1200_lookups_at_our_600_a_minute() {
-    let mock = strict_mock(600).await;
-    let dir = temp_dir("strict");
-    let (list, _) = write_list(
-        &dir,
-        "list.txt",
-        &mock,
-        &GenSpec {
-            count: 1200,
-            unknown: 0.1,
-            ..GenSpec::default()
-        },
-    );
+    let mock = mock_with("strict=600/min").await;
+    let (dir, list) = list(&mock, "strict", 1200, 0.1);
     let mut s = settings(&list, Format::Ndjson);
     s.scheduler.rate = Some("600/min".parse().expect("rate"));
     s.concurrency = Concurrency::Auto { max: 64 };
@@ -150,23 +154,8 @@ async fn a_strict_600_a_minute_limiter_refuses_none_of_1200_lookups_at_our_600_a
 async fn the_users_re_read_after_an_unexpected_quota_exceeded_is_paced_and_not_refused() {
     // The key's sliding minute allows 20, but we send at 30/min: QuotaExceededErrors our books
     // do not expect; each re-reads /users, through the same strict spacing as lookups.
-    let mock = MockServer::start(MockConfig {
-        keys: vec![KeyConfig::parse("k:20/min,strict=30/min").expect("spec")],
-        follow_tokio_clock: true,
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
-    let dir = temp_dir("resync");
-    let (list, _) = write_list(
-        &dir,
-        "list.txt",
-        &mock,
-        &GenSpec {
-            count: 40,
-            ..GenSpec::default()
-        },
-    );
+    let mock = mock_with("20/min,strict=30/min").await;
+    let (dir, list) = list(&mock, "resync", 40, 0.0);
     let mut s = settings(&list, Format::Csv);
     s.scheduler.rate = Some("30/min".parse().expect("rate"));
     s.concurrency = Concurrency::Fixed(4);
@@ -337,16 +326,7 @@ async fn a_closed_output_stops_the_lookups_at_once() {
     })
     .await
     .expect("mock");
-    let dir = temp_dir("closed");
-    let (list, _) = write_list(
-        &dir,
-        "list.txt",
-        &mock,
-        &GenSpec {
-            count: 1000,
-            ..GenSpec::default()
-        },
-    );
+    let (dir, list) = list(&mock, "closed", 1000, 0.0);
     let mut s = settings(&list, Format::Csv);
     s.concurrency = Concurrency::Fixed(4);
     let attempts = Arc::new(AtomicUsize::new(0));
@@ -366,6 +346,50 @@ async fn a_closed_output_stops_the_lookups_at_once() {
         summary.requests < 100,
         "{} of 1000 looked up after the output closed",
         summary.requests
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_429_storm_ends_the_run_at_once() {
+    // The key's minute allows none; we are told 600/min: every request meets
+    // QuotaExceededError, our books see room, the gate closes for longer and longer, and each
+    // escalation re-reads /users through that closed gate.
+    let mock = mock_with("0/min").await;
+    let (dir, list) = list(&mock, "storm-stop", 50, 0.0);
+    let mut s = settings(&list, Format::Csv);
+    s.scheduler.rate = Some("600/min".parse().expect("rate"));
+    s.concurrency = Concurrency::Fixed(4);
+    let stop = StopHandle::default();
+    let stopper = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(200)).await;
+            stop.stop();
+            tokio::time::Instant::now()
+        })
+    };
+    let (outcome, summary) = run(
+        s,
+        client(&mock, "k"),
+        Box::new(Shared::default()),
+        Arc::new(Counters::default()),
+        stop,
+    )
+    .await
+    .expect("run");
+    let stopped_at = stopper.await.expect("stopper");
+    assert_eq!(outcome, Outcome::Interrupted);
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(1),
+        "the run went on {:?} after the stop",
+        stopped_at.elapsed()
+    );
+    assert!(summary.rate_limited > 0);
+    assert_eq!(
+        summary.ok + summary.not_found + summary.skipped,
+        50,
+        "{summary:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
