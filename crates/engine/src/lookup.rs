@@ -250,6 +250,11 @@ fn situation(
         unit,
     };
     let gate = shared.scheduler.gate_cycle();
+    if matches!(err.class(), ErrorClass::RateLimited(_)) && cycle.is_some() {
+        // VirusTotal refused it: nothing was spent, and the books must not say otherwise.
+        shared.scheduler.refund();
+        s.books_have_room = shared.scheduler.exhausted().is_none();
+    }
     let mut tracker = lock(&shared.tracker);
     match err.class() {
         ErrorClass::RateLimited(_) => {

@@ -393,3 +393,29 @@ async fn a_stop_during_a_429_storm_ends_the_run_at_once() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(start_paused = true)]
+async fn refused_requests_are_not_charged_to_the_days_budget() {
+    // A day of exactly 200 and 200 hashes, through 429 bursts: each refusal spent nothing, so
+    // all 200 fit.
+    let mock = MockServer::start(MockConfig {
+        faults: "429=0.05,burst=5".parse::<Faults>().expect("faults"),
+        follow_tokio_clock: true,
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let (dir, list) = list(&mock, "refund", 200, 0.0);
+    let mut s = settings(&list, Format::Csv);
+    s.quota.offline = true;
+    s.scheduler.caps.daily = Some(200);
+    s.concurrency = Concurrency::Fixed(8);
+    let run = enrich(&mock, "testkey", s).await;
+    assert_eq!(run.outcome, Outcome::Completed, "{:?}", run.summary);
+    assert_eq!(run.summary.ok, 200);
+    assert!(run.summary.rate_limited > 0, "the bursts refused some");
+    assert!(run.summary.requests > 200, "{}", run.summary.requests);
+    let day = run.summary.quota.expect("quota").windows[1];
+    assert_eq!(day.used, 200, "only what VirusTotal admitted is spent");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -405,6 +405,24 @@ impl Scheduler {
         }
     }
 
+    /// Gives back the charge of a request VirusTotal refused with a 429 (a refused request
+    /// spends nothing): without this our books would count every 429 as spent, and a burst of
+    /// them would end the day's budget early. Refunds the windows of now (a window that has
+    /// rolled over since the charge keeps it: the safe side).
+    pub fn refund(&self) {
+        let now = self.clock.now();
+        let mut guard = self.spent.lock().unwrap_or_else(|e| e.into_inner());
+        let spent = &mut *guard;
+        for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
+            if slot.0 == window_id(window, now) {
+                slot.1 = slot.1.saturating_sub(1);
+                if let Some(n) = spent.unflushed.get_mut(&(window.name(), slot.0)) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+    }
+
     /// Checks the calendar budgets at `now` (Unix seconds) and, with `charge`, spends one.
     fn check_budgets(&self, now: i64, charge: bool) -> Result<(), Exhausted> {
         let mut guard = self.spent.lock().unwrap_or_else(|e| e.into_inner());
@@ -648,6 +666,32 @@ mod tests {
             "without a ledger nothing is kept for it"
         );
         assert_eq!(Window::Day.skip_reason(), "quota_daily");
+    }
+
+    #[test]
+    fn a_refused_request_gives_its_charge_back() {
+        let now = at(2026, 11, 26) + 12 * 3600;
+        let scheduler = Scheduler::new(SchedulerConfig {
+            caps: Tier {
+                daily: Some(2),
+                ..Tier::default()
+            },
+            clock: WallClock::Fixed(now),
+            keep_spend: true,
+            ..SchedulerConfig::default()
+        });
+        assert_eq!(scheduler.check_budgets(now, true), Ok(()));
+        assert_eq!(scheduler.check_budgets(now, true), Ok(()));
+        assert!(scheduler.exhausted().is_some());
+        scheduler.refund();
+        assert_eq!(scheduler.exhausted(), None, "the refused one spent nothing");
+        assert_eq!(scheduler.budgets()[Window::Day as usize].used, 1);
+        let day = scheduler
+            .drain_spend()
+            .into_iter()
+            .find(|s| s.window == "day")
+            .expect("day spend");
+        assert_eq!(day.count, 1, "the ledger is not charged for it either");
     }
 
     #[test]
