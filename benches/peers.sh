@@ -66,7 +66,9 @@ wall, user, sys_, rss = open(timing).read().split()
 secs = float(t1) - float(t0)
 p = s.get('pacing') or {}
 late = p.get('lateness_us') or {}
+glate = p.get('grant_lateness_us') or {}
 pace = (f" late_p50_us={late.get('p50')} late_p99_us={late.get('p99')} late_max_us={late.get('max')}"
+        f" grant_late_p50_us={glate.get('p50')} grant_late_p99_us={glate.get('p99')}"
         f" margin_end={p.get('margin_end', 0):.4f} margin_peak={p.get('margin_peak', 0):.4f}") if p.get('interval_ms') else ""
 print(f"RESULT tool={label} n={s['unique']} ok={s['ok']} notfound={s['not_found']} err={s['errors']} "
       f"skipped={s['skipped']} secs={secs:.2f} rps={s['requests']/secs:.1f} requests={s['requests']} "

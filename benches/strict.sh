@@ -51,6 +51,7 @@ print(f"strict {rate}/min{' hogs' if r and __import__('os').environ.get('HOGS') 
       f"secs={secs:.2f} ideal={ideal:.2f} over={100 * (secs / ideal - 1):+.2f}% "
       f"requests={s['requests']} mock_429s={m['by_status'].get('429', 0)} vtbulk_429s={s['rate_limited']} "
       f"late_p50_us={late['p50']} late_p99_us={late['p99']} late_max_us={late['max']} "
+      f"grant_late_p50_us={p['grant_lateness_us']['p50']} grant_late_p99_us={p['grant_lateness_us']['p99']} "
       f"margin_end={p['margin_end']:.4f} margin_peak={p['margin_peak']:.4f} outcome={s['outcome']}")
 PY
 done | tee "$out/results.txt"

@@ -183,14 +183,16 @@ pub fn table(s: &Summary) -> String {
             "pacing",
             format!(
                 "every {:.1} ms (+{:.2}% margin, +{:.2}% adaptive at the end, +{:.2}% at most; \
-                 {} slow answers pushed {:.1} ms in all); grant to departure p50 {:.2} ms, \
-                 p99 {:.2} ms, max {:.2} ms",
+                 {} slow answers pushed {:.1} ms in all); allowed to grant p50 {:.2} ms, p99 \
+                 {:.2} ms; grant to departure p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
                 interval,
                 p.margin_base * 100.0,
                 p.margin_end * 100.0,
                 p.margin_peak * 100.0,
                 p.answer_pushes,
                 p.answer_pushed_ms,
+                ms(p.grant_lateness_us.p50),
+                ms(p.grant_lateness_us.p99),
                 ms(p.lateness_us.p50),
                 ms(p.lateness_us.p99),
                 ms(p.lateness_us.max)

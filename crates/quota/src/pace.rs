@@ -27,7 +27,9 @@
 //! interval, so a slow, jittery network costs little). Where round trips are longer than the
 //! interval (several requests in flight), answers come too late to matter and change nothing.
 //!
-//! The lateness that remains, grant to departure, is kept in a [`Histogram`] and reported.
+//! The lateness that remains is kept in [`Histogram`]s and reported: from the moment a
+//! request was allowed to leave to its grant (how late this process woke), and from the
+//! grant to its departure (how long the send took to reach the socket).
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -192,13 +194,16 @@ pub struct PacingReport {
     pub answer_pushes: u64,
     /// How far they pushed, in all, milliseconds.
     pub answer_pushed_ms: f64,
-    /// Requests that left (their first byte reached the socket).
+    /// Requests that left (their bytes were handed to the kernel).
     pub departures: u64,
     /// Grants given back without a request leaving (a connection failed first, the run
     /// stopped): their slot counted as used at release.
     pub released_unsent: u64,
     /// Grant to departure, microseconds.
     pub lateness_us: Lateness,
+    /// The moment a request was allowed to leave (its spacing from the last departure) to
+    /// its grant, microseconds: how late this process woke (a busy host).
+    pub grant_lateness_us: Lateness,
     /// Times the 429 gate closed for everyone.
     pub gate_closures: u64,
 }
@@ -214,6 +219,16 @@ pub struct Lateness {
     pub max: u64,
 }
 
+impl Lateness {
+    fn of(h: &Histogram) -> Lateness {
+        Lateness {
+            p50: h.quantile(0.5),
+            p99: h.quantile(0.99),
+            max: h.max(),
+        }
+    }
+}
+
 /// The departure-spacing state shared by the scheduler and its outstanding grants.
 #[derive(Debug)]
 pub(crate) struct Pacer {
@@ -224,6 +239,7 @@ pub(crate) struct Pacer {
     pub(crate) slot: Arc<tokio::sync::Mutex<Slot>>,
     adaptive: Mutex<Adaptive>,
     lateness: Mutex<Histogram>,
+    grant_lateness: Mutex<Histogram>,
     released_unsent: std::sync::atomic::AtomicU64,
     /// Departures so far (a departure's `seq` is the count before it).
     departures: std::sync::atomic::AtomicU64,
@@ -238,6 +254,7 @@ impl Pacer {
             slot: Arc::new(tokio::sync::Mutex::new(Slot::default())),
             adaptive: Mutex::new(Adaptive::default()),
             lateness: Mutex::new(Histogram::default()),
+            grant_lateness: Mutex::new(Histogram::default()),
             released_unsent: std::sync::atomic::AtomicU64::new(0),
             departures: std::sync::atomic::AtomicU64::new(0),
             answers: Mutex::new(Answers::default()),
@@ -251,6 +268,14 @@ impl Pacer {
     /// The earliest the next request may leave because of an answer (see the module doc).
     pub(crate) fn not_before(&self) -> Option<Instant> {
         self.answers().not_before
+    }
+
+    /// A grant came `late` after the moment its request was allowed to leave.
+    pub(crate) fn granted_late(&self, late: Duration) {
+        self.grant_lateness
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(late.as_micros() as u64);
     }
 
     /// The answer to `departure` arrived at `at`: when it took longer than the quickest
@@ -377,11 +402,13 @@ impl Pacer {
             released_unsent: self
                 .released_unsent
                 .load(std::sync::atomic::Ordering::Relaxed),
-            lateness_us: Lateness {
-                p50: h.quantile(0.5),
-                p99: h.quantile(0.99),
-                max: h.max(),
-            },
+            lateness_us: Lateness::of(&h),
+            grant_lateness_us: Lateness::of(
+                &self
+                    .grant_lateness
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()),
+            ),
             gate_closures,
         }
     }

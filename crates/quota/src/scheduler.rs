@@ -116,7 +116,8 @@ pub struct SchedulerConfig {
     /// Finish each wait by spinning through its last moments (intervals of 4 ms or more).
     /// tokio's timer wakes on millisecond ticks, up to a tick late (more on a busy host), and
     /// the next interval is measured from that late departure: at 600/min a tick's drift
-    /// alone costs 1%. Real clocks only: under tokio's paused test clock a spin would never
+    /// alone costs 1%. The spin starts 1 ms before the deadline, 2 ms at most when the timer
+    /// has been waking late. Real clocks only: under tokio's paused test clock a spin would never
     /// end, so tests leave this off.
     pub precise: bool,
 }
@@ -190,9 +191,11 @@ fn next_month_start(secs: i64) -> i64 {
     window_end(Window::Month, secs)
 }
 
-/// The shortest spin before a deadline, and the longest.
+/// The shortest spin before a deadline, and the longest: spinning longer than the host's
+/// scheduling slice invites being preempted at the deadline (measured under two CPU hogs on two
+/// cores: a 5 ms cap was slower than 2 ms; benches/RESULTS.md).
 const SPIN_MIN: Duration = Duration::from_millis(1);
-const SPIN_MAX: Duration = Duration::from_millis(5);
+const SPIN_MAX: Duration = Duration::from_millis(2);
 
 impl Scheduler {
     /// A scheduler for `config`.
@@ -294,12 +297,19 @@ impl Scheduler {
             let slot = if self.pacer.interval.is_some() {
                 // Our turn: held until the request departs, so the next grant knows when.
                 let slot = self.pacer.slot.clone().lock_owned().await;
+                let mut allowed = None;
                 if let (Some(last), Some(spacing)) = (slot.last_departure, self.pacer.spacing()) {
+                    allowed = Some(last + spacing);
                     self.wait_until(last + spacing).await;
                 }
                 // An answer that came back late while we waited may push us back further.
                 while let Some(later) = self.pacer.not_before().filter(|&t| t > Instant::now()) {
+                    allowed = Some(later);
                     self.wait_until(later).await;
+                }
+                if let Some(allowed) = allowed {
+                    self.pacer
+                        .granted_late(Instant::now().saturating_duration_since(allowed));
                 }
                 Some(slot)
             } else {

@@ -7,8 +7,8 @@
 //!
 //! A paced caller works in two steps: [`Client::ready`] takes a connection with nothing left
 //! to wait for, then, once the scheduler has granted the slot, [`Ready`]'s method sends the
-//! request at once and reports through its `departed` callback when the request's first byte
-//! reached the socket. The plain methods ([`Client::get_file`], ...) do both for callers that
+//! request at once and reports through its `departed` callback when the request was handed
+//! to the kernel. The plain methods ([`Client::get_file`], ...) do both for callers that
 //! do not pace.
 
 use std::time::Duration;
@@ -311,7 +311,7 @@ impl Drop for Ready<'_> {
 
 impl Ready<'_> {
     /// [`Client::get_file_summary`] on this connection, now; `departed` is called with the
-    /// moment the request reached the socket (not at all when it never did).
+    /// moment the request was handed to the kernel (not at all when it never was).
     pub async fn get_file_summary(
         self,
         hash: &Hash,

@@ -8,8 +8,8 @@
 //! connection with nothing left to wait for, and the caller asks for its slot after that.
 //! Second, the moment the request's first byte is handed to the kernel (its *departure*): the
 //! scheduler spaces the next request from there, not from the grant. The socket is wrapped in a
-//! [`Probed`] stream that stamps the first write after a request is armed and calls the
-//! caller's departure callback with that time.
+//! [`Probed`] stream that stamps the moment just before the first write after a request is
+//! armed (when that write succeeds) and calls the caller's departure callback with it.
 //!
 //! Each connection's hyper driver is polled by the task that sends on it (not by a task of its
 //! own), so the write happens within the same poll as the send: no task switch between the
@@ -40,7 +40,7 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ErrorKind};
 
-/// Called once with the moment a request's first byte was written to the socket.
+/// Called once with the moment a request's bytes were handed to the kernel.
 pub type Departed = Box<dyn FnOnce(Instant) + Send>;
 
 /// A test hook: the delay to hold request number `n` (0-based, per client) between the send and
@@ -178,12 +178,16 @@ impl AsyncWrite for Probed {
             }
             probe.departed.is_some()
         };
+        // The departure is the moment the bytes are handed to the kernel: on loopback the
+        // write itself delivers them and wakes the server (100+ µs on a VM, milliseconds when
+        // the host is busy), and stamping after it would charge that to every interval. A
+        // delivery that was slow shows in the answer's round trip, which the pacer uses.
+        let handed = Instant::now();
         let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
         if armed && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            let now = Instant::now();
             let departed = lock(&self.probe).departed.take();
             if let Some(departed) = departed {
-                departed(now);
+                departed(handed);
             }
         }
         written
