@@ -52,8 +52,10 @@ pub struct KeyQuota {
     pub source: QuotaSource,
     /// Why it is not live, when it is not (e.g. "GET /users answered 403 ForbiddenError").
     pub note: Option<String>,
-    /// When the `GET /users` request left, if one did: the first lookup is spaced from it.
-    pub departed: Option<tokio::time::Instant>,
+    /// When the answer to `GET /users` arrived, if a request left: the server had handled it
+    /// by then, so the first lookup is spaced from this moment (a first request on a fresh
+    /// connection is often handled late; one round trip, once a run, is the price).
+    pub handled_by: Option<tokio::time::Instant>,
 }
 
 impl KeyQuota {
@@ -162,34 +164,35 @@ pub async fn read(
     clock: WallClock,
 ) -> Result<KeyQuota, Refused> {
     let key_id = client.key_fingerprint();
-    let departure = std::sync::Arc::new(std::sync::Mutex::new(None));
-    let departed = || {
-        *departure
-            .lock()
-            .unwrap_or_else(|e: std::sync::PoisonError<_>| e.into_inner())
-    };
-    let fallback = |store: Option<&mut SqliteStore>, source, note| KeyQuota {
+    let departure = std::sync::Arc::new(std::sync::OnceLock::new());
+    let mut handled_by = None;
+    let fallback = |store: Option<&mut SqliteStore>, source, note, handled_by| KeyQuota {
         caps: profile,
         used: ledger_usage(store, &key_id, clock.now()),
         source,
         note: Some(note),
-        departed: departed(),
+        handled_by,
     };
     if offline {
         return Ok(fallback(
             store,
             QuotaSource::Offline,
             "--offline-quota: the tier's profile minus the ledger".into(),
+            None,
         ));
     }
     let answer = match client.ready().await {
         Ok(ready) => {
             let cell = departure.clone();
-            ready
+            let answer = ready
                 .get_own_user(move |at| {
-                    *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(at);
+                    let _ = cell.set(at);
                 })
-                .await
+                .await;
+            if departure.get().is_some() {
+                handled_by = Some(tokio::time::Instant::now());
+            }
+            answer
         }
         Err(e) => Err(e),
     };
@@ -200,24 +203,27 @@ pub async fn read(
                 used,
                 source: QuotaSource::Live,
                 note: None,
-                departed: departed(),
+                handled_by,
             }),
             None => Ok(fallback(
                 store,
                 QuotaSource::Ledger,
                 "GET /users showed no request quotas".into(),
+                handled_by,
             )),
         },
         Err(e) if e.status() == Some(403) => Ok(fallback(
             store,
             QuotaSource::Ledger,
             format!("GET /users answered 403 {}", e.code()),
+            handled_by,
         )),
         Err(e) if e.class() == ErrorClass::Fatal => Err(Refused(e)),
         Err(e) => Ok(fallback(
             store,
             QuotaSource::Ledger,
             format!("GET /users failed: {}", e.message()),
+            handled_by,
         )),
     }
 }

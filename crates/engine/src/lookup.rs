@@ -406,12 +406,17 @@ async fn resync(shared: &Shared, woken: std::pin::Pin<&mut tokio::sync::futures:
     let read = async {
         let ready = shared.client.ready().await.ok()?;
         let grant = shared.scheduler.acquire_rate().await;
-        ready
+        let departure = std::sync::Arc::new(std::sync::OnceLock::new());
+        let left = departure.clone();
+        let user = ready
             .get_own_user(move |at| {
-                grant.departed(at);
+                let _ = left.set(grant.departed(at));
             })
-            .await
-            .ok()
+            .await;
+        if let Some(&departure) = departure.get() {
+            shared.scheduler.answered(departure, Instant::now());
+        }
+        user.ok()
     };
     let user = tokio::select! {
         user = read => user,

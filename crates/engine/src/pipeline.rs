@@ -303,7 +303,7 @@ struct Budget {
 
 impl Budget {
     /// One `GET /users` unless offline (or nothing to look up); the scheduler is sized from
-    /// it, and spaces the first lookup from that request's departure.
+    /// it, and spaces the first lookup from that request's answer.
     async fn read(
         settings: &Settings,
         client: &Client,
@@ -335,8 +335,9 @@ impl Budget {
                 .map_or(settings.scheduler, |q| q.schedule(settings.scheduler))
         };
         let scheduler = Scheduler::new(config);
-        if let Some(at) = quota.as_ref().and_then(|q| q.departed) {
-            // The users request counts against the per-minute rate ("requests of any nature").
+        if let Some(at) = quota.as_ref().and_then(|q| q.handled_by) {
+            // The users request counts against the per-minute rate ("requests of any nature"):
+            // the first lookup is spaced from its answer, by when the server had handled it.
             scheduler.note_departure(at).await;
         }
         Budget {
