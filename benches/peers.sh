@@ -36,7 +36,7 @@ if [ ! -x "$work/.venv/bin/python" ]; then
     "$work/setup.sh" > "$out/setup.log" 2>&1
 fi
 py="$work/.venv/bin/python"
-cargo build --release -q -p vtbulk --manifest-path "$root/Cargo.toml"
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p vtbulk --manifest-path "$root/Cargo.toml"
 # VTBULK_BIN: another build to measure (an earlier commit's, for a before/after).
 vtbulk="${VTBULK_BIN:-$root/target/release/vtbulk}"
 

@@ -16,7 +16,7 @@ rate="${RATE:-600}" count="${COUNT:-1200}" rounds="${ROUNDS:-5}"
 out="$root/benches/out/strict-$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out"
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY
-cargo build --release -q -p vtbulk -p vtbulk-mock --manifest-path "$root/Cargo.toml"
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p vtbulk -p vtbulk-mock --manifest-path "$root/Cargo.toml"
 vtbulk="$root/target/release/vtbulk" mock="$root/target/release/vt-mock"
 "$mock" hashes --count "$count" --unknown 0.1 --list-seed 11 > "$out/hashes.txt"
 
@@ -38,7 +38,7 @@ for r in $(seq "$rounds"); do
         --cache off -q --progress never -o "$out/r$r.csv" --summary-json "$out/r$r.summary.json" || true
     t1=$(date +%s.%N)
     if [ "${#hogs[@]}" -gt 0 ]; then kill "${hogs[@]}"; wait "${hogs[@]}" 2>/dev/null || true; fi
-    curl -s "$url/_mock/stats?log=0" > "$out/r$r.stats.json"
+    curl -s "$url/_mock/stats" > "$out/r$r.stats.json"
     kill "$mpid"; wait "$mpid" 2>/dev/null || true
     python3 - "$out/r$r.summary.json" "$out/r$r.stats.json" "$t0" "$t1" "$rate" "$count" "$r" <<'PY'
 import json, sys
@@ -53,6 +53,11 @@ print(f"strict {rate}/min{' hogs' if r and __import__('os').environ.get('HOGS') 
       f"late_p50_us={late['p50']} late_p99_us={late['p99']} late_max_us={late['max']} "
       f"grant_late_p50_us={p['grant_lateness_us']['p50']} grant_late_p99_us={p['grant_lateness_us']['p99']} "
       f"margin_end={p['margin_end']:.4f} margin_peak={p['margin_peak']:.4f} outcome={s['outcome']}")
+log = m.get("log") or []
+for i, e in enumerate(log):
+    if e["status"] == 429:
+        gaps = [log[j]["t_ms"] - log[j - 1]["t_ms"] for j in range(max(1, i - 3), min(len(log), i + 2))]
+        print(f"  429 at request {i + 1} of {len(log)} ({e['route']}); gaps around it (ms): {gaps}")
 PY
 done | tee "$out/results.txt"
 echo "raw output: $out"
