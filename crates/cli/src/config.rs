@@ -31,7 +31,9 @@ pub struct Layer {
     pub concurrency: Option<String>,
     pub max_concurrency: Option<usize>,
     pub input_format: Option<String>,
-    pub column: Option<String>,
+    /// One column or a list (`column = "SHA256"`, `column = ["SHA256", "MD5"]`).
+    pub column: Option<Columns>,
+    pub keep_all_hex: Option<bool>,
     pub format: Option<String>,
     pub fields: Option<String>,
     pub raw: Option<bool>,
@@ -65,6 +67,16 @@ pub struct Layer {
     pub tiers: Option<toml::Table>,
 }
 
+/// `column` in a configuration file: one name or position, or a list of them.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum Columns {
+    /// One column.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
 macro_rules! merge {
     ($base:ident, $top:ident, $($f:ident),*) => { $( if $top.$f.is_some() { $base.$f = $top.$f; } )* };
 }
@@ -88,6 +100,7 @@ impl Layer {
             max_concurrency,
             input_format,
             column,
+            keep_all_hex,
             format,
             fields,
             raw,
@@ -251,11 +264,16 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
             .as_deref()
             .unwrap_or("auto")
             .parse::<InputFormat>()?,
-        column: layer
-            .column
-            .as_deref()
-            .map(str::parse::<Column>)
-            .transpose()?,
+        columns: match &layer.column {
+            None => Vec::new(),
+            Some(Columns::One(c)) => vec![c.parse::<Column>()?],
+            Some(Columns::Many(list)) => list
+                .iter()
+                .map(|c| c.parse::<Column>())
+                .collect::<Result<_, _>>()?,
+        },
+        keep_all_hex: layer.keep_all_hex.unwrap_or(false),
+        on_input: None,
         format: layer.format.as_deref().unwrap_or("csv").parse::<Format>()?,
         fields,
         raw: layer.raw.unwrap_or(false),
@@ -388,7 +406,8 @@ pub fn describe(r: &Resolved) -> String {
         format!("safety_margin = {}", s.scheduler.safety_margin),
         format!("concurrency = {:?}", s.concurrency),
         format!("input_format = {:?}", s.input_format),
-        format!("column = {:?}", s.column),
+        format!("columns = {:?}", s.columns),
+        format!("keep_all_hex = {}", s.keep_all_hex),
         format!("format = {:?}", s.format),
         format!("fields = {:?}", fields.join(",")),
         format!("raw = {}", s.raw),

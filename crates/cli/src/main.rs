@@ -130,12 +130,17 @@ struct CommonArgs {
     /// Lookups in flight: auto or N.
     #[arg(long)]
     concurrency: Option<String>,
-    /// Input layout: auto, lines, csv, text.
+    /// Input layout: auto (decided per input, by content), lines, csv, text, json, xml.
     #[arg(long)]
     input_format: Option<String>,
-    /// CSV column holding the hashes: a header name or a 1-based position.
+    /// A CSV column holding hashes, by header name or 1-based position; repeat for several
+    /// (default: every column that holds hashes).
     #[arg(long, value_name = "NAME|INDEX")]
-    column: Option<String>,
+    column: Vec<String>,
+    /// Take every 32/40/64-hex token, even those whose context says they are not file
+    /// hashes (import hashes, certificate thumbprints, ids, pseudonyms).
+    #[arg(long)]
+    keep_all_hex: bool,
     /// Output format: csv or ndjson.
     #[arg(long)]
     format: Option<String>,
@@ -327,7 +332,8 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         rate: common.rate.clone(),
         concurrency: common.concurrency.clone(),
         input_format: common.input_format.clone(),
-        column: common.column.clone(),
+        column: (!common.column.is_empty()).then(|| config::Columns::Many(common.column.clone())),
+        keep_all_hex: common.keep_all_hex.then_some(true),
         format: common.format.clone(),
         fields: common.fields.clone(),
         raw: common.raw.then_some(true),
@@ -345,6 +351,19 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         ..Layer::default()
     };
     let mut resolved = config::resolve(&layer.merged(flags), inputs)?;
+    resolved.settings.on_input = Some(vtbulk_engine::InputHook(Arc::new(|input| {
+        let mut err = io::stderr().lock();
+        if let Some(fallback) = &input.fallback {
+            let _ = writeln!(err, "vtbulk: {}: {fallback}", input.name);
+        }
+        if let Some(damage) = &input.damage {
+            let _ = writeln!(
+                err,
+                "vtbulk: {}: {damage}; what was read before it is kept",
+                input.name
+            );
+        }
+    })));
     let (key, source) = config::read_key(common.api_key_file.as_deref())?;
     resolved.key = key;
     resolved.key_source = source;

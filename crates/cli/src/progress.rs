@@ -3,6 +3,7 @@
 //! One task owns the display and reads the engine's counters; workers never touch it. Whether
 //! to draw a bar is decided once, by a pure function of the terminal and CI state.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::Arc;
@@ -139,6 +140,44 @@ pub fn row(t: &mut String, width: usize, key: &str, value: String) {
     let _ = writeln!(t, "  {key:<width$} {value}");
 }
 
+/// One row per input (when there are several, or when one needs a word): how it was read
+/// and what it gave.
+pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) {
+    let worth = inputs.len() > 1
+        || inputs
+            .iter()
+            .any(|i| i.fallback.is_some() || i.damage.is_some() || i.excluded > 0);
+    if !worth {
+        return;
+    }
+    for i in inputs {
+        let mut how = i.format.to_owned();
+        for extra in [i.compression, i.encoding].into_iter().flatten() {
+            how.push_str(&format!(", {extra}"));
+        }
+        if let Some(f) = &i.fallback {
+            how.push_str(&format!("; {f}"));
+        }
+        let reasons: BTreeMap<String, u64> = i
+            .excluded_by_reason
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), *v))
+            .collect();
+        let mut line = format!(
+            "{how}: {} lines, {} hashes, {} invalid, {} excluded{}",
+            i.lines,
+            i.hashes,
+            i.invalid,
+            i.excluded,
+            by_code(&reasons)
+        );
+        if let Some(d) = &i.damage {
+            line.push_str(&format!("; DAMAGED: {d}"));
+        }
+        row(t, width, &format!("  {}", i.name), line);
+    }
+}
+
 /// The end-of-run table.
 pub fn table(s: &Summary) -> String {
     let mut t = String::new();
@@ -146,6 +185,12 @@ pub fn table(s: &Summary) -> String {
     let _ = writeln!(t, "vtbulk summary");
     row(&mut t, "lines read", s.lines_read.to_string());
     row(&mut t, "invalid", s.invalid.to_string());
+    row(
+        &mut t,
+        "excluded",
+        format!("{}{}", s.excluded, by_code(&s.excluded_by_reason)),
+    );
+    inputs(&mut t, 16, &s.inputs);
     row(&mut t, "unique", s.unique.to_string());
     row(&mut t, "duplicates", s.duplicates.to_string());
     row(&mut t, "from cache", s.cache_hits.to_string());
@@ -252,7 +297,7 @@ pub fn table(s: &Summary) -> String {
     t
 }
 
-fn by_code(map: &std::collections::BTreeMap<String, u64>) -> String {
+pub fn by_code(map: &BTreeMap<String, u64>) -> String {
     if map.is_empty() {
         return String::new();
     }

@@ -96,6 +96,16 @@ pub fn plan(p: &Plan) -> String {
     );
     row(&mut t, "lines", p.lines.to_string());
     row(&mut t, "invalid", p.invalid.to_string());
+    let excluded: u64 = p.excluded_by_reason.values().sum();
+    row(
+        &mut t,
+        "excluded",
+        format!(
+            "{excluded}{}",
+            crate::progress::by_code(&p.excluded_by_reason)
+        ),
+    );
+    crate::progress::inputs(&mut t, 18, &p.inputs);
     row(&mut t, "unique", p.unique.to_string());
     row(&mut t, "fresh in cache", p.fresh_in_cache.to_string());
     row(&mut t, "to query", p.to_query.to_string());

@@ -45,6 +45,10 @@ pub struct Counters {
     pub rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
     /// 429s by what they meant (see [`Summary::rate_limited_by_kind`]).
     pub rate_limited_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Inputs whose reading ended on damage (a truncated or corrupt compressed stream).
+    pub damaged_inputs: AtomicU64,
+    /// What reading each input did, in order.
+    pub inputs: Mutex<Vec<vtbulk_ioc::InputReport>>,
     /// Skipped records by reason.
     pub skipped_by_reason: Mutex<BTreeMap<String, u64>>,
     /// While the run waits for a quota window to reset (`--wait-for-reset`): when, Unix
@@ -66,6 +70,31 @@ pub(crate) fn bump_map(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
 }
 
 impl Counters {
+    /// Keeps what reading one input did, for the summary.
+    pub(crate) fn record_input(&self, report: vtbulk_ioc::InputReport) {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(report);
+    }
+
+    /// What reading each input did, and the exclusions of all of them by reason.
+    pub fn inputs(&self) -> (Vec<vtbulk_ioc::InputReport>, u64, BTreeMap<String, u64>) {
+        let inputs = self
+            .inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut by_reason = BTreeMap::new();
+        for report in &inputs {
+            for (reason, n) in &report.excluded_by_reason {
+                *by_reason.entry((*reason).to_owned()).or_default() += n;
+            }
+        }
+        let excluded = by_reason.values().sum();
+        (inputs, excluded, by_reason)
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
@@ -77,9 +106,13 @@ impl Counters {
         let map =
             |m: &Mutex<BTreeMap<String, u64>>| m.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let requests = get(&self.requests);
+        let (inputs, excluded, excluded_by_reason) = self.inputs();
         Summary {
             lines_read: get(&self.lines),
             invalid: get(&self.invalid),
+            excluded,
+            excluded_by_reason,
+            inputs,
             unique: get(&self.unique),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -120,6 +153,14 @@ pub struct Summary {
     pub lines_read: u64,
     /// Values that are not hashes.
     pub invalid: u64,
+    /// Hash-shaped tokens left out as not file hashes (import hashes, certificates, ids...).
+    pub excluded: u64,
+    /// The same by reason.
+    pub excluded_by_reason: BTreeMap<String, u64>,
+    /// Each input (each archive member): the format it was read as (and why, when `auto`
+    /// fell back to text), its compression and encoding, lines, hashes, invalid values,
+    /// exclusions by reason, and any damage that ended it early.
+    pub inputs: Vec<vtbulk_ioc::InputReport>,
     /// Distinct valid IOCs.
     pub unique: u64,
     /// Repeated occurrences of them.

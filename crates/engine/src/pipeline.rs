@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, mpsc};
-use vtbulk_ioc::Column;
 use vtbulk_ioc::reader::InputFormat;
+use vtbulk_ioc::{Column, InputReport};
 use vtbulk_output::{CsvSink, Field, Format, NdjsonSink, Sink};
 use vtbulk_quota::{BackoffPolicy, Rate, Scheduler, SchedulerConfig, Window};
 use vtbulk_store::{RunRecord, SqliteStore, StoreError};
@@ -47,8 +47,13 @@ pub struct Settings {
     pub inputs: Vec<String>,
     /// How inputs are laid out.
     pub input_format: InputFormat,
-    /// The CSV column.
-    pub column: Option<Column>,
+    /// The CSV columns chosen (none: every column that holds hashes).
+    pub columns: Vec<Column>,
+    /// Take every hash-shaped token, whatever its context says (`--keep-all-hex`).
+    pub keep_all_hex: bool,
+    /// Called as each input (or archive member) has been read, with what reading it did:
+    /// the command line says on stderr when `auto` fell back to text or an input was damaged.
+    pub on_input: Option<InputHook>,
     /// Output format.
     pub format: Format,
     /// Output fields, in order.
@@ -68,6 +73,16 @@ pub struct Settings {
     pub cache: Option<CacheSettings>,
     /// How the key's budget is read, and what happens when it runs out.
     pub quota: QuotaSettings,
+}
+
+/// A callback for each input read (see [`Settings::on_input`]).
+#[derive(Clone)]
+pub struct InputHook(pub Arc<dyn Fn(&InputReport) + Send + Sync>);
+
+impl std::fmt::Debug for InputHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InputHook")
+    }
 }
 
 /// Why a run ended.
@@ -268,7 +283,12 @@ pub async fn run(
             return Err(EngineError::Output(e));
         }
         (_, Some(cause)) => cause.outcome(),
-        (Ok(()), None) if Counters::get(&counters.errors) > 0 => Outcome::CompletedWithErrors,
+        (Ok(()), None)
+            if Counters::get(&counters.errors) > 0
+                || Counters::get(&counters.damaged_inputs) > 0 =>
+        {
+            Outcome::CompletedWithErrors
+        }
         (_, None) => Outcome::Completed,
     };
     let mut summary = counters.summary(started.elapsed().as_secs_f64(), outcome.as_str());

@@ -27,6 +27,10 @@ pub struct Plan {
     pub lines: u64,
     /// Values that are not hashes.
     pub invalid: u64,
+    /// Hash-shaped tokens left out as not file hashes, by reason.
+    pub excluded_by_reason: std::collections::BTreeMap<String, u64>,
+    /// Each input: format used, lines, hashes, invalid, exclusions (as in the run summary).
+    pub inputs: Vec<vtbulk_ioc::InputReport>,
     /// Distinct hashes.
     pub unique: u64,
     /// Answered by the cache (fresh).
@@ -106,9 +110,12 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
         let day = |s: i64| s.div_euclid(86_400);
         (day(t.floor() as i64) - day(now) + 1).max(1) as u64
     });
+    let (inputs, _, excluded_by_reason) = counters.inputs();
     Ok(Plan {
         lines: Counters::get(&counters.lines),
         invalid: Counters::get(&counters.invalid),
+        excluded_by_reason,
+        inputs,
         unique,
         fresh_in_cache: fresh,
         to_query,

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use vtbulk_ioc::reader;
-use vtbulk_ioc::{Item, Seen, Unique};
+use vtbulk_ioc::{Item, ReadOptions, Seen, Unique};
 use vtbulk_output::{Record, Status};
 use vtbulk_store::{SqliteStore, Store, StoreError};
 
@@ -44,26 +44,22 @@ pub(crate) async fn prepare(
     counters: &Arc<Counters>,
     out: Option<&mpsc::Sender<Out>>,
 ) -> Result<Prepared, EngineError> {
-    let (inputs, names) = input_names(settings);
+    let inputs = input_paths(settings);
     let opened = open_all(&inputs)?;
     // The cache too: a foreign or damaged file stops the run before anything is spent.
     let store = settings.cache.as_ref().map(cache::open).transpose()?;
     let invalid = out.cloned();
-    let read = read_inputs(
-        settings,
-        opened,
-        &inputs,
-        &names,
-        counters.clone(),
-        move |r| {
-            if let Some(tx) = &invalid {
-                // The writer only goes away on a write error, which the run reports.
-                let _ = tx.blocking_send(Out::One(r));
-            }
-        },
-    );
-    let seen = match read.await {
-        Ok(result) => Arc::new(result?),
+    let read = read_inputs(settings, opened, counters.clone(), move |r| {
+        if let Some(tx) = &invalid {
+            // The writer only goes away on a write error, which the run reports.
+            let _ = tx.blocking_send(Out::One(r));
+        }
+    });
+    let (seen, names) = match read.await {
+        Ok(result) => {
+            let (seen, names) = result?;
+            (Arc::new(seen), names)
+        }
         Err(join) => {
             return Err(EngineError::Input {
                 name: "input".into(),
@@ -248,28 +244,17 @@ fn check_order(seen: &Seen) -> Vec<(u32, u32)> {
     order
 }
 
-/// The inputs as given (none: stdin) and their display names.
-fn input_names(settings: &Settings) -> (Vec<String>, Vec<String>) {
-    let inputs = if settings.inputs.is_empty() {
+/// The inputs as given (none: stdin).
+fn input_paths(settings: &Settings) -> Vec<String> {
+    if settings.inputs.is_empty() {
         vec!["-".to_owned()]
     } else {
         settings.inputs.clone()
-    };
-    let names = inputs
-        .iter()
-        .map(|n| {
-            if n == "-" {
-                "stdin".to_owned()
-            } else {
-                n.clone()
-            }
-        })
-        .collect();
-    (inputs, names)
+    }
 }
 
 /// Opens every input first, so a missing file fails the run before anything is spent.
-fn open_all(inputs: &[String]) -> Result<Vec<Box<dyn std::io::BufRead + Send>>, EngineError> {
+fn open_all(inputs: &[String]) -> Result<Vec<reader::Opened>, EngineError> {
     inputs
         .iter()
         .map(|name| {
@@ -281,20 +266,24 @@ fn open_all(inputs: &[String]) -> Result<Vec<Box<dyn std::io::BufRead + Send>>, 
         .collect()
 }
 
-/// Reads and dedups every input on a blocking thread; each invalid value goes to `invalid`
-/// as its record.
+/// Reads and dedups every input (each member of an archive is an input of its own) on a
+/// blocking thread; each invalid value goes to `invalid` as its record. Returns the unique
+/// hashes and the display names of the inputs, indexed like the items' origins.
 fn read_inputs(
     settings: &Settings,
-    opened: Vec<Box<dyn std::io::BufRead + Send>>,
-    inputs: &[String],
-    names: &[String],
+    opened: Vec<reader::Opened>,
     counters: Arc<Counters>,
     mut invalid: impl FnMut(Record) + Send + 'static,
-) -> tokio::task::JoinHandle<Result<Seen, EngineError>> {
-    let (format, column) = (settings.input_format, settings.column.clone());
-    let (inputs, names) = (inputs.to_vec(), names.to_vec());
-    tokio::task::spawn_blocking(move || -> Result<Seen, EngineError> {
+) -> tokio::task::JoinHandle<Result<(Seen, Vec<String>), EngineError>> {
+    let options = ReadOptions {
+        format: settings.input_format,
+        columns: settings.columns.clone(),
+        keep_all_hex: settings.keep_all_hex,
+    };
+    let hook = settings.on_input.clone();
+    tokio::task::spawn_blocking(move || -> Result<(Seen, Vec<String>), EngineError> {
         let mut seen = Seen::new();
+        let mut names: Vec<String> = Vec::new();
         // Hashes go to the dedup set in batches: it overlaps the batch's cache misses.
         let mut batch = Vec::with_capacity(DEDUP_BATCH);
         let flush = |seen: &mut Seen, batch: &mut Vec<_>| {
@@ -305,47 +294,54 @@ fn read_inputs(
                 .fetch_add(batch.len() as u64 - new, Ordering::Relaxed);
             batch.clear();
         };
-        for (index, (mut input, name)) in opened.into_iter().zip(&inputs).enumerate() {
-            let display = &names[index];
-            let mut emit = |item: Item| match item {
-                Item::Hash(hash, origin) => {
-                    batch.push((hash, origin));
-                    if batch.len() == DEDUP_BATCH {
-                        flush(&mut seen, &mut batch);
+        for input in opened {
+            let mut current = String::new();
+            let read = input.for_each_part(&mut |part| {
+                let name = part.name.clone();
+                current.clone_from(&name);
+                let index = names.len() as u32;
+                let mut emit = |item: Item| match item {
+                    Item::Hash(hash, origin) => {
+                        batch.push((hash, origin));
+                        if batch.len() == DEDUP_BATCH {
+                            flush(&mut seen, &mut batch);
+                        }
                     }
+                    Item::Invalid {
+                        value,
+                        origin,
+                        reason,
+                    } => {
+                        bump(&counters.invalid);
+                        invalid(Record {
+                            input: value,
+                            status: Some(Status::Invalid),
+                            occurrences: 1,
+                            first_origin: format!("{name}:{}", origin.line),
+                            error_code: Some("invalid".to_owned()),
+                            error_message: Some(reason),
+                            ..Record::default()
+                        });
+                    }
+                };
+                let report = reader::read_input(part, index, &options, &mut emit)?;
+                counters.lines.fetch_add(report.lines, Ordering::Relaxed);
+                if report.damage.is_some() {
+                    bump(&counters.damaged_inputs);
                 }
-                Item::Invalid {
-                    value,
-                    origin,
-                    reason,
-                } => {
-                    bump(&counters.invalid);
-                    invalid(Record {
-                        input: value,
-                        status: Some(Status::Invalid),
-                        occurrences: 1,
-                        first_origin: origin_text(&names, origin),
-                        error_code: Some("invalid".to_owned()),
-                        error_message: Some(reason),
-                        ..Record::default()
-                    });
+                if let Some(hook) = &hook {
+                    (hook.0)(&report);
                 }
-            };
-            let (_, lines) = reader::read_input(
-                name,
-                &mut *input,
-                index as u32,
-                format,
-                column.as_ref(),
-                &mut emit,
-            )
-            .map_err(|source| EngineError::Input {
-                name: display.clone(),
+                counters.record_input(report);
+                names.push(name);
+                Ok(())
+            });
+            read.map_err(|source| EngineError::Input {
+                name: current,
                 source,
             })?;
-            counters.lines.fetch_add(lines, Ordering::Relaxed);
         }
         flush(&mut seen, &mut batch);
-        Ok(seen)
+        Ok((seen, names))
     })
 }

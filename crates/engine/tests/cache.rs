@@ -44,7 +44,9 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
     Settings {
         inputs: vec![input.to_string_lossy().into_owned()],
         input_format: InputFormat::Lines,
-        column: None,
+        columns: Vec::new(),
+        keep_all_hex: false,
+        on_input: None,
         format: Format::Ndjson,
         fields: Field::ALL.to_vec(),
         raw: false,

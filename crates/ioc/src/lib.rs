@@ -6,16 +6,19 @@
 //! value by construction. Text comes back out only through [`Hash`]'s `Display`, which is
 //! always lower-case hex, the form VirusTotal returns.
 //!
-//! [`reader`] turns inputs (plain lines, a CSV column, free text; gzip) into hashes and
-//! `invalid` items with their origin; [`dedup`] keeps one entry per distinct digest. Both are
-//! synchronous and need no runtime.
+//! [`reader`] turns inputs (plain lists, CSV, free text, JSON, XML; compressed or not, UTF-8
+//! or UTF-16) into hashes and `invalid` items with their origin; [`context`] decides which
+//! hash-shaped tokens are not file hashes (import hashes, certificate thumbprints, ids);
+//! [`dedup`] keeps one entry per distinct digest. All are synchronous and need no runtime.
 #![deny(missing_docs)]
 
+pub mod context;
 pub mod dedup;
 mod hash;
 pub mod reader;
 pub mod table;
 
+pub use context::Exclusion;
 pub use dedup::{Seen, Unique};
 pub use hash::{Hash, HashKind, ParseHashError};
-pub use reader::{Column, InputFormat, Item, Origin};
+pub use reader::{Column, InputFormat, InputReport, Item, Origin, ReadOptions};

@@ -41,7 +41,9 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
     Settings {
         inputs: vec![input.to_string_lossy().into_owned()],
         input_format: InputFormat::Lines,
-        column: None,
+        columns: Vec::new(),
+        keep_all_hex: false,
+        on_input: None,
         format,
         fields: Field::ALL.to_vec(),
         raw: false,

@@ -1,0 +1,376 @@
+//! What a hash-shaped token is, judged from the words around it.
+//!
+//! A 32, 40 or 64 hex-digit token is not always a file: reports and exports carry import hashes
+//! (`imphash`), Authenticode hashes, certificate thumbprints, TLS fingerprints (`ja3`),
+//! pseudonymised names (`UserPII_<hex>`) and machine or tenant ids, all of the same length as
+//! a file hash. Looking those up spends quota on answers that mean nothing. Every reader asks
+//! the same two questions here: what does the label in front of a token say ([`before`]), and
+//! what does the name of the field or column holding it say ([`field`]). An exclusion is
+//! counted by its [`Exclusion`] reason, never silently dropped, and `--keep-all-hex` turns all
+//! of it off.
+
+use std::fmt;
+
+/// Why a hash-shaped token was not taken as a file hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Exclusion {
+    /// An import hash (`imphash`, "import hash").
+    ImportHash,
+    /// An Authenticode hash (`authentihash`).
+    Authentihash,
+    /// A certificate's thumbprint or fingerprint, or any hash of an X.509 certificate.
+    Certificate,
+    /// A TLS client or server fingerprint (`ja3`, `ja3s`, `jarm`).
+    TlsFingerprint,
+    /// Another digest that is not a file id (`pehash`, `tlsh`, `ssdeep`, `sha512`, `vhash`...).
+    OtherDigest,
+    /// A pseudonym (`UserPII_<hex>`): a name hashed for privacy.
+    Pseudonym,
+    /// A value of a field or column named like an id (`DeviceId`, `TenantId`, `…Guid`).
+    Id,
+    /// A commented-out line of a plain list (`# <hash>`).
+    Commented,
+    /// A structured value typed as something other than a file (a MISP `domain`, say).
+    NotAFile,
+}
+
+impl Exclusion {
+    /// Every reason, in report order.
+    pub const ALL: [Exclusion; 9] = [
+        Exclusion::ImportHash,
+        Exclusion::Authentihash,
+        Exclusion::Certificate,
+        Exclusion::TlsFingerprint,
+        Exclusion::OtherDigest,
+        Exclusion::Pseudonym,
+        Exclusion::Id,
+        Exclusion::Commented,
+        Exclusion::NotAFile,
+    ];
+
+    /// The name used in summaries (`import_hash`, `certificate`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Exclusion::ImportHash => "import_hash",
+            Exclusion::Authentihash => "authentihash",
+            Exclusion::Certificate => "certificate",
+            Exclusion::TlsFingerprint => "tls_fingerprint",
+            Exclusion::OtherDigest => "other_digest",
+            Exclusion::Pseudonym => "pseudonym",
+            Exclusion::Id => "id",
+            Exclusion::Commented => "commented",
+            Exclusion::NotAFile => "not_a_file",
+        }
+    }
+}
+
+impl fmt::Display for Exclusion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a name says about the values under it: the name of a JSON key, a CSV column, an XML
+/// element or attribute, or the label in front of a token in text (`IMPHASH=`, `Thumbprint:`).
+/// `None`: nothing against it being a file hash.
+pub fn field(name: &[u8]) -> Option<Exclusion> {
+    let mut squashed = [0u8; 48];
+    let mut n = 0;
+    for &b in name.iter().filter(|b| b.is_ascii_alphanumeric()) {
+        if n == squashed.len() {
+            break;
+        }
+        squashed[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    let s = &squashed[..n];
+    if let Some(reason) = digest_word(s) {
+        return Some(reason);
+    }
+    // Ids: `DeviceId`, `TENANT_ID`, `ReportID`, `ProcessGuid`, `uuid`; not "paid" or "void".
+    let trimmed = trim_ascii(name);
+    let lower_ends = |suffix: &[u8]| s.ends_with(suffix);
+    // CrowdStrike's agent and customer ids are bare `aid` and `cid`.
+    let is_id = s == b"id"
+        || s == b"aid"
+        || s == b"cid"
+        || lower_ends(b"guid")
+        || lower_ends(b"uuid")
+        || trimmed.ends_with(b"Id")
+        || trimmed.ends_with(b"ID")
+        || trimmed.ends_with(b"_id")
+        || trimmed.ends_with(b"-id")
+        || trimmed.ends_with(b".id");
+    is_id.then_some(Exclusion::Id)
+}
+
+/// A squashed (lower-case, alphanumerics only) name of a digest that is not a file id.
+fn digest_word(s: &[u8]) -> Option<Exclusion> {
+    let has = |w: &[u8]| s.windows(w.len()).any(|x| x == w);
+    if has(b"imphash") || has(b"importhash") {
+        Some(Exclusion::ImportHash)
+    } else if has(b"authentihash") || has(b"authenticode") {
+        Some(Exclusion::Authentihash)
+    } else if has(b"thumbprint")
+        || has(b"fingerprint")
+        || has(b"x509")
+        || has(b"certificate")
+        || has(b"certhash")
+        || s.starts_with(b"cert")
+        || has(b"serialnumber")
+    {
+        Some(Exclusion::Certificate)
+    } else if has(b"ja3") || has(b"jarm") || has(b"ja4") || has(b"hassh") {
+        Some(Exclusion::TlsFingerprint)
+    } else if has(b"pehash")
+        || has(b"tlsh")
+        || has(b"ssdeep")
+        || has(b"sha512")
+        || has(b"sha384")
+        || has(b"sha224")
+        || has(b"vhash")
+        || has(b"telfhash")
+        || has(b"richhash")
+        || has(b"richpe")
+        || has(b"dhash")
+        || has(b"icondhash")
+        || has(b"permhash")
+    {
+        Some(Exclusion::OtherDigest)
+    } else {
+        None
+    }
+}
+
+fn trim_ascii(b: &[u8]) -> &[u8] {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    &b[start..end]
+}
+
+/// Characters between a label and its value: `IMPHASH=`, `"imphash": "`, `**Imphash:** `,
+/// `| Thumbprint | `, `imphash (`.
+fn is_separator(b: u8) -> bool {
+    matches!(
+        b,
+        b' ' | b'\t'
+            | b':'
+            | b'='
+            | b'"'
+            | b'\''
+            | b'`'
+            | b'|'
+            | b'*'
+            | b'('
+            | b'['
+            | b'{'
+            | b'<'
+            | b'>'
+            | b'-'
+            | b','
+            | b';'
+    )
+}
+
+fn is_word(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-'
+}
+
+/// What the text just in front of a token says about it. `before` is the text before it (the
+/// reader passes up to [`BEFORE`] bytes).
+///
+/// A pseudonym is a token glued to a `…PII_` prefix. Otherwise the label is the last word
+/// before the token on its line (`IMPHASH` in `SHA256=…,IMPHASH=`), with the word before it
+/// when the last one is generic (`Import Hash:`, `Certificate SHA1:`, `Authenticode SHA-256:`);
+/// in a `Key=value` or `Key: value` form, a key named like an id (`DeviceId=`, `TenantID:`)
+/// too. When nothing but separators precede the token on its line (a table cell of its own,
+/// `|<hash>`), the label is the last word of the line before (`|ImpHash`).
+pub fn before(before: &[u8]) -> Option<Exclusion> {
+    let (line, earlier) = match memchr::memrchr(b'\n', before) {
+        Some(i) => (&before[i + 1..], Some(&before[..i])),
+        None => (before, None),
+    };
+    if line.len() >= 4 && line[line.len() - 4..].eq_ignore_ascii_case(b"pii_") {
+        return Some(Exclusion::Pseudonym);
+    }
+    if !line.iter().any(u8::is_ascii_alphanumeric) {
+        let earlier = earlier?;
+        let earlier = earlier.strip_suffix(b"\r").unwrap_or(earlier);
+        let previous = match memchr::memrchr(b'\n', earlier) {
+            Some(i) => &earlier[i + 1..],
+            None => earlier,
+        };
+        return labelled(previous);
+    }
+    labelled(line)
+}
+
+/// The label at the end of `line` (see [`before`]).
+fn labelled(line: &[u8]) -> Option<Exclusion> {
+    let (last, rest) = last_word(line);
+    if last.is_empty() {
+        return None;
+    }
+    if let Some(reason) = label(last) {
+        return Some(reason);
+    }
+    let key_value = line[rest.len() + last.len()..]
+        .iter()
+        .any(|&b| b == b'=' || b == b':');
+    if key_value && field(last) == Some(Exclusion::Id) {
+        return Some(Exclusion::Id);
+    }
+    // A generic last word takes its meaning from the one before: "Import Hash", "Cert SHA1".
+    let generic = {
+        let mut squashed: Vec<u8> = last
+            .iter()
+            .filter(|b| b.is_ascii_alphanumeric())
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        squashed.truncate(16);
+        matches!(
+            squashed.as_slice(),
+            b"hash" | b"hashes" | b"md5" | b"sha1" | b"sha256" | b"digest" | b"value"
+        )
+    };
+    if generic {
+        let (previous, _) = last_word(rest);
+        let mut squashed: Vec<u8> = previous
+            .iter()
+            .filter(|b| b.is_ascii_alphanumeric())
+            .map(u8::to_ascii_lowercase)
+            .collect();
+        squashed.truncate(24);
+        return match squashed.as_slice() {
+            b"import" | b"imports" => Some(Exclusion::ImportHash),
+            b"authenticode" | b"authentihash" => Some(Exclusion::Authentihash),
+            b"certificate" | b"cert" | b"signer" | b"signing" | b"x509" => {
+                Some(Exclusion::Certificate)
+            }
+            b"ja3" | b"ja3s" => Some(Exclusion::TlsFingerprint),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// What a parenthesised label just after a token says (`<hash> (imphash)`). Only that form:
+/// a bare word after a token usually labels the next one (`… Imphash: …`).
+pub fn after(after: &[u8]) -> Option<Exclusion> {
+    let rest = after.trim_ascii_start();
+    let inner = rest.strip_prefix(b"(")?;
+    let close = inner.iter().position(|&b| b == b')')?;
+    label(inner[..close].trim_ascii())
+}
+
+/// A label in running text: digest names only. The id rule needs a field's name (in prose,
+/// "paid" and "Android" end like ids), so it applies to labels only in a `Key: value` or
+/// `Key=value` form, which [`before`] cannot tell from prose; it is left to [`field`].
+fn label(word: &[u8]) -> Option<Exclusion> {
+    let mut squashed = [0u8; 48];
+    let mut n = 0;
+    for &b in word.iter().filter(|b| b.is_ascii_alphanumeric()) {
+        if n == squashed.len() {
+            break;
+        }
+        squashed[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
+    digest_word(&squashed[..n])
+}
+
+/// The last word of `text` after trailing separators, and the text before that word.
+fn last_word(text: &[u8]) -> (&[u8], &[u8]) {
+    let end = text
+        .iter()
+        .rposition(|&b| !is_separator(b))
+        .map_or(0, |i| i + 1);
+    let text = &text[..end];
+    let start = text.iter().rposition(|&b| !is_word(b)).map_or(0, |i| i + 1);
+    (&text[start..], &text[..start])
+}
+
+/// How many bytes before a token [`before`] looks at.
+pub const BEFORE: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_in_front_of_a_token_name_what_it_is() {
+        let cases: &[(&str, Option<Exclusion>)] = &[
+            (
+                "SHA1=ab,MD5=cd,SHA256=ef,IMPHASH=",
+                Some(Exclusion::ImportHash),
+            ),
+            ("SHA1=ab,IMPHASH=cd,SHA256=", None),
+            ("\"imphash\": \"", Some(Exclusion::ImportHash)),
+            ("**Imphash:** ", Some(Exclusion::ImportHash)),
+            ("Import Hash: ", Some(Exclusion::ImportHash)),
+            ("| Authentihash | ", Some(Exclusion::Authentihash)),
+            ("Authenticode SHA-256: ", Some(Exclusion::Authentihash)),
+            ("Certificate thumbprint ", Some(Exclusion::Certificate)),
+            ("Cert SHA1: ", Some(Exclusion::Certificate)),
+            ("ja3_hash=", Some(Exclusion::TlsFingerprint)),
+            ("UserPII_", Some(Exclusion::Pseudonym)),
+            ("pehash: ", Some(Exclusion::OtherDigest)),
+            ("The dropper (SHA256: ", None),
+            ("https://www.virustotal.com/gui/file/", None),
+            ("imphash\nsha256: ", None),
+            ("", None),
+            ("MD5 hash ", None),
+            ("Machine id DeviceId=", Some(Exclusion::Id)),
+            ("It was paid: ", None),
+            ("|ImpHash\n|", Some(Exclusion::ImportHash)),
+            ("|ImpHash\r\n|", Some(Exclusion::ImportHash)),
+            ("|SHA256\n|", None),
+            ("## Import hashes\n", Some(Exclusion::ImportHash)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(before(text.as_bytes()), *want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn a_parenthesised_label_after_a_token_counts() {
+        assert_eq!(after(b" (imphash) and"), Some(Exclusion::ImportHash));
+        assert_eq!(after(b" (sample from the sandbox)"), None);
+        assert_eq!(after(b" Imphash: "), None);
+        assert_eq!(after(b""), None);
+    }
+
+    #[test]
+    fn field_names_that_hold_no_file_hashes() {
+        let cases: &[(&str, Option<Exclusion>)] = &[
+            ("DeviceId", Some(Exclusion::Id)),
+            ("TenantId", Some(Exclusion::Id)),
+            ("ReportID", Some(Exclusion::Id)),
+            ("ProcessGuid", Some(Exclusion::Id)),
+            ("event_id", Some(Exclusion::Id)),
+            ("uuid", Some(Exclusion::Id)),
+            ("id", Some(Exclusion::Id)),
+            ("imphash", Some(Exclusion::ImportHash)),
+            ("x509-fingerprint-sha1", Some(Exclusion::Certificate)),
+            ("ja3s", Some(Exclusion::TlsFingerprint)),
+            ("ssdeep", Some(Exclusion::OtherDigest)),
+            ("aid", Some(Exclusion::Id)),
+            ("cid", Some(Exclusion::Id)),
+            ("SHA256", None),
+            ("InitiatingProcessSHA256", None),
+            ("InitiatingProcessMD5", None),
+            ("Hashes", None),
+            ("paid", None),
+            ("value", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(field(name.as_bytes()), *want, "{name:?}");
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! CSV and TSV: every column that holds hashes, with each record's true starting line.
+//!
+//! Exports carry several hash columns (MD5, SHA-1 and SHA-256 of a process and of its
+//! parent) beside columns that look like hashes and are not (machine and tenant ids,
+//! pseudonymised names, import hashes). Columns are chosen from the header and from the
+//! first [`SAMPLE`] records: a column named like a hash (`SHA256`, `InitiatingProcessMD5`,
+//! `FileHash`) is read, and its cells that are not hashes are `invalid`; a column with another
+//! name whose cells include bare hashes (a feed's `Data` column mixing hashes, URLs and IPs)
+//! is read for its hashes only; a column named like an id or another digest (`DeviceId`,
+//! `imphash`, `Thumbprint`) is left out and its hashes counted as excluded. `--column` picks
+//! columns by name or position instead.
+//!
+//! Records are parsed with `csv-core` directly, so that the line of each record is counted
+//! here from the bytes themselves: exact across CRLF, blank lines, `#` comment lines before
+//! the header and quoted fields that span lines.
+
+use std::io::{self, BufRead};
+
+use super::sniff::delimiter;
+use super::text::scan_value;
+use super::{Column, MAX_LINE, Sink, trim};
+use crate::Hash;
+use crate::context::{self, Exclusion};
+
+/// Records sampled to choose the columns.
+const SAMPLE: usize = 256;
+
+/// Cells that mean "no value" in exports.
+const PLACEHOLDERS: &[&[u8]] = &[
+    b"-", b"--", b"n/a", b"na", b"null", b"none", b"(null)", b"nil",
+];
+
+/// What a chosen column is read for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Named like a hash column (or chosen by the user): every value should be a hash.
+    Named,
+    /// Found by content: its bare hashes are read, other values passed over.
+    Found,
+    /// Named like something else that looks like a hash: its hashes are counted, not read.
+    Excluded(Exclusion),
+}
+
+struct Chosen {
+    index: usize,
+    role: Role,
+}
+
+/// One record: its starting line and its fields.
+#[derive(Default)]
+struct Record {
+    line: u64,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+    overlong: bool,
+}
+
+impl Record {
+    fn field(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        self.fields.get(start..end)
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+}
+
+/// Reads records off a buffered input, counting physical lines.
+struct Records<'a> {
+    input: &'a mut dyn BufRead,
+    core: csv_core::Reader,
+    /// The physical line at the read position.
+    line: u64,
+    last: Option<u8>,
+    scratch: Vec<u8>,
+    scratch_ends: Vec<usize>,
+}
+
+impl Records<'_> {
+    /// The next record into `record`; false at the end of input.
+    fn next(&mut self, record: &mut Record) -> io::Result<bool> {
+        // Blank lines and `#` comment lines between records.
+        loop {
+            let buf = self.input.fill_buf()?;
+            let Some(&b) = buf.first() else {
+                return Ok(false);
+            };
+            match b {
+                b'\n' => {
+                    self.line += 1;
+                    self.last = Some(b);
+                    self.input.consume(1);
+                }
+                b'\r' => {
+                    self.last = Some(b);
+                    self.input.consume(1);
+                }
+                b'#' => self.skip_line()?,
+                _ => break,
+            }
+        }
+        record.line = self.line;
+        record.fields.clear();
+        record.ends.clear();
+        record.overlong = false;
+        if record.fields.capacity() < 1024 {
+            record.fields.reserve(1024);
+        }
+        let (mut out_len, mut ends_len) = (0usize, 0usize);
+        record.fields.resize(record.fields.capacity(), 0);
+        record.ends.resize(64, 0);
+        loop {
+            let buf = self.input.fill_buf()?;
+            let (result, read, written, ended) = if record.overlong {
+                let (r, n, _, _) =
+                    self.core
+                        .read_record(buf, &mut self.scratch[..], &mut self.scratch_ends[..]);
+                (r, n, 0, 0)
+            } else {
+                self.core.read_record(
+                    buf,
+                    &mut record.fields[out_len..],
+                    &mut record.ends[ends_len..],
+                )
+            };
+            self.line += memchr::memchr_iter(b'\n', &buf[..read]).count() as u64;
+            if read > 0 {
+                self.last = Some(buf[read - 1]);
+            }
+            self.input.consume(read);
+            out_len += written;
+            ends_len += ended;
+            match result {
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::OutputFull => {
+                    if record.fields.len() >= MAX_LINE {
+                        record.overlong = true;
+                    } else {
+                        let grown = (record.fields.len() * 2).min(MAX_LINE);
+                        record.fields.resize(grown, 0);
+                    }
+                }
+                csv_core::ReadRecordResult::OutputEndsFull => {
+                    if record.ends.len() >= 1 << 16 {
+                        record.overlong = true;
+                    } else {
+                        let grown = record.ends.len() * 2;
+                        record.ends.resize(grown, 0);
+                    }
+                }
+                csv_core::ReadRecordResult::Record => {
+                    record.fields.truncate(out_len);
+                    record.ends.truncate(ends_len);
+                    return Ok(true);
+                }
+                csv_core::ReadRecordResult::End => {
+                    record.fields.truncate(out_len);
+                    record.ends.truncate(ends_len);
+                    return Ok(ends_len > 0 || record.overlong);
+                }
+            }
+        }
+    }
+
+    /// Skips the rest of the current line, its newline included.
+    fn skip_line(&mut self) -> io::Result<()> {
+        loop {
+            let buf = self.input.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(());
+            }
+            if let Some(i) = memchr::memchr(b'\n', buf) {
+                self.line += 1;
+                self.last = Some(b'\n');
+                self.input.consume(i + 1);
+                return Ok(());
+            }
+            let n = buf.len();
+            self.last = Some(buf[n - 1]);
+            self.input.consume(n);
+        }
+    }
+
+    /// Physical lines read.
+    fn lines(&self) -> u64 {
+        match self.last {
+            None => 0,
+            Some(b'\n') => self.line - 1,
+            Some(_) => self.line,
+        }
+    }
+}
+
+/// Reads CSV or TSV; returns the number of lines and the names of the columns read. Errors
+/// (kind `InvalidInput`) when a `--column` is not there, and (kind `InvalidData`) when no
+/// column holds hashes and none was chosen.
+pub(crate) fn read(
+    input: &mut dyn BufRead,
+    columns: &[Column],
+    sink: &mut Sink<'_>,
+) -> io::Result<(u64, Vec<String>)> {
+    let head = input.fill_buf()?;
+    let sample: Vec<&[u8]> = head
+        .split(|&b| b == b'\n')
+        .map(trim)
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .take(50)
+        .collect();
+    let delim = delimiter(&sample).unwrap_or(b',');
+    let mut records = Records {
+        input,
+        core: csv_core::ReaderBuilder::new().delimiter(delim).build(),
+        line: 1,
+        last: None,
+        scratch: vec![0; 64 * 1024],
+        scratch_ends: vec![0; 1024],
+    };
+    // The sample: the first records, to choose the columns.
+    let mut sampled: Vec<Record> = Vec::new();
+    loop {
+        let mut record = Record::default();
+        if sampled.len() == SAMPLE || !records.next(&mut record)? {
+            break;
+        }
+        sampled.push(record);
+    }
+    let (header, chosen) = choose(&sampled, columns, sink.keeps_all())?;
+    let names: Vec<String> = chosen
+        .iter()
+        .filter(|c| !matches!(c.role, Role::Excluded(_)))
+        .map(|c| match &header {
+            Some(h) => String::from_utf8_lossy(trim(h.field(c.index).unwrap_or(b""))).into_owned(),
+            None => format!("#{}", c.index + 1),
+        })
+        .collect();
+    let skip = usize::from(header.is_some());
+    for record in sampled.iter().skip(skip) {
+        take(record, &chosen, sink);
+    }
+    let mut record = Record::default();
+    while records.next(&mut record)? {
+        take(&record, &chosen, sink);
+    }
+    Ok((records.lines(), names))
+}
+
+/// The header (when the first record is one) and the columns to read.
+fn choose<'r>(
+    sampled: &'r [Record],
+    columns: &[Column],
+    keep_all: bool,
+) -> io::Result<(Option<&'r Record>, Vec<Chosen>)> {
+    let Some(first) = sampled.first() else {
+        return Ok((None, Vec::new()));
+    };
+    let cell_is_hash = |c: &[u8]| Hash::parse_bytes(trim(c)).is_ok();
+    let is_header =
+        !(0..first.len()).any(|i| first.field(i).is_some_and(cell_is_hash)) && !first.overlong;
+    let header = is_header.then_some(first);
+    let name_of = |i: usize| -> String {
+        header
+            .and_then(|h| h.field(i))
+            .map(|c| String::from_utf8_lossy(trim(c)).into_owned())
+            .unwrap_or_default()
+    };
+    let width = sampled.iter().map(Record::len).max().unwrap_or(0);
+    if !columns.is_empty() {
+        let mut chosen = Vec::new();
+        for column in columns {
+            let index = match column {
+                Column::Index(n) => n - 1,
+                Column::Name(name) => {
+                    let Some(h) = header else {
+                        return Err(io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("--column {name:?}: the CSV has no header row"),
+                        ));
+                    };
+                    let found =
+                        (0..h.len()).find(|&i| name_of(i).eq_ignore_ascii_case(name.trim()));
+                    match found {
+                        Some(i) => i,
+                        None => {
+                            let all: Vec<String> = (0..h.len()).map(name_of).collect();
+                            return Err(io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                format!(
+                                    "--column {name:?}: no such column (the header has {})",
+                                    all.join(", ")
+                                ),
+                            ));
+                        }
+                    }
+                }
+            };
+            chosen.push(Chosen {
+                index,
+                role: Role::Named,
+            });
+        }
+        return Ok((header, chosen));
+    }
+    let data = &sampled[usize::from(is_header)..];
+    let mut chosen = Vec::new();
+    for i in 0..width {
+        let hashes = data
+            .iter()
+            .filter(|r| r.field(i).is_some_and(cell_is_hash))
+            .count();
+        let name = name_of(i);
+        let role = match header {
+            Some(_) => match context::field(name.as_bytes()) {
+                Some(_) if keep_all && hashes > 0 => Some(Role::Found),
+                Some(why) => (hashes > 0).then_some(Role::Excluded(why)),
+                None if hashy(&name) => Some(Role::Named),
+                None => (hashes > 0).then_some(Role::Found),
+            },
+            None => (hashes > 0).then_some(Role::Found),
+        };
+        if let Some(role) = role {
+            chosen.push(Chosen { index: i, role });
+        }
+    }
+    if !chosen.iter().any(|c| !matches!(c.role, Role::Excluded(_))) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "no column holds hashes; choose one with --column NAME|INDEX",
+        ));
+    }
+    Ok((header, chosen))
+}
+
+/// A header name that says its column holds file hashes.
+fn hashy(name: &str) -> bool {
+    let squashed: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    ["md5", "sha1", "sha256", "hash", "checksum", "digest"]
+        .iter()
+        .any(|w| squashed.contains(w))
+}
+
+/// The hashes of one record's chosen columns.
+fn take(record: &Record, chosen: &[Chosen], sink: &mut Sink<'_>) {
+    if record.overlong {
+        sink.invalid(
+            b"",
+            record.line,
+            format!("record longer than {MAX_LINE} bytes"),
+        );
+        return;
+    }
+    for c in chosen {
+        let cell = trim(record.field(c.index).unwrap_or(b""));
+        if cell.is_empty() || PLACEHOLDERS.iter().any(|p| cell.eq_ignore_ascii_case(p)) {
+            continue;
+        }
+        match c.role {
+            Role::Named => match Hash::parse_bytes(cell) {
+                Ok(h) => sink.hash(h, record.line),
+                Err(e) => {
+                    // `SHA256=…,IMPHASH=…`, `md5:…`: the hashes inside, judged by context.
+                    let before = sink.seen();
+                    scan_value(cell, record.line, None, sink);
+                    if sink.seen() == before {
+                        sink.invalid(cell, record.line, e.to_string());
+                    }
+                }
+            },
+            Role::Found => {
+                if let Ok(h) = Hash::parse_bytes(cell) {
+                    sink.hash(h, record.line);
+                }
+            }
+            Role::Excluded(why) => {
+                if Hash::parse_bytes(cell).is_ok() {
+                    sink.token(cell, record.line, Some(why));
+                }
+            }
+        }
+    }
+}

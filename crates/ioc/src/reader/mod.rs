@@ -1,0 +1,475 @@
+//! Reading IOCs out of the files people hand us: plain lists, CSV and TSV exports, free-text
+//! reports, JSON and NDJSON (MISP, STIX 2, Windows events, EDR exports), XML (OpenIOC), in
+//! UTF-8 or UTF-16, plain or compressed.
+//!
+//! Synchronous and streaming: memory does not grow with the input (a line or record longer
+//! than [`MAX_LINE`] is reported and skipped, never held whole), and no byte sequence can make
+//! it panic. Every item carries its origin (input and true physical 1-based line), so a bad
+//! value becomes an `invalid` record that says where.
+//!
+//! `auto` decides per input, by content ([`sniff`]), and then tries the guess on the input's
+//! first megabyte: a CSV with no column of hashes or a list whose lines are mostly not hashes
+//! is read as free text instead, and the [`InputReport`] says so (`fallback`). Each reader
+//! asks [`crate::context`] whether a hash-shaped token is a file hash at all (not an import
+//! hash, a certificate thumbprint, a pseudonym or an id) and counts what it leaves out.
+
+mod csv;
+mod json;
+mod lines;
+mod sniff;
+mod source;
+mod text;
+mod xml;
+
+use std::collections::BTreeMap;
+use std::io::{self, BufRead, Read};
+use std::str::FromStr;
+
+use crate::context::Exclusion;
+use crate::{Hash, ParseHashError};
+
+pub use sniff::sniff;
+pub use source::{Opened, Part, open};
+
+/// Longest line (or CSV record, or JSON string) kept; longer ones become one `invalid` item
+/// (lines, CSV) or are scanned as they stream (text).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// How much of an input `auto` looks at (and tries its guess on) before reading it.
+pub const HEAD: usize = 1 << 20;
+
+/// How an input is laid out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum InputFormat {
+    /// Decide per input from its content (and its name), then check the guess.
+    #[default]
+    Auto,
+    /// A plain list: the first token of each line (`HASH`, `HASH;comment`, `HASH  name`).
+    Lines,
+    /// CSV or TSV: every column that holds hashes (or the `--column`s chosen).
+    Csv,
+    /// Free text: every 32/40/64-hex token that is not part of a longer hex run.
+    Text,
+    /// JSON or NDJSON, read by its structure (MISP, STIX 2, events; other strings as text).
+    Json,
+    /// XML, read by its structure (OpenIOC; other text and attributes as text).
+    Xml,
+}
+
+impl InputFormat {
+    /// The name used on the command line and in summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Auto => "auto",
+            InputFormat::Lines => "lines",
+            InputFormat::Csv => "csv",
+            InputFormat::Text => "text",
+            InputFormat::Json => "json",
+            InputFormat::Xml => "xml",
+        }
+    }
+}
+
+impl FromStr for InputFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(InputFormat::Auto),
+            "lines" => Ok(InputFormat::Lines),
+            "csv" | "tsv" => Ok(InputFormat::Csv),
+            "text" => Ok(InputFormat::Text),
+            "json" | "ndjson" => Ok(InputFormat::Json),
+            "xml" => Ok(InputFormat::Xml),
+            _ => Err(format!(
+                "unknown input format {s:?} (auto, lines, csv, text, json, xml)"
+            )),
+        }
+    }
+}
+
+/// Which CSV column holds hashes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Column {
+    /// By header name (case-insensitive).
+    Name(String),
+    /// By 1-based position.
+    Index(usize),
+}
+
+impl FromStr for Column {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.parse::<usize>() {
+            Ok(0) => Err("column positions start at 1".into()),
+            Ok(n) => Ok(Column::Index(n)),
+            Err(_) if !s.is_empty() => Ok(Column::Name(s.to_owned())),
+            Err(_) => Err("empty column name".into()),
+        }
+    }
+}
+
+/// How to read inputs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The layout (`Auto`: decided per input).
+    pub format: InputFormat,
+    /// CSV columns chosen by the user (none: every column that holds hashes).
+    pub columns: Vec<Column>,
+    /// Take every hash-shaped token, whatever its context says (`--keep-all-hex`).
+    pub keep_all_hex: bool,
+}
+
+/// Where an item came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// Index of the input (or of the archive member) in the run's list of inputs.
+    pub input: u32,
+    /// 1-based physical line (for a CSV record, the line where it starts).
+    pub line: u64,
+}
+
+/// One thing found in an input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// A valid hash.
+    Hash(Hash, Origin),
+    /// A value that should have been a hash and is not.
+    Invalid {
+        /// The value, cut to 100 characters, lossily decoded.
+        value: String,
+        /// Where.
+        origin: Origin,
+        /// Why, e.g. "39 hex digits (a hash has 32, 40 or 64)".
+        reason: String,
+    },
+}
+
+/// What reading one input did: the format used, what was found, what was left out and why.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InputReport {
+    /// The input's display name (`stdin`; `archive.zip:member.csv` for an archive member).
+    pub name: String,
+    /// The format it was read as.
+    pub format: &'static str,
+    /// Why `auto` read it as text instead of its first guess.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+    /// The compression undone (`gzip`, `zstd`, `bzip2`, `xz`, `zip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compression: Option<&'static str>,
+    /// The text encoding, when not UTF-8 (`utf-16le`, `utf-16be`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+    /// The CSV columns read, by header name (or `#N` without a header).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Physical lines read.
+    pub lines: u64,
+    /// Valid hashes found (every occurrence).
+    pub hashes: u64,
+    /// Values that should have been hashes and are not.
+    pub invalid: u64,
+    /// Hash-shaped tokens left out (not file hashes), all reasons.
+    pub excluded: u64,
+    /// The same by reason (`import_hash`, `certificate`, `id`...).
+    pub excluded_by_reason: BTreeMap<&'static str, u64>,
+    /// Damage that ended the input early (a truncated or corrupt compressed stream, a read
+    /// error): what was read before it is kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage: Option<String>,
+}
+
+/// Where readers put what they find: counts it in the input's report and hands items on.
+pub(crate) struct Sink<'a> {
+    input: u32,
+    keep_all: bool,
+    /// Counting only: nothing is emitted (`auto`'s trial of a guess).
+    trial: bool,
+    report: &'a mut InputReport,
+    emit: &'a mut dyn FnMut(Item),
+}
+
+impl Sink<'_> {
+    fn origin(&self, line: u64) -> Origin {
+        Origin {
+            input: self.input,
+            line,
+        }
+    }
+
+    /// A valid hash.
+    pub(crate) fn hash(&mut self, hash: Hash, line: u64) {
+        self.report.hashes += 1;
+        if !self.trial {
+            let origin = self.origin(line);
+            (self.emit)(Item::Hash(hash, origin));
+        }
+    }
+
+    /// A hash-shaped token (32, 40 or 64 hex digits) and what its context says about it.
+    pub(crate) fn token(&mut self, hex: &[u8], line: u64, why: Option<Exclusion>) {
+        match why {
+            Some(why) if !self.keep_all => self.excluded(why),
+            _ => {
+                if let Ok(hash) = Hash::parse_bytes(hex) {
+                    self.hash(hash, line);
+                }
+            }
+        }
+    }
+
+    /// A hash-shaped token left out, and why.
+    pub(crate) fn excluded(&mut self, why: Exclusion) {
+        self.report.excluded += 1;
+        *self
+            .report
+            .excluded_by_reason
+            .entry(why.name())
+            .or_default() += 1;
+    }
+
+    /// Hash-shaped tokens met so far (taken or left out).
+    pub(crate) fn seen(&self) -> u64 {
+        self.report.hashes + self.report.excluded
+    }
+
+    /// Whether exclusions are off (`--keep-all-hex`).
+    pub(crate) fn keeps_all(&self) -> bool {
+        self.keep_all
+    }
+
+    /// A value that should have been a hash.
+    pub(crate) fn invalid(&mut self, value: &[u8], line: u64, reason: impl Into<String>) {
+        self.report.invalid += 1;
+        if !self.trial {
+            let origin = self.origin(line);
+            (self.emit)(Item::Invalid {
+                value: shown(value),
+                origin,
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// A value parsed as a hash: the hash, or an invalid item saying why not.
+    pub(crate) fn value(&mut self, value: &[u8], line: u64) {
+        match Hash::parse_bytes(value) {
+            Ok(h) => self.hash(h, line),
+            Err(e) => self.invalid(value, line, reason(&e)),
+        }
+    }
+}
+
+/// What `auto` found when it tried its guess on the head of an input.
+struct Trial {
+    hashes: u64,
+    invalid: u64,
+    no_column: bool,
+}
+
+/// Reads one input (or archive member), calling `emit` for each item; the report says what
+/// was read and how. Damage in the input (a read error, a truncated or corrupt compressed
+/// stream) ends it with an `invalid` item and the report's `damage`; it is not an error here,
+/// so that the other inputs are read. Errors are the user's choices that cannot hold: a
+/// `--column` the CSV does not have, a CSV with no hash column when `csv` was asked for.
+pub fn read_input(
+    part: Part<'_>,
+    index: u32,
+    options: &ReadOptions,
+    emit: &mut dyn FnMut(Item),
+) -> io::Result<InputReport> {
+    let Part {
+        name,
+        mut reader,
+        damage,
+        compression,
+    } = part;
+    let mut report = InputReport {
+        name,
+        compression,
+        ..InputReport::default()
+    };
+    let (mut decoded, encoding) = source::decode(&mut *reader)?;
+    report.encoding = encoding;
+    let head = source::peek(&mut decoded, HEAD)?;
+    let mut format = match options.format {
+        InputFormat::Auto if !options.columns.is_empty() => InputFormat::Csv,
+        InputFormat::Auto => sniff(&report.name, &head),
+        f => f,
+    };
+    if options.format == InputFormat::Auto {
+        let trial = try_format(format, &head, options);
+        let reason = match format {
+            InputFormat::Csv if trial.no_column => Some("no column holds hashes".to_owned()),
+            InputFormat::Lines if trial.invalid > trial.hashes => Some(format!(
+                "{} of the first {} values are not hashes",
+                trial.invalid,
+                trial.invalid + trial.hashes
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            report.fallback = Some(format!("read as text: {reason}"));
+            format = InputFormat::Text;
+        }
+    }
+    report.format = format.name();
+    let mut whole = io::BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(decoded));
+    let mut sink = Sink {
+        input: index,
+        keep_all: options.keep_all_hex,
+        trial: false,
+        report: &mut report,
+        emit,
+    };
+    let lines = match format {
+        InputFormat::Lines | InputFormat::Auto => lines::read(&mut whole, &mut sink)?,
+        InputFormat::Csv => {
+            let (lines, columns) = csv::read(&mut whole, &options.columns, &mut sink)?;
+            sink.report.columns = columns;
+            lines
+        }
+        InputFormat::Text => text::read(&mut whole, &mut sink)?,
+        InputFormat::Json => json::read(&mut whole, &mut sink)?,
+        InputFormat::Xml => xml::read(&mut whole, &mut sink)?,
+    };
+    if let Some(what) = damage.take() {
+        sink.invalid(b"", lines.max(1), what.clone());
+        sink.report.damage = Some(what);
+    }
+    report.lines = lines;
+    Ok(report)
+}
+
+/// Reads `input` in one known `format` (not `Auto`): no decompression, no decoding, no
+/// guess. The hot path on its own, for benchmarks and for callers that know the layout.
+pub fn read_plain(
+    input: &mut dyn BufRead,
+    index: u32,
+    format: InputFormat,
+    options: &ReadOptions,
+    emit: &mut dyn FnMut(Item),
+) -> io::Result<InputReport> {
+    let mut report = InputReport {
+        format: format.name(),
+        ..InputReport::default()
+    };
+    let mut sink = Sink {
+        input: index,
+        keep_all: options.keep_all_hex,
+        trial: false,
+        report: &mut report,
+        emit,
+    };
+    let lines = match format {
+        InputFormat::Lines | InputFormat::Auto => lines::read(input, &mut sink)?,
+        InputFormat::Csv => csv::read(input, &options.columns, &mut sink)?.0,
+        InputFormat::Text => text::read(input, &mut sink)?,
+        InputFormat::Json => json::read(input, &mut sink)?,
+        InputFormat::Xml => xml::read(input, &mut sink)?,
+    };
+    report.lines = lines;
+    Ok(report)
+}
+
+/// Runs `format`'s reader over `head` only counting, to see whether the guess holds.
+fn try_format(format: InputFormat, head: &[u8], options: &ReadOptions) -> Trial {
+    let mut report = InputReport::default();
+    let mut nothing = |_: Item| {};
+    let mut sink = Sink {
+        input: 0,
+        keep_all: options.keep_all_hex,
+        trial: true,
+        report: &mut report,
+        emit: &mut nothing,
+    };
+    // The head may end inside a line: only whole lines are tried.
+    let whole = match memchr::memrchr(b'\n', head) {
+        Some(i) if head.len() == HEAD => &head[..=i],
+        _ => head,
+    };
+    let mut input = whole;
+    let no_column = match format {
+        InputFormat::Lines => lines::read(&mut input, &mut sink).is_err(),
+        InputFormat::Csv => matches!(
+            csv::read(&mut input, &options.columns, &mut sink),
+            Err(e) if e.kind() == io::ErrorKind::InvalidData
+        ),
+        _ => false,
+    };
+    Trial {
+        hashes: report.hashes,
+        invalid: report.invalid,
+        no_column,
+    }
+}
+
+/// Trims ASCII whitespace and the Unicode spaces that exports put around cells: NBSP
+/// (U+00A0), zero-width spaces (U+200B, U+FEFF), the en/em spaces (U+2000-U+200A), the
+/// narrow NBSP (U+202F) and the ideographic space (U+3000).
+pub(crate) fn trim(b: &[u8]) -> &[u8] {
+    let mut b = b.trim_ascii();
+    // The common case, ASCII at both ends, costs two comparisons.
+    while b.first().is_some_and(|&c| c >= 0x80) || b.last().is_some_and(|&c| c >= 0x80) {
+        let before = b.len();
+        for space in UNICODE_SPACES {
+            if let Some(rest) = b.strip_prefix(*space) {
+                b = rest;
+            }
+            if let Some(rest) = b.strip_suffix(*space) {
+                b = rest;
+            }
+        }
+        b = b.trim_ascii();
+        if b.len() == before {
+            break;
+        }
+    }
+    b
+}
+
+const UNICODE_SPACES: &[&[u8]] = &[
+    b"\xc2\xa0",
+    b"\xe2\x80\x8b",
+    b"\xef\xbb\xbf",
+    b"\xe2\x80\xaf",
+    b"\xe3\x80\x80",
+    b"\xe2\x80\x80",
+    b"\xe2\x80\x81",
+    b"\xe2\x80\x82",
+    b"\xe2\x80\x83",
+    b"\xe2\x80\x84",
+    b"\xe2\x80\x85",
+    b"\xe2\x80\x86",
+    b"\xe2\x80\x87",
+    b"\xe2\x80\x88",
+    b"\xe2\x80\x89",
+    b"\xe2\x80\x8a",
+];
+
+/// A value as an `invalid` record shows it: at most 100 bytes, lossily decoded.
+fn shown(value: &[u8]) -> String {
+    let cut = &value[..value.len().min(100)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+fn reason(e: &ParseHashError) -> String {
+    e.to_string()
+}
+
+/// Hex digits by byte (true for 0-9, a-f, A-F).
+pub(crate) static IS_HEX: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        table[i] = b.is_ascii_hexdigit();
+        i += 1;
+    }
+    table
+};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,571 @@
+use super::*;
+
+const MD5: &str = "44d88612fea8a8f36de82e1278abb02f";
+const SHA1: &str = "3395856ce81f2b7382dee72602f798b642f14140";
+const SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
+const OTHER: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+fn read_with(name: &str, bytes: &[u8], options: &ReadOptions) -> (Vec<Item>, InputReport) {
+    let mut items = Vec::new();
+    let part = Part::from_bytes(name, bytes.to_vec());
+    let report = read_input(part, 0, options, &mut |i| items.push(i)).expect("reads");
+    (items, report)
+}
+
+fn read_as(format: InputFormat, bytes: &[u8]) -> (Vec<Item>, InputReport) {
+    read_with(
+        "x",
+        bytes,
+        &ReadOptions {
+            format,
+            ..ReadOptions::default()
+        },
+    )
+}
+
+fn hashes(items: &[Item]) -> Vec<(String, u64)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Hash(h, o) => Some((h.to_string(), o.line)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn invalids(items: &[Item]) -> Vec<(u64, String)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Invalid { origin, reason, .. } => Some((origin.line, reason.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, u64)]) -> Vec<(String, u64)> {
+    list.iter().map(|(h, l)| ((*h).to_owned(), *l)).collect()
+}
+
+#[test]
+fn lines_take_the_first_token_skip_comments_and_report_bad_values_with_their_line() {
+    let text = format!(
+        "\u{feff}# header\r\n{MD5}\r\n\r\n  {}  \n{}\nnot-a-hash\n{SHA256};Sakula dropper\n{SHA1}  a.exe\n# {OTHER}\n",
+        SHA1.to_uppercase(),
+        &SHA256[..63]
+    );
+    let (items, report) = read_as(InputFormat::Lines, text.as_bytes());
+    assert_eq!(
+        hashes(&items),
+        pairs(&[(MD5, 2), (SHA1, 4), (SHA256, 7), (SHA1, 8)])
+    );
+    let bad = invalids(&items);
+    assert_eq!(
+        bad[0],
+        (5, "63 hex digits (a hash has 32, 40 or 64)".to_owned())
+    );
+    assert_eq!(bad[1].0, 6);
+    assert!(bad[1].1.starts_with("not hex"));
+    assert_eq!(report.excluded_by_reason.get("commented"), Some(&1));
+    assert_eq!(report.lines, 9);
+}
+
+#[test]
+fn nul_bytes_and_invalid_utf8_are_invalid_values_not_panics() {
+    let bytes = b"ab\x00cd\n\xff\xfe\xfd\n".to_vec();
+    let (items, _) = read_as(InputFormat::Lines, &bytes);
+    assert_eq!(invalids(&items).len(), 2);
+    let (items, _) = read_as(InputFormat::Text, &bytes);
+    assert!(items.is_empty());
+}
+
+#[test]
+fn an_overlong_line_is_one_invalid_item_and_reading_goes_on() {
+    let mut bytes = vec![b'a'; MAX_LINE + 10];
+    bytes.push(b'\n');
+    bytes.extend_from_slice(MD5.as_bytes());
+    let (items, _) = read_as(InputFormat::Lines, &bytes);
+    assert_eq!(hashes(&items), pairs(&[(MD5, 2)]));
+    assert!(invalids(&items)[0].1.starts_with("line longer than"));
+}
+
+#[test]
+fn text_finds_hashes_in_prose_but_not_inside_longer_hex_runs() {
+    let text = format!(
+        "Report: dropper {MD5} wrote ({SHA1}) and\n\"sha256\": \"{SHA256}\", not {SHA256}00 or x{MD5}y\n0x{}",
+        &SHA256[..40]
+    );
+    let (items, _) = read_as(InputFormat::Text, text.as_bytes());
+    assert_eq!(
+        hashes(&items),
+        pairs(&[
+            (MD5, 1),
+            (SHA1, 1),
+            (SHA256, 2),
+            (MD5, 2),
+            (&SHA256[..40], 3)
+        ])
+    );
+}
+
+#[test]
+fn text_leaves_out_what_its_label_says_is_not_a_file_and_counts_it() {
+    let text = format!(
+        "Hashes: SHA1={SHA1},MD5={MD5},SHA256={SHA256},IMPHASH={}\nImphash: {}\nCertificate thumbprint: {}\nuser UserPII_{} logged on\nja3: {}\n",
+        &OTHER[..32],
+        &OTHER[1..33],
+        &OTHER[..40],
+        &OTHER[2..42],
+        &OTHER[3..35]
+    );
+    let (items, report) = read_as(InputFormat::Text, text.as_bytes());
+    assert_eq!(hashes(&items), pairs(&[(SHA1, 1), (MD5, 1), (SHA256, 1)]));
+    assert_eq!(report.excluded, 5);
+    for reason in ["import_hash", "certificate", "pseudonym", "tls_fingerprint"] {
+        assert!(report.excluded_by_reason.contains_key(reason), "{reason}");
+    }
+    let (items, report) = read_with(
+        "x",
+        text.as_bytes(),
+        &ReadOptions {
+            format: InputFormat::Text,
+            keep_all_hex: true,
+            ..ReadOptions::default()
+        },
+    );
+    assert_eq!(hashes(&items).len(), 8);
+    assert_eq!(report.excluded, 0);
+}
+
+#[test]
+fn text_context_holds_across_reader_buffers() {
+    let text = format!(
+        "{}IMPHASH={}\nsha256: {SHA256}\n",
+        " ".repeat(37),
+        &OTHER[..32]
+    );
+    for capacity in [1, 5, 33, 64, 100] {
+        let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+        let mut report = InputReport::default();
+        let mut items = Vec::new();
+        let mut emit = |i| items.push(i);
+        let mut sink = Sink {
+            input: 0,
+            keep_all: false,
+            trial: false,
+            report: &mut report,
+            emit: &mut emit,
+        };
+        let lines = text::read(&mut input, &mut sink).expect("reads");
+        assert_eq!(lines, 2, "capacity {capacity}");
+        assert_eq!(hashes(&items), pairs(&[(SHA256, 2)]), "capacity {capacity}");
+        assert_eq!(report.excluded, 1, "capacity {capacity}");
+    }
+}
+
+#[test]
+fn lines_split_across_reader_buffers_are_reassembled() {
+    let text = format!("{MD5}\r\n# c\n{SHA256}\nbad\n{SHA1}");
+    for capacity in [1, 7, 33, 64] {
+        let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+        let mut report = InputReport::default();
+        let mut items = Vec::new();
+        let mut emit = |i| items.push(i);
+        let mut sink = Sink {
+            input: 0,
+            keep_all: false,
+            trial: false,
+            report: &mut report,
+            emit: &mut emit,
+        };
+        let lines = lines::read(&mut input, &mut sink).expect("reads");
+        assert_eq!(lines, 5, "capacity {capacity}");
+        assert_eq!(
+            hashes(&items),
+            pairs(&[(MD5, 1), (SHA256, 3), (SHA1, 5)]),
+            "capacity {capacity}"
+        );
+        assert_eq!(invalids(&items).len(), 1);
+    }
+}
+
+#[test]
+fn text_scans_a_huge_line_in_constant_memory() {
+    let mut bytes = vec![b' '; 3 * MAX_LINE];
+    bytes.extend_from_slice(MD5.as_bytes());
+    let (items, _) = read_as(InputFormat::Text, &bytes);
+    assert_eq!(hashes(&items), pairs(&[(MD5, 1)]));
+}
+
+#[test]
+fn csv_reads_every_hash_column_by_header_and_leaves_ids_out() {
+    let text = format!(
+        "Timestamp,DeviceId,SHA1,SHA256,MD5,InitiatingProcessSHA256,InitiatingProcessMD5,Note\n\
+         t1,{},{SHA1},{SHA256},{MD5},{OTHER},{},x\n\
+         t2,{},,\u{a0}{SHA256}\u{a0},-,{OTHER},,y\n",
+        &OTHER[..40],
+        &OTHER[..32],
+        &OTHER[..40],
+    );
+    let (items, report) = read_as(InputFormat::Csv, text.as_bytes());
+    assert_eq!(
+        hashes(&items),
+        pairs(&[
+            (SHA1, 2),
+            (SHA256, 2),
+            (MD5, 2),
+            (OTHER, 2),
+            (&OTHER[..32], 2),
+            (SHA256, 3),
+            (OTHER, 3)
+        ])
+    );
+    assert!(invalids(&items).is_empty(), "{:?}", invalids(&items));
+    assert_eq!(report.excluded_by_reason.get("id"), Some(&2));
+    assert_eq!(
+        report.columns,
+        [
+            "SHA1",
+            "SHA256",
+            "MD5",
+            "InitiatingProcessSHA256",
+            "InitiatingProcessMD5"
+        ]
+    );
+}
+
+#[test]
+fn csv_lines_are_physical_lines_across_crlf_blank_lines_comments_and_quoted_breaks() {
+    let text = format!(
+        "# exported 2026-11-29\r\n# by a tool\r\nname,sha256\r\n\r\na,{SHA256}\r\n\"multi\r\nline\",{OTHER}\r\n\r\n\r\nc,\"{MD5}\"\r\nd,oops\r\n"
+    );
+    let (items, report) = read_as(InputFormat::Csv, text.as_bytes());
+    assert_eq!(hashes(&items), pairs(&[(SHA256, 5), (OTHER, 6), (MD5, 10)]));
+    assert_eq!(
+        invalids(&items),
+        [(11, "not hex (character 1 of 4)".to_owned())]
+    );
+    assert_eq!(report.lines, 11);
+}
+
+#[test]
+fn csv_mixed_indicator_columns_give_their_hashes_and_nothing_else() {
+    let text = format!(
+        "\u{feff}Indicator_type,Data,Note\nsha256,{SHA256},dropper\nurl,http://evil.example/a,c2\nip,1.2.3.4,\nmd5,{MD5},\n"
+    );
+    let (items, report) = read_with("feed.csv", text.as_bytes(), &ReadOptions::default());
+    assert_eq!(report.format, "csv");
+    assert_eq!(hashes(&items), pairs(&[(SHA256, 2), (MD5, 5)]));
+    assert!(invalids(&items).is_empty());
+}
+
+#[test]
+fn csv_columns_chosen_by_name_or_position_and_a_missing_one_is_an_error() {
+    let text = format!("host;b;c\nh;{MD5};{SHA1}\n");
+    let options = |columns: Vec<Column>| ReadOptions {
+        format: InputFormat::Csv,
+        columns,
+        ..ReadOptions::default()
+    };
+    let (items, _) = read_with(
+        "x",
+        text.as_bytes(),
+        &options(vec![Column::Name("B".into())]),
+    );
+    assert_eq!(hashes(&items), pairs(&[(MD5, 2)]));
+    let (items, _) = read_with(
+        "x",
+        text.as_bytes(),
+        &options(vec![Column::Index(3), Column::Index(2)]),
+    );
+    assert_eq!(hashes(&items), pairs(&[(SHA1, 2), (MD5, 2)]));
+    let part = Part::from_bytes("x", text.into_bytes());
+    let err = read_input(
+        part,
+        0,
+        &options(vec![Column::Name("nope".into())]),
+        &mut |_| {},
+    )
+    .expect_err("no such column");
+    assert!(err.to_string().contains("host, b, c"), "{err}");
+}
+
+#[test]
+fn csv_without_a_header_uses_the_columns_holding_hashes() {
+    let text = format!("h1,{MD5}\nh2,{SHA1}\n");
+    let (items, _) = read_as(InputFormat::Csv, text.as_bytes());
+    assert_eq!(hashes(&items), pairs(&[(MD5, 1), (SHA1, 2)]));
+}
+
+#[test]
+fn auto_reads_a_csv_with_no_hash_column_as_text_and_says_so() {
+    let text = format!("a,b\n1,2\n3,see {MD5} here\n");
+    let (items, report) = read_with("x.csv", text.as_bytes(), &ReadOptions::default());
+    assert_eq!(hashes(&items), pairs(&[(MD5, 3)]));
+    assert_eq!(report.format, "text");
+    assert!(
+        report
+            .fallback
+            .as_deref()
+            .is_some_and(|f| f.contains("no column"))
+    );
+    let part = Part::from_bytes("x", text.into_bytes());
+    let asked = ReadOptions {
+        format: InputFormat::Csv,
+        ..ReadOptions::default()
+    };
+    assert!(read_input(part, 0, &asked, &mut |_| {}).is_err());
+}
+
+#[test]
+fn auto_reads_a_markdown_report_as_text() {
+    let text = format!(
+        "Overview\n========\n\nIndicators\n----------\n\n| File | SHA-256 |\n|---|---|\n| a.exe | `{SHA256}` |\n\n```\n{MD5}\n```\n"
+    );
+    let (items, report) = read_with("r.md", text.as_bytes(), &ReadOptions::default());
+    assert_eq!(report.format, "text");
+    assert_eq!(hashes(&items), pairs(&[(SHA256, 9), (MD5, 12)]));
+}
+
+#[test]
+fn json_reads_misp_attributes_by_type() {
+    let text = format!(
+        r#"{{"Event": {{"info": "campaign", "Attribute": [
+  {{"type": "sha256", "category": "Payload delivery", "value": "{SHA256}", "to_ids": true}},
+  {{"category": "Payload delivery", "value": "a.exe|{MD5}", "type": "filename|md5"}},
+  {{"type": "imphash", "category": "Artifacts dropped", "value": "{}"}},
+  {{"type": "authentihash", "category": "Artifacts dropped", "value": "{OTHER}"}},
+  {{"type": "x509-fingerprint-sha1", "category": "Network activity", "value": "{}"}},
+  {{"type": "domain", "category": "Network activity", "value": "{}.example"}},
+  {{"type": "md5", "category": "Payload delivery", "value": "{}"}}
+]}}}}"#,
+        &OTHER[..32],
+        &OTHER[..40],
+        &OTHER[..32],
+        &SHA1[..39],
+    );
+    let (items, report) = read_with("event.json", text.as_bytes(), &ReadOptions::default());
+    assert_eq!(report.format, "json");
+    assert_eq!(hashes(&items), pairs(&[(SHA256, 2), (MD5, 3)]));
+    assert_eq!(invalids(&items).len(), 1);
+    assert_eq!(invalids(&items)[0].0, 8);
+    for reason in ["import_hash", "authentihash", "certificate", "not_a_file"] {
+        assert_eq!(report.excluded_by_reason.get(reason), Some(&1), "{reason}");
+    }
+}
+
+#[test]
+fn json_reads_stix_patterns_and_file_hashes_not_certificates_or_technique_prose() {
+    let text = format!(
+        r#"{{"type": "bundle", "id": "bundle--1", "objects": [
+ {{"type": "indicator", "id": "indicator--1", "pattern_type": "stix",
+   "pattern": "[file:hashes.'SHA-256' = '{SHA256}'] OR [x509-certificate:hashes.'SHA-1' = '{}'] OR [file:hashes.SSDEEP = '{}']"}},
+ {{"type": "file", "id": "file--2", "hashes": {{"MD5": "{MD5}", "SHA-1": "{SHA1}", "TLSH": "{}"}}}},
+ {{"type": "x509-certificate", "id": "x509-certificate--3", "hashes": {{"SHA-1": "{}"}}}},
+ {{"type": "attack-pattern", "id": "attack-pattern--4", "description": "signed with {}"}}
+]}}"#,
+        &OTHER[..40],
+        &OTHER[..64],
+        &OTHER[..32],
+        &OTHER[1..41],
+        &OTHER[2..42],
+    );
+    let (items, report) = read_with("bundle.json", text.as_bytes(), &ReadOptions::default());
+    assert_eq!(hashes(&items), pairs(&[(SHA256, 3), (MD5, 4), (SHA1, 4)]));
+    assert_eq!(report.excluded_by_reason.get("certificate"), Some(&2));
+    assert_eq!(report.excluded_by_reason.get("other_digest"), Some(&2));
+    assert_eq!(report.excluded_by_reason.get("not_a_file"), Some(&1));
+}
+
+#[test]
+fn ndjson_events_give_their_hashes_by_key_and_context_with_their_lines() {
+    let text = format!(
+        "{{\"EventID\": 1, \"ProcessGuid\": \"{{{}}}\", \"Hashes\": \"SHA1={SHA1},MD5={MD5},SHA256={SHA256},IMPHASH={}\"}}\n\
+         {{\"DeviceId\": \"{}\", \"SHA256\": \"{OTHER}\", \"parent\": {{\"md5\": \"{MD5}\", \"imphash\": \"{}\"}}}}\n",
+        "6D6E8F2A-1C2B-4E5F-9A8B-0C1D2E3F4A5B",
+        &OTHER[..32],
+        &OTHER[..40],
+        &OTHER[..32],
+    );
+    let (items, report) = read_as(InputFormat::Auto, text.as_bytes());
+    assert_eq!(report.format, "json");
+    assert_eq!(
+        hashes(&items),
+        pairs(&[(SHA1, 1), (MD5, 1), (SHA256, 1), (MD5, 2), (OTHER, 2)])
+    );
+    assert_eq!(report.excluded_by_reason.get("import_hash"), Some(&2));
+    assert_eq!(report.excluded_by_reason.get("id"), Some(&1));
+    assert_eq!(report.lines, 2);
+}
+
+#[test]
+fn xml_reads_openioc_file_items_and_leaves_other_items_out() {
+    let text = format!(
+        r#"<?xml version="1.0" encoding="us-ascii"?>
+<ioc xmlns="http://schemas.mandiant.com/2010/ioc">
+  <definition>
+    <Indicator operator="OR">
+      <IndicatorItem condition="is">
+        <Context document="FileItem" search="FileItem/Md5sum" type="mir" />
+        <Content type="md5">{MD5}</Content>
+      </IndicatorItem>
+      <IndicatorItem condition="is">
+        <Context document="FileItem" search="FileItem/PEInfo/ImportHash" type="mir" />
+        <Content type="string">{}</Content>
+      </IndicatorItem>
+      <IndicatorItem condition="is">
+        <Context document="FileItem" search="FileItem/Sha256sum" type="mir" />
+        <Content type="sha256">
+          {SHA256}
+        </Content>
+      </IndicatorItem>
+    </Indicator>
+  </definition>
+  <!-- {OTHER} -->
+</ioc>
+"#,
+        &OTHER[..32]
+    );
+    let (items, report) = read_with("x.ioc", text.as_bytes(), &ReadOptions::default());
+    assert_eq!(report.format, "xml");
+    assert_eq!(hashes(&items), pairs(&[(MD5, 7), (SHA256, 16)]));
+    assert_eq!(report.excluded_by_reason.get("import_hash"), Some(&1));
+    assert_eq!(report.lines, 22);
+}
+
+#[test]
+fn utf16_exports_with_and_without_bom_are_decoded() {
+    let text = format!("name,sha256\r\na,{SHA256}\r\nb,{MD5}\r\n");
+    let le: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+    let be: Vec<u8> = text.encode_utf16().flat_map(u16::to_be_bytes).collect();
+    for (bytes, enc) in [
+        ([&b"\xff\xfe"[..], &le].concat(), "utf-16le"),
+        (le.clone(), "utf-16le"),
+        ([&b"\xfe\xff"[..], &be].concat(), "utf-16be"),
+        (be.clone(), "utf-16be"),
+    ] {
+        let (items, report) = read_with("export.csv", &bytes, &ReadOptions::default());
+        assert_eq!(report.encoding, Some(enc));
+        assert_eq!(hashes(&items), pairs(&[(SHA256, 2), (MD5, 3)]), "{enc}");
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).expect("gzip");
+    gz.finish().expect("gzip")
+}
+
+#[test]
+fn compressed_inputs_are_read_by_their_magic() {
+    let text = format!("{MD5}\n{SHA1}\n");
+    let (items, report) = read_with("list", &gzip(text.as_bytes()), &ReadOptions::default());
+    assert_eq!(report.compression, Some("gzip"));
+    assert_eq!(hashes(&items).len(), 2);
+    let bz = {
+        use std::io::Write;
+        let mut w = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        w.write_all(text.as_bytes()).expect("bzip2");
+        w.finish().expect("bzip2")
+    };
+    let (items, report) = read_with("list", &bz, &ReadOptions::default());
+    assert_eq!(report.compression, Some("bzip2"));
+    assert_eq!(hashes(&items).len(), 2);
+}
+
+#[test]
+fn a_truncated_gzip_keeps_what_was_read_and_says_where_it_broke() {
+    let lines: String = (0..20_000).map(|i| format!("{i:064x}\n")).collect();
+    let whole = gzip(lines.as_bytes());
+    let cut = &whole[..whole.len() / 2];
+    let (items, report) = read_with("big.txt.gz", cut, &ReadOptions::default());
+    let found = hashes(&items).len();
+    assert!(found > 1000 && found < 20_000, "{found}");
+    let damage = report.damage.expect("damage reported");
+    assert!(
+        damage.contains("gzip") && damage.contains("compressed bytes"),
+        "{damage}"
+    );
+    assert!(invalids(&items).iter().any(|(_, r)| r.contains("gzip")));
+}
+
+#[test]
+fn each_format_counts_the_lines_it_read() {
+    let count = |f, b: &[u8]| read_as(f, b).1.lines;
+    assert_eq!(count(InputFormat::Lines, b"a\nb\n\nc"), 4);
+    assert_eq!(count(InputFormat::Text, b"a\nb\n"), 2);
+    assert_eq!(count(InputFormat::Text, b"a\nb"), 2);
+    let csv = format!("sha256\n{MD5}\n{MD5}\n");
+    assert_eq!(count(InputFormat::Csv, csv.as_bytes()), 3);
+    assert_eq!(count(InputFormat::Lines, b""), 0);
+    assert_eq!(count(InputFormat::Json, b"{}\n{}\n"), 2);
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_format() -> impl Strategy<Value = InputFormat> {
+        prop_oneof![
+            Just(InputFormat::Auto),
+            Just(InputFormat::Lines),
+            Just(InputFormat::Csv),
+            Just(InputFormat::Text),
+            Just(InputFormat::Json),
+            Just(InputFormat::Xml),
+        ]
+    }
+
+    /// Bytes with the shapes that trip readers: quotes, brackets, line ends, hex runs, NULs.
+    fn nasty_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"\"".to_vec()),
+            Just(b"{".to_vec()),
+            Just(b"}".to_vec()),
+            Just(b"[".to_vec()),
+            Just(b"<".to_vec()),
+            Just(b">".to_vec()),
+            Just(b",".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\\".to_vec()),
+            Just(b"\x00".to_vec()),
+            Just(b"#".to_vec()),
+            Just(MD5.as_bytes().to_vec()),
+            Just(SHA256.as_bytes().to_vec()),
+            Just(b"imphash=".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..8),
+        ];
+        proptest::collection::vec(piece, 0..64).prop_map(|p| p.concat())
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_in_any_format_never_panic_and_every_hash_is_in_the_input(
+            bytes in nasty_bytes(),
+            format in any_format(),
+            utf16 in any::<bool>(),
+        ) {
+            let input = if utf16 {
+                let mut v = b"\xff\xfe".to_vec();
+                v.extend(String::from_utf8_lossy(&bytes).encode_utf16().flat_map(u16::to_le_bytes));
+                v
+            } else {
+                bytes.clone()
+            };
+            let options = ReadOptions { format, ..ReadOptions::default() };
+            let part = Part::from_bytes("x", input);
+            let mut found = Vec::new();
+            let _ = read_input(part, 0, &options, &mut |i| {
+                if let Item::Hash(h, _) = i {
+                    found.push(h.to_string());
+                }
+            });
+            let lower = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+            for h in found {
+                prop_assert!(lower.contains(&h), "{} not in the input", h);
+            }
+        }
+    }
+}

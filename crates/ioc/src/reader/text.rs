@@ -1,0 +1,202 @@
+//! Free text: every 32, 40 or 64 hex-digit token that is not part of a longer hex run, judged
+//! by the words in front of it ([`crate::context::before`]).
+//!
+//! The scanner streams: it keeps the current run of hex digits (at most 64 of them matter)
+//! and the last [`HISTORY`] bytes of the previous buffer, so a token's context is there even
+//! when the token straddles two reads, and memory stays constant whatever the line length.
+//! The same scan reads one value of a structured input ([`scan_value`]): a JSON string, an XML
+//! text node, a CSV cell that is more than a bare hash.
+
+use std::io::{self, BufRead};
+
+use super::{IS_HEX, Sink};
+use crate::context::{self, BEFORE, Exclusion};
+
+/// Bytes of earlier buffers kept for context: a token (64) and its context ([`BEFORE`]).
+const HISTORY: usize = 64 + BEFORE;
+
+/// Reads free text; returns the number of lines.
+pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u64> {
+    let mut scan = Stream::default();
+    let mut seen_any = false;
+    let mut last_newline = false;
+    loop {
+        let chunk = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            scan.finish(sink);
+            return Ok(if !seen_any {
+                0
+            } else if last_newline {
+                scan.line - 1
+            } else {
+                scan.line
+            });
+        }
+        seen_any = true;
+        scan.feed(chunk, sink);
+        last_newline = chunk[chunk.len() - 1] == b'\n';
+        let n = chunk.len();
+        input.consume(n);
+    }
+}
+
+/// The scanner's state between buffers.
+struct Stream {
+    /// The current run's first 64 digits.
+    run: [u8; 64],
+    /// Digits in the current run (counts past 64).
+    run_len: usize,
+    /// Absolute offset where the current run started.
+    run_start: u64,
+    /// Line where it started.
+    run_line: u64,
+    /// Current line.
+    line: u64,
+    /// Absolute offset of the current buffer's first byte.
+    offset: u64,
+    /// The last bytes before the current buffer.
+    history: [u8; HISTORY],
+    history_len: usize,
+}
+
+impl Default for Stream {
+    fn default() -> Stream {
+        Stream {
+            run: [0; 64],
+            run_len: 0,
+            run_start: 0,
+            run_line: 1,
+            line: 1,
+            offset: 0,
+            history: [0; HISTORY],
+            history_len: 0,
+        }
+    }
+}
+
+impl Stream {
+    fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            if IS_HEX[b as usize] {
+                if self.run_len == 0 {
+                    self.run_start = self.offset + i as u64;
+                    self.run_line = self.line;
+                }
+                if self.run_len < 64 {
+                    self.run[self.run_len] = b;
+                }
+                self.run_len = self.run_len.saturating_add(1);
+            } else {
+                if self.run_len > 0 {
+                    self.flush(chunk, i, sink);
+                }
+                if b == b'\n' {
+                    self.line += 1;
+                }
+            }
+            i += 1;
+        }
+        // Keep the end of what was read for the context of what comes next.
+        if chunk.len() >= HISTORY {
+            self.history
+                .copy_from_slice(&chunk[chunk.len() - HISTORY..]);
+            self.history_len = HISTORY;
+        } else {
+            let drop = (self.history_len + chunk.len()).saturating_sub(HISTORY);
+            self.history.copy_within(drop..self.history_len, 0);
+            self.history_len -= drop;
+            self.history[self.history_len..self.history_len + chunk.len()].copy_from_slice(chunk);
+            self.history_len += chunk.len();
+        }
+        self.offset += chunk.len() as u64;
+    }
+
+    /// The run ended at position `at` of `chunk`.
+    fn flush(&mut self, chunk: &[u8], at: usize, sink: &mut Sink<'_>) {
+        let len = self.run_len;
+        self.run_len = 0;
+        if !matches!(len, 32 | 40 | 64) {
+            return;
+        }
+        let mut context = [0u8; 2 * HISTORY];
+        let before = self.context_before(chunk, &mut context);
+        let why = if sink.keeps_all() {
+            None
+        } else {
+            context::before(before).or_else(|| context::after(&chunk[at..chunk.len().min(at + 32)]))
+        };
+        let run = self.run;
+        sink.token(&run[..len], self.run_line, why);
+    }
+
+    /// The bytes just before the current run (at most [`BEFORE`]), from this buffer and the
+    /// history of earlier ones.
+    fn context_before<'c>(&self, chunk: &[u8], out: &'c mut [u8; 2 * HISTORY]) -> &'c [u8] {
+        let history = &self.history[..self.history_len];
+        let mut n = 0;
+        if self.run_start >= self.offset {
+            let start = (self.run_start - self.offset) as usize;
+            let from_chunk = &chunk[start.saturating_sub(BEFORE)..start];
+            if from_chunk.len() < BEFORE {
+                let want = (BEFORE - from_chunk.len()).min(history.len());
+                out[..want].copy_from_slice(&history[history.len() - want..]);
+                n = want;
+            }
+            out[n..n + from_chunk.len()].copy_from_slice(from_chunk);
+            n += from_chunk.len();
+        } else {
+            // The run began in an earlier buffer: its context is in the history.
+            let into = (self.offset - self.run_start) as usize;
+            let end = history.len().saturating_sub(into);
+            let from = end.saturating_sub(BEFORE);
+            out[..end - from].copy_from_slice(&history[from..end]);
+            n = end - from;
+        }
+        &out[..n]
+    }
+
+    fn finish(&mut self, sink: &mut Sink<'_>) {
+        if self.run_len > 0 {
+            self.flush(&[], 0, sink);
+        }
+    }
+}
+
+/// Scans one value of a structured input (starting on `line`) for hash-shaped tokens. `field`
+/// is what the field's name says (`imphash`, `DeviceId`): when it says something, every token
+/// of the value is left out for that reason. Otherwise each token is judged by the text in
+/// front of it within the value (`SHA256=…,IMPHASH=…`).
+pub(crate) fn scan_value(value: &[u8], line: u64, field: Option<Exclusion>, sink: &mut Sink<'_>) {
+    let mut at = 0;
+    let mut line = line;
+    while at < value.len() {
+        let Some(start) = value[at..].iter().position(|&b| IS_HEX[b as usize]) else {
+            break;
+        };
+        let start = at + start;
+        line += memchr::memchr_iter(b'\n', &value[at..start]).count() as u64;
+        let len = value[start..]
+            .iter()
+            .position(|&b| !IS_HEX[b as usize])
+            .unwrap_or(value.len() - start);
+        if matches!(len, 32 | 40 | 64) {
+            let why = if sink.keeps_all() {
+                None
+            } else {
+                field
+                    .or_else(|| context::before(&value[start.saturating_sub(BEFORE)..start]))
+                    .or_else(|| {
+                        context::after(&value[start + len..value.len().min(start + len + 32)])
+                    })
+            };
+            sink.token(&value[start..start + len], line, why);
+        }
+        at = start + len;
+    }
+}
