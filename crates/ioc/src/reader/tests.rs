@@ -540,7 +540,70 @@ mod properties {
         proptest::collection::vec(piece, 0..64).prop_map(|p| p.concat())
     }
 
+    /// Text of hex runs of every length around 32, 40 and 64, separators and line breaks.
+    fn hexy_text() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            (1usize..70).prop_map(|n| SHA256.repeat(2).as_bytes()[..n].to_vec()),
+            Just(MD5.as_bytes().to_vec()),
+            Just(SHA1.as_bytes().to_vec()),
+            Just(b" ".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"xyz ".to_vec()),
+            Just(b"imphash: ".to_vec()),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
+    }
+
+    /// The plain definition: maximal hex runs of 32, 40 or 64 digits, with their lines.
+    fn reference(bytes: &[u8]) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !bytes[i].is_ascii_hexdigit() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_hexdigit() {
+                i += 1;
+            }
+            if matches!(i - start, 32 | 40 | 64) {
+                let line = 1 + bytes[..start].iter().filter(|&&b| b == b'\n').count() as u64;
+                let hex = String::from_utf8_lossy(&bytes[start..i]).to_ascii_lowercase();
+                out.push((hex, line));
+            }
+        }
+        out
+    }
+
     proptest! {
+        #[test]
+        fn the_probing_text_scanner_finds_what_the_plain_definition_does(
+            bytes in hexy_text(),
+            capacity in 1usize..300,
+        ) {
+            let mut input = std::io::BufReader::with_capacity(capacity, bytes.as_slice());
+            let mut report = InputReport::default();
+            let mut items = Vec::new();
+            let mut emit = |i| items.push(i);
+            let mut sink = Sink {
+                input: 0,
+                keep_all: true,
+                trial: false,
+                report: &mut report,
+                emit: &mut emit,
+            };
+            let lines = text::read(&mut input, &mut sink).expect("reads");
+            prop_assert_eq!(hashes(&items), reference(&bytes));
+            let want_lines = match bytes.last() {
+                None => 0,
+                Some(b'\n') => bytes.iter().filter(|&&b| b == b'\n').count() as u64,
+                Some(_) => bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1,
+            };
+            prop_assert_eq!(lines, want_lines);
+        }
+
         #[test]
         fn any_bytes_in_any_format_never_panic_and_every_hash_is_in_the_input(
             bytes in nasty_bytes(),

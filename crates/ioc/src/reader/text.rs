@@ -15,6 +15,10 @@ use crate::context::{self, BEFORE, Exclusion};
 /// Bytes of earlier buffers kept for context: a token (64) and its context ([`BEFORE`]).
 const HISTORY: usize = 64 + BEFORE;
 
+fn newlines(b: &[u8]) -> u64 {
+    memchr::memchr_iter(b'\n', b).count() as u64
+}
+
 /// Reads free text; returns the number of lines.
 pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u64> {
     let mut scan = Stream::default();
@@ -79,30 +83,85 @@ impl Default for Stream {
 }
 
 impl Stream {
+    /// Scans one buffer. A run of 32 or more hex digits covers one of every 32nd position, so
+    /// only those are probed; a hex probe is widened to its run. Newlines are counted (with
+    /// `memchr`) only up to a token and at the end of the buffer. A run that touches the end
+    /// is carried into the next buffer.
     fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
+        let len = chunk.len();
+        let is_hex = |b: u8| IS_HEX[b as usize];
+        let mut counted = 0;
         let mut i = 0;
-        while i < chunk.len() {
-            let b = chunk[i];
-            if IS_HEX[b as usize] {
-                if self.run_len == 0 {
-                    self.run_start = self.offset + i as u64;
-                    self.run_line = self.line;
-                }
-                if self.run_len < 64 {
-                    self.run[self.run_len] = b;
-                }
-                self.run_len = self.run_len.saturating_add(1);
-            } else {
-                if self.run_len > 0 {
-                    self.flush(chunk, i, sink);
-                }
-                if b == b'\n' {
-                    self.line += 1;
-                }
+        if self.run_len > 0 {
+            // The run carried from the previous buffer goes on here.
+            let k = chunk.iter().position(|&b| !is_hex(b)).unwrap_or(len);
+            let take = k.min(64usize.saturating_sub(self.run_len));
+            let at = self.run_len.min(64);
+            self.run[at..at + take].copy_from_slice(&chunk[..take]);
+            self.run_len = self.run_len.saturating_add(k);
+            if k == len {
+                self.end_of_buffer(chunk, counted);
+                return;
             }
-            i += 1;
+            self.flush(chunk, k, sink);
+            i = k;
         }
-        // Keep the end of what was read for the context of what comes next.
+        while i + 32 <= len {
+            let probe = i + 31;
+            if !is_hex(chunk[probe]) {
+                i = probe + 1;
+                continue;
+            }
+            let mut start = probe;
+            while start > i && is_hex(chunk[start - 1]) {
+                start -= 1;
+            }
+            let mut end = probe + 1;
+            while end < len && is_hex(chunk[end]) {
+                end += 1;
+            }
+            if end == len {
+                self.carry(chunk, start, &mut counted);
+                self.end_of_buffer(chunk, counted);
+                return;
+            }
+            if matches!(end - start, 32 | 40 | 64) {
+                self.line += newlines(&chunk[counted..start]);
+                counted = start;
+                self.run_start = self.offset + start as u64;
+                self.run_line = self.line;
+                self.run[..end - start].copy_from_slice(&chunk[start..end]);
+                self.run_len = end - start;
+                self.flush(chunk, end, sink);
+            }
+            i = end + 1;
+        }
+        // The tail, shorter than a probe's reach: only a run touching the end can matter.
+        let mut start = len;
+        while start > i && is_hex(chunk[start - 1]) {
+            start -= 1;
+        }
+        if start < len {
+            self.carry(chunk, start, &mut counted);
+        }
+        self.end_of_buffer(chunk, counted);
+    }
+
+    /// Keeps the run from `start` to the end of `chunk` for the next buffer.
+    fn carry(&mut self, chunk: &[u8], start: usize, counted: &mut usize) {
+        self.line += newlines(&chunk[*counted..start]);
+        *counted = start;
+        self.run_start = self.offset + start as u64;
+        self.run_line = self.line;
+        let take = (chunk.len() - start).min(64);
+        self.run[..take].copy_from_slice(&chunk[start..start + take]);
+        self.run_len = chunk.len() - start;
+    }
+
+    /// Counts the rest of the buffer's lines and keeps its end for the context of what comes
+    /// next.
+    fn end_of_buffer(&mut self, chunk: &[u8], counted: usize) {
+        self.line += newlines(&chunk[counted..]);
         if chunk.len() >= HISTORY {
             self.history
                 .copy_from_slice(&chunk[chunk.len() - HISTORY..]);
