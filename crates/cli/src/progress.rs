@@ -164,7 +164,8 @@ pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) 
             .map(|(k, v)| ((*k).to_owned(), *v))
             .collect();
         let mut line = format!(
-            "{how}: {} lines, {} hashes, {} invalid, {} excluded{}",
+            "{} ({how}): {} lines, {} hashes, {} invalid, {} excluded{}",
+            i.name,
             i.lines,
             i.hashes,
             i.invalid,
@@ -174,7 +175,7 @@ pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) 
         if let Some(d) = &i.damage {
             line.push_str(&format!("; DAMAGED: {d}"));
         }
-        row(t, width, &format!("  {}", i.name), line);
+        row(t, width, "input", line);
     }
 }
 

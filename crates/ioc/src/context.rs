@@ -213,7 +213,12 @@ pub fn before(before: &[u8]) -> Option<Exclusion> {
 
 /// The label at the end of `line` (see [`before`]).
 fn labelled(line: &[u8]) -> Option<Exclusion> {
-    let (last, rest) = last_word(line);
+    let (mut last, mut rest) = last_word(line);
+    // "its import hash is …", "the thumbprint was …": the label is before the verb.
+    let filler = [&b"is"[..], b"was", b"are", b"were", b"of", b"equals"];
+    if filler.iter().any(|f| last.eq_ignore_ascii_case(f)) {
+        (last, rest) = last_word(rest);
+    }
     if last.is_empty() {
         return None;
     }
@@ -326,6 +331,9 @@ mod tests {
             ("imphash\nsha256: ", None),
             ("", None),
             ("MD5 hash ", None),
+            ("its import hash is ", Some(Exclusion::ImportHash)),
+            ("the thumbprint was ", Some(Exclusion::Certificate)),
+            ("the dropper is ", None),
             ("Machine id DeviceId=", Some(Exclusion::Id)),
             ("It was paid: ", None),
             ("|ImpHash\n|", Some(Exclusion::ImportHash)),

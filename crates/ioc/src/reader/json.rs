@@ -239,6 +239,10 @@ fn finish(obj: Obj, stack: &mut [Frame], sink: &mut Sink<'_>) {
 
 /// A string member read as text, judged by its key (and the object's key).
 fn plain(m: &Member, parent_why: Option<Exclusion>, sink: &mut Sink<'_>) {
+    // Most values (names, times, paths) are too short to hold a token: skip the key's check.
+    if m.value.len() < 32 {
+        return;
+    }
     scan_value(
         &m.value,
         m.line,

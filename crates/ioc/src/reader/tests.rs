@@ -291,6 +291,18 @@ fn csv_columns_chosen_by_name_or_position_and_a_missing_one_is_an_error() {
 }
 
 #[test]
+fn an_overlong_csv_record_or_json_string_is_cut_and_reading_goes_on() {
+    let huge = "x".repeat(3 * MAX_LINE);
+    let text = format!("name,sha256\n\"{huge}\",{MD5}\nb,{SHA1}\n");
+    let (items, _) = read_as(InputFormat::Csv, text.as_bytes());
+    assert_eq!(hashes(&items), pairs(&[(SHA1, 3)]));
+    assert!(invalids(&items)[0].1.starts_with("record longer than"));
+    let json = format!("{{\"a\": \"{huge}\"}}\n{{\"sha256\": \"{SHA256}\"}}\n");
+    let (items, _) = read_as(InputFormat::Json, json.as_bytes());
+    assert_eq!(hashes(&items), pairs(&[(SHA256, 2)]));
+}
+
+#[test]
 fn csv_without_a_header_uses_the_columns_holding_hashes() {
     let text = format!("h1,{MD5}\nh2,{SHA1}\n");
     let (items, _) = read_as(InputFormat::Csv, text.as_bytes());

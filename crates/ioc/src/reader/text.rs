@@ -232,6 +232,9 @@ impl Stream {
 /// of the value is left out for that reason. Otherwise each token is judged by the text in
 /// front of it within the value (`SHA256=…,IMPHASH=…`).
 pub(crate) fn scan_value(value: &[u8], line: u64, field: Option<Exclusion>, sink: &mut Sink<'_>) {
+    if value.len() < 32 {
+        return;
+    }
     let mut at = 0;
     let mut line = line;
     while at < value.len() {
