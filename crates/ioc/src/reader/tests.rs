@@ -138,6 +138,22 @@ fn text_leaves_out_what_its_label_says_is_not_a_file_and_counts_it() {
 }
 
 #[test]
+fn a_table_column_headed_like_another_digest_is_left_out() {
+    let text = format!(
+        "| File | SHA-256 | Imphash |\n|------|:---:|---|\n| a | {SHA256} | {} |\n| b | - | - |\n| c | {OTHER} | {} |\n\nLater: {MD5} and\n| {} |\n",
+        &OTHER[..32],
+        &OTHER[1..33],
+        &OTHER[2..34]
+    );
+    let (items, report) = read_as(InputFormat::Text, text.as_bytes());
+    assert_eq!(
+        hashes(&items),
+        pairs(&[(SHA256, 3), (OTHER, 5), (MD5, 7), (&OTHER[2..34], 8)])
+    );
+    assert_eq!(report.excluded_by_reason.get("import_hash"), Some(&2));
+}
+
+#[test]
 fn text_context_holds_across_reader_buffers() {
     let text = format!(
         "{}IMPHASH={}\nsha256: {SHA256}\n",

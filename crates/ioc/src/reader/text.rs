@@ -15,6 +15,44 @@ use crate::context::{self, BEFORE, Exclusion};
 /// Bytes of earlier buffers kept for context: a token (64) and its context ([`BEFORE`]).
 const HISTORY: usize = 64 + BEFORE;
 
+/// The header of the pipe table whose rows end `text` (the text before a row): walking up
+/// the rows, a Markdown separator row (`|---|:---:|`) has the header above it, an AsciiDoc
+/// `|===` the header below it. Each header cell is judged as a field name.
+fn find_header(text: &[u8]) -> Option<Vec<Option<Exclusion>>> {
+    let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let mut lines = text.rsplit(|&b| b == b'\n').map(<[u8]>::trim_ascii);
+    let mut below: Option<&[u8]> = None;
+    for _ in 0..10_000 {
+        let line = lines.next()?;
+        if !line.starts_with(b"|") {
+            return None;
+        }
+        if line.starts_with(b"|===") {
+            return below.map(cells);
+        }
+        let separator = line.len() > 2
+            && line
+                .iter()
+                .all(|&b| matches!(b, b'|' | b'-' | b':' | b' ' | b'\t'))
+            && line.contains(&b'-');
+        if separator {
+            let header = lines.next()?;
+            return header.starts_with(b"|").then(|| cells(header));
+        }
+        below = Some(line);
+    }
+    None
+}
+
+/// The verdicts of a header row's cells (`| File | Imphash |`).
+fn cells(header: &[u8]) -> Vec<Option<Exclusion>> {
+    let header = header.strip_prefix(b"|").unwrap_or(header);
+    header
+        .split(|&b| b == b'|')
+        .map(|cell| context::field(cell.trim_ascii()))
+        .collect()
+}
+
 fn newlines(b: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', b).count() as u64
 }
@@ -65,6 +103,17 @@ struct Stream {
     /// The last bytes before the current buffer.
     history: [u8; HISTORY],
     history_len: usize,
+    /// The pipe table the last token was in, if any.
+    table: Option<Table>,
+}
+
+/// A Markdown (or AsciiDoc) pipe table: what each column's header says about its values,
+/// and how far down its rows have been checked.
+struct Table {
+    /// Per column (0 = the first cell), the header's verdict.
+    header: Vec<Option<Exclusion>>,
+    /// Absolute offset just after the last row known to belong to the table.
+    checked_to: u64,
 }
 
 impl Default for Stream {
@@ -78,6 +127,7 @@ impl Default for Stream {
             offset: 0,
             history: [0; HISTORY],
             history_len: 0,
+            table: None,
         }
     }
 }
@@ -188,10 +238,49 @@ impl Stream {
         let why = if sink.keeps_all() {
             None
         } else {
-            context::before(before).or_else(|| context::after(&chunk[at..chunk.len().min(at + 32)]))
+            context::before(before)
+                .or_else(|| context::after(&chunk[at..chunk.len().min(at + 32)]))
+                .or_else(|| self.column(chunk))
         };
         let run = self.run;
         sink.token(&run[..len], self.run_line, why);
+    }
+
+    /// What the header of the table column holding the current run says (`| File | SHA256 |
+    /// Imphash |`: the third column's values are import hashes). Only for a row and a table
+    /// header within this buffer (tables that straddle two 256 KiB reads lose this).
+    fn column(&mut self, chunk: &[u8]) -> Option<Exclusion> {
+        let start = usize::try_from(self.run_start.checked_sub(self.offset)?).ok()?;
+        let line_start = memchr::memrchr(b'\n', &chunk[..start]).map_or(0, |i| i + 1);
+        if line_start == 0 && self.offset > 0 {
+            return None;
+        }
+        let row = chunk[line_start..start].trim_ascii_start();
+        if !row.starts_with(b"|") {
+            return None;
+        }
+        let column = memchr::memchr_iter(b'|', row).count().checked_sub(1)?;
+        let line_end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
+        let abs = |i: usize| self.offset + i as u64;
+        // The cached table still holds if every line from its last checked row to this one is
+        // a row too.
+        let cached = self.table.as_ref().is_some_and(|t| {
+            t.checked_to >= self.offset
+                && t.checked_to <= abs(line_start)
+                && chunk[(t.checked_to - self.offset) as usize..line_start]
+                    .split(|&b| b == b'\n')
+                    .filter(|l| !l.is_empty())
+                    .all(|l| l.trim_ascii_start().starts_with(b"|"))
+        });
+        if !cached {
+            self.table = find_header(&chunk[..line_start]).map(|header| Table {
+                header,
+                checked_to: 0,
+            });
+        }
+        let table = self.table.as_mut()?;
+        table.checked_to = abs((line_end + 1).min(chunk.len()));
+        table.header.get(column).copied().flatten()
     }
 
     /// The bytes just before the current run (at most [`BEFORE`]), from this buffer and the
