@@ -34,6 +34,7 @@ pub struct Layer {
     /// One column or a list (`column = "SHA256"`, `column = ["SHA256", "MD5"]`).
     pub column: Option<Columns>,
     pub keep_all_hex: Option<bool>,
+    pub fail_on: Option<String>,
     pub format: Option<String>,
     pub fields: Option<String>,
     pub raw: Option<bool>,
@@ -101,6 +102,7 @@ impl Layer {
             input_format,
             column,
             keep_all_hex,
+            fail_on,
             format,
             fields,
             raw,
@@ -274,6 +276,12 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         },
         keep_all_hex: layer.keep_all_hex.unwrap_or(false),
         on_input: None,
+        fail_on: layer
+            .fail_on
+            .as_deref()
+            .map(str::parse::<vtbulk_output::FailOn>)
+            .transpose()
+            .map_err(|e| e.to_string())?,
         format: layer.format.as_deref().unwrap_or("csv").parse::<Format>()?,
         fields,
         raw: layer.raw.unwrap_or(false),
@@ -408,6 +416,13 @@ pub fn describe(r: &Resolved) -> String {
         format!("input_format = {:?}", s.input_format),
         format!("columns = {:?}", s.columns),
         format!("keep_all_hex = {}", s.keep_all_hex),
+        format!(
+            "fail_on = {:?}",
+            s.fail_on
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        ),
         format!("format = {:?}", s.format),
         format!("fields = {:?}", fields.join(",")),
         format!("raw = {}", s.raw),

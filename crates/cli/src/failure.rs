@@ -24,8 +24,9 @@ pub mod codes {
     pub const AUTH: u8 = 3;
     /// A quota budget ran out (or 429s would not stop): the rest is `skipped`.
     pub const QUOTA: u8 = 4;
+    /// A record matched `--fail-on` (and the run completed).
+    pub const FINDINGS: u8 = 5;
     /// VirusTotal could not be reached (connections failed in a row): the rest is `skipped`.
-    /// (5 is kept for `--fail-on`.)
     pub const UNREACHABLE: u8 = 6;
     /// Interrupted (SIGINT/SIGTERM) after writing what was fetched.
     pub const INTERRUPTED: u8 = 130;
@@ -43,6 +44,16 @@ pub fn exit_code(outcome: Outcome) -> u8 {
         Outcome::Unreachable => codes::UNREACHABLE,
         Outcome::Interrupted => codes::INTERRUPTED,
         Outcome::OutputClosed => codes::BROKEN_PIPE,
+    }
+}
+
+/// The exit code of a run: its outcome's, or [`codes::FINDINGS`] when records matched
+/// `--fail-on` and the run completed (a stop for the key, the quota, an outage, a signal or a
+/// closed output says more, and wins).
+pub fn run_exit_code(outcome: Outcome, findings: u64) -> u8 {
+    match outcome {
+        Outcome::Completed | Outcome::CompletedWithErrors if findings > 0 => codes::FINDINGS,
+        _ => exit_code(outcome),
     }
 }
 
@@ -116,6 +127,7 @@ mod tests {
         ];
         let mut seen: Vec<u8> = outcomes.iter().map(|&o| exit_code(o)).collect();
         seen.push(Failure::Usage(String::new()).code());
+        seen.push(codes::FINDINGS);
         let n = seen.len();
         seen.sort_unstable();
         seen.dedup();
@@ -127,6 +139,23 @@ mod tests {
             Failure::Refused(String::new()).code(),
             exit_code(Outcome::AuthFailed)
         );
+    }
+
+    #[test]
+    fn findings_exit_5_only_when_the_run_completed() {
+        assert_eq!(run_exit_code(Outcome::Completed, 1), 5);
+        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 3), 5);
+        assert_eq!(run_exit_code(Outcome::Completed, 0), 0);
+        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 0), 1);
+        for stop in [
+            Outcome::AuthFailed,
+            Outcome::QuotaExhausted,
+            Outcome::Unreachable,
+            Outcome::Interrupted,
+            Outcome::OutputClosed,
+        ] {
+            assert_eq!(run_exit_code(stop, 7), exit_code(stop), "{stop:?}");
+        }
     }
 
     #[test]

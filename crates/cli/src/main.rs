@@ -23,7 +23,7 @@ use vtbulk_engine::{Counters, EngineError, StopHandle, Summary};
 use vtbulk_vt::Client;
 
 use crate::config::{Layer, Progress, Resolved};
-use crate::failure::{Failure, codes, exit_code};
+use crate::failure::{Failure, codes, run_exit_code};
 
 /// Enrich lists of file hashes from VirusTotal v3 as fast as the key's quota allows.
 #[derive(Parser, Debug)]
@@ -141,6 +141,10 @@ struct CommonArgs {
     /// hashes (import hashes, certificate thumbprints, ids, pseudonyms).
     #[arg(long)]
     keep_all_hex: bool,
+    /// Exit 5 when any record matches: `FIELD OP VALUE` (`malicious>=5`,
+    /// `threat_category==ransomware`), several separated by commas (any).
+    #[arg(long, value_name = "CONDITIONS")]
+    fail_on: Option<String>,
     /// Output format: csv or ndjson.
     #[arg(long)]
     format: Option<String>,
@@ -334,6 +338,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         input_format: common.input_format.clone(),
         column: (!common.column.is_empty()).then(|| config::Columns::Many(common.column.clone())),
         keep_all_hex: common.keep_all_hex.then_some(true),
+        fail_on: common.fail_on.clone(),
         format: common.format.clone(),
         fields: common.fields.clone(),
         raw: common.raw.then_some(true),
@@ -447,7 +452,7 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             return Err(e.into());
         }
     };
-    let code = exit_code(outcome);
+    let code = run_exit_code(outcome, summary.fail_on_matches);
     summary.exit_code = i32::from(code);
     if let (Some(partial), Some(path)) = (&partial, &args.output) {
         std::fs::rename(partial, path).map_err(|e| {

@@ -685,3 +685,55 @@ async fn the_ioc_corpus_gives_its_hashes_in_both_output_formats_and_names_each_i
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn fail_on_exits_5_when_a_record_matches_and_says_how_many_in_the_summary() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp_dir("fail-on");
+    let summary = dir.join("summary.json");
+    let summary_arg = summary.to_str().expect("utf-8").to_owned();
+    let run = |condition: &'static str| {
+        let (url, summary_arg) = (url.clone(), summary_arg.clone());
+        async move {
+            vtbulk(
+                &[
+                    "enrich",
+                    "fixtures/iocs/incident.txt",
+                    "--api-url",
+                    &url,
+                    "--rate",
+                    "unlimited",
+                    "--quiet",
+                    "--fail-on",
+                    condition,
+                    "--summary-json",
+                    &summary_arg,
+                    "-o",
+                    "/dev/null",
+                ],
+                Some("testkey"),
+            )
+            .await
+        }
+    };
+    // The incident list holds EICAR (66 engines say malicious).
+    let out = run("malicious>=50").await;
+    assert_eq!(out.status.code(), Some(5), "{}", text(&out.stderr));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert!(s["fail_on_matches"].as_u64().unwrap_or(0) >= 1, "{s}");
+    assert_eq!(s["exit_code"], 5);
+    let out = run("malicious>=1000, threat_category==nothing-like-this").await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run("threat_label>=3").await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("is text"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -45,6 +45,8 @@ pub struct Counters {
     pub rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
     /// 429s by what they meant (see [`Summary::rate_limited_by_kind`]).
     pub rate_limited_by_kind: Mutex<BTreeMap<String, u64>>,
+    /// Records that matched `--fail-on`.
+    pub fail_on_matches: AtomicU64,
     /// Inputs whose reading ended on damage (a truncated or corrupt compressed stream).
     pub damaged_inputs: AtomicU64,
     /// What reading each input did, in order.
@@ -113,6 +115,7 @@ impl Counters {
             excluded,
             excluded_by_reason,
             inputs,
+            fail_on_matches: get(&self.fail_on_matches),
             unique: get(&self.unique),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -161,6 +164,9 @@ pub struct Summary {
     /// fell back to text), its compression and encoding, lines, hashes, invalid values,
     /// exclusions by reason, and any damage that ended it early.
     pub inputs: Vec<vtbulk_ioc::InputReport>,
+    /// Records that matched `--fail-on` (the run exits 5 when any did and nothing worse
+    /// happened).
+    pub fail_on_matches: u64,
     /// Distinct valid IOCs.
     pub unique: u64,
     /// Repeated occurrences of them.

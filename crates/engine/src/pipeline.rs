@@ -54,6 +54,8 @@ pub struct Settings {
     /// Called as each input (or archive member) has been read, with what reading it did:
     /// the command line says on stderr when `auto` fell back to text or an input was damaged.
     pub on_input: Option<InputHook>,
+    /// Records that make the run end with exit 5 (`--fail-on`), counted as they are written.
+    pub fail_on: Option<vtbulk_output::FailOn>,
     /// Output format.
     pub format: Format,
     /// Output fields, in order.
@@ -206,7 +208,12 @@ pub async fn run(
 ) -> Result<(Outcome, Summary), EngineError> {
     let started = std::time::Instant::now();
     let halt = Arc::new(Halt::new(stop.wake.clone()));
-    let (tx, writer) = writer::spawn(make_sink(&settings, out), halt.clone());
+    let (tx, writer) = writer::spawn(
+        make_sink(&settings, out),
+        halt.clone(),
+        settings.fail_on.clone(),
+        counters.clone(),
+    );
     let prepared = match prepare(&settings, &counters, Some(&tx)).await {
         Ok(prepared) => prepared,
         Err(e) => {

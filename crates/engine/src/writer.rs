@@ -11,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use vtbulk_output::{Record, Sink};
+use vtbulk_output::{FailOn, Record, Sink};
+
+use crate::counters::{Counters, bump};
 
 use crate::decide::HaltCause;
 use crate::pipeline::Halt;
@@ -30,17 +32,24 @@ pub(crate) enum Out {
     Many(Vec<Record>),
 }
 
-/// Starts the writer: records sent to the returned channel are written in order; the handle
-/// gives the first write error, if any.
+/// Starts the writer: records sent to the returned channel are written in order (and those
+/// matching `fail_on` counted); the handle gives the first write error, if any.
 pub(crate) fn spawn(
     mut sink: Box<dyn Sink + Send>,
     halt: Arc<Halt>,
+    fail_on: Option<FailOn>,
+    counters: Arc<Counters>,
 ) -> (
     mpsc::Sender<Out>,
     tokio::task::JoinHandle<std::io::Result<()>>,
 ) {
     let (tx, mut rx) = mpsc::channel::<Out>(QUEUE);
     let task = tokio::spawn(async move {
+        let check = |record: &Record| {
+            if fail_on.as_ref().is_some_and(|f| f.matches(record)) {
+                bump(&counters.fail_on_matches);
+            }
+        };
         let written = async {
             let mut dirty = false;
             let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -49,11 +58,13 @@ pub(crate) fn spawn(
                 tokio::select! {
                     out = rx.recv() => match out {
                         Some(Out::One(record)) => {
+                            check(&record);
                             sink.write(&record)?;
                             dirty = true;
                         }
                         Some(Out::Many(records)) => {
                             for record in &records {
+                                check(record);
                                 sink.write(record)?;
                             }
                             dirty = true;

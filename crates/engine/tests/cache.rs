@@ -47,6 +47,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         columns: Vec::new(),
         keep_all_hex: false,
         on_input: None,
+        fail_on: None,
         format: Format::Ndjson,
         fields: Field::ALL.to_vec(),
         raw: false,

@@ -14,5 +14,7 @@
 mod record;
 mod sink;
 
+mod condition;
+pub use condition::{FailOn, FailOnError};
 pub use record::{Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields, rfc3339};
 pub use sink::{CsvSink, Format, NdjsonSink, Sink, neutralise};

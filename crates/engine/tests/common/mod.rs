@@ -44,6 +44,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         columns: Vec::new(),
         keep_all_hex: false,
         on_input: None,
+        fail_on: None,
         format,
         fields: Field::ALL.to_vec(),
         raw: false,
