@@ -35,6 +35,7 @@ pub struct Layer {
     pub column: Option<Columns>,
     pub keep_all_hex: Option<bool>,
     pub fail_on: Option<String>,
+    pub metrics_file: Option<String>,
     pub format: Option<String>,
     pub fields: Option<String>,
     pub raw: Option<bool>,
@@ -103,6 +104,7 @@ impl Layer {
             column,
             keep_all_hex,
             fail_on,
+            metrics_file,
             format,
             fields,
             raw,
@@ -169,6 +171,8 @@ pub struct Resolved {
     pub progress: Progress,
     /// Runtime threads.
     pub threads: usize,
+    /// Where the run's Prometheus metrics go, if anywhere.
+    pub metrics_file: Option<PathBuf>,
 }
 
 fn duration(name: &str, value: &Option<String>) -> Result<Duration, String> {
@@ -351,6 +355,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         tier_name,
         progress,
         threads: layer.threads.unwrap_or(1).max(1),
+        metrics_file: layer.metrics_file.as_ref().map(PathBuf::from),
     })
 }
 

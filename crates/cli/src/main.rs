@@ -4,6 +4,7 @@
 mod cache_cmd;
 mod config;
 mod failure;
+mod metrics;
 mod progress;
 mod report;
 
@@ -145,6 +146,10 @@ struct CommonArgs {
     /// `threat_category==ransomware`), several separated by commas (any).
     #[arg(long, value_name = "CONDITIONS")]
     fail_on: Option<String>,
+    /// Write the run's figures in Prometheus's text format to PATH at the end (atomically;
+    /// for node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    metrics_file: Option<String>,
     /// Output format: csv or ndjson.
     #[arg(long)]
     format: Option<String>,
@@ -339,6 +344,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         column: (!common.column.is_empty()).then(|| config::Columns::Many(common.column.clone())),
         keep_all_hex: common.keep_all_hex.then_some(true),
         fail_on: common.fail_on.clone(),
+        metrics_file: common.metrics_file.clone(),
         format: common.format.clone(),
         fields: common.fields.clone(),
         raw: common.raw.then_some(true),
@@ -454,6 +460,17 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     };
     let code = run_exit_code(outcome, summary.fail_on_matches);
     summary.exit_code = i32::from(code);
+    if let Some(path) = &resolved.metrics_file {
+        let now = jiff::Timestamp::now().as_second();
+        let text = metrics::render(&summary, now, metrics::previous_success(path));
+        if let Err(e) = metrics::write_atomically(path, &text) {
+            let _ = writeln!(
+                io::stderr(),
+                "vtbulk: failed to write the metrics file {}: {e}",
+                path.display()
+            );
+        }
+    }
     if let (Some(partial), Some(path)) = (&partial, &args.output) {
         std::fs::rename(partial, path).map_err(|e| {
             Failure::Usage(format!(

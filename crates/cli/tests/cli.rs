@@ -737,3 +737,115 @@ async fn fail_on_exits_5_when_a_record_matches_and_says_how_many_in_the_summary(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The samples of a metrics file, parsed by a Prometheus text-format parser: name and labels
+/// to value.
+fn scrape(path: &Path) -> Vec<(String, Vec<(String, String)>, f64)> {
+    let text = std::fs::read_to_string(path).expect("metrics file");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid text format");
+    scrape
+        .samples
+        .into_iter()
+        .map(|s| {
+            let value = match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                other => panic!("unexpected {other:?}"),
+            };
+            let mut labels: Vec<(String, String)> = s
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            labels.sort();
+            (s.metric, labels, value)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_metrics_file_parses_as_prometheus_text_and_keeps_the_last_success() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp_dir("metrics");
+    let metrics = dir.join("vtbulk.prom");
+    let summary = dir.join("summary.json");
+    let (metrics_arg, summary_arg) = (
+        metrics.to_str().expect("utf-8").to_owned(),
+        summary.to_str().expect("utf-8").to_owned(),
+    );
+    let args = || {
+        vec![
+            "enrich".to_owned(),
+            "fixtures/iocs/incident.txt".to_owned(),
+            "--api-url".to_owned(),
+            url.clone(),
+            "--rate".to_owned(),
+            "unlimited".to_owned(),
+            "--quiet".to_owned(),
+            "--metrics-file".to_owned(),
+            metrics_arg.clone(),
+            "--summary-json".to_owned(),
+            summary_arg.clone(),
+            "-o".to_owned(),
+            "/dev/null".to_owned(),
+        ]
+    };
+    let first = args();
+    let first: Vec<&str> = first.iter().map(String::as_str).collect();
+    let out = vtbulk(&first, Some("testkey")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let samples = scrape(&metrics);
+    let get = |name: &str, label: Option<(&str, &str)>| {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name && label.is_none_or(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("{name} {label:?} in {samples:?}"))
+    };
+    assert_eq!(
+        get("vtbulk_records", Some(("status", "ok"))),
+        s["ok"].as_f64().expect("ok")
+    );
+    assert_eq!(
+        get("vtbulk_records", Some(("status", "invalid"))),
+        s["invalid"].as_f64().expect("invalid")
+    );
+    assert_eq!(
+        get("vtbulk_requests", None),
+        s["requests"].as_f64().expect("n")
+    );
+    assert_eq!(get("vtbulk_exit_code", None), 0.0);
+    let success = get("vtbulk_last_success_timestamp_seconds", None);
+    assert!(success > 1.7e9, "{success}");
+    assert!(get("vtbulk_quota_remaining", Some(("window", "day"))) >= 0.0);
+    // A run refused for its key writes its figures too, and keeps the last success.
+    let out = vtbulk(&first, Some("wrong-key")).await;
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    let samples = scrape(&metrics);
+    let again = |name: &str| {
+        samples
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, _, v)| *v)
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert_eq!(again("vtbulk_exit_code"), 3.0);
+    assert_eq!(again("vtbulk_last_success_timestamp_seconds"), success);
+    assert!(again("vtbulk_last_run_timestamp_seconds") >= success);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .filter(|n| n != "vtbulk.prom" && n != "summary.json")
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
