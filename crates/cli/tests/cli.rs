@@ -740,7 +740,10 @@ async fn fail_on_exits_5_when_a_record_matches_and_says_how_many_in_the_summary(
 
 /// The samples of a metrics file, parsed by a Prometheus text-format parser: name and labels
 /// to value.
-fn scrape(path: &Path) -> Vec<(String, Vec<(String, String)>, f64)> {
+/// A metric's name, its labels (sorted) and its value.
+type Sample = (String, Vec<(String, String)>, f64);
+
+fn scrape(path: &Path) -> Vec<Sample> {
     let text = std::fs::read_to_string(path).expect("metrics file");
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid text format");
