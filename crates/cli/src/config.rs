@@ -36,6 +36,7 @@ pub struct Layer {
     pub keep_all_hex: Option<bool>,
     pub fail_on: Option<String>,
     pub metrics_file: Option<String>,
+    pub only_new: Option<bool>,
     pub format: Option<String>,
     pub fields: Option<String>,
     pub raw: Option<bool>,
@@ -105,6 +106,7 @@ impl Layer {
             keep_all_hex,
             fail_on,
             metrics_file,
+            only_new,
             format,
             fields,
             raw,
@@ -286,6 +288,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
             .map(str::parse::<vtbulk_output::FailOn>)
             .transpose()
             .map_err(|e| e.to_string())?,
+        only_new: layer.only_new.unwrap_or(false),
         format: layer.format.as_deref().unwrap_or("csv").parse::<Format>()?,
         fields,
         raw: layer.raw.unwrap_or(false),
@@ -347,6 +350,20 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         "never" => Progress::Never,
         p => return Err(format!("bad progress {p:?}: auto, always or never")),
     };
+    if settings.only_new {
+        match &settings.cache {
+            None => {
+                return Err(
+                    "--only-new needs the cache (it is the memory of what was seen): drop --cache off"
+                        .into(),
+                );
+            }
+            Some(c) if c.refresh => {
+                return Err("--only-new and --refresh contradict each other: choose one".into());
+            }
+            Some(_) => {}
+        }
+    }
     Ok(Resolved {
         settings,
         client,

@@ -150,6 +150,10 @@ struct CommonArgs {
     /// for node_exporter's textfile collector).
     #[arg(long, value_name = "PATH")]
     metrics_file: Option<String>,
+    /// Only hashes the cache had not seen before this run (the nightly delta): the others are
+    /// neither looked up nor written.
+    #[arg(long)]
+    only_new: bool,
     /// Output format: csv or ndjson.
     #[arg(long)]
     format: Option<String>,
@@ -345,6 +349,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         keep_all_hex: common.keep_all_hex.then_some(true),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),
+        only_new: common.only_new.then_some(true),
         format: common.format.clone(),
         fields: common.fields.clone(),
         raw: common.raw.then_some(true),

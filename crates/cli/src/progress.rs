@@ -195,6 +195,13 @@ pub fn table(s: &Summary) -> String {
     row(&mut t, "unique", s.unique.to_string());
     row(&mut t, "duplicates", s.duplicates.to_string());
     row(&mut t, "from cache", s.cache_hits.to_string());
+    if s.already_seen > 0 {
+        row(
+            &mut t,
+            "already seen",
+            format!("{} (--only-new: not written)", s.already_seen),
+        );
+    }
     row(&mut t, "lookups", s.lookups.to_string());
     row(&mut t, "ok", s.ok.to_string());
     row(&mut t, "not found", s.not_found.to_string());

@@ -108,6 +108,13 @@ pub fn plan(p: &Plan) -> String {
     crate::progress::inputs(&mut t, 18, &p.inputs);
     row(&mut t, "unique", p.unique.to_string());
     row(&mut t, "fresh in cache", p.fresh_in_cache.to_string());
+    if p.already_seen > 0 {
+        row(
+            &mut t,
+            "already seen",
+            format!("{} (--only-new)", p.already_seen),
+        );
+    }
     row(&mut t, "to query", p.to_query.to_string());
     row(
         &mut t,

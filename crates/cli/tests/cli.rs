@@ -852,3 +852,91 @@ async fn the_metrics_file_parses_as_prometheus_text_and_keeps_the_last_success()
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn only_new_writes_and_looks_up_only_what_the_cache_had_not_seen() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp_dir("only-new");
+    let cache = dir.join("cache.sqlite3");
+    let fresh = dir.join("tonight.txt");
+    let new = [
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        "fedcba9876543210fedcba9876543210",
+    ];
+    std::fs::write(&fresh, format!("{}\n{}\n", new[0], new[1])).expect("list");
+    let (cache_arg, fresh_arg) = (
+        cache.to_str().expect("utf-8").to_owned(),
+        fresh.to_str().expect("utf-8").to_owned(),
+    );
+    let summary = dir.join("summary.json");
+    let summary_arg = summary.to_str().expect("utf-8").to_owned();
+    let run = |inputs: Vec<String>, only_new: bool| {
+        let (url, cache_arg, summary_arg) = (url.clone(), cache_arg.clone(), summary_arg.clone());
+        async move {
+            let mut args: Vec<String> = vec!["enrich".into()];
+            args.extend(inputs);
+            args.extend(
+                [
+                    "--api-url",
+                    &url,
+                    "--rate",
+                    "unlimited",
+                    "--cache",
+                    &cache_arg,
+                    "--format",
+                    "ndjson",
+                    "--quiet",
+                    "--summary-json",
+                    &summary_arg,
+                ]
+                .map(str::to_owned),
+            );
+            if only_new {
+                args.push("--only-new".into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            vtbulk(&args, Some("testkey")).await
+        }
+    };
+    let yesterday = "fixtures/iocs/incident.txt".to_owned();
+    let out = run(vec![yesterday.clone()], false).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let first: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    let lookups = || mock.stats(false).by_id.values().sum::<u64>();
+    let lookups_before = lookups();
+    let out = run(vec![yesterday, fresh_arg], true).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let written: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    let hashes: std::collections::BTreeSet<&str> = written
+        .iter()
+        .filter(|r| r["status"] != "invalid")
+        .filter_map(|r| r["input"].as_str())
+        .collect();
+    assert_eq!(hashes, new.into_iter().collect());
+    let second: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert_eq!(second["already_seen"], first["unique"]);
+    assert_eq!(lookups() - lookups_before, 2, "only the new were asked");
+    // Without the cache there is nothing to compare with.
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--cache",
+            "off",
+            "--only-new",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--only-new needs the cache"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -47,6 +47,8 @@ pub struct Counters {
     pub rate_limited_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Records that matched `--fail-on`.
     pub fail_on_matches: AtomicU64,
+    /// Hashes left out by `--only-new` (the cache knew them).
+    pub already_seen: AtomicU64,
     /// Inputs whose reading ended on damage (a truncated or corrupt compressed stream).
     pub damaged_inputs: AtomicU64,
     /// What reading each input did, in order.
@@ -116,6 +118,7 @@ impl Counters {
             excluded_by_reason,
             inputs,
             fail_on_matches: get(&self.fail_on_matches),
+            already_seen: get(&self.already_seen),
             unique: get(&self.unique),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -167,6 +170,8 @@ pub struct Summary {
     /// Records that matched `--fail-on` (the run exits 5 when any did and nothing worse
     /// happened).
     pub fail_on_matches: u64,
+    /// Unique hashes left out by `--only-new`: the cache had seen them before this run.
+    pub already_seen: u64,
     /// Distinct valid IOCs.
     pub unique: u64,
     /// Repeated occurrences of them.

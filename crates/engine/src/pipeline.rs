@@ -56,6 +56,9 @@ pub struct Settings {
     pub on_input: Option<InputHook>,
     /// Records that make the run end with exit 5 (`--fail-on`), counted as they are written.
     pub fail_on: Option<vtbulk_output::FailOn>,
+    /// Only hashes the cache had not seen before this run are looked up and written (the
+    /// nightly delta); needs the cache.
+    pub only_new: bool,
     /// Output format.
     pub format: Format,
     /// Output fields, in order.

@@ -35,6 +35,8 @@ pub struct Plan {
     pub unique: u64,
     /// Answered by the cache (fresh).
     pub fresh_in_cache: u64,
+    /// Left out by `--only-new` (the cache had seen them).
+    pub already_seen: u64,
     /// Left to look up.
     pub to_query: u64,
     /// Requests the run needs (at most: twins found during the run cost none).
@@ -72,7 +74,8 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
     } = prepare(settings, &counters, None).await?;
     let fresh = Counters::get(&counters.cache_hits);
     let unique = seen.len() as u64;
-    let to_query = unique - fresh;
+    let already_seen = Counters::get(&counters.already_seen);
+    let to_query = unique - fresh - already_seen;
     let clock = settings.scheduler.clock;
     let quota = match keyquota::read(
         client,
@@ -118,6 +121,7 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
         inputs,
         unique,
         fresh_in_cache: fresh,
+        already_seen,
         to_query,
         requests_needed: requests,
         rate: rate.map_or_else(|| "unlimited".to_owned(), |r| r.to_string()),

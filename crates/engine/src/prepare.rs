@@ -121,6 +121,7 @@ async fn check_cache(
                 freshness: cache_settings.freshness,
                 raw: settings.raw,
                 now: cache_settings.clock.now(),
+                only_new: settings.only_new,
             };
             tokio::task::spawn_blocking(move || {
                 let lo = (part * per).min(order.len());
@@ -182,6 +183,8 @@ struct CacheCheck {
     freshness: vtbulk_store::Freshness,
     raw: bool,
     now: i64,
+    /// `--only-new`: what the cache knows is neither written nor looked up.
+    only_new: bool,
 }
 
 impl CacheCheck {
@@ -204,6 +207,12 @@ impl CacheCheck {
             let mut records = Vec::with_capacity(chunk.len());
             for (&(_, index), hit) in chunk.iter().zip(hits) {
                 let entry = &entries[index as usize];
+                // The nightly delta: a hash the cache knows, fresh or not, is left out.
+                if self.only_new && hit.is_some() {
+                    bump(&self.counters.already_seen);
+                    bump(&self.counters.done);
+                    continue;
+                }
                 let record = hit
                     .filter(|h| self.freshness.is_fresh(h, self.now))
                     .and_then(|h| cache::hit_record(base(&self.names, entry), h, self.raw));

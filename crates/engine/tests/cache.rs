@@ -48,6 +48,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         keep_all_hex: false,
         on_input: None,
         fail_on: None,
+        only_new: false,
         format: Format::Ndjson,
         fields: Field::ALL.to_vec(),
         raw: false,

@@ -45,6 +45,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         keep_all_hex: false,
         on_input: None,
         fail_on: None,
+        only_new: false,
         format,
         fields: Field::ALL.to_vec(),
         raw: false,
