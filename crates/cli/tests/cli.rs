@@ -940,3 +940,57 @@ async fn only_new_writes_and_looks_up_only_what_the_cache_had_not_seen() {
     assert!(text(&out.stderr).contains("--only-new needs the cache"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_splunk_lookup_has_a_row_for_every_hash_of_every_file() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--quiet",
+            "--format",
+            "splunk-lookup",
+            "--fields",
+            "status,sha256,malicious,threat_label",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
+    assert_eq!(
+        reader.headers().expect("header").iter().collect::<Vec<_>>(),
+        ["hash", "status", "sha256", "malicious", "threat_label"]
+    );
+    let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.expect("row")).collect();
+    // EICAR is in the list by its MD5 and its SHA-1: every one of its hashes is a key, once.
+    let eicar: Vec<&csv::StringRecord> = rows
+        .iter()
+        .filter(|r| &r[2] == "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f")
+        .collect();
+    let keys: std::collections::BTreeSet<&str> = eicar.iter().map(|r| &r[0]).collect();
+    assert!(
+        keys.contains("44d88612fea8a8f36de82e1278abb02f"),
+        "{keys:?}"
+    );
+    assert!(keys.contains("3395856ce81f2b7382dee72602f798b642f14140"));
+    assert!(keys.contains("275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"));
+    let all: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
+    let unique: std::collections::BTreeSet<&str> = all.iter().copied().collect();
+    assert_eq!(all.len(), unique.len(), "each key once");
+    assert_eq!(eicar.len(), 3);
+    // Invalid values have no row; a file not found has its own hash as key.
+    assert!(rows.iter().all(|r| &r[1] != "invalid"));
+    assert!(
+        rows.iter()
+            .any(|r| &r[1] == "not_found" && r[0].len() == 64)
+    );
+}

@@ -17,4 +17,4 @@ mod sink;
 mod condition;
 pub use condition::{FailOn, FailOnError};
 pub use record::{Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields, rfc3339};
-pub use sink::{CsvSink, Format, NdjsonSink, Sink, neutralise};
+pub use sink::{CsvSink, Format, LookupSink, NdjsonSink, Sink, neutralise};

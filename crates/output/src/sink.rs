@@ -13,6 +13,9 @@ pub enum Format {
     Csv,
     /// One JSON object per line.
     Ndjson,
+    /// A Splunk lookup table: CSV keyed by every hash of a file (`hash` first, then the
+    /// fields), so that a join on MD5, SHA-1 or SHA-256 finds it.
+    SplunkLookup,
 }
 
 impl FromStr for Format {
@@ -22,7 +25,8 @@ impl FromStr for Format {
         match s {
             "csv" => Ok(Format::Csv),
             "ndjson" | "jsonl" => Ok(Format::Ndjson),
-            _ => Err(format!("unknown format {s:?} (csv, ndjson)")),
+            "splunk-lookup" => Ok(Format::SplunkLookup),
+            _ => Err(format!("unknown format {s:?} (csv, ndjson, splunk-lookup)")),
         }
     }
 }
@@ -97,6 +101,84 @@ impl<W: Write> Sink for CsvSink<W> {
                 .map_err(into_io)?;
         }
         self.writer.write_record(None::<&[u8]>).map_err(into_io)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.header()?;
+        self.writer.flush()
+    }
+}
+
+/// A Splunk lookup table: one CSV row per hash of each file, keyed by a first `hash` column
+/// (the file's SHA-256, MD5 and SHA-1 for a found file; the hash asked for otherwise), so a
+/// search joins on whichever hash its events carry; each key once. Invalid values have no
+/// row.
+#[derive(Debug)]
+pub struct LookupSink<W: Write> {
+    writer: csv::Writer<W>,
+    fields: Vec<Field>,
+    header_done: bool,
+    /// Keys written: a file met under two of its hashes (two records) gets one row per key.
+    written: std::collections::HashSet<String>,
+}
+
+impl<W: Write> LookupSink<W> {
+    /// A lookup sink writing `hash` and `fields` to `out`.
+    pub fn new(out: W, fields: Vec<Field>) -> LookupSink<W> {
+        LookupSink {
+            writer: csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(out),
+            fields,
+            header_done: false,
+            written: std::collections::HashSet::new(),
+        }
+    }
+
+    fn header(&mut self) -> io::Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            let names = std::iter::once("hash").chain(self.fields.iter().map(|f| f.name()));
+            self.writer.write_record(names).map_err(into_io)?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Sink for LookupSink<W> {
+    fn write(&mut self, record: &Record) -> io::Result<()> {
+        self.header()?;
+        if record.status == Some(crate::record::Status::Invalid) {
+            return Ok(());
+        }
+        let mut keys: Vec<&str> = vec![record.input.as_str()];
+        for other in [&record.sha256, &record.md5, &record.sha1]
+            .into_iter()
+            .flatten()
+        {
+            if !keys.contains(&other.as_str()) {
+                keys.push(other);
+            }
+        }
+        for key in keys {
+            if !self.written.insert(key.to_owned()) {
+                continue;
+            }
+            self.writer.write_field(key).map_err(into_io)?;
+            for field in &self.fields {
+                let cell = field.cell(record);
+                let guarded = if field.is_text() {
+                    neutralise(&cell)
+                } else {
+                    std::borrow::Cow::Borrowed(&*cell)
+                };
+                self.writer
+                    .write_field(guarded.as_bytes())
+                    .map_err(into_io)?;
+            }
+            self.writer.write_record(None::<&[u8]>).map_err(into_io)?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self) -> io::Result<()> {

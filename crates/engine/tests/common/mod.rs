@@ -90,7 +90,7 @@ pub async fn enrich(mock: &MockServer, key: &str, settings: Settings) -> Run {
     .expect("run");
     let text = out.text();
     let rows = match format {
-        Format::Csv => {
+        Format::Csv | Format::SplunkLookup => {
             let mut reader = csv::Reader::from_reader(text.as_bytes());
             let headers = reader.headers().expect("header").clone();
             reader
