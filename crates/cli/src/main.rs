@@ -398,6 +398,18 @@ fn cache_command(args: CacheArgs) -> Result<u8, Failure> {
     Ok(codes::OK)
 }
 
+/// Where an output file really goes: the file itself, or the file a symlink points to (so the
+/// link survives the rename). `None` when `path` exists and is not a regular file (a device
+/// such as `/dev/null`, a FIFO, a socket): those are written in place, never renamed over
+/// (renaming a finished `.partial` over `/dev/null` would replace the device with a file).
+fn regular_target(path: &std::path::Path) -> Option<PathBuf> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => None,
+        Ok(_) => Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())),
+        Err(_) => Some(path.to_owned()),
+    }
+}
+
 fn partial_path(path: &std::path::Path) -> PathBuf {
     let mut name = path
         .file_name()
@@ -417,17 +429,33 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     }
     let (mut resolved, client) = load_with_client(&args.common, args.inputs.clone())?;
     resolved.settings.quota.wait_for_reset |= args.wait_for_reset;
-    let (out, partial): (Box<dyn Write + Send>, Option<PathBuf>) = match &args.output {
-        Some(path) => {
-            let partial = partial_path(path);
-            let file = std::fs::File::create(&partial).map_err(|e| {
-                Failure::Usage(format!("failed to create {}: {e}", partial.display()))
-            })?;
-            (
-                Box::new(io::BufWriter::with_capacity(256 * 1024, file)),
-                Some(partial),
-            )
-        }
+    // (partial, final): a regular file is written as FILE.partial and renamed when complete.
+    type Renamed = Option<(PathBuf, PathBuf)>;
+    let (out, partial): (Box<dyn Write + Send>, Renamed) = match &args.output {
+        Some(path) => match regular_target(path) {
+            Some(target) => {
+                let partial = partial_path(&target);
+                let file = std::fs::File::create(&partial).map_err(|e| {
+                    Failure::Usage(format!("failed to create {}: {e}", partial.display()))
+                })?;
+                (
+                    Box::new(io::BufWriter::with_capacity(256 * 1024, file)),
+                    Some((partial, target)),
+                )
+            }
+            None => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| {
+                        Failure::Usage(format!("failed to open {}: {e}", path.display()))
+                    })?;
+                (
+                    Box::new(io::BufWriter::with_capacity(256 * 1024, file)),
+                    None,
+                )
+            }
+        },
         None => (
             Box::new(io::BufWriter::with_capacity(64 * 1024, io::stdout())),
             None,
@@ -457,7 +485,7 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
         Ok(done) => done,
         Err(e) => {
             // Nothing complete was written: leave no half file behind.
-            if let Some(partial) = &partial {
+            if let Some((partial, _)) = &partial {
                 let _ = std::fs::remove_file(partial);
             }
             return Err(e.into());
@@ -476,7 +504,7 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             );
         }
     }
-    if let (Some(partial), Some(path)) = (&partial, &args.output) {
+    if let Some((partial, path)) = &partial {
         std::fs::rename(partial, path).map_err(|e| {
             Failure::Usage(format!(
                 "failed to rename {} to {}: {e}",

@@ -136,8 +136,19 @@ pub fn previous_success(path: &Path) -> Option<i64> {
         .map(|v| v as i64)
 }
 
-/// Writes `text` to `path` atomically (a temporary file beside it, then a rename).
+/// Writes `text` to `path` atomically (a temporary file beside it, then a rename; through a
+/// symlink, beside its target). A path that exists and is not a regular file (a device, a
+/// FIFO) is written in place: a rename would replace it.
 pub fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    let resolved = match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+            return f.write_all(text.as_bytes());
+        }
+        Ok(_) => std::fs::canonicalize(path)?,
+        Err(_) => path.to_owned(),
+    };
+    let path = resolved.as_path();
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

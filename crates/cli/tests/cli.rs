@@ -695,8 +695,9 @@ async fn fail_on_exits_5_when_a_record_matches_and_says_how_many_in_the_summary(
     let dir = temp_dir("fail-on");
     let summary = dir.join("summary.json");
     let summary_arg = summary.to_str().expect("utf-8").to_owned();
+    let out_arg = dir.join("out.csv").to_str().expect("utf-8").to_owned();
     let run = |condition: &'static str| {
-        let (url, summary_arg) = (url.clone(), summary_arg.clone());
+        let (url, summary_arg, out_arg) = (url.clone(), summary_arg.clone(), out_arg.clone());
         async move {
             vtbulk(
                 &[
@@ -712,7 +713,7 @@ async fn fail_on_exits_5_when_a_record_matches_and_says_how_many_in_the_summary(
                     "--summary-json",
                     &summary_arg,
                     "-o",
-                    "/dev/null",
+                    &out_arg,
                 ],
                 Some("testkey"),
             )
@@ -795,7 +796,7 @@ async fn the_metrics_file_parses_as_prometheus_text_and_keeps_the_last_success()
             "--summary-json".to_owned(),
             summary_arg.clone(),
             "-o".to_owned(),
-            "/dev/null".to_owned(),
+            dir.join("out.csv").to_str().expect("utf-8").to_owned(),
         ]
     };
     let first = args();
@@ -847,7 +848,7 @@ async fn the_metrics_file_parses_as_prometheus_text_and_keeps_the_last_success()
     let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .expect("dir")
         .map(|e| e.expect("entry").file_name())
-        .filter(|n| n != "vtbulk.prom" && n != "summary.json")
+        .filter(|n| n != "vtbulk.prom" && n != "summary.json" && n != "out.csv")
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
     let _ = std::fs::remove_dir_all(&dir);
@@ -993,4 +994,79 @@ async fn a_splunk_lookup_has_a_row_for_every_hash_of_every_file() {
         rows.iter()
             .any(|r| &r[1] == "not_found" && r[0].len() == 64)
     );
+}
+
+#[tokio::test]
+async fn output_to_a_symlink_or_a_fifo_keeps_what_the_path_is() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp_dir("special-outputs");
+    // A symlink: the finished file replaces its target, the link stays a link.
+    let target = dir.join("real.csv");
+    let link = dir.join("link.csv");
+    std::fs::write(&target, "old").expect("target");
+    std::os::unix::fs::symlink(&target, &link).expect("symlink");
+    let link_arg = link.to_str().expect("utf-8").to_owned();
+    let base = [
+        "enrich",
+        "fixtures/iocs/incident.txt",
+        "--api-url",
+        &url,
+        "--rate",
+        "unlimited",
+        "--quiet",
+        "-o",
+    ];
+    let mut args = base.to_vec();
+    args.push(&link_arg);
+    let out = vtbulk(&args, Some("testkey")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink()
+    );
+    assert!(
+        std::fs::read_to_string(&target)
+            .expect("target")
+            .starts_with("input,")
+    );
+    // A FIFO (like /dev/null or /dev/stdout, not a regular file): written in place, never
+    // renamed over.
+    let fifo = dir.join("pipe");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(std::fs::read_to_string(fifo));
+        });
+    }
+    let fifo_arg = fifo.to_str().expect("utf-8").to_owned();
+    let mut args = base.to_vec();
+    args.push(&fifo_arg);
+    let out = vtbulk(&args, Some("testkey")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A bound, not a sleep: were the FIFO renamed over, its reader would wait for ever.
+    let read = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the output reached the FIFO")
+        .expect("read the fifo");
+    assert!(read.starts_with("input,"), "{read}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .expect("fifo")
+            .file_type()
+            .is_fifo()
+    );
+    assert!(!dir.join("pipe.partial").exists());
+    let _ = std::fs::remove_dir_all(&dir);
 }
