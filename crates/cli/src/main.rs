@@ -154,9 +154,13 @@ struct CommonArgs {
     /// neither looked up nor written.
     #[arg(long)]
     only_new: bool,
-    /// Output format: csv or ndjson.
+    /// Output format: csv, ndjson, splunk-lookup (keyed by every hash), ecs (NDJSON in the
+    /// Elastic Common Schema).
     #[arg(long)]
     format: Option<String>,
+    /// NDJSON in a SIEM's schema: `ecs` (the same as `--format ecs`).
+    #[arg(long, value_name = "ecs")]
+    schema: Option<String>,
     /// Output fields, comma-separated (see README), or `default`.
     #[arg(long)]
     fields: Option<String>,
@@ -350,7 +354,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),
         only_new: common.only_new.then_some(true),
-        format: common.format.clone(),
+        format: schema_format(common.schema.as_deref(), common.format.clone())?,
         fields: common.fields.clone(),
         raw: common.raw.then_some(true),
         retries: common.retries,
@@ -407,6 +411,18 @@ fn regular_target(path: &std::path::Path) -> Option<PathBuf> {
         Ok(meta) if !meta.is_file() => None,
         Ok(_) => Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned())),
         Err(_) => Some(path.to_owned()),
+    }
+}
+
+/// The output format `--schema` asks for, checked against `--format`.
+fn schema_format(schema: Option<&str>, format: Option<String>) -> Result<Option<String>, String> {
+    match (schema, format.as_deref()) {
+        (None, _) => Ok(format),
+        (Some("ecs"), None | Some("ndjson") | Some("ecs")) => Ok(Some("ecs".into())),
+        (Some("ecs"), Some(other)) => Err(format!(
+            "--schema ecs writes NDJSON; it cannot be --format {other}"
+        )),
+        (Some(other), _) => Err(format!("unknown schema {other:?} (ecs)")),
     }
 }
 

@@ -1070,3 +1070,60 @@ async fn output_to_a_symlink_or_a_fifo_keeps_what_the_path_is() {
     assert!(!dir.join("pipe.partial").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn schema_ecs_writes_threat_enrichment_documents_for_every_record() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--quiet",
+            "--schema",
+            "ecs",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let docs: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    let eicar = docs
+        .iter()
+        .find(|d| d["vtbulk"]["input"] == "44d88612fea8a8f36de82e1278abb02f")
+        .expect("EICAR's document");
+    let e = &eicar["threat"]["enrichments"][0];
+    assert_eq!(e["indicator"]["type"], "file");
+    assert_eq!(e["indicator"]["provider"], "VirusTotal");
+    assert_eq!(e["matched"]["field"], "file.hash.md5");
+    assert!(e["indicator"]["scanner_stats"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(eicar["event"]["kind"], "enrichment");
+    // Every record is a document: invalid values too, as failures with their reason.
+    assert!(
+        docs.iter()
+            .any(|d| d["event"]["outcome"] == "failure" && d["error"]["message"].is_string())
+    );
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--schema",
+            "ecs",
+            "--format",
+            "csv",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--schema ecs writes NDJSON"));
+}

@@ -15,7 +15,7 @@ use std::time::Duration;
 use tokio::sync::{Semaphore, mpsc};
 use vtbulk_ioc::reader::InputFormat;
 use vtbulk_ioc::{Column, InputReport};
-use vtbulk_output::{CsvSink, Field, Format, LookupSink, NdjsonSink, Sink};
+use vtbulk_output::{CsvSink, EcsSink, Field, Format, LookupSink, NdjsonSink, Sink};
 use vtbulk_quota::{BackoffPolicy, Rate, Scheduler, SchedulerConfig, Window};
 use vtbulk_store::{RunRecord, SqliteStore, StoreError};
 use vtbulk_vt::Client;
@@ -544,5 +544,6 @@ fn make_sink(settings: &Settings, out: Box<dyn Write + Send>) -> Box<dyn Sink + 
         Format::Csv => Box::new(CsvSink::new(out, settings.fields.clone())),
         Format::Ndjson => Box::new(NdjsonSink::new(out, settings.fields.clone(), settings.raw)),
         Format::SplunkLookup => Box::new(LookupSink::new(out, settings.fields.clone())),
+        Format::Ecs => Box::new(EcsSink::new(out)),
     }
 }

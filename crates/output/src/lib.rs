@@ -15,6 +15,8 @@ mod record;
 mod sink;
 
 mod condition;
+mod ecs;
 pub use condition::{FailOn, FailOnError};
+pub use ecs::{EcsSink, document as ecs_document};
 pub use record::{Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields, rfc3339};
 pub use sink::{CsvSink, Format, LookupSink, NdjsonSink, Sink, neutralise};

@@ -16,6 +16,8 @@ pub enum Format {
     /// A Splunk lookup table: CSV keyed by every hash of a file (`hash` first, then the
     /// fields), so that a join on MD5, SHA-1 or SHA-256 finds it.
     SplunkLookup,
+    /// NDJSON in the Elastic Common Schema's threat-enrichment fields (`--schema ecs`).
+    Ecs,
 }
 
 impl FromStr for Format {
@@ -26,7 +28,10 @@ impl FromStr for Format {
             "csv" => Ok(Format::Csv),
             "ndjson" | "jsonl" => Ok(Format::Ndjson),
             "splunk-lookup" => Ok(Format::SplunkLookup),
-            _ => Err(format!("unknown format {s:?} (csv, ndjson, splunk-lookup)")),
+            "ecs" => Ok(Format::Ecs),
+            _ => Err(format!(
+                "unknown format {s:?} (csv, ndjson, splunk-lookup, ecs)"
+            )),
         }
     }
 }

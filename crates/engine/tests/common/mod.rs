@@ -105,7 +105,7 @@ pub async fn enrich(mock: &MockServer, key: &str, settings: Settings) -> Run {
                 })
                 .collect()
         }
-        Format::Ndjson => text
+        Format::Ndjson | Format::Ecs => text
             .lines()
             .map(|l| {
                 let v: serde_json::Map<String, serde_json::Value> =
