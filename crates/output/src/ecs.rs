@@ -50,7 +50,7 @@ pub fn document(record: &Record) -> Value {
             Val::Owned(s) => json!(s),
             Val::U64(n) => json!(n),
             Val::I64(n) => json!(n),
-            Val::List(l) if l.is_empty() => continue,
+            Val::List([]) => continue,
             Val::List(l) => json!(l),
         };
         vtbulk.insert(field.name().to_owned(), value);
