@@ -987,6 +987,10 @@ async fn a_splunk_lookup_has_a_row_for_every_hash_of_every_file() {
     let all: Vec<&str> = rows.iter().map(|r| &r[0]).collect();
     let unique: std::collections::BTreeSet<&str> = all.iter().copied().collect();
     assert_eq!(all.len(), unique.len(), "each key once");
+    // Every found file is keyed by its SHA-256 at least (the hash a join most often has).
+    for row in rows.iter().filter(|r| &r[1] == "ok") {
+        assert!(unique.contains(&row[2]), "{row:?} not keyed by its sha256");
+    }
     assert_eq!(eicar.len(), 3);
     // Invalid values have no row; a file not found has its own hash as key.
     assert!(rows.iter().all(|r| &r[1] != "invalid"));

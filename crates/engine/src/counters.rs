@@ -49,8 +49,6 @@ pub struct Counters {
     pub fail_on_matches: AtomicU64,
     /// Hashes left out by `--only-new` (the cache knew them).
     pub already_seen: AtomicU64,
-    /// Inputs whose reading ended on damage (a truncated or corrupt compressed stream).
-    pub damaged_inputs: AtomicU64,
     /// What reading each input did, in order.
     pub inputs: Mutex<Vec<vtbulk_ioc::InputReport>>,
     /// Skipped records by reason.
@@ -80,6 +78,15 @@ impl Counters {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(report);
+    }
+
+    /// Whether reading an input ended on damage (a truncated or corrupt compressed stream).
+    pub(crate) fn any_input_damaged(&self) -> bool {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .any(|i| i.damage.is_some())
     }
 
     /// What reading each input did, and the exclusions of all of them by reason.

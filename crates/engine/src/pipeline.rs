@@ -293,10 +293,7 @@ pub async fn run(
             return Err(EngineError::Output(e));
         }
         (_, Some(cause)) => cause.outcome(),
-        (Ok(()), None)
-            if Counters::get(&counters.errors) > 0
-                || Counters::get(&counters.damaged_inputs) > 0 =>
-        {
+        (Ok(()), None) if Counters::get(&counters.errors) > 0 || counters.any_input_damaged() => {
             Outcome::CompletedWithErrors
         }
         (_, None) => Outcome::Completed,

@@ -335,9 +335,6 @@ fn read_inputs(
                 };
                 let report = reader::read_input(part, index, &options, &mut emit)?;
                 counters.lines.fetch_add(report.lines, Ordering::Relaxed);
-                if report.damage.is_some() {
-                    bump(&counters.damaged_inputs);
-                }
                 if let Some(hook) = &hook {
                     (hook.0)(&report);
                 }

@@ -74,16 +74,8 @@ impl fmt::Display for Exclusion {
 /// element or attribute, or the label in front of a token in text (`IMPHASH=`, `Thumbprint:`).
 /// `None`: nothing against it being a file hash.
 pub fn field(name: &[u8]) -> Option<Exclusion> {
-    let mut squashed = [0u8; 48];
-    let mut n = 0;
-    for &b in name.iter().filter(|b| b.is_ascii_alphanumeric()) {
-        if n == squashed.len() {
-            break;
-        }
-        squashed[n] = b.to_ascii_lowercase();
-        n += 1;
-    }
-    let s = &squashed[..n];
+    let squashed = Squashed::of(name);
+    let s = squashed.as_bytes();
     if let Some(reason) = digest_word(s) {
         return Some(reason);
     }
@@ -111,6 +103,9 @@ fn digest_word(s: &[u8]) -> Option<Exclusion> {
         Some(Exclusion::ImportHash)
     } else if has(b"authentihash") || has(b"authenticode") {
         Some(Exclusion::Authentihash)
+    } else if has(b"ja3") || has(b"jarm") || has(b"ja4") || has(b"hassh") {
+        // Before certificates: MISP's `ja3-fingerprint-md5` is a TLS fingerprint.
+        Some(Exclusion::TlsFingerprint)
     } else if has(b"thumbprint")
         || has(b"fingerprint")
         || has(b"x509")
@@ -120,8 +115,6 @@ fn digest_word(s: &[u8]) -> Option<Exclusion> {
         || has(b"serialnumber")
     {
         Some(Exclusion::Certificate)
-    } else if has(b"ja3") || has(b"jarm") || has(b"ja4") || has(b"hassh") {
-        Some(Exclusion::TlsFingerprint)
     } else if has(b"pehash")
         || has(b"tlsh")
         || has(b"ssdeep")
@@ -232,27 +225,13 @@ fn labelled(line: &[u8]) -> Option<Exclusion> {
         return Some(Exclusion::Id);
     }
     // A generic last word takes its meaning from the one before: "Import Hash", "Cert SHA1".
-    let generic = {
-        let mut squashed: Vec<u8> = last
-            .iter()
-            .filter(|b| b.is_ascii_alphanumeric())
-            .map(u8::to_ascii_lowercase)
-            .collect();
-        squashed.truncate(16);
-        matches!(
-            squashed.as_slice(),
-            b"hash" | b"hashes" | b"md5" | b"sha1" | b"sha256" | b"digest" | b"value"
-        )
-    };
+    let generic = matches!(
+        Squashed::of(last).as_bytes(),
+        b"hash" | b"hashes" | b"md5" | b"sha1" | b"sha256" | b"digest" | b"value"
+    );
     if generic {
         let (previous, _) = last_word(rest);
-        let mut squashed: Vec<u8> = previous
-            .iter()
-            .filter(|b| b.is_ascii_alphanumeric())
-            .map(u8::to_ascii_lowercase)
-            .collect();
-        squashed.truncate(24);
-        return match squashed.as_slice() {
+        return match Squashed::of(previous).as_bytes() {
             b"import" | b"imports" => Some(Exclusion::ImportHash),
             b"authenticode" | b"authentihash" => Some(Exclusion::Authentihash),
             b"certificate" | b"cert" | b"signer" | b"signing" | b"x509" => {
@@ -278,16 +257,35 @@ pub fn after(after: &[u8]) -> Option<Exclusion> {
 /// "paid" and "Android" end like ids), so it applies to labels only in a `Key: value` or
 /// `Key=value` form, which [`before`] cannot tell from prose; it is left to [`field`].
 fn label(word: &[u8]) -> Option<Exclusion> {
-    let mut squashed = [0u8; 48];
-    let mut n = 0;
-    for &b in word.iter().filter(|b| b.is_ascii_alphanumeric()) {
-        if n == squashed.len() {
-            break;
+    digest_word(Squashed::of(word).as_bytes())
+}
+
+/// A name squashed for matching: lower-case, alphanumerics only (`SHA-256` is `sha256`,
+/// `Import_Hash` is `importhash`), at most 48 bytes, on the stack (this runs per token).
+struct Squashed {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl Squashed {
+    fn of(name: &[u8]) -> Squashed {
+        let mut squashed = Squashed {
+            buf: [0; 48],
+            len: 0,
+        };
+        for &b in name.iter().filter(|b| b.is_ascii_alphanumeric()) {
+            if squashed.len == squashed.buf.len() {
+                break;
+            }
+            squashed.buf[squashed.len] = b.to_ascii_lowercase();
+            squashed.len += 1;
         }
-        squashed[n] = b.to_ascii_lowercase();
-        n += 1;
+        squashed
     }
-    digest_word(&squashed[..n])
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
 }
 
 /// The last word of `text` after trailing separators, and the text before that word.
@@ -367,6 +365,8 @@ mod tests {
             ("imphash", Some(Exclusion::ImportHash)),
             ("x509-fingerprint-sha1", Some(Exclusion::Certificate)),
             ("ja3s", Some(Exclusion::TlsFingerprint)),
+            ("ja3-fingerprint-md5", Some(Exclusion::TlsFingerprint)),
+            ("jarm-fingerprint", Some(Exclusion::TlsFingerprint)),
             ("ssdeep", Some(Exclusion::OtherDigest)),
             ("aid", Some(Exclusion::Id)),
             ("cid", Some(Exclusion::Id)),

@@ -159,6 +159,17 @@ fn structured_files_are_read_by_their_structure_and_reports_as_text() {
     let (_, reports) = read(&corpus().join("defender_export.csv"));
     assert_eq!(reports[0].columns.len(), 6, "{:?}", reports[0].columns);
     assert_eq!(reports[0].excluded_by_reason.get("id"), Some(&6));
+    let (_, reports) = read(&corpus().join("misp_event.json"));
+    let reasons = &reports[0].excluded_by_reason;
+    for reason in [
+        "import_hash",
+        "authentihash",
+        "other_digest",
+        "tls_fingerprint",
+    ] {
+        assert_eq!(reasons.get(reason), Some(&1), "{reason}: {reasons:?}");
+    }
+    assert_eq!(reasons.get("certificate"), Some(&1), "{reasons:?}");
     let (_, reports) = read(&corpus().join("ticket_attachments.zip"));
     let names: Vec<&str> = reports.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(

@@ -83,6 +83,25 @@ impl<W: Write> CsvSink<W> {
     }
 }
 
+/// `fields` of `record` as cells of the current CSV row, text cells through the guard.
+fn write_cells<W: Write>(
+    writer: &mut csv::Writer<W>,
+    fields: &[Field],
+    record: &Record,
+) -> io::Result<()> {
+    for field in fields {
+        let cell = field.cell(record);
+        // Borrowed all the way unless the guard has to prefix the cell.
+        let guarded = if field.is_text() {
+            neutralise(&cell)
+        } else {
+            std::borrow::Cow::Borrowed(&*cell)
+        };
+        writer.write_field(guarded.as_bytes()).map_err(into_io)?;
+    }
+    Ok(())
+}
+
 fn into_io(e: csv::Error) -> io::Error {
     match e.into_kind() {
         csv::ErrorKind::Io(e) => e,
@@ -93,18 +112,7 @@ fn into_io(e: csv::Error) -> io::Error {
 impl<W: Write> Sink for CsvSink<W> {
     fn write(&mut self, record: &Record) -> io::Result<()> {
         self.header()?;
-        for field in &self.fields {
-            let cell = field.cell(record);
-            // Borrowed all the way unless the guard has to prefix the cell.
-            let guarded = if field.is_text() {
-                neutralise(&cell)
-            } else {
-                std::borrow::Cow::Borrowed(&*cell)
-            };
-            self.writer
-                .write_field(guarded.as_bytes())
-                .map_err(into_io)?;
-        }
+        write_cells(&mut self.writer, &self.fields, record)?;
         self.writer.write_record(None::<&[u8]>).map_err(into_io)
     }
 
@@ -170,17 +178,7 @@ impl<W: Write> Sink for LookupSink<W> {
                 continue;
             }
             self.writer.write_field(key).map_err(into_io)?;
-            for field in &self.fields {
-                let cell = field.cell(record);
-                let guarded = if field.is_text() {
-                    neutralise(&cell)
-                } else {
-                    std::borrow::Cow::Borrowed(&*cell)
-                };
-                self.writer
-                    .write_field(guarded.as_bytes())
-                    .map_err(into_io)?;
-            }
+            write_cells(&mut self.writer, &self.fields, record)?;
             self.writer.write_record(None::<&[u8]>).map_err(into_io)?;
         }
         Ok(())

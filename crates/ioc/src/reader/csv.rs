@@ -17,7 +17,6 @@
 use std::io::{self, BufRead};
 
 use super::sniff::delimiter;
-use super::text::scan_value;
 use super::{Column, MAX_LINE, Sink, trim};
 use crate::Hash;
 use crate::context::{self, Exclusion};
@@ -185,11 +184,7 @@ impl Records<'_> {
 
     /// Physical lines read.
     fn lines(&self) -> u64 {
-        match self.last {
-            None => 0,
-            Some(b'\n') => self.line - 1,
-            Some(_) => self.line,
-        }
+        super::lines_read(self.line, self.last)
     }
 }
 
@@ -360,17 +355,7 @@ fn take(record: &Record, chosen: &[Chosen], sink: &mut Sink<'_>) {
             continue;
         }
         match c.role {
-            Role::Named => match Hash::parse_bytes(cell) {
-                Ok(h) => sink.hash(h, record.line),
-                Err(e) => {
-                    // `SHA256=…,IMPHASH=…`, `md5:…`: the hashes inside, judged by context.
-                    let before = sink.seen();
-                    scan_value(cell, record.line, None, sink);
-                    if sink.seen() == before {
-                        sink.invalid(cell, record.line, e.to_string());
-                    }
-                }
-            },
+            Role::Named => sink.hash_value(cell, record.line),
             Role::Found => {
                 if let Ok(h) = Hash::parse_bytes(cell) {
                     sink.hash(h, record.line);

@@ -25,8 +25,8 @@
 
 use std::io::{self, BufRead};
 
-use super::text::scan_value;
-use super::{IS_HEX, MAX_LINE, Sink, trim};
+use super::text::{scan_value, tokens};
+use super::{MAX_LINE, Sink, trim};
 use crate::context::{self, Exclusion};
 
 /// String members an object holds before its oldest are read without waiting for its end.
@@ -302,20 +302,7 @@ fn stix_indicator(obj: &Obj, sink: &mut Sink<'_>) {
 /// `[file:hashes.'SHA-256' = '…']` is a file, `[x509-certificate:hashes.'SHA-1' = '…']` a
 /// certificate, `file:hashes.SSDEEP` another digest.
 fn pattern(p: &[u8], line: u64, sink: &mut Sink<'_>) {
-    let mut at = 0;
-    while at < p.len() {
-        let Some(start) = p[at..].iter().position(|&b| IS_HEX[b as usize]) else {
-            break;
-        };
-        let start = at + start;
-        let len = p[start..]
-            .iter()
-            .position(|&b| !IS_HEX[b as usize])
-            .unwrap_or(p.len() - start);
-        at = start + len;
-        if !matches!(len, 32 | 40 | 64) {
-            continue;
-        }
+    for (start, len) in tokens(p) {
         let before = &p[..start];
         let comparison = match before.iter().rposition(|&b| b == b'[' || b == b'(') {
             Some(i) => &before[i + 1..],
@@ -343,7 +330,6 @@ fn pattern(p: &[u8], line: u64, sink: &mut Sink<'_>) {
             }
             None => context::before(&before[before.len().saturating_sub(context::BEFORE)..]),
         };
-        let why = if sink.keeps_all() { None } else { why };
         sink.token(&p[start..start + len], line, why);
     }
 }
@@ -485,12 +471,9 @@ impl Lexer<'_> {
         }
     }
 
+    /// Physical lines read.
     fn lines(&self) -> u64 {
-        match self.last {
-            None => 0,
-            Some(b'\n') => self.line - 1,
-            Some(_) => self.line,
-        }
+        super::lines_read(self.line, self.last)
     }
 }
 
@@ -513,6 +496,8 @@ fn unescape(esc: &[u8]) -> Option<Vec<u8>> {
             let mut buf = [0u8; 4];
             Some(c.encode_utf8(&mut buf).as_bytes().to_vec())
         }
-        other => simple(other),
+        // Not a JSON escape (broken JSON): kept as written, so that it still separates what
+        // stands on either side (`MD5\MD5` is two tokens, not one of 64 digits).
+        other => Some(vec![b'\\', other]),
     }
 }

@@ -191,6 +191,25 @@ pub(crate) struct Sink<'a> {
     emit: &'a mut dyn FnMut(Item),
 }
 
+impl<'a> Sink<'a> {
+    /// A sink for input `index` into `report`; a `trial` one only counts.
+    pub(crate) fn new(
+        index: u32,
+        options: &ReadOptions,
+        trial: bool,
+        report: &'a mut InputReport,
+        emit: &'a mut dyn FnMut(Item),
+    ) -> Sink<'a> {
+        Sink {
+            input: index,
+            keep_all: options.keep_all_hex,
+            trial,
+            report,
+            emit,
+        }
+    }
+}
+
 impl Sink<'_> {
     fn origin(&self, line: u64) -> Origin {
         Origin {
@@ -253,6 +272,22 @@ impl Sink<'_> {
         }
     }
 
+    /// A value that should hold file hashes (a CSV column named like one, an OpenIOC hash
+    /// item): a bare hash, or the hashes inside it judged by context (`SHA256=…,IMPHASH=…`,
+    /// `md5:…`), or else an invalid item saying why it is not one.
+    pub(crate) fn hash_value(&mut self, value: &[u8], line: u64) {
+        match Hash::parse_bytes(value) {
+            Ok(h) => self.hash(h, line),
+            Err(e) => {
+                let before = self.seen();
+                text::scan_value(value, line, None, self);
+                if self.seen() == before {
+                    self.invalid(value, line, reason(&e));
+                }
+            }
+        }
+    }
+
     /// A value parsed as a hash: the hash, or an invalid item saying why not.
     pub(crate) fn value(&mut self, value: &[u8], line: u64) {
         match Hash::parse_bytes(value) {
@@ -260,13 +295,6 @@ impl Sink<'_> {
             Err(e) => self.invalid(value, line, reason(&e)),
         }
     }
-}
-
-/// What `auto` found when it tried its guess on the head of an input.
-struct Trial {
-    hashes: u64,
-    invalid: u64,
-    no_column: bool,
 }
 
 /// Reads one input (or archive member), calling `emit` for each item; the report says what
@@ -299,47 +327,20 @@ pub fn read_input(
         InputFormat::Auto => sniff(&report.name, &head),
         f => f,
     };
-    if options.format == InputFormat::Auto {
-        let trial = try_format(format, &head, options);
-        let reason = match format {
-            InputFormat::Csv if trial.no_column => Some("no column holds hashes".to_owned()),
-            InputFormat::Lines if trial.invalid > trial.hashes => Some(format!(
-                "{} of the first {} values are not hashes",
-                trial.invalid,
-                trial.invalid + trial.hashes
-            )),
-            _ => None,
-        };
-        if let Some(reason) = reason {
-            report.fallback = Some(format!("read as text: {reason}"));
-            format = InputFormat::Text;
-        }
+    if options.format == InputFormat::Auto
+        && let Some(reason) = fallback(format, &head, options)
+    {
+        report.fallback = Some(format!("read as text: {reason}"));
+        format = InputFormat::Text;
     }
-    report.format = format.name();
     let mut whole = io::BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(decoded));
-    let mut sink = Sink {
-        input: index,
-        keep_all: options.keep_all_hex,
-        trial: false,
-        report: &mut report,
-        emit,
-    };
-    let lines = match format {
-        InputFormat::Lines | InputFormat::Auto => lines::read(&mut whole, &mut sink)?,
-        InputFormat::Csv => {
-            let (lines, columns) = csv::read(&mut whole, &options.columns, &mut sink)?;
-            sink.report.columns = columns;
-            lines
-        }
-        InputFormat::Text => text::read(&mut whole, &mut sink)?,
-        InputFormat::Json => json::read(&mut whole, &mut sink)?,
-        InputFormat::Xml => xml::read(&mut whole, &mut sink)?,
-    };
+    let mut sink = Sink::new(index, options, false, &mut report, emit);
+    run(format, &mut whole, options, &mut sink)?;
     if let Some(what) = damage.take() {
-        sink.invalid(b"", lines.max(1), what.clone());
+        let line = sink.report.lines.max(1);
+        sink.invalid(b"", line, what.clone());
         sink.report.damage = Some(what);
     }
-    report.lines = lines;
     Ok(report)
 }
 
@@ -352,57 +353,78 @@ pub fn read_plain(
     options: &ReadOptions,
     emit: &mut dyn FnMut(Item),
 ) -> io::Result<InputReport> {
-    let mut report = InputReport {
-        format: format.name(),
-        ..InputReport::default()
-    };
-    let mut sink = Sink {
-        input: index,
-        keep_all: options.keep_all_hex,
-        trial: false,
-        report: &mut report,
-        emit,
-    };
-    let lines = match format {
-        InputFormat::Lines | InputFormat::Auto => lines::read(input, &mut sink)?,
-        InputFormat::Csv => csv::read(input, &options.columns, &mut sink)?.0,
-        InputFormat::Text => text::read(input, &mut sink)?,
-        InputFormat::Json => json::read(input, &mut sink)?,
-        InputFormat::Xml => xml::read(input, &mut sink)?,
-    };
-    report.lines = lines;
+    let mut report = InputReport::default();
+    run(
+        format,
+        input,
+        options,
+        &mut Sink::new(index, options, false, &mut report, emit),
+    )?;
     Ok(report)
 }
 
-/// Runs `format`'s reader over `head` only counting, to see whether the guess holds.
-fn try_format(format: InputFormat, head: &[u8], options: &ReadOptions) -> Trial {
-    let mut report = InputReport::default();
-    let mut nothing = |_: Item| {};
-    let mut sink = Sink {
-        input: 0,
-        keep_all: options.keep_all_hex,
-        trial: true,
-        report: &mut report,
-        emit: &mut nothing,
+/// Runs `format`'s reader over `input` into `sink`, and notes in its report the format, the
+/// lines read and (CSV) the columns read.
+fn run(
+    format: InputFormat,
+    input: &mut dyn BufRead,
+    options: &ReadOptions,
+    sink: &mut Sink<'_>,
+) -> io::Result<()> {
+    sink.report.format = format.name();
+    sink.report.lines = match format {
+        InputFormat::Lines | InputFormat::Auto => lines::read(input, sink)?,
+        InputFormat::Csv => {
+            let (lines, columns) = csv::read(input, &options.columns, sink)?;
+            sink.report.columns = columns;
+            lines
+        }
+        InputFormat::Text => text::read(input, sink)?,
+        InputFormat::Json => json::read(input, sink)?,
+        InputFormat::Xml => xml::read(input, sink)?,
     };
-    // The head may end inside a line: only whole lines are tried.
-    let whole = match memchr::memrchr(b'\n', head) {
+    Ok(())
+}
+
+/// `auto`'s check of its guess: runs `format`'s reader over `head` (whole lines only),
+/// counting, and says why the input should be read as text instead, if it should: a CSV with
+/// no column of hashes, a list whose values are mostly not hashes.
+fn fallback(format: InputFormat, head: &[u8], options: &ReadOptions) -> Option<String> {
+    let mut whole = match memchr::memrchr(b'\n', head) {
         Some(i) if head.len() == HEAD => &head[..=i],
         _ => head,
     };
-    let mut input = whole;
-    let no_column = match format {
-        InputFormat::Lines => lines::read(&mut input, &mut sink).is_err(),
-        InputFormat::Csv => matches!(
-            csv::read(&mut input, &options.columns, &mut sink),
-            Err(e) if e.kind() == io::ErrorKind::InvalidData
-        ),
-        _ => false,
-    };
-    Trial {
-        hashes: report.hashes,
-        invalid: report.invalid,
-        no_column,
+    let mut report = InputReport::default();
+    let mut nothing = |_: Item| {};
+    let mut sink = Sink::new(0, options, true, &mut report, &mut nothing);
+    match format {
+        InputFormat::Csv => match csv::read(&mut whole, &options.columns, &mut sink) {
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                Some("no column holds hashes".to_owned())
+            }
+            _ => None,
+        },
+        InputFormat::Lines => {
+            let _ = lines::read(&mut whole, &mut sink);
+            (report.invalid > report.hashes).then(|| {
+                format!(
+                    "{} of the first {} values are not hashes",
+                    report.invalid,
+                    report.invalid + report.hashes
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The physical lines read, from the line at the read position (1-based) and the last byte
+/// read: a final line without its newline counts.
+pub(crate) fn lines_read(line: u64, last: Option<u8>) -> u64 {
+    match last {
+        None => 0,
+        Some(b'\n') => line - 1,
+        Some(_) => line,
     }
 }
 

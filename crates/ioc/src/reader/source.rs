@@ -242,8 +242,12 @@ impl Part<'static> {
     /// A part over bytes in memory (tests, benchmarks), decompressed like a file.
     pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Part<'static> {
         let damage = DamageCell::default();
+        // Reading from memory cannot fail; should it, the part reads as empty, damaged.
         let (reader, compression) = decompress(io::Cursor::new(bytes), damage.clone())
-            .unwrap_or_else(|e| (Box::new(io::Cursor::new(e.to_string().into_bytes())), None));
+            .unwrap_or_else(|e| {
+                damage.set(format!("unreadable: {e}"));
+                (Box::new(io::empty()), None)
+            });
         Part {
             name: name.to_owned(),
             reader,

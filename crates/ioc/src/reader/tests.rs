@@ -23,6 +23,25 @@ fn read_as(format: InputFormat, bytes: &[u8]) -> (Vec<Item>, InputReport) {
     )
 }
 
+/// Reads `bytes` as `format` through a reader buffer of `capacity` bytes (so that lines,
+/// tokens and their context straddle buffers).
+fn in_pieces(
+    format: InputFormat,
+    bytes: &[u8],
+    capacity: usize,
+    keep_all_hex: bool,
+) -> (Vec<Item>, InputReport) {
+    let mut input = std::io::BufReader::with_capacity(capacity, bytes);
+    let options = ReadOptions {
+        keep_all_hex,
+        ..ReadOptions::default()
+    };
+    let mut items = Vec::new();
+    let report =
+        read_plain(&mut input, 0, format, &options, &mut |i| items.push(i)).expect("reads");
+    (items, report)
+}
+
 fn hashes(items: &[Item]) -> Vec<(String, u64)> {
     items
         .iter()
@@ -161,18 +180,8 @@ fn text_context_holds_across_reader_buffers() {
         &OTHER[..32]
     );
     for capacity in [1, 5, 33, 64, 100] {
-        let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
-        let mut report = InputReport::default();
-        let mut items = Vec::new();
-        let mut emit = |i| items.push(i);
-        let mut sink = Sink {
-            input: 0,
-            keep_all: false,
-            trial: false,
-            report: &mut report,
-            emit: &mut emit,
-        };
-        let lines = text::read(&mut input, &mut sink).expect("reads");
+        let (items, report) = in_pieces(InputFormat::Text, text.as_bytes(), capacity, false);
+        let lines = report.lines;
         assert_eq!(lines, 2, "capacity {capacity}");
         assert_eq!(hashes(&items), pairs(&[(SHA256, 2)]), "capacity {capacity}");
         assert_eq!(report.excluded, 1, "capacity {capacity}");
@@ -183,18 +192,8 @@ fn text_context_holds_across_reader_buffers() {
 fn lines_split_across_reader_buffers_are_reassembled() {
     let text = format!("{MD5}\r\n# c\n{SHA256}\nbad\n{SHA1}");
     for capacity in [1, 7, 33, 64] {
-        let mut input = std::io::BufReader::with_capacity(capacity, text.as_bytes());
-        let mut report = InputReport::default();
-        let mut items = Vec::new();
-        let mut emit = |i| items.push(i);
-        let mut sink = Sink {
-            input: 0,
-            keep_all: false,
-            trial: false,
-            report: &mut report,
-            emit: &mut emit,
-        };
-        let lines = lines::read(&mut input, &mut sink).expect("reads");
+        let (items, report) = in_pieces(InputFormat::Lines, text.as_bytes(), capacity, false);
+        let lines = report.lines;
         assert_eq!(lines, 5, "capacity {capacity}");
         assert_eq!(
             hashes(&items),
@@ -611,18 +610,8 @@ mod properties {
             bytes in hexy_text(),
             capacity in 1usize..300,
         ) {
-            let mut input = std::io::BufReader::with_capacity(capacity, bytes.as_slice());
-            let mut report = InputReport::default();
-            let mut items = Vec::new();
-            let mut emit = |i| items.push(i);
-            let mut sink = Sink {
-                input: 0,
-                keep_all: true,
-                trial: false,
-                report: &mut report,
-                emit: &mut emit,
-            };
-            let lines = text::read(&mut input, &mut sink).expect("reads");
+            let (items, report) = in_pieces(InputFormat::Text, bytes.as_slice(), capacity, true);
+            let lines = report.lines;
             prop_assert_eq!(hashes(&items), reference(&bytes));
             let want_lines = match bytes.last() {
                 None => 0,

@@ -60,27 +60,19 @@ fn newlines(b: &[u8]) -> u64 {
 /// Reads free text; returns the number of lines.
 pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u64> {
     let mut scan = Stream::default();
-    let mut seen_any = false;
-    let mut last_newline = false;
+    let mut last = None;
     loop {
         let chunk = match input.fill_buf() {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         };
-        if chunk.is_empty() {
+        let Some(&end) = chunk.last() else {
             scan.finish(sink);
-            return Ok(if !seen_any {
-                0
-            } else if last_newline {
-                scan.line - 1
-            } else {
-                scan.line
-            });
-        }
-        seen_any = true;
+            return Ok(super::lines_read(scan.line, last));
+        };
         scan.feed(chunk, sink);
-        last_newline = chunk[chunk.len() - 1] == b'\n';
+        last = Some(end);
         let n = chunk.len();
         input.consume(n);
     }
@@ -324,30 +316,37 @@ pub(crate) fn scan_value(value: &[u8], line: u64, field: Option<Exclusion>, sink
     if value.len() < 32 {
         return;
     }
-    let mut at = 0;
-    let mut line = line;
-    while at < value.len() {
-        let Some(start) = value[at..].iter().position(|&b| IS_HEX[b as usize]) else {
-            break;
+    let (mut line, mut counted) = (line, 0);
+    for (start, len) in tokens(value) {
+        line += newlines(&value[counted..start]);
+        counted = start;
+        let why = if sink.keeps_all() {
+            None
+        } else {
+            field
+                .or_else(|| context::before(&value[start.saturating_sub(BEFORE)..start]))
+                .or_else(|| context::after(&value[start + len..value.len().min(start + len + 32)]))
         };
-        let start = at + start;
-        line += memchr::memchr_iter(b'\n', &value[at..start]).count() as u64;
-        let len = value[start..]
-            .iter()
-            .position(|&b| !IS_HEX[b as usize])
-            .unwrap_or(value.len() - start);
-        if matches!(len, 32 | 40 | 64) {
-            let why = if sink.keeps_all() {
-                None
-            } else {
-                field
-                    .or_else(|| context::before(&value[start.saturating_sub(BEFORE)..start]))
-                    .or_else(|| {
-                        context::after(&value[start + len..value.len().min(start + len + 32)])
-                    })
-            };
-            sink.token(&value[start..start + len], line, why);
-        }
-        at = start + len;
+        sink.token(&value[start..start + len], line, why);
     }
+}
+
+/// The hash-shaped tokens of `bytes` (held whole): every maximal run of 32, 40 or 64 hex
+/// digits, as (start, length).
+pub(crate) fn tokens(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        while at < bytes.len() {
+            let start = at + bytes[at..].iter().position(|&b| IS_HEX[b as usize])?;
+            let len = bytes[start..]
+                .iter()
+                .position(|&b| !IS_HEX[b as usize])
+                .unwrap_or(bytes.len() - start);
+            at = start + len;
+            if matches!(len, 32 | 40 | 64) {
+                return Some((start, len));
+            }
+        }
+        None
+    })
 }

@@ -14,7 +14,6 @@ use std::io::{self, BufRead};
 
 use super::text::scan_value;
 use super::{MAX_LINE, Sink, trim};
-use crate::Hash;
 use crate::context::{self, Exclusion};
 
 /// Reads XML; returns the number of lines.
@@ -116,16 +115,8 @@ fn on_text(
             let value = trim(text);
             let lead = text.len() - trim_start(text).len();
             let line = line + memchr::memchr_iter(b'\n', &text[..lead]).count() as u64;
-            match Hash::parse_bytes(value) {
-                Ok(h) => sink.hash(h, line),
-                Err(_) if !value.is_empty() => {
-                    let before = sink.seen();
-                    scan_value(value, line, None, sink);
-                    if sink.seen() == before {
-                        sink.value(value, line);
-                    }
-                }
-                Err(_) => {}
+            if !value.is_empty() {
+                sink.hash_value(value, line);
             }
         } else {
             let why = context::field(item).unwrap_or(Exclusion::NotAFile);
@@ -244,11 +235,8 @@ impl Tokens<'_> {
         Ok(buf[..n.min(buf.len())].to_vec())
     }
 
+    /// Physical lines read.
     fn lines(&self) -> u64 {
-        match self.last {
-            None => 0,
-            Some(b'\n') => self.line - 1,
-            Some(_) => self.line,
-        }
+        super::lines_read(self.line, self.last)
     }
 }
