@@ -184,13 +184,15 @@ pub async fn read(
     let answer = match client.ready().await {
         Ok(ready) => {
             let cell = departure.clone();
+            let arrival = vtbulk_vt::Arrival::new();
             let answer = ready
+                .with_arrival(&arrival)
                 .get_own_user(move |at| {
                     let _ = cell.set(at);
                 })
                 .await;
             if departure.get().is_some() {
-                handled_by = Some(tokio::time::Instant::now());
+                handled_by = Some(arrival.get().unwrap_or_else(tokio::time::Instant::now));
             }
             answer
         }

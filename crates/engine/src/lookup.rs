@@ -209,19 +209,24 @@ async fn attempt(
     let sent = Instant::now();
     let departure = std::sync::Arc::new(std::sync::OnceLock::new());
     let left = departure.clone();
+    let arrival = vtbulk_vt::Arrival::new();
     let result = ready
+        .with_arrival(&arrival)
         .get_file_summary(hash, move |at| {
             let _ = left.set(grant.departed(at));
         })
         .await;
     let now = Instant::now();
     note_latency(shared, now - sent);
-    // The server answered: how long it took tells the pacer when the server handled it.
+    // The server answered: how long its first bytes took to arrive tells the pacer when
+    // the server handled it (the kernel's arrival stamp: not when this process got round
+    // to reading them).
     let answered = result
         .as_ref()
         .map_or_else(|e| e.status().is_some(), |_| true);
     if let (Some(&departure), true) = (departure.get(), answered) {
-        shared.scheduler.answered(departure, now);
+        let at = arrival.get().unwrap_or(now);
+        shared.scheduler.answered(departure, at);
     }
     Attempt::Sent(result, Some(cycle))
 }
@@ -408,13 +413,16 @@ async fn resync(shared: &Shared, woken: std::pin::Pin<&mut tokio::sync::futures:
         let grant = shared.scheduler.acquire_rate().await;
         let departure = std::sync::Arc::new(std::sync::OnceLock::new());
         let left = departure.clone();
+        let arrival = vtbulk_vt::Arrival::new();
         let user = ready
+            .with_arrival(&arrival)
             .get_own_user(move |at| {
                 let _ = left.set(grant.departed(at));
             })
             .await;
         if let Some(&departure) = departure.get() {
-            shared.scheduler.answered(departure, Instant::now());
+            let at = arrival.get().unwrap_or_else(Instant::now);
+            shared.scheduler.answered(departure, at);
         }
         user.ok()
     };

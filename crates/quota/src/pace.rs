@@ -24,8 +24,14 @@
 //! to it. An answer that comes back later than the quickest recent round trip shows that the
 //! server handled its request late by up to that much, so when nothing else has left since,
 //! the next request waits that much longer ([`Pacer::answered`]; at most 5 ms and 5% of the
-//! interval, so a slow, jittery network costs little). Where round trips are longer than the
-//! interval (several requests in flight), answers come too late to matter and change nothing.
+//! interval, so a slow, jittery network costs little; each timing miss doubles that cap, up to
+//! a quarter of the interval, since a refusal shows the server stamps later than it allowed
+//! for). The answer's time is when its first bytes reached this host (the kernel's receive
+//! timestamp, `vtbulk_vt::Arrival`), not when this process got round to reading them: on a busy
+//! host the reader wakes milliseconds late, and counting that as the server's lateness made
+//! every request wait for it (0.6-0.8 s in 50 s with a CPU hog per core). Where round trips are
+//! longer than the interval (several requests in flight), answers come too late to matter and
+//! change nothing.
 //!
 //! The lateness that remains is kept in [`Histogram`]s and reported: from the moment a
 //! request was allowed to leave to its grant (how late this process woke), and from the
@@ -57,8 +63,12 @@ pub(crate) struct Slot {
     pub(crate) last_departure: Option<Instant>,
 }
 
-/// The most an answer pushes the next request back: this, and 5% of the interval.
+/// The most an answer pushes the next request back at first: this, and 5% of the interval.
+/// Each timing miss doubles the cap, up to [`ANSWER_PUSH_LIMIT`] of the interval: a server
+/// that refused a request has shown that it stamps later than the cap allowed for.
 pub const ANSWER_PUSH_MAX: Duration = Duration::from_millis(5);
+/// The most the answer-push cap grows to, as a share of the interval.
+pub const ANSWER_PUSH_LIMIT: f64 = 0.25;
 
 /// A request that left: what its answer is matched against ([`Pacer::answered`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +94,9 @@ struct Answers {
     quickest: Option<Duration>,
     /// The next request may not leave before this.
     not_before: Option<Instant>,
+    /// The most one answer pushes the next request now (`None`: the starting cap).
+    cap: Option<Duration>,
+
     pushes: u64,
     pushed: Duration,
 }
@@ -297,10 +310,8 @@ impl Pacer {
             // Another request left since: too late to help it.
             return;
         }
-        let push = took
-            .saturating_sub(quickest)
-            .min(ANSWER_PUSH_MAX)
-            .min(interval / 20);
+        let cap = a.cap.unwrap_or_else(|| ANSWER_PUSH_MAX.min(interval / 20));
+        let push = took.saturating_sub(quickest).min(cap);
         if push.is_zero() {
             return;
         }
@@ -335,6 +346,13 @@ impl Pacer {
     /// A timing miss: widen the adaptive margin by one step (up to the maximum), and remember
     /// that the level in force was too little.
     pub(crate) fn widen(&self) {
+        if let Some(interval) = self.interval {
+            let mut answers = self.answers();
+            let cap = answers
+                .cap
+                .unwrap_or_else(|| ANSWER_PUSH_MAX.min(interval / 20));
+            answers.cap = Some((cap * 2).min(interval.mul_f64(ANSWER_PUSH_LIMIT)));
+        }
         let step = self.step();
         let mut a = self.adaptive();
         a.floor = a.floor.max(a.extra);
@@ -555,6 +573,39 @@ mod tests {
         let d = free.departed(&mut slot, t, t);
         free.answered(d, t + ms(50));
         assert_eq!(free.not_before(), None);
+    }
+
+    #[test]
+    fn each_timing_miss_doubles_the_answer_push_cap_up_to_a_quarter_of_the_interval() {
+        let ms = Duration::from_millis;
+        let pacer = Pacer::new(Some(ms(100)), 0.0);
+        let t = Instant::now();
+        let mut slot = Slot::default();
+        let d = pacer.departed(&mut slot, t, t);
+        pacer.answered(d, t + Duration::from_micros(300));
+        // How far an answer `late` after the quickest round trip pushes the next request.
+        let mut push_for = |at: u64, late: Duration| {
+            let d = pacer.departed(&mut slot, t + ms(at), t + ms(at));
+            pacer.answered(d, d.at() + Duration::from_micros(300) + late);
+            let spacing = pacer.spacing().expect("limited");
+            pacer.not_before().expect("pushed") - (d.at() + spacing)
+        };
+        // A server 14 ms late: a push of 5 ms at first (the creeping minimum takes a little).
+        let near = |got: Duration, want: Duration| want - got < Duration::from_micros(200);
+        assert!(near(push_for(100, ms(14)), ms(5)));
+        pacer.widen();
+        assert!(near(push_for(200, ms(14)), ms(10)));
+        pacer.widen();
+        let third = push_for(300, ms(14));
+        assert!(near(third, ms(14)) && third < ms(14), "{third:?}");
+        for _ in 0..10 {
+            pacer.widen();
+        }
+        assert_eq!(
+            push_for(400, ms(90)),
+            ms(25),
+            "capped at a quarter of the interval"
+        );
     }
 
     #[test]

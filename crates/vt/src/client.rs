@@ -24,7 +24,7 @@ use vtbulk_ioc::Hash;
 use crate::error::{Error, ErrorKind};
 use crate::models::{Body, Envelope, FileObject, FileSummary, OverallQuotas, UserObject};
 use crate::secret::ApiKey;
-use crate::transport::{Answer, Conn, DepartureDelay, Target, Transport, TransportConfig};
+use crate::transport::{Answer, Arrival, Conn, DepartureDelay, Target, Transport, TransportConfig};
 
 /// VirusTotal's production host.
 pub const DEFAULT_HOST: &str = "https://www.virustotal.com";
@@ -240,6 +240,7 @@ impl Client {
         Ok(Ready {
             client: self,
             conn: Some(conn),
+            arrival: None,
         })
     }
 
@@ -293,6 +294,7 @@ impl Client {
 pub struct Ready<'a> {
     client: &'a Client,
     conn: Option<Conn>,
+    arrival: Option<Arrival>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -310,6 +312,15 @@ impl Drop for Ready<'_> {
 }
 
 impl Ready<'_> {
+    /// Fills `arrival` with the moment the answer's first bytes reach this host (see
+    /// [`Arrival`]): what a pacer compares with the departure to see when the server handled
+    /// the request, without this process's own lateness in reading it.
+    #[must_use]
+    pub fn with_arrival(mut self, arrival: &Arrival) -> Self {
+        self.arrival = Some(arrival.clone());
+        self
+    }
+
     /// [`Client::get_file_summary`] on this connection, now; `departed` is called with the
     /// moment the request was handed to the kernel (not at all when it never was).
     pub async fn get_file_summary(
@@ -388,7 +399,9 @@ impl Ready<'_> {
         })?;
         let sent = tokio::time::timeout(
             client.request_timeout,
-            client.transport.get(conn, path, departed),
+            client
+                .transport
+                .get(conn, path, departed, self.arrival.take()),
         )
         .await;
         let answer = match sent {

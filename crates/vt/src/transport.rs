@@ -43,6 +43,29 @@ use crate::error::{Error, ErrorKind};
 /// Called once with the moment a request's bytes were handed to the kernel.
 pub type Departed = Box<dyn FnOnce(Instant) + Send>;
 
+/// The moment the first bytes of a request's answer reached this host, filled in by the
+/// transport when they are read: the kernel's receive timestamp where the system gives one
+/// (Linux), so a process that wakes late to read its answer does not make the answer look
+/// late; otherwise the moment of the read.
+#[derive(Clone, Debug, Default)]
+pub struct Arrival(Arc<std::sync::OnceLock<Instant>>);
+
+impl Arrival {
+    /// A slot not filled yet.
+    pub fn new() -> Arrival {
+        Arrival::default()
+    }
+
+    /// When the answer's first bytes arrived (`None`: none arrived).
+    pub fn get(&self) -> Option<Instant> {
+        self.0.get().copied()
+    }
+
+    fn set(&self, at: Instant) {
+        let _ = self.0.set(at);
+    }
+}
+
 /// A test hook: the delay to hold request number `n` (0-based, per client) between the send and
 /// its write, as a busy host would. The request still departs, late; tests check that the
 /// scheduler spaces the next one from the real departure.
@@ -140,6 +163,11 @@ struct Probe {
     departed: Option<Departed>,
     /// The test hook's hold before that write.
     hold: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Filled at the first read after the request left.
+    arrival: Option<Arrival>,
+    /// When the request left: no answer arrives before it (a kernel stamp converted to this
+    /// clock could, by a few microseconds, or by a lot under tokio's paused test clock).
+    left: Option<Instant>,
 }
 
 /// A TCP stream that stamps the first write of each armed request.
@@ -158,7 +186,151 @@ impl AsyncRead for Probed {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
+        let awaited = {
+            let probe = lock(&self.probe);
+            // The answer's first bytes: awaited once the request has left.
+            probe.departed.is_none() && probe.arrival.is_some()
+        };
+        if !awaited {
+            return Pin::new(&mut self.tcp).poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        let (read, kernel) = stamped::poll_read(&self.tcp, cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let mut probe = lock(&self.probe);
+            let mut at = kernel.unwrap_or_else(Instant::now);
+            if let Some(left) = probe.left {
+                at = at.max(left);
+            }
+            if let Some(arrival) = probe.arrival.take() {
+                arrival.set(at);
+            }
+        }
+        read
+    }
+}
+
+/// Reads that also return the kernel's receive timestamp of the bytes read.
+#[cfg(target_os = "linux")]
+mod stamped {
+    use std::io;
+    use std::os::fd::AsRawFd;
+    use std::task::{Context, Poll};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use nix::sys::socket::{MsgFlags, recvmsg, setsockopt, sockopt};
+    use nix::sys::time::TimeSpec;
+    use tokio::io::{Interest, ReadBuf};
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
+
+    /// Asks the kernel to timestamp what arrives on `tcp` (best effort: without it reads
+    /// are stamped when they happen).
+    pub(super) fn enable(tcp: &TcpStream) {
+        let _ = setsockopt(tcp, sockopt::ReceiveTimestampns, &true);
+    }
+
+    /// A read into `buf`, with the moment its bytes arrived when the kernel says.
+    pub(super) fn poll_read(
+        tcp: &TcpStream,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> (Poll<io::Result<()>>, Option<Instant>) {
+        loop {
+            match tcp.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return (other, None),
+            }
+            let dst = buf.initialize_unfilled();
+            let got = tcp.try_io(Interest::READABLE, || {
+                let mut iov = [io::IoSliceMut::new(dst)];
+                let mut control = nix::cmsg_space!(TimeSpec);
+                let n = recvmsg::<()>(
+                    tcp.as_raw_fd(),
+                    &mut iov,
+                    Some(&mut control),
+                    MsgFlags::empty(),
+                )
+                .map_err(io::Error::from)?
+                .bytes;
+                Ok((n, timestamp(&control)))
+            });
+            match got {
+                Ok((n, kernel)) => {
+                    buf.advance(n);
+                    return (Poll::Ready(Ok(())), kernel.and_then(instant));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Poll::Ready(Err(e)), None),
+            }
+        }
+    }
+
+    /// The `SCM_TIMESTAMPNS` message in a control buffer filled by `recvmsg`, read by hand
+    /// (nix's iterator gave nothing for TCP here): the first header is `cmsg_len` (a
+    /// `size_t`), level, type (two `int`s), then the `timespec` (two 64-bit words on 64-bit
+    /// Linux). The buffer starts zeroed, so no message reads as a zero length.
+    fn timestamp(control: &[u8]) -> Option<(i64, i64)> {
+        if cfg!(not(target_pointer_width = "64")) {
+            return None;
+        }
+        let word = |at: usize| -> Option<[u8; 8]> { control.get(at..at + 8)?.try_into().ok() };
+        let int = |at: usize| -> Option<i32> {
+            Some(i32::from_ne_bytes(
+                control.get(at..at + 4)?.try_into().ok()?,
+            ))
+        };
+        let len = u64::from_ne_bytes(word(0)?);
+        let (level, kind) = (int(8)?, int(12)?);
+        if len < 32 || level != nix::libc::SOL_SOCKET || kind != nix::libc::SCM_TIMESTAMPNS {
+            return None;
+        }
+        Some((i64::from_ne_bytes(word(16)?), i64::from_ne_bytes(word(24)?)))
+    }
+
+    /// A kernel timestamp (the wall clock) as an [`Instant`]; `None` when it is in the future
+    /// or implausibly old (the wall clock stepped).
+    fn instant((secs, nanos): (i64, i64)) -> Option<Instant> {
+        let at = UNIX_EPOCH + Duration::new(u64::try_from(secs).ok()?, u32::try_from(nanos).ok()?);
+        let ago = SystemTime::now().duration_since(at).ok()?;
+        if ago > Duration::from_secs(10) {
+            return None;
+        }
+        Instant::now().checked_sub(ago)
+    }
+}
+
+/// Elsewhere reads are stamped when they happen.
+#[cfg(not(target_os = "linux"))]
+mod stamped {
+    use std::io;
+    use std::task::{Context, Poll};
+
+    use tokio::io::ReadBuf;
+    use tokio::net::TcpStream;
+    use tokio::time::Instant;
+
+    pub(super) fn enable(_: &TcpStream) {}
+
+    pub(super) fn poll_read(
+        tcp: &TcpStream,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> (Poll<io::Result<()>>, Option<Instant>) {
+        loop {
+            match tcp.poll_read_ready(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return (other, None),
+            }
+            match tcp.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return (Poll::Ready(Ok(())), None);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return (Poll::Ready(Err(e)), None),
+            }
+        }
     }
 }
 
@@ -185,7 +357,11 @@ impl AsyncWrite for Probed {
         let handed = Instant::now();
         let written = Pin::new(&mut self.tcp).poll_write(cx, buf);
         if armed && matches!(written, Poll::Ready(Ok(n)) if n > 0) {
-            let departed = lock(&self.probe).departed.take();
+            let departed = {
+                let mut probe = lock(&self.probe);
+                probe.left = Some(handed);
+                probe.departed.take()
+            };
             if let Some(departed) = departed {
                 departed(handed);
             }
@@ -291,16 +467,19 @@ impl Conn {
         .await
     }
 
-    /// Sends `request` and reads the whole answer; `departed` is called at its first write.
+    /// Sends `request` and reads the whole answer; `departed` is called at its first write,
+    /// `arrival` filled at the answer's first read.
     async fn send(
         &mut self,
         request: Request<Empty<Bytes>>,
         departed: Departed,
+        arrival: Option<Arrival>,
         hold: Option<Duration>,
     ) -> Result<Answer, Error> {
         {
             let mut probe = lock(&self.probe);
             probe.departed = Some(departed);
+            probe.arrival = arrival;
             probe.hold = hold
                 .filter(|d| !d.is_zero())
                 .map(|d| Box::pin(tokio::time::sleep(d)));
@@ -429,6 +608,7 @@ impl Transport {
         mut conn: Conn,
         path: &str,
         departed: Departed,
+        arrival: Option<Arrival>,
     ) -> Result<Answer, Error> {
         let mut request = Request::get(path)
             .body(Empty::<Bytes>::new())
@@ -446,7 +626,7 @@ impl Transport {
         }
         let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hold = self.config.departure_delay.as_ref().map(|d| (d.0)(n));
-        let answer = conn.send(request, departed, hold).await?;
+        let answer = conn.send(request, departed, arrival, hold).await?;
         if !conn.ended {
             self.put_back(conn);
         }
@@ -476,6 +656,7 @@ impl Transport {
         if let Some(proxy) = &self.proxy {
             tunnel(&mut tcp, &self.target, proxy.auth.as_ref()).await?;
         }
+        stamped::enable(&tcp);
         let probe = Arc::new(Mutex::new(Probe::default()));
         let probed = Probed {
             tcp,
@@ -645,6 +826,60 @@ pub(crate) fn hyper_error(e: hyper::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The answer's arrival is when its bytes reached the host, not when they were read: a
+    /// reader that gets round to them 20 ms later still sees the moment of the write (on Linux,
+    /// from the kernel's receive timestamp; elsewhere the read's moment, which this checks
+    /// only as a bound).
+    #[tokio::test]
+    async fn an_answer_read_late_is_stamped_when_it_arrived() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (mut peer, _) = listener.accept().await.expect("accept");
+        stamped::enable(&tcp);
+        let arrival = Arrival::new();
+        let probe = Arc::new(Mutex::new(Probe {
+            arrival: Some(arrival.clone()),
+            ..Probe::default()
+        }));
+        let mut probed = Probed { tcp, probe };
+        let before = Instant::now();
+        peer.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
+        // On loopback the write has delivered the bytes when it returns.
+        let written = Instant::now();
+        // This reader is late: it reads 20 ms after the bytes came (a busy wait, not a
+        // sleep: the point is a reader that did not run).
+        while written.elapsed() < Duration::from_millis(20) {
+            std::hint::spin_loop();
+        }
+        let read_at = Instant::now();
+        let mut buf = [0u8; 64];
+        let n = probed.read(&mut buf).await.expect("read");
+        assert_eq!(&buf[..n], b"HTTP/1.1 200 OK\r\n");
+        let at = arrival.get().expect("stamped at the first read");
+        assert!(
+            at >= before
+                .checked_sub(Duration::from_millis(1))
+                .unwrap_or(before)
+        );
+        if cfg!(target_os = "linux") {
+            assert!(
+                at < written + Duration::from_millis(5),
+                "stamped {:?} after the write, the read came {:?} after it",
+                at.saturating_duration_since(written),
+                read_at - written
+            );
+        } else {
+            assert!(at >= read_at);
+        }
+        // Only the first read after a departure is stamped.
+        peer.write_all(b"more").await.expect("write");
+        let _ = probed.read(&mut buf).await.expect("read");
+        assert_eq!(arrival.get(), Some(at));
+    }
 
     #[test]
     fn connect_answers_are_read_by_their_status_line() {
