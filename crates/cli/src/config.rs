@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use vtbulk_engine::{CacheSettings, Concurrency, Freshness, QuotaSettings, Settings, WallClock};
+use vtbulk_ioc::reader::FieldPath;
 use vtbulk_ioc::{Column, InputFormat};
 use vtbulk_output::{Field, Format, parse_fields};
 use vtbulk_quota::{BackoffPolicy, Rate, Reserve, SchedulerConfig, Tier, parse_tiers};
@@ -34,6 +35,8 @@ pub struct Layer {
     /// One column or a list (`column = "SHA256"`, `column = ["SHA256", "MD5"]`).
     pub column: Option<Columns>,
     pub keep_all_hex: Option<bool>,
+    /// JSON fields holding hashes (`field = "process.hash.sha256"` or a list).
+    pub field: Option<Columns>,
     pub fail_on: Option<String>,
     pub metrics_file: Option<String>,
     pub only_new: Option<bool>,
@@ -104,6 +107,7 @@ impl Layer {
             input_format,
             column,
             keep_all_hex,
+            field,
             fail_on,
             metrics_file,
             only_new,
@@ -281,6 +285,17 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
                 .collect::<Result<_, _>>()?,
         },
         keep_all_hex: layer.keep_all_hex.unwrap_or(false),
+        json_fields: match &layer.field {
+            None => Vec::new(),
+            Some(Columns::One(f)) => vec![
+                f.parse::<FieldPath>()
+                    .map_err(|e| format!("--field: {e}"))?,
+            ],
+            Some(Columns::Many(list)) => list
+                .iter()
+                .map(|f| f.parse::<FieldPath>().map_err(|e| format!("--field: {e}")))
+                .collect::<Result<_, _>>()?,
+        },
         on_input: None,
         fail_on: layer
             .fail_on
@@ -438,6 +453,10 @@ pub fn describe(r: &Resolved) -> String {
         format!("input_format = {:?}", s.input_format),
         format!("columns = {:?}", s.columns),
         format!("keep_all_hex = {}", s.keep_all_hex),
+        format!(
+            "field = {:?}",
+            s.json_fields.iter().map(|f| f.name()).collect::<Vec<_>>()
+        ),
         format!(
             "fail_on = {:?}",
             s.fail_on

@@ -1,6 +1,7 @@
 //! `vtbulk`: the thin binary. Flags and configuration in, the engine run, progress and the
 //! summary on stderr, and the exit code from one mapping ([`exit_code`]).
 
+mod annotate;
 mod cache_cmd;
 mod config;
 mod failure;
@@ -138,6 +139,11 @@ struct CommonArgs {
     /// (default: every column that holds hashes).
     #[arg(long, value_name = "NAME|INDEX")]
     column: Vec<String>,
+    /// A JSON field holding hashes, as a dotted path (`process.hash.sha256`) or a JSON
+    /// pointer (`/process/hash/sha256`); repeat for several. Only these are read, one JSON
+    /// object per line (default: every hash, by the JSON reader's rules).
+    #[arg(long, value_name = "PATH")]
+    field: Vec<String>,
     /// Take every 32/40/64-hex token, even those whose context says they are not file
     /// hashes (import hashes, certificate thumbprints, ids, pseudonyms).
     #[arg(long)]
@@ -225,6 +231,14 @@ struct EnrichArgs {
     /// countdown) and carry on, instead of stopping with the rest `skipped` (exit 4).
     #[arg(long)]
     wait_for_reset: bool,
+    /// Write the input's own rows (CSV/TSV or NDJSON), in order and unchanged, with
+    /// VirusTotal's fields appended for each hash column (`--fields` picks them; default
+    /// status,malicious,engines_total,threat_label,first_submission_date).
+    #[arg(long)]
+    annotate: bool,
+    /// With --annotate: the prefix of the appended names.
+    #[arg(long, value_name = "PREFIX", default_value = "vt_")]
+    prefix: String,
 }
 
 fn eprint(message: &str) {
@@ -351,6 +365,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         input_format: common.input_format.clone(),
         column: (!common.column.is_empty()).then(|| config::Columns::Many(common.column.clone())),
         keep_all_hex: common.keep_all_hex.then_some(true),
+        field: (!common.field.is_empty()).then(|| config::Columns::Many(common.field.clone())),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),
         only_new: common.only_new.then_some(true),
@@ -445,6 +460,48 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     }
     let (mut resolved, client) = load_with_client(&args.common, args.inputs.clone())?;
     resolved.settings.quota.wait_for_reset |= args.wait_for_reset;
+    // --annotate: stdin spooled, inputs checked, the run's records spooled for the join.
+    let mut stdin_spool = None;
+    let mut records_spool = None;
+    let annotate = if args.annotate {
+        if args.common.format.is_some() || args.common.schema.is_some() || args.common.raw {
+            return Err(Failure::Usage(
+                "--annotate writes the input's own rows: it takes no --format, --schema or --raw"
+                    .into(),
+            ));
+        }
+        let fields = match &args.common.fields {
+            Some(list) => {
+                vtbulk_output::parse_fields(list).map_err(|e| Failure::Usage(e.to_string()))?
+            }
+            None => vtbulk_engine::annotate::AnnotateSpec::DEFAULT_FIELDS.to_vec(),
+        };
+        let spec = vtbulk_engine::annotate::AnnotateSpec {
+            fields,
+            prefix: args.prefix.clone(),
+        };
+        let inputs = &mut resolved.settings.inputs;
+        if inputs.iter().any(|i| i == "-") {
+            let path = annotate::spool_stdin()?;
+            let shown = path.to_string_lossy().into_owned();
+            for input in inputs.iter_mut().filter(|i| *i == "-") {
+                input.clone_from(&shown);
+            }
+            stdin_spool = Some(path);
+        }
+        let options = annotate::read_options(&resolved.settings);
+        annotate::check_inputs(&resolved.settings.inputs, &options)?;
+        resolved.settings.format = vtbulk_output::Format::Ndjson;
+        resolved.settings.fields = spec.record_fields();
+        let spool = tempfile::Builder::new()
+            .prefix("vtbulk-records-")
+            .tempfile()
+            .map_err(|e| Failure::Usage(format!("failed to create the records spool: {e}")))?;
+        records_spool = Some(spool);
+        Some((spec, options))
+    } else {
+        None
+    };
     // (partial, final): a regular file is written as FILE.partial and renamed when complete.
     type Renamed = Option<(PathBuf, PathBuf)>;
     let (out, partial): (Box<dyn Write + Send>, Renamed) = match &args.output {
@@ -477,6 +534,21 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             None,
         ),
     };
+    // With --annotate the run writes its records to the spool; `out` waits for the rows.
+    let (run_out, mut out): (Box<dyn Write + Send>, Option<Box<dyn Write + Send>>) =
+        match &records_spool {
+            Some(spool) => {
+                let file = spool.reopen().map_err(|e| {
+                    Failure::Usage(format!("failed to open the records spool: {e}"))
+                })?;
+                (
+                    Box::new(io::BufWriter::with_capacity(256 * 1024, file)),
+                    Some(out),
+                )
+            }
+            None => (out, None),
+        };
+    let inputs = resolved.settings.inputs.clone();
     let runtime = runtime(resolved.threads)?;
     let counters = Arc::new(Counters::default());
     let stop = StopHandle::default();
@@ -492,7 +564,7 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
         let display = progress::spawn(show, counters.clone(), interval);
         let signals = tokio::spawn(watch_signals(stop.clone()));
         let result =
-            vtbulk_engine::run(resolved.settings, client, out, counters.clone(), stop).await;
+            vtbulk_engine::run(resolved.settings, client, run_out, counters.clone(), stop).await;
         signals.abort();
         display.finish().await;
         result
@@ -507,6 +579,22 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             return Err(e.into());
         }
     };
+    if let (Some((spec, options)), Some(spool), Some(out)) =
+        (&annotate, &records_spool, out.as_mut())
+    {
+        let second = annotate::second_pass(spool.path(), &inputs, options, spec, out);
+        let done = match second {
+            Ok(done) => done,
+            Err(e) => {
+                if let Some((partial, _)) = &partial {
+                    let _ = std::fs::remove_file(partial);
+                }
+                return Err(e);
+            }
+        };
+        summary.annotate = Some(done);
+    }
+    drop(stdin_spool);
     let code = run_exit_code(outcome, summary.fail_on_matches);
     summary.exit_code = i32::from(code);
     if let Some(path) = &resolved.metrics_file {

@@ -1131,3 +1131,260 @@ async fn schema_ecs_writes_threat_enrichment_documents_for_every_record() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--schema ecs writes NDJSON"));
 }
+
+/// `vtbulk enrich --annotate` of `input` (a fixture path, or `-` with `stdin`) against a
+/// fresh vt-mock: its exit status, stdout and stderr.
+async fn annotate(input: &str, stdin: Option<Vec<u8>>, extra: &[&str]) -> Output {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let mut args = vec![
+        "enrich",
+        input,
+        "--annotate",
+        "--api-url",
+        &url,
+        "--rate",
+        "unlimited",
+        "--concurrency",
+        "1",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let Some(bytes) = stdin else {
+        return vtbulk(&args, Some("testkey")).await;
+    };
+    let cache_home = fresh_cache_home();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+        .args(&args)
+        .env("XDG_CACHE_HOME", &cache_home)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .env("VT_API_KEY", "testkey")
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("vtbulk runs");
+    let mut pipe = child.stdin.take().expect("stdin");
+    let feed = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        pipe.write_all(&bytes).await.expect("feed stdin");
+    });
+    let out = child.wait_with_output().await.expect("vtbulk ends");
+    feed.await.expect("fed");
+    let _ = std::fs::remove_dir_all(&cache_home);
+    out
+}
+
+fn check_golden(bytes: &[u8], file: &str) {
+    let path = root().join("fixtures/golden").join(file);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, bytes).expect("write golden");
+    }
+    let expected = std::fs::read(&path).expect("golden file (UPDATE_GOLDEN=1 regenerates it)");
+    assert_eq!(
+        text(bytes),
+        text(&expected),
+        "differs from {}",
+        path.display()
+    );
+}
+
+const DEFENDER: &str = "fixtures/annotate/defender_process_events.csv";
+const ECS: &str = "fixtures/annotate/elastic_process.ndjson";
+
+#[tokio::test]
+async fn annotate_writes_every_csv_row_back_unchanged_with_a_group_of_columns_per_hash_column() {
+    let out = annotate(DEFENDER, None, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    check_golden(&out.stdout, "annotate_defender.csv");
+    // Read both as CSV: each output record is its input record (quoting, the embedded line
+    // break and all) followed by 5 cells for each of the 4 hash columns.
+    let read = |bytes: &[u8]| -> Vec<csv::StringRecord> {
+        csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(bytes)
+            .records()
+            .map(|r| r.expect("csv"))
+            .collect()
+    };
+    let input = std::fs::read(root().join(DEFENDER)).expect("fixture");
+    let (before, after) = (read(&input), read(&out.stdout));
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(a.len(), b.len() + 20);
+        assert_eq!(
+            a.iter().take(b.len()).collect::<Vec<_>>(),
+            b.iter().collect::<Vec<_>>()
+        );
+    }
+    let header: Vec<&str> = after[0].iter().skip(before[0].len()).collect();
+    assert_eq!(
+        header[..5],
+        [
+            "SHA1_vt_status",
+            "SHA1_vt_malicious",
+            "SHA1_vt_engines_total",
+            "SHA1_vt_threat_label",
+            "SHA1_vt_first_submission_date"
+        ]
+    );
+    assert_eq!(header[5], "SHA256_vt_status");
+    assert_eq!(header[10], "MD5_vt_status");
+    assert_eq!(header[15], "InitiatingProcessSHA256_vt_status");
+    let status = |row: usize, group: usize| after[row][before[row].len() + 5 * group].to_owned();
+    assert_eq!(status(1, 0), "ok");
+    assert_eq!(status(3, 1), "", "a row without hashes has empty cells");
+    assert_eq!(status(4, 0), "", "a placeholder is no value");
+    assert_eq!(status(4, 1), "ok", "an upper-case hash is joined");
+    assert_eq!(status(4, 3), "not_found");
+    assert_eq!(status(5, 1), "invalid", "63 digits in a hash column");
+    assert_eq!(status(5, 3), "ok", "spaces around a hash");
+    // The DeviceId looks like a SHA-1 and is an id: no group of its own.
+    assert!(!header.iter().any(|h| h.starts_with("DeviceId")));
+    // The line breaks are the input's: CRLF, and the one inside the quoted command line.
+    assert!(text(&out.stdout).contains("whoami\"\"\r\nnext-line\","));
+    assert_eq!(
+        text(&out.stdout).matches("\r\n").count(),
+        text(&input).matches("\r\n").count()
+    );
+}
+
+#[tokio::test]
+async fn annotate_of_a_gzipped_stdin_is_the_same_as_of_the_file() {
+    use std::io::Write as _;
+    let input = std::fs::read(root().join(DEFENDER)).expect("fixture");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(&input).expect("gzip");
+    let out = annotate("-", Some(gz.finish().expect("gzip")), &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    check_golden(&out.stdout, "annotate_defender.csv");
+}
+
+#[tokio::test]
+async fn annotate_keeps_every_ndjson_member_and_appends_fields_per_hash_field() {
+    let out = annotate(
+        ECS,
+        None,
+        &["--fields", "status,malicious", "--prefix", "vt."],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    check_golden(&out.stdout, "annotate_elastic.ndjson");
+    let input = std::fs::read_to_string(root().join(ECS)).expect("fixture");
+    let output = text(&out.stdout);
+    assert_eq!(input.lines().count(), output.lines().count());
+    for (i, o) in input.lines().zip(output.lines()) {
+        let Ok(serde_json::Value::Object(before)) = serde_json::from_str(i) else {
+            assert_eq!(i, o, "a line that is not a JSON object passes through");
+            continue;
+        };
+        let after: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(o).expect("still JSON");
+        for (k, v) in &before {
+            assert_eq!(after.get(k), Some(v), "member {k} kept");
+        }
+        for k in after.keys().filter(|k| !before.contains_key(*k)) {
+            assert!(
+                k.ends_with("_vt.status") || k.ends_with("_vt.malicious"),
+                "{k}"
+            );
+        }
+    }
+    let docs: Vec<serde_json::Value> = output
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(docs[0]["process.hash.sha256_vt.status"], "ok");
+    assert_eq!(docs[0]["process.parent.hash.sha256_vt.status"], "ok");
+    assert_eq!(docs[2]["process.hash.sha256_vt.status"], "not_found");
+    assert_eq!(
+        docs[2]["file.hash.sha256_vt.status"], "ok",
+        "a flattened ECS key"
+    );
+    assert_eq!(docs[3], serde_json::json!({}));
+    assert_eq!(docs[4]["process.hash.sha256_vt.status"], "ok");
+    assert!(
+        docs[4].get("process.hash.md5_vt.status").is_none(),
+        "not a hash: no verdict"
+    );
+}
+
+#[tokio::test]
+async fn field_reads_only_the_named_json_fields_and_annotate_refuses_free_text_before_spending() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            ECS,
+            "--field",
+            "/process/hash/sha256",
+            "--field",
+            "process.hash.md5",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--format",
+            "ndjson",
+            "--quiet",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let records: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    let statuses: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["input"].as_str().unwrap_or(""),
+                r["status"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    // Three process hashes and an MD5 (the parent's and file.hash are not named), one value
+    // that is not a hash, and the line that is not JSON.
+    assert_eq!(
+        statuses.iter().filter(|(_, s)| *s == "invalid").count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(records.len(), 6, "{statuses:?}");
+    let requests_before = mock.stats(false).by_id.values().sum::<u64>();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--annotate",
+            "--input-format",
+            "text",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--quiet",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--annotate writes back CSV/TSV and NDJSON rows only"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(
+        mock.stats(false).by_id.values().sum::<u64>(),
+        requests_before
+    );
+}

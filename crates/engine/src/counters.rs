@@ -15,6 +15,8 @@ pub struct Counters {
     pub invalid: AtomicU64,
     /// Distinct valid IOCs.
     pub unique: AtomicU64,
+    /// Bytes the dedup table occupies once every input is read.
+    pub dedup_bytes: AtomicU64,
     /// Repeated occurrences.
     pub duplicates: AtomicU64,
     /// Unique IOCs with a final record.
@@ -127,6 +129,7 @@ impl Counters {
             fail_on_matches: get(&self.fail_on_matches),
             already_seen: get(&self.already_seen),
             unique: get(&self.unique),
+            dedup_bytes: get(&self.dedup_bytes),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
                 .saturating_sub(get(&self.cache_hits)),
@@ -152,6 +155,7 @@ impl Counters {
             },
             outcome: outcome.to_owned(),
             exit_code: 0,
+            annotate: None,
             quota: None,
             pacing: None,
             stopped: None,
@@ -181,6 +185,8 @@ pub struct Summary {
     pub already_seen: u64,
     /// Distinct valid IOCs.
     pub unique: u64,
+    /// Bytes the dedup table of the unique hashes occupied (entries and slots, as allocated).
+    pub dedup_bytes: u64,
     /// Repeated occurrences of them.
     pub duplicates: u64,
     /// Unique IOCs looked up to a final answer (ok + not_found + errors - cache_hits).
@@ -226,6 +232,10 @@ pub struct Summary {
     pub outcome: String,
     /// The process exit code (set by the binary, which owns the mapping).
     pub exit_code: i32,
+    /// `--annotate`'s second pass: rows written, cells joined, the join table's size (set
+    /// by the binary, which runs it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub annotate: Option<crate::annotate::AnnotateReport>,
     /// The key's budget: where it came from, what is left, and why the run stopped early.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<QuotaReport>,

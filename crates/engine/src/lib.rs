@@ -18,6 +18,7 @@
 //! took when the run stops become `skipped`.
 #![deny(missing_docs)]
 
+pub mod annotate;
 mod cache;
 mod convert;
 mod counters;

@@ -51,6 +51,8 @@ pub struct Settings {
     pub columns: Vec<Column>,
     /// Take every hash-shaped token, whatever its context says (`--keep-all-hex`).
     pub keep_all_hex: bool,
+    /// JSON fields chosen (`--field`; none: every hash by the JSON reader's rules).
+    pub json_fields: Vec<vtbulk_ioc::reader::FieldPath>,
     /// Called as each input (or archive member) has been read, with what reading it did:
     /// the command line says on stderr when `auto` fell back to text or an input was damaged.
     pub on_input: Option<InputHook>,

@@ -288,6 +288,7 @@ fn read_inputs(
         format: settings.input_format,
         columns: settings.columns.clone(),
         keep_all_hex: settings.keep_all_hex,
+        fields: settings.json_fields.clone(),
     };
     let hook = settings.on_input.clone();
     tokio::task::spawn_blocking(move || -> Result<(Seen, Vec<String>), EngineError> {
@@ -348,6 +349,9 @@ fn read_inputs(
             })?;
         }
         flush(&mut seen, &mut batch);
+        counters
+            .dedup_bytes
+            .store(seen.memory() as u64, Ordering::Relaxed);
         Ok((seen, names))
     })
 }

@@ -46,6 +46,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         input_format: InputFormat::Lines,
         columns: Vec::new(),
         keep_all_hex: false,
+        json_fields: Vec::new(),
         on_input: None,
         fail_on: None,
         only_new: false,

@@ -43,6 +43,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         input_format: InputFormat::Lines,
         columns: Vec::new(),
         keep_all_hex: false,
+        json_fields: Vec::new(),
         on_input: None,
         fail_on: None,
         only_new: false,

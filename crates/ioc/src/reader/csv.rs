@@ -16,13 +16,13 @@
 
 use std::io::{self, BufRead};
 
-use super::sniff::delimiter;
+use super::sniff::{delimiter, records};
 use super::{Column, MAX_LINE, Sink, trim};
 use crate::Hash;
 use crate::context::{self, Exclusion};
 
 /// Records sampled to choose the columns.
-const SAMPLE: usize = 256;
+pub(crate) const SAMPLE: usize = 256;
 
 /// Cells that mean "no value" in exports.
 const PLACEHOLDERS: &[&[u8]] = &[
@@ -40,22 +40,48 @@ enum Role {
     Excluded(Exclusion),
 }
 
-struct Chosen {
+pub(crate) struct Chosen {
     index: usize,
     role: Role,
 }
 
-/// One record: its starting line and its fields.
+impl Chosen {
+    /// The column's position (0-based).
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// Its hashes are read (it is not left out).
+    pub(crate) fn reads(&self) -> bool {
+        !matches!(self.role, Role::Excluded(_))
+    }
+
+    /// A value in it that is not a hash is `invalid` (it is named like a hash column).
+    pub(crate) fn strict(&self) -> bool {
+        self.role == Role::Named
+    }
+}
+
+/// A cell that means "no value" (`-`, `N/A`, `null`...).
+pub(crate) fn placeholder(cell: &[u8]) -> bool {
+    PLACEHOLDERS.iter().any(|p| cell.eq_ignore_ascii_case(p))
+}
+
+/// One record: its starting line and its fields (and, when its reader captures, its bytes).
 #[derive(Default)]
-struct Record {
-    line: u64,
+pub(crate) struct Record {
+    pub(crate) line: u64,
     fields: Vec<u8>,
     ends: Vec<usize>,
     overlong: bool,
+    /// Captured: the blank and `#` comment lines read before the record.
+    pub(crate) lead: Vec<u8>,
+    /// Captured: the record's bytes as they came, its line terminator included.
+    pub(crate) raw: Vec<u8>,
 }
 
 impl Record {
-    fn field(&self, i: usize) -> Option<&[u8]> {
+    pub(crate) fn field(&self, i: usize) -> Option<&[u8]> {
         let end = *self.ends.get(i)?;
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
         self.fields.get(start..end)
@@ -67,7 +93,7 @@ impl Record {
 }
 
 /// Reads records off a buffered input, counting physical lines.
-struct Records<'a> {
+pub(crate) struct Records<'a> {
     input: &'a mut dyn BufRead,
     core: csv_core::Reader,
     /// The physical line at the read position.
@@ -75,11 +101,31 @@ struct Records<'a> {
     last: Option<u8>,
     scratch: Vec<u8>,
     scratch_ends: Vec<usize>,
+    /// Keep each record's bytes (`--annotate` writes them back unchanged).
+    capture: bool,
 }
 
-impl Records<'_> {
+/// The most a captured record may hold.
+const MAX_CAPTURE: usize = 64 << 20;
+
+impl<'a> Records<'a> {
+    /// Records of `input` split by `delim`; with `capture`, each record keeps its bytes.
+    pub(crate) fn new(input: &'a mut dyn BufRead, delim: u8, capture: bool) -> Records<'a> {
+        Records {
+            input,
+            core: csv_core::ReaderBuilder::new().delimiter(delim).build(),
+            line: 1,
+            last: None,
+            scratch: vec![0; 64 * 1024],
+            scratch_ends: vec![0; 1024],
+            capture,
+        }
+    }
+
     /// The next record into `record`; false at the end of input.
-    fn next(&mut self, record: &mut Record) -> io::Result<bool> {
+    pub(crate) fn next(&mut self, record: &mut Record) -> io::Result<bool> {
+        record.lead.clear();
+        record.raw.clear();
         // Blank lines and `#` comment lines between records.
         loop {
             let buf = self.input.fill_buf()?;
@@ -91,12 +137,21 @@ impl Records<'_> {
                     self.line += 1;
                     self.last = Some(b);
                     self.input.consume(1);
+                    if self.capture {
+                        record.lead.push(b);
+                    }
                 }
                 b'\r' => {
                     self.last = Some(b);
                     self.input.consume(1);
+                    if self.capture {
+                        record.lead.push(b);
+                    }
                 }
-                b'#' => self.skip_line()?,
+                b'#' => {
+                    let lead = self.capture.then_some(&mut record.lead);
+                    self.skip_line(lead)?;
+                }
                 _ => break,
             }
         }
@@ -127,6 +182,19 @@ impl Records<'_> {
             self.line += memchr::memchr_iter(b'\n', &buf[..read]).count() as u64;
             if read > 0 {
                 self.last = Some(buf[read - 1]);
+            }
+            if self.capture {
+                if record.raw.len() + read > MAX_CAPTURE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "the record at line {} is longer than {} MiB",
+                            record.line,
+                            MAX_CAPTURE >> 20
+                        ),
+                    ));
+                }
+                record.raw.extend_from_slice(&buf[..read]);
             }
             self.input.consume(read);
             out_len += written;
@@ -163,22 +231,32 @@ impl Records<'_> {
         }
     }
 
-    /// Skips the rest of the current line, its newline included.
-    fn skip_line(&mut self) -> io::Result<()> {
+    /// Skips the rest of the current line, its newline included (kept in `keep`).
+    fn skip_line(&mut self, mut keep: Option<&mut Vec<u8>>) -> io::Result<()> {
         loop {
             let buf = self.input.fill_buf()?;
             if buf.is_empty() {
                 return Ok(());
             }
-            if let Some(i) = memchr::memchr(b'\n', buf) {
-                self.line += 1;
-                self.last = Some(b'\n');
-                self.input.consume(i + 1);
-                return Ok(());
+            let (n, done) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            if let Some(keep) = keep.as_deref_mut() {
+                if keep.len() + n > MAX_CAPTURE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("a comment line longer than {} MiB", MAX_CAPTURE >> 20),
+                    ));
+                }
+                keep.extend_from_slice(&buf[..n]);
             }
-            let n = buf.len();
             self.last = Some(buf[n - 1]);
             self.input.consume(n);
+            if done {
+                self.line += 1;
+                return Ok(());
+            }
         }
     }
 
@@ -197,21 +275,9 @@ pub(crate) fn read(
     sink: &mut Sink<'_>,
 ) -> io::Result<(u64, Vec<String>)> {
     let head = input.fill_buf()?;
-    let sample: Vec<&[u8]> = head
-        .split(|&b| b == b'\n')
-        .map(trim)
-        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
-        .take(50)
-        .collect();
+    let sample = records(head, 50);
     let delim = delimiter(&sample).unwrap_or(b',');
-    let mut records = Records {
-        input,
-        core: csv_core::ReaderBuilder::new().delimiter(delim).build(),
-        line: 1,
-        last: None,
-        scratch: vec![0; 64 * 1024],
-        scratch_ends: vec![0; 1024],
-    };
+    let mut records = Records::new(input, delim, false);
     // The sample: the first records, to choose the columns.
     let mut sampled: Vec<Record> = Vec::new();
     loop {
@@ -242,7 +308,7 @@ pub(crate) fn read(
 }
 
 /// The header (when the first record is one) and the columns to read.
-fn choose<'r>(
+pub(crate) fn choose<'r>(
     sampled: &'r [Record],
     columns: &[Column],
     keep_all: bool,
@@ -328,7 +394,7 @@ fn choose<'r>(
 }
 
 /// A header name that says its column holds file hashes.
-fn hashy(name: &str) -> bool {
+pub(crate) fn hashy(name: &str) -> bool {
     let squashed: String = name
         .chars()
         .filter(char::is_ascii_alphanumeric)
@@ -351,7 +417,7 @@ fn take(record: &Record, chosen: &[Chosen], sink: &mut Sink<'_>) {
     }
     for c in chosen {
         let cell = trim(record.field(c.index).unwrap_or(b""));
-        if cell.is_empty() || PLACEHOLDERS.iter().any(|p| cell.eq_ignore_ascii_case(p)) {
+        if cell.is_empty() || placeholder(cell) {
             continue;
         }
         match c.role {

@@ -16,6 +16,7 @@
 mod csv;
 mod json;
 mod lines;
+mod rows;
 mod sniff;
 mod source;
 mod text;
@@ -28,6 +29,7 @@ use std::str::FromStr;
 use crate::context::Exclusion;
 use crate::{Hash, ParseHashError};
 
+pub use rows::{Cell, FieldPath, Layout, Row, RowKind, Rows, read_rows, row_layout};
 pub use sniff::sniff;
 pub use source::{Opened, Part, open};
 
@@ -119,6 +121,9 @@ pub struct ReadOptions {
     pub columns: Vec<Column>,
     /// Take every hash-shaped token, whatever its context says (`--keep-all-hex`).
     pub keep_all_hex: bool,
+    /// JSON fields chosen by the user (`--field`): only their values are read, one JSON
+    /// object per line.
+    pub fields: Vec<FieldPath>,
 }
 
 /// Where an item came from.
@@ -324,6 +329,7 @@ pub fn read_input(
     let head = source::peek(&mut decoded, HEAD)?;
     let mut format = match options.format {
         InputFormat::Auto if !options.columns.is_empty() => InputFormat::Csv,
+        InputFormat::Auto if !options.fields.is_empty() => InputFormat::Json,
         InputFormat::Auto => sniff(&report.name, &head),
         f => f,
     };
@@ -380,6 +386,9 @@ fn run(
             lines
         }
         InputFormat::Text => text::read(input, sink)?,
+        InputFormat::Json if !options.fields.is_empty() => {
+            rows::read_fields(input, &options.fields, sink)?
+        }
         InputFormat::Json => json::read(input, sink)?,
         InputFormat::Xml => xml::read(input, sink)?,
     };

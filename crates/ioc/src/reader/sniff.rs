@@ -38,7 +38,7 @@ pub fn sniff(name: &str, head: &[u8]) -> InputFormat {
     if listed * 2 >= lines.len() {
         return InputFormat::Lines;
     }
-    if delimiter(&lines).is_some() {
+    if delimiter(&records(head, SAMPLE_LINES)).is_some() {
         return InputFormat::Csv;
     }
     if base.ends_with(".csv") || base.ends_with(".tsv") {
@@ -65,15 +65,54 @@ fn first_token_is_hash(line: &[u8]) -> bool {
     Hash::parse_bytes(first_token(line)).is_ok()
 }
 
-/// The delimiter that appears the same number of times (at least once) on at least 80% of
-/// `lines`, and on two of them at least, (quoted fields make a few lines differ), preferring tab, then comma, semicolon and
-/// pipe.
+/// The first `max` CSV records of `head` as candidate rows for [`delimiter`]: split at line
+/// breaks outside double quotes (an export's quoted command line may hold one), trimmed,
+/// blank and `#` comment lines left out.
+pub(crate) fn records(head: &[u8], max: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted) = (0, false);
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b'\n' if !quoted => {
+                let line = trim(&head[start..i]);
+                if !line.is_empty() && !line.starts_with(b"#") {
+                    out.push(line);
+                    if out.len() == max {
+                        return out;
+                    }
+                }
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    let line = trim(&head[start..]);
+    if !line.is_empty() && !line.starts_with(b"#") && !quoted {
+        out.push(line);
+    }
+    out
+}
+
+/// The delimiter that appears (outside double quotes) the same number of times, at least once,
+/// on at least 80% of `lines`, and on two of them at least, preferring tab, then comma,
+/// semicolon and pipe.
 pub(crate) fn delimiter(lines: &[&[u8]]) -> Option<u8> {
     let mut best: Option<(usize, u8)> = None;
     for d in [b'\t', b',', b';', b'|'] {
         let counts: Vec<usize> = lines
             .iter()
-            .map(|l| l.iter().filter(|&&b| b == d).count())
+            .map(|l| {
+                let mut quoted = false;
+                l.iter()
+                    .filter(|&&b| {
+                        if b == b'"' {
+                            quoted = !quoted;
+                        }
+                        b == d && !quoted
+                    })
+                    .count()
+            })
             .collect();
         // The most common count, among lines that have the delimiter at all.
         let mut modes: Vec<(usize, usize)> = Vec::new();
@@ -115,5 +154,10 @@ mod tests {
         let md = "# Report\n\nThe dropper, seen in March, wrote files.\n";
         assert_eq!(sniff("r.md", md.as_bytes()), InputFormat::Text);
         assert_eq!(sniff("x.csv.gz", b""), InputFormat::Lines);
+        // Quoted delimiters and a quoted line break do not hide a CSV without a .csv name.
+        let export = format!(
+            "Time,SHA256,Cmd\r\n1,{MD5},\"a, b\"\r\n2,{MD5},\"x\r\ny, \"\"z\"\"\"\r\n3,,c\r\n"
+        );
+        assert_eq!(sniff("stdin", export.as_bytes()), InputFormat::Csv);
     }
 }
