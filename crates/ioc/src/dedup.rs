@@ -275,6 +275,12 @@ impl Seen {
         self.entries.len()
     }
 
+    /// Bytes of memory the set occupies: its entries' and its slots' tables, as allocated
+    /// (growth slack included).
+    pub fn memory(&self) -> usize {
+        self.entries.resident_bytes() + self.slots.resident_bytes()
+    }
+
     /// True when nothing was inserted.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
