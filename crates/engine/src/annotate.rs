@@ -14,7 +14,7 @@
 //! `InitiatingProcessSHA256_vt_status`). A cell that is empty (or a placeholder such as `N/A`)
 //! gets empty cells; one that should hold a hash and does not gets the status `invalid`.
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::io::{self, BufRead, Write};
 
 use serde_json::Value;
@@ -253,7 +253,10 @@ impl Annotator {
             .collect();
         let n = spec.fields.len();
         let status_at = spec.fields.iter().position(|f| *f == Field::Status);
+        // Each row is put together here and written at once (one call per row, not per cell).
+        let mut line: Vec<u8> = Vec::with_capacity(4096);
         while let Some(row) = rows.next_row()? {
+            line.clear();
             if row.kind == RowKind::Header {
                 match &self.first_header {
                     Some(h) if h.as_slice() == row.body => continue,
@@ -264,13 +267,13 @@ impl Annotator {
             if row.kind != RowKind::Other || !row.body.is_empty() {
                 self.report.rows += 1;
             }
-            out.write_all(row.lead)?;
-            out.write_all(row.body)?;
+            line.extend_from_slice(row.lead);
+            line.extend_from_slice(row.body);
             match row.kind {
                 RowKind::Header => {
                     for name in &names {
-                        out.write_all(&[delim])?;
-                        write_csv_cell(out, name.as_bytes(), delim)?;
+                        line.push(delim);
+                        write_csv_cell(&mut line, name.as_bytes(), delim);
                     }
                 }
                 RowKind::Data => {
@@ -279,8 +282,8 @@ impl Annotator {
                             Joined::Found(cells, _) => {
                                 self.report.joined += 1;
                                 for c in cells.split(|&b| b == UNIT) {
-                                    out.write_all(&[delim])?;
-                                    write_csv_cell(out, c, delim)?;
+                                    line.push(delim);
+                                    write_csv_cell(&mut line, c, delim);
                                 }
                             }
                             other => {
@@ -296,9 +299,9 @@ impl Annotator {
                                     _ => b"",
                                 };
                                 for i in 0..n {
-                                    out.write_all(&[delim])?;
+                                    line.push(delim);
                                     if Some(i) == status_at {
-                                        out.write_all(status)?;
+                                        line.extend_from_slice(status);
                                     }
                                 }
                             }
@@ -307,7 +310,8 @@ impl Annotator {
                 }
                 RowKind::Other => {}
             }
-            out.write_all(row.end)?;
+            line.extend_from_slice(row.end);
+            out.write_all(&line)?;
         }
         Ok(())
     }
@@ -394,19 +398,20 @@ impl Annotator {
 }
 
 /// Quotes a CSV cell when it holds the delimiter, a quote or a line break.
-fn write_csv_cell(out: &mut dyn Write, cell: &[u8], delim: u8) -> io::Result<()> {
+fn write_csv_cell(out: &mut Vec<u8>, cell: &[u8], delim: u8) {
     if !cell
         .iter()
         .any(|&b| b == delim || b == b'"' || b == b'\n' || b == b'\r')
     {
-        return out.write_all(cell);
+        out.extend_from_slice(cell);
+        return;
     }
-    out.write_all(b"\"")?;
+    out.push(b'"');
     for part in cell.split_inclusive(|&b| b == b'"') {
-        out.write_all(part)?;
+        out.extend_from_slice(part);
         if part.ends_with(b"\"") {
-            out.write_all(b"\"")?;
+            out.push(b'"');
         }
     }
-    out.write_all(b"\"")
+    out.push(b'"');
 }
