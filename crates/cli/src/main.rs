@@ -470,6 +470,13 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
                     .into(),
             ));
         }
+        if resolved.settings.only_new {
+            return Err(Failure::Usage(
+                "--annotate writes every row back; --only-new leaves out the hashes the cache \
+                 knew: use one or the other"
+                    .into(),
+            ));
+        }
         let fields = match &args.common.fields {
             Some(list) => {
                 vtbulk_output::parse_fields(list).map_err(|e| Failure::Usage(e.to_string()))?

@@ -1388,3 +1388,32 @@ async fn field_reads_only_the_named_json_fields_and_annotate_refuses_free_text_b
         requests_before
     );
 }
+
+#[tokio::test]
+async fn annotate_and_only_new_together_exit_2_before_any_lookup() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            DEFENDER,
+            "--annotate",
+            "--only-new",
+            "--api-url",
+            &url,
+            "--quiet",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--only-new"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(mock.stats(false).by_id.values().sum::<u64>(), 0);
+}
