@@ -9,12 +9,15 @@
 //! [`reader`] turns inputs (plain lists, CSV, free text, JSON, XML; compressed or not, UTF-8
 //! or UTF-16) into hashes and `invalid` items with their origin; [`context`] decides which
 //! hash-shaped tokens are not file hashes (import hashes, certificate thumbprints, ids);
-//! [`dedup`] keeps one entry per distinct digest. All are synchronous and need no runtime.
+//! [`dedup`] keeps one entry per distinct digest; [`indicator`] refangs and canonicalises
+//! URLs, domains and IP addresses (not wired into the readers yet). All are synchronous and
+//! need no runtime.
 #![deny(missing_docs)]
 
 pub mod context;
 pub mod dedup;
 mod hash;
+pub mod indicator;
 pub mod reader;
 pub mod table;
 

@@ -1,0 +1,396 @@
+//! URLs, domains and IP addresses as incident reports write them (defanged, in upper case,
+//! with trailing dots) turned into the one form VirusTotal identifies them by, or a reason why
+//! not. Groundwork for `--kinds` (issue 14): the readers do not call it yet.
+//!
+//! - [`refang`] undoes the usual defanging: `hxxp(s)`, `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`,
+//!   `[:]`, `[://]`, `[@]`, `[at]`, `[/]`.
+//! - A **domain** is lower-cased, its trailing dot dropped, IDNA-encoded to punycode
+//!   (`bücher.example` -> `xn--bcher-kva.example`), its labels checked (1-63 letters, digits or
+//!   hyphens, no hyphen at either end, 253 bytes in all), and its suffix must be one the Public
+//!   Suffix List knows (the `psl` crate, compiled in): `setup.exe`, `invoice.pdf` are not
+//!   domains.
+//! - An **IP** is parsed (v4 dotted quad, v6 in any of its forms) and written canonically (v6
+//!   compressed, lower case). Private, loopback, link-local, shared (CGNAT), documentation,
+//!   multicast, reserved and unspecified addresses are [`Scope`]d: nothing VirusTotal can say
+//!   about them is about the incident.
+//! - A **URL** must have a scheme (`http`, `https`, `ftp`, after refanging) and a host that
+//!   is a domain or an IP by the rules above. We lower-case the scheme and the host and change
+//!   nothing else (no trailing slash added, no path or query rewritten): VirusTotal's URL
+//!   identifier ([`url_id`]) is the unpadded base64url of the URL as submitted, so every byte
+//!   we changed would change the id.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use base64::Engine;
+
+/// A URL, a domain or an IP address in canonical form.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Indicator {
+    /// A URL: scheme and host lower-cased, the rest as written.
+    Url(String),
+    /// A registrable name under a known public suffix, lower case, ASCII (punycode).
+    Domain(String),
+    /// An IP address.
+    Ip(IpAddr),
+}
+
+impl Indicator {
+    /// The kind's name (`url`, `domain`, `ip`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Indicator::Url(_) => "url",
+            Indicator::Domain(_) => "domain",
+            Indicator::Ip(_) => "ip",
+        }
+    }
+
+    /// The canonical text.
+    pub fn canonical(&self) -> String {
+        match self {
+            Indicator::Url(u) | Indicator::Domain(u) => u.clone(),
+            Indicator::Ip(ip) => ip.to_string(),
+        }
+    }
+}
+
+/// Why an address is not looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// RFC 1918 (v4), unique local `fc00::/7` (v6).
+    Private,
+    /// `127.0.0.0/8`, `::1`.
+    Loopback,
+    /// `169.254.0.0/16`, `fe80::/10`.
+    LinkLocal,
+    /// `100.64.0.0/10` (carrier-grade NAT).
+    Shared,
+    /// `192.0.2.0/24`, `198.51.100.0/24`, `203.0.113.0/24`, `2001:db8::/32`.
+    Documentation,
+    /// `224.0.0.0/4`, `ff00::/8`.
+    Multicast,
+    /// `0.0.0.0/8`, `240.0.0.0/4` (broadcast included), `::`.
+    Reserved,
+}
+
+impl Scope {
+    /// The reason's name, for summaries.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Private => "private_address",
+            Scope::Loopback => "loopback_address",
+            Scope::LinkLocal => "link_local_address",
+            Scope::Shared => "shared_address",
+            Scope::Documentation => "documentation_address",
+            Scope::Multicast => "multicast_address",
+            Scope::Reserved => "reserved_address",
+        }
+    }
+}
+
+/// Why a value is not an indicator.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IndicatorError {
+    /// Empty after trimming.
+    #[error("empty")]
+    Empty,
+    /// A URL with a scheme VirusTotal does not scan.
+    #[error("unsupported URL scheme {0:?}")]
+    Scheme(String),
+    /// Not a host name by the label rules, or IDNA refused it.
+    #[error("not a valid host name: {0}")]
+    BadName(String),
+    /// A name whose last labels are no public suffix (`setup.exe`, `invoice.pdf`).
+    #[error("no known public suffix: {0}")]
+    UnknownSuffix(String),
+}
+
+/// Undoes the usual defanging of URLs, domains and addresses.
+pub fn refang(s: &str) -> Cow<'_, str> {
+    const PAIRS: [(&str, &str); 11] = [
+        ("[://]", "://"),
+        ("[.]", "."),
+        ("(.)", "."),
+        ("{.}", "."),
+        ("[dot]", "."),
+        ("(dot)", "."),
+        ("[:]", ":"),
+        ("[@]", "@"),
+        ("[at]", "@"),
+        ("[/]", "/"),
+        ("[:/]", ":/"),
+    ];
+    let lower = s.to_ascii_lowercase();
+    let defanged = lower.starts_with("hxxp")
+        || lower.starts_with("hxxps")
+        || PAIRS.iter().any(|(from, _)| lower.contains(from));
+    if !defanged {
+        return Cow::Borrowed(s);
+    }
+    let mut out = s.to_owned();
+    for (from, to) in PAIRS {
+        // Case-insensitive for the word forms (`[DOT]`).
+        while let Some(i) = out.to_ascii_lowercase().find(from) {
+            out.replace_range(i..i + from.len(), to);
+        }
+    }
+    if out.len() >= 4 && out[..4].eq_ignore_ascii_case("hxxp") {
+        out.replace_range(..4, "http");
+    }
+    Cow::Owned(out)
+}
+
+/// Parses a URL, a domain or an IP address (refanged first).
+pub fn parse(value: &str) -> Result<Indicator, IndicatorError> {
+    let refanged = refang(value.trim());
+    let s = refanged.trim();
+    if s.is_empty() {
+        return Err(IndicatorError::Empty);
+    }
+    if let Some((scheme, rest)) = s.split_once("://") {
+        return url(scheme, rest);
+    }
+    if let Some(ip) = ip(s) {
+        return Ok(Indicator::Ip(ip));
+    }
+    domain(s).map(Indicator::Domain)
+}
+
+/// The scope that keeps `ip` from being looked up, if any.
+pub fn scope(ip: IpAddr) -> Option<Scope> {
+    match ip {
+        IpAddr::V4(v4) => scope_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => scope_v4(v4),
+            None => scope_v6(v6),
+        },
+    }
+}
+
+fn scope_v4(ip: Ipv4Addr) -> Option<Scope> {
+    let [a, b, c, _] = ip.octets();
+    Some(match (a, b, c) {
+        (10, _, _) | (192, 168, _) => Scope::Private,
+        (172, 16..=31, _) => Scope::Private,
+        (127, _, _) => Scope::Loopback,
+        (169, 254, _) => Scope::LinkLocal,
+        (100, 64..=127, _) => Scope::Shared,
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => Scope::Documentation,
+        (224..=239, _, _) => Scope::Multicast,
+        (0, _, _) | (240..=255, _, _) => Scope::Reserved,
+        _ => return None,
+    })
+}
+
+fn scope_v6(ip: Ipv6Addr) -> Option<Scope> {
+    let first = ip.segments()[0];
+    Some(if ip.is_unspecified() {
+        Scope::Reserved
+    } else if ip.is_loopback() {
+        Scope::Loopback
+    } else if first & 0xfe00 == 0xfc00 {
+        Scope::Private
+    } else if first & 0xffc0 == 0xfe80 {
+        Scope::LinkLocal
+    } else if first & 0xff00 == 0xff00 {
+        Scope::Multicast
+    } else if first == 0x2001 && ip.segments()[1] == 0x0db8 {
+        Scope::Documentation
+    } else {
+        return None;
+    })
+}
+
+/// VirusTotal's identifier of a URL: the unpadded base64url of the URL as submitted.
+pub fn url_id(url: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url.as_bytes())
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    let s = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    // Only the dotted quad: `1.2.3` and `0x7f.1` parse in some libraries and are not IOCs.
+    s.parse::<IpAddr>().ok()
+}
+
+fn domain(s: &str) -> Result<String, IndicatorError> {
+    let name = s.strip_suffix('.').unwrap_or(s);
+    let ascii =
+        idna::domain_to_ascii(name).map_err(|_| IndicatorError::BadName(name.to_owned()))?;
+    if ascii.is_empty() || ascii.len() > 253 || !ascii.contains('.') {
+        return Err(IndicatorError::BadName(name.to_owned()));
+    }
+    for label in ascii.split('.') {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !ok {
+            return Err(IndicatorError::BadName(name.to_owned()));
+        }
+    }
+    match psl::suffix(ascii.as_bytes()) {
+        Some(suffix) if suffix.is_known() && suffix.as_bytes().len() < ascii.len() => Ok(ascii),
+        _ => Err(IndicatorError::UnknownSuffix(ascii)),
+    }
+}
+
+fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
+    let scheme = scheme.to_ascii_lowercase();
+    if !matches!(scheme.as_str(), "http" | "https" | "ftp") {
+        return Err(IndicatorError::Scheme(scheme));
+    }
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    let (host, port) = match hostport.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((h, p)) => (&hostport[..h.len() + 2], p),
+            None => return Err(IndicatorError::BadName(hostport.to_owned())),
+        },
+        None => match hostport.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, &hostport[h.len()..]),
+            _ => (hostport, ""),
+        },
+    };
+    let host = match ip(host) {
+        Some(IpAddr::V6(v6)) => format!("[{v6}]"),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        None => domain(host)?,
+    };
+    let mut out = format!("{scheme}://");
+    if let Some(u) = userinfo {
+        out.push_str(u);
+        out.push('@');
+    }
+    out.push_str(&host);
+    out.push_str(port);
+    out.push_str(tail);
+    Ok(Indicator::Url(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(s: &str) -> Indicator {
+        parse(s).unwrap_or_else(|e| panic!("{s}: {e}"))
+    }
+
+    #[test]
+    fn defanged_forms_come_back_to_the_fanged_one() {
+        assert_eq!(refang("hxxps://evil[.]com/a"), "https://evil.com/a");
+        assert_eq!(refang("hXXp://evil(.)com[/]x"), "http://evil.com/x");
+        assert_eq!(refang("1.2.3[.]4"), "1.2.3.4");
+        assert_eq!(refang("evil[DOT]com"), "evil.com");
+        assert_eq!(refang("user[@]evil{.}com"), "user@evil.com");
+        assert_eq!(refang("http[:]//a.com"), "http://a.com");
+        assert_eq!(refang("hxxp[://]a.com"), "http://a.com");
+        assert!(matches!(refang("plain.example.com"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn domains_are_lower_case_punycode_under_a_known_suffix() {
+        assert_eq!(ok("Evil[.]COM."), Indicator::Domain("evil.com".into()));
+        assert_eq!(
+            ok("bücher.example.de"),
+            Indicator::Domain("xn--bcher-kva.example.de".into())
+        );
+        assert_eq!(ok("a.b.co.uk"), Indicator::Domain("a.b.co.uk".into()));
+        for not in [
+            "setup.exe",
+            "invoice.pdf",
+            "notes.txt",
+            "co.uk",
+            "-a.com",
+            "a_b.com",
+            "com",
+            "a..com",
+        ] {
+            assert!(parse(not).is_err(), "{not}");
+        }
+        assert!(matches!(
+            parse("setup.exe"),
+            Err(IndicatorError::UnknownSuffix(_))
+        ));
+    }
+
+    #[test]
+    fn addresses_are_canonical_and_the_private_ones_are_scoped() {
+        assert_eq!(
+            ok("8.8.8[.]8"),
+            Indicator::Ip("8.8.8.8".parse().expect("ip"))
+        );
+        assert_eq!(
+            ok("2001:0DB8:0000:0000:0000:0000:0000:0001").canonical(),
+            "2001:db8::1"
+        );
+        assert_eq!(ok("[2606:4700::1111]").canonical(), "2606:4700::1111");
+        let s = |a: &str| scope(a.parse().expect("ip"));
+        assert_eq!(s("10.1.2.3"), Some(Scope::Private));
+        assert_eq!(s("172.31.255.1"), Some(Scope::Private));
+        assert_eq!(s("172.32.0.1"), None);
+        assert_eq!(s("192.168.0.1"), Some(Scope::Private));
+        assert_eq!(s("127.0.0.1"), Some(Scope::Loopback));
+        assert_eq!(s("169.254.1.1"), Some(Scope::LinkLocal));
+        assert_eq!(s("100.64.0.1"), Some(Scope::Shared));
+        assert_eq!(s("203.0.113.7"), Some(Scope::Documentation));
+        assert_eq!(s("239.1.1.1"), Some(Scope::Multicast));
+        assert_eq!(s("255.255.255.255"), Some(Scope::Reserved));
+        assert_eq!(s("0.0.0.0"), Some(Scope::Reserved));
+        assert_eq!(s("8.8.8.8"), None);
+        assert_eq!(s("::1"), Some(Scope::Loopback));
+        assert_eq!(s("fd00::1"), Some(Scope::Private));
+        assert_eq!(s("fe80::1"), Some(Scope::LinkLocal));
+        assert_eq!(s("ff02::1"), Some(Scope::Multicast));
+        assert_eq!(s("2001:db8::1"), Some(Scope::Documentation));
+        assert_eq!(s("::ffff:10.0.0.1"), Some(Scope::Private));
+        assert_eq!(s("2606:4700::1111"), None);
+        assert!(parse("1.2.3").is_err(), "not a dotted quad");
+    }
+
+    #[test]
+    fn urls_keep_everything_but_the_case_of_scheme_and_host() {
+        assert_eq!(
+            ok("hxxps://Evil[.]COM:8443/Path?Q=1#F"),
+            Indicator::Url("https://evil.com:8443/Path?Q=1#F".into())
+        );
+        assert_eq!(
+            ok("HTTP://1.2.3[.]4/x"),
+            Indicator::Url("http://1.2.3.4/x".into())
+        );
+        assert_eq!(
+            ok("http://[2001:DB8::1]:80/"),
+            Indicator::Url("http://[2001:db8::1]:80/".into())
+        );
+        assert_eq!(
+            ok("http://u:p@a.com"),
+            Indicator::Url("http://u:p@a.com".into())
+        );
+        assert!(matches!(
+            parse("javascript://x.com"),
+            Err(IndicatorError::Scheme(_))
+        ));
+        assert!(parse("http://setup.exe/").is_err());
+    }
+
+    #[test]
+    fn url_ids_are_unpadded_base64url_as_virustotal_documents() {
+        // VirusTotal's API reference: the id of "http://www.somedomain.com/this/is/my/url"
+        // is "aHR0cDovL3d3dy5zb21lZG9tYWluLmNvbS90aGlzL2lzL215L3VybA".
+        assert_eq!(
+            url_id("http://www.somedomain.com/this/is/my/url"),
+            "aHR0cDovL3d3dy5zb21lZG9tYWluLmNvbS90aGlzL2lzL215L3VybA"
+        );
+        assert!(!url_id("http://a.com/?").contains('='));
+        assert_eq!(url_id("http://a.com/>?"), "aHR0cDovL2EuY29tLz4_");
+    }
+}
