@@ -840,6 +840,32 @@ mod tests {
         let tcp = TcpStream::connect(addr).await.expect("connect");
         let (mut peer, _) = listener.accept().await.expect("accept");
         stamped::enable(&tcp);
+        // Linux turns receive timestamps on for the whole system a moment after the first
+        // socket asks (a deferred work item): until then bytes arrive unstamped. Exchange
+        // single bytes until one comes stamped (bounded), so the check below is about the
+        // stamp, not about that moment.
+        if cfg!(target_os = "linux") {
+            let started = Instant::now();
+            loop {
+                peer.write_all(b"w").await.expect("write");
+                let mut one = [0u8; 1];
+                let kernel = poll_fn(|cx| {
+                    let mut buf = ReadBuf::new(&mut one);
+                    let (read, kernel) = stamped::poll_read(&tcp, cx, &mut buf);
+                    read.map(|r| r.map(|()| kernel))
+                })
+                .await
+                .expect("read");
+                if kernel.is_some() {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(10),
+                    "the kernel never stamped an arrival"
+                );
+                tokio::task::yield_now().await;
+            }
+        }
         let arrival = Arrival::new();
         let probe = Arc::new(Mutex::new(Probe {
             arrival: Some(arrival.clone()),
