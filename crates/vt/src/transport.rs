@@ -46,7 +46,9 @@ pub type Departed = Box<dyn FnOnce(Instant) + Send>;
 /// The moment the first bytes of a request's answer reached this host, filled in by the
 /// transport when they are read: the kernel's receive timestamp where the system gives one
 /// (Linux), so a process that wakes late to read its answer does not make the answer look
-/// late; otherwise the moment of the read.
+/// late; otherwise the moment of the read. Linux turns receive timestamps on for the system a
+/// moment after the first socket asks, so the first answers of a run on a host where no socket
+/// had them yet may come unstamped: those are timed by their read, as before.
 #[derive(Clone, Debug, Default)]
 pub struct Arrival(Arc<std::sync::OnceLock<Instant>>);
 
