@@ -15,15 +15,6 @@ use vtbulk_ioc::reader;
 
 use crate::failure::Failure;
 
-/// Compression magics: input that starts with one is spooled as it came.
-const COMPRESSED: &[&[u8]] = &[
-    &[0x1f, 0x8b],
-    &[0x28, 0xb5, 0x2f, 0xfd],
-    b"BZh",
-    &[0xfd, b'7', b'z', b'X', b'Z', 0],
-    b"PK\x03\x04",
-];
-
 /// Copies stdin to a temporary file (compressed unless it is already) for both passes.
 pub fn spool_stdin() -> Result<tempfile::TempPath, Failure> {
     let fail = |e: io::Error| Failure::Usage(format!("failed to spool stdin: {e}"));
@@ -35,7 +26,7 @@ pub fn spool_stdin() -> Result<tempfile::TempPath, Failure> {
         .map_err(fail)?;
     let (file, path) = file.into_parts();
     let mut out = io::BufWriter::with_capacity(256 * 1024, file);
-    if COMPRESSED.iter().any(|m| head.starts_with(m)) {
+    if reader::compressed(&head) {
         io::copy(&mut stdin, &mut out).map_err(fail)?;
         out.flush().map_err(fail)?;
     } else {
@@ -44,16 +35,6 @@ pub fn spool_stdin() -> Result<tempfile::TempPath, Failure> {
         gz.finish().map_err(fail)?.flush().map_err(fail)?;
     }
     Ok(path)
-}
-
-/// The read options of both passes.
-pub fn read_options(settings: &vtbulk_engine::Settings) -> ReadOptions {
-    ReadOptions {
-        format: settings.input_format,
-        columns: settings.columns.clone(),
-        keep_all_hex: settings.keep_all_hex,
-        fields: settings.json_fields.clone(),
-    }
 }
 
 /// Refuses, before the run, an input `--annotate` cannot write back.

@@ -496,7 +496,7 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             }
             stdin_spool = Some(path);
         }
-        let options = annotate::read_options(&resolved.settings);
+        let options = resolved.settings.read_options();
         annotate::check_inputs(&resolved.settings.inputs, &options)?;
         resolved.settings.format = vtbulk_output::Format::Ndjson;
         resolved.settings.fields = spec.record_fields();

@@ -46,6 +46,16 @@ impl AnnotateSpec {
         Field::FirstSubmissionDate,
     ];
 
+    /// The appended name of `field` for the hash column or field `group`: `{prefix}{field}`
+    /// when the input has one (`plain`), `{group}_{prefix}{field}` otherwise.
+    pub fn name(&self, plain: bool, group: &str, field: Field) -> String {
+        if plain {
+            format!("{}{}", self.prefix, field.name())
+        } else {
+            format!("{group}_{}{}", self.prefix, field.name())
+        }
+    }
+
     /// The fields the first pass must write for the join: `input` and the appended ones.
     pub fn record_fields(&self) -> Vec<Field> {
         let mut fields = vec![Field::Input];
@@ -130,13 +140,9 @@ impl JoinTable {
     /// The entry of `hash`: its CSV cells and its JSON values.
     fn entry(&self, hash: &Hash) -> Option<(&[u8], &[u8])> {
         let e = self.map.get(hash)?;
-        let cut = memchr(RECORD, e)?;
+        let cut = e.iter().position(|&b| b == RECORD)?;
         Some((&e[..cut], &e[cut + 1..]))
     }
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 /// A JSON value as the CSV output writes it: empty for null, lists joined with `;`.
@@ -241,15 +247,7 @@ impl Annotator {
         let names: Vec<String> = rows
             .groups()
             .iter()
-            .flat_map(|g| {
-                spec.fields.iter().map(move |f| {
-                    if plain {
-                        format!("{}{}", spec.prefix, f.name())
-                    } else {
-                        format!("{g}_{}{}", spec.prefix, f.name())
-                    }
-                })
-            })
+            .flat_map(|g| spec.fields.iter().map(move |&f| spec.name(plain, g, f)))
             .collect();
         let n = spec.fields.len();
         let status_at = spec.fields.iter().position(|f| *f == Field::Status);
@@ -378,11 +376,7 @@ impl Annotator {
                         out.write_all(b",")?;
                     }
                     empty = false;
-                    let name = if plain && g == 0 {
-                        format!("{}{}", spec.prefix, f.name())
-                    } else {
-                        format!("{}_{}{}", row.groups[g], spec.prefix, f.name())
-                    };
+                    let name = spec.name(plain && g == 0, &row.groups[g], *f);
                     key.clear();
                     serde_json::to_writer(&mut key, &name).map_err(io::Error::other)?;
                     out.write_all(&key)?;

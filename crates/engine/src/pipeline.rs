@@ -82,6 +82,18 @@ pub struct Settings {
     pub quota: QuotaSettings,
 }
 
+impl Settings {
+    /// How the inputs are read (the run's reader and `--annotate`'s second pass agree).
+    pub fn read_options(&self) -> vtbulk_ioc::ReadOptions {
+        vtbulk_ioc::ReadOptions {
+            format: self.input_format,
+            columns: self.columns.clone(),
+            keep_all_hex: self.keep_all_hex,
+            fields: self.json_fields.clone(),
+        }
+    }
+}
+
 /// A callback for each input read (see [`Settings::on_input`]).
 #[derive(Clone)]
 pub struct InputHook(pub Arc<dyn Fn(&InputReport) + Send + Sync>);

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use vtbulk_ioc::reader;
-use vtbulk_ioc::{Item, ReadOptions, Seen, Unique};
+use vtbulk_ioc::{Item, Seen, Unique};
 use vtbulk_output::{Record, Status};
 use vtbulk_store::{SqliteStore, Store, StoreError};
 
@@ -284,12 +284,7 @@ fn read_inputs(
     counters: Arc<Counters>,
     mut invalid: impl FnMut(Record) + Send + 'static,
 ) -> tokio::task::JoinHandle<Result<(Seen, Vec<String>), EngineError>> {
-    let options = ReadOptions {
-        format: settings.input_format,
-        columns: settings.columns.clone(),
-        keep_all_hex: settings.keep_all_hex,
-        fields: settings.json_fields.clone(),
-    };
+    let options = settings.read_options();
     let hook = settings.on_input.clone();
     tokio::task::spawn_blocking(move || -> Result<(Seen, Vec<String>), EngineError> {
         let mut seen = Seen::new();

@@ -31,7 +31,7 @@ use crate::{Hash, ParseHashError};
 
 pub use rows::{Cell, FieldPath, Layout, Row, RowKind, Rows, read_rows, row_layout};
 pub use sniff::sniff;
-pub use source::{Opened, Part, open};
+pub use source::{Opened, Part, compressed, open};
 
 /// Longest line (or CSV record, or JSON string) kept; longer ones become one `invalid` item
 /// (lines, CSV) or are scanned as they stream (text).
@@ -327,12 +327,7 @@ pub fn read_input(
     let (mut decoded, encoding) = source::decode(&mut *reader)?;
     report.encoding = encoding;
     let head = source::peek(&mut decoded, HEAD)?;
-    let mut format = match options.format {
-        InputFormat::Auto if !options.columns.is_empty() => InputFormat::Csv,
-        InputFormat::Auto if !options.fields.is_empty() => InputFormat::Json,
-        InputFormat::Auto => sniff(&report.name, &head),
-        f => f,
-    };
+    let mut format = first_guess(&report.name, &head, options);
     if options.format == InputFormat::Auto
         && let Some(reason) = fallback(format, &head, options)
     {
@@ -348,6 +343,17 @@ pub fn read_input(
         sink.report.damage = Some(what);
     }
     Ok(report)
+}
+
+/// The format `options` ask for, or `auto`'s guess from the name and the decoded head:
+/// `--column` means CSV, `--field` JSON.
+pub(crate) fn first_guess(name: &str, head: &[u8], options: &ReadOptions) -> InputFormat {
+    match options.format {
+        InputFormat::Auto if !options.columns.is_empty() => InputFormat::Csv,
+        InputFormat::Auto if !options.fields.is_empty() => InputFormat::Json,
+        InputFormat::Auto => sniff(name, head),
+        f => f,
+    }
 }
 
 /// Reads `input` in one known `format` (not `Auto`): no decompression, no decoding, no

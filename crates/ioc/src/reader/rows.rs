@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::csv::{self, Records};
 use super::sniff::{delimiter, records};
-use super::{Column, HEAD, InputFormat, Part, ReadOptions, sniff, source, trim};
+use super::{Column, HEAD, InputFormat, Part, ReadOptions, source, trim};
 use crate::Hash;
 use crate::context;
 
@@ -299,7 +299,7 @@ impl<'a> Rows<'a> {
                 break;
             }
             *line += 1;
-            if let Ok(value) = serde_json::from_slice::<Value>(body_of(&buf).0) {
+            if let Ok(value) = serde_json::from_slice::<Value>(split_end(&buf).0) {
                 found.clear();
                 json_cells(&value, fields, &mut found);
                 for (name, _, _) in &found {
@@ -423,7 +423,7 @@ impl<'a> Rows<'a> {
                         *line += 1;
                     }
                 }
-                let (body, end) = body_of(current);
+                let (body, end) = split_end(current);
                 let parsed = serde_json::from_slice::<Value>(body)
                     .ok()
                     .filter(Value::is_object);
@@ -475,13 +475,7 @@ pub fn row_layout(
     head: &[u8],
     options: &ReadOptions,
 ) -> Result<InputFormat, InputFormat> {
-    let format = match options.format {
-        InputFormat::Auto if !options.columns.is_empty() => InputFormat::Csv,
-        InputFormat::Auto if !options.fields.is_empty() => InputFormat::Json,
-        InputFormat::Auto => sniff(name, head),
-        f => f,
-    };
-    match format {
+    match super::first_guess(name, head, options) {
         InputFormat::Csv | InputFormat::Lines => Ok(InputFormat::Csv),
         InputFormat::Json => Ok(InputFormat::Json),
         other => Err(other),
@@ -550,11 +544,6 @@ pub(crate) fn read_fields(
 /// Reads one line, its `\n` included; 0 at the end.
 fn read_line(input: &mut dyn BufRead, buf: &mut Vec<u8>) -> io::Result<usize> {
     input.read_until(b'\n', buf)
-}
-
-/// A line split into its content and its terminator.
-fn body_of(line: &[u8]) -> (&[u8], &[u8]) {
-    split_end(line)
 }
 
 /// Bytes split before their trailing line terminator (`\r\n`, `\n` or `\r`).

@@ -196,6 +196,13 @@ const XZ: &[u8] = &[0xfd, b'7', b'z', b'X', b'Z', 0];
 const ZIP: &[u8] = b"PK\x03\x04";
 const ZIP_EMPTY: &[u8] = b"PK\x05\x06";
 
+/// Whether `head` starts like a compressed stream or archive this module undoes.
+pub fn compressed(head: &[u8]) -> bool {
+    [GZIP, ZSTD, BZIP2, XZ, ZIP, ZIP_EMPTY]
+        .iter()
+        .any(|m| head.starts_with(m))
+}
+
 /// Opens `path` (`-` is stdin) and undoes its compression, recognised by content, not name.
 /// A zip archive on stdin is spooled to a temporary file first (its directory is at the end).
 pub fn open(path: &str) -> io::Result<Opened> {
