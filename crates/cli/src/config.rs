@@ -35,6 +35,8 @@ pub struct Layer {
     /// One column or a list (`column = "SHA256"`, `column = ["SHA256", "MD5"]`).
     pub column: Option<Columns>,
     pub keep_all_hex: Option<bool>,
+    /// The kinds of IOC taken: `file,url,domain,ip` or `all` (default: per input format).
+    pub kinds: Option<String>,
     /// JSON fields holding hashes (`field = "process.hash.sha256"` or a list).
     pub field: Option<Columns>,
     pub fail_on: Option<String>,
@@ -107,6 +109,7 @@ impl Layer {
             input_format,
             column,
             keep_all_hex,
+            kinds,
             field,
             fail_on,
             metrics_file,
@@ -285,6 +288,14 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
                 .collect::<Result<_, _>>()?,
         },
         keep_all_hex: layer.keep_all_hex.unwrap_or(false),
+        kinds: layer
+            .kinds
+            .as_deref()
+            .map(|k| {
+                k.parse::<vtbulk_ioc::Kinds>()
+                    .map_err(|e| format!("--kinds: {e}"))
+            })
+            .transpose()?,
         json_fields: match &layer.field {
             None => Vec::new(),
             Some(Columns::One(f)) => vec![
@@ -453,6 +464,11 @@ pub fn describe(r: &Resolved) -> String {
         format!("input_format = {:?}", s.input_format),
         format!("columns = {:?}", s.columns),
         format!("keep_all_hex = {}", s.keep_all_hex),
+        format!(
+            "kinds = {:?}",
+            s.kinds
+                .map_or_else(|| "per input format".to_owned(), |k| k.to_string())
+        ),
         format!(
             "field = {:?}",
             s.json_fields.iter().map(|f| f.name()).collect::<Vec<_>>()

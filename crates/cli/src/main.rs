@@ -148,6 +148,10 @@ struct CommonArgs {
     /// hashes (import hashes, certificate thumbprints, ids, pseudonyms).
     #[arg(long)]
     keep_all_hex: bool,
+    /// The kinds of IOC to take: file, url, domain, ip (comma-separated) or all. Default:
+    /// all from lists, free text and XML/HTML; file hashes only from CSV and JSON exports.
+    #[arg(long, value_name = "KINDS")]
+    kinds: Option<String>,
     /// Exit 5 when any record matches: `FIELD OP VALUE` (`malicious>=5`,
     /// `threat_category==ransomware`), several separated by commas (any).
     #[arg(long, value_name = "CONDITIONS")]
@@ -365,6 +369,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         input_format: common.input_format.clone(),
         column: (!common.column.is_empty()).then(|| config::Columns::Many(common.column.clone())),
         keep_all_hex: common.keep_all_hex.then_some(true),
+        kinds: common.kinds.clone(),
         field: (!common.field.is_empty()).then(|| config::Columns::Many(common.field.clone())),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),
@@ -474,6 +479,17 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             return Err(Failure::Usage(
                 "--annotate writes every row back; --only-new leaves out the hashes the cache \
                  knew: use one or the other"
+                    .into(),
+            ));
+        }
+        if resolved
+            .settings
+            .kinds
+            .is_some_and(vtbulk_ioc::Kinds::any_indicator)
+        {
+            return Err(Failure::Usage(
+                "--annotate joins rows by their file hashes; it cannot annotate URLs, domains or \
+                 IPs yet: drop --kinds (or use --kinds file)"
                     .into(),
             ));
         }

@@ -163,8 +163,18 @@ pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) 
             .iter()
             .map(|(k, v)| ((*k).to_owned(), *v))
             .collect();
+        let others = if i.indicators > 0 {
+            let kinds: BTreeMap<String, u64> = i
+                .indicators_by_kind
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect();
+            format!(", {} URLs/domains/IPs{}", i.indicators, by_code(&kinds))
+        } else {
+            String::new()
+        };
         let mut line = format!(
-            "{} ({how}): {} lines, {} hashes, {} invalid, {} excluded{}",
+            "{} ({how}): {} lines, {} hashes{others}, {} invalid, {} excluded{}",
             i.name,
             i.lines,
             i.hashes,
@@ -192,7 +202,20 @@ pub fn table(s: &Summary) -> String {
         format!("{}{}", s.excluded, by_code(&s.excluded_by_reason)),
     );
     inputs(&mut t, 16, &s.inputs);
-    row(&mut t, "unique", s.unique.to_string());
+    if s.unique_indicators > 0 {
+        row(
+            &mut t,
+            "unique",
+            format!(
+                "{} ({} hashes, {} URLs/domains/IPs)",
+                s.unique,
+                s.unique - s.unique_indicators,
+                s.unique_indicators
+            ),
+        );
+    } else {
+        row(&mut t, "unique", s.unique.to_string());
+    }
     row(&mut t, "duplicates", s.duplicates.to_string());
     row(&mut t, "from cache", s.cache_hits.to_string());
     if s.already_seen > 0 {

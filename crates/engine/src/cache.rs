@@ -21,9 +21,10 @@ use vtbulk_ioc::Hash;
 use vtbulk_output::{Record, Source, Status};
 use vtbulk_quota::WallClock;
 use vtbulk_store::{
-    Body, FoundFile, Freshness, Hit, Put, RunRecord, SqliteStore, Store, StoreError,
+    Body, FoundFile, Freshness, Hit, ObjectHit, ObjectPut, Put, RunRecord, SqliteStore, Store,
+    StoreError,
 };
-use vtbulk_vt::models::{self, FileSummary, SummaryAttributes};
+use vtbulk_vt::models::{self, FileSummary, ObjectAttributes, ObjectSummary, SummaryAttributes};
 
 use crate::{convert, packed};
 
@@ -91,6 +92,66 @@ pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
             ..base
         }),
     }
+}
+
+/// The store's code for a kind (`objects.kind`).
+pub(crate) fn kind_code(kind: vtbulk_ioc::Kind) -> u8 {
+    match kind {
+        vtbulk_ioc::Kind::Url => 1,
+        vtbulk_ioc::Kind::Domain => 2,
+        vtbulk_ioc::Kind::Ip | vtbulk_ioc::Kind::File => 3,
+    }
+}
+
+/// What the store keeps of a URL, domain or IP address answer (`None`: a 404): the
+/// record's attributes as JSON and the answer as it came.
+pub(crate) fn put_object(
+    kind: vtbulk_ioc::Kind,
+    canonical: &str,
+    object: Option<&ObjectSummary>,
+) -> Put {
+    Put::Object(ObjectPut {
+        kind: kind_code(kind),
+        id: canonical.to_owned(),
+        summary: object.and_then(|o| serde_json::to_vec(&o.attributes).ok()),
+        body: object.and_then(|o| o.body.as_ref()).map(|body| match body {
+            models::Body::Gzip(z) => Body::Gzip(z.clone()),
+            models::Body::Json(json) => Body::Json(json.clone()),
+        }),
+    })
+}
+
+/// The record of a stored URL, domain or IP address answer, built on `base`; `None` when
+/// the stored attributes do not decode (looked up again).
+pub(crate) fn object_hit_record(base: Record, hit: ObjectHit, raw: bool) -> Option<Record> {
+    let Some(summary) = &hit.summary else {
+        return Some(Record {
+            status: Some(Status::NotFound),
+            source: Some(Source::Cache),
+            ..base
+        });
+    };
+    let attributes: ObjectAttributes = serde_json::from_slice(summary).ok()?;
+    let raw = match (&hit.gzip, raw) {
+        (Some(z), true) => {
+            let mut json = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&z[..]), &mut json)
+                .ok()?;
+            let envelope: Envelope = serde_json::from_slice(&json).ok()?;
+            Some(envelope.data)
+        }
+        _ => None,
+    };
+    let object = ObjectSummary {
+        id: base.input.clone(),
+        kind: String::new(),
+        attributes,
+        raw,
+        body: None,
+    };
+    let mut record = convert::object(base, Box::new(object));
+    record.source = Some(Source::Cache);
+    Some(record)
 }
 
 #[derive(serde::Deserialize)]

@@ -1,7 +1,7 @@
-//! From VirusTotal's file object to an output record.
+//! From VirusTotal's objects (a file; a URL, domain or IP address) to an output record.
 
 use vtbulk_output::{Record, Source, Stats, Status};
-use vtbulk_vt::models::FileSummary;
+use vtbulk_vt::models::{FileSummary, ObjectSummary};
 
 /// The record for a found file.
 pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
@@ -40,6 +40,55 @@ pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
     record.first_submission_date = a.first_submission_date;
     record.last_analysis_date = a.last_analysis_date;
     record.times_submitted = a.times_submitted;
+    record.raw = raw;
+    record
+}
+
+/// The record of a found URL, domain or IP address, built on `base` (input, kind, count,
+/// origin): the fields every kind shares, then the object's own.
+pub(crate) fn object(mut record: Record, object: Box<ObjectSummary>) -> Record {
+    let ObjectSummary {
+        attributes: a, raw, ..
+    } = *object;
+    record.status = Some(Status::Ok);
+    record.source = Some(Source::Api);
+    record.stats = a.last_analysis_stats.map(|s| Stats {
+        malicious: s.malicious,
+        suspicious: s.suspicious,
+        undetected: s.undetected,
+        harmless: s.harmless,
+        timeout: s.timeout,
+        confirmed_timeout: s.confirmed_timeout,
+        failure: s.failure,
+        type_unsupported: s.type_unsupported,
+    });
+    if let Some(ptc) = &a.popular_threat_classification {
+        record.threat_label = ptc.suggested_threat_label.clone();
+        record.threat_category = ptc.top_category().map(str::to_owned);
+        record.threat_name = ptc.top_name().map(str::to_owned);
+    }
+    if record.threat_name.is_none() {
+        record.threat_name = a.threat_names.into_iter().next();
+    }
+    let mut categories: Vec<String> = a.categories.into_values().collect();
+    categories.sort_unstable();
+    categories.dedup();
+    record.categories = categories;
+    record.tags = a.tags;
+    record.reputation = a.reputation;
+    record.first_submission_date = a.first_submission_date;
+    record.last_analysis_date = a.last_analysis_date;
+    record.times_submitted = a.times_submitted;
+    record.final_url = a.last_final_url;
+    record.title = a.title;
+    record.http_code = a.last_http_response_code;
+    record.registrar = a.registrar;
+    record.creation_date = a.creation_date;
+    record.popularity_rank = a.popularity_ranks.values().map(|r| r.rank).min();
+    record.asn = a.asn;
+    record.as_owner = a.as_owner;
+    record.country = a.country;
+    record.network = a.network;
     record.raw = raw;
     record
 }

@@ -17,6 +17,10 @@ pub struct Counters {
     pub unique: AtomicU64,
     /// Bytes the dedup table occupies once every input is read.
     pub dedup_bytes: AtomicU64,
+    /// Distinct URLs, domains and IP addresses (part of `unique`).
+    pub unique_others: AtomicU64,
+    /// Bytes their dedup set occupies (part of `dedup_bytes`).
+    pub dedup_other_bytes: AtomicU64,
     /// Repeated occurrences.
     pub duplicates: AtomicU64,
     /// Unique IOCs with a final record.
@@ -130,6 +134,8 @@ impl Counters {
             already_seen: get(&self.already_seen),
             unique: get(&self.unique),
             dedup_bytes: get(&self.dedup_bytes),
+            unique_indicators: get(&self.unique_others),
+            indicator_dedup_bytes: get(&self.dedup_other_bytes),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
                 .saturating_sub(get(&self.cache_hits)),
@@ -185,8 +191,16 @@ pub struct Summary {
     pub already_seen: u64,
     /// Distinct valid IOCs.
     pub unique: u64,
-    /// Bytes the dedup table of the unique hashes occupied (entries and slots, as allocated).
+    /// Bytes the dedup tables occupied (entries and slots, as allocated; hashes and the
+    /// rest together).
     pub dedup_bytes: u64,
+    /// Distinct URLs, domains and IP addresses (part of `unique`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unique_indicators: u64,
+    /// Bytes their dedup set occupied (part of `dedup_bytes`): their canonical text, a
+    /// 24-byte entry and a table slot each.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub indicator_dedup_bytes: u64,
     /// Repeated occurrences of them.
     pub duplicates: u64,
     /// Unique IOCs looked up to a final answer (ok + not_found + errors - cache_hits).
@@ -281,4 +295,8 @@ pub struct QuotaReport {
     pub items_left: u64,
     /// Re-reads of the key's quotas after an unexpected QuotaExceededError.
     pub resyncs: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

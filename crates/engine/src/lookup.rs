@@ -1,5 +1,5 @@
-//! One hash, from the queue to its final record: the only place that talks to VirusTotal
-//! during a run.
+//! One IOC (a hash; a URL, domain or IP address), from the queue to its final record: the
+//! only place that talks to VirusTotal during a run.
 //!
 //! Each attempt is three steps, in this order, so the request leaves the moment it is allowed
 //! to: take a connection with nothing left to wait for ([`vtbulk_vt::Client::ready`]; a
@@ -16,11 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use vtbulk_ioc::{Seen, Unique};
+use vtbulk_ioc::{Named, Names, Seen, Unique};
 use vtbulk_output::{Record, Status};
 use vtbulk_quota::{Exhausted, Scheduler};
 use vtbulk_store::Put;
-use vtbulk_vt::models::FileSummary;
+use vtbulk_vt::models::{FileSummary, ObjectSummary};
 use vtbulk_vt::{Client, ErrorClass, ErrorKind, FileLookup};
 
 use crate::cache;
@@ -29,7 +29,7 @@ use crate::counters::{Counters, bump, bump_map};
 use crate::decide::{Failure, HaltCause, Next, Policy, Situation, Tracker, decide};
 use crate::keyquota;
 use crate::pipeline::{Halt, StopHandle};
-use crate::prepare::base;
+use crate::prepare::{base, other_base};
 
 /// What every worker shares.
 pub(crate) struct Shared {
@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(crate) raw: bool,
     /// The dedup set, to find an answer's other hashes among the inputs.
     pub(crate) seen: std::sync::Arc<Seen>,
+    /// The unique URLs, domains and IP addresses (entries after the hashes').
+    pub(crate) others: std::sync::Arc<Names>,
     /// Answers for entries not yet looked up, learned from a twin (same file, another hash).
     pub(crate) twins: Mutex<HashMap<usize, Box<FileSummary>>>,
     /// The budget was read live: an unexpected QuotaExceededError re-reads it.
@@ -63,16 +65,52 @@ pub(crate) struct Shared {
     pub(crate) halt_detail: Mutex<Option<String>>,
 }
 
+/// What one entry of the work list is.
+#[derive(Clone, Copy)]
+pub(crate) enum Target<'a> {
+    /// A hash: its index in the dedup set, and its entry.
+    File(usize, &'a Unique),
+    /// A URL, domain or IP address.
+    Other(&'a Named),
+}
+
+impl Shared {
+    /// The entry at `index` of the work list's numbering (hashes first, then the rest).
+    pub(crate) fn target(&self, index: usize) -> Target<'_> {
+        let files = self.seen.entries();
+        match files.get(index) {
+            Some(entry) => Target::File(index, entry),
+            None => Target::Other(&self.others.entries()[index - files.len()]),
+        }
+    }
+
+    /// The record every outcome of `target` starts from.
+    fn base(&self, target: Target<'_>) -> Record {
+        match target {
+            Target::File(_, entry) => base(&self.names, entry),
+            Target::Other(entry) => other_base(&self.names, &self.others, entry),
+        }
+    }
+}
+
+/// What a lookup answered.
+enum Answer {
+    File(Box<FileSummary>),
+    Object(Box<ObjectSummary>),
+    NotFound,
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Looks one entry up to a final record: retries, 429s and stops included.
-pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: u64) -> Record {
-    if let Some(record) = twin(shared, index, entry) {
+pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64) -> Record {
+    if let Target::File(index, entry) = target
+        && let Some(record) = twin(shared, index, entry)
+    {
         return record;
     }
-    let hash = entry.hash();
     let mut retries = 0u32;
     let mut draws = 0u64;
     loop {
@@ -84,9 +122,9 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
             shared.halt.set(HaltCause::Interrupted);
         }
         if let Some(cause) = shared.halt.get() {
-            return skipped(shared, entry, cause);
+            return skipped(shared, target, cause);
         }
-        let (result, cycle) = match attempt(shared, &hash, woken.as_mut()).await {
+        let (result, cycle) = match attempt(shared, target, woken.as_mut()).await {
             Attempt::Sent(result, cycle) => (result, cycle),
             Attempt::Woken => continue,
             Attempt::Exhausted(exhausted) => {
@@ -96,13 +134,18 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
                 }
                 let cause = HaltCause::Quota(exhausted.window);
                 shared.halt.set(cause);
-                return skipped(shared, entry, cause);
+                return skipped(shared, target, cause);
             }
         };
-        let err = match result {
-            Ok(FileLookup::Found(file)) => return found(shared, index, entry, file).await,
-            Ok(FileLookup::NotFound) => return not_found(shared, entry).await,
-            Err(err) => err,
+        let err = match (result, target) {
+            (Ok(Answer::File(file)), Target::File(index, entry)) => {
+                return found(shared, index, entry, file).await;
+            }
+            (Ok(Answer::Object(object)), Target::Other(entry)) => {
+                return found_object(shared, entry, object).await;
+            }
+            (Ok(_), _) => return not_found(shared, target).await,
+            (Err(err), _) => err,
         };
         draws += 1;
         let s = situation(
@@ -114,11 +157,11 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
         );
         let next = decide(&shared.policy, &s, Failure::of(&err));
         match next {
-            Next::NotFound => return not_found(shared, entry).await,
-            Next::Fail => return error_record(shared, entry, &err),
+            Next::NotFound => return not_found(shared, target).await,
+            Next::Fail => return error_record(shared, target, &err),
             Next::FailAndHalt(cause) => {
                 shared.halt.set(cause);
-                return error_record(shared, entry, &err);
+                return error_record(shared, target, &err);
             }
             Next::Halt(cause) => {
                 lock(&shared.halt_detail).get_or_insert_with(|| err.to_string());
@@ -126,7 +169,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
                     count_429(shared, &err, "gave_up");
                 }
                 shared.halt.set(cause);
-                return skipped(shared, entry, cause);
+                return skipped(shared, target, cause);
             }
             Next::Retry(delay) => {
                 retries += 1;
@@ -168,10 +211,7 @@ pub(crate) async fn lookup(shared: &Shared, index: usize, entry: &Unique, seed: 
 enum Attempt {
     /// A connection failed (no request left: `None`), or the request was sent in the gate
     /// cycle given.
-    Sent(
-        Result<FileLookup<FileSummary>, vtbulk_vt::Error>,
-        Option<u64>,
-    ),
+    Sent(Result<Answer, vtbulk_vt::Error>, Option<u64>),
     /// The run was stopped while waiting.
     Woken,
     /// A calendar budget is spent.
@@ -183,7 +223,7 @@ enum Attempt {
 /// with the request to be released at its departure.
 async fn attempt(
     shared: &Shared,
-    hash: &vtbulk_ioc::Hash,
+    target: Target<'_>,
     mut woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
 ) -> Attempt {
     let ready = tokio::select! {
@@ -210,12 +250,28 @@ async fn attempt(
     let departure = std::sync::Arc::new(std::sync::OnceLock::new());
     let left = departure.clone();
     let arrival = vtbulk_vt::Arrival::new();
-    let result = ready
-        .with_arrival(&arrival)
-        .get_file_summary(hash, move |at| {
-            let _ = left.set(grant.departed(at));
-        })
-        .await;
+    let departed = move |at| {
+        let _ = left.set(grant.departed(at));
+    };
+    let ready = ready.with_arrival(&arrival);
+    let result = match target {
+        Target::File(_, entry) => {
+            ready
+                .get_file_summary(&entry.hash(), departed)
+                .await
+                .map(|answer| match answer {
+                    FileLookup::Found(file) => Answer::File(file),
+                    FileLookup::NotFound => Answer::NotFound,
+                })
+        }
+        Target::Other(entry) => ready
+            .get_object_summary(entry.kind(), shared.others.text(entry), departed)
+            .await
+            .map(|answer| match answer {
+                FileLookup::Found(object) => Answer::Object(object),
+                FileLookup::NotFound => Answer::NotFound,
+            }),
+    };
     let now = Instant::now();
     note_latency(shared, now - sent);
     // The server answered: how long its first bytes took to arrive tells the pacer when
@@ -357,31 +413,55 @@ async fn found(
     convert::found(base(&shared.names, entry), file)
 }
 
-/// The record of a 404, journaled first.
-async fn not_found(shared: &Shared, entry: &Unique) -> Record {
+/// The record of a found URL, domain or IP address, journaled first.
+async fn found_object(shared: &Shared, entry: &Named, mut object: Box<ObjectSummary>) -> Record {
     lock(&shared.tracker).succeeded();
-    journal(shared, || Some(Put::NotFound(entry.hash()))).await;
+    let text = shared.others.text(entry);
+    journal(shared, || {
+        Some(cache::put_object(entry.kind(), text, Some(&object)))
+    })
+    .await;
+    object.body = None;
+    if !shared.raw {
+        object.raw = None;
+    }
+    bump(&shared.counters.ok);
+    convert::object(other_base(&shared.names, &shared.others, entry), object)
+}
+
+/// The record of a 404, journaled first.
+async fn not_found(shared: &Shared, target: Target<'_>) -> Record {
+    lock(&shared.tracker).succeeded();
+    journal(shared, || {
+        Some(match target {
+            Target::File(_, entry) => Put::NotFound(entry.hash()),
+            Target::Other(entry) => {
+                cache::put_object(entry.kind(), shared.others.text(entry), None)
+            }
+        })
+    })
+    .await;
     bump(&shared.counters.not_found);
     Record {
         status: Some(Status::NotFound),
         source: Some(vtbulk_output::Source::Api),
-        ..base(&shared.names, entry)
+        ..shared.base(target)
     }
 }
 
 /// The record of an entry not looked up because the run stopped.
-pub(crate) fn skipped(shared: &Shared, entry: &Unique, cause: HaltCause) -> Record {
+pub(crate) fn skipped(shared: &Shared, target: Target<'_>, cause: HaltCause) -> Record {
     let reason = cause.name();
     bump(&shared.counters.skipped);
     bump_map(&shared.counters.skipped_by_reason, &reason);
     Record {
         status: Some(Status::Skipped),
         error_code: Some(reason.into_owned()),
-        ..base(&shared.names, entry)
+        ..shared.base(target)
     }
 }
 
-fn error_record(shared: &Shared, entry: &Unique, err: &vtbulk_vt::Error) -> Record {
+fn error_record(shared: &Shared, target: Target<'_>, err: &vtbulk_vt::Error) -> Record {
     bump(&shared.counters.errors);
     bump_map(&shared.counters.errors_by_code, err.code());
     Record {
@@ -389,7 +469,7 @@ fn error_record(shared: &Shared, entry: &Unique, err: &vtbulk_vt::Error) -> Reco
         source: Some(vtbulk_output::Source::Api),
         error_code: Some(err.code().to_owned()),
         error_message: Some(err.message().to_owned()),
-        ..base(&shared.names, entry)
+        ..shared.base(target)
     }
 }
 

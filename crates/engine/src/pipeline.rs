@@ -53,6 +53,8 @@ pub struct Settings {
     pub keep_all_hex: bool,
     /// JSON fields chosen (`--field`; none: every hash by the JSON reader's rules).
     pub json_fields: Vec<vtbulk_ioc::reader::FieldPath>,
+    /// The kinds of IOC taken (`--kinds`; `None`: each input format's default).
+    pub kinds: Option<vtbulk_ioc::Kinds>,
     /// Called as each input (or archive member) has been read, with what reading it did:
     /// the command line says on stderr when `auto` fell back to text or an input was damaged.
     pub on_input: Option<InputHook>,
@@ -90,6 +92,7 @@ impl Settings {
             columns: self.columns.clone(),
             keep_all_hex: self.keep_all_hex,
             fields: self.json_fields.clone(),
+            kinds: self.kinds,
         }
     }
 }
@@ -241,6 +244,7 @@ pub async fn run(
     };
     let Prepared {
         seen,
+        others,
         todo,
         mut store,
         names,
@@ -277,6 +281,7 @@ pub async fn run(
         journal: journal.as_ref().map(Journal::sender),
         raw: settings.raw,
         seen,
+        others,
         twins: Mutex::new(HashMap::new()),
         quota_live: budget
             .quota
@@ -430,9 +435,8 @@ async fn run_workers(
                 };
                 let i = cursor.fetch_add(1, Ordering::SeqCst);
                 let Some(&index) = todo.get(i) else { break };
-                let index = index as usize;
-                let entry = &shared.seen.entries()[index];
-                let record = lookup(&shared, index, entry, (i as u64) << 8 | w as u64).await;
+                let target = shared.target(index as usize);
+                let record = lookup(&shared, target, (i as u64) << 8 | w as u64).await;
                 drop(permit);
                 bump(&shared.counters.done);
                 if tx.send(Out::One(record)).await.is_err() {
@@ -469,10 +473,10 @@ async fn skip_rest(shared: &Shared, todo: &[u32], taken: usize, tx: &mpsc::Sende
     // Workers only stop early when the run halts (or the writer is gone, which halts it).
     let cause = shared.halt.get().unwrap_or(HaltCause::OutputClosed);
     for &index in &todo[taken..] {
-        let entry = &shared.seen.entries()[index as usize];
+        let target = shared.target(index as usize);
         bump(&shared.counters.done);
         if tx
-            .send(Out::One(skipped(shared, entry, cause)))
+            .send(Out::One(skipped(shared, target, cause)))
             .await
             .is_err()
         {

@@ -70,10 +70,13 @@ pub struct Plan {
 pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineError> {
     let counters = Arc::new(Counters::default());
     let Prepared {
-        seen, mut store, ..
+        seen,
+        others,
+        mut store,
+        ..
     } = prepare(settings, &counters, None).await?;
     let fresh = Counters::get(&counters.cache_hits);
-    let unique = seen.len() as u64;
+    let unique = (seen.len() + others.len()) as u64;
     let already_seen = Counters::get(&counters.already_seen);
     let to_query = unique - fresh - already_seen;
     let clock = settings.scheduler.clock;

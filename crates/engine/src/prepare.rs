@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use vtbulk_ioc::reader;
-use vtbulk_ioc::{Item, Seen, Unique};
+use vtbulk_ioc::{Item, Named, Names, Seen, Unique};
 use vtbulk_output::{Record, Status};
 use vtbulk_store::{SqliteStore, Store, StoreError};
 
@@ -29,7 +29,10 @@ const DEDUP_BATCH: usize = 256;
 pub(crate) struct Prepared {
     /// Every unique hash, in first-seen order.
     pub(crate) seen: Arc<Seen>,
-    /// Indices (into `seen`) left to look up, in input order.
+    /// Every unique URL, domain and IP address, in first-seen order.
+    pub(crate) others: Arc<Names>,
+    /// Entries left to look up, in input order: an index below `seen.len()` is a hash,
+    /// one above it is `others[index - seen.len()]`.
     pub(crate) todo: Vec<u32>,
     /// The store, when the cache is on.
     pub(crate) store: Option<SqliteStore>,
@@ -55,10 +58,10 @@ pub(crate) async fn prepare(
             let _ = tx.blocking_send(Out::One(r));
         }
     });
-    let (seen, names) = match read.await {
+    let (seen, others, names) = match read.await {
         Ok(result) => {
-            let (seen, names) = result?;
-            (Arc::new(seen), names)
+            let (seen, others, names) = result?;
+            (Arc::new(seen), Arc::new(others), names)
         }
         Err(join) => {
             return Err(EngineError::Input {
@@ -67,14 +70,35 @@ pub(crate) async fn prepare(
             });
         }
     };
-    let (todo, store) = match (store, &settings.cache) {
+    let (mut todo, store) = match (store, &settings.cache) {
         (Some(store), Some(cache)) if !cache.refresh => {
             check_cache(settings, cache, store, &seen, &names, counters, out).await?
         }
         (store, _) => ((0..seen.len() as u32).collect(), store),
     };
+    let (todo_others, store) = match (store, &settings.cache) {
+        (Some(store), Some(cache)) if !cache.refresh && !others.is_empty() => {
+            check_others(
+                settings,
+                cache,
+                store,
+                &others,
+                seen.len(),
+                &names,
+                counters,
+                out,
+            )
+            .await?
+        }
+        (store, _) => (
+            (0..others.len()).map(|i| (seen.len() + i) as u32).collect(),
+            store,
+        ),
+    };
+    todo.extend(todo_others);
     Ok(Prepared {
         seen,
+        others,
         todo,
         store,
         names,
@@ -155,10 +179,89 @@ async fn check_cache(
     Ok((todo, kept))
 }
 
+/// Fresh answers from the cache for URLs, domains and IP addresses become records now; the
+/// indices (after the hashes') of the rest are returned, in input order. One thread: they
+/// are a small share of a run.
+#[allow(clippy::too_many_arguments)]
+async fn check_others(
+    settings: &Settings,
+    cache_settings: &CacheSettings,
+    mut store: SqliteStore,
+    others: &Arc<Names>,
+    offset: usize,
+    names: &[String],
+    counters: &Arc<Counters>,
+    out: Option<&mpsc::Sender<Out>>,
+) -> Result<(Vec<u32>, Option<SqliteStore>), EngineError> {
+    let (others, names, counters, tx) = (
+        others.clone(),
+        names.to_vec(),
+        counters.clone(),
+        out.cloned(),
+    );
+    let (freshness, now) = (cache_settings.freshness, cache_settings.clock.now());
+    let (raw, only_new) = (settings.raw, settings.only_new);
+    let checked = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+        let mut todo = Vec::new();
+        let entries = others.entries();
+        for (chunk_no, chunk) in entries.chunks(cache::CHECK_BATCH).enumerate() {
+            let keys: Vec<(u8, &str)> = chunk
+                .iter()
+                .map(|e| (cache::kind_code(e.kind()), others.text(e)))
+                .collect();
+            let hits = store.get_objects(&keys, raw)?;
+            let mut records = Vec::new();
+            for (i, (entry, hit)) in chunk.iter().zip(hits).enumerate() {
+                let index = (offset + chunk_no * cache::CHECK_BATCH + i) as u32;
+                if only_new && hit.is_some() {
+                    bump(&counters.already_seen);
+                    bump(&counters.done);
+                    continue;
+                }
+                let record = hit
+                    .filter(|h| freshness.is_fresh_object(h, now))
+                    .and_then(|h| {
+                        cache::object_hit_record(other_base(&names, &others, entry), h, raw)
+                    });
+                let Some(record) = record else {
+                    todo.push(index);
+                    continue;
+                };
+                match record.status {
+                    Some(Status::Ok) => bump(&counters.ok),
+                    _ => bump(&counters.not_found),
+                }
+                bump(&counters.cache_hits);
+                bump(&counters.done);
+                records.push(record);
+            }
+            if let (Some(tx), false) = (&tx, records.is_empty()) {
+                let _ = tx.blocking_send(Out::Many(records));
+            }
+        }
+        Ok((todo, store))
+    })
+    .await
+    .map_err(|join| EngineError::Output(std::io::Error::other(join.to_string())))?;
+    let (todo, store) = checked?;
+    Ok((todo, Some(store)))
+}
+
 /// `name:line` of an origin.
 pub(crate) fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
     let name = names.get(origin.input as usize).map_or("?", String::as_str);
     format!("{name}:{}", origin.line)
+}
+
+/// The record every outcome of a URL, domain or IP address starts from.
+pub(crate) fn other_base(names: &[String], others: &Names, entry: &Named) -> Record {
+    Record {
+        input: others.text(entry).to_owned(),
+        ioc_kind: Some(entry.kind()),
+        occurrences: entry.count,
+        first_origin: origin_text(names, entry.first()),
+        ..Record::default()
+    }
 }
 
 /// The record every outcome of `entry` starts from.
@@ -275,6 +378,9 @@ fn open_all(inputs: &[String]) -> Result<Vec<reader::Opened>, EngineError> {
         .collect()
 }
 
+/// The unique hashes, the unique URLs, domains and IPs, and the inputs' display names.
+type ReadAll = (Seen, Names, Vec<String>);
+
 /// Reads and dedups every input (each member of an archive is an input of its own) on a
 /// blocking thread; each invalid value goes to `invalid` as its record. Returns the unique
 /// hashes and the display names of the inputs, indexed like the items' origins.
@@ -283,11 +389,12 @@ fn read_inputs(
     opened: Vec<reader::Opened>,
     counters: Arc<Counters>,
     mut invalid: impl FnMut(Record) + Send + 'static,
-) -> tokio::task::JoinHandle<Result<(Seen, Vec<String>), EngineError>> {
+) -> tokio::task::JoinHandle<Result<ReadAll, EngineError>> {
     let options = settings.read_options();
     let hook = settings.on_input.clone();
-    tokio::task::spawn_blocking(move || -> Result<(Seen, Vec<String>), EngineError> {
+    tokio::task::spawn_blocking(move || -> Result<ReadAll, EngineError> {
         let mut seen = Seen::new();
+        let mut others = Names::new();
         let mut names: Vec<String> = Vec::new();
         // Hashes go to the dedup set in batches: it overlaps the batch's cache misses.
         let mut batch = Vec::with_capacity(DEDUP_BATCH);
@@ -311,6 +418,15 @@ fn read_inputs(
                         if batch.len() == DEDUP_BATCH {
                             flush(&mut seen, &mut batch);
                         }
+                    }
+                    Item::Indicator(found, origin) => {
+                        let new = others.insert(&found, origin);
+                        let counter = if new {
+                            &counters.unique
+                        } else {
+                            &counters.duplicates
+                        };
+                        bump(counter);
                     }
                     Item::Invalid {
                         value,
@@ -346,7 +462,13 @@ fn read_inputs(
         flush(&mut seen, &mut batch);
         counters
             .dedup_bytes
-            .store(seen.memory() as u64, Ordering::Relaxed);
-        Ok((seen, names))
+            .store((seen.memory() + others.memory()) as u64, Ordering::Relaxed);
+        counters
+            .dedup_other_bytes
+            .store(others.memory() as u64, Ordering::Relaxed);
+        counters
+            .unique_others
+            .store(others.len() as u64, Ordering::Relaxed);
+        Ok((seen, others, names))
     })
 }

@@ -47,6 +47,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         columns: Vec::new(),
         keep_all_hex: false,
         json_fields: Vec::new(),
+        kinds: None,
         on_input: None,
         fail_on: None,
         only_new: false,

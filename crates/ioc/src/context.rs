@@ -32,10 +32,23 @@ pub enum Exclusion {
     Commented,
     /// A structured value typed as something other than a file (a MISP `domain`, say).
     NotAFile,
+    /// An IP address nothing on the internet can say anything about (private, loopback,
+    /// documentation...): named by its scope.
+    Scoped(crate::indicator::Scope),
+    /// A name reserved for documentation (`example.com`, `in-addr.arpa`).
+    DocumentationDomain,
+    /// A plain (not defanged) link or name of a reference site in prose (`attack.mitre.org`,
+    /// `virustotal.com`): the report's sources, not its indicators.
+    Reference,
+    /// A plain name in prose that reads as a file name (`install.sh`, `notes.md`) although
+    /// its last label is a top-level domain.
+    FileName,
+    /// A URL, domain or IP address of a kind `--kinds` did not choose.
+    KindNotChosen,
 }
 
 impl Exclusion {
-    /// Every reason, in report order.
+    /// Every reason a hash-shaped token is left out, in report order.
     pub const ALL: [Exclusion; 9] = [
         Exclusion::ImportHash,
         Exclusion::Authentihash,
@@ -60,6 +73,11 @@ impl Exclusion {
             Exclusion::Id => "id",
             Exclusion::Commented => "commented",
             Exclusion::NotAFile => "not_a_file",
+            Exclusion::Scoped(scope) => scope.name(),
+            Exclusion::DocumentationDomain => "documentation_domain",
+            Exclusion::Reference => "reference_site",
+            Exclusion::FileName => "file_name",
+            Exclusion::KindNotChosen => "kind_not_chosen",
         }
     }
 }

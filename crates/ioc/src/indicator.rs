@@ -1,6 +1,7 @@
 //! URLs, domains and IP addresses as incident reports write them (defanged, in upper case,
 //! with trailing dots) turned into the one form VirusTotal identifies them by, or a reason why
-//! not. Groundwork for `--kinds` (issue 14): the readers do not call it yet.
+//! not, and (for the readers) which of them are not worth a lookup: private and documentation
+//! addresses, documentation names, and in prose a report's plain links to its sources.
 //!
 //! - [`refang`] undoes the usual defanging: `hxxp(s)`, `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`,
 //!   `[:]`, `[://]`, `[@]`, `[at]`, `[/]`.
@@ -54,8 +55,239 @@ impl Indicator {
     }
 }
 
+/// What an IOC is, as `--kinds` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// A file, by MD5, SHA-1 or SHA-256.
+    File,
+    /// A URL.
+    Url,
+    /// A domain or host name.
+    Domain,
+    /// An IPv4 or IPv6 address.
+    Ip,
+}
+
+impl Kind {
+    /// Every kind, in output order.
+    pub const ALL: [Kind; 4] = [Kind::File, Kind::Url, Kind::Domain, Kind::Ip];
+
+    /// `file`, `url`, `domain`, `ip`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Url => "url",
+            Kind::Domain => "domain",
+            Kind::Ip => "ip",
+        }
+    }
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A set of [`Kind`]s (`--kinds file,url,domain,ip`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Kinds(u8);
+
+impl Kinds {
+    /// File hashes only: the default for CSV and JSON inputs (EDR exports, whose host names
+    /// and addresses are the network's own, not indicators).
+    pub const FILES: Kinds = Kinds(1);
+    /// Every kind: the default for lists, free text and XML/HTML (IOC lists and reports).
+    pub const ALL: Kinds = Kinds(0b1111);
+
+    /// Whether `kind` is in the set.
+    pub fn has(self, kind: Kind) -> bool {
+        self.0 & kind.bit() != 0
+    }
+
+    /// Whether any of URL, domain or IP is in the set (a reader has to look for them).
+    pub fn any_indicator(self) -> bool {
+        self.0 & !Kind::File.bit() != 0
+    }
+
+    /// The kinds in the set.
+    pub fn iter(self) -> impl Iterator<Item = Kind> {
+        Kind::ALL.into_iter().filter(move |k| self.has(*k))
+    }
+}
+
+impl std::fmt::Display for Kinds {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.iter().map(Kind::as_str).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+impl std::str::FromStr for Kinds {
+    type Err = String;
+
+    /// `file,url,domain,ip` in any order and case, or `all`; `hash` is `file`.
+    fn from_str(s: &str) -> Result<Kinds, String> {
+        let mut set = 0u8;
+        for word in s.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            set |= match word.to_ascii_lowercase().as_str() {
+                "all" => Kinds::ALL.0,
+                "file" | "files" | "hash" | "hashes" => Kind::File.bit(),
+                "url" | "urls" => Kind::Url.bit(),
+                "domain" | "domains" => Kind::Domain.bit(),
+                "ip" | "ips" => Kind::Ip.bit(),
+                other => {
+                    return Err(format!(
+                        "unknown kind {other:?} (expected file, url, domain, ip or all)"
+                    ));
+                }
+            };
+        }
+        if set == 0 {
+            return Err("no kind given (expected file, url, domain, ip or all)".into());
+        }
+        Ok(Kinds(set))
+    }
+}
+
+/// Sites a threat report cites as its sources (vendors, references, code hosting, social
+/// networks). A plain (not defanged) link to one of them, or its name, in prose is the
+/// report's bibliography, not an indicator: it is counted as `reference_site` and not looked
+/// up. A defanged one is always taken: defanging is the author saying "this is an IOC".
+const REFERENCE_SITES: &[&str] = &[
+    "virustotal.com",
+    "mitre.org",
+    "github.com",
+    "githubusercontent.com",
+    "gitlab.com",
+    "microsoft.com",
+    "learn.microsoft.com",
+    "google.com",
+    "youtube.com",
+    "twitter.com",
+    "x.com",
+    "t.co",
+    "linkedin.com",
+    "facebook.com",
+    "medium.com",
+    "wikipedia.org",
+    "cisa.gov",
+    "nist.gov",
+    "cve.org",
+    "first.org",
+    "abuse.ch",
+    "alienvault.com",
+    "any.run",
+    "hybrid-analysis.com",
+    "joesandbox.com",
+    "shodan.io",
+    "censys.io",
+    "urlscan.io",
+    "talosintelligence.com",
+    "mandiant.com",
+    "crowdstrike.com",
+    "paloaltonetworks.com",
+    "sentinelone.com",
+    "securelist.com",
+    "kaspersky.com",
+    "welivesecurity.com",
+    "eset.com",
+    "sophos.com",
+    "trendmicro.com",
+    "proofpoint.com",
+    "fortinet.com",
+    "checkpoint.com",
+    "elastic.co",
+    "splunk.com",
+    "recordedfuture.com",
+    "thedfirreport.com",
+    "bleepingcomputer.com",
+    "schema.org",
+    "w3.org",
+    "oasis-open.org",
+    "misp-project.org",
+];
+
+/// Top-level domains that are also common file extensions (`.zip`, `.mov`, `.md`, `.sh`,
+/// `.py`, `.pl`, `.rs`, `.ps`, `.so`, `.ml`, `.pm`): a plain `install.sh` in prose is a file.
+const FILE_LIKE_TLDS: &[&str] = &[
+    "zip", "mov", "md", "sh", "py", "pl", "rs", "ps", "so", "ml", "pm",
+];
+
+/// Whether `domain` (canonical) is `site` or under it.
+fn under(domain: &str, site: &str) -> bool {
+    domain == site
+        || (domain.len() > site.len()
+            && domain.ends_with(site)
+            && domain.as_bytes()[domain.len() - site.len() - 1] == b'.')
+}
+
+impl Indicator {
+    /// The [`Kind`].
+    pub fn kind_of(&self) -> Kind {
+        match self {
+            Indicator::Url(_) => Kind::Url,
+            Indicator::Domain(_) => Kind::Domain,
+            Indicator::Ip(_) => Kind::Ip,
+        }
+    }
+
+    /// The host a URL names (a domain, an IP, `[v6]`), or the domain or IP itself.
+    pub fn host(&self) -> Cow<'_, str> {
+        match self {
+            Indicator::Url(u) => {
+                let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
+                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let authority = &rest[..end];
+                let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+                let host = match host.strip_prefix('[') {
+                    Some(v6) => v6.split(']').next().unwrap_or(v6),
+                    None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+                };
+                Cow::Borrowed(host)
+            }
+            Indicator::Domain(d) => Cow::Borrowed(d),
+            Indicator::Ip(ip) => Cow::Owned(ip.to_string()),
+        }
+    }
+
+    /// Why this indicator is not looked up wherever it was found: an address no one outside
+    /// the network can say anything about, a name reserved for documentation (a URL's host
+    /// included).
+    pub fn exclusion(&self) -> Option<crate::Exclusion> {
+        let host = self.host();
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return scope(ip).map(crate::Exclusion::Scoped);
+        }
+        let documentation = ["example.com", "example.net", "example.org", "arpa"]
+            .iter()
+            .any(|site| under(&host, site));
+        documentation.then_some(crate::Exclusion::DocumentationDomain)
+    }
+
+    /// Why this indicator, found written plainly (not defanged) in prose, is not looked up:
+    /// a reference site, a file name. Over and above [`Indicator::exclusion`].
+    pub fn prose_exclusion(&self) -> Option<crate::Exclusion> {
+        let host = self.host();
+        if REFERENCE_SITES.iter().any(|site| under(&host, site)) {
+            return Some(crate::Exclusion::Reference);
+        }
+        if let Indicator::Domain(d) = self {
+            let tld = d.rsplit('.').next().unwrap_or("");
+            if FILE_LIKE_TLDS.contains(&tld) {
+                return Some(crate::Exclusion::FileName);
+            }
+        }
+        None
+    }
+}
+
 /// Why an address is not looked up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Scope {
     /// RFC 1918 (v4), unique local `fc00::/7` (v6).
     Private,

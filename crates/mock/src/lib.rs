@@ -13,6 +13,7 @@
 pub mod behavior;
 pub mod clock;
 pub mod generate;
+pub mod objects;
 pub mod quota;
 mod rng;
 mod server;

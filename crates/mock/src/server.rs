@@ -31,6 +31,7 @@ use vtbulk_ioc::Hash;
 
 use crate::behavior::{Fault, FaultState, Faults, Latency};
 use crate::clock::{Clock, ClockView, parse_rfc3339_ms};
+use crate::objects::{self, ObjectKind};
 use crate::quota::{KeyConfig, KeyUsage, Window};
 use crate::stats::{IdRef, KeyRef, Record, Route, Snapshot, Stats};
 use crate::universe::{DEFAULT_SIZE, Fixture, Universe};
@@ -454,6 +455,7 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
 /// An API route and its path parameter.
 enum ApiRoute<'a> {
     Files(&'a str),
+    Object(ObjectKind, &'a str),
     Users(&'a str),
     OverallQuotas(&'a str),
     Other,
@@ -465,6 +467,12 @@ fn route_of(api_path: &str) -> ApiRoute<'_> {
         && !id.contains('/')
     {
         return ApiRoute::Files(id);
+    }
+    if let Some((collection, id)) = path.split_once('/')
+        && let Some(kind) = ObjectKind::of_collection(collection)
+        && !id.contains('/')
+    {
+        return ApiRoute::Object(kind, id);
     }
     if let Some(rest) = path.strip_prefix("users/") {
         if let Some(id) = rest.strip_suffix("/overall_quotas")
@@ -499,6 +507,7 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
         key: KeyRef::Missing,
         route: match api_route {
             ApiRoute::Files(_) => Route::Files,
+            ApiRoute::Object(..) => Route::Objects,
             ApiRoute::Users(_) => Route::Users,
             ApiRoute::OverallQuotas(_) => Route::OverallQuotas,
             ApiRoute::Other => Route::Other,
@@ -565,12 +574,17 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
     }
 
     let answer = match api_route {
-        ApiRoute::Files(raw_id) => {
+        ApiRoute::Files(raw_id) | ApiRoute::Object(_, raw_id) => {
             let id = percent_decode(raw_id);
-            let hash = Hash::parse(&id).ok();
-            record.id = match hash {
-                Some(h) => IdRef::Hash(h),
-                None => IdRef::Text(id.to_ascii_lowercase().into()),
+            let object = match api_route {
+                ApiRoute::Object(kind, _) => Some(kind),
+                _ => None,
+            };
+            let hash = object.is_none().then(|| Hash::parse(&id).ok()).flatten();
+            record.id = match (hash, object) {
+                (Some(h), _) => IdRef::Hash(h),
+                (None, Some(kind)) => IdRef::Text(format!("{}/{id}", kind.collection()).into()),
+                (None, None) => IdRef::Text(id.to_ascii_lowercase().into()),
             };
             // 2. A TooManyRequestsError burst refuses without spending.
             let fault = if state.config.faults.is_empty() {
@@ -602,8 +616,16 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                 return Ok(finish(state, record, latency, answer).await);
             }
             record.spent = true;
-            let known = hash.and_then(|h| state.universe.lookup(&h));
-            record.sha256 = known.map(|k| state.universe.sha256_of(k));
+            let known: Option<[Bytes; 3]> = match object {
+                None => {
+                    let known = hash.and_then(|h| state.universe.lookup(&h));
+                    record.sha256 = known.map(|k| state.universe.sha256_of(k));
+                    known.map(|k| state.universe.render_chunks(k))
+                }
+                Some(kind) => objects::render(state.config.seed, kind, &id)
+                    .map(|body| [body, Bytes::new(), Bytes::new()]),
+            };
+            let noun = object.map_or("File", ObjectKind::noun);
             // 4. Injected faults, after admission: the quota is spent.
             match (fault, known) {
                 (Some(Fault::ServerError), _) => respond(
@@ -634,11 +656,11 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                     api_error(
                         StatusCode::NOT_FOUND,
                         "NotFoundError",
-                        &format!("File \"{id}\" not found"),
+                        &format!("{noun} \"{id}\" not found"),
                     )
                 }
                 (Some(Fault::Truncate), Some(known)) => {
-                    let mut body = concat(&state.universe.render_chunks(known));
+                    let mut body = concat(&known);
                     body.truncate(body.len() / 2);
                     respond(
                         StatusCode::OK,
@@ -649,7 +671,7 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                 (Some(Fault::Reset), Some(known)) => {
                     // The announced length is the whole body; half of it arrives, then a RST.
                     let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
-                    let body = concat(&state.universe.render_chunks(known));
+                    let body = concat(&known);
                     let full = body.len();
                     let mut response = respond(
                         StatusCode::OK,
@@ -665,8 +687,7 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                     response
                 }
                 (_, Some(known)) => {
-                    let (response, gz) =
-                        success(req.headers(), state.universe.render_chunks(known));
+                    let (response, gz) = success(req.headers(), known);
                     record.gzip = gz;
                     response
                 }

@@ -20,6 +20,8 @@ use crate::quota::Window;
 pub enum Route {
     /// `GET /api/v3/files/{id}`.
     Files,
+    /// `GET /api/v3/urls/{id}`, `/domains/{name}`, `/ip_addresses/{ip}`.
+    Objects,
     /// `GET /api/v3/users/{id}`.
     Users,
     /// `GET /api/v3/users/{id}/overall_quotas`.

@@ -1,10 +1,17 @@
 //! The record schema: one row per unique IOC, and the named fields it is projected to.
+//!
+//! One column set for every kind: the fields all kinds share (status, verdict counts,
+//! reputation, tags, threat names, dates), then each kind's own (a file's digests, type and
+//! size; a URL's final URL, title and HTTP code; a domain's registrar, creation date and
+//! popularity rank; an address's ASN, owner, country and network), empty where a kind has no
+//! such field. The spreadsheet guard applies to every text cell: URLs, titles and names are
+//! whatever an attacker chose.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use serde_json::value::RawValue;
-use vtbulk_ioc::HashKind;
+use vtbulk_ioc::{HashKind, Kind};
 
 /// What happened to an input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -92,8 +99,10 @@ impl Stats {
 pub struct Record {
     /// The hash as normalised (lower-case hex), or the invalid value as read.
     pub input: String,
-    /// The kind of hash (none for invalid values).
+    /// The kind of hash (none for invalid values and for URLs, domains and IPs).
     pub kind: Option<HashKind>,
+    /// URL, domain or IP (none for files and invalid values): the `kind` column says it.
+    pub ioc_kind: Option<Kind>,
     /// What happened.
     pub status: Option<Status>,
     /// SHA-256 of the file.
@@ -128,6 +137,29 @@ pub struct Record {
     pub last_analysis_date: Option<i64>,
     /// Submissions.
     pub times_submitted: Option<u64>,
+    /// URL and domain: the categories given by the services that categorise them, distinct
+    /// values sorted.
+    pub categories: Vec<String>,
+    /// URL: where it led after redirects.
+    pub final_url: Option<String>,
+    /// URL: the page's title.
+    pub title: Option<String>,
+    /// URL: the HTTP status of the last fetch.
+    pub http_code: Option<u32>,
+    /// Domain: the registrar.
+    pub registrar: Option<String>,
+    /// Domain: registration, Unix seconds.
+    pub creation_date: Option<i64>,
+    /// Domain: the best (smallest) rank in any popularity list.
+    pub popularity_rank: Option<u64>,
+    /// IP: autonomous system number.
+    pub asn: Option<u32>,
+    /// IP: the autonomous system's owner.
+    pub as_owner: Option<String>,
+    /// IP: ISO 3166 country code.
+    pub country: Option<String>,
+    /// IP: the announced network (CIDR).
+    pub network: Option<String>,
     /// Times the IOC appeared in the input.
     pub occurrences: u32,
     /// `FILE:LINE` of its first appearance.
@@ -173,6 +205,17 @@ pub enum Field {
     FirstSubmissionDate,
     LastAnalysisDate,
     TimesSubmitted,
+    Categories,
+    FinalUrl,
+    Title,
+    HttpCode,
+    Registrar,
+    CreationDate,
+    PopularityRank,
+    Asn,
+    AsOwner,
+    Country,
+    Network,
     Occurrences,
     FirstOrigin,
     Source,
@@ -212,7 +255,7 @@ pub fn parse_fields(list: &str) -> Result<Vec<Field>, FieldsError> {
 
 impl Field {
     /// Every field, in the default column order.
-    pub const ALL: [Field; 32] = [
+    pub const ALL: [Field; 43] = [
         Field::Input,
         Field::Kind,
         Field::Status,
@@ -240,6 +283,17 @@ impl Field {
         Field::FirstSubmissionDate,
         Field::LastAnalysisDate,
         Field::TimesSubmitted,
+        Field::Categories,
+        Field::FinalUrl,
+        Field::Title,
+        Field::HttpCode,
+        Field::Registrar,
+        Field::CreationDate,
+        Field::PopularityRank,
+        Field::Asn,
+        Field::AsOwner,
+        Field::Country,
+        Field::Network,
         Field::Occurrences,
         Field::FirstOrigin,
         Field::Source,
@@ -277,6 +331,17 @@ impl Field {
             Field::FirstSubmissionDate => "first_submission_date",
             Field::LastAnalysisDate => "last_analysis_date",
             Field::TimesSubmitted => "times_submitted",
+            Field::Categories => "categories",
+            Field::FinalUrl => "final_url",
+            Field::Title => "title",
+            Field::HttpCode => "http_code",
+            Field::Registrar => "registrar",
+            Field::CreationDate => "creation_date",
+            Field::PopularityRank => "popularity_rank",
+            Field::Asn => "asn",
+            Field::AsOwner => "as_owner",
+            Field::Country => "country",
+            Field::Network => "network",
             Field::Occurrences => "occurrences",
             Field::FirstOrigin => "first_origin",
             Field::Source => "source",
@@ -297,6 +362,13 @@ impl Field {
                 | Field::TypeTag
                 | Field::MeaningfulName
                 | Field::Tags
+                | Field::Categories
+                | Field::FinalUrl
+                | Field::Title
+                | Field::Registrar
+                | Field::AsOwner
+                | Field::Country
+                | Field::Network
                 | Field::FirstOrigin
                 | Field::ErrorCode
                 | Field::ErrorMessage
@@ -325,7 +397,11 @@ impl Field {
         }
         match self {
             Field::Input => Val::Str(&r.input),
-            Field::Kind => r.kind.map_or(Val::Null, |k| Val::Str(k.as_str())),
+            Field::Kind => match (r.kind, r.ioc_kind) {
+                (Some(k), _) => Val::Str(k.as_str()),
+                (None, Some(k)) => Val::Str(k.as_str()),
+                (None, None) => Val::Null,
+            },
             Field::Status => r.status.map_or(Val::Null, |s| Val::Str(s.as_str())),
             Field::Sha256 => text(&r.sha256),
             Field::Md5 => text(&r.md5),
@@ -346,6 +422,19 @@ impl Field {
                 .last_analysis_date
                 .map_or(Val::Null, |t| Val::Owned(rfc3339(t))),
             Field::TimesSubmitted => r.times_submitted.map_or(Val::Null, Val::U64),
+            Field::Categories => Val::List(&r.categories),
+            Field::FinalUrl => text(&r.final_url),
+            Field::Title => text(&r.title),
+            Field::HttpCode => r.http_code.map_or(Val::Null, |n| Val::U64(u64::from(n))),
+            Field::Registrar => text(&r.registrar),
+            Field::CreationDate => r
+                .creation_date
+                .map_or(Val::Null, |t| Val::Owned(rfc3339(t))),
+            Field::PopularityRank => r.popularity_rank.map_or(Val::Null, Val::U64),
+            Field::Asn => r.asn.map_or(Val::Null, |n| Val::U64(u64::from(n))),
+            Field::AsOwner => text(&r.as_owner),
+            Field::Country => text(&r.country),
+            Field::Network => text(&r.network),
             Field::Occurrences => Val::U64(u64::from(r.occurrences)),
             Field::FirstOrigin => Val::Str(&r.first_origin),
             Field::Source => r.source.map_or(Val::Null, |s| Val::Str(s.as_str())),

@@ -36,7 +36,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use vtbulk_ioc::Hash;
 
+mod objects;
 mod segment;
+
+pub use objects::{ObjectHit, ObjectPut};
 
 use segment::{BodyRef, Encoding, Entry};
 
@@ -122,6 +125,17 @@ const MIGRATIONS: &[&str] = &[
         id INTEGER NOT NULL,
         spent INTEGER NOT NULL,
         PRIMARY KEY (key_id, window, id)
+     ) WITHOUT ROWID;",
+    // 4: URLs, domains and IP addresses (kind 1, 2, 3) by canonical text: found (with the
+    // record's attributes and, unless the cache keeps summaries only, the gzip answer) or not.
+    "CREATE TABLE objects (
+        kind INTEGER NOT NULL,
+        id TEXT NOT NULL,
+        fetched_at INTEGER NOT NULL,
+        found INTEGER NOT NULL,
+        summary BLOB,
+        body BLOB,
+        PRIMARY KEY (kind, id)
      ) WITHOUT ROWID;",
 ];
 
@@ -278,6 +292,9 @@ pub enum Put {
     },
     /// A 404 for this digest.
     NotFound(Hash),
+    /// A URL, domain or IP address (found or not): written straight to the index in the
+    /// batch's transaction, not to the segment (see [`objects`]).
+    Object(ObjectPut),
 }
 
 /// The last run's figures, for `vtbulk cache stats`.
@@ -869,6 +886,19 @@ impl Store for SqliteStore {
     fn put_batch(&mut self, items: &[Put], now: i64) -> Result<(), StoreError> {
         if items.is_empty() {
             return Ok(());
+        }
+        let objects: Vec<&ObjectPut> = items
+            .iter()
+            .filter_map(|p| match p {
+                Put::Object(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        if !objects.is_empty() {
+            self.put_objects(&objects, now)?;
+            if objects.len() == items.len() {
+                return Ok(());
+            }
         }
         let writer = match self.writer.take() {
             Some(writer) => writer,

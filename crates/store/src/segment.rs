@@ -187,6 +187,10 @@ impl Writer {
         self.log_buf.clear();
         self.bodies_buf.clear();
         for item in items {
+            if matches!(item, Put::Object(_)) {
+                // Written to the index by `put_batch`.
+                continue;
+            }
             let start = self.log_buf.len();
             self.log_buf.extend_from_slice(&[0; HEADER]);
             match item {
@@ -251,6 +255,7 @@ impl Writer {
                     b.push(digest.len() as u8);
                     b.extend_from_slice(digest);
                 }
+                Put::Object(_) => {}
             }
             let payload = &self.log_buf[start + HEADER..];
             let len = (payload.len() as u32).to_le_bytes();

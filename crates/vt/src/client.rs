@@ -22,7 +22,9 @@ use url::{Host, Url};
 use vtbulk_ioc::Hash;
 
 use crate::error::{Error, ErrorKind};
-use crate::models::{Body, Envelope, FileObject, FileSummary, OverallQuotas, UserObject};
+use crate::models::{
+    Body, Envelope, FileObject, FileSummary, ObjectSummary, OverallQuotas, UserObject,
+};
 use crate::secret::ApiKey;
 use crate::transport::{Answer, Arrival, Conn, DepartureDelay, Target, Transport, TransportConfig};
 
@@ -256,6 +258,18 @@ impl Client {
         self.ready().await?.file(hash, nowhere()).await
     }
 
+    /// A URL, domain or IP address object, lean (see [`Ready::get_object_summary`]).
+    pub async fn get_object_summary(
+        &self,
+        kind: vtbulk_ioc::Kind,
+        canonical: &str,
+    ) -> Result<FileLookup<ObjectSummary>, Error> {
+        self.ready()
+            .await?
+            .get_object_summary(kind, canonical, |_| {})
+            .await
+    }
+
     /// `GET /users/{id}` for the key's own user (VirusTotal accepts the key as the id), which
     /// is the only way to see its `quotas`.
     pub async fn get_own_user(&self) -> Result<UserObject, Error> {
@@ -355,6 +369,20 @@ impl Ready<'_> {
         Ok(decode::<Envelope<UserObject>>(&body)?.data)
     }
 
+    /// `GET /urls/{id}` (the id made from the canonical URL), `/domains/{name}` or
+    /// `/ip_addresses/{ip}` on this connection, now, read into the lean
+    /// [`ObjectSummary`]; a 404 is `NotFound`.
+    pub async fn get_object_summary(
+        self,
+        kind: vtbulk_ioc::Kind,
+        canonical: &str,
+        departed: impl FnOnce(Instant) + Send + 'static,
+    ) -> Result<FileLookup<ObjectSummary>, Error> {
+        let client = self.client;
+        let path = object_path(&client.api, kind, canonical);
+        self.lookup(path, Box::new(departed)).await
+    }
+
     async fn file<T: FileModel>(
         self,
         hash: &Hash,
@@ -363,6 +391,16 @@ impl Ready<'_> {
         let client = self.client;
         let mut buf = [0u8; 64];
         let path = format!("{}/files/{}", client.api, hash.encode_hex(&mut buf));
+        self.lookup(path, departed).await
+    }
+
+    /// A GET of one object: the model, or `NotFound` for a 404.
+    async fn lookup<T: FileModel>(
+        self,
+        path: String,
+        departed: crate::transport::Departed,
+    ) -> Result<FileLookup<T>, Error> {
+        let client = self.client;
         let (body, wire) = match self.get(&path, departed).await {
             Ok(answer) => answer,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(FileLookup::NotFound),
@@ -469,6 +507,16 @@ trait FileModel: DeserializeOwned {
     fn set_body(&mut self, _body: Body) {}
 }
 
+impl FileModel for ObjectSummary {
+    fn set_raw(&mut self, raw: Box<RawValue>) {
+        self.raw = Some(raw);
+    }
+
+    fn set_body(&mut self, body: Body) {
+        self.body = Some(body);
+    }
+}
+
 impl FileModel for FileObject {
     fn set_raw(&mut self, raw: Box<RawValue>) {
         self.raw = Some(raw);
@@ -482,6 +530,17 @@ impl FileModel for FileSummary {
 
     fn set_body(&mut self, body: Body) {
         self.body = Some(body);
+    }
+}
+
+/// The path of a URL, domain or IP address object: VirusTotal's URL identifier (unpadded
+/// base64url of the URL), the domain and the address as they are (canonical already).
+fn object_path(api: &str, kind: vtbulk_ioc::Kind, canonical: &str) -> String {
+    match kind {
+        vtbulk_ioc::Kind::Url => format!("{api}/urls/{}", vtbulk_ioc::indicator::url_id(canonical)),
+        vtbulk_ioc::Kind::Domain => format!("{api}/domains/{}", encode_segment(canonical)),
+        vtbulk_ioc::Kind::Ip => format!("{api}/ip_addresses/{canonical}"),
+        vtbulk_ioc::Kind::File => format!("{api}/files/{}", encode_segment(canonical)),
     }
 }
 

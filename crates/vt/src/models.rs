@@ -82,6 +82,84 @@ pub struct FileSummary {
     pub body: Option<Body>,
 }
 
+/// A URL, domain or IP address object (`/urls/{id}`, `/domains/{name}`,
+/// `/ip_addresses/{ip}`) read lean, like [`FileSummary`]: the id, the type and only the
+/// attributes a record uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct ObjectSummary {
+    /// The object id: the URL's identifier, the domain, the address.
+    pub id: String,
+    /// `url`, `domain` or `ip_address`.
+    #[serde(rename = "type", default)]
+    pub kind: String,
+    /// The attributes a record needs.
+    #[serde(default)]
+    pub attributes: ObjectAttributes,
+    /// The whole `data` object, when the client was built with `keep_raw`.
+    #[serde(skip)]
+    pub raw: Option<Box<RawValue>>,
+    /// The whole answer as received, when the client was built with `keep_body`.
+    #[serde(skip)]
+    pub body: Option<Body>,
+}
+
+/// The attributes of URL, domain and IP address objects that a record uses: those all three
+/// share, then each kind's own (absent on the others). Names as VirusTotal's.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(default)]
+pub struct ObjectAttributes {
+    /// Verdict counts of the last analysis.
+    pub last_analysis_stats: Option<AnalysisStats>,
+    /// Last analysis, Unix seconds.
+    pub last_analysis_date: Option<i64>,
+    /// Community reputation; can be negative.
+    pub reputation: Option<i64>,
+    /// VirusTotal's tags.
+    pub tags: Vec<String>,
+    /// The crowd-sourced threat label, when there is one.
+    pub popular_threat_classification: Option<ThreatClassification>,
+    /// Categories by the service that gave them (URL and domain).
+    pub categories: BTreeMap<String, String>,
+    /// Threat names (URL).
+    pub threat_names: Vec<String>,
+    /// The URL as submitted (URL).
+    pub url: Option<String>,
+    /// Where the URL led after redirects (URL).
+    pub last_final_url: Option<String>,
+    /// The page's title (URL).
+    pub title: Option<String>,
+    /// The HTTP status of the last fetch (URL).
+    pub last_http_response_code: Option<u32>,
+    /// First submission, Unix seconds (URL).
+    pub first_submission_date: Option<i64>,
+    /// How many times it was submitted (URL).
+    pub times_submitted: Option<u64>,
+    /// The registrar (domain).
+    pub registrar: Option<String>,
+    /// Registration, Unix seconds (domain).
+    pub creation_date: Option<i64>,
+    /// Popularity ranks by list (domain).
+    pub popularity_ranks: BTreeMap<String, PopularityRank>,
+    /// Autonomous system number (IP).
+    pub asn: Option<u32>,
+    /// The autonomous system's owner (IP).
+    pub as_owner: Option<String>,
+    /// ISO 3166 country code (IP).
+    pub country: Option<String>,
+    /// The announced network, CIDR (IP).
+    pub network: Option<String>,
+}
+
+/// A domain's place in one popularity list.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct PopularityRank {
+    /// 1 is the most popular.
+    pub rank: u64,
+    /// When the list was read, Unix seconds.
+    pub timestamp: i64,
+}
+
 /// An answer's body as it came off the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {

@@ -44,6 +44,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         columns: Vec::new(),
         keep_all_hex: false,
         json_fields: Vec::new(),
+        kinds: None,
         on_input: None,
         fail_on: None,
         only_new: false,

@@ -7,8 +7,10 @@
 //! `FileHash`) is read, and its cells that are not hashes are `invalid`; a column with another
 //! name whose cells include bare hashes (a feed's `Data` column mixing hashes, URLs and IPs)
 //! is read for its hashes only; a column named like an id or another digest (`DeviceId`,
-//! `imphash`, `Thumbprint`) is left out and its hashes counted as excluded. `--column` picks
-//! columns by name or position instead.
+//! `imphash`, `Thumbprint`) is left out and its hashes counted as excluded. When `--kinds`
+//! takes URLs, domains or IPs (not the default for CSV), a column named for them (`url`,
+//! `domain`, `ip`, `ioc`, `indicator`) is read too, each cell one IOC. `--column` picks
+//! columns by name or position instead (and its cells may be any kind `--kinds` takes).
 //!
 //! Records are parsed with `csv-core` directly, so that the line of each record is counted
 //! here from the bytes themselves: exact across CRLF, blank lines, `#` comment lines before
@@ -20,6 +22,7 @@ use super::sniff::{delimiter, records};
 use super::{Column, MAX_LINE, Sink, trim};
 use crate::Hash;
 use crate::context::{self, Exclusion};
+use crate::indicator::Kinds;
 
 /// Records sampled to choose the columns.
 pub(crate) const SAMPLE: usize = 256;
@@ -287,7 +290,7 @@ pub(crate) fn read(
         }
         sampled.push(record);
     }
-    let (header, chosen) = choose(&sampled, columns, sink.keeps_all())?;
+    let (header, chosen) = choose(&sampled, columns, sink.keeps_all(), sink.kinds)?;
     let names: Vec<String> = chosen
         .iter()
         .filter(|c| !matches!(c.role, Role::Excluded(_)))
@@ -312,6 +315,7 @@ pub(crate) fn choose<'r>(
     sampled: &'r [Record],
     columns: &[Column],
     keep_all: bool,
+    kinds: Kinds,
 ) -> io::Result<(Option<&'r Record>, Vec<Chosen>)> {
     let Some(first) = sampled.first() else {
         return Ok((None, Vec::new()));
@@ -376,6 +380,7 @@ pub(crate) fn choose<'r>(
                 Some(_) if keep_all && hashes > 0 => Some(Role::Found),
                 Some(why) => (hashes > 0).then_some(Role::Excluded(why)),
                 None if hashy(&name) => Some(Role::Named),
+                None if kinds.any_indicator() && names_iocs(&name) => Some(Role::Named),
                 None => (hashes > 0).then_some(Role::Found),
             },
             None => (hashes > 0).then_some(Role::Found),
@@ -403,6 +408,42 @@ pub(crate) fn hashy(name: &str) -> bool {
     ["md5", "sha1", "sha256", "hash", "checksum", "digest"]
         .iter()
         .any(|w| squashed.contains(w))
+}
+
+/// A header name that says its column holds URLs, domains, IP addresses or IOCs of any
+/// kind (`url`, `Domain`, `ip_address`, `ioc_value`, `Indicator`): read when `--kinds` takes
+/// those; exact names only, so that an EDR export's `RemoteUrl` or `RemoteIP` is not.
+pub(crate) fn names_iocs(name: &str) -> bool {
+    let squashed: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    [
+        "url",
+        "urls",
+        "uri",
+        "domain",
+        "domains",
+        "domainname",
+        "hostname",
+        "fqdn",
+        "host",
+        "ip",
+        "ips",
+        "ipaddress",
+        "ipaddr",
+        "ipv4",
+        "ipv6",
+        "ioc",
+        "iocs",
+        "iocvalue",
+        "indicator",
+        "indicatorvalue",
+        "observable",
+        "observablevalue",
+    ]
+    .contains(&squashed.as_str())
 }
 
 /// The hashes of one record's chosen columns.

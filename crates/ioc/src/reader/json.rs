@@ -10,6 +10,10 @@
 //!   is not a hash is `invalid`; `imphash`, `authentihash`, `pehash`, `tlsh`, `ssdeep`,
 //!   `x509-fingerprint-*`, `ja3*`... are excluded by their type; other types (domains, URLs,
 //!   comments) are not files and their hash-shaped tokens are counted as `not_a_file`;
+//! - MISP attributes typed as URLs, domains or addresses (`url`, `domain`, `hostname`,
+//!   `ip-src`, `ip-dst`, `domain|ip`, `ip-dst|port`) give those, when `--kinds` takes them
+//!   (not by default for JSON: they are counted as `kind_not_chosen`), and so do STIX
+//!   patterns' `url:value`, `domain-name:value`, `ipv4-addr:value` and `ipv6-addr:value`;
 //! - **STIX 2** objects by `type`: an indicator's `pattern` gives the `file:hashes.*` (and
 //!   `artifact:hashes.*`) values, not `x509-certificate:hashes`; a `file`'s `hashes`
 //!   dictionary by algorithm (MD5, SHA-1, SHA-256; `SSDEEP`, `TLSH`, `SHA-512` excluded); an
@@ -277,6 +281,7 @@ fn misp(obj: &Obj, t: &str, sink: &mut Sink<'_>) {
                     };
                     sink.value(hex, m.line);
                 } else {
+                    misp_indicator(t, &m.value, m.line, sink);
                     let why = context::field(t.as_bytes()).unwrap_or(Exclusion::NotAFile);
                     scan_value(&m.value, m.line, Some(why), sink);
                 }
@@ -287,10 +292,68 @@ fn misp(obj: &Obj, t: &str, sink: &mut Sink<'_>) {
     }
 }
 
+/// The URL, domain or address of a MISP attribute typed as one (`url`, `domain`,
+/// `hostname`, `ip-src`, `ip-dst`, `domain|ip`, `ip-dst|port`...); `link` is the event's
+/// reference, not an indicator. A value of such a type that is none is `invalid`.
+fn misp_indicator(t: &str, value: &[u8], line: u64, sink: &mut Sink<'_>) {
+    let (first, second) = match t {
+        "url" | "uri" | "domain" | "hostname" | "ip-src" | "ip-dst" => (Some(value), None),
+        "ip-src|port" | "ip-dst|port" | "hostname|port" => {
+            (value.split(|&b| b == b'|').next(), None)
+        }
+        "domain|ip" => {
+            let mut parts = value.splitn(2, |&b| b == b'|');
+            (parts.next(), parts.next())
+        }
+        _ => return,
+    };
+    for v in [first, second].into_iter().flatten() {
+        let v = trim(v);
+        match super::indicators::value(v) {
+            Ok(found) => sink.indicator(found, line, false),
+            Err(why) if sink.kinds.any_indicator() => sink.invalid(v, line, why),
+            Err(_) => {}
+        }
+    }
+}
+
+/// The URLs, domains and addresses a STIX pattern compares (`[url:value = '…']`,
+/// `[domain-name:value = '…']`, `[ipv4-addr:value = '…']`, `[ipv6-addr:value = '…']`).
+fn pattern_indicators(p: &[u8], line: u64, sink: &mut Sink<'_>) {
+    for object in [
+        &b"url:value"[..],
+        b"domain-name:value",
+        b"ipv4-addr:value",
+        b"ipv6-addr:value",
+    ] {
+        for at in memchr::memmem::find_iter(p, object) {
+            let rest = &p[at + object.len()..];
+            let Some(open) = rest.iter().position(|&b| b == b'\'') else {
+                continue;
+            };
+            let value = &rest[open + 1..];
+            // `\'` escapes a quote inside the value.
+            let mut end = 0;
+            while end < value.len()
+                && !(value[end] == b'\'' && (end == 0 || value[end - 1] != b'\\'))
+            {
+                end += 1;
+            }
+            let v = &value[..end];
+            match super::indicators::value(v) {
+                Ok(found) => sink.indicator(found, line, false),
+                Err(why) if sink.kinds.any_indicator() => sink.invalid(v, line, why),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 /// A STIX indicator: its pattern's comparisons, and its other members as text.
 fn stix_indicator(obj: &Obj, sink: &mut Sink<'_>) {
     for m in &obj.members {
         if m.key == b"pattern" {
+            pattern_indicators(&m.value, m.line, sink);
             pattern(&m.value, m.line, sink);
         } else {
             plain(m, None, sink);

@@ -1,5 +1,8 @@
 //! Plain lists: one IOC per line, as analysts and tools write them.
 //!
+//! A line is a hash or (when `--kinds` takes them, the default for lists) a URL, a domain or
+//! an IP address, defanged or not: its first word, or its first token as below.
+//!
 //! The value is the first token of the line, so the common shapes read the same: a bare hash,
 //! `HASH;comment` (LOKI), `HASH  name` and `HASH *name` (`sha256sum`), `HASH,name`, `"HASH"`.
 //! A line whose first token is not a hash is an `invalid` record with its line. Blank lines
@@ -40,11 +43,33 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
         };
         match crate::Hash::parse_bytes(first_token(line)) {
             Ok(h) => sink.hash(h, line_no),
+            Err(_) if sink.kinds.any_indicator() => indicator(line, line_no, &whole, sink),
             // The reason describes the value shown: the whole line.
             Err(_) => sink.invalid(line, line_no, whole.to_string()),
         }
     })?;
     Ok(line_no)
+}
+
+/// A line that is no hash, when `--kinds` takes URLs, domains or IPs: its first word
+/// (`hxxp://a[.]b/c?x=1,2  phishing`), or else its first token as for hashes (`evil.com;C2`),
+/// or an invalid item.
+fn indicator(line: &[u8], line_no: u64, not_hash: &crate::ParseHashError, sink: &mut Sink<'_>) {
+    let word = line.split(u8::is_ascii_whitespace).next().unwrap_or(line);
+    let why = match super::indicators::value(word) {
+        Ok(found) => return sink.indicator(found, line_no, false),
+        Err(why) => why,
+    };
+    let token = first_token(line);
+    if token.len() < word.len()
+        && let Ok(found) = super::indicators::value(token)
+    {
+        return sink.indicator(found, line_no, false);
+    }
+    if line.iter().all(|&b| super::IS_HEX[b as usize]) {
+        return sink.invalid(line, line_no, not_hash.to_string());
+    }
+    sink.invalid(line, line_no, why);
 }
 
 /// Calls `f(line, cut)` for every line (without its `\n`), keeping at most `MAX_LINE` bytes of

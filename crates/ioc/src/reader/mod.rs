@@ -12,8 +12,13 @@
 //! is read as free text instead, and the [`InputReport`] says so (`fallback`). Each reader
 //! asks [`crate::context`] whether a hash-shaped token is a file hash at all (not an import
 //! hash, a certificate thumbprint, a pseudonym or an id) and counts what it leaves out.
+//! URLs, domains and IP addresses are taken where `--kinds` asks for them (by default from
+//! lists, prose and XML/HTML, not from CSV and JSON exports: [`default_kinds`]), refanged
+//! and canonical ([`crate::indicator`]), private and documentation addresses and a report's
+//! own reference links left out and counted.
 
 mod csv;
+mod indicators;
 mod json;
 mod lines;
 mod rows;
@@ -27,6 +32,7 @@ use std::io::{self, BufRead, Read};
 use std::str::FromStr;
 
 use crate::context::Exclusion;
+use crate::indicator::{Indicator, Kinds};
 use crate::{Hash, ParseHashError};
 
 pub use rows::{Cell, FieldPath, Layout, Row, RowKind, Rows, read_rows, row_layout};
@@ -124,6 +130,20 @@ pub struct ReadOptions {
     /// JSON fields chosen by the user (`--field`): only their values are read, one JSON
     /// object per line.
     pub fields: Vec<FieldPath>,
+    /// The kinds of IOC to take (`--kinds`); `None`: each format's default
+    /// ([`default_kinds`]).
+    pub kinds: Option<Kinds>,
+}
+
+/// The kinds taken from an input of `format` when `--kinds` is not given: every kind from
+/// lists, free text and XML/HTML (IOC lists and reports); file hashes only from CSV and JSON
+/// (EDR and SIEM exports, whose host names and addresses are the network's own, not
+/// indicators: a nightly run over them must not start spending quota on them).
+pub fn default_kinds(format: InputFormat) -> Kinds {
+    match format {
+        InputFormat::Csv | InputFormat::Json => Kinds::FILES,
+        _ => Kinds::ALL,
+    }
 }
 
 /// Where an item came from.
@@ -140,6 +160,8 @@ pub struct Origin {
 pub enum Item {
     /// A valid hash.
     Hash(Hash, Origin),
+    /// A URL, domain or IP address in canonical form.
+    Indicator(Indicator, Origin),
     /// A value that should have been a hash and is not.
     Invalid {
         /// The value, cut to 100 characters, lossily decoded.
@@ -174,6 +196,12 @@ pub struct InputReport {
     pub lines: u64,
     /// Valid hashes found (every occurrence).
     pub hashes: u64,
+    /// URLs, domains and IP addresses taken (every occurrence).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub indicators: u64,
+    /// The same by kind (`url`, `domain`, `ip`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub indicators_by_kind: BTreeMap<&'static str, u64>,
     /// Values that should have been hashes and are not.
     pub invalid: u64,
     /// Hash-shaped tokens left out (not file hashes), all reasons.
@@ -186,10 +214,16 @@ pub struct InputReport {
     pub damage: Option<String>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// Where readers put what they find: counts it in the input's report and hands items on.
 pub(crate) struct Sink<'a> {
     input: u32,
     keep_all: bool,
+    /// The kinds taken (set by [`run`] for the format read).
+    pub(crate) kinds: Kinds,
     /// Counting only: nothing is emitted (`auto`'s trial of a guess).
     trial: bool,
     report: &'a mut InputReport,
@@ -208,6 +242,7 @@ impl<'a> Sink<'a> {
         Sink {
             input: index,
             keep_all: options.keep_all_hex,
+            kinds: options.kinds.unwrap_or(Kinds::FILES),
             trial,
             report,
             emit,
@@ -229,6 +264,32 @@ impl Sink<'_> {
         if !self.trial {
             let origin = self.origin(line);
             (self.emit)(Item::Hash(hash, origin));
+        }
+    }
+
+    /// A URL, domain or IP address found; `plain` when it was written plainly (not
+    /// defanged) in prose, where links to the report's sources and file names are left out.
+    /// Excluded (and counted) when its scope says so or `--kinds` did not choose its kind.
+    pub(crate) fn indicator(&mut self, found: Indicator, line: u64, plain: bool) {
+        let why = found
+            .exclusion()
+            .or_else(|| plain.then(|| found.prose_exclusion()).flatten());
+        if let Some(why) = why {
+            return self.excluded(why);
+        }
+        let kind = found.kind_of();
+        if !self.kinds.has(kind) {
+            return self.excluded(Exclusion::KindNotChosen);
+        }
+        self.report.indicators += 1;
+        *self
+            .report
+            .indicators_by_kind
+            .entry(kind.as_str())
+            .or_default() += 1;
+        if !self.trial {
+            let origin = self.origin(line);
+            (self.emit)(Item::Indicator(found, origin));
         }
     }
 
@@ -254,9 +315,9 @@ impl Sink<'_> {
             .or_default() += 1;
     }
 
-    /// Hash-shaped tokens met so far (taken or left out).
+    /// IOCs met so far (taken or left out).
     pub(crate) fn seen(&self) -> u64 {
-        self.report.hashes + self.report.excluded
+        self.report.hashes + self.report.indicators + self.report.excluded
     }
 
     /// Whether exclusions are off (`--keep-all-hex`).
@@ -280,16 +341,33 @@ impl Sink<'_> {
     /// A value that should hold file hashes (a CSV column named like one, an OpenIOC hash
     /// item): a bare hash, or the hashes inside it judged by context (`SHA256=…,IMPHASH=…`,
     /// `md5:…`), or else an invalid item saying why it is not one.
+    /// When `--kinds` takes URLs, domains or IPs, a value that is none of the above may be
+    /// one of those (`--column url`, a list's line).
     pub(crate) fn hash_value(&mut self, value: &[u8], line: u64) {
         match Hash::parse_bytes(value) {
             Ok(h) => self.hash(h, line),
             Err(e) => {
                 let before = self.seen();
                 text::scan_value(value, line, None, self);
-                if self.seen() == before {
-                    self.invalid(value, line, reason(&e));
+                if self.seen() != before {
+                    return;
                 }
+                self.other_value(value, line, &e);
             }
+        }
+    }
+
+    /// A value that should have been one IOC and is not a hash (`e` says why): a URL,
+    /// domain or IP address when `--kinds` takes them, else invalid. A value of hex digits
+    /// only keeps the hash's reason ("39 hex digits").
+    pub(crate) fn other_value(&mut self, value: &[u8], line: u64, e: &ParseHashError) {
+        let hex = value.iter().all(|&b| IS_HEX[b as usize]);
+        if !self.kinds.any_indicator() || hex {
+            return self.invalid(value, line, reason(e));
+        }
+        match indicators::value(value) {
+            Ok(found) => self.indicator(found, line, false),
+            Err(why) => self.invalid(value, line, why),
         }
     }
 
@@ -384,6 +462,7 @@ fn run(
     sink: &mut Sink<'_>,
 ) -> io::Result<()> {
     sink.report.format = format.name();
+    sink.kinds = options.kinds.unwrap_or_else(|| default_kinds(format));
     sink.report.lines = match format {
         InputFormat::Lines | InputFormat::Auto => lines::read(input, sink)?,
         InputFormat::Csv => {
@@ -412,6 +491,7 @@ fn fallback(format: InputFormat, head: &[u8], options: &ReadOptions) -> Option<S
     let mut report = InputReport::default();
     let mut nothing = |_: Item| {};
     let mut sink = Sink::new(0, options, true, &mut report, &mut nothing);
+    sink.kinds = options.kinds.unwrap_or_else(|| default_kinds(format));
     match format {
         InputFormat::Csv => match csv::read(&mut whole, &options.columns, &mut sink) {
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -421,11 +501,12 @@ fn fallback(format: InputFormat, head: &[u8], options: &ReadOptions) -> Option<S
         },
         InputFormat::Lines => {
             let _ = lines::read(&mut whole, &mut sink);
-            (report.invalid > report.hashes).then(|| {
+            let taken = report.hashes + report.indicators;
+            (report.invalid > taken).then(|| {
                 format!(
-                    "{} of the first {} values are not hashes",
+                    "{} of the first {} values are not IOCs",
                     report.invalid,
-                    report.invalid + report.hashes
+                    report.invalid + taken
                 )
             })
         }

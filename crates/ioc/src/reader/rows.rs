@@ -226,7 +226,7 @@ impl<'a> Rows<'a> {
             }
             sampled.push(record);
         }
-        let (header, chosen) = csv::choose(&sampled, columns, keep_all)?;
+        let (header, chosen) = csv::choose(&sampled, columns, keep_all, crate::Kinds::FILES)?;
         let header = header.is_some();
         let mut groups = Vec::new();
         let mut picked = Vec::new();

@@ -84,9 +84,75 @@ fn lines_take_the_first_token_skip_comments_and_report_bad_values_with_their_lin
         (5, "63 hex digits (a hash has 32, 40 or 64)".to_owned())
     );
     assert_eq!(bad[1].0, 6);
-    assert!(bad[1].1.starts_with("not hex"));
+    assert!(
+        bad[1]
+            .1
+            .starts_with("not a hash, URL, domain or IP address"),
+        "{}",
+        bad[1].1
+    );
     assert_eq!(report.excluded_by_reason.get("commented"), Some(&1));
     assert_eq!(report.lines, 9);
+    // With `--kinds file` the reason is the hash's own.
+    let options = ReadOptions {
+        format: InputFormat::Lines,
+        kinds: Some(crate::Kinds::FILES),
+        ..ReadOptions::default()
+    };
+    let (items, _) = read_with("x", text.as_bytes(), &options);
+    assert!(invalids(&items)[1].1.starts_with("not hex"));
+}
+
+fn indicators(items: &[Item]) -> Vec<(String, u64)> {
+    items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Indicator(found, o) => {
+                Some((format!("{}:{}", found.kind(), found.canonical()), o.line))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_mixed_list_gives_hashes_urls_domains_and_addresses_defanged_or_not() {
+    let text = format!(
+        "{MD5}\nhxxps://evil[.]com/login.php?u=1,2  phishing kit\nEvil-CDN[.]NET\n\
+         45.77.12[.]9\n2606:4700:4700::1111\nbücher-shop[.]de;C2\n10.1.2.3\nwww.example.com\n\
+         setup.exe\nhttp://[2001:db8::1]/x\n"
+    );
+    let (items, report) = read_as(InputFormat::Lines, text.as_bytes());
+    assert_eq!(hashes(&items), pairs(&[(MD5, 1)]));
+    assert_eq!(
+        indicators(&items),
+        pairs(&[
+            ("url:https://evil.com/login.php?u=1,2", 2),
+            ("domain:evil-cdn.net", 3),
+            ("ip:45.77.12.9", 4),
+            ("ip:2606:4700:4700::1111", 5),
+            ("domain:xn--bcher-shop-9db.de", 6),
+        ])
+    );
+    let bad = invalids(&items);
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].0, 9);
+    assert!(bad[0].1.contains("no known public suffix"), "{}", bad[0].1);
+    let by = &report.excluded_by_reason;
+    assert_eq!(by.get("private_address"), Some(&1));
+    assert_eq!(by.get("documentation_domain"), Some(&1));
+    assert_eq!(by.get("documentation_address"), Some(&1));
+    assert_eq!(report.indicators, 5);
+    assert_eq!(report.indicators_by_kind.get("ip"), Some(&2));
+    // `--kinds file,domain`: the URL and the addresses are counted, not taken.
+    let options = ReadOptions {
+        format: InputFormat::Lines,
+        kinds: Some("file,domain".parse().expect("kinds")),
+        ..ReadOptions::default()
+    };
+    let (items, report) = read_with("x", text.as_bytes(), &options);
+    assert_eq!(indicators(&items).len(), 2);
+    assert_eq!(report.excluded_by_reason.get("kind_not_chosen"), Some(&3));
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Free text: every 32, 40 or 64 hex-digit token that is not part of a longer hex run, judged
-//! by the words in front of it ([`crate::context::before`]).
+//! by the words in front of it ([`crate::context::before`]); and, when `--kinds` takes them,
+//! the URLs, domains and IP addresses of each line ([`super::indicators`]).
 //!
 //! The scanner streams: it keeps the current run of hex digits (at most 64 of them matter)
 //! and the last [`HISTORY`] bytes of the previous buffer, so a token's context is there even
@@ -9,6 +10,7 @@
 
 use std::io::{self, BufRead};
 
+use super::indicators::Lines;
 use super::{IS_HEX, Sink};
 use crate::context::{self, BEFORE, Exclusion};
 
@@ -60,6 +62,8 @@ fn newlines(b: &[u8]) -> u64 {
 /// Reads free text; returns the number of lines.
 pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u64> {
     let mut scan = Stream::default();
+    // URLs, domains and IPs, a line at a time, when `--kinds` takes them.
+    let mut others = sink.kinds.any_indicator().then(Lines::default);
     let mut last = None;
     loop {
         let chunk = match input.fill_buf() {
@@ -69,9 +73,15 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
         };
         let Some(&end) = chunk.last() else {
             scan.finish(sink);
+            if let Some(others) = &mut others {
+                others.finish(sink);
+            }
             return Ok(super::lines_read(scan.line, last));
         };
         scan.feed(chunk, sink);
+        if let Some(others) = &mut others {
+            others.feed(chunk, sink);
+        }
         last = Some(end);
         let n = chunk.len();
         input.consume(n);

@@ -1,0 +1,268 @@
+//! URL, domain and IP address objects (`/urls/{id}`, `/domains/{name}`,
+//! `/ip_addresses/{ip}`): which exist and what they say, from the seed and the id alone.
+//!
+//! Like the file universe, stateless: an object's fate is a 64-bit mix of the seed, its kind
+//! and its id, so two runs (and two clients) see the same answers, and nothing is stored.
+//! About 60% of URLs are known, 85% of domains, and every public IP address (VirusTotal
+//! answers any routable address). A URL id must decode (unpadded base64url) to an `http`,
+//! `https` or `ftp` URL, as VirusTotal's do; anything else is a 404. Attributes are shaped like
+//! VirusTotal's: a URL's final URL, title, last HTTP code, categories and threat names; a
+//! domain's registrar, creation date, categories and popularity ranks; an address's ASN, AS
+//! owner, country and network.
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::json;
+
+use crate::rng::{Rng, seed_of};
+
+/// The kinds of object served here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// `/urls/{id}`.
+    Url,
+    /// `/domains/{name}`.
+    Domain,
+    /// `/ip_addresses/{ip}`.
+    Ip,
+}
+
+impl ObjectKind {
+    /// The collection's name in paths.
+    pub fn collection(self) -> &'static str {
+        match self {
+            ObjectKind::Url => "urls",
+            ObjectKind::Domain => "domains",
+            ObjectKind::Ip => "ip_addresses",
+        }
+    }
+
+    /// The object's `type`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            ObjectKind::Url => "url",
+            ObjectKind::Domain => "domain",
+            ObjectKind::Ip => "ip_address",
+        }
+    }
+
+    /// The word VirusTotal's 404 message uses.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ObjectKind::Url => "URL",
+            ObjectKind::Domain => "Domain",
+            ObjectKind::Ip => "IP address",
+        }
+    }
+
+    /// The kind and id of an API path's collection and id, if it is one of these.
+    pub fn of_collection(name: &str) -> Option<ObjectKind> {
+        match name {
+            "urls" => Some(ObjectKind::Url),
+            "domains" => Some(ObjectKind::Domain),
+            "ip_addresses" => Some(ObjectKind::Ip),
+            _ => None,
+        }
+    }
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+const REGISTRARS: &[&str] = &[
+    "NameCheap, Inc.",
+    "GoDaddy.com, LLC",
+    "Tucows Domains Inc.",
+    "PDR Ltd. d/b/a PublicDomainRegistry.com",
+    "Hostinger Operations, UAB",
+    "REG.RU LLC",
+];
+
+const OWNERS: &[(u32, &str, &str)] = &[
+    (14061, "DIGITALOCEAN-ASN", "US"),
+    (16509, "AMAZON-02", "US"),
+    (24940, "Hetzner Online GmbH", "DE"),
+    (20473, "AS-CHOOPA", "US"),
+    (9009, "M247 Europe SRL", "RO"),
+    (200019, "AlexHost SRL", "MD"),
+    (13335, "CLOUDFLARENET", "US"),
+];
+
+const TITLES: &[&str] = &[
+    "Sign in to your account",
+    "Microsoft 365 - Verify",
+    "Index of /",
+    "404 Not Found",
+    "DHL Express - Track Shipment",
+    "Welcome to nginx!",
+];
+
+/// The whole answer (`{"data": {...}}`) for `id` in `kind`'s collection, or `None` (404).
+pub fn render(seed: u64, kind: ObjectKind, id: &str) -> Option<Bytes> {
+    let h = seed_of(&[seed, kind as u64 + 0x0b1e, fnv(id.as_bytes())]);
+    let mut rng = Rng::new(h);
+    let known = match kind {
+        ObjectKind::Url => h % 100 < 60,
+        ObjectKind::Domain => h % 100 < 85,
+        ObjectKind::Ip => true,
+    };
+    if !known {
+        return None;
+    }
+    let malicious = rng.next_u64() % 10 < 3;
+    let hits = if malicious {
+        3 + rng.next_u64() % 15
+    } else {
+        0
+    };
+    let suspicious = rng.next_u64() % 3;
+    let harmless = 55 + rng.next_u64() % 10;
+    let undetected = 93 - hits - suspicious - harmless.min(90 - hits - suspicious);
+    let stats = json!({
+        "malicious": hits,
+        "suspicious": suspicious,
+        "undetected": undetected,
+        "harmless": harmless,
+        "timeout": 0,
+    });
+    let analysed = 1_700_000_000 + (rng.next_u64() % 60_000_000) as i64;
+    let reputation = if malicious {
+        -(hits as i64) * 3
+    } else {
+        (rng.next_u64() % 20) as i64
+    };
+    let category = if malicious {
+        "phishing and other frauds"
+    } else {
+        "information technology"
+    };
+    let categories = json!({
+        "Forcepoint ThreatSeeker": category,
+        "Sophos": if malicious { "phishing" } else { "information technology" },
+        "BitDefender": if malicious { "phishing" } else { "computersandsoftware" },
+    });
+    let mut attributes = json!({
+        "last_analysis_stats": stats,
+        "last_analysis_date": analysed,
+        "reputation": reputation,
+        "tags": if malicious { json!(["malware-distribution"]) } else { json!([]) },
+        "total_votes": {"harmless": rng.next_u64() % 5, "malicious": if malicious { 2 } else { 0 }},
+    });
+    let extra = match kind {
+        ObjectKind::Url => {
+            let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(id)
+                .ok()?;
+            let url = String::from_utf8(raw).ok()?;
+            let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+            if !matches!(scheme.as_str(), "http" | "https" | "ftp") {
+                return None;
+            }
+            let redirected = rng.next_u64().is_multiple_of(4);
+            let code = match rng.next_u64() % 10 {
+                0 => 404,
+                1 => 403,
+                _ => 200,
+            };
+            let title = TITLES[(rng.next_u64() % TITLES.len() as u64) as usize];
+            json!({
+                "url": url,
+                "last_final_url": if redirected {
+                    format!("{}/login/index.php", url.trim_end_matches('/'))
+                } else {
+                    url.clone()
+                },
+                "title": title,
+                "last_http_response_code": code,
+                "categories": categories,
+                "threat_names": if malicious { json!(["Mal/HTMLGen-A", "Phishing.HTML.Doc"]) } else { json!([]) },
+                "first_submission_date": analysed - (rng.next_u64() % 5_000_000) as i64,
+                "times_submitted": 1 + rng.next_u64() % 40,
+                "last_submission_date": analysed,
+                "html_meta": {"viewport": ["width=device-width, initial-scale=1"]},
+            })
+        }
+        ObjectKind::Domain => {
+            let popular = !malicious && rng.next_u64().is_multiple_of(3);
+            let ranks = if popular {
+                json!({
+                    "Tranco": {"rank": 1 + rng.next_u64() % 900_000, "timestamp": analysed},
+                    "Cisco Umbrella": {"rank": 1 + rng.next_u64() % 1_000_000, "timestamp": analysed},
+                })
+            } else {
+                json!({})
+            };
+            json!({
+                "registrar": REGISTRARS[(rng.next_u64() % REGISTRARS.len() as u64) as usize],
+                "creation_date": analysed - 86_400 * (1 + rng.next_u64() % 4000) as i64,
+                "categories": categories,
+                "popularity_ranks": ranks,
+                "tld": id.rsplit('.').next().unwrap_or(""),
+                "last_dns_records": [{"type": "A", "ttl": 300, "value": "185.199.108.153"}],
+                "whois": "Domain Name: redacted\nRegistrar: redacted\n",
+            })
+        }
+        ObjectKind::Ip => {
+            let ip: std::net::IpAddr = id.parse().ok()?;
+            let (asn, owner, country) = OWNERS[(rng.next_u64() % OWNERS.len() as u64) as usize];
+            let network = match ip {
+                std::net::IpAddr::V4(v4) => {
+                    let [a, b, c, _] = v4.octets();
+                    format!("{a}.{b}.{c}.0/24")
+                }
+                std::net::IpAddr::V6(v6) => {
+                    let s = v6.segments();
+                    format!("{:x}:{:x}:{:x}::/48", s[0], s[1], s[2])
+                }
+            };
+            json!({
+                "asn": asn,
+                "as_owner": owner,
+                "country": country,
+                "continent": if country == "US" { "NA" } else { "EU" },
+                "network": network,
+                "regional_internet_registry": if country == "US" { "ARIN" } else { "RIPE NCC" },
+            })
+        }
+    };
+    if let (Some(a), Some(e)) = (attributes.as_object_mut(), extra.as_object()) {
+        a.extend(e.clone());
+    }
+    let body = json!({
+        "data": {
+            "id": id,
+            "type": kind.type_name(),
+            "links": {"self": format!("https://www.virustotal.com/api/v3/{}/{id}", kind.collection())},
+            "attributes": attributes,
+        }
+    });
+    serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_deterministic_and_shaped_like_virustotals() {
+        let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("http://a.com/x");
+        let known: Vec<_> = (0..200)
+            .filter_map(|i| render(7, ObjectKind::Domain, &format!("d{i}.example-mock.com")))
+            .collect();
+        assert!((150..=195).contains(&known.len()), "{}", known.len());
+        assert_eq!(
+            render(7, ObjectKind::Url, &id),
+            render(7, ObjectKind::Url, &id)
+        );
+        let ip = render(7, ObjectKind::Ip, "45.77.12.9").expect("every IP is known");
+        let v: serde_json::Value = serde_json::from_slice(&ip).expect("json");
+        assert_eq!(v["data"]["type"], "ip_address");
+        assert_eq!(v["data"]["attributes"]["network"], "45.77.12.0/24");
+        assert!(v["data"]["attributes"]["asn"].is_u64());
+        assert!(render(7, ObjectKind::Url, "not base64 !").is_none());
+        assert!(render(7, ObjectKind::Ip, "not-an-ip").is_none());
+    }
+}
