@@ -128,3 +128,28 @@ def test_users_quotas_read_back(mock):
     assert user.quotas["api_requests_daily"] == {"allowed": 500, "used": 8}
     assert user.quotas["api_requests_hourly"] == {"allowed": 240, "used": 1}
     assert user.quotas["api_requests_monthly"]["allowed"] == 15500
+
+
+def test_urls_domains_and_addresses_read_as_vtpy_objects(mock):
+    found, missing = None, None
+    with vt.Client(KEY, host=mock) as client:
+        for i in range(30):
+            url = f"https://login-{i}.evil.com/a?b=c"
+            try:
+                obj = client.get_object("/urls/{}", vt.url_id(url))
+                found = found or (url, obj)
+            except vt.APIError as err:
+                assert err.code == "NotFoundError"
+                missing = missing or url
+        domain = client.get_object("/domains/{}", "cdn3.bad-updates.net")
+        ip = client.get_object("/ip_addresses/{}", "45.77.12.9")
+    assert found and missing, "the mock knows some URLs and not others"
+    url, obj = found
+    assert obj.type == "url" and obj.id == vt.url_id(url)
+    assert obj.url == url and obj.last_final_url.startswith(url.rstrip("/"))
+    assert isinstance(obj.last_http_response_code, int) and obj.title
+    assert set(obj.last_analysis_stats) >= {"malicious", "harmless", "undetected"}
+    assert domain.type == "domain" and domain.id == "cdn3.bad-updates.net"
+    assert domain.registrar and isinstance(domain.creation_date, __import__("datetime").datetime)
+    assert ip.type == "ip_address" and ip.id == "45.77.12.9"
+    assert isinstance(ip.asn, int) and ip.as_owner and ip.network == "45.77.12.0/24"

@@ -567,10 +567,20 @@ async fn an_unreachable_api_exits_6_with_one_clear_line_and_every_item_skipped()
 }
 
 /// The corpus's expected hashes, all files (the damaged file's expectation is a superset).
-fn corpus_expectations() -> (Vec<String>, std::collections::BTreeSet<String>, usize) {
+type Expectations = (
+    Vec<String>,
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+    usize,
+);
+
+/// The corpus's files, expected hashes, expected URLs, domains and IPs (canonical, default
+/// kinds), and how many files are damaged.
+fn corpus_expectations() -> Expectations {
     let dir = root().join("fixtures/corpus");
     let mut files = Vec::new();
     let mut want = std::collections::BTreeSet::new();
+    let mut others = std::collections::BTreeSet::new();
     let mut subset = 0;
     let mut names: Vec<_> = std::fs::read_dir(&dir)
         .expect("corpus")
@@ -578,8 +588,18 @@ fn corpus_expectations() -> (Vec<String>, std::collections::BTreeSet<String>, us
         .collect();
     names.sort();
     for name in names {
-        if name.ends_with(".py") || name.ends_with(".expected") {
+        if [".py", ".expected", ".indicators", ".indicators-all"]
+            .iter()
+            .any(|suffix| name.ends_with(suffix))
+        {
             continue;
+        }
+        if let Ok(list) = std::fs::read_to_string(dir.join(format!("{name}.indicators"))) {
+            others.extend(
+                list.lines()
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(_, v)| v.to_owned()),
+            );
         }
         let expected =
             std::fs::read_to_string(dir.join(format!("{name}.expected"))).expect("expected");
@@ -590,12 +610,12 @@ fn corpus_expectations() -> (Vec<String>, std::collections::BTreeSet<String>, us
         }
         files.push(format!("fixtures/corpus/{name}"));
     }
-    (files, want, subset)
+    (files, want, others, subset)
 }
 
 #[tokio::test]
 async fn the_ioc_corpus_gives_its_hashes_in_both_output_formats_and_names_each_input() {
-    let (files, want, damaged) = corpus_expectations();
+    let (files, want, want_others, damaged) = corpus_expectations();
     assert_eq!(damaged, 1, "one damaged file in the corpus");
     let mock = MockServer::start(MockConfig::default())
         .await
@@ -629,10 +649,13 @@ async fn the_ioc_corpus_gives_its_hashes_in_both_output_formats_and_names_each_i
             "{stderr}"
         );
         let mut found = std::collections::BTreeSet::new();
+        let mut found_others = std::collections::BTreeSet::new();
         let mut invalid_origins = Vec::new();
-        let mut keep = |status: &str, input: &str, origin: &str| {
+        let mut keep = |status: &str, kind: &str, input: &str, origin: &str| {
             if status == "invalid" {
                 invalid_origins.push(origin.to_owned());
+            } else if matches!(kind, "url" | "domain" | "ip") {
+                found_others.insert(input.to_owned());
             } else {
                 found.insert(input.to_owned());
             }
@@ -641,20 +664,26 @@ async fn the_ioc_corpus_gives_its_hashes_in_both_output_formats_and_names_each_i
             let mut reader = csv::Reader::from_reader(out.stdout.as_slice());
             let header = reader.headers().expect("header").clone();
             let col = |name: &str| header.iter().position(|h| h == name).expect(name);
-            let (status, input, origin) = (col("status"), col("input"), col("first_origin"));
+            let (status, kind, input, origin) = (
+                col("status"),
+                col("kind"),
+                col("input"),
+                col("first_origin"),
+            );
             for row in reader.records() {
                 let row = row.expect("row");
-                keep(&row[status], &row[input], &row[origin]);
+                keep(&row[status], &row[kind], &row[input], &row[origin]);
             }
         } else {
             for line in text(&out.stdout).lines() {
                 let v: serde_json::Value = serde_json::from_str(line).expect("ndjson");
                 let s = |k: &str| v[k].as_str().unwrap_or("").to_owned();
-                keep(&s("status"), &s("input"), &s("first_origin"));
+                keep(&s("status"), &s("kind"), &s("input"), &s("first_origin"));
             }
         }
         let missed: Vec<_> = want.difference(&found).collect();
         assert!(missed.is_empty(), "{format}: missed {missed:?}");
+        assert_eq!(found_others, want_others, "{format}: URLs, domains and IPs");
         // The rest of what was found comes from the damaged list, which holds 1,000.
         let extra = found.difference(&want).count();
         assert!((400..=1000).contains(&extra), "{format}: {extra}");
@@ -670,6 +699,10 @@ async fn the_ioc_corpus_gives_its_hashes_in_both_output_formats_and_names_each_i
             serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
         let inputs = s["inputs"].as_array().expect("inputs");
         assert_eq!(inputs.len(), files.len() + 1, "a zip's two members");
+        assert_eq!(
+            s["unique_indicators"].as_u64(),
+            Some(want_others.len() as u64)
+        );
         let by_name = |n: &str| {
             inputs
                 .iter()

@@ -21,7 +21,9 @@ fn fixtures() -> Vec<PathBuf> {
         .map(|e| e.expect("entry").path())
         .filter(|p| {
             let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            !name.ends_with(".expected") && !name.ends_with(".py")
+            ![".expected", ".indicators", ".indicators-all", ".py"]
+                .iter()
+                .any(|suffix| name.ends_with(suffix))
         })
         .collect();
     files.sort();
@@ -30,21 +32,86 @@ fn fixtures() -> Vec<PathBuf> {
 
 /// Reads one file as `vtbulk` does: every part (archive members too), `auto`.
 fn read(path: &Path) -> (BTreeSet<String>, Vec<InputReport>) {
+    let (hashes, _, reports) = read_with(path, &ReadOptions::default());
+    (hashes, reports)
+}
+
+/// Reads one file with `options`: its hashes, its URLs, domains and IPs (`kind:canonical`)
+/// and the reports.
+fn read_with(
+    path: &Path,
+    options: &ReadOptions,
+) -> (BTreeSet<String>, BTreeSet<String>, Vec<InputReport>) {
     let opened = reader::open(path.to_str().expect("utf-8 path")).expect("opens");
     let mut found = BTreeSet::new();
+    let mut others = BTreeSet::new();
     let mut reports = Vec::new();
     opened
         .for_each_part(&mut |part| {
-            let report = reader::read_input(part, 0, &ReadOptions::default(), &mut |item| {
-                if let Item::Hash(h, _) = item {
+            let report = reader::read_input(part, 0, options, &mut |item| match item {
+                Item::Hash(h, _) => {
                     found.insert(h.to_string());
                 }
+                Item::Indicator(i, _) => {
+                    others.insert(format!("{}:{}", i.kind(), i.canonical()));
+                }
+                Item::Invalid { .. } => {}
             })?;
             reports.push(report);
             Ok(())
         })
         .expect("reads");
-    (found, reports)
+    (found, others, reports)
+}
+
+/// The lines of `path` + `suffix`, or none when there is no such file.
+fn lines_of(path: &Path, suffix: &str) -> Option<BTreeSet<String>> {
+    let text = std::fs::read_to_string(format!("{}{suffix}", path.display())).ok()?;
+    Some(
+        text.lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
+}
+
+#[test]
+fn every_fixture_gives_exactly_its_expected_urls_domains_and_ips() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for path in fixtures() {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        let (_, found, _) = read_with(&path, &ReadOptions::default());
+        let want = lines_of(&path, ".indicators").unwrap_or_default();
+        if found != want {
+            failures.push(format!(
+                "{name} (default kinds): missed {:?}, extra {:?}",
+                want.difference(&found).collect::<Vec<_>>(),
+                found.difference(&want).collect::<Vec<_>>()
+            ));
+        }
+        checked += usize::from(!want.is_empty());
+        if let Some(want) = lines_of(&path, ".indicators-all") {
+            let all = ReadOptions {
+                kinds: Some(vtbulk_ioc::Kinds::ALL),
+                ..ReadOptions::default()
+            };
+            let (_, found, _) = read_with(&path, &all);
+            if found != want {
+                failures.push(format!(
+                    "{name} (--kinds all): missed {:?}, extra {:?}",
+                    want.difference(&found).collect::<Vec<_>>(),
+                    found.difference(&want).collect::<Vec<_>>()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 6,
+        "only {checked} fixtures hold network indicators"
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The expected set, and the mode line (`# subset of, at least N, damaged`) when not exact.
@@ -91,6 +158,8 @@ fn the_corpus_has_every_shape_the_issue_names() {
         ".zip",
         ".xz",
         ".bz2",
+        "network_iocs",
+        "urlhaus",
     ] {
         assert!(
             names.iter().any(|n| n.contains(needle)),

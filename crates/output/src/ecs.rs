@@ -8,7 +8,9 @@
 //! VirusTotal's page) and what it `matched` (the hash as given, the ECS field of its kind).
 //! A file VirusTotal does not know is an indicator with only the hash (`event.outcome:
 //! unknown`); invalid, error and skipped records carry no indicator (`event.outcome: failure`)
-//! and their reason in `error`. Every document keeps vtbulk's own fields under `vtbulk`.
+//! and their reason in `error`. A URL, domain or IP address is an indicator of type `url`
+//! (`url.full`), `domain-name` (`url.domain`) or `ipv4-addr`/`ipv6-addr` (`ip`, with `as` and
+//! `geo`). Every document keeps vtbulk's own fields under `vtbulk`.
 
 use std::io::{self, Write};
 
@@ -16,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::record::{Field, Record, Status, Val, rfc3339};
 use crate::sink::Sink;
+use vtbulk_ioc::Kind;
 
 /// ECS NDJSON.
 #[derive(Debug)]
@@ -55,10 +58,13 @@ pub fn document(record: &Record) -> Value {
         };
         vtbulk.insert(field.name().to_owned(), value);
     }
-    let matched_field = record
-        .kind
-        .map(|k| format!("file.hash.{}", k.as_str()))
-        .unwrap_or_default();
+    let matched_field = match (record.kind, record.ioc_kind) {
+        (Some(k), _) => format!("file.hash.{}", k.as_str()),
+        (None, Some(Kind::Url)) => "url.full".to_owned(),
+        (None, Some(Kind::Domain)) => "url.domain".to_owned(),
+        (None, Some(Kind::Ip)) => "destination.ip".to_owned(),
+        _ => String::new(),
+    };
     let mut event = json!({
         "kind": "enrichment",
         "category": ["threat"],
@@ -79,22 +85,31 @@ pub fn document(record: &Record) -> Value {
                     hash.insert(name.to_owned(), json!(v));
                 }
             }
-            let mut indicator = json!({
-                "type": "file",
-                "provider": "VirusTotal",
-                "file": { "hash": hash },
-                "scanner_stats": stats.malicious,
-                "confidence": confidence(stats.malicious, stats.total()),
-            });
+            let mut indicator = match record.ioc_kind {
+                Some(kind) => network_indicator(record, kind),
+                None => json!({ "type": "file", "file": { "hash": hash } }),
+            };
+            if let Some(map) = indicator.as_object_mut() {
+                map.insert("provider".into(), json!("VirusTotal"));
+                map.insert("scanner_stats".into(), json!(stats.malicious));
+                map.insert(
+                    "confidence".into(),
+                    json!(confidence(stats.malicious, stats.total())),
+                );
+            }
             let put = |indicator: &mut Value, key: &str, value: Value| {
                 if let Some(map) = indicator.as_object_mut() {
                     map.insert(key.to_owned(), value);
                 }
             };
-            if let Some(size) = record.size {
+            if let Some(size) = record.size.filter(|_| record.ioc_kind.is_none()) {
                 indicator["file"]["size"] = json!(size);
             }
-            if let Some(name) = &record.meaningful_name {
+            if let Some(name) = record
+                .meaningful_name
+                .as_ref()
+                .filter(|_| record.ioc_kind.is_none())
+            {
                 indicator["file"]["name"] = json!(name);
             }
             if let Some(t) = record.first_submission_date {
@@ -103,8 +118,20 @@ pub fn document(record: &Record) -> Value {
             if let Some(t) = record.last_analysis_date {
                 put(&mut indicator, "modified_at", json!(rfc3339(t)));
             }
-            if let Some(label) = &record.threat_label {
+            if let Some(label) = record.threat_label.as_ref().or(record.threat_name.as_ref()) {
                 put(&mut indicator, "description", json!(label));
+            }
+            let page = match record.ioc_kind {
+                Some(Kind::Domain) => Some(format!("domain/{}", record.input)),
+                Some(Kind::Ip) => Some(format!("ip-address/{}", record.input)),
+                _ => None,
+            };
+            if let Some(page) = page {
+                put(
+                    &mut indicator,
+                    "reference",
+                    json!(format!("https://www.virustotal.com/gui/{page}")),
+                );
             }
             if let Some(sha256) = &record.sha256 {
                 put(
@@ -126,12 +153,13 @@ pub fn document(record: &Record) -> Value {
         Some(Status::NotFound) => {
             event["outcome"] = json!("unknown");
             let kind = record.kind.map_or("sha256", |k| k.as_str());
+            let mut indicator = match record.ioc_kind {
+                Some(other) => network_indicator(record, other),
+                None => json!({ "type": "file", "file": { "hash": { kind: record.input } } }),
+            };
+            indicator["provider"] = json!("VirusTotal");
             doc["threat"] = json!({ "enrichments": [{
-                "indicator": {
-                    "type": "file",
-                    "provider": "VirusTotal",
-                    "file": { "hash": { kind: record.input } },
-                },
+                "indicator": indicator,
                 "matched": {
                     "atomic": record.input,
                     "field": matched_field,
@@ -148,6 +176,32 @@ pub fn document(record: &Record) -> Value {
     }
     doc["event"] = event;
     doc
+}
+
+/// The indicator of a URL, domain or IP address record: its ECS type and where its value
+/// goes (`url.full`, `url.domain`, `ip`), with an address's `as` and `geo`.
+fn network_indicator(record: &Record, kind: Kind) -> Value {
+    match kind {
+        Kind::Url => json!({ "type": "url", "url": { "full": record.input } }),
+        Kind::Domain => json!({ "type": "domain-name", "url": { "domain": record.input } }),
+        _ => {
+            let v6 = record.input.contains(':');
+            let mut indicator = json!({
+                "type": if v6 { "ipv6-addr" } else { "ipv4-addr" },
+                "ip": record.input,
+            });
+            if let Some(asn) = record.asn {
+                indicator["as"] = json!({ "number": asn });
+                if let Some(owner) = &record.as_owner {
+                    indicator["as"]["organization"] = json!({ "name": owner });
+                }
+            }
+            if let Some(country) = &record.country {
+                indicator["geo"] = json!({ "country_iso_code": country });
+            }
+            indicator
+        }
+    }
 }
 
 impl<W: Write> Sink for EcsSink<W> {
@@ -202,6 +256,49 @@ mod tests {
         assert_eq!(doc["event"]["kind"], "enrichment");
         assert_eq!(doc["event"]["outcome"], "success");
         assert_eq!(doc["vtbulk"]["malicious"], 60);
+    }
+
+    #[test]
+    fn urls_domains_and_addresses_are_indicators_of_their_own_type() {
+        let ip = Record {
+            input: "185.220.101.47".into(),
+            ioc_kind: Some(vtbulk_ioc::Kind::Ip),
+            status: Some(Status::Ok),
+            stats: Some(Stats {
+                malicious: 9,
+                harmless: 60,
+                ..Stats::default()
+            }),
+            asn: Some(20473),
+            as_owner: Some("AS-CHOOPA".into()),
+            country: Some("US".into()),
+            ..Record::default()
+        };
+        let doc = document(&ip);
+        let i = &doc["threat"]["enrichments"][0]["indicator"];
+        assert_eq!(i["type"], "ipv4-addr");
+        assert_eq!(i["ip"], "185.220.101.47");
+        assert_eq!(i["as"]["number"], 20473);
+        assert_eq!(i["as"]["organization"]["name"], "AS-CHOOPA");
+        assert_eq!(i["geo"]["country_iso_code"], "US");
+        assert_eq!(i["provider"], "VirusTotal");
+        assert!(i.get("file").is_none());
+        assert_eq!(
+            doc["threat"]["enrichments"][0]["matched"]["field"],
+            "destination.ip"
+        );
+        let url = Record {
+            input: "http://evil.com/a".into(),
+            ioc_kind: Some(vtbulk_ioc::Kind::Url),
+            status: Some(Status::NotFound),
+            ..Record::default()
+        };
+        let doc = document(&url);
+        let e = &doc["threat"]["enrichments"][0];
+        assert_eq!(e["indicator"]["type"], "url");
+        assert_eq!(e["indicator"]["url"]["full"], "http://evil.com/a");
+        assert_eq!(e["matched"]["field"], "url.full");
+        assert_eq!(doc["event"]["outcome"], "unknown");
     }
 
     #[test]

@@ -290,6 +290,40 @@ mod tests {
     }
 
     #[test]
+    fn attacker_chosen_url_fields_go_through_the_guard_too() {
+        let mut out = Vec::new();
+        let fields = vec![
+            Field::Input,
+            Field::Kind,
+            Field::Title,
+            Field::FinalUrl,
+            Field::Categories,
+            Field::AsOwner,
+            Field::HttpCode,
+        ];
+        let mut sink = CsvSink::new(&mut out, fields);
+        let record = Record {
+            input: "http://evil.com/".into(),
+            ioc_kind: Some(vtbulk_ioc::Kind::Url),
+            title: Some("=HYPERLINK(\"http://x\",\"y\")".into()),
+            final_url: Some("@SUM(1)".into()),
+            categories: vec!["+phish".into(), "malware".into()],
+            as_owner: Some("-AS".into()),
+            http_code: Some(200),
+            ..Record::default()
+        };
+        sink.write(&record).expect("write");
+        sink.finish().expect("finish");
+        drop(sink);
+        let text = String::from_utf8(out).expect("utf8");
+        let row = text.lines().nth(1).expect("row");
+        assert_eq!(
+            row,
+            "http://evil.com/,url,\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",'@SUM(1),'+phish;malware,'-AS,200"
+        );
+    }
+
+    #[test]
     fn an_empty_run_still_writes_the_header() {
         let mut out = Vec::new();
         CsvSink::new(&mut out, vec![Field::Input, Field::Status])

@@ -507,3 +507,85 @@ fn prune_removes_segment_files_nobody_registered_once_their_writer_is_gone() {
             .is_some()
     );
 }
+
+#[test]
+fn urls_domains_and_ips_are_kept_by_kind_and_text_with_their_freshness() {
+    use crate::{ObjectHit, ObjectPut};
+    let (_dir, path) = temp();
+    let mut store = SqliteStore::open(&path).expect("open");
+    let found = |kind: u8, id: &str| {
+        Put::Object(ObjectPut {
+            kind,
+            id: id.into(),
+            summary: Some(b"{\"reputation\":-3}".to_vec()),
+            body: Some(Body::Gzip(bytes::Bytes::from_static(b"\x1f\x8bgz"))),
+        })
+    };
+    let missing = Put::Object(ObjectPut {
+        kind: 1,
+        id: "http://gone.example.net/".into(),
+        summary: None,
+        body: None,
+    });
+    // Mixed with a file answer in one batch: the file goes to the journal, the rest to the
+    // index.
+    store
+        .put_batch(
+            &[
+                found(2, "evil.com"),
+                found(1, "http://evil.com/"),
+                missing,
+                Put::NotFound(Hash::Md5([7; 16])),
+            ],
+            T0,
+        )
+        .expect("put");
+    let keys = [
+        (2, "evil.com"),
+        (1, "http://evil.com/"),
+        (1, "http://gone.example.net/"),
+        (3, "evil.com"),
+    ];
+    let hits = store.get_objects(&keys, true).expect("get");
+    let Some(ObjectHit {
+        fetched_at,
+        summary: Some(summary),
+        gzip: Some(gzip),
+    }) = &hits[0]
+    else {
+        panic!("{hits:?}");
+    };
+    assert_eq!(
+        (*fetched_at, summary.as_slice()),
+        (T0, &b"{\"reputation\":-3}"[..])
+    );
+    assert_eq!(gzip.as_slice(), b"\x1f\x8bgz");
+    assert!(hits[1].is_some());
+    assert_eq!(hits[2].as_ref().map(|h| h.summary.is_none()), Some(true));
+    assert!(hits[3].is_none(), "the kind is part of the key");
+    // Without bodies, and fresh by the TTLs of their answer.
+    let lean = store.get_objects(&keys[..1], false).expect("get");
+    assert_eq!(lean[0].as_ref().and_then(|h| h.gzip.as_ref()), None);
+    let f = Freshness::default();
+    let not_found = hits[2].clone().expect("stored");
+    assert!(f.is_fresh_object(&not_found, T0 + DAY));
+    assert!(!f.is_fresh_object(&not_found, T0 + DAY + 1));
+    assert!(f.is_fresh_object(hits[0].as_ref().expect("stored"), T0 + 7 * DAY));
+    // The file answer went through the journal as before.
+    store.compact().expect("compact");
+    assert!(matches!(
+        store.get(&Hash::Md5([7; 16])).expect("get"),
+        Some(Hit::NotFound { .. })
+    ));
+    // A second process sees them; a later answer replaces an earlier one.
+    let mut other = SqliteStore::open(&path).expect("open");
+    other
+        .put_batch(&[found(2, "evil.com")], T0 + 5)
+        .expect("put");
+    let again = store.get_objects(&keys[..1], false).expect("get");
+    assert_eq!(again[0].as_ref().map(|h| h.fetched_at), Some(T0 + 5));
+    assert_eq!(
+        store.object_counts().expect("counts"),
+        vec![(1, 1, 1), (2, 1, 0)]
+    );
+}

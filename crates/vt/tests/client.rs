@@ -499,3 +499,65 @@ fn models_tolerate_missing_and_unknown_fields() {
     assert!(file.data.attributes.popular_threat_classification.is_none());
     assert!(file.data.attributes.names.is_empty());
 }
+
+#[tokio::test]
+async fn urls_domains_and_addresses_are_read_by_virustotals_ids_with_their_own_attributes() {
+    use vtbulk_ioc::Kind;
+    let mock = start(MockConfig::default()).await;
+    let client = client_for(&mock, "testkey");
+    let seed = mock.universe().seed();
+    // A URL is asked for by its identifier (unpadded base64url): the mock decodes it back.
+    let mut known_url = None;
+    for i in 0..20 {
+        let url = format!("https://login-{i}.evil.com/a/b?c=d&e=f");
+        let id = vtbulk_ioc::indicator::url_id(&url);
+        let expected =
+            vtbulk_mock::objects::render(seed, vtbulk_mock::objects::ObjectKind::Url, &id);
+        match client
+            .get_object_summary(Kind::Url, &url)
+            .await
+            .expect("answer")
+        {
+            FileLookup::Found(object) => {
+                assert!(expected.is_some(), "{url} found only if the mock knows it");
+                assert_eq!(object.id, id);
+                assert_eq!(object.kind, "url");
+                assert_eq!(object.attributes.url.as_deref(), Some(url.as_str()));
+                known_url.get_or_insert(object);
+            }
+            FileLookup::NotFound => assert!(expected.is_none(), "{url}"),
+        }
+    }
+    let url = known_url.expect("some URL is known");
+    assert!(url.attributes.last_final_url.is_some() && url.attributes.title.is_some());
+    assert!(url.attributes.last_analysis_stats.is_some());
+    let FileLookup::Found(ip) = client
+        .get_object_summary(Kind::Ip, "2606:4700:4700::1111")
+        .await
+        .expect("answer")
+    else {
+        panic!("every address is known");
+    };
+    assert_eq!(ip.kind, "ip_address");
+    assert_eq!(
+        ip.attributes.network.as_deref(),
+        Some("2606:4700:4700::/48")
+    );
+    assert!(ip.attributes.asn.is_some() && ip.attributes.country.is_some());
+    let domain = (0..10)
+        .map(|i| format!("shop{i}.example-store.com"))
+        .find(|d| {
+            vtbulk_mock::objects::render(seed, vtbulk_mock::objects::ObjectKind::Domain, d)
+                .is_some()
+        })
+        .expect("a known domain");
+    let FileLookup::Found(found) = client
+        .get_object_summary(Kind::Domain, &domain)
+        .await
+        .expect("answer")
+    else {
+        panic!("{domain} is known");
+    };
+    assert!(found.attributes.registrar.is_some() && found.attributes.creation_date.is_some());
+    assert!(!found.attributes.categories.is_empty());
+}

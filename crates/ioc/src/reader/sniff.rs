@@ -2,7 +2,8 @@
 //!
 //! Content decides; the name only breaks ties (a `.csv` that starts like a list of hashes is
 //! read as a list, which finds the same hashes). JSON and XML are recognised by their first
-//! character; a plain list by the first token of most lines being a hash; CSV or TSV by one
+//! character; a plain list by the first token of most lines being a hash (or their first word
+//! a URL, domain or IP address); CSV or TSV by one
 //! delimiter appearing the same number of times on most lines; anything else is free text.
 //! The guess is then tried (see [`super::read_input`]): a wrong one falls back to text.
 
@@ -34,7 +35,10 @@ pub fn sniff(name: &str, head: &[u8]) -> InputFormat {
     if lines.is_empty() {
         return InputFormat::Lines;
     }
-    let listed = lines.iter().filter(|l| first_token_is_hash(l)).count();
+    let listed = lines
+        .iter()
+        .filter(|l| first_token_is_hash(l) || first_word_is_indicator(l))
+        .count();
     if listed * 2 >= lines.len() {
         return InputFormat::Lines;
     }
@@ -63,6 +67,14 @@ pub(crate) fn first_token(line: &[u8]) -> &[u8] {
 
 fn first_token_is_hash(line: &[u8]) -> bool {
     Hash::parse_bytes(first_token(line)).is_ok()
+}
+
+/// A list line of a URL, domain or IP address (defanged or not), with or without a comment
+/// after it: its first word is one, and holds no CSV delimiter (a URL-first CSV row is not a
+/// list line).
+fn first_word_is_indicator(line: &[u8]) -> bool {
+    let word = line.split(u8::is_ascii_whitespace).next().unwrap_or(line);
+    !word.iter().any(|b| matches!(b, b',' | b';' | b'|')) && super::indicators::value(word).is_ok()
 }
 
 /// The first `max` CSV records of `head` as candidate rows for [`delimiter`]: split at line
