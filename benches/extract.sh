@@ -6,6 +6,7 @@
 #
 #   benches/extract.sh                  # 1 GB each (SIZE_MB=1024)
 #   SIZE_MB=256 ROUNDS=3 benches/extract.sh
+#   VTBULK_ARGS="--kinds file" benches/extract.sh   # hashes only (no URL/domain/IP scan)
 #
 # Hashes come from a pool of UNIQUE (default 100,000) files, as reports and events repeat
 # them; UNIQUE=0 is not allowed, a large UNIQUE measures dedup as much as extraction.
@@ -60,7 +61,8 @@ for r in $(seq "$rounds"); do
     for file in reports.txt events.ndjson; do
         bytes=$(stat -c %s "$out/$file")
         t0=$(date +%s.%N)
-        VT_API_KEY=bench "$vtbulk" plan "$out/$file" --offline-quota --cache off --json \
+        # shellcheck disable=SC2086
+        VT_API_KEY=bench "$vtbulk" plan "$out/$file" --offline-quota --cache off --json ${VTBULK_ARGS:-} \
             > "$out/$file.plan.r$r.json"
         t1=$(date +%s.%N)
         python3 - "$out/$file.plan.r$r.json" "$file" "$bytes" "$t0" "$t1" "$r" <<'PY'

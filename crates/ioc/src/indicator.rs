@@ -158,58 +158,59 @@ impl std::str::FromStr for Kinds {
 /// networks). A plain (not defanged) link to one of them, or its name, in prose is the
 /// report's bibliography, not an indicator: it is counted as `reference_site` and not looked
 /// up. A defanged one is always taken: defanging is the author saying "this is an IOC".
+/// Sorted (looked up by binary search).
 const REFERENCE_SITES: &[&str] = &[
-    "virustotal.com",
-    "mitre.org",
-    "github.com",
-    "githubusercontent.com",
-    "gitlab.com",
-    "microsoft.com",
-    "learn.microsoft.com",
-    "google.com",
-    "youtube.com",
-    "twitter.com",
-    "x.com",
-    "t.co",
-    "linkedin.com",
-    "facebook.com",
-    "medium.com",
-    "wikipedia.org",
-    "cisa.gov",
-    "nist.gov",
-    "cve.org",
-    "first.org",
     "abuse.ch",
     "alienvault.com",
     "any.run",
+    "bleepingcomputer.com",
+    "censys.io",
+    "checkpoint.com",
+    "cisa.gov",
+    "crowdstrike.com",
+    "cve.org",
+    "elastic.co",
+    "eset.com",
+    "facebook.com",
+    "first.org",
+    "fortinet.com",
+    "github.com",
+    "githubusercontent.com",
+    "gitlab.com",
+    "google.com",
     "hybrid-analysis.com",
     "joesandbox.com",
-    "shodan.io",
-    "censys.io",
-    "urlscan.io",
-    "talosintelligence.com",
-    "mandiant.com",
-    "crowdstrike.com",
-    "paloaltonetworks.com",
-    "sentinelone.com",
-    "securelist.com",
     "kaspersky.com",
-    "welivesecurity.com",
-    "eset.com",
-    "sophos.com",
-    "trendmicro.com",
-    "proofpoint.com",
-    "fortinet.com",
-    "checkpoint.com",
-    "elastic.co",
-    "splunk.com",
-    "recordedfuture.com",
-    "thedfirreport.com",
-    "bleepingcomputer.com",
-    "schema.org",
-    "w3.org",
-    "oasis-open.org",
+    "learn.microsoft.com",
+    "linkedin.com",
+    "mandiant.com",
+    "medium.com",
+    "microsoft.com",
     "misp-project.org",
+    "mitre.org",
+    "nist.gov",
+    "oasis-open.org",
+    "paloaltonetworks.com",
+    "proofpoint.com",
+    "recordedfuture.com",
+    "schema.org",
+    "securelist.com",
+    "sentinelone.com",
+    "shodan.io",
+    "sophos.com",
+    "splunk.com",
+    "t.co",
+    "talosintelligence.com",
+    "thedfirreport.com",
+    "trendmicro.com",
+    "twitter.com",
+    "urlscan.io",
+    "virustotal.com",
+    "w3.org",
+    "welivesecurity.com",
+    "wikipedia.org",
+    "x.com",
+    "youtube.com",
 ];
 
 /// Top-level domains that are also common file extensions (`.zip`, `.mov`, `.md`, `.sh`,
@@ -217,6 +218,21 @@ const REFERENCE_SITES: &[&str] = &[
 const FILE_LIKE_TLDS: &[&str] = &[
     "zip", "mov", "md", "sh", "py", "pl", "rs", "ps", "so", "ml", "pm",
 ];
+
+/// Whether `host` is one of [`REFERENCE_SITES`] or under one: each of its suffixes at a
+/// label boundary is looked up in the sorted list.
+fn reference_site(host: &str) -> bool {
+    let mut rest = host;
+    loop {
+        if REFERENCE_SITES.binary_search(&rest).is_ok() {
+            return true;
+        }
+        match rest.split_once('.') {
+            Some((_, tail)) if tail.contains('.') || tail.len() > 1 => rest = tail,
+            _ => return false,
+        }
+    }
+}
 
 /// Whether `domain` (canonical) is `site` or under it.
 fn under(domain: &str, site: &str) -> bool {
@@ -273,7 +289,7 @@ impl Indicator {
     /// a reference site, a file name. Over and above [`Indicator::exclusion`].
     pub fn prose_exclusion(&self) -> Option<crate::Exclusion> {
         let host = self.host();
-        if REFERENCE_SITES.iter().any(|site| under(&host, site)) {
+        if reference_site(&host) {
             return Some(crate::Exclusion::Reference);
         }
         if let Indicator::Domain(d) = self {
@@ -339,8 +355,10 @@ pub enum IndicatorError {
 
 /// Undoes the usual defanging of URLs, domains and addresses.
 pub fn refang(s: &str) -> Cow<'_, str> {
+    // Longest first where one is the start of another (`[:/]` before `[:]`).
     const PAIRS: [(&str, &str); 11] = [
         ("[://]", "://"),
+        ("[:/]", ":/"),
         ("[.]", "."),
         ("(.)", "."),
         ("{.}", "."),
@@ -350,23 +368,42 @@ pub fn refang(s: &str) -> Cow<'_, str> {
         ("[@]", "@"),
         ("[at]", "@"),
         ("[/]", "/"),
-        ("[:/]", ":/"),
     ];
-    let lower = s.to_ascii_lowercase();
-    let defanged = lower.starts_with("hxxp")
-        || lower.starts_with("hxxps")
-        || PAIRS.iter().any(|(from, _)| lower.contains(from));
-    if !defanged {
-        return Cow::Borrowed(s);
-    }
-    let mut out = s.to_owned();
-    for (from, to) in PAIRS {
-        // Case-insensitive for the word forms (`[DOT]`).
-        while let Some(i) = out.to_ascii_lowercase().find(from) {
-            out.replace_range(i..i + from.len(), to);
+    // One pass, and no allocation unless something was defanged: every defanging but
+    // `hxxp` starts with a bracket.
+    let bytes = s.as_bytes();
+    let mut out: Option<String> = None;
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if matches!(bytes[i], b'[' | b'(' | b'{') {
+            let pair = PAIRS.iter().find(|(from, _)| {
+                bytes
+                    .get(i..i + from.len())
+                    .is_some_and(|b| b.eq_ignore_ascii_case(from.as_bytes()))
+            });
+            if let Some((from, to)) = pair {
+                let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+                o.push_str(&s[copied..i]);
+                o.push_str(to);
+                i += from.len();
+                copied = i;
+                continue;
+            }
         }
+        i += 1;
     }
-    if out.len() >= 4 && out[..4].eq_ignore_ascii_case("hxxp") {
+    let hxxp = bytes
+        .get(..4)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"hxxp"));
+    let mut out = match out {
+        Some(mut o) => {
+            o.push_str(&s[copied..]);
+            o
+        }
+        None if hxxp => s.to_owned(),
+        None => return Cow::Borrowed(s),
+    };
+    if hxxp {
         out.replace_range(..4, "http");
     }
     Cow::Owned(out)
@@ -449,8 +486,12 @@ fn ip(s: &str) -> Option<IpAddr> {
 
 fn domain(s: &str) -> Result<String, IndicatorError> {
     let name = s.strip_suffix('.').unwrap_or(s);
-    let ascii =
-        idna::domain_to_ascii(name).map_err(|_| IndicatorError::BadName(name.to_owned()))?;
+    // ASCII names (nearly all) only need lower-casing; IDNA is for the rest.
+    let ascii = if name.is_ascii() {
+        name.to_ascii_lowercase()
+    } else {
+        idna::domain_to_ascii(name).map_err(|_| IndicatorError::BadName(name.to_owned()))?
+    };
     if ascii.is_empty() || ascii.len() > 253 || !ascii.contains('.') {
         return Err(IndicatorError::BadName(name.to_owned()));
     }
@@ -527,6 +568,20 @@ mod tests {
         assert_eq!(refang("http[:]//a.com"), "http://a.com");
         assert_eq!(refang("hxxp[://]a.com"), "http://a.com");
         assert!(matches!(refang("plain.example.com"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn the_reference_list_is_sorted_and_matches_subdomains_only_at_label_boundaries() {
+        assert!(REFERENCE_SITES.windows(2).all(|w| w[0] < w[1]));
+        assert!(reference_site("attack.mitre.org"));
+        assert!(reference_site("virustotal.com"));
+        assert!(reference_site("www.virustotal.com"));
+        assert!(!reference_site("notvirustotal.com"));
+        assert!(!reference_site("virustotal.com.evil.ru"));
+        assert!(!reference_site("com"));
+        assert_eq!(refang("[.]a(.)b{.}c[DOT]d[:/]/e"), ".a.b.c.d://e");
+        assert_eq!(refang("hXXps[:]//x[.]y"), "https://x.y");
+        assert_eq!(refang("(SHA256:"), "(SHA256:");
     }
 
     #[test]

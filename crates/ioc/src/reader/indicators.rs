@@ -65,18 +65,43 @@ fn may_hold(line: &[u8]) -> bool {
         || memchr::memmem::find(line, b"DOT").is_some()
 }
 
-/// Token boundaries in prose.
-fn is_boundary(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>' | ',' | ';' | '|' | '`' | '\\')
-}
+/// Token boundaries in prose (ASCII: a byte of a multi-byte character is never one).
+static BOUNDARY: [bool; 256] = {
+    let mut table = [false; 256];
+    let bytes = b" \t\r\n\x0b\x0c\"'<>,;|`\\";
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
+/// Bytes that a token needs one of to hold an indicator: a dot, a colon (IPv6, a URL) or an
+/// opening bracket (`evil[dot]com`).
+static MARK: [bool; 256] = {
+    let mut table = [false; 256];
+    let bytes = b".:[({";
+    let mut i = 0;
+    while i < bytes.len() {
+        table[bytes[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// The URLs, domains and IP addresses of one line of prose.
 pub(crate) fn scan_line(line: &[u8], line_no: u64, sink: &mut Sink<'_>) {
     if !may_hold(line) {
         return;
     }
-    let text = String::from_utf8_lossy(line);
-    for token in text.split(is_boundary).filter(|t| t.len() >= 4) {
+    // Tokens are cut on bytes; only a token with a mark is decoded and looked at.
+    let tokens = line
+        .split(|&b| BOUNDARY[b as usize])
+        .filter(|t| t.len() >= 4 && t.iter().any(|&b| MARK[b as usize]));
+    for raw in tokens {
+        let text = String::from_utf8_lossy(raw);
+        let token: &str = &text;
         let refanged = indicator::refang(token);
         let defanged = matches!(refanged, Cow::Owned(_));
         let t: &str = &refanged;
