@@ -14,6 +14,53 @@ use vtbulk_output::rfc3339;
 
 use crate::failure::Failure;
 
+/// The store's code for a kind (`objects.kind`).
+fn kind_code(kind: vtbulk_ioc::Kind) -> u8 {
+    match kind {
+        vtbulk_ioc::Kind::Url => 1,
+        vtbulk_ioc::Kind::Domain => 2,
+        _ => 3,
+    }
+}
+
+/// A stored URL, domain or IP answer as JSON: its kind and text, found or not, when, and
+/// VirusTotal's `data` (the stored answer, or the attributes kept when it was not kept).
+fn object_json(
+    kind: &str,
+    text: &str,
+    fetched_at: i64,
+    summary: Option<&[u8]>,
+    gzip: Option<&[u8]>,
+) -> serde_json::Value {
+    let Some(summary) = summary else {
+        return json!({
+            "kind": kind,
+            "input": text,
+            "status": "not_found",
+            "fetched_at": rfc3339(fetched_at),
+        });
+    };
+    let data = gzip
+        .and_then(|z| {
+            let mut json = Vec::new();
+            io::Read::read_to_end(&mut flate2::read::GzDecoder::new(z), &mut json).ok()?;
+            Some(data_of(&json))
+        })
+        .unwrap_or_else(|| {
+            json!({
+                "type": kind,
+                "attributes": serde_json::from_slice::<serde_json::Value>(summary).unwrap_or_default(),
+            })
+        });
+    json!({
+        "kind": kind,
+        "input": text,
+        "status": "found",
+        "fetched_at": rfc3339(fetched_at),
+        "data": data,
+    })
+}
+
 /// The `data` object of a stored answer (the body as received, `{"data": {...}}`).
 fn data_of(body: &[u8]) -> serde_json::Value {
     serde_json::from_slice::<serde_json::Value>(body)
@@ -76,7 +123,17 @@ pub fn run(
         crate::CacheAction::Stats { json, .. } => {
             let store = open(settings)?;
             let stats = store.stats().map_err(store_error)?;
-            let value = stats_json(&settings.path.display().to_string(), &stats);
+            let mut value = stats_json(&settings.path.display().to_string(), &stats);
+            let mut objects = serde_json::Map::new();
+            for (kind, found, missing) in store.object_counts().map_err(store_error)? {
+                let name = match kind {
+                    1 => "url",
+                    2 => "domain",
+                    _ => "ip",
+                };
+                objects.insert(name.into(), json!({"found": found, "not_found": missing}));
+            }
+            value["objects"] = serde_json::Value::Object(objects);
             if *json {
                 writeln!(out, "{value:#}").map_err(io)?;
             } else {
@@ -88,6 +145,15 @@ pub fn run(
                 writeln!(out, "cache      {}", show("path")).map_err(io)?;
                 writeln!(out, "found      {}", show("found")).map_err(io)?;
                 writeln!(out, "not found  {}", show("not_found")).map_err(io)?;
+                if let Some(objects) = value["objects"].as_object().filter(|o| !o.is_empty()) {
+                    let parts: Vec<String> = objects
+                        .iter()
+                        .map(|(k, v)| {
+                            format!("{k} {} found, {} not found", v["found"], v["not_found"])
+                        })
+                        .collect();
+                    writeln!(out, "others     {}", parts.join("; ")).map_err(io)?;
+                }
                 writeln!(
                     out,
                     "size       {:.1} MB ({:.1} MB index, {:.1} MB answers)",
@@ -112,6 +178,35 @@ pub fn run(
                     .map_err(io)?,
                 }
             }
+        }
+        crate::CacheAction::Get { hash, .. } if Hash::parse(hash.trim()).is_err() => {
+            let found = vtbulk_ioc::indicator::parse(hash).map_err(|e| {
+                Failure::Usage(format!(
+                    "{hash:?}: not a hash, URL, domain or IP address ({e})"
+                ))
+            })?;
+            let text = found.canonical();
+            let mut store = open(settings)?;
+            let code = kind_code(found.kind_of());
+            let hit = store
+                .get_objects(&[(code, &text)], true)
+                .map_err(store_error)?
+                .pop()
+                .flatten()
+                .ok_or_else(|| Failure::Cache(format!("{text} is not in the cache")))?;
+            let fresh = settings
+                .freshness
+                .is_fresh_object(&hit, WallClock::System.now());
+            let value = object_json(
+                found.kind_of().as_str(),
+                &text,
+                hit.fetched_at,
+                hit.summary.as_deref(),
+                hit.gzip.as_deref(),
+            );
+            let mut value = value;
+            value["fresh"] = json!(fresh);
+            writeln!(out, "{value:#}").map_err(io)?;
         }
         crate::CacheAction::Get { hash, .. } => {
             let parsed =
@@ -198,6 +293,18 @@ pub fn run(
                 return Err(Failure::write(io::Error::from(kind), "stdout"));
             }
             exported.map_err(store_error)?;
+            // Then the URLs, domains and IP addresses.
+            let objects = store
+                .export_objects(&mut |kind, text, at, summary, gzip| {
+                    let name = match kind {
+                        1 => "url",
+                        2 => "domain",
+                        _ => "ip",
+                    };
+                    writeln!(out, "{}", object_json(name, text, at, summary, gzip))
+                })
+                .map_err(store_error)?;
+            objects.map_err(|e| Failure::write(e, "stdout"))?;
         }
     }
     out.flush().map_err(io)

@@ -82,9 +82,10 @@ enum CacheAction {
         #[command(flatten)]
         common: CommonArgs,
     },
-    /// The stored answer for a hash (any of md5, sha1, sha256), as JSON.
+    /// The stored answer for a hash (any of md5, sha1, sha256), a URL, a domain or an IP
+    /// address (defanged or not), as JSON.
     Get {
-        /// The hash.
+        /// The hash, URL, domain or IP address.
         hash: String,
         #[command(flatten)]
         common: CommonArgs,

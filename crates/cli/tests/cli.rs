@@ -1451,3 +1451,68 @@ async fn annotate_and_only_new_together_exit_2_before_any_lookup() {
     assert!(out.stdout.is_empty());
     assert_eq!(mock.stats(false).by_id.values().sum::<u64>(), 0);
 }
+
+#[tokio::test]
+async fn cache_get_stats_and_export_take_urls_domains_and_ips() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp_dir("cache-others");
+    let cache = dir.join("cache.sqlite3");
+    let cache_arg = cache.to_str().expect("utf-8").to_owned();
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/corpus/network_iocs.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--cache",
+            &cache_arg,
+            "--quiet",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    // The list's bad line makes the run exit 0 with an invalid record (no lookup failed).
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // Asked for as written in a report (defanged, upper case): the canonical entry answers.
+    let got = vtbulk(
+        &["cache", "get", "185.244.25[.]13", "--cache", &cache_arg],
+        None,
+    )
+    .await;
+    assert_eq!(got.status.code(), Some(0), "{}", text(&got.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&got.stdout).expect("json");
+    assert_eq!(v["kind"], "ip");
+    assert_eq!(v["input"], "185.244.25.13");
+    assert_eq!(v["status"], "found");
+    assert_eq!(v["fresh"], true);
+    assert_eq!(v["data"]["type"], "ip_address");
+    assert!(v["data"]["attributes"]["asn"].is_u64());
+    let missing = vtbulk(
+        &["cache", "get", "never-seen.org", "--cache", &cache_arg],
+        None,
+    )
+    .await;
+    assert_ne!(missing.status.code(), Some(0));
+    assert!(text(&missing.stderr).contains("never-seen.org is not in the cache"));
+    let stats = vtbulk(&["cache", "stats", "--json", "--cache", &cache_arg], None).await;
+    let s: serde_json::Value = serde_json::from_slice(&stats.stdout).expect("json");
+    let total = |k: &str| {
+        s["objects"][k]["found"].as_i64().unwrap_or(0)
+            + s["objects"][k]["not_found"].as_i64().unwrap_or(0)
+    };
+    assert_eq!((total("url"), total("domain"), total("ip")), (3, 3, 3));
+    let export = vtbulk(&["cache", "export", "--cache", &cache_arg], None).await;
+    assert_eq!(export.status.code(), Some(0));
+    let lines: Vec<serde_json::Value> = text(&export.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    assert_eq!(lines.len(), 9, "every stored URL, domain and IP once");
+    assert!(lines.iter().any(|l| l["input"] == "panel.bad-cdn.top"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -252,7 +252,7 @@ pub async fn run(
     let clock = settings.cache.as_ref().map(|c| c.clock).unwrap_or_default();
     let run_figures = Arc::new(Mutex::new(RunRecord {
         started_at: clock.now(),
-        unique_hashes: seen.len() as u64,
+        unique_hashes: (seen.len() + others.len()) as u64,
         ..RunRecord::default()
     }));
     let budget = Budget::read(&settings, &client, store.as_mut(), todo.is_empty()).await;

@@ -641,6 +641,19 @@ impl SqliteStore {
                 [now - freshness.not_found_ttl],
             )
             .map_err(e)?;
+        // URLs, domains and IPs by the same TTLs.
+        let found = found
+            + tx.execute(
+                "DELETE FROM objects WHERE found = 1 AND fetched_at < ?1",
+                [now - freshness.found_ttl],
+            )
+            .map_err(e)?;
+        let missing = missing
+            + tx.execute(
+                "DELETE FROM objects WHERE found = 0 AND fetched_at < ?1",
+                [now - freshness.not_found_ttl],
+            )
+            .map_err(e)?;
         let unused: Vec<(i64, String)> = {
             let mut stmt = tx
                 .prepare(

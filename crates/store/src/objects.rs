@@ -103,6 +103,36 @@ impl SqliteStore {
             .collect()
     }
 
+    /// Calls `f` with every stored URL, domain and IP answer (kind, text, fetched at,
+    /// summary when found, gzip answer when kept), by kind and text; how many.
+    pub fn export_objects(
+        &self,
+        f: &mut dyn FnMut(u8, &str, i64, Option<&[u8]>, Option<&[u8]>) -> std::io::Result<()>,
+    ) -> Result<Result<u64, std::io::Error>, StoreError> {
+        let e = sqlite_error(&self.path);
+        let mut q = self
+            .conn
+            .prepare(
+                "SELECT kind, id, fetched_at, found, summary, body FROM objects ORDER BY kind, id",
+            )
+            .map_err(e)?;
+        let mut rows = q.query([]).map_err(e)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(e)? {
+            let found: bool = r.get(3).map_err(e)?;
+            let kind: u8 = r.get(0).map_err(e)?;
+            let id: String = r.get(1).map_err(e)?;
+            let at: i64 = r.get(2).map_err(e)?;
+            let summary: Option<Vec<u8>> = if found { r.get(4).map_err(e)? } else { None };
+            let body: Option<Vec<u8>> = r.get(5).map_err(e)?;
+            if let Err(io) = f(kind, &id, at, summary.as_deref(), body.as_deref()) {
+                return Ok(Err(io));
+            }
+            n += 1;
+        }
+        Ok(Ok(n))
+    }
+
     /// Found and not-found objects stored, by kind (1 URL, 2 domain, 3 IP).
     pub fn object_counts(&self) -> Result<Vec<(u8, i64, i64)>, StoreError> {
         let e = sqlite_error(&self.path);
