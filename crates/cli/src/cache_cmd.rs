@@ -295,13 +295,20 @@ pub fn run(
             exported.map_err(store_error)?;
             // Then the URLs, domains and IP addresses.
             let objects = store
-                .export_objects(&mut |kind, text, at, summary, gzip| {
+                .export_objects(&mut |kind, text, hit| {
                     let name = match kind {
                         1 => "url",
                         2 => "domain",
                         _ => "ip",
                     };
-                    writeln!(out, "{}", object_json(name, text, at, summary, gzip))
+                    let value = object_json(
+                        name,
+                        text,
+                        hit.fetched_at,
+                        hit.summary.as_deref(),
+                        hit.gzip.as_deref(),
+                    );
+                    writeln!(out, "{value}")
                 })
                 .map_err(store_error)?;
             objects.map_err(|e| Failure::write(e, "stdout"))?;

@@ -103,11 +103,11 @@ impl SqliteStore {
             .collect()
     }
 
-    /// Calls `f` with every stored URL, domain and IP answer (kind, text, fetched at,
-    /// summary when found, gzip answer when kept), by kind and text; how many.
+    /// Calls `f` with every stored URL, domain and IP answer (its kind, its text, and the
+    /// answer with its gzip body when kept), by kind and text; how many.
     pub fn export_objects(
         &self,
-        f: &mut dyn FnMut(u8, &str, i64, Option<&[u8]>, Option<&[u8]>) -> std::io::Result<()>,
+        f: &mut dyn FnMut(u8, &str, ObjectHit) -> std::io::Result<()>,
     ) -> Result<Result<u64, std::io::Error>, StoreError> {
         let e = sqlite_error(&self.path);
         let mut q = self
@@ -125,7 +125,12 @@ impl SqliteStore {
             let at: i64 = r.get(2).map_err(e)?;
             let summary: Option<Vec<u8>> = if found { r.get(4).map_err(e)? } else { None };
             let body: Option<Vec<u8>> = r.get(5).map_err(e)?;
-            if let Err(io) = f(kind, &id, at, summary.as_deref(), body.as_deref()) {
+            let hit = ObjectHit {
+                fetched_at: at,
+                summary,
+                gzip: body,
+            };
+            if let Err(io) = f(kind, &id, hit) {
                 return Ok(Err(io));
             }
             n += 1;
