@@ -153,3 +153,30 @@ def test_urls_domains_and_addresses_read_as_vtpy_objects(mock):
     assert domain.registrar and isinstance(domain.creation_date, __import__("datetime").datetime)
     assert ip.type == "ip_address" and ip.id == "45.77.12.9"
     assert isinstance(ip.asn, int) and ip.as_owner and ip.network == "45.77.12.0/24"
+
+
+def test_scan_url_gives_an_analysis_that_completes_and_the_url_is_then_known(mock):
+    url = None
+    with vt.Client(KEY, host=mock) as client:
+        for i in range(50):
+            candidate = f"http://fresh-{i}.unknown-host.ru/x"
+            try:
+                client.get_object("/urls/{}", vt.url_id(candidate))
+            except vt.APIError as err:
+                assert err.code == "NotFoundError"
+                url = candidate
+                break
+        assert url, "the mock leaves some URLs unknown"
+        analysis = client.scan_url(url)
+        assert analysis.type == "analysis" and analysis.id.startswith("u-")
+        first = client.get_object("/analyses/{}", analysis.id)
+        assert first.status in ("queued", "in-progress")
+        # The mock's clock moves on past the analysis (30 s, seeded within 15-45 s).
+        req = urllib.request.Request(f"{mock}/_mock/clock", data=json.dumps({"advance": "60s"}).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        urllib.request.urlopen(req).read()
+        done = client.get_object("/analyses/{}", analysis.id)
+        assert done.status == "completed"
+        assert set(done.stats) >= {"malicious", "harmless", "undetected"}
+        obj = client.get_object("/urls/{}", vt.url_id(url))
+    assert obj.url == url

@@ -37,6 +37,13 @@ pub struct Layer {
     pub keep_all_hex: Option<bool>,
     /// The kinds of IOC taken: `file,url,domain,ip` or `all` (default: per input format).
     pub kinds: Option<String>,
+    /// Submit URLs VirusTotal does not know, and wait for their analysis.
+    pub submit_unknown_urls: Option<bool>,
+    /// How long to wait for a submitted URL's analysis (`10m`).
+    pub submit_wait: Option<String>,
+    /// The first poll of an analysis after its submission (`15s`; then half again each time,
+    /// up to a minute).
+    pub submit_poll: Option<String>,
     /// JSON fields holding hashes (`field = "process.hash.sha256"` or a list).
     pub field: Option<Columns>,
     pub fail_on: Option<String>,
@@ -110,6 +117,9 @@ impl Layer {
             column,
             keep_all_hex,
             kinds,
+            submit_unknown_urls,
+            submit_wait,
+            submit_poll,
             field,
             fail_on,
             metrics_file,
@@ -296,6 +306,20 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
                     .map_err(|e| format!("--kinds: {e}"))
             })
             .transpose()?,
+        submit_urls: match layer.submit_unknown_urls {
+            Some(true) => Some(vtbulk_engine::SubmitPolicy {
+                wait: std::time::Duration::from_secs(
+                    seconds("submit_wait", layer.submit_wait.as_deref(), "10m")?.max(1) as u64,
+                ),
+                first_poll: humantime::parse_duration(
+                    layer.submit_poll.as_deref().unwrap_or("15s"),
+                )
+                .map_err(|e| format!("bad submit_poll: {e}"))?
+                .max(std::time::Duration::from_millis(100)),
+                ..vtbulk_engine::SubmitPolicy::default()
+            }),
+            _ => None,
+        },
         json_fields: match &layer.field {
             None => Vec::new(),
             Some(Columns::One(f)) => vec![
@@ -464,6 +488,13 @@ pub fn describe(r: &Resolved) -> String {
         format!("input_format = {:?}", s.input_format),
         format!("columns = {:?}", s.columns),
         format!("keep_all_hex = {}", s.keep_all_hex),
+        format!(
+            "submit_unknown_urls = {}",
+            s.submit_urls.map_or_else(
+                || "false".to_owned(),
+                |p| format!("true (wait {:?})", p.wait)
+            )
+        ),
         format!(
             "kinds = {:?}",
             s.kinds

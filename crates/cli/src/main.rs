@@ -153,6 +153,20 @@ struct CommonArgs {
     /// all from lists, free text and XML/HTML; file hashes only from CSV and JSON exports.
     #[arg(long, value_name = "KINDS")]
     kinds: Option<String>,
+    /// Submit URLs VirusTotal does not know (`POST /urls`) and poll their analysis (first
+    /// after 15 s, backing off to a minute, for up to --submit-wait), then write the record.
+    /// Every submission and poll is a request of the quota. Submissions are visible to
+    /// VirusTotal's community.
+    #[arg(long)]
+    submit_unknown_urls: bool,
+    /// How long to wait for a submitted URL's analysis before writing an `error` record
+    /// (`AnalysisPending`; a later run with the cache polls it again).
+    #[arg(long, value_name = "DURATION")]
+    submit_wait: Option<String>,
+    /// The first poll of a submitted URL's analysis comes this long after the submission
+    /// (default 15s; then half again each time, up to a minute; at least 100ms).
+    #[arg(long, value_name = "DURATION")]
+    submit_poll: Option<String>,
     /// Exit 5 when any record matches: `FIELD OP VALUE` (`malicious>=5`,
     /// `threat_category==ransomware`), several separated by commas (any).
     #[arg(long, value_name = "CONDITIONS")]
@@ -371,6 +385,9 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         column: (!common.column.is_empty()).then(|| config::Columns::Many(common.column.clone())),
         keep_all_hex: common.keep_all_hex.then_some(true),
         kinds: common.kinds.clone(),
+        submit_unknown_urls: common.submit_unknown_urls.then_some(true),
+        submit_wait: common.submit_wait.clone(),
+        submit_poll: common.submit_poll.clone(),
         field: (!common.field.is_empty()).then(|| config::Columns::Many(common.field.clone())),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),
@@ -466,6 +483,13 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     }
     let (mut resolved, client) = load_with_client(&args.common, args.inputs.clone())?;
     resolved.settings.quota.wait_for_reset |= args.wait_for_reset;
+    if resolved.settings.submit_urls.is_some() && resolved.tier_name == "public" {
+        let _ = writeln!(
+            io::stderr(),
+            "vtbulk: warning: --submit-unknown-urls on a public key: VirusTotal shares what is \
+             submitted with its community, and each submission and poll spends the key's quota"
+        );
+    }
     // --annotate: stdin spooled, inputs checked, the run's records spooled for the join.
     let mut stdin_spool = None;
     let mut records_spool = None;

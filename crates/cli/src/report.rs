@@ -116,6 +116,16 @@ pub fn plan(p: &Plan) -> String {
         );
     }
     row(&mut t, "to query", p.to_query.to_string());
+    if p.submission_requests_max > 0 {
+        row(
+            &mut t,
+            "submissions",
+            format!(
+                "up to {} more requests (--submit-unknown-urls: a submission, polls and a lookup per unknown URL)",
+                p.submission_requests_max
+            ),
+        );
+    }
     row(
         &mut t,
         "requests needed",

@@ -1516,3 +1516,51 @@ async fn cache_get_stats_and_export_take_urls_domains_and_ips() {
     assert!(lines.iter().any(|l| l["input"] == "panel.bad-cdn.top"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn plan_counts_what_submissions_can_cost_and_a_public_key_is_warned() {
+    let plan = vtbulk(
+        &[
+            "plan",
+            "fixtures/corpus/network_iocs.txt",
+            "--submit-unknown-urls",
+            "--offline-quota",
+            "--cache",
+            "off",
+            "--json",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan.stderr));
+    let p: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("json");
+    // Three URLs, each at worst a submission, 12 polls in 10 minutes and a second lookup.
+    assert_eq!(p["to_query"], 9);
+    assert_eq!(p["submission_requests_max"], 3 * 14);
+    assert_eq!(p["requests_needed"], 9 + 3 * 14);
+    let dir = temp_dir("submit-public");
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "").expect("write");
+    let run = vtbulk(
+        &[
+            "enrich",
+            empty.to_str().expect("utf-8"),
+            "--submit-unknown-urls",
+            "--tier",
+            "public",
+            "--api-url",
+            "http://127.0.0.1:9",
+            "--cache",
+            "off",
+            "--quiet",
+        ],
+        Some("testkey"),
+    )
+    .await;
+    assert!(
+        text(&run.stderr).contains("shares what is submitted with its community"),
+        "{}",
+        text(&run.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -464,3 +464,74 @@ async fn the_default_cache_is_private_under_xdg_cache_home_and_off_creates_nothi
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_run_killed_while_it_polls_an_analysis_resumes_the_poll_and_submits_nothing_twice() {
+    use vtbulk_ioc::indicator::url_id;
+    use vtbulk_mock::objects::{ObjectKind, render};
+    use vtbulk_mock::stats::Route;
+    let mock = MockServer::start(MockConfig {
+        analysis_delay: std::time::Duration::from_secs(3),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let url = mock.url();
+    let dir = temp("submit-kill");
+    let cache = dir.join("cache.sqlite3");
+    // Two URLs the mock does not know.
+    let seed = mock.universe().seed();
+    let unknown: Vec<String> = (0..)
+        .map(|i| format!("http://drop-{i}.bad-host.ru/p.bin"))
+        .filter(|u| render(seed, ObjectKind::Url, &url_id(u)).is_none())
+        .take(2)
+        .collect();
+    let list = dir.join("urls.txt");
+    std::fs::write(&list, unknown.join("\n")).expect("list");
+    let submit = ["--submit-unknown-urls", "--submit-poll", "200ms"];
+    let routes = |route: Route| {
+        mock.stats(true)
+            .log
+            .as_ref()
+            .expect("log")
+            .iter()
+            .filter(|e| e.route == route)
+            .count()
+    };
+    let mut child = command(&url, &list, &cache, "unlimited")
+        .args(submit)
+        .spawn()
+        .expect("spawn");
+    // Killed once both analyses have been polled: both submissions were journaled first.
+    mock.wait_for(|s| {
+        let log = s.log.as_deref().unwrap_or_default();
+        let polled: std::collections::BTreeSet<&str> = log
+            .iter()
+            .filter(|e| e.route == Route::Analyses)
+            .filter_map(|e| e.id.as_deref())
+            .collect();
+        polled.len() == 2
+    })
+    .await;
+    child.start_kill().expect("kill");
+    let status = child.wait().await.expect("wait");
+    assert_eq!(status.code(), None, "killed, not finished: {status}");
+    assert_eq!(routes(Route::SubmitUrl), 2);
+    // The next run with the same cache polls the same analyses until they complete.
+    let out = command(&url, &list, &cache, "unlimited")
+        .args(submit)
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = records(&out.stdout);
+    assert_eq!(got.len(), 2);
+    assert!(got.values().all(|r| r["status"] == "ok"), "{got:?}");
+    assert_eq!(routes(Route::SubmitUrl), 2, "nothing submitted twice");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -19,6 +19,10 @@ pub struct Counters {
     pub dedup_bytes: AtomicU64,
     /// Distinct URLs, domains and IP addresses (part of `unique`).
     pub unique_others: AtomicU64,
+    /// Unknown URLs submitted for scanning (`POST /urls`).
+    pub urls_submitted: AtomicU64,
+    /// Polls of their analyses (`GET /analyses/{id}`).
+    pub analysis_polls: AtomicU64,
     /// Bytes their dedup set occupies (part of `dedup_bytes`).
     pub dedup_other_bytes: AtomicU64,
     /// Repeated occurrences.
@@ -135,6 +139,8 @@ impl Counters {
             unique: get(&self.unique),
             dedup_bytes: get(&self.dedup_bytes),
             unique_indicators: get(&self.unique_others),
+            urls_submitted: get(&self.urls_submitted),
+            analysis_polls: get(&self.analysis_polls),
             indicator_dedup_bytes: get(&self.dedup_other_bytes),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -201,6 +207,12 @@ pub struct Summary {
     /// 24-byte entry and a table slot each.
     #[serde(skip_serializing_if = "is_zero")]
     pub indicator_dedup_bytes: u64,
+    /// Unknown URLs submitted for scanning (`--submit-unknown-urls`); each is a request.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub urls_submitted: u64,
+    /// Polls of their analyses; each is a request.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub analysis_polls: u64,
     /// Repeated occurrences of them.
     pub duplicates: u64,
     /// Unique IOCs looked up to a final answer (ok + not_found + errors - cache_hits).

@@ -61,6 +61,10 @@ pub(crate) struct Shared {
     pub(crate) last_resync: Mutex<Option<Instant>>,
     /// Sleep through an exhausted window instead of stopping.
     pub(crate) wait_for_reset: bool,
+    /// Submit unknown URLs (`--submit-unknown-urls`), and how.
+    pub(crate) submit: Option<SubmitPolicy>,
+    /// URLs an earlier run submitted, with their analysis ids (from the cache).
+    pub(crate) pending: Mutex<HashMap<String, String>>,
     /// What stopped the run, in words (the last connection error, for `api_unreachable`).
     pub(crate) halt_detail: Mutex<Option<String>>,
 }
@@ -93,11 +97,69 @@ impl Shared {
     }
 }
 
-/// What a lookup answered.
+/// What a request answered.
 enum Answer {
     File(Box<FileSummary>),
     Object(Box<ObjectSummary>),
     NotFound,
+    /// `POST /urls`: the analysis to poll.
+    Submitted(String),
+    /// `GET /analyses/{id}`.
+    Analysis(Box<vtbulk_vt::models::Analysis>),
+}
+
+/// Where an entry's lookup is: the object itself, or (an unknown URL, with
+/// `--submit-unknown-urls`) its submission and the polls of its analysis.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Step {
+    /// `GET` the object.
+    Lookup,
+    /// `POST /urls`.
+    Submit,
+    /// `GET /analyses/{id}`, the `polls`-th time.
+    Poll { id: String, polls: u32 },
+}
+
+/// How unknown URLs are submitted (`--submit-unknown-urls`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SubmitPolicy {
+    /// The first poll of an analysis comes this long after the submission.
+    pub first_poll: Duration,
+    /// Polls back off by half again each time, up to this.
+    pub max_poll: Duration,
+    /// An analysis not completed this long after its submission gives an `error` record
+    /// (`AnalysisPending`); the next run polls the same analysis again.
+    pub wait: Duration,
+}
+
+impl Default for SubmitPolicy {
+    fn default() -> Self {
+        SubmitPolicy {
+            first_poll: Duration::from_secs(15),
+            max_poll: Duration::from_secs(60),
+            wait: Duration::from_secs(600),
+        }
+    }
+}
+
+impl SubmitPolicy {
+    /// The pause before poll number `polls` (0-based): `first_poll`, then half again each
+    /// time, up to `max_poll`.
+    pub fn pause(&self, polls: u32) -> Duration {
+        let grown = self.first_poll.as_secs_f64() * 1.5f64.powi(polls.min(32) as i32);
+        Duration::from_secs_f64(grown.min(self.max_poll.as_secs_f64()))
+    }
+
+    /// The most requests one unknown URL can cost: the lookup, the submission, the polls
+    /// that fit in `wait`, and the lookup after completion.
+    pub fn max_requests(&self) -> u64 {
+        let (mut polls, mut waited) = (0u64, Duration::ZERO);
+        while waited < self.wait && polls < 10_000 {
+            waited += self.pause(polls as u32);
+            polls += 1;
+        }
+        3 + polls
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -113,6 +175,9 @@ pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64) -> Re
     }
     let mut retries = 0u32;
     let mut draws = 0u64;
+    let mut step = Step::Lookup;
+    // Submitted already (in this run, or by an earlier one that was stopped while polling).
+    let mut submitted = None;
     loop {
         // Registered before the checks, so a stop between the checks and a wait wakes us.
         let woken = shared.halt.wake.notified();
@@ -124,7 +189,7 @@ pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64) -> Re
         if let Some(cause) = shared.halt.get() {
             return skipped(shared, target, cause);
         }
-        let (result, cycle) = match attempt(shared, target, woken.as_mut()).await {
+        let (result, cycle) = match attempt(shared, target, &step, woken.as_mut()).await {
             Attempt::Sent(result, cycle) => (result, cycle),
             Attempt::Woken => continue,
             Attempt::Exhausted(exhausted) => {
@@ -143,6 +208,65 @@ pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64) -> Re
             }
             (Ok(Answer::Object(object)), Target::Other(entry)) => {
                 return found_object(shared, entry, object).await;
+            }
+            (Ok(Answer::NotFound), Target::Other(entry))
+                if step == Step::Lookup
+                    && entry.kind() == vtbulk_ioc::Kind::Url
+                    && shared.submit.is_some()
+                    && submitted.is_none() =>
+            {
+                // Unknown: submit it, or poll the analysis an earlier run submitted.
+                retries = 0;
+                let text = shared.others.text(entry);
+                step = match lock(&shared.pending).remove(text) {
+                    Some(id) => {
+                        submitted = Some(Instant::now());
+                        Step::Poll { id, polls: 0 }
+                    }
+                    None => Step::Submit,
+                };
+                continue;
+            }
+            (Ok(Answer::Submitted(id)), Target::Other(entry)) => {
+                bump(&shared.counters.urls_submitted);
+                let url = shared.others.text(entry).to_owned();
+                journal(shared, || {
+                    Some(Put::Submission {
+                        url,
+                        analysis: id.clone(),
+                    })
+                })
+                .await;
+                submitted = Some(Instant::now());
+                retries = 0;
+                step = Step::Poll { id, polls: 0 };
+                let first = shared.submit.map(|p| p.pause(0)).unwrap_or_default();
+                pause(first, woken.as_mut()).await;
+                continue;
+            }
+            (Ok(Answer::Analysis(analysis)), Target::Other(_)) => {
+                bump(&shared.counters.analysis_polls);
+                retries = 0;
+                let Step::Poll { id, polls } = step.clone() else {
+                    continue;
+                };
+                if analysis.completed() {
+                    // Done: the URL object now exists; read it.
+                    step = Step::Lookup;
+                    continue;
+                }
+                let policy = shared.submit.unwrap_or_default();
+                let waited = submitted.map_or(Duration::ZERO, |t| t.elapsed());
+                if waited >= policy.wait {
+                    return pending_record(shared, target, &id, waited);
+                }
+                step = Step::Poll {
+                    id,
+                    polls: polls + 1,
+                };
+                let next = policy.pause(polls + 1).min(policy.wait - waited);
+                pause(next, woken.as_mut()).await;
+                continue;
             }
             (Ok(_), _) => return not_found(shared, target).await,
             (Err(err), _) => err,
@@ -224,6 +348,7 @@ enum Attempt {
 async fn attempt(
     shared: &Shared,
     target: Target<'_>,
+    step: &Step,
     mut woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
 ) -> Attempt {
     let ready = tokio::select! {
@@ -254,24 +379,31 @@ async fn attempt(
         let _ = left.set(grant.departed(at));
     };
     let ready = ready.with_arrival(&arrival);
-    let result = match target {
-        Target::File(_, entry) => {
-            ready
+    let result =
+        match (target, step) {
+            (Target::Other(entry), Step::Submit) => ready
+                .submit_url(shared.others.text(entry), departed)
+                .await
+                .map(Answer::Submitted),
+            (_, Step::Poll { id, .. }) => ready
+                .get_analysis(id, departed)
+                .await
+                .map(|a| Answer::Analysis(Box::new(a))),
+            (Target::File(_, entry), _) => ready
                 .get_file_summary(&entry.hash(), departed)
                 .await
                 .map(|answer| match answer {
                     FileLookup::Found(file) => Answer::File(file),
                     FileLookup::NotFound => Answer::NotFound,
-                })
-        }
-        Target::Other(entry) => ready
-            .get_object_summary(entry.kind(), shared.others.text(entry), departed)
-            .await
-            .map(|answer| match answer {
-                FileLookup::Found(object) => Answer::Object(object),
-                FileLookup::NotFound => Answer::NotFound,
-            }),
-    };
+                }),
+            (Target::Other(entry), _) => ready
+                .get_object_summary(entry.kind(), shared.others.text(entry), departed)
+                .await
+                .map(|answer| match answer {
+                    FileLookup::Found(object) => Answer::Object(object),
+                    FileLookup::NotFound => Answer::NotFound,
+                }),
+        };
     let now = Instant::now();
     note_latency(shared, now - sent);
     // The server answered: how long its first bytes took to arrive tells the pacer when
@@ -457,6 +589,23 @@ pub(crate) fn skipped(shared: &Shared, target: Target<'_>, cause: HaltCause) -> 
     Record {
         status: Some(Status::Skipped),
         error_code: Some(reason.into_owned()),
+        ..shared.base(target)
+    }
+}
+
+/// The record of a URL whose analysis had not completed within `--submit-wait`: an error
+/// with our code `AnalysisPending`; the next run polls the same analysis (kept in the cache).
+fn pending_record(shared: &Shared, target: Target<'_>, id: &str, waited: Duration) -> Record {
+    bump(&shared.counters.errors);
+    bump_map(&shared.counters.errors_by_code, "AnalysisPending");
+    Record {
+        status: Some(Status::Error),
+        source: Some(vtbulk_output::Source::Api),
+        error_code: Some("AnalysisPending".to_owned()),
+        error_message: Some(format!(
+            "submitted; analysis {id} not completed after {} s (a later run with the cache polls it again)",
+            waited.as_secs()
+        )),
         ..shared.base(target)
     }
 }

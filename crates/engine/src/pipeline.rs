@@ -55,6 +55,9 @@ pub struct Settings {
     pub json_fields: Vec<vtbulk_ioc::reader::FieldPath>,
     /// The kinds of IOC taken (`--kinds`; `None`: each input format's default).
     pub kinds: Option<vtbulk_ioc::Kinds>,
+    /// Submit URLs VirusTotal does not know and wait for their analysis
+    /// (`--submit-unknown-urls`); `None`: an unknown URL is `not_found`.
+    pub submit_urls: Option<crate::lookup::SubmitPolicy>,
     /// Called as each input (or archive member) has been read, with what reading it did:
     /// the command line says on stderr when `auto` fell back to text or an input was damaged.
     pub on_input: Option<InputHook>,
@@ -248,6 +251,7 @@ pub async fn run(
         todo,
         mut store,
         names,
+        pending,
     } = prepared;
     let clock = settings.cache.as_ref().map(|c| c.clock).unwrap_or_default();
     let run_figures = Arc::new(Mutex::new(RunRecord {
@@ -289,6 +293,8 @@ pub async fn run(
             .is_some_and(|q| q.source == QuotaSource::Live),
         last_resync: Mutex::new(None),
         wait_for_reset: settings.quota.wait_for_reset,
+        submit: settings.submit_urls,
+        pending: Mutex::new(pending),
         halt_detail: Mutex::new(None),
     });
     if let Some(e) = &budget.refused {

@@ -39,8 +39,14 @@ pub struct Plan {
     pub already_seen: u64,
     /// Left to look up.
     pub to_query: u64,
-    /// Requests the run needs (at most: twins found during the run cost none).
+    /// Requests the run needs at most: a lookup each (twins found during the run cost none),
+    /// plus, with `--submit-unknown-urls`, `submission_requests_max`.
     pub requests_needed: u64,
+    /// With `--submit-unknown-urls`: the most the URLs to look up can cost beyond their
+    /// lookups, were every one unknown (a submission, the polls that fit in `--submit-wait`,
+    /// a lookup after the analysis).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub submission_requests_max: u64,
     /// The per-minute rate a run would be scheduled at (`unlimited`: none).
     pub rate: String,
     /// Seconds the requests take at that rate, ignoring the budget (`None`: unlimited).
@@ -72,9 +78,18 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
     let Prepared {
         seen,
         others,
+        todo,
         mut store,
         ..
     } = prepare(settings, &counters, None).await?;
+    let urls_to_query = todo
+        .iter()
+        .filter_map(|&i| others.entries().get((i as usize).checked_sub(seen.len())?))
+        .filter(|e| e.kind() == vtbulk_ioc::Kind::Url)
+        .count() as u64;
+    let submission_requests_max = settings
+        .submit_urls
+        .map_or(0, |p| urls_to_query * (p.max_requests() - 1));
     let fresh = Counters::get(&counters.cache_hits);
     let unique = (seen.len() + others.len()) as u64;
     let already_seen = Counters::get(&counters.already_seen);
@@ -97,7 +112,7 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
     let config = quota.schedule(settings.scheduler);
     let rate = config.rate;
     let windows = Scheduler::new(config).budgets();
-    let requests = to_query;
+    let requests = to_query + submission_requests_max;
     let share = |w: Window| {
         windows[w as usize]
             .remaining
@@ -127,6 +142,7 @@ pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineEr
         already_seen,
         to_query,
         requests_needed: requests,
+        submission_requests_max,
         rate: rate.map_or_else(|| "unlimited".to_owned(), |r| r.to_string()),
         seconds_at_rate: rate.map(|r| requests as f64 / r.per_second()),
         quota_source: quota.source.as_str().to_owned(),
@@ -298,6 +314,10 @@ fn finish(
         t = next;
     }
     None
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[cfg(test)]

@@ -38,6 +38,9 @@ pub(crate) struct Prepared {
     pub(crate) store: Option<SqliteStore>,
     /// The inputs' display names (`stdin` for `-`).
     pub(crate) names: Vec<String>,
+    /// URLs submitted by an earlier run whose analysis may still be going (URL -> analysis
+    /// id), with `--submit-unknown-urls` and the cache.
+    pub(crate) pending: std::collections::HashMap<String, String>,
 }
 
 /// Opens the inputs and the store, reads, dedups and checks the cache. Invalid values and
@@ -96,7 +99,19 @@ pub(crate) async fn prepare(
         ),
     };
     todo.extend(todo_others);
+    let pending = match (&store, &settings.cache, settings.submit_urls) {
+        (Some(store), Some(cache), Some(policy)) => {
+            let since = cache.clock.now() - policy.wait.as_secs() as i64 - 3600;
+            store
+                .submissions_since(since)?
+                .into_iter()
+                .map(|(url, analysis, _)| (url, analysis))
+                .collect()
+        }
+        _ => Default::default(),
+    };
     Ok(Prepared {
+        pending,
         seen,
         others,
         todo,

@@ -48,6 +48,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         keep_all_hex: false,
         json_fields: Vec::new(),
         kinds: None,
+        submit_urls: None,
         on_input: None,
         fail_on: None,
         only_new: false,

@@ -240,3 +240,151 @@ async fn at_4_a_minute_urls_domains_and_ips_keep_every_60_second_window_to_4() {
     assert!(started.elapsed() >= Duration::from_millis(12 * 15_030));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// URLs of which the mock knows `known` and not `unknown`.
+fn urls(mock: &MockServer, known: usize, unknown: usize) -> (Vec<String>, Vec<String>) {
+    let seed = mock.universe().seed();
+    let (mut k, mut u) = (Vec::new(), Vec::new());
+    for i in 0.. {
+        if k.len() == known && u.len() == unknown {
+            break;
+        }
+        let url = format!("http://drop-{i}.bad-host.ru/p/{i}.bin");
+        let exists = render(seed, ObjectKind::Url, &url_id(&url)).is_some();
+        match exists {
+            true if k.len() < known => k.push(url),
+            false if u.len() < unknown => u.push(url),
+            _ => {}
+        }
+    }
+    (k, u)
+}
+
+fn count(mock: &MockServer, route: Route) -> usize {
+    mock.stats(true)
+        .log
+        .as_ref()
+        .expect("log")
+        .iter()
+        .filter(|e| e.route == route)
+        .count()
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_urls_are_submitted_polled_and_recorded_within_the_quota() {
+    let mock = MockServer::start(MockConfig {
+        keys: vec![KeyConfig::unlimited("k")],
+        follow_tokio_clock: true,
+        analysis_delay: Duration::from_secs(40),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let dir = temp_dir("submit");
+    let (known, unknown) = urls(&mock, 2, 3);
+    let list = dir.join("urls.txt");
+    let text: String = known
+        .iter()
+        .chain(&unknown)
+        .map(|u| format!("{u}\n"))
+        .collect();
+    std::fs::write(&list, text).expect("list");
+    let mut s = settings(&list, Format::Ndjson);
+    s.scheduler.rate = Some("4/min".parse().expect("rate"));
+    s.concurrency = Concurrency::Auto { max: 8 };
+    s.submit_urls = Some(vtbulk_engine::SubmitPolicy::default());
+    let run = enrich(&mock, "k", s).await;
+    assert_eq!(run.outcome, Outcome::Completed);
+    assert_eq!(run.rows.len(), 5);
+    assert!(
+        run.rows.iter().all(|r| r["status"] == "ok"),
+        "the submitted URLs are found once analysed: {:?}",
+        run.rows
+    );
+    // Each unknown URL submitted once, its analysis polled until completed (20-60 s), then
+    // read; every one of those requests paced like a lookup.
+    assert_eq!(count(&mock, Route::SubmitUrl), 3);
+    let polls = count(&mock, Route::Analyses);
+    assert!(polls >= 3, "{polls} polls");
+    assert_eq!(run.summary.urls_submitted, 3);
+    assert_eq!(run.summary.analysis_polls as usize, polls);
+    assert_eq!(
+        count(&mock, Route::Objects),
+        5 + 3,
+        "a lookup each, and again after analysis"
+    );
+    assert_eq!(
+        run.summary.requests as usize,
+        5 + 3 + 3 + polls,
+        "lookups, submissions, polls and lookups after analysis, all counted"
+    );
+    let stats = mock.stats(true);
+    assert_eq!(stats.max_in_window(60_000, |_| true), 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_analysis_not_done_in_time_is_an_error_and_the_next_run_polls_it_not_resubmits() {
+    let mock = MockServer::start(MockConfig {
+        keys: vec![KeyConfig::unlimited("k")],
+        follow_tokio_clock: true,
+        // Long: while a worker waits for the journal thread (real time), the paused clock
+        // jumps to the next timer, and a loaded machine can make that minutes.
+        analysis_delay: Duration::from_secs(86_400),
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock");
+    let dir = temp_dir("submit-wait");
+    let (_, unknown) = urls(&mock, 0, 2);
+    let list = dir.join("urls.txt");
+    std::fs::write(&list, unknown.join("\n")).expect("list");
+    let now = 1_790_000_000;
+    let with = |wait: u64| {
+        let mut s = settings(&list, Format::Ndjson);
+        s.submit_urls = Some(vtbulk_engine::SubmitPolicy {
+            wait: Duration::from_secs(wait),
+            ..vtbulk_engine::SubmitPolicy::default()
+        });
+        s.cache = Some(CacheSettings {
+            path: dir.join("cache.sqlite3"),
+            freshness: Freshness::default(),
+            refresh: false,
+            clock: WallClock::Fixed(now),
+        });
+        s
+    };
+    // The analyses take half a day or more; 30 s is not enough.
+    let first = enrich(&mock, "k", with(30)).await;
+    assert_eq!(first.outcome, Outcome::CompletedWithErrors);
+    for row in &first.rows {
+        assert_eq!(row["status"], "error");
+        assert_eq!(row["error_code"], "AnalysisPending");
+        assert!(row["error_message"].contains("analysis u-"), "{row:?}");
+    }
+    assert_eq!(count(&mock, Route::SubmitUrl), 2);
+    // The next run, once the analyses are done, submits nothing again. (That it polls an
+    // analysis still going on is `resume.rs`'s kill test, with real processes.)
+    mock.clock().advance_ms(2 * 86_400_000);
+    let second = enrich(&mock, "k", with(600)).await;
+    assert!(
+        second.rows.iter().all(|r| r["status"] == "ok"),
+        "{:?}",
+        second.rows
+    );
+    assert_eq!(count(&mock, Route::SubmitUrl), 2, "submitted once in all");
+    assert_eq!(second.summary.urls_submitted, 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn polls_back_off_by_half_again_to_a_minute_and_the_worst_case_is_counted() {
+    let p = vtbulk_engine::SubmitPolicy::default();
+    assert_eq!(p.pause(0), Duration::from_secs(15));
+    assert_eq!(p.pause(1), Duration::from_millis(22_500));
+    assert_eq!(p.pause(4), Duration::from_secs(60));
+    assert_eq!(p.pause(40), Duration::from_secs(60));
+    // 15 + 22.5 + 33.75 + 50.6 s, then a minute each until 10 minutes: 12 polls, plus the
+    // lookup, the submission and the lookup after the analysis.
+    assert_eq!(p.max_requests(), 15);
+}

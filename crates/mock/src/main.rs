@@ -66,6 +66,10 @@ struct ServeArgs {
     /// Delay of each API answer: 0, 150ms, or lognormal:median=100ms,p99=800ms.
     #[arg(long, default_value = "0")]
     latency: String,
+    /// How long a submitted URL's analysis takes (`POST /urls`, then `GET /analyses/{id}`):
+    /// each URL between half and one and a half times this, seeded.
+    #[arg(long, default_value = "30s")]
+    analysis_delay: String,
     /// Injected faults of file lookups, each a probability:
     /// 500=P,503=P,504=P,429=P,reset=P,truncate=P,stall=P, plus burst=N (429 burst length)
     /// and stall-for=DURATION.
@@ -183,6 +187,8 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         clock_start_ms: args.clock.as_deref().map(clock_start).transpose()?,
         freeze_clock: args.freeze,
         follow_tokio_clock: false,
+        analysis_delay: humantime::parse_duration(&args.analysis_delay)
+            .map_err(|e| format!("--analysis-delay: {e}"))?,
     };
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

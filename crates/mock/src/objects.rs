@@ -102,13 +102,20 @@ const TITLES: &[&str] = &[
 
 /// The whole answer (`{"data": {...}}`) for `id` in `kind`'s collection, or `None` (404).
 pub fn render(seed: u64, kind: ObjectKind, id: &str) -> Option<Bytes> {
+    render_with(seed, kind, id, false)
+}
+
+/// [`render`], or with `known` the answer even for an id the seed leaves unknown (a URL
+/// whose submitted analysis has completed).
+pub fn render_with(seed: u64, kind: ObjectKind, id: &str, known: bool) -> Option<Bytes> {
     let h = seed_of(&[seed, kind as u64 + 0x0b1e, fnv(id.as_bytes())]);
     let mut rng = Rng::new(h);
-    let known = match kind {
-        ObjectKind::Url => h % 100 < 60,
-        ObjectKind::Domain => h % 100 < 85,
-        ObjectKind::Ip => true,
-    };
+    let known = known
+        || match kind {
+            ObjectKind::Url => h % 100 < 60,
+            ObjectKind::Domain => h % 100 < 85,
+            ObjectKind::Ip => true,
+        };
     if !known {
         return None;
     }
@@ -240,6 +247,91 @@ pub fn render(seed: u64, kind: ObjectKind, id: &str) -> Option<Bytes> {
         }
     });
     serde_json::to_vec(&body).ok().map(Bytes::from)
+}
+
+/// URL submissions (`POST /urls`) and their analyses (`GET /analyses/{id}`): an analysis is
+/// `queued` for its first third, `in-progress` until its delay has passed, then `completed`,
+/// and from then on the URL is known (`GET /urls/{id}` answers it, whatever the seed said).
+/// Each URL's delay is seeded: half to one and a half times the configured one.
+#[derive(Debug, Default)]
+pub struct Submissions {
+    inner: std::sync::Mutex<SubmissionState>,
+}
+
+#[derive(Debug, Default)]
+struct SubmissionState {
+    /// Analysis id -> (URL, created, completed), Unix ms of the mock's clock.
+    analyses: std::collections::HashMap<String, (String, i64, i64)>,
+    /// URL id -> when its first analysis completes.
+    urls: std::collections::HashMap<String, i64>,
+}
+
+impl Submissions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubmissionState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Submits `url` at `now_ms`; the analysis id (`u-<sha256 of the URL>-<unix seconds>`).
+    pub fn submit(&self, seed: u64, url: &str, now_ms: i64, delay: std::time::Duration) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(url.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        let id = format!("u-{hex}-{}", now_ms.div_euclid(1000));
+        let unit = (seed_of(&[seed, 0x5b, fnv(url.as_bytes())]) >> 11) as f64 / (1u64 << 53) as f64;
+        let done = now_ms + (delay.as_millis() as f64 * (0.5 + unit)) as i64;
+        let url_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url);
+        let mut state = self.lock();
+        state
+            .analyses
+            .entry(id.clone())
+            .or_insert((url.to_owned(), now_ms, done));
+        let first = state.urls.entry(url_id).or_insert(done);
+        *first = (*first).min(done);
+        id
+    }
+
+    /// Whether the URL with this id has a completed analysis at `now_ms`.
+    pub fn known(&self, url_id: &str, now_ms: i64) -> bool {
+        self.lock()
+            .urls
+            .get(url_id)
+            .is_some_and(|&done| now_ms >= done)
+    }
+
+    /// The answer of `GET /analyses/{id}` at `now_ms`, or `None` (404).
+    pub fn analysis(&self, seed: u64, id: &str, now_ms: i64) -> Option<Bytes> {
+        let (url, created, done) = self.lock().analyses.get(id).cloned()?;
+        let status = if now_ms >= done {
+            "completed"
+        } else if now_ms >= created + (done - created) / 3 {
+            "in-progress"
+        } else {
+            "queued"
+        };
+        let url_id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&url);
+        let stats = if status == "completed" {
+            let object = render_with(seed, ObjectKind::Url, &url_id, true)?;
+            let v: serde_json::Value = serde_json::from_slice(&object).ok()?;
+            v["data"]["attributes"]["last_analysis_stats"].clone()
+        } else {
+            json!({"malicious": 0, "suspicious": 0, "undetected": 0, "harmless": 0, "timeout": 0})
+        };
+        let body = json!({
+            "data": {
+                "id": id,
+                "type": "analysis",
+                "links": {"self": format!("https://www.virustotal.com/api/v3/analyses/{id}")},
+                "attributes": {
+                    "status": status,
+                    "date": created.div_euclid(1000),
+                    "stats": stats,
+                    "results": {},
+                },
+            },
+            "meta": {"url_info": {"id": url_id, "url": url}},
+        });
+        serde_json::to_vec(&body).ok().map(Bytes::from)
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct MockConfig {
     /// Make the clock follow tokio's (for tests under a paused tokio clock; see
     /// [`Clock::following_tokio`]). Starts at `clock_start_ms` or now.
     pub follow_tokio_clock: bool,
+    /// How long a submitted URL's analysis takes (each URL: half to one and a half times it).
+    pub analysis_delay: Duration,
 }
 
 impl Default for MockConfig {
@@ -81,6 +83,7 @@ impl Default for MockConfig {
             clock_start_ms: None,
             freeze_clock: false,
             follow_tokio_clock: false,
+            analysis_delay: Duration::from_secs(30),
         }
     }
 }
@@ -107,6 +110,7 @@ struct State {
     clock: Clock,
     stats: Stats,
     faults: FaultState,
+    submissions: objects::Submissions,
 }
 
 /// A running mock. Dropping it stops the server.
@@ -176,6 +180,7 @@ impl MockServer {
                 config.keys.iter().map(|k| crate::key_id(&k.key)).collect(),
             ),
             faults: FaultState::default(),
+            submissions: objects::Submissions::default(),
             config,
         });
         let accept = tokio::spawn(accept_loop(listener, state.clone()));
@@ -211,6 +216,19 @@ impl MockServer {
         self.state
             .stats
             .snapshot(self.state.clock.now_ms(), with_log)
+    }
+
+    /// Waits (for requests, not for time) until the stats satisfy `done`.
+    pub async fn wait_for(&self, done: impl Fn(&Snapshot) -> bool) {
+        loop {
+            let next = self.state.stats.recorded();
+            tokio::pin!(next);
+            next.as_mut().enable();
+            if done(&self.stats(true)) {
+                return;
+            }
+            next.await;
+        }
     }
 
     /// Forgets stats, usage (back to the preload) and fault draws.
@@ -452,10 +470,32 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The `url` of a `POST /urls` form body.
+fn url_of_form(form: &[u8]) -> Option<String> {
+    url_form_pairs(form)
+        .into_iter()
+        .find(|(k, _)| k == "url")
+        .map(|(_, v)| v)
+}
+
+/// The pairs of an `application/x-www-form-urlencoded` body.
+fn url_form_pairs(form: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(form);
+    text.split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| {
+            let decode = |s: &str| percent_decode(&s.replace('+', " ")).into_owned();
+            (decode(k), decode(v))
+        })
+        .collect()
+}
+
 /// An API route and its path parameter.
 enum ApiRoute<'a> {
     Files(&'a str),
     Object(ObjectKind, &'a str),
+    SubmitUrl,
+    Analysis(&'a str),
     Users(&'a str),
     OverallQuotas(&'a str),
     Other,
@@ -467,6 +507,14 @@ fn route_of(api_path: &str) -> ApiRoute<'_> {
         && !id.contains('/')
     {
         return ApiRoute::Files(id);
+    }
+    if path == "urls" {
+        return ApiRoute::SubmitUrl;
+    }
+    if let Some(id) = path.strip_prefix("analyses/")
+        && !id.contains('/')
+    {
+        return ApiRoute::Analysis(id);
     }
     if let Some((collection, id)) = path.split_once('/')
         && let Some(kind) = ObjectKind::of_collection(collection)
@@ -508,6 +556,8 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
         route: match api_route {
             ApiRoute::Files(_) => Route::Files,
             ApiRoute::Object(..) => Route::Objects,
+            ApiRoute::SubmitUrl => Route::SubmitUrl,
+            ApiRoute::Analysis(_) => Route::Analyses,
             ApiRoute::Users(_) => Route::Users,
             ApiRoute::OverallQuotas(_) => Route::OverallQuotas,
             ApiRoute::Other => Route::Other,
@@ -564,16 +614,88 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
         return Ok(finish(state, record, latency, answer).await);
     }
 
-    if req.method() != Method::GET {
+    let post = matches!(api_route, ApiRoute::SubmitUrl);
+    if (req.method() != Method::GET && !post) || (post && req.method() != Method::POST) {
         let answer = api_error(
             StatusCode::BAD_REQUEST,
             "BadRequestError",
-            "Only GET is supported by this mock",
+            "Only GET (and POST /urls) is supported by this mock",
         );
         return Ok(finish(state, record, latency, answer).await);
     }
 
     let answer = match api_route {
+        ApiRoute::SubmitUrl | ApiRoute::Analysis(_) => {
+            // Both count against the quota, like every request VirusTotal serves.
+            let admitted = lock(&state.usage[key_index]).admit(now);
+            if let Err(window) = admitted {
+                record.window = Some(window);
+                let answer = api_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "QuotaExceededError",
+                    quota_message(window),
+                );
+                return Ok(finish(state, record, latency, answer).await);
+            }
+            record.spent = true;
+            let analysis = match api_route {
+                ApiRoute::Analysis(id) => Some(percent_decode(id).into_owned()),
+                _ => None,
+            };
+            match analysis {
+                Some(id) => {
+                    record.id = IdRef::Text(format!("analyses/{id}").into());
+                    match state.submissions.analysis(state.config.seed, &id, now) {
+                        Some(body) => {
+                            respond(StatusCode::OK, "application/json", MockBody::whole(body))
+                        }
+                        None => api_error(
+                            StatusCode::NOT_FOUND,
+                            "NotFoundError",
+                            &format!("Analysis \"{id}\" not found"),
+                        ),
+                    }
+                }
+                None => {
+                    let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                        req.into_body(),
+                        64 * 1024,
+                    ))
+                    .await
+                    {
+                        Ok(body) => body.to_bytes(),
+                        Err(_) => Bytes::new(),
+                    };
+                    let url = url_of_form(&form);
+                    match url {
+                        Some(url) if url.contains("://") => {
+                            let id = state.submissions.submit(
+                                state.config.seed,
+                                &url,
+                                now,
+                                state.config.analysis_delay,
+                            );
+                            record.id = IdRef::Text(format!("urls/{id}").into());
+                            let body = serde_json::json!({"data": {
+                                "type": "analysis",
+                                "id": id,
+                                "links": {"self": format!("https://www.virustotal.com/api/v3/analyses/{id}")},
+                            }});
+                            respond(
+                                StatusCode::OK,
+                                "application/json",
+                                MockBody::whole(Bytes::from(body.to_string())),
+                            )
+                        }
+                        _ => api_error(
+                            StatusCode::BAD_REQUEST,
+                            "InvalidArgumentError",
+                            "Unable to canonicalize url",
+                        ),
+                    }
+                }
+            }
+        }
         ApiRoute::Files(raw_id) | ApiRoute::Object(_, raw_id) => {
             let id = percent_decode(raw_id);
             let object = match api_route {
@@ -622,8 +744,11 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                     record.sha256 = known.map(|k| state.universe.sha256_of(k));
                     known.map(|k| state.universe.render_chunks(k))
                 }
-                Some(kind) => objects::render(state.config.seed, kind, &id)
-                    .map(|body| [body, Bytes::new(), Bytes::new()]),
+                Some(kind) => {
+                    let submitted = kind == ObjectKind::Url && state.submissions.known(&id, now);
+                    objects::render_with(state.config.seed, kind, &id, submitted)
+                        .map(|body| [body, Bytes::new(), Bytes::new()])
+                }
             };
             let noun = object.map_or("File", ObjectKind::noun);
             // 4. Injected faults, after admission: the quota is spent.

@@ -22,6 +22,10 @@ pub enum Route {
     Files,
     /// `GET /api/v3/urls/{id}`, `/domains/{name}`, `/ip_addresses/{ip}`.
     Objects,
+    /// `POST /api/v3/urls`.
+    SubmitUrl,
+    /// `GET /api/v3/analyses/{id}`.
+    Analyses,
     /// `GET /api/v3/users/{id}`.
     Users,
     /// `GET /api/v3/users/{id}/overall_quotas`.
@@ -169,6 +173,8 @@ pub struct Stats {
     inner: Mutex<Inner>,
     log_limit: usize,
     key_ids: Vec<String>,
+    /// Woken at every request recorded (tests wait for an event, not for time).
+    recorded: tokio::sync::Notify,
 }
 
 /// A copy of the stats, as `GET /_mock/stats` serves it.
@@ -229,7 +235,13 @@ impl Stats {
             inner: Mutex::new(Inner::default()),
             log_limit,
             key_ids,
+            recorded: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Resolves at the next request recorded.
+    pub fn recorded(&self) -> tokio::sync::futures::Notified<'_> {
+        self.recorded.notified()
     }
 
     fn key_name(&self, key: &KeyRef) -> String {
@@ -293,6 +305,8 @@ impl Stats {
         } else {
             s.log_dropped += 1;
         }
+        drop(s);
+        self.recorded.notify_waiters();
     }
 
     /// Forgets everything.

@@ -136,6 +136,11 @@ const MIGRATIONS: &[&str] = &[
         summary BLOB,
         body BLOB,
         PRIMARY KEY (kind, id)
+     ) WITHOUT ROWID;
+     CREATE TABLE submissions (
+        url TEXT PRIMARY KEY,
+        analysis TEXT NOT NULL,
+        submitted_at INTEGER NOT NULL
      ) WITHOUT ROWID;",
 ];
 
@@ -295,6 +300,14 @@ pub enum Put {
     /// A URL, domain or IP address (found or not): written straight to the index in the
     /// batch's transaction, not to the segment (see [`objects`]).
     Object(ObjectPut),
+    /// A URL submitted for scanning (`POST /urls`) and its analysis id, so that a run killed
+    /// while it polls picks the analysis up again instead of submitting twice.
+    Submission {
+        /// The URL as submitted.
+        url: String,
+        /// VirusTotal's analysis id.
+        analysis: String,
+    },
 }
 
 /// The last run's figures, for `vtbulk cache stats`.
@@ -641,7 +654,7 @@ impl SqliteStore {
                 [now - freshness.not_found_ttl],
             )
             .map_err(e)?;
-        // URLs, domains and IPs by the same TTLs.
+        // URLs, domains and IPs by the same TTLs; URL submissions older than a day.
         let found = found
             + tx.execute(
                 "DELETE FROM objects WHERE found = 1 AND fetched_at < ?1",
@@ -654,6 +667,11 @@ impl SqliteStore {
                 [now - freshness.not_found_ttl],
             )
             .map_err(e)?;
+        tx.execute(
+            "DELETE FROM submissions WHERE submitted_at < ?1",
+            [now - 86_400],
+        )
+        .map_err(e)?;
         let unused: Vec<(i64, String)> = {
             let mut stmt = tx
                 .prepare(
@@ -900,16 +918,13 @@ impl Store for SqliteStore {
         if items.is_empty() {
             return Ok(());
         }
-        let objects: Vec<&ObjectPut> = items
+        let direct: Vec<&Put> = items
             .iter()
-            .filter_map(|p| match p {
-                Put::Object(o) => Some(o),
-                _ => None,
-            })
+            .filter(|p| matches!(p, Put::Object(_) | Put::Submission { .. }))
             .collect();
-        if !objects.is_empty() {
-            self.put_objects(&objects, now)?;
-            if objects.len() == items.len() {
+        if !direct.is_empty() {
+            self.put_objects(&direct, now)?;
+            if direct.len() == items.len() {
                 return Ok(());
             }
         }

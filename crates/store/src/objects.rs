@@ -10,7 +10,7 @@
 
 use rusqlite::params;
 
-use crate::{Body, SqliteStore, StoreError, sqlite_error, write_transaction};
+use crate::{Body, Put, SqliteStore, StoreError, sqlite_error, write_transaction};
 
 /// One URL, domain or IP address answer to store.
 #[derive(Clone, Debug)]
@@ -39,7 +39,7 @@ pub struct ObjectHit {
 impl SqliteStore {
     /// Writes answers for URLs, domains and IP addresses (a later answer replaces an
     /// earlier one).
-    pub(crate) fn put_objects(&mut self, items: &[&ObjectPut], now: i64) -> Result<(), StoreError> {
+    pub(crate) fn put_objects(&mut self, items: &[&Put], now: i64) -> Result<(), StoreError> {
         let path = self.path.clone();
         let e = sqlite_error(&path);
         let tx = write_transaction(&mut self.conn).map_err(e)?;
@@ -50,7 +50,21 @@ impl SqliteStore {
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )
                 .map_err(e)?;
-            for item in items {
+            let mut submit = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO submissions (url, analysis, submitted_at)
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(e)?;
+            for put in items {
+                let item = match put {
+                    Put::Object(item) => item,
+                    Put::Submission { url, analysis } => {
+                        submit.execute(params![url, analysis, now]).map_err(e)?;
+                        continue;
+                    }
+                    _ => continue,
+                };
                 let gzip = match &item.body {
                     Some(Body::Gzip(z)) => Some(z.as_ref()),
                     _ => None,
@@ -136,6 +150,19 @@ impl SqliteStore {
             n += 1;
         }
         Ok(Ok(n))
+    }
+
+    /// URL submissions made since `since` (Unix seconds): URL, analysis id, when.
+    pub fn submissions_since(&self, since: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let e = sqlite_error(&self.path);
+        let mut q = self
+            .conn
+            .prepare("SELECT url, analysis, submitted_at FROM submissions WHERE submitted_at >= ?1")
+            .map_err(e)?;
+        let rows = q
+            .query_map([since], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
     }
 
     /// Found and not-found objects stored, by kind (1 URL, 2 domain, 3 IP).

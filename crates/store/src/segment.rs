@@ -187,7 +187,7 @@ impl Writer {
         self.log_buf.clear();
         self.bodies_buf.clear();
         for item in items {
-            if matches!(item, Put::Object(_)) {
+            if matches!(item, Put::Object(_) | Put::Submission { .. }) {
                 // Written to the index by `put_batch`.
                 continue;
             }
@@ -255,7 +255,7 @@ impl Writer {
                     b.push(digest.len() as u8);
                     b.extend_from_slice(digest);
                 }
-                Put::Object(_) => {}
+                Put::Object(_) | Put::Submission { .. } => {}
             }
             let payload = &self.log_buf[start + HEADER..];
             let len = (payload.len() as u32).to_le_bytes();

@@ -23,7 +23,8 @@ use vtbulk_ioc::Hash;
 
 use crate::error::{Error, ErrorKind};
 use crate::models::{
-    Body, Envelope, FileObject, FileSummary, ObjectSummary, OverallQuotas, UserObject,
+    Analysis, AnalysisRef, Body, Envelope, FileObject, FileSummary, ObjectSummary, OverallQuotas,
+    UserObject,
 };
 use crate::secret::ApiKey;
 use crate::transport::{Answer, Arrival, Conn, DepartureDelay, Target, Transport, TransportConfig};
@@ -381,6 +382,56 @@ impl Ready<'_> {
         let client = self.client;
         let path = object_path(&client.api, kind, canonical);
         self.lookup(path, Box::new(departed)).await
+    }
+
+    /// `POST /urls` (form `url=…`): submits `url` for scanning, now; the analysis id to poll.
+    /// The URL goes as given (canonical already): VirusTotal identifies it by those bytes.
+    pub async fn submit_url(
+        mut self,
+        url: &str,
+        departed: impl FnOnce(Instant) + Send + 'static,
+    ) -> Result<String, Error> {
+        let client = self.client;
+        let conn = self.conn.take().ok_or_else(|| {
+            Error::new(ErrorKind::ConnectionReset, None, "the connection was used")
+        })?;
+        let form: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("url", url)
+            .finish();
+        let path = format!("{}/urls", client.api);
+        let sent = tokio::time::timeout(
+            client.request_timeout,
+            client.transport.post_form(
+                conn,
+                &path,
+                Bytes::from(form),
+                Box::new(departed),
+                self.arrival.take(),
+            ),
+        )
+        .await;
+        let answer = match sent {
+            Ok(answer) => answer.and_then(read_answer),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                None,
+                format!("no complete answer within {:?}", client.request_timeout),
+            )),
+        };
+        let body = answer.map_err(|e| e.redact(client.key.expose()))?.0;
+        Ok(decode::<Envelope<AnalysisRef>>(&body)?.data.id)
+    }
+
+    /// `GET /analyses/{id}` on this connection, now.
+    pub async fn get_analysis(
+        self,
+        id: &str,
+        departed: impl FnOnce(Instant) + Send + 'static,
+    ) -> Result<Analysis, Error> {
+        let client = self.client;
+        let path = format!("{}/analyses/{}", client.api, encode_segment(id));
+        let body = self.get(&path, Box::new(departed)).await?.0;
+        Ok(decode::<Envelope<Analysis>>(&body)?.data)
     }
 
     async fn file<T: FileModel>(

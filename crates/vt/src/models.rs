@@ -150,6 +150,43 @@ pub struct ObjectAttributes {
     pub network: Option<String>,
 }
 
+/// An analysis (`GET /analyses/{id}`, after `POST /urls`): where it is, and its verdict
+/// counts once completed.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Analysis {
+    /// The analysis id (`u-<sha256 of the URL>-<unix time>` for a URL).
+    pub id: String,
+    /// Status and counts.
+    #[serde(default)]
+    pub attributes: AnalysisAttributes,
+}
+
+/// What an analysis says.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AnalysisAttributes {
+    /// `queued`, `in-progress` or `completed`.
+    pub status: String,
+    /// The verdict counts (complete once `status` is `completed`).
+    pub stats: Option<AnalysisStats>,
+    /// When it was made, Unix seconds.
+    pub date: Option<i64>,
+}
+
+impl Analysis {
+    /// Whether the analysis is done.
+    pub fn completed(&self) -> bool {
+        self.attributes.status == "completed"
+    }
+}
+
+/// The object `POST /urls` answers: the analysis to poll.
+#[derive(Clone, Debug, Deserialize)]
+pub struct AnalysisRef {
+    /// The analysis id.
+    pub id: String,
+}
+
 /// A domain's place in one popularity list.
 #[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default)]

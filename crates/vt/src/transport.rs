@@ -28,7 +28,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::Empty;
+use http_body_util::Full;
 use hyper::body::Body as _;
 use hyper::client::conn::http1;
 use hyper::header::{self, HeaderMap, HeaderValue};
@@ -141,7 +141,7 @@ struct Idle {
     since: Instant,
 }
 
-type Driver = http1::Connection<TokioIo<Wire>, Empty<Bytes>>;
+type Driver = http1::Connection<TokioIo<Wire>, Full<Bytes>>;
 
 /// A plain or TLS connection over a probed socket.
 enum Wire {
@@ -151,7 +151,7 @@ enum Wire {
 
 /// One keep-alive connection, driven by whoever holds it.
 pub(crate) struct Conn {
-    sender: http1::SendRequest<Empty<Bytes>>,
+    sender: http1::SendRequest<Full<Bytes>>,
     driver: Pin<Box<Driver>>,
     /// The driver finished (the connection is closed): it must not be polled again.
     ended: bool,
@@ -473,7 +473,7 @@ impl Conn {
     /// `arrival` filled at the answer's first read.
     async fn send(
         &mut self,
-        request: Request<Empty<Bytes>>,
+        request: Request<Full<Bytes>>,
         departed: Departed,
         arrival: Option<Arrival>,
         hold: Option<Duration>,
@@ -607,13 +607,45 @@ impl Transport {
     /// connection back in the pool when it can take another request.
     pub(crate) async fn get(
         &self,
-        mut conn: Conn,
+        conn: Conn,
         path: &str,
         departed: Departed,
         arrival: Option<Arrival>,
     ) -> Result<Answer, Error> {
-        let mut request = Request::get(path)
-            .body(Empty::<Bytes>::new())
+        self.request(conn, Request::get(path), None, departed, arrival)
+            .await
+    }
+
+    /// A POST of an `application/x-www-form-urlencoded` body (`POST /urls`).
+    pub(crate) async fn post_form(
+        &self,
+        conn: Conn,
+        path: &str,
+        form: Bytes,
+        departed: Departed,
+        arrival: Option<Arrival>,
+    ) -> Result<Answer, Error> {
+        self.request(conn, Request::post(path), Some(form), departed, arrival)
+            .await
+    }
+
+    async fn request(
+        &self,
+        mut conn: Conn,
+        builder: hyper::http::request::Builder,
+        form: Option<Bytes>,
+        departed: Departed,
+        arrival: Option<Arrival>,
+    ) -> Result<Answer, Error> {
+        let builder = match &form {
+            Some(_) => builder.header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            ),
+            None => builder,
+        };
+        let mut request = builder
+            .body(Full::new(form.unwrap_or_default()))
             .map_err(|e| {
                 Error::new(
                     ErrorKind::OtherClientError,

@@ -45,6 +45,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         keep_all_hex: false,
         json_fields: Vec::new(),
         kinds: None,
+        submit_urls: None,
         on_input: None,
         fail_on: None,
         only_new: false,
