@@ -34,10 +34,12 @@ echo "First records of the CSV (a few of its $(head -1 "$out/incident.csv" | tr 
 python3 - "$out/incident.csv" <<'PY'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1], newline="")))
-cols = ["input", "status", "malicious", "engines_total", "threat_label", "occurrences", "first_origin", "error_message"]
-width = {c: max(len(c), *(len((r[c] or "")[:40]) for r in rows[:12])) for c in cols}
+cols = ["input", "kind", "status", "malicious", "engines_total", "threat_label", "occurrences", "first_origin", "error_message"]
+# The first records, and every URL, domain and IP (they come after the hashes).
+shown = rows[:8] + [r for r in rows[8:] if r["kind"] in ("url", "domain", "ip")]
+width = {c: max(len(c), *(len((r[c] or "")[:40]) for r in shown)) for c in cols}
 print("  " + "  ".join(c.ljust(width[c]) for c in cols))
-for r in rows[:12]:
+for r in shown:
     print("  " + "  ".join((r[c] or "")[:40].ljust(width[c]) for c in cols))
 print(f"  ... {len(rows)} records in all")
 PY
