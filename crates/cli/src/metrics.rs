@@ -48,12 +48,12 @@ pub fn render(summary: &Summary, now: i64, last_success: Option<i64>) -> String 
     );
     gauge(
         "unique",
-        "Unique hashes in the inputs.",
+        "Unique IOCs in the inputs (hashes, URLs, domains, IPs).",
         &one(summary.unique),
     );
     gauge(
         "lookups",
-        "Hashes looked up to a final answer.",
+        "IOCs looked up to a final answer.",
         &one(summary.lookups),
     );
     gauge(
@@ -67,6 +67,11 @@ pub fn render(summary: &Summary, now: i64, last_success: Option<i64>) -> String 
         &one(summary.requests),
     );
     gauge("rate_limited", "429 answers.", &one(summary.rate_limited));
+    gauge(
+        "urls_submitted",
+        "Unknown URLs submitted for scanning (--submit-unknown-urls).",
+        &one(summary.urls_submitted),
+    );
     gauge(
         "fail_on_matches",
         "Records that matched --fail-on.",
