@@ -1,0 +1,290 @@
+//! A fleet's shared pacing and budgets for one VirusTotal key, kept in Redis (issue 15,
+//! first part: not wired into the engine yet).
+//!
+//! Several vtbulk processes on several hosts that use one key must, together, stay inside the
+//! key's rate and its hourly, daily and monthly allowances. Each asks Redis for every request
+//! it sends: one Lua script ([`GRANT`]) runs atomically on the server, reads the time from
+//! Redis itself (`TIME`: the hosts' clocks are not trusted, and need not agree), and either
+//! grants the next slot (the shared theoretical arrival time moves one interval on: GCRA
+//! with no burst), or says how long to wait for it, or says which calendar window is spent
+//! and when it resets. A grant charges the hour, day and month counters of the UTC windows
+//! it falls in (expiring a window after its end); the month is the calendar month, computed
+//! in the script from the day number. Keys are named by the API key's fingerprint
+//! (`vtbulk:<fingerprint>:pace`, `...:spent:day:<day number>`): the key itself never reaches
+//! this crate. Single-instance Redis: the script builds its window keys from the time it reads,
+//! which Redis Cluster does not allow.
+//!
+//! Redis is reached with the `redis` crate (redis-rs: the most used Rust client, maintained,
+//! with a tokio multiplexed connection and script caching by SHA, `EVALSHA` falling back to
+//! `EVAL`).
+
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+
+/// The scripts' calendar: civil dates from day numbers since 1970-01-01 and back (Howard
+/// Hinnant's algorithms), since Redis's Lua has no date library.
+macro_rules! calendar {
+    () => {
+        r#"
+local function civil(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+local function days_from_civil(y, m)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5)
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+"#
+    };
+}
+
+/// The grant script. KEYS[1]: the key's prefix. ARGV: the interval in microseconds, then the
+/// hour, day and month allowances for this fleet (`-1`: none). Answers `{1, now_us, 0}`
+/// (granted at Redis's `now_us`), `{0, wait_us, 0}` (the slot is not there yet), or
+/// `{2, window, resets_at}` (window 0 hour, 1 day, 2 month, spent; Unix seconds of its reset).
+pub const GRANT: &str = concat!(
+    calendar!(),
+    r#"
+local prefix = KEYS[1]
+local t = redis.call('TIME')
+local sec = tonumber(t[1])
+local now = sec * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local pace = prefix .. ':pace'
+local tat = tonumber(redis.call('GET', pace) or '0')
+if tat > now then
+  return {0, tat - now, 0}
+end
+local hour = math.floor(sec / 3600)
+local day = math.floor(sec / 86400)
+local y, m = civil(day)
+local ny, nm = y, m + 1
+if nm > 12 then ny, nm = y + 1, 1 end
+local windows = {
+  {prefix .. ':spent:hour:' .. hour, tonumber(ARGV[2]), (hour + 1) * 3600},
+  {prefix .. ':spent:day:' .. day, tonumber(ARGV[3]), (day + 1) * 86400},
+  {prefix .. ':spent:month:' .. (y * 12 + m - 1), tonumber(ARGV[4]), days_from_civil(ny, nm) * 86400},
+}
+for i, w in ipairs(windows) do
+  local used = tonumber(redis.call('GET', w[1]) or '0')
+  if w[2] >= 0 and used >= w[2] then
+    return {2, i - 1, w[3]}
+  end
+end
+for _, w in ipairs(windows) do
+  redis.call('INCR', w[1])
+  redis.call('EXPIREAT', w[1], w[3] + 86400)
+end
+local next = math.max(tat, now) + interval
+redis.call('SET', pace, string.format('%.0f', next), 'PX', math.floor(interval / 1000) + 60000)
+return {1, now, 0}
+"#
+);
+
+/// The spent script: KEYS[1] the prefix; answers the hour, day and month counters now.
+const SPENT: &str = concat!(
+    calendar!(),
+    r#"
+local prefix = KEYS[1]
+local sec = tonumber(redis.call('TIME')[1])
+local hour = math.floor(sec / 3600)
+local day = math.floor(sec / 86400)
+local y, m = civil(day)
+local get = function(k) return tonumber(redis.call('GET', k) or '0') end
+return {get(prefix .. ':spent:hour:' .. hour), get(prefix .. ':spent:day:' .. day),
+        get(prefix .. ':spent:month:' .. (y * 12 + m - 1))}
+"#
+);
+
+/// For tests: ARGV[1] a day number; answers its year, month, and the day number of the first
+/// of the next month, by the scripts' own calendar.
+pub const CALENDAR_CHECK: &str = concat!(
+    calendar!(),
+    r#"
+local y, m = civil(tonumber(ARGV[1]))
+local ny, nm = y, m + 1
+if nm > 12 then ny, nm = y + 1, 1 end
+return {y, m, days_from_civil(ny, nm)}
+"#
+);
+
+/// Why the coordinator cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordError {
+    /// The URL is not a Redis URL.
+    #[error("bad coordinator URL: {0}")]
+    Url(String),
+    /// Redis cannot be reached (connection refused, timed out, authentication failed).
+    #[error("the coordinator (Redis) cannot be reached: {0}")]
+    Unreachable(String),
+    /// Redis answered something unexpected.
+    #[error("the coordinator (Redis) failed: {0}")]
+    Redis(String),
+}
+
+/// A calendar window of the key's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Window {
+    /// The UTC hour.
+    Hour,
+    /// The UTC day.
+    Day,
+    /// The UTC calendar month.
+    Month,
+}
+
+/// What the fleet may spend per window (`None`: no limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allowances {
+    /// Per UTC hour.
+    pub hour: Option<u64>,
+    /// Per UTC day.
+    pub day: Option<u64>,
+    /// Per UTC calendar month.
+    pub month: Option<u64>,
+}
+
+/// The coordinator's answer to one request for a slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Granted, at this moment of Redis's clock (Unix microseconds).
+    Granted {
+        /// Redis's `TIME` when it granted.
+        at_us: i64,
+    },
+    /// The next slot is this far away.
+    Wait(Duration),
+    /// A window is spent until `resets_at` (Unix seconds).
+    Exhausted {
+        /// Which.
+        window: Window,
+        /// When it resets.
+        resets_at: i64,
+    },
+}
+
+/// What the fleet spent in the current windows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Spent {
+    /// This UTC hour.
+    pub hour: u64,
+    /// This UTC day.
+    pub day: u64,
+    /// This UTC month.
+    pub month: u64,
+}
+
+/// One process's handle on the fleet's shared state for one key.
+#[derive(Clone)]
+pub struct Coordinator {
+    con: MultiplexedConnection,
+    prefix: String,
+    grant: redis::Script,
+    spent: redis::Script,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Connects to `url` (`redis://[:password@]host:port/db`, `rediss://` for TLS) for the key
+    /// whose fingerprint is `fingerprint`, within `timeout`.
+    pub async fn connect(
+        url: &str,
+        fingerprint: &str,
+        timeout: Duration,
+    ) -> Result<Coordinator, CoordError> {
+        let client = redis::Client::open(url).map_err(|e| CoordError::Url(e.to_string()))?;
+        let con = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
+            .await
+            .map_err(|_| CoordError::Unreachable(format!("no connection within {timeout:?}")))?
+            .map_err(|e| CoordError::Unreachable(e.to_string()))?;
+        Ok(Coordinator {
+            con,
+            prefix: format!("vtbulk:{fingerprint}"),
+            grant: redis::Script::new(GRANT),
+            spent: redis::Script::new(SPENT),
+        })
+    }
+
+    /// The prefix of every key this key's fleet uses in Redis.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Asks once for the next slot, spaced `interval` from the fleet's last grant, within
+    /// `allow`.
+    pub async fn grant(&self, interval: Duration, allow: Allowances) -> Result<Answer, CoordError> {
+        let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
+        let mut con = self.con.clone();
+        let (code, value, extra): (i64, i64, i64) = self
+            .grant
+            .key(&self.prefix)
+            .arg(interval.as_micros().min(i64::MAX as u128) as i64)
+            .arg(limit(allow.hour))
+            .arg(limit(allow.day))
+            .arg(limit(allow.month))
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(match code {
+            1 => Answer::Granted { at_us: value },
+            0 => Answer::Wait(Duration::from_micros(value.max(0) as u64)),
+            _ => Answer::Exhausted {
+                window: match value {
+                    0 => Window::Hour,
+                    1 => Window::Day,
+                    _ => Window::Month,
+                },
+                resets_at: extra,
+            },
+        })
+    }
+
+    /// Waits for a slot (asking again when told to wait): the Redis time it was granted at,
+    /// or the spent window.
+    pub async fn acquire(
+        &self,
+        interval: Duration,
+        allow: Allowances,
+    ) -> Result<Result<i64, (Window, i64)>, CoordError> {
+        loop {
+            match self.grant(interval, allow).await? {
+                Answer::Granted { at_us } => return Ok(Ok(at_us)),
+                Answer::Wait(d) => tokio::time::sleep(d).await,
+                Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
+            }
+        }
+    }
+
+    /// What the fleet spent in the current hour, day and month (by Redis's clock).
+    pub async fn spent(&self) -> Result<Spent, CoordError> {
+        let mut con = self.con.clone();
+        let (hour, day, month): (u64, u64, u64) = self
+            .spent
+            .key(&self.prefix)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(Spent { hour, day, month })
+    }
+}
