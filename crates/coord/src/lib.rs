@@ -20,7 +20,9 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+fn micros(d: Duration) -> i64 {
+    d.as_micros().min(i64::MAX as u128) as i64
+}
 
 /// The scripts' calendar: civil dates from day numbers since 1970-01-01 and back (Howard
 /// Hinnant's algorithms), since Redis's Lua has no date library.
@@ -52,10 +54,14 @@ end
     };
 }
 
-/// The grant script. KEYS[1]: the key's prefix. ARGV: the interval in microseconds, then the
-/// hour, day and month allowances for this fleet (`-1`: none). Answers `{1, now_us, 0}`
-/// (granted at Redis's `now_us`), `{0, wait_us, 0}` (the slot is not there yet), or
-/// `{2, window, resets_at}` (window 0 hour, 1 day, 2 month, spent; Unix seconds of its reset).
+/// The grant script. KEYS[1]: the key's prefix. ARGV: the interval in microseconds; the hour,
+/// day and month allowances for this fleet (`-1`: none); the spend known in those windows
+/// (VirusTotal's `used` when this process started: a window's counter starts there the first
+/// time the fleet touches it); a token and a lease in milliseconds (`0`: no turn). Answers
+/// `{1, now_us, 0}` (granted at Redis's `now_us`; with a token, the turn is held until
+/// [`DEPARTED`] or the lease ends), `{0, wait_us, 0}` (the slot or the turn is not free yet),
+/// or `{2, window, resets_at}` (window 0 hour, 1 day, 2 month, spent; Unix seconds of its
+/// reset).
 pub const GRANT: &str = concat!(
     calendar!(),
     r#"
@@ -65,6 +71,11 @@ local sec = tonumber(t[1])
 local now = sec * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local pace = prefix .. ':pace'
+local turn = prefix .. ':turn'
+local lease = tonumber(ARGV[9])
+if lease > 0 and redis.call('EXISTS', turn) == 1 then
+  return {0, 200, 0}
+end
 local tat = tonumber(redis.call('GET', pace) or '0')
 if tat > now then
   return {0, tat - now, 0}
@@ -80,6 +91,7 @@ local windows = {
   {prefix .. ':spent:month:' .. (y * 12 + m - 1), tonumber(ARGV[4]), days_from_civil(ny, nm) * 86400},
 }
 for i, w in ipairs(windows) do
+  redis.call('SET', w[1], ARGV[4 + i], 'NX', 'EXAT', w[3] + 86400)
   local used = tonumber(redis.call('GET', w[1]) or '0')
   if w[2] >= 0 and used >= w[2] then
     return {2, i - 1, w[3]}
@@ -91,9 +103,31 @@ for _, w in ipairs(windows) do
 end
 local next = math.max(tat, now) + interval
 redis.call('SET', pace, string.format('%.0f', next), 'PX', math.floor(interval / 1000) + 60000)
+if lease > 0 then
+  redis.call('SET', turn, ARGV[8], 'PX', lease)
+end
 return {1, now, 0}
 "#
 );
+
+/// The departure script. KEYS[1]: the prefix; ARGV: the token, the interval in microseconds.
+/// The turn's holder says its request left: the next slot is one interval from now on Redis's
+/// clock (which is after the departure by the time this call took to arrive: the spacing errs
+/// long, by that, never short), and the turn is free. A token that no longer holds the turn
+/// (its lease ran out) changes nothing.
+pub const DEPARTED: &str = r#"
+local prefix = KEYS[1]
+local turn = prefix .. ':turn'
+if redis.call('GET', turn) ~= ARGV[1] then
+  return 0
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[2])
+redis.call('SET', prefix .. ':pace', string.format('%.0f', now + interval), 'PX', math.floor(interval / 1000) + 60000)
+redis.call('DEL', turn)
+return 1
+"#;
 
 /// The spent script: KEYS[1] the prefix; answers the hour, day and month counters now.
 const SPENT: &str = concat!(
@@ -158,6 +192,25 @@ pub struct Allowances {
     pub month: Option<u64>,
 }
 
+/// What the fleet had spent, by VirusTotal's account, when this process read it: each window's
+/// counter in Redis starts from it the first time the fleet touches that window.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Seeds {
+    /// Spent this UTC hour.
+    pub hour: u64,
+    /// Spent this UTC day.
+    pub day: u64,
+    /// Spent this UTC month.
+    pub month: u64,
+}
+
+/// A held turn: until [`Coordinator::departed`] (or its lease ends) no other process of the
+/// fleet is granted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Turn {
+    token: String,
+}
+
 /// The coordinator's answer to one request for a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -191,11 +244,19 @@ pub struct Spent {
 /// One process's handle on the fleet's shared state for one key.
 #[derive(Clone)]
 pub struct Coordinator {
-    con: MultiplexedConnection,
+    con: redis::aio::ConnectionManager,
     prefix: String,
     grant: redis::Script,
+    departed: redis::Script,
     spent: redis::Script,
+    /// Tokens of this process's turns: its id and a counter.
+    owner: String,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How long a turn is held at most: a holder killed between its grant and its departure
+/// blocks the fleet this long.
+pub const LEASE: Duration = Duration::from_secs(2);
 
 impl std::fmt::Debug for Coordinator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,15 +275,28 @@ impl Coordinator {
         timeout: Duration,
     ) -> Result<Coordinator, CoordError> {
         let client = redis::Client::open(url).map_err(|e| CoordError::Url(e.to_string()))?;
-        let con = tokio::time::timeout(timeout, client.get_multiplexed_async_connection())
-            .await
-            .map_err(|_| CoordError::Unreachable(format!("no connection within {timeout:?}")))?
-            .map_err(|e| CoordError::Unreachable(e.to_string()))?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(3);
+        let con = tokio::time::timeout(
+            timeout,
+            redis::aio::ConnectionManager::new_with_config(client, config),
+        )
+        .await
+        .map_err(|_| CoordError::Unreachable(format!("no connection within {timeout:?}")))?
+        .map_err(|e| CoordError::Unreachable(e.to_string()))?;
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Ok(Coordinator {
             con,
             prefix: format!("vtbulk:{fingerprint}"),
             grant: redis::Script::new(GRANT),
+            departed: redis::Script::new(DEPARTED),
             spent: redis::Script::new(SPENT),
+            owner: format!("{}-{nonce:x}", std::process::id()),
+            next: Default::default(),
         })
     }
 
@@ -232,17 +306,36 @@ impl Coordinator {
     }
 
     /// Asks once for the next slot, spaced `interval` from the fleet's last grant, within
-    /// `allow`.
+    /// `allow` (no turn is held: the next slot is one interval from this grant).
     pub async fn grant(&self, interval: Duration, allow: Allowances) -> Result<Answer, CoordError> {
+        self.ask(interval, allow, Seeds::default(), None).await
+    }
+
+    async fn ask(
+        &self,
+        interval: Duration,
+        allow: Allowances,
+        seeds: Seeds,
+        token: Option<&str>,
+    ) -> Result<Answer, CoordError> {
         let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         let mut con = self.con.clone();
         let (code, value, extra): (i64, i64, i64) = self
             .grant
             .key(&self.prefix)
-            .arg(interval.as_micros().min(i64::MAX as u128) as i64)
+            .arg(micros(interval))
             .arg(limit(allow.hour))
             .arg(limit(allow.day))
             .arg(limit(allow.month))
+            .arg(seeds.hour)
+            .arg(seeds.day)
+            .arg(seeds.month)
+            .arg(token.unwrap_or(""))
+            .arg(if token.is_some() {
+                LEASE.as_millis() as i64
+            } else {
+                0
+            })
             .invoke_async(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;
@@ -274,6 +367,41 @@ impl Coordinator {
                 Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
             }
         }
+    }
+
+    /// Waits for the fleet's turn (spaced `interval` from the last departure of any process,
+    /// within `allow`, the windows' counters starting from `seeds`): the turn, to be given
+    /// back by [`Coordinator::departed`] the moment its request leaves; or the spent window.
+    pub async fn acquire_turn(
+        &self,
+        interval: Duration,
+        allow: Allowances,
+        seeds: Seeds,
+    ) -> Result<Result<Turn, (Window, i64)>, CoordError> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{}-{n}", self.owner);
+        loop {
+            match self.ask(interval, allow, seeds, Some(&token)).await? {
+                Answer::Granted { .. } => return Ok(Ok(Turn { token })),
+                Answer::Wait(d) => tokio::time::sleep(d).await,
+                Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
+            }
+        }
+    }
+
+    /// The request of `turn` left: the next slot is one interval from now, and the turn is
+    /// free for the fleet.
+    pub async fn departed(&self, turn: Turn, interval: Duration) -> Result<(), CoordError> {
+        let mut con = self.con.clone();
+        let _: i64 = self
+            .departed
+            .key(&self.prefix)
+            .arg(&turn.token)
+            .arg(micros(interval))
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(())
     }
 
     /// What the fleet spent in the current hour, day and month (by Redis's clock).

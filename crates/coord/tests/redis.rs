@@ -237,3 +237,78 @@ async fn an_unreachable_redis_is_a_clear_error_at_once() {
         .expect_err("not a Redis URL");
     assert!(matches!(bad, CoordError::Url(_)), "{bad}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_held_until_its_request_left_and_the_next_is_an_interval_after() {
+    use vtbulk_coord::Seeds;
+    let server = RedisServer::start().await;
+    let interval = Duration::from_millis(10);
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let c = coordinator(&server, "fp-turn").await;
+        tasks.push(tokio::spawn(async move {
+            let mut left = Vec::new();
+            for _ in 0..8 {
+                let turn = c
+                    .acquire_turn(interval, Allowances::default(), Seeds::default())
+                    .await
+                    .expect("redis")
+                    .expect("no window spent");
+                // The request "leaves" a moment after the grant, as a busy host's would.
+                tokio::task::yield_now().await;
+                left.push(std::time::Instant::now());
+                c.departed(turn, interval).await.expect("departed");
+            }
+            left
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort_unstable();
+    assert_eq!(all.len(), 24);
+    for pair in all.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= interval,
+            "{:?} apart",
+            pair[1] - pair[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_start_from_what_virustotal_said_was_used() {
+    use vtbulk_coord::Seeds;
+    let server = RedisServer::start().await;
+    let c = coordinator(&server, "fp-seeds").await;
+    let allow = Allowances {
+        day: Some(10),
+        ..Allowances::default()
+    };
+    let seeds = Seeds {
+        hour: 3,
+        day: 8,
+        month: 100,
+    };
+    let mut granted = 0;
+    loop {
+        match c
+            .acquire_turn(Duration::ZERO, allow, seeds)
+            .await
+            .expect("redis")
+        {
+            Ok(turn) => {
+                granted += 1;
+                c.departed(turn, Duration::ZERO).await.expect("departed");
+            }
+            Err((window, _)) => {
+                assert_eq!(window, Window::Day);
+                break;
+            }
+        }
+    }
+    assert_eq!(granted, 2, "10 allowed, 8 used by others before");
+    let spent = c.spent().await.expect("spent");
+    assert_eq!((spent.hour, spent.day, spent.month), (5, 10, 102));
+}
