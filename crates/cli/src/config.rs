@@ -39,6 +39,8 @@ pub struct Layer {
     pub kinds: Option<String>,
     /// Submit URLs VirusTotal does not know, and wait for their analysis.
     pub submit_unknown_urls: Option<bool>,
+    /// A Redis URL shared by every process that uses the key (`VTBULK_REDIS_URL`).
+    pub coordinator: Option<String>,
     /// How long to wait for a submitted URL's analysis (`10m`).
     pub submit_wait: Option<String>,
     /// The first poll of an analysis after its submission (`15s`; then half again each time,
@@ -118,6 +120,7 @@ impl Layer {
             keep_all_hex,
             kinds,
             submit_unknown_urls,
+            coordinator,
             submit_wait,
             submit_poll,
             field,
@@ -306,6 +309,10 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
                     .map_err(|e| format!("--kinds: {e}"))
             })
             .transpose()?,
+        coordinator: layer
+            .coordinator
+            .clone()
+            .filter(|u| !u.is_empty() && u != "off"),
         submit_urls: match layer.submit_unknown_urls {
             Some(true) => Some(vtbulk_engine::SubmitPolicy {
                 wait: std::time::Duration::from_secs(
@@ -457,6 +464,17 @@ pub fn cache_settings(layer: &Layer) -> Result<Option<CacheSettings>, String> {
     }))
 }
 
+/// A URL with its password (if any) replaced, for showing.
+fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://[redacted]@{host}"),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    }
+}
+
 /// `vtbulk config`: the resolved settings as TOML-like lines, the key redacted.
 pub fn describe(r: &Resolved) -> String {
     let s = &r.settings;
@@ -488,6 +506,12 @@ pub fn describe(r: &Resolved) -> String {
         format!("input_format = {:?}", s.input_format),
         format!("columns = {:?}", s.columns),
         format!("keep_all_hex = {}", s.keep_all_hex),
+        format!(
+            "coordinator = {:?}",
+            s.coordinator
+                .as_deref()
+                .map_or("off".to_owned(), redact_url)
+        ),
         format!(
             "submit_unknown_urls = {}",
             s.submit_urls.map_or_else(

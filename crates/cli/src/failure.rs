@@ -106,6 +106,8 @@ impl From<EngineError> for Failure {
             EngineError::Store(e) => Failure::Cache(e.to_string()),
             e @ EngineError::Refused(_) => Failure::Refused(e.to_string()),
             e @ EngineError::Input { .. } => Failure::Usage(e.to_string()),
+            // Nothing was read or spent: a setup problem, like a bad cache file.
+            e @ EngineError::Coordinator(_) => Failure::Cache(e.to_string()),
         }
     }
 }

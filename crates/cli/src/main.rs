@@ -167,6 +167,11 @@ struct CommonArgs {
     /// (default 15s; then half again each time, up to a minute; at least 100ms).
     #[arg(long, value_name = "DURATION")]
     submit_poll: Option<String>,
+    /// Share this key's pace and budgets with every vtbulk process that uses it, through
+    /// Redis: `redis://[:password@]host:port/db` or `rediss://` (also `VTBULK_REDIS_URL`;
+    /// `off` for none). Unreachable at start: exit 2, nothing spent.
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
     /// Exit 5 when any record matches: `FIELD OP VALUE` (`malicious>=5`,
     /// `threat_category==ransomware`), several separated by commas (any).
     #[arg(long, value_name = "CONDITIONS")]
@@ -373,6 +378,9 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
     if let Some((path, text)) = config::user_file(common.config.as_deref())? {
         layer = layer.merged(Layer::from_toml(&text, &path.display().to_string())?);
     }
+    if let Ok(url) = std::env::var("VTBULK_REDIS_URL") {
+        layer.coordinator = Some(url);
+    }
     if let Ok(url) = std::env::var("VTBULK_API_URL") {
         layer.api_url = Some(url);
     }
@@ -388,6 +396,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         submit_unknown_urls: common.submit_unknown_urls.then_some(true),
         submit_wait: common.submit_wait.clone(),
         submit_poll: common.submit_poll.clone(),
+        coordinator: common.coordinator.clone(),
         field: (!common.field.is_empty()).then(|| config::Columns::Many(common.field.clone())),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),

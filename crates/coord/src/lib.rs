@@ -20,6 +20,19 @@
 
 use std::time::Duration;
 
+/// Waits `d`: tokio's timer up to a millisecond and a half before, then a spin (a timer fires
+/// up to a tick late, and every late departure delays the fleet's next slot).
+async fn wait_precisely(d: Duration) {
+    let deadline = tokio::time::Instant::now() + d;
+    let spin = Duration::from_micros(1500);
+    if d > spin {
+        tokio::time::sleep(d - spin).await;
+    }
+    while tokio::time::Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
 fn micros(d: Duration) -> i64 {
     d.as_micros().min(i64::MAX as u128) as i64
 }
@@ -57,7 +70,8 @@ end
 /// The grant script. KEYS[1]: the key's prefix. ARGV: the interval in microseconds; the hour,
 /// day and month allowances for this fleet (`-1`: none); the spend known in those windows
 /// (VirusTotal's `used` when this process started: a window's counter starts there the first
-/// time the fleet touches it); a token and a lease in milliseconds (`0`: no turn). Answers
+/// time the fleet touches it); a token and a lease in milliseconds (`0`: no turn); `1` to
+/// charge the windows (`0`: a request no window counts, `GET /users`, paced all the same). Answers
 /// `{1, now_us, 0}` (granted at Redis's `now_us`; with a token, the turn is held until
 /// [`DEPARTED`] or the lease ends), `{0, wait_us, 0}` (the slot or the turn is not free yet),
 /// or `{2, window, resets_at}` (window 0 hour, 1 day, 2 month, spent; Unix seconds of its
@@ -73,13 +87,18 @@ local interval = tonumber(ARGV[1])
 local pace = prefix .. ':pace'
 local turn = prefix .. ':turn'
 local lease = tonumber(ARGV[9])
-if lease > 0 and redis.call('EXISTS', turn) == 1 then
-  return {0, 200, 0}
-end
 local tat = tonumber(redis.call('GET', pace) or '0')
-if tat > now then
-  return {0, tat - now, 0}
+-- A turn is granted up to `lookahead` before its slot: the holder waits out the rest on its
+-- own clock, precisely, instead of asking again after a timer that wakes late.
+local lookahead = lease > 0 and tonumber(ARGV[11]) or 0
+if lease > 0 and redis.call('EXISTS', turn) == 1 then
+  -- Held: the next slot is no sooner than the one the holder's grant set; ask again then.
+  return {0, math.max(tat - now - lookahead, 200), 0}
 end
+if tat > now + lookahead then
+  return {0, tat - now - lookahead, 0}
+end
+local delay = math.max(tat - now, 0)
 local hour = math.floor(sec / 3600)
 local day = math.floor(sec / 86400)
 local y, m = civil(day)
@@ -91,6 +110,7 @@ local windows = {
   {prefix .. ':spent:month:' .. (y * 12 + m - 1), tonumber(ARGV[4]), days_from_civil(ny, nm) * 86400},
 }
 for i, w in ipairs(windows) do
+  if ARGV[10] == '0' then break end
   redis.call('SET', w[1], ARGV[4 + i], 'NX', 'EXAT', w[3] + 86400)
   local used = tonumber(redis.call('GET', w[1]) or '0')
   if w[2] >= 0 and used >= w[2] then
@@ -98,34 +118,53 @@ for i, w in ipairs(windows) do
   end
 end
 for _, w in ipairs(windows) do
+  if ARGV[10] == '0' then break end
   redis.call('INCR', w[1])
   redis.call('EXPIREAT', w[1], w[3] + 86400)
 end
 local next = math.max(tat, now) + interval
 redis.call('SET', pace, string.format('%.0f', next), 'PX', math.floor(interval / 1000) + 60000)
+local seq = 0
 if lease > 0 then
   redis.call('SET', turn, ARGV[8], 'PX', lease)
+  seq = redis.call('INCR', prefix .. ':seq')
 end
-return {1, now, 0}
+return {1, now, delay, seq}
 "#
 );
 
-/// The departure script. KEYS[1]: the prefix; ARGV: the token, the interval in microseconds.
-/// The turn's holder says its request left: the next slot is one interval from now on Redis's
-/// clock (which is after the departure by the time this call took to arrive: the spacing errs
-/// long, by that, never short), and the turn is free. A token that no longer holds the turn
-/// (its lease ran out) changes nothing.
+/// The departure script. KEYS[1]: the prefix; ARGV: the token, the interval, the turn's slot
+/// (Redis's clock) and how late after it the request left (all in microseconds). The turn's
+/// holder says its request left: the next slot is one interval after that departure on
+/// Redis's clock, never before (the lateness the holder reports includes the whole round trip
+/// of its grant, of which only the way back delayed it: the spacing errs long by half a round
+/// trip, never short), and the turn is free. A token that no longer holds the turn (its lease
+/// ran out) changes nothing.
 pub const DEPARTED: &str = r#"
 local prefix = KEYS[1]
 local turn = prefix .. ':turn'
 if redis.call('GET', turn) ~= ARGV[1] then
   return 0
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[2])
-redis.call('SET', prefix .. ':pace', string.format('%.0f', now + interval), 'PX', math.floor(interval / 1000) + 60000)
+local next = tonumber(ARGV[3]) + tonumber(ARGV[4]) + interval
+redis.call('SET', prefix .. ':pace', string.format('%.0f', next), 'PX', math.floor(interval / 1000) + 60000)
 redis.call('DEL', turn)
+return 1
+"#;
+
+/// The push script. KEYS[1]: the prefix; ARGV: a turn's sequence number, microseconds. The
+/// answer to that turn's request came back late (the server handled it late: a strict
+/// limiter stamps it late), so the fleet's next slot moves back by that much, unless another
+/// turn was granted since (then it is too late to help).
+pub const PUSH: &str = r#"
+local prefix = KEYS[1]
+if redis.call('GET', prefix .. ':seq') ~= ARGV[1] then
+  return 0
+end
+local pace = prefix .. ':pace'
+local tat = tonumber(redis.call('GET', pace) or '0')
+redis.call('SET', pace, string.format('%.0f', tat + tonumber(ARGV[2])), 'KEEPTTL')
 return 1
 "#;
 
@@ -209,6 +248,26 @@ pub struct Seeds {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Turn {
     token: String,
+    /// The slot, on Redis's clock (Unix microseconds).
+    slot_us: i64,
+    /// The fleet's count of turns when this one was granted.
+    seq: i64,
+    /// The slot on this process's clock (when the grant's answer arrived, plus its delay).
+    deadline: tokio::time::Instant,
+    /// The grant's round trip: an upper bound on how late the answer made the deadline.
+    rtt: Duration,
+}
+
+impl Turn {
+    /// When the turn's slot comes on this process's clock.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        self.deadline
+    }
+
+    /// The fleet's count of turns when this one was granted (for [`Coordinator::push`]).
+    pub fn seq(&self) -> i64 {
+        self.seq
+    }
 }
 
 /// The coordinator's answer to one request for a slot.
@@ -218,6 +277,10 @@ pub enum Answer {
     Granted {
         /// Redis's `TIME` when it granted.
         at_us: i64,
+        /// How long after that its slot comes (a turn is granted a little early).
+        delay: Duration,
+        /// The fleet's count of turns (0 when no turn was asked for).
+        seq: i64,
     },
     /// The next slot is this far away.
     Wait(Duration),
@@ -248,11 +311,15 @@ pub struct Coordinator {
     prefix: String,
     grant: redis::Script,
     departed: redis::Script,
+    push: redis::Script,
     spent: redis::Script,
     /// Tokens of this process's turns: its id and a counter.
     owner: String,
     next: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// How early a turn may be granted before its slot; the holder waits out the rest itself.
+pub const LOOKAHEAD: Duration = Duration::from_millis(5);
 
 /// How long a turn is held at most: a holder killed between its grant and its departure
 /// blocks the fleet this long.
@@ -294,6 +361,7 @@ impl Coordinator {
             prefix: format!("vtbulk:{fingerprint}"),
             grant: redis::Script::new(GRANT),
             departed: redis::Script::new(DEPARTED),
+            push: redis::Script::new(PUSH),
             spent: redis::Script::new(SPENT),
             owner: format!("{}-{nonce:x}", std::process::id()),
             next: Default::default(),
@@ -308,7 +376,8 @@ impl Coordinator {
     /// Asks once for the next slot, spaced `interval` from the fleet's last grant, within
     /// `allow` (no turn is held: the next slot is one interval from this grant).
     pub async fn grant(&self, interval: Duration, allow: Allowances) -> Result<Answer, CoordError> {
-        self.ask(interval, allow, Seeds::default(), None).await
+        self.ask(interval, allow, Seeds::default(), None, true)
+            .await
     }
 
     async fn ask(
@@ -317,10 +386,11 @@ impl Coordinator {
         allow: Allowances,
         seeds: Seeds,
         token: Option<&str>,
+        charge: bool,
     ) -> Result<Answer, CoordError> {
         let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         let mut con = self.con.clone();
-        let (code, value, extra): (i64, i64, i64) = self
+        let answer: Vec<i64> = self
             .grant
             .key(&self.prefix)
             .arg(micros(interval))
@@ -336,11 +406,19 @@ impl Coordinator {
             } else {
                 0
             })
+            .arg(i64::from(charge))
+            .arg(micros(LOOKAHEAD))
             .invoke_async(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;
+        let at = |i: usize| answer.get(i).copied().unwrap_or(0);
+        let (code, value, extra) = (at(0), at(1), at(2));
         Ok(match code {
-            1 => Answer::Granted { at_us: value },
+            1 => Answer::Granted {
+                at_us: value,
+                delay: Duration::from_micros(extra.max(0) as u64),
+                seq: at(3),
+            },
             0 => Answer::Wait(Duration::from_micros(value.max(0) as u64)),
             _ => Answer::Exhausted {
                 window: match value {
@@ -362,7 +440,7 @@ impl Coordinator {
     ) -> Result<Result<i64, (Window, i64)>, CoordError> {
         loop {
             match self.grant(interval, allow).await? {
-                Answer::Granted { at_us } => return Ok(Ok(at_us)),
+                Answer::Granted { at_us, .. } => return Ok(Ok(at_us)),
                 Answer::Wait(d) => tokio::time::sleep(d).await,
                 Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
             }
@@ -378,26 +456,87 @@ impl Coordinator {
         allow: Allowances,
         seeds: Seeds,
     ) -> Result<Result<Turn, (Window, i64)>, CoordError> {
+        self.turn(interval, allow, seeds, true).await
+    }
+
+    /// [`Coordinator::acquire_turn`] for a request no window counts (`GET /users`): paced with
+    /// the fleet, charged to nothing.
+    pub async fn acquire_free_turn(&self, interval: Duration) -> Result<Turn, CoordError> {
+        match self
+            .turn(interval, Allowances::default(), Seeds::default(), false)
+            .await?
+        {
+            Ok(turn) => Ok(turn),
+            Err(_) => Err(CoordError::Redis(
+                "an uncharged turn met a spent window".into(),
+            )),
+        }
+    }
+
+    async fn turn(
+        &self,
+        interval: Duration,
+        allow: Allowances,
+        seeds: Seeds,
+        charge: bool,
+    ) -> Result<Result<Turn, (Window, i64)>, CoordError> {
         let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let token = format!("{}-{n}", self.owner);
         loop {
-            match self.ask(interval, allow, seeds, Some(&token)).await? {
-                Answer::Granted { .. } => return Ok(Ok(Turn { token })),
+            let asked = tokio::time::Instant::now();
+            match self
+                .ask(interval, allow, seeds, Some(&token), charge)
+                .await?
+            {
+                Answer::Granted { at_us, delay, seq } => {
+                    let answered = tokio::time::Instant::now();
+                    wait_precisely(delay).await;
+                    return Ok(Ok(Turn {
+                        token,
+                        seq,
+                        slot_us: at_us + micros(delay),
+                        deadline: answered + delay,
+                        rtt: answered - asked,
+                    }));
+                }
                 Answer::Wait(d) => tokio::time::sleep(d).await,
                 Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
             }
         }
     }
 
-    /// The request of `turn` left: the next slot is one interval from now, and the turn is
-    /// free for the fleet.
-    pub async fn departed(&self, turn: Turn, interval: Duration) -> Result<(), CoordError> {
+    /// The request of `turn` left at `at` (this process's clock): the fleet's next slot is one
+    /// interval after that, and the turn is free.
+    pub async fn departed(
+        &self,
+        turn: Turn,
+        at: tokio::time::Instant,
+        interval: Duration,
+    ) -> Result<(), CoordError> {
+        let late = at.saturating_duration_since(turn.deadline) + turn.rtt;
         let mut con = self.con.clone();
         let _: i64 = self
             .departed
             .key(&self.prefix)
             .arg(&turn.token)
             .arg(micros(interval))
+            .arg(turn.slot_us)
+            .arg(micros(late))
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(())
+    }
+
+    /// The answer to turn `seq`'s request came back `by` slower than the quickest: the fleet's
+    /// next slot moves back by that much, if no other turn was granted since.
+    pub async fn push(&self, seq: i64, by: Duration) -> Result<(), CoordError> {
+        let mut con = self.con.clone();
+        let _: i64 = self
+            .push
+            .key(&self.prefix)
+            .arg(seq)
+            .arg(micros(by))
             .invoke_async(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;
@@ -416,3 +555,5 @@ impl Coordinator {
         Ok(Spent { hour, day, month })
     }
 }
+
+pub mod test_server;

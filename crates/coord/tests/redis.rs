@@ -4,62 +4,10 @@
 //! an unreachable server.
 
 use std::collections::BTreeSet;
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use vtbulk_coord::test_server::RedisServer;
 use vtbulk_coord::{Allowances, Answer, CALENDAR_CHECK, CoordError, Coordinator, Window};
-
-/// A `redis-server` of our own, gone with the value.
-struct RedisServer {
-    child: tokio::process::Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts one on a free loopback port, no persistence, and waits (for its own word, not
-    /// for time) until it accepts connections. A machine without `redis-server` fails here,
-    /// loudly.
-    async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let mut child = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server not found: install Debian's redis-server (.ci/run does)");
-        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .expect("read redis-server's log")
-                .expect("redis-server exited before it was ready");
-            if line.contains("Ready to accept connections") {
-                break;
-            }
-        }
-        // Keep draining its log so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        RedisServer { child, port }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
 
 async fn coordinator(server: &RedisServer, fingerprint: &str) -> Coordinator {
     Coordinator::connect(&server.url(), fingerprint, Duration::from_secs(5))
@@ -257,7 +205,9 @@ async fn a_turn_is_held_until_its_request_left_and_the_next_is_an_interval_after
                 // The request "leaves" a moment after the grant, as a busy host's would.
                 tokio::task::yield_now().await;
                 left.push(std::time::Instant::now());
-                c.departed(turn, interval).await.expect("departed");
+                c.departed(turn, tokio::time::Instant::now(), interval)
+                    .await
+                    .expect("departed");
             }
             left
         }));
@@ -300,7 +250,9 @@ async fn counters_start_from_what_virustotal_said_was_used() {
         {
             Ok(turn) => {
                 granted += 1;
-                c.departed(turn, Duration::ZERO).await.expect("departed");
+                c.departed(turn, tokio::time::Instant::now(), Duration::ZERO)
+                    .await
+                    .expect("departed");
             }
             Err((window, _)) => {
                 assert_eq!(window, Window::Day);

@@ -65,8 +65,42 @@ pub(crate) struct Shared {
     pub(crate) submit: Option<SubmitPolicy>,
     /// URLs an earlier run submitted, with their analysis ids (from the cache).
     pub(crate) pending: Mutex<HashMap<String, String>>,
+    /// The fleet's shared pacing and budgets (`--coordinator`), when other processes share
+    /// the key.
+    pub(crate) fleet: Option<Fleet>,
     /// What stopped the run, in words (the last connection error, for `api_unreachable`).
     pub(crate) halt_detail: Mutex<Option<String>>,
+}
+
+/// This process's part in a fleet sharing one key through Redis: every request also takes
+/// the fleet's turn (spaced one interval from the last departure of any process, charged to
+/// the fleet's hour/day/month counters) and gives it back the moment it leaves.
+#[derive(Clone, Debug)]
+pub(crate) struct Fleet {
+    pub(crate) coord: vtbulk_coord::Coordinator,
+    pub(crate) allow: vtbulk_coord::Allowances,
+    pub(crate) seeds: vtbulk_coord::Seeds,
+}
+
+/// A fleet turn to give back: at the request's departure, or (when it never left) after.
+type HeldTurn = std::sync::Arc<Mutex<Option<vtbulk_coord::Turn>>>;
+
+/// Gives `turn` back, its request having left at `at` (a task: the caller does not wait
+/// for Redis).
+fn give_back(fleet: &Fleet, turn: &HeldTurn, at: Instant, interval: Duration) {
+    if let Some(turn) = lock(turn).take() {
+        let coord = fleet.coord.clone();
+        tokio::spawn(async move {
+            // A failure leaves the turn to its lease: the fleet waits, it never overspends.
+            let _ = coord.departed(turn, at, interval).await;
+        });
+    }
+}
+
+/// The fleet's failure as a connection failure of this attempt: nothing was sent, and the
+/// rules for an unreachable API stop the run if Redis stays away.
+fn fleet_error(e: &vtbulk_coord::CoordError) -> vtbulk_vt::Error {
+    vtbulk_vt::Error::without_status(ErrorKind::Connect, e.to_string())
 }
 
 /// What one entry of the work list is.
@@ -369,14 +403,42 @@ async fn attempt(
     if shared.halt.get().is_some() || shared.stop.requested() {
         return Attempt::Woken;
     }
+    let interval = shared.scheduler.interval().unwrap_or_default();
+    let held: HeldTurn = Default::default();
+    let mut fleet_seq = None;
+    if let Some(fleet) = &shared.fleet {
+        let turn = tokio::select! {
+            turn = fleet.coord.acquire_turn(interval, fleet.allow, fleet.seeds) => turn,
+            () = woken.as_mut() => return Attempt::Woken,
+        };
+        match turn {
+            Ok(Ok(turn)) => {
+                fleet_seq = Some(turn.seq());
+                *lock(&held) = Some(turn);
+            }
+            Ok(Err((window, resets_at))) => {
+                let window = match window {
+                    vtbulk_coord::Window::Hour => vtbulk_quota::Window::Hour,
+                    vtbulk_coord::Window::Day => vtbulk_quota::Window::Day,
+                    vtbulk_coord::Window::Month => vtbulk_quota::Window::Month,
+                };
+                return Attempt::Exhausted(Exhausted { window, resets_at });
+            }
+            Err(e) => return Attempt::Sent(Err(fleet_error(&e)), None),
+        }
+    }
     let cycle = grant.cycle();
     bump(&shared.counters.requests);
     let sent = Instant::now();
     let departure = std::sync::Arc::new(std::sync::OnceLock::new());
     let left = departure.clone();
     let arrival = vtbulk_vt::Arrival::new();
+    let fleet_turn = shared.fleet.clone().map(|fleet| (fleet, held.clone()));
     let departed = move |at| {
         let _ = left.set(grant.departed(at));
+        if let Some((fleet, held)) = &fleet_turn {
+            give_back(fleet, held, at, interval);
+        }
     };
     let ready = ready.with_arrival(&arrival);
     let result =
@@ -406,6 +468,10 @@ async fn attempt(
         };
     let now = Instant::now();
     note_latency(shared, now - sent);
+    if let Some(fleet) = &shared.fleet {
+        // Never sent (the connection failed first): the turn goes back all the same.
+        give_back(fleet, &held, Instant::now(), interval);
+    }
     // The server answered: how long its first bytes took to arrive tells the pacer when
     // the server handled it (the kernel's arrival stamp: not when this process got round
     // to reading them).
@@ -414,7 +480,14 @@ async fn attempt(
         .map_or_else(|e| e.status().is_some(), |_| true);
     if let (Some(&departure), true) = (departure.get(), answered) {
         let at = arrival.get().unwrap_or(now);
-        shared.scheduler.answered(departure, at);
+        let push = shared.scheduler.answered(departure, at);
+        // The server handled it late: the fleet's next slot moves back too, not only ours.
+        if let (Some(fleet), Some(seq), false) = (&shared.fleet, fleet_seq, push.is_zero()) {
+            let coord = fleet.coord.clone();
+            tokio::spawn(async move {
+                let _ = coord.push(seq, push).await;
+            });
+        }
     }
     Attempt::Sent(result, Some(cycle))
 }
@@ -640,6 +713,12 @@ async fn resync(shared: &Shared, woken: std::pin::Pin<&mut tokio::sync::futures:
     let read = async {
         let ready = shared.client.ready().await.ok()?;
         let grant = shared.scheduler.acquire_rate().await;
+        // The fleet's turn too: "requests of any nature" count, charged to no window.
+        let interval = shared.scheduler.interval().unwrap_or_default();
+        let turn = match &shared.fleet {
+            Some(fleet) => Some(fleet.coord.acquire_free_turn(interval).await.ok()?),
+            None => None,
+        };
         let departure = std::sync::Arc::new(std::sync::OnceLock::new());
         let left = departure.clone();
         let arrival = vtbulk_vt::Arrival::new();
@@ -649,6 +728,9 @@ async fn resync(shared: &Shared, woken: std::pin::Pin<&mut tokio::sync::futures:
                 let _ = left.set(grant.departed(at));
             })
             .await;
+        if let (Some(fleet), Some(turn)) = (&shared.fleet, turn) {
+            let _ = fleet.coord.departed(turn, Instant::now(), interval).await;
+        }
         if let Some(&departure) = departure.get() {
             let at = arrival.get().unwrap_or_else(Instant::now);
             shared.scheduler.answered(departure, at);

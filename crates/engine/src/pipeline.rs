@@ -85,6 +85,9 @@ pub struct Settings {
     pub cache: Option<CacheSettings>,
     /// How the key's budget is read, and what happens when it runs out.
     pub quota: QuotaSettings,
+    /// A Redis URL (`--coordinator`): the processes that use this key share its pace and its
+    /// budgets through it. `None`: this process paces itself alone.
+    pub coordinator: Option<String>,
 }
 
 impl Settings {
@@ -164,6 +167,9 @@ pub enum EngineError {
     /// VirusTotal refused the key when its quotas were read (`vtbulk plan`).
     #[error("VirusTotal refused the key: {0}")]
     Refused(vtbulk_vt::Error),
+    /// The coordinator (`--coordinator`) cannot be used: nothing was looked up.
+    #[error(transparent)]
+    Coordinator(#[from] vtbulk_coord::CoordError),
 }
 
 /// Stops a run from outside: no new lookups, in-flight ones finish, the rest is `skipped`.
@@ -230,6 +236,19 @@ pub async fn run(
     stop: StopHandle,
 ) -> Result<(Outcome, Summary), EngineError> {
     let started = std::time::Instant::now();
+    // The fleet's coordinator first: unreachable, the run stops before anything is read or
+    // spent.
+    let coord = match &settings.coordinator {
+        Some(url) => Some(
+            vtbulk_coord::Coordinator::connect(
+                url,
+                &client.key_fingerprint(),
+                Duration::from_secs(5),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let halt = Arc::new(Halt::new(stop.wake.clone()));
     let (tx, writer) = writer::spawn(
         make_sink(&settings, out),
@@ -259,7 +278,15 @@ pub async fn run(
         unique_hashes: (seen.len() + others.len()) as u64,
         ..RunRecord::default()
     }));
-    let budget = Budget::read(&settings, &client, store.as_mut(), todo.is_empty()).await;
+    let budget = Budget::read(
+        &settings,
+        &client,
+        store.as_mut(),
+        todo.is_empty(),
+        coord.as_ref(),
+    )
+    .await;
+    let fleet = coord.map(|coord| fleet(coord, &settings, budget.quota.as_ref()));
     let key_id = client.key_fingerprint();
     let journal = store
         .map(|store| Journal::start(store, clock, run_figures.clone(), key_id))
@@ -295,6 +322,7 @@ pub async fn run(
         wait_for_reset: settings.quota.wait_for_reset,
         submit: settings.submit_urls,
         pending: Mutex::new(pending),
+        fleet,
         halt_detail: Mutex::new(None),
     });
     if let Some(e) = &budget.refused {
@@ -361,8 +389,20 @@ impl Budget {
         client: &Client,
         store: Option<&mut SqliteStore>,
         nothing_to_do: bool,
+        coord: Option<&vtbulk_coord::Coordinator>,
     ) -> Budget {
         let has_store = store.is_some();
+        // `GET /users` takes the fleet's turn too ("requests of any nature"), charged to no
+        // window, and gives it back once answered (its departure was before that).
+        let interval = settings.scheduler.rate.map_or(Duration::ZERO, |r| {
+            Duration::from_secs_f64(1.0 / r.per_second())
+        });
+        let users_turn = match coord {
+            Some(c) if !nothing_to_do && !settings.quota.offline => {
+                c.acquire_free_turn(interval).await.ok()
+            }
+            _ => None,
+        };
         let (quota, refused) = if nothing_to_do {
             (None, None)
         } else {
@@ -379,6 +419,12 @@ impl Budget {
                 Err(keyquota::Refused(e)) => (None, Some(e)),
             }
         };
+        if let (Some(c), Some(turn)) = (coord, users_turn) {
+            // Answered, so it left before now: the fleet's next slot errs long, never short.
+            let _ = c
+                .departed(turn, tokio::time::Instant::now(), interval)
+                .await;
+        }
         let config = SchedulerConfig {
             // The ledger (in the store) drains what is charged.
             keep_spend: has_store,
@@ -398,6 +444,32 @@ impl Budget {
             rate: config.rate,
             scheduler,
         }
+    }
+}
+
+/// This process's part in the fleet: the key's allowances less the reserve (the fleet's
+/// counters in Redis start from VirusTotal's `used`, read live by this process).
+fn fleet(
+    coord: vtbulk_coord::Coordinator,
+    settings: &Settings,
+    quota: Option<&KeyQuota>,
+) -> crate::lookup::Fleet {
+    let caps = quota.map_or(settings.scheduler.caps, |q| q.caps);
+    let reserve = settings.scheduler.reserve;
+    let allow = |cap: Option<u64>| cap.map(|c| c.saturating_sub(reserve.of(c)));
+    let used = quota.map(|q| q.used).unwrap_or_default();
+    crate::lookup::Fleet {
+        coord,
+        allow: vtbulk_coord::Allowances {
+            hour: allow(caps.hourly),
+            day: allow(caps.daily),
+            month: allow(caps.monthly),
+        },
+        seeds: vtbulk_coord::Seeds {
+            hour: used.hour,
+            day: used.day,
+            month: used.month,
+        },
     }
 }
 

@@ -49,6 +49,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         json_fields: Vec::new(),
         kinds: None,
         submit_urls: None,
+        coordinator: None,
         on_input: None,
         fail_on: None,
         only_new: false,

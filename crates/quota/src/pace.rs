@@ -294,9 +294,9 @@ impl Pacer {
     /// The answer to `departure` arrived at `at`: when it took longer than the quickest
     /// recent round trip and nothing has left since, the next request waits the difference
     /// (capped).
-    pub(crate) fn answered(&self, departure: Departure, at: Instant) {
+    pub(crate) fn answered(&self, departure: Departure, at: Instant) -> Duration {
         let Some(interval) = self.interval else {
-            return;
+            return Duration::ZERO;
         };
         let took = at.saturating_duration_since(departure.at);
         let mut a = self.answers();
@@ -308,12 +308,12 @@ impl Pacer {
         let last = self.departures.load(std::sync::atomic::Ordering::SeqCst);
         if departure.seq + 1 != last {
             // Another request left since: too late to help it.
-            return;
+            return Duration::ZERO;
         }
         let cap = a.cap.unwrap_or_else(|| ANSWER_PUSH_MAX.min(interval / 20));
         let push = took.saturating_sub(quickest).min(cap);
         if push.is_zero() {
-            return;
+            return push;
         }
         let spacing = self.spacing().unwrap_or(interval);
         let until = departure.at + spacing + push;
@@ -322,6 +322,7 @@ impl Pacer {
             a.pushes += 1;
             a.pushed += push;
         }
+        push
     }
 
     fn adaptive(&self) -> std::sync::MutexGuard<'_, Adaptive> {

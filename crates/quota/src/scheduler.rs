@@ -344,8 +344,9 @@ impl Scheduler {
 
     /// The answer to a request that left (`departure`) arrived at `at`: a round trip slower
     /// than the quickest recent one pushes the next request back (see [`crate::pace`]).
-    pub fn answered(&self, departure: Departure, at: Instant) {
-        self.pacer.answered(departure, at);
+    /// Returns how far the next request was pushed (zero: not at all).
+    pub fn answered(&self, departure: Departure, at: Instant) -> std::time::Duration {
+        self.pacer.answered(departure, at)
     }
 
     /// A 429 our books did not expect: widen the adaptive margin a step.

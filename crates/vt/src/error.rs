@@ -255,6 +255,12 @@ pub struct Error {
 }
 
 impl Error {
+    /// An error of this taxonomy met outside the client, with no HTTP status: a fleet
+    /// coordinator that cannot be reached is a `Connect` failure (nothing was sent).
+    pub fn without_status(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error::new(kind, None, message)
+    }
+
     pub(crate) fn new(kind: ErrorKind, status: Option<u16>, message: impl Into<String>) -> Error {
         Error {
             kind,

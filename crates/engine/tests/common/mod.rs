@@ -46,6 +46,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         json_fields: Vec::new(),
         kinds: None,
         submit_urls: None,
+        coordinator: None,
         on_input: None,
         fail_on: None,
         only_new: false,

@@ -1,0 +1,159 @@
+//! Several vtbulk processes sharing one key through a real Redis (`--coordinator`), against
+//! vt-mock's strict limiter: together they keep the key's spacing (no 429), use its rate, and
+//! leave the key nowhere in Redis. Its own test binary, so that nothing else loads the machine
+//! while the three processes pace themselves in real time.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use vtbulk_coord::test_server::RedisServer;
+use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
+
+const CANARY: &str = "CANARY-fleet-7d1c-this-key-must-never-be-shown";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn temp(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vtbulk-fleet-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn vtbulk(url: &str, input: &Path, coordinator: &str) -> tokio::process::Command {
+    // VTBULK_BIN: another build (the release one, to measure).
+    let bin =
+        std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(["enrich", "--format", "ndjson", "--quiet", "--cache", "off"])
+        .args(["--tier", "unlimited", "--rate", "600/min"])
+        .arg(input)
+        .args(["--api-url", url, "--coordinator", coordinator])
+        .current_dir(root())
+        .env("VT_API_KEY", CANARY)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .env_remove("VTBULK_API_URL")
+        .env_remove("VTBULK_REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![
+        KeyConfig::parse(&format!("{CANARY}:strict=600/min")).expect("key"),
+    ]))
+    .await
+    .expect("mock");
+    let url = mock.url();
+    let dir = temp("three");
+    let mut runs = Vec::new();
+    for p in 0..3u64 {
+        let list = dir.join(format!("list-{p}.txt"));
+        let text: String = (0..20)
+            .map(|i| format!("{}\n", mock.universe().hashes(p * 1000 + i).sha256))
+            .collect();
+        std::fs::write(&list, text).expect("list");
+        runs.push(vtbulk(&url, &list, &redis.url()).output());
+    }
+    for out in futures_join(runs).await {
+        let out = out.expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(lines, 20);
+        assert!(!String::from_utf8_lossy(&out.stderr).contains(CANARY));
+    }
+    let stats = mock.stats(true);
+    let log = stats.log.as_ref().expect("log");
+    assert_eq!(log.len(), 63, "60 lookups and three GET /users");
+    assert!(
+        log.iter().all(|e| e.status != 429),
+        "a 429: the fleet broke the spacing"
+    );
+    // Together at the key's rate: the 62 gaps of the fleet's requests add up to no less than
+    // 62 intervals (the strict limiter refused none) and not much more. Each turn is spaced
+    // from its holder's departure plus the round trip of its grant (the safe bound on how late
+    // the grant's answer made it); a debug build's Redis round trips are slower, so this
+    // allows 4% (`benches/fleet.sh` measures the release build against the 2%).
+    let mut times: Vec<i64> = log.iter().map(|e| e.t_ms).collect();
+    times.sort_unstable();
+    let span = times[62] - times[0];
+    let gaps: Vec<i64> = times.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(span >= 62 * 100 - 1, "{span} ms");
+    assert!(
+        span <= 62 * 104,
+        "{span} ms for 62 intervals of 100 ms; gaps {gaps:?}"
+    );
+    // The key is nowhere in Redis: not in a key name, not in a value.
+    let client = redis::Client::open(redis.url()).expect("url");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut con)
+        .await
+        .expect("keys");
+    assert!(!keys.is_empty());
+    for key in &keys {
+        assert!(!key.contains(CANARY), "{key}");
+        let value: Option<String> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut con)
+            .await
+            .unwrap_or(None);
+        assert!(!value.unwrap_or_default().contains(CANARY), "{key}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = temp("unreachable");
+    let list = dir.join("list.txt");
+    std::fs::write(&list, format!("{}\n", mock.universe().hashes(1).sha256)).expect("list");
+    let out = vtbulk(&mock.url(), &list, &format!("redis://127.0.0.1:{port}/0"))
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("coordinator (Redis) cannot be reached"),
+        "{stderr}"
+    );
+    assert_eq!(mock.stats(false).total, 0, "nothing was sent");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Awaits every future, in order.
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(h.await.expect("task"));
+    }
+    out
+}
