@@ -493,11 +493,16 @@ impl SqliteStore {
             reason: e.to_string(),
         };
         self.conn.busy_timeout(BUSY_TIMEOUT).map_err(corrupt)?;
+        // The three in one read transaction: another process creating the file commits its
+        // tables and its application id together, and two separate reads could straddle
+        // that commit (tables seen, id not yet: "another program's database").
         let read = |conn: &Connection| -> rusqlite::Result<(i32, i64, i64)> {
-            let app: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let tx = conn.unchecked_transaction()?;
+            let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let tables: i64 =
-                conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+            tx.commit()?;
             Ok((app, version, tables))
         };
         let (app, version, tables) = read(&self.conn).map_err(corrupt)?;
