@@ -217,7 +217,18 @@ pub fn table(s: &Summary) -> String {
         row(&mut t, "unique", s.unique.to_string());
     }
     row(&mut t, "duplicates", s.duplicates.to_string());
-    row(&mut t, "from cache", s.cache_hits.to_string());
+    if s.fleet_answers > 0 {
+        row(
+            &mut t,
+            "from cache",
+            format!(
+                "{} ({} answered by another process of the fleet)",
+                s.cache_hits, s.fleet_answers
+            ),
+        );
+    } else {
+        row(&mut t, "from cache", s.cache_hits.to_string());
+    }
     if s.already_seen > 0 {
         row(
             &mut t,

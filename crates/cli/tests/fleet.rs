@@ -22,13 +22,13 @@ fn temp(tag: &str) -> PathBuf {
     dir
 }
 
-fn vtbulk(url: &str, input: &Path, coordinator: &str) -> tokio::process::Command {
+fn vtbulk(url: &str, input: &Path, coordinator: &str, rate: &str) -> tokio::process::Command {
     // VTBULK_BIN: another build (the release one, to measure).
     let bin =
         std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(["enrich", "--format", "ndjson", "--quiet", "--cache", "off"])
-        .args(["--tier", "unlimited", "--rate", "600/min"])
+        .args(["--tier", "unlimited", "--rate", rate])
         .arg(input)
         .args(["--api-url", url, "--coordinator", coordinator])
         .current_dir(root())
@@ -59,7 +59,7 @@ async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
             .map(|i| format!("{}\n", mock.universe().hashes(p * 1000 + i).sha256))
             .collect();
         std::fs::write(&list, text).expect("list");
-        runs.push(vtbulk(&url, &list, &redis.url()).output());
+        runs.push(vtbulk(&url, &list, &redis.url(), "600/min").output());
     }
     for out in futures_join(runs).await {
         let out = out.expect("runs");
@@ -118,6 +118,71 @@ async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_given_the_same_list_pay_for_each_hash_once() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp("same-list");
+    let list = dir.join("list.txt");
+    let u = mock.universe();
+    let mut text = String::new();
+    for i in 0..30 {
+        text.push_str(&format!("{}\n", u.hashes(i).md5));
+    }
+    for i in 0..10 {
+        text.push_str(&format!(
+            "{}\n",
+            u.unknown_hash(vtbulk_ioc::HashKind::Sha256, i)
+        ));
+    }
+    std::fs::write(&list, text).expect("list");
+    let summaries: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("s{i}.json"))).collect();
+    let runs: Vec<_> = summaries
+        .iter()
+        .map(|summary| {
+            let mut cmd = vtbulk(&url, &list, &redis.url(), "unlimited");
+            cmd.arg("--summary-json").arg(summary);
+            cmd.output()
+        })
+        .collect();
+    for out in futures_join(runs).await {
+        let out = out.expect("runs");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(text.lines().count(), 40, "every hash in each output");
+        assert_eq!(text.matches("\"status\":\"not_found\"").count(), 10);
+    }
+    // Each hash was asked of the API once, by one of the two.
+    let stats = mock.stats(false);
+    assert_eq!(stats.by_id.len(), 40);
+    assert!(
+        stats.by_id.values().all(|&n| n == 1),
+        "a hash looked up twice: {:?}",
+        stats.by_id.values().filter(|&&n| n > 1).count()
+    );
+    let answered: u64 = summaries
+        .iter()
+        .map(|s| {
+            let v: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(s).expect("summary")).expect("json");
+            v["fleet_answers"].as_u64().unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        answered, 40,
+        "each record one process paid for, the other read"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
     let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
@@ -130,10 +195,15 @@ async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
     let dir = temp("unreachable");
     let list = dir.join("list.txt");
     std::fs::write(&list, format!("{}\n", mock.universe().hashes(1).sha256)).expect("list");
-    let out = vtbulk(&mock.url(), &list, &format!("redis://127.0.0.1:{port}/0"))
-        .output()
-        .await
-        .expect("runs");
+    let out = vtbulk(
+        &mock.url(),
+        &list,
+        &format!("redis://127.0.0.1:{port}/0"),
+        "600/min",
+    )
+    .output()
+    .await
+    .expect("runs");
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -168,6 +168,32 @@ redis.call('SET', pace, string.format('%.0f', tat + tonumber(ARGV[2])), 'KEEPTTL
 return 1
 "#;
 
+/// The claim script. KEYS: the answer key and the claim key of one IOC; ARGV: the owner and
+/// a lease in milliseconds. The answer if there is one (`{1, answer}`), else the claim if it is
+/// free (`{2}`), else `{0}`: one step, so that an answer published between a look and a claim
+/// cannot make two processes pay for one lookup.
+const CLAIM: &str = r#"
+local answer = redis.call('GET', KEYS[1])
+if answer then
+  return {1, answer}
+end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return {2, ''}
+end
+return {0, ''}
+"#;
+
+/// What the fleet has for an IOC (see [`Coordinator::answer_or_claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// Another process's answer.
+    Answer(Vec<u8>),
+    /// Nobody had it: this process claimed its lookup.
+    Claimed,
+    /// Another process is looking it up now.
+    Busy,
+}
+
 /// The spent script: KEYS[1] the prefix; answers the hour, day and month counters now.
 const SPENT: &str = concat!(
     calendar!(),
@@ -312,6 +338,7 @@ pub struct Coordinator {
     grant: redis::Script,
     departed: redis::Script,
     push: redis::Script,
+    claim: redis::Script,
     spent: redis::Script,
     /// Tokens of this process's turns: its id and a counter.
     owner: String,
@@ -362,6 +389,7 @@ impl Coordinator {
             grant: redis::Script::new(GRANT),
             departed: redis::Script::new(DEPARTED),
             push: redis::Script::new(PUSH),
+            claim: redis::Script::new(CLAIM),
             spent: redis::Script::new(SPENT),
             owner: format!("{}-{nonce:x}", std::process::id()),
             next: Default::default(),
@@ -541,6 +569,72 @@ impl Coordinator {
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;
         Ok(())
+    }
+
+    /// An answer another process published for `id` (`file:<hex>`, `url:<url>`...), if any.
+    pub async fn answer(&self, id: &str) -> Result<Option<Vec<u8>>, CoordError> {
+        let mut con = self.con.clone();
+        redis::cmd("GET")
+            .arg(format!("{}:answer:{id}", self.prefix))
+            .query_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))
+    }
+
+    /// In one step: the fleet's answer for `id`, or the claim of its lookup for this process
+    /// for `lease`, or neither (another process is looking it up now).
+    pub async fn answer_or_claim(&self, id: &str, lease: Duration) -> Result<Claim, CoordError> {
+        let mut con = self.con.clone();
+        let (code, value): (i64, Vec<u8>) = self
+            .claim
+            .key(format!("{}:answer:{id}", self.prefix))
+            .key(format!("{}:flight:{id}", self.prefix))
+            .arg(&self.owner)
+            .arg(lease.as_millis().max(1) as u64)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(match code {
+            1 => Claim::Answer(value),
+            2 => Claim::Claimed,
+            _ => Claim::Busy,
+        })
+    }
+
+    /// Publishes the answer for each of `ids` (a file's three digests) for `ttl`, and ends
+    /// the claims on them.
+    pub async fn publish(
+        &self,
+        ids: &[String],
+        value: &[u8],
+        ttl: Duration,
+    ) -> Result<(), CoordError> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.cmd("SET")
+                .arg(format!("{}:answer:{id}", self.prefix))
+                .arg(value)
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .ignore();
+            pipe.cmd("DEL")
+                .arg(format!("{}:flight:{id}", self.prefix))
+                .ignore();
+        }
+        let mut con = self.con.clone();
+        pipe.query_async::<()>(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))
+    }
+
+    /// Gives up the claim on `id` (the lookup failed: another process may try).
+    pub async fn release(&self, id: &str) -> Result<(), CoordError> {
+        let mut con = self.con.clone();
+        redis::cmd("DEL")
+            .arg(format!("{}:flight:{id}", self.prefix))
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))
     }
 
     /// What the fleet spent in the current hour, day and month (by Redis's clock).

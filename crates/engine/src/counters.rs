@@ -23,6 +23,8 @@ pub struct Counters {
     pub urls_submitted: AtomicU64,
     /// Polls of their analyses (`GET /analyses/{id}`).
     pub analysis_polls: AtomicU64,
+    /// Records made from an answer another process of the fleet published.
+    pub fleet_answers: AtomicU64,
     /// Bytes their dedup set occupies (part of `dedup_bytes`).
     pub dedup_other_bytes: AtomicU64,
     /// Repeated occurrences.
@@ -141,6 +143,7 @@ impl Counters {
             unique_indicators: get(&self.unique_others),
             urls_submitted: get(&self.urls_submitted),
             analysis_polls: get(&self.analysis_polls),
+            fleet_answers: get(&self.fleet_answers),
             indicator_dedup_bytes: get(&self.dedup_other_bytes),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -213,6 +216,10 @@ pub struct Summary {
     /// Polls of their analyses; each is a request.
     #[serde(skip_serializing_if = "is_zero")]
     pub analysis_polls: u64,
+    /// Records made from an answer another process of the fleet published (`--coordinator`;
+    /// part of `cache_hits`): no request.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fleet_answers: u64,
     /// Repeated occurrences of them.
     pub duplicates: u64,
     /// Unique IOCs looked up to a final answer (ok + not_found + errors - cache_hits).

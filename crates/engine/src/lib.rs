@@ -23,6 +23,7 @@ mod cache;
 mod convert;
 mod counters;
 pub mod decide;
+mod fleet;
 mod keyquota;
 mod lookup;
 mod packed;

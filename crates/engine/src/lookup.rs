@@ -27,6 +27,7 @@ use crate::cache;
 use crate::convert;
 use crate::counters::{Counters, bump, bump_map};
 use crate::decide::{Failure, HaltCause, Next, Policy, Situation, Tracker, decide};
+use crate::fleet;
 use crate::keyquota;
 use crate::pipeline::{Halt, StopHandle};
 use crate::prepare::{base, other_base};
@@ -123,7 +124,7 @@ impl Shared {
     }
 
     /// The record every outcome of `target` starts from.
-    fn base(&self, target: Target<'_>) -> Record {
+    pub(crate) fn base(&self, target: Target<'_>) -> Record {
         match target {
             Target::File(_, entry) => base(&self.names, entry),
             Target::Other(entry) => other_base(&self.names, &self.others, entry),
@@ -207,6 +208,24 @@ pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64) -> Re
     {
         return record;
     }
+    // A fleet: the answer another process has or is getting now is not paid twice.
+    let claimed = match &shared.fleet {
+        Some(fleet) => match fleet::before(shared, fleet, target).await {
+            fleet::Before::Answered(record) => return *record,
+            fleet::Before::Claimed(id) => Some((fleet, id)),
+            fleet::Before::Alone => None,
+        },
+        None => None,
+    };
+    let record = look_up(shared, target, seed).await;
+    if let (Some((fleet, id)), Some(Status::Error | Status::Skipped)) = (claimed, record.status) {
+        fleet::release(fleet, id);
+    }
+    record
+}
+
+/// [`lookup`]'s requests: the lookup itself, retries, 429s, URL submission and stops.
+async fn look_up(shared: &Shared, target: Target<'_>, seed: u64) -> Record {
     let mut retries = 0u32;
     let mut draws = 0u64;
     let mut step = Step::Lookup;
@@ -604,6 +623,9 @@ async fn found(
     lock(&shared.tracker).succeeded();
     let digests = cache::Digests::of(&file);
     journal(shared, || cache::put_found(&file, digests)).await;
+    if let Some(fleet) = &shared.fleet {
+        fleet::publish_file(fleet, &file, digests.hashes().map(|h| h.to_string()));
+    }
     for hash in digests.hashes() {
         if let Some(j) = shared.seen.position(&hash)
             && j != index
@@ -626,6 +648,9 @@ async fn found_object(shared: &Shared, entry: &Named, mut object: Box<ObjectSumm
         Some(cache::put_object(entry.kind(), text, Some(&object)))
     })
     .await;
+    if let Some(fleet) = &shared.fleet {
+        fleet::publish_object(fleet, fleet::id(shared, Target::Other(entry)), &object);
+    }
     object.body = None;
     if !shared.raw {
         object.raw = None;
@@ -646,6 +671,9 @@ async fn not_found(shared: &Shared, target: Target<'_>) -> Record {
         })
     })
     .await;
+    if let Some(fleet) = &shared.fleet {
+        fleet::publish_not_found(fleet, fleet::id(shared, target));
+    }
     bump(&shared.counters.not_found);
     Record {
         status: Some(Status::NotFound),
