@@ -487,6 +487,19 @@ impl Coordinator {
         self.turn(interval, allow, seeds, true).await
     }
 
+    /// Charges one request to the fleet's windows without a turn (a key with no rate to keep:
+    /// nothing to space), the counters starting from `seeds`: `Err` with the spent window.
+    pub async fn charge(
+        &self,
+        allow: Allowances,
+        seeds: Seeds,
+    ) -> Result<Result<(), (Window, i64)>, CoordError> {
+        match self.ask(Duration::ZERO, allow, seeds, None, true).await? {
+            Answer::Exhausted { window, resets_at } => Ok(Err((window, resets_at))),
+            _ => Ok(Ok(())),
+        }
+    }
+
     /// [`Coordinator::acquire_turn`] for a request no window counts (`GET /users`): paced with
     /// the fleet, charged to nothing.
     pub async fn acquire_free_turn(&self, interval: Duration) -> Result<Turn, CoordError> {

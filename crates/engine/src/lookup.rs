@@ -426,12 +426,24 @@ async fn attempt(
     let held: HeldTurn = Default::default();
     let mut fleet_seq = None;
     if let Some(fleet) = &shared.fleet {
+        // No rate to keep (`--rate unlimited`): no turn, only the fleet's books.
         let turn = tokio::select! {
-            turn = fleet.coord.acquire_turn(interval, fleet.allow, fleet.seeds) => turn,
+            turn = async {
+                if interval.is_zero() {
+                    fleet.coord.charge(fleet.allow, fleet.seeds).await.map(|r| r.map(|()| None))
+                } else {
+                    fleet
+                        .coord
+                        .acquire_turn(interval, fleet.allow, fleet.seeds)
+                        .await
+                        .map(|r| r.map(Some))
+                }
+            } => turn,
             () = woken.as_mut() => return Attempt::Woken,
         };
         match turn {
-            Ok(Ok(turn)) => {
+            Ok(Ok(None)) => {}
+            Ok(Ok(Some(turn))) => {
                 fleet_seq = Some(turn.seq());
                 *lock(&held) = Some(turn);
             }
