@@ -52,6 +52,16 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// The processes sharing this key through the coordinator (`--coordinator`): host, pid,
+    /// requests in all and in the last minute; and what the fleet spent this hour, day and
+    /// month, by Redis's books.
+    Fleet {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// What `enrich` would do with these inputs, without looking anything up: unique hashes,
     /// fresh in the cache, requests needed, time at the rate, share of today's and this
     /// month's budget, and the days it takes when it does not fit today.
@@ -276,6 +286,12 @@ fn main() -> ExitCode {
         Command::Enrich(args) => enrich(args),
         Command::Cache(args) => cache_command(args),
         Command::Quota { json, common } => quota_command(&common, json),
+        Command::Fleet { json, common } => {
+            let work = |settings, client| async move {
+                vtbulk_engine::fleet_view(&settings, &client).await
+            };
+            engine_command(&common, vec![], json, work, report::fleet)
+        }
         Command::Plan {
             inputs,
             json,

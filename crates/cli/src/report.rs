@@ -170,3 +170,26 @@ pub fn plan(p: &Plan) -> String {
     }
     t
 }
+
+/// `vtbulk fleet` as text.
+pub fn fleet(f: &vtbulk_engine::FleetView) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "fleet spent  hour {}, day {}, month {} (the coordinator's books)",
+        f.spent.hour, f.spent.day, f.spent.month
+    );
+    let _ = writeln!(t, "processes    {}", f.members.len());
+    for m in &f.members {
+        let _ = writeln!(
+            t,
+            "  {}:{}  since {}  {} requests, {} in the last minute",
+            m.host,
+            m.pid,
+            vtbulk_output::rfc3339(m.started),
+            m.requests,
+            m.last_minute
+        );
+    }
+    t
+}

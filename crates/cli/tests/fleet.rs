@@ -61,7 +61,19 @@ async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
         std::fs::write(&list, text).expect("list");
         runs.push(vtbulk(&url, &list, &redis.url(), "600/min").output());
     }
-    for out in futures_join(runs).await {
+    let runs: Vec<_> = runs.into_iter().map(tokio::spawn).collect();
+    // While they run (once the mock has seen a few of their requests): `vtbulk fleet` lists
+    // the three.
+    mock.wait_for(|s| s.total >= 12).await;
+    let during = fleet_view(&redis.url()).await;
+    let members = during["members"].as_array().expect("members");
+    assert_eq!(members.len(), 3, "{during}");
+    assert!(members.iter().all(|m| m["pid"].as_u64().is_some()));
+    let mut outs = Vec::new();
+    for run in runs {
+        outs.push(run.await.expect("task"));
+    }
+    for out in outs {
         let out = out.expect("runs");
         assert_eq!(
             out.status.code(),
@@ -73,6 +85,15 @@ async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
         assert_eq!(lines, 20);
         assert!(!String::from_utf8_lossy(&out.stderr).contains(CANARY));
     }
+    // Done: they left, and the fleet's books hold the 60 lookups (`/users` is charged to no
+    // window).
+    let after = fleet_view(&redis.url()).await;
+    assert_eq!(
+        after["members"].as_array().map(Vec::len),
+        Some(0),
+        "{after}"
+    );
+    assert_eq!(after["spent"]["day"], 60, "{after}");
     let stats = mock.stats(true);
     let log = stats.log.as_ref().expect("log");
     assert_eq!(log.len(), 63, "60 lookups and three GET /users");
@@ -225,6 +246,30 @@ async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
     );
     assert_eq!(mock.stats(false).total, 0, "nothing was sent");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `vtbulk fleet --json` for the canary key's fleet.
+async fn fleet_view(coordinator: &str) -> serde_json::Value {
+    let bin =
+        std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
+    let out = tokio::process::Command::new(bin)
+        .args(["fleet", "--json", "--coordinator", coordinator])
+        .current_dir(root())
+        .env("VT_API_KEY", CANARY)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .env_remove("VTBULK_REDIS_URL")
+        .output()
+        .await
+        .expect("vtbulk fleet");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!text.contains(CANARY));
+    serde_json::from_str(&text).expect("json")
 }
 
 /// Awaits every future, in order.

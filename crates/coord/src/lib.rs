@@ -296,6 +296,23 @@ impl Turn {
     }
 }
 
+/// A live process of the fleet, as its heartbeat says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Member {
+    /// Its host name.
+    pub host: String,
+    /// Its process id.
+    pub pid: u32,
+    /// When it started, Unix seconds.
+    pub started: i64,
+    /// Its last heartbeat, Unix seconds (its own clock: for showing only).
+    pub seen: i64,
+    /// Requests it sent so far.
+    pub requests: u64,
+    /// Requests it sent in the last minute.
+    pub last_minute: u64,
+}
+
 /// The coordinator's answer to one request for a slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
@@ -320,7 +337,7 @@ pub enum Answer {
 }
 
 /// What the fleet spent in the current windows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Spent {
     /// This UTC hour.
     pub hour: u64,
@@ -648,6 +665,68 @@ impl Coordinator {
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))
+    }
+
+    /// Says this process is alive and what it did (`me`), for [`Coordinator::members`]; the
+    /// entry lapses 5 s after the last heartbeat.
+    pub async fn heartbeat(&self, me: &Member) -> Result<(), CoordError> {
+        let mut con = self.con.clone();
+        let value = serde_json::to_string(me).map_err(|e| CoordError::Redis(e.to_string()))?;
+        redis::cmd("SET")
+            .arg(format!("{}:member:{}:{}", self.prefix, me.host, me.pid))
+            .arg(value)
+            .arg("PX")
+            .arg(5000)
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))
+    }
+
+    /// Says this process has left the fleet.
+    pub async fn leave(&self, me: &Member) -> Result<(), CoordError> {
+        let mut con = self.con.clone();
+        redis::cmd("DEL")
+            .arg(format!("{}:member:{}:{}", self.prefix, me.host, me.pid))
+            .query_async::<()>(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))
+    }
+
+    /// The live processes of the fleet (those with a heartbeat in the last 5 s).
+    pub async fn members(&self) -> Result<Vec<Member>, CoordError> {
+        let mut con = self.con.clone();
+        let err = |e: redis::RedisError| CoordError::Redis(e.to_string());
+        let mut keys: Vec<String> = Vec::new();
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}:member:*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(err)?;
+            keys.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        let mut members = Vec::new();
+        for key in keys {
+            let value: Option<String> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut con)
+                .await
+                .map_err(err)?;
+            if let Some(member) = value.and_then(|v| serde_json::from_str(&v).ok()) {
+                members.push(member);
+            }
+        }
+        members.sort_by(|a: &Member, b: &Member| (&a.host, a.pid).cmp(&(&b.host, b.pid)));
+        Ok(members)
     }
 
     /// What the fleet spent in the current hour, day and month (by Redis's clock).

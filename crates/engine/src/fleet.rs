@@ -167,3 +167,84 @@ fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
     bump(&shared.counters.fleet_answers);
     Some(record)
 }
+
+/// `vtbulk fleet`: the processes sharing this key through the coordinator, and what the fleet
+/// spent in the current UTC hour, day and month (Redis's books).
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FleetView {
+    /// What the fleet spent.
+    pub spent: vtbulk_coord::Spent,
+    /// The live processes (a heartbeat in the last 5 s).
+    pub members: Vec<vtbulk_coord::Member>,
+}
+
+/// Reads the fleet's view (needs `--coordinator`).
+pub async fn fleet_view(
+    settings: &crate::Settings,
+    client: &vtbulk_vt::Client,
+) -> Result<FleetView, crate::EngineError> {
+    let url = settings.coordinator.as_deref().ok_or_else(|| {
+        vtbulk_coord::CoordError::Url(
+            "no coordinator: give --coordinator redis://... (or VTBULK_REDIS_URL)".into(),
+        )
+    })?;
+    let coord =
+        vtbulk_coord::Coordinator::connect(url, &client.key_fingerprint(), Duration::from_secs(5))
+            .await?;
+    Ok(FleetView {
+        spent: coord.spent().await?,
+        members: coord.members().await?,
+    })
+}
+
+/// This host's name, for the fleet's list of processes.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Says every second that this process is in the fleet, with its requests in all and in the
+/// last minute (`vtbulk fleet` lists them); the entry lapses 5 s after the last.
+pub(crate) fn spawn_heartbeat(
+    fleet: Fleet,
+    counters: std::sync::Arc<crate::Counters>,
+) -> (tokio::task::JoinHandle<()>, vtbulk_coord::Member) {
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    let me = vtbulk_coord::Member {
+        host: host_name(),
+        pid: std::process::id(),
+        started: unix(),
+        ..vtbulk_coord::Member::default()
+    };
+    let task = {
+        let mut me = me.clone();
+        tokio::spawn(async move {
+            let mut history = std::collections::VecDeque::new();
+            loop {
+                let requests = crate::Counters::get(&counters.requests);
+                let now = tokio::time::Instant::now();
+                history.push_back((now, requests));
+                while history
+                    .front()
+                    .is_some_and(|&(t, _)| now.duration_since(t) > Duration::from_secs(60))
+                {
+                    history.pop_front();
+                }
+                me.requests = requests;
+                me.last_minute = requests - history.front().map_or(requests, |&(_, n)| n);
+                me.seen = unix();
+                let _ = fleet.coord.heartbeat(&me).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    (task, me)
+}

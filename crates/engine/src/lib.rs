@@ -35,6 +35,7 @@ mod writer;
 pub use cache::{CacheSettings, stored_attributes};
 pub use counters::{Counters, QuotaReport, StopReport, Summary};
 pub use decide::HaltCause;
+pub use fleet::{FleetView, fleet_view};
 pub use keyquota::{
     KeyQuota, QuotaSettings, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339,
 };

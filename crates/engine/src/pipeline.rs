@@ -330,12 +330,20 @@ pub async fn run(
         halt.set(HaltCause::Refused(e.kind()));
     }
     let ledger = journal.as_ref().map(|_| spawn_ledger(shared.clone()));
+    let heartbeat = shared
+        .fleet
+        .clone()
+        .map(|fleet| crate::fleet::spawn_heartbeat(fleet, counters.clone()));
     let todo = Arc::new(todo);
     let taken = run_workers(&shared, &todo, &tx, settings.concurrency, rate).await;
     skip_rest(&shared, &todo, taken, &tx).await;
     drop(tx);
     if let Some(ledger) = ledger {
         ledger.abort();
+    }
+    if let (Some((task, me)), Some(fleet)) = (heartbeat, &shared.fleet) {
+        task.abort();
+        let _ = fleet.coord.leave(&me).await;
     }
     finish_journal(&shared, journal, &run_figures);
     let written = writer
