@@ -217,6 +217,35 @@ async fn two_processes_given_the_same_list_pay_for_each_hash_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_on_when_redis_restarts_under_it() {
+    let mut redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let dir = temp("restart");
+    let list = dir.join("list.txt");
+    let text: String = (0..30)
+        .map(|i| format!("{}\n", mock.universe().hashes(i).sha256))
+        .collect();
+    std::fs::write(&list, text).expect("list");
+    let run = tokio::spawn(vtbulk(&mock.url(), &list, &redis.url(), "1200/min").output());
+    // Restarted (its state lost) once a third of the lookups were made.
+    mock.wait_for(|s| s.total >= 10).await;
+    redis.restart().await;
+    let out = run.await.expect("task").expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), 30);
+    assert_eq!(text.matches("\"status\":\"ok\"").count(), 30, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
     let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))

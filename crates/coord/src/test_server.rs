@@ -23,6 +23,18 @@ impl RedisServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        RedisServer::start_on(port).await
+    }
+
+    /// Stops this server (its data gone: no persistence) and starts a new one on the same
+    /// port, as a restarted Redis would come back.
+    pub async fn restart(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        *self = RedisServer::start_on(self.port).await;
+    }
+
+    async fn start_on(port: u16) -> RedisServer {
         let mut child = tokio::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "notice"])
