@@ -41,6 +41,9 @@ pub struct Layer {
     pub submit_unknown_urls: Option<bool>,
     /// A Redis URL shared by every process that uses the key (`VTBULK_REDIS_URL`).
     pub coordinator: Option<String>,
+    /// `local-share=F`: when the coordinator cannot be reached at the start, run alone at
+    /// that share of the rate.
+    pub coordinator_fallback: Option<String>,
     /// How long to wait for a submitted URL's analysis (`10m`).
     pub submit_wait: Option<String>,
     /// The first poll of an analysis after its submission (`15s`; then half again each time,
@@ -121,6 +124,7 @@ impl Layer {
             kinds,
             submit_unknown_urls,
             coordinator,
+            coordinator_fallback,
             submit_wait,
             submit_poll,
             field,
@@ -313,6 +317,11 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
             .coordinator
             .clone()
             .filter(|u| !u.is_empty() && u != "off"),
+        coordinator_fallback: layer
+            .coordinator_fallback
+            .as_deref()
+            .map(local_share)
+            .transpose()?,
         submit_urls: match layer.submit_unknown_urls {
             Some(true) => Some(vtbulk_engine::SubmitPolicy {
                 wait: std::time::Duration::from_secs(
@@ -462,6 +471,23 @@ pub fn cache_settings(layer: &Layer) -> Result<Option<CacheSettings>, String> {
         refresh: layer.refresh.unwrap_or(false),
         clock: WallClock::System,
     }))
+}
+
+/// `local-share=F` with F in (0, 1].
+fn local_share(spec: &str) -> Result<f64, String> {
+    let bad =
+        || format!("--coordinator-fallback {spec:?}: expected local-share=F with F in (0, 1]");
+    let f: f64 = spec
+        .trim()
+        .strip_prefix("local-share=")
+        .ok_or_else(bad)?
+        .parse()
+        .map_err(|_| bad())?;
+    if f > 0.0 && f <= 1.0 {
+        Ok(f)
+    } else {
+        Err(bad())
+    }
 }
 
 /// A URL with its password (if any) replaced, for showing.

@@ -182,6 +182,10 @@ struct CommonArgs {
     /// `off` for none). Unreachable at start: exit 2, nothing spent.
     #[arg(long, value_name = "URL")]
     coordinator: Option<String>,
+    /// When the coordinator cannot be reached at the start: `local-share=F` runs alone at
+    /// that share of the rate (e.g. 0.33 for one of three processes) instead of exit 2.
+    #[arg(long, value_name = "local-share=F")]
+    coordinator_fallback: Option<String>,
     /// Exit 5 when any record matches: `FIELD OP VALUE` (`malicious>=5`,
     /// `threat_category==ransomware`), several separated by commas (any).
     #[arg(long, value_name = "CONDITIONS")]
@@ -413,6 +417,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         submit_wait: common.submit_wait.clone(),
         submit_poll: common.submit_poll.clone(),
         coordinator: common.coordinator.clone(),
+        coordinator_fallback: common.coordinator_fallback.clone(),
         field: (!common.field.is_empty()).then(|| config::Columns::Many(common.field.clone())),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),

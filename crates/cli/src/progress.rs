@@ -261,6 +261,9 @@ pub fn table(s: &Summary) -> String {
         ),
     );
     row(&mut t, "requests", s.requests.to_string());
+    if let Some(c) = &s.coordinator {
+        row(&mut t, "coordinator", c.clone());
+    }
     if let Some(p) = &s.pacing
         && let Some(interval) = p.interval_ms
     {

@@ -274,6 +274,39 @@ async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
         "{stderr}"
     );
     assert_eq!(mock.stats(false).total, 0, "nothing was sent");
+    // With a fallback, it runs alone at that share of the rate, and says so.
+    let summary = dir.join("summary.json");
+    let out = vtbulk(
+        &mock.url(),
+        &list,
+        &format!("redis://127.0.0.1:{port}/0"),
+        "600/min",
+    )
+    .args([
+        "--coordinator-fallback",
+        "local-share=0.5",
+        "--summary-json",
+    ])
+    .arg(&summary)
+    .output()
+    .await
+    .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert!(
+        s["coordinator"]
+            .as_str()
+            .is_some_and(|c| c.contains("running alone at 50% of the rate")),
+        "{s}"
+    );
+    assert_eq!(s["pacing"]["interval_ms"], 200.0, "600/min halved");
+    assert_eq!(s["ok"], 1);
     let _ = std::fs::remove_dir_all(&dir);
 }
 

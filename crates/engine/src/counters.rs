@@ -171,6 +171,7 @@ impl Counters {
             outcome: outcome.to_owned(),
             exit_code: 0,
             annotate: None,
+            coordinator: None,
             quota: None,
             pacing: None,
             stopped: None,
@@ -220,6 +221,10 @@ pub struct Summary {
     /// part of `cache_hits`): no request.
     #[serde(skip_serializing_if = "is_zero")]
     pub fleet_answers: u64,
+    /// How the key was shared (`--coordinator`): through Redis, or alone at a share of the
+    /// rate because Redis could not be reached (`--coordinator-fallback`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<String>,
     /// Repeated occurrences of them.
     pub duplicates: u64,
     /// Unique IOCs looked up to a final answer (ok + not_found + errors - cache_hits).

@@ -88,6 +88,9 @@ pub struct Settings {
     /// A Redis URL (`--coordinator`): the processes that use this key share its pace and its
     /// budgets through it. `None`: this process paces itself alone.
     pub coordinator: Option<String>,
+    /// When the coordinator cannot be reached at the start: run alone at this share of the
+    /// rate (`--coordinator-fallback local-share=F`) instead of stopping with exit 2.
+    pub coordinator_fallback: Option<f64>,
 }
 
 impl Settings {
@@ -238,15 +241,35 @@ pub async fn run(
     let started = std::time::Instant::now();
     // The fleet's coordinator first: unreachable, the run stops before anything is read or
     // spent.
+    let mut settings = settings;
+    let mut coordinator_note = None;
     let coord = match &settings.coordinator {
-        Some(url) => Some(
-            vtbulk_coord::Coordinator::connect(
+        Some(url) => {
+            let connected = vtbulk_coord::Coordinator::connect(
                 url,
                 &client.key_fingerprint(),
                 Duration::from_secs(5),
             )
-            .await?,
-        ),
+            .await;
+            match (connected, settings.coordinator_fallback) {
+                (Ok(coord), _) => Some(coord),
+                (Err(e), Some(share)) => {
+                    // Alone, at a share of the rate: the others (if any) are presumed to do
+                    // the same.
+                    let base = settings.scheduler.rate.or(settings.scheduler.caps.rate());
+                    settings.scheduler.rate = base.map(|r| vtbulk_quota::Rate {
+                        count: r.count,
+                        per: r.per.div_f64(share),
+                    });
+                    coordinator_note = Some(format!(
+                        "{e}; running alone at {:.0}% of the rate (--coordinator-fallback)",
+                        share * 100.0
+                    ));
+                    None
+                }
+                (Err(e), None) => return Err(e.into()),
+            }
+        }
         None => None,
     };
     let halt = Arc::new(Halt::new(stop.wake.clone()));
@@ -367,6 +390,11 @@ pub async fn run(
         rate,
     ));
     summary.pacing = Some(shared.scheduler.pacing_report());
+    summary.coordinator = match (&shared.fleet, coordinator_note) {
+        (_, Some(note)) => Some(note),
+        (Some(_), None) => Some("shared through Redis".into()),
+        (None, None) => None,
+    };
     summary.stopped = halt.get().map(|cause| crate::counters::StopReport {
         cause: cause.name().into_owned(),
         detail: shared

@@ -50,6 +50,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         kinds: None,
         submit_urls: None,
         coordinator: None,
+        coordinator_fallback: None,
         on_input: None,
         fail_on: None,
         only_new: false,

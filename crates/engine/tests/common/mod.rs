@@ -47,6 +47,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         kinds: None,
         submit_urls: None,
         coordinator: None,
+        coordinator_fallback: None,
         on_input: None,
         fail_on: None,
         only_new: false,
