@@ -78,6 +78,9 @@ pub fn quota(v: &QuotaView) -> String {
             let _ = writeln!(t, "at {}, today's budget lasts the day", v.rate);
         }
     }
+    if let Some(f) = &v.fleet {
+        t.push_str(&fleet(f));
+    }
     t
 }
 

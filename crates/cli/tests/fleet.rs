@@ -149,6 +149,28 @@ async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
             "the key in the value of {key}"
         );
     }
+    // `vtbulk quota` shows the same books beside the key's own (last: its own
+    // `GET /users` would count in the mock's log above).
+    let bin =
+        std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
+    let quota = tokio::process::Command::new(bin)
+        .args([
+            "quota",
+            "--json",
+            "--coordinator",
+            &redis.url(),
+            "--api-url",
+            &url,
+        ])
+        .current_dir(root())
+        .env("VT_API_KEY", CANARY)
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .output()
+        .await
+        .expect("vtbulk quota");
+    let q: serde_json::Value = serde_json::from_slice(&quota.stdout).expect("quota json");
+    assert_eq!(q["fleet"]["spent"]["day"], 60, "{q}");
+    assert!(!String::from_utf8_lossy(&quota.stdout).contains(CANARY));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -170,7 +170,7 @@ fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
 
 /// `vtbulk fleet`: the processes sharing this key through the coordinator, and what the fleet
 /// spent in the current UTC hour, day and month (Redis's books).
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FleetView {
     /// What the fleet spent.
     pub spent: vtbulk_coord::Spent,

@@ -193,6 +193,9 @@ pub struct QuotaView {
     /// When today's budget would be spent if a run started now at full speed, Unix seconds
     /// (`None`: no daily limit, or not today).
     pub today_spent_at: Option<i64>,
+    /// With `--coordinator`: the fleet's spend by its own books and its live processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<crate::FleetView>,
 }
 
 /// The key's quotas in every window now (one `GET /users` unless offline).
@@ -256,6 +259,10 @@ pub async fn quota_view(settings: &Settings, client: &Client) -> Result<QuotaVie
         now,
         windows: rows,
         today_spent_at,
+        fleet: match &settings.coordinator {
+            Some(_) => Some(crate::fleet_view(settings, client).await?),
+            None => None,
+        },
     })
 }
 
