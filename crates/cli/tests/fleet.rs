@@ -268,6 +268,56 @@ async fn a_run_goes_on_when_redis_restarts_under_it() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_mid_run_leaves_the_others_to_finish_within_the_spacing() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![
+        KeyConfig::parse(&format!("{CANARY}:strict=600/min")).expect("key"),
+    ]))
+    .await
+    .expect("mock");
+    let url = mock.url();
+    let dir = temp("kill");
+    let lists: Vec<PathBuf> = (0..2u64)
+        .map(|p| {
+            let list = dir.join(format!("list-{p}.txt"));
+            let text: String = (0..15)
+                .map(|i| format!("{}\n", mock.universe().hashes(p * 1000 + i).sha256))
+                .collect();
+            std::fs::write(&list, text).expect("list");
+            list
+        })
+        .collect();
+    let mut victim = vtbulk(&url, &lists[0], &redis.url(), "600/min")
+        .spawn()
+        .expect("spawn");
+    let survivor = tokio::spawn(vtbulk(&url, &lists[1], &redis.url(), "600/min").output());
+    // Killed mid-run, whatever it holds then (a turn, a claim).
+    mock.wait_for(|s| s.total >= 8).await;
+    victim.start_kill().expect("kill");
+    let _ = victim.wait().await;
+    let out = survivor.await.expect("task").expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), 15, "the survivor finished its list");
+    let stats = mock.stats(true);
+    assert!(
+        stats
+            .log
+            .as_ref()
+            .expect("log")
+            .iter()
+            .all(|e| e.status != 429),
+        "the spacing held through the kill"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
     let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
