@@ -14,15 +14,6 @@ use vtbulk_output::rfc3339;
 
 use crate::failure::Failure;
 
-/// The store's code for a kind (`objects.kind`).
-fn kind_code(kind: vtbulk_ioc::Kind) -> u8 {
-    match kind {
-        vtbulk_ioc::Kind::Url => 1,
-        vtbulk_ioc::Kind::Domain => 2,
-        _ => 3,
-    }
-}
-
 /// A stored URL, domain or IP answer as JSON: its kind and text, found or not, when, and
 /// VirusTotal's `data` (the stored answer, or the attributes kept when it was not kept).
 fn object_json(
@@ -126,11 +117,7 @@ pub fn run(
             let mut value = stats_json(&settings.path.display().to_string(), &stats);
             let mut objects = serde_json::Map::new();
             for (kind, found, missing) in store.object_counts().map_err(store_error)? {
-                let name = match kind {
-                    1 => "url",
-                    2 => "domain",
-                    _ => "ip",
-                };
+                let name = vtbulk_ioc::Kind::from_code(kind).map_or("?", vtbulk_ioc::Kind::as_str);
                 objects.insert(name.into(), json!({"found": found, "not_found": missing}));
             }
             value["objects"] = serde_json::Value::Object(objects);
@@ -187,7 +174,7 @@ pub fn run(
             })?;
             let text = found.canonical();
             let mut store = open(settings)?;
-            let code = kind_code(found.kind_of());
+            let code = found.kind_of().code();
             let hit = store
                 .get_objects(&[(code, &text)], true)
                 .map_err(store_error)?
@@ -296,11 +283,8 @@ pub fn run(
             // Then the URLs, domains and IP addresses.
             let objects = store
                 .export_objects(&mut |kind, text, hit| {
-                    let name = match kind {
-                        1 => "url",
-                        2 => "domain",
-                        _ => "ip",
-                    };
+                    let name =
+                        vtbulk_ioc::Kind::from_code(kind).map_or("?", vtbulk_ioc::Kind::as_str);
                     let value = object_json(
                         name,
                         text,

@@ -22,15 +22,13 @@ fn temp(tag: &str) -> PathBuf {
     dir
 }
 
-fn vtbulk(url: &str, input: &Path, coordinator: &str, rate: &str) -> tokio::process::Command {
+/// `vtbulk ARGS` with the canary key and no user configuration or environment URLs.
+fn command(args: &[&str]) -> tokio::process::Command {
     // VTBULK_BIN: another build (the release one, to measure).
     let bin =
         std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
     let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(["enrich", "--format", "ndjson", "--quiet", "--cache", "off"])
-        .args(["--tier", "unlimited", "--rate", rate])
-        .arg(input)
-        .args(["--api-url", url, "--coordinator", coordinator])
+    cmd.args(args)
         .current_dir(root())
         .env("VT_API_KEY", CANARY)
         .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
@@ -42,23 +40,43 @@ fn vtbulk(url: &str, input: &Path, coordinator: &str, rate: &str) -> tokio::proc
     cmd
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
-    let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::with_keys(vec![
+fn vtbulk(url: &str, input: &Path, coordinator: &str, rate: &str) -> tokio::process::Command {
+    let mut cmd = command(&["enrich", "--format", "ndjson", "--quiet", "--cache", "off"]);
+    cmd.args(["--tier", "unlimited", "--rate", rate])
+        .arg(input)
+        .args(["--api-url", url, "--coordinator", coordinator]);
+    cmd
+}
+
+/// vt-mock with the canary key behind a strict limiter at 600/min.
+async fn strict_mock() -> MockServer {
+    MockServer::start(MockConfig::with_keys(vec![
         KeyConfig::parse(&format!("{CANARY}:strict=600/min")).expect("key"),
     ]))
     .await
-    .expect("mock");
+    .expect("mock")
+}
+
+/// List `p` of `count` distinct hashes the mock knows (lists of different `p` do not
+/// overlap).
+fn list(mock: &MockServer, dir: &Path, p: u64, count: u64) -> PathBuf {
+    let list = dir.join(format!("list-{p}.txt"));
+    let text: String = (0..count)
+        .map(|i| format!("{}\n", mock.universe().hashes(p * 1000 + i).sha256))
+        .collect();
+    std::fs::write(&list, text).expect("list");
+    list
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
+    let redis = RedisServer::start().await;
+    let mock = strict_mock().await;
     let url = mock.url();
     let dir = temp("three");
     let mut runs = Vec::new();
     for p in 0..3u64 {
-        let list = dir.join(format!("list-{p}.txt"));
-        let text: String = (0..20)
-            .map(|i| format!("{}\n", mock.universe().hashes(p * 1000 + i).sha256))
-            .collect();
-        std::fs::write(&list, text).expect("list");
+        let list = list(&mock, &dir, p, 20);
         runs.push(vtbulk(&url, &list, &redis.url(), "600/min").output());
     }
     let runs: Vec<_> = runs.into_iter().map(tokio::spawn).collect();
@@ -151,23 +169,17 @@ async fn three_processes_on_one_key_share_its_strict_rate_through_redis() {
     }
     // `vtbulk quota` shows the same books beside the key's own (last: its own
     // `GET /users` would count in the mock's log above).
-    let bin =
-        std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
-    let quota = tokio::process::Command::new(bin)
-        .args([
-            "quota",
-            "--json",
-            "--coordinator",
-            &redis.url(),
-            "--api-url",
-            &url,
-        ])
-        .current_dir(root())
-        .env("VT_API_KEY", CANARY)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-        .output()
-        .await
-        .expect("vtbulk quota");
+    let quota = command(&[
+        "quota",
+        "--json",
+        "--coordinator",
+        &redis.url(),
+        "--api-url",
+        &url,
+    ])
+    .output()
+    .await
+    .expect("vtbulk quota");
     let q: serde_json::Value = serde_json::from_slice(&quota.stdout).expect("quota json");
     assert_eq!(q["fleet"]["spent"]["day"], 60, "{q}");
     assert!(!String::from_utf8_lossy(&quota.stdout).contains(CANARY));
@@ -271,23 +283,10 @@ async fn a_run_goes_on_when_redis_restarts_under_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_mid_run_leaves_the_others_to_finish_within_the_spacing() {
     let redis = RedisServer::start().await;
-    let mock = MockServer::start(MockConfig::with_keys(vec![
-        KeyConfig::parse(&format!("{CANARY}:strict=600/min")).expect("key"),
-    ]))
-    .await
-    .expect("mock");
+    let mock = strict_mock().await;
     let url = mock.url();
     let dir = temp("kill");
-    let lists: Vec<PathBuf> = (0..2u64)
-        .map(|p| {
-            let list = dir.join(format!("list-{p}.txt"));
-            let text: String = (0..15)
-                .map(|i| format!("{}\n", mock.universe().hashes(p * 1000 + i).sha256))
-                .collect();
-            std::fs::write(&list, text).expect("list");
-            list
-        })
-        .collect();
+    let lists: Vec<PathBuf> = (0..2u64).map(|p| list(&mock, &dir, p, 15)).collect();
     let mut victim = vtbulk(&url, &lists[0], &redis.url(), "600/min")
         .spawn()
         .expect("spawn");
@@ -384,14 +383,7 @@ async fn an_unreachable_coordinator_stops_the_run_before_anything_is_spent() {
 
 /// `vtbulk fleet --json` for the canary key's fleet.
 async fn fleet_view(coordinator: &str) -> serde_json::Value {
-    let bin =
-        std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
-    let out = tokio::process::Command::new(bin)
-        .args(["fleet", "--json", "--coordinator", coordinator])
-        .current_dir(root())
-        .env("VT_API_KEY", CANARY)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-        .env_remove("VTBULK_REDIS_URL")
+    let out = command(&["fleet", "--json", "--coordinator", coordinator])
         .output()
         .await
         .expect("vtbulk fleet");

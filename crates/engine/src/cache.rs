@@ -94,15 +94,6 @@ pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
     }
 }
 
-/// The store's code for a kind (`objects.kind`).
-pub(crate) fn kind_code(kind: vtbulk_ioc::Kind) -> u8 {
-    match kind {
-        vtbulk_ioc::Kind::Url => 1,
-        vtbulk_ioc::Kind::Domain => 2,
-        vtbulk_ioc::Kind::Ip | vtbulk_ioc::Kind::File => 3,
-    }
-}
-
 /// What the store keeps of a URL, domain or IP address answer (`None`: a 404): the
 /// record's attributes as JSON and the answer as it came.
 pub(crate) fn put_object(
@@ -111,7 +102,7 @@ pub(crate) fn put_object(
     object: Option<&ObjectSummary>,
 ) -> Put {
     Put::Object(ObjectPut {
-        kind: kind_code(kind),
+        kind: kind.code(),
         id: canonical.to_owned(),
         summary: object.and_then(|o| serde_json::to_vec(&o.attributes).ok()),
         body: object.and_then(|o| o.body.as_ref()).map(|body| match body {

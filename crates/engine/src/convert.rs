@@ -1,7 +1,27 @@
 //! From VirusTotal's objects (a file; a URL, domain or IP address) to an output record.
 
 use vtbulk_output::{Record, Source, Stats, Status};
-use vtbulk_vt::models::{FileSummary, ObjectSummary};
+use vtbulk_vt::models::{AnalysisStats, FileSummary, ObjectSummary, ThreatClassification};
+
+/// What every kind's record takes alike from its object: the verdict counts and the
+/// crowd-sourced threat classification.
+fn verdict(record: &mut Record, stats: Option<AnalysisStats>, ptc: Option<&ThreatClassification>) {
+    record.stats = stats.map(|s| Stats {
+        malicious: s.malicious,
+        suspicious: s.suspicious,
+        undetected: s.undetected,
+        harmless: s.harmless,
+        timeout: s.timeout,
+        confirmed_timeout: s.confirmed_timeout,
+        failure: s.failure,
+        type_unsupported: s.type_unsupported,
+    });
+    if let Some(ptc) = ptc {
+        record.threat_label = ptc.suggested_threat_label.clone();
+        record.threat_category = ptc.top_category().map(str::to_owned);
+        record.threat_name = ptc.top_name().map(str::to_owned);
+    }
+}
 
 /// The record for a found file.
 pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
@@ -16,21 +36,11 @@ pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
     record.sha256 = a.sha256.or(Some(id));
     record.md5 = a.md5;
     record.sha1 = a.sha1;
-    record.stats = a.last_analysis_stats.map(|s| Stats {
-        malicious: s.malicious,
-        suspicious: s.suspicious,
-        undetected: s.undetected,
-        harmless: s.harmless,
-        timeout: s.timeout,
-        confirmed_timeout: s.confirmed_timeout,
-        failure: s.failure,
-        type_unsupported: s.type_unsupported,
-    });
-    if let Some(ptc) = &a.popular_threat_classification {
-        record.threat_label = ptc.suggested_threat_label.clone();
-        record.threat_category = ptc.top_category().map(str::to_owned);
-        record.threat_name = ptc.top_name().map(str::to_owned);
-    }
+    verdict(
+        &mut record,
+        a.last_analysis_stats,
+        a.popular_threat_classification.as_ref(),
+    );
     record.type_description = a.type_description;
     record.type_tag = a.type_tag;
     record.size = a.size;
@@ -52,21 +62,11 @@ pub(crate) fn object(mut record: Record, object: Box<ObjectSummary>) -> Record {
     } = *object;
     record.status = Some(Status::Ok);
     record.source = Some(Source::Api);
-    record.stats = a.last_analysis_stats.map(|s| Stats {
-        malicious: s.malicious,
-        suspicious: s.suspicious,
-        undetected: s.undetected,
-        harmless: s.harmless,
-        timeout: s.timeout,
-        confirmed_timeout: s.confirmed_timeout,
-        failure: s.failure,
-        type_unsupported: s.type_unsupported,
-    });
-    if let Some(ptc) = &a.popular_threat_classification {
-        record.threat_label = ptc.suggested_threat_label.clone();
-        record.threat_category = ptc.top_category().map(str::to_owned);
-        record.threat_name = ptc.top_name().map(str::to_owned);
-    }
+    verdict(
+        &mut record,
+        a.last_analysis_stats,
+        a.popular_threat_classification.as_ref(),
+    );
     if record.threat_name.is_none() {
         record.threat_name = a.threat_names.into_iter().next();
     }

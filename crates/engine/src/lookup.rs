@@ -423,7 +423,8 @@ async fn attempt(
         return Attempt::Woken;
     }
     let interval = shared.scheduler.interval().unwrap_or_default();
-    let held: HeldTurn = Default::default();
+    // Only a fleet has a turn to hold: a lone process allocates nothing here.
+    let held: Option<HeldTurn> = shared.fleet.as_ref().map(|_| Default::default());
     let mut fleet_seq = None;
     if let Some(fleet) = &shared.fleet {
         // No rate to keep (`--rate unlimited`): no turn, only the fleet's books.
@@ -445,7 +446,9 @@ async fn attempt(
             Ok(Ok(None)) => {}
             Ok(Ok(Some(turn))) => {
                 fleet_seq = Some(turn.seq());
-                *lock(&held) = Some(turn);
+                if let Some(held) = &held {
+                    *lock(held) = Some(turn);
+                }
             }
             Ok(Err((window, resets_at))) => {
                 let window = match window {
@@ -464,7 +467,7 @@ async fn attempt(
     let departure = std::sync::Arc::new(std::sync::OnceLock::new());
     let left = departure.clone();
     let arrival = vtbulk_vt::Arrival::new();
-    let fleet_turn = shared.fleet.clone().map(|fleet| (fleet, held.clone()));
+    let fleet_turn = shared.fleet.clone().zip(held.clone());
     let departed = move |at| {
         let _ = left.set(grant.departed(at));
         if let Some((fleet, held)) = &fleet_turn {
@@ -499,9 +502,9 @@ async fn attempt(
         };
     let now = Instant::now();
     note_latency(shared, now - sent);
-    if let Some(fleet) = &shared.fleet {
+    if let (Some(fleet), Some(held)) = (&shared.fleet, &held) {
         // Never sent (the connection failed first): the turn goes back all the same.
-        give_back(fleet, &held, Instant::now(), interval);
+        give_back(fleet, held, Instant::now(), interval);
     }
     // The server answered: how long its first bytes took to arrive tells the pacer when
     // the server handled it (the kernel's arrival stamp: not when this process got round

@@ -430,9 +430,10 @@ impl Budget {
         let has_store = store.is_some();
         // `GET /users` takes the fleet's turn too ("requests of any nature"), charged to no
         // window, and gives it back once answered (its departure was before that).
-        let interval = settings.scheduler.rate.map_or(Duration::ZERO, |r| {
-            Duration::from_secs_f64(1.0 / r.per_second())
-        });
+        let interval = settings
+            .scheduler
+            .rate
+            .map_or(Duration::ZERO, |r| r.interval());
         let users_turn = match coord {
             Some(c) if !nothing_to_do && !settings.quota.offline => {
                 c.acquire_free_turn(interval).await.ok()

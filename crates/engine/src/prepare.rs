@@ -222,7 +222,7 @@ async fn check_others(
         for (chunk_no, chunk) in entries.chunks(cache::CHECK_BATCH).enumerate() {
             let keys: Vec<(u8, &str)> = chunk
                 .iter()
-                .map(|e| (cache::kind_code(e.kind()), others.text(e)))
+                .map(|e| (e.kind().code(), others.text(e)))
                 .collect();
             let hits = store.get_objects(&keys, raw)?;
             let mut records = Vec::new();

@@ -85,6 +85,17 @@ impl Kind {
     fn bit(self) -> u8 {
         1 << self as u8
     }
+
+    /// The kind's number where it is stored (the dedup set's entries, the cache's `objects`
+    /// table): 1 URL, 2 domain, 3 IP (0 file).
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind of a stored number (see [`Kind::code`]).
+    pub fn from_code(code: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(code)).copied()
+    }
 }
 
 impl std::fmt::Display for Kind {

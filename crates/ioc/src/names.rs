@@ -31,11 +31,7 @@ pub struct Named {
 impl Named {
     /// Its kind.
     pub fn kind(&self) -> Kind {
-        match self.len_kind & 3 {
-            1 => Kind::Url,
-            2 => Kind::Domain,
-            _ => Kind::Ip,
-        }
+        Kind::from_code((self.len_kind & 3) as u8).unwrap_or(Kind::Ip)
     }
 
     fn range(&self) -> std::ops::Range<usize> {
@@ -50,14 +46,6 @@ impl Named {
             input: (packed & 0xffff) as u32,
             line: packed >> 16,
         }
-    }
-}
-
-fn code(kind: Kind) -> u32 {
-    match kind {
-        Kind::Url => 1,
-        Kind::Domain => 2,
-        Kind::Ip | Kind::File => 3,
     }
 }
 
@@ -91,7 +79,7 @@ impl Names {
     /// Counts one occurrence; returns true when the indicator is new.
     pub fn insert(&mut self, found: &Indicator, origin: Origin) -> bool {
         let text = found.canonical();
-        let kind = code(found.kind_of());
+        let kind = u32::from(found.kind_of().code());
         let h = self.hash(kind, text.as_bytes());
         let (arena, entries) = (&self.arena, &self.entries);
         let same = |&i: &u32| {

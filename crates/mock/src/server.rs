@@ -470,6 +470,30 @@ fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// Charges a request to the key's quota (it is then spent): `None`; or the 429 that refuses
+/// it.
+fn refused(
+    state: &State,
+    key_index: usize,
+    now: i64,
+    record: &mut Record,
+) -> Option<Response<MockBody>> {
+    match lock(&state.usage[key_index]).admit(now) {
+        Ok(()) => {
+            record.spent = true;
+            None
+        }
+        Err(window) => {
+            record.window = Some(window);
+            Some(api_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "QuotaExceededError",
+                quota_message(window),
+            ))
+        }
+    }
+}
+
 /// The `url` of a `POST /urls` form body.
 fn url_of_form(form: &[u8]) -> Option<String> {
     url_form_pairs(form)
@@ -627,17 +651,9 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
     let answer = match api_route {
         ApiRoute::SubmitUrl | ApiRoute::Analysis(_) => {
             // Both count against the quota, like every request VirusTotal serves.
-            let admitted = lock(&state.usage[key_index]).admit(now);
-            if let Err(window) = admitted {
-                record.window = Some(window);
-                let answer = api_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "QuotaExceededError",
-                    quota_message(window),
-                );
+            if let Some(answer) = refused(state, key_index, now, &mut record) {
                 return Ok(finish(state, record, latency, answer).await);
             }
-            record.spent = true;
             let analysis = match api_route {
                 ApiRoute::Analysis(id) => Some(percent_decode(id).into_owned()),
                 _ => None,
@@ -727,17 +743,9 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
                 return Ok(finish(state, record, latency, answer).await);
             }
             // 3. The quota.
-            let admitted = lock(&state.usage[key_index]).admit(now);
-            if let Err(window) = admitted {
-                record.window = Some(window);
-                let answer = api_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "QuotaExceededError",
-                    quota_message(window),
-                );
+            if let Some(answer) = refused(state, key_index, now, &mut record) {
                 return Ok(finish(state, record, latency, answer).await);
             }
-            record.spent = true;
             let known: Option<[Bytes; 3]> = match object {
                 None => {
                     let known = hash.and_then(|h| state.universe.lookup(&h));

@@ -387,38 +387,18 @@ impl Ready<'_> {
     /// `POST /urls` (form `url=…`): submits `url` for scanning, now; the analysis id to poll.
     /// The URL goes as given (canonical already): VirusTotal identifies it by those bytes.
     pub async fn submit_url(
-        mut self,
+        self,
         url: &str,
         departed: impl FnOnce(Instant) + Send + 'static,
     ) -> Result<String, Error> {
-        let client = self.client;
-        let conn = self.conn.take().ok_or_else(|| {
-            Error::new(ErrorKind::ConnectionReset, None, "the connection was used")
-        })?;
         let form: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("url", url)
             .finish();
-        let path = format!("{}/urls", client.api);
-        let sent = tokio::time::timeout(
-            client.request_timeout,
-            client.transport.post_form(
-                conn,
-                &path,
-                Bytes::from(form),
-                Box::new(departed),
-                self.arrival.take(),
-            ),
-        )
-        .await;
-        let answer = match sent {
-            Ok(answer) => answer.and_then(read_answer),
-            Err(_) => Err(Error::new(
-                ErrorKind::Timeout,
-                None,
-                format!("no complete answer within {:?}", client.request_timeout),
-            )),
-        };
-        let body = answer.map_err(|e| e.redact(client.key.expose()))?.0;
+        let path = format!("{}/urls", self.client.api);
+        let body = self
+            .send(&path, Some(Bytes::from(form)), Box::new(departed))
+            .await?
+            .0;
         Ok(decode::<Envelope<AnalysisRef>>(&body)?.data.id)
     }
 
@@ -478,8 +458,18 @@ impl Ready<'_> {
     /// it came gzipped); anything else is an [`Error`], with the key scrubbed from its
     /// message.
     async fn get(
+        self,
+        path: &str,
+        departed: crate::transport::Departed,
+    ) -> Result<(Bytes, Option<Bytes>), Error> {
+        self.send(path, None, departed).await
+    }
+
+    /// A GET, or a POST of `form`, now (see [`Ready::get`]).
+    async fn send(
         mut self,
         path: &str,
+        form: Option<Bytes>,
         departed: crate::transport::Departed,
     ) -> Result<(Bytes, Option<Bytes>), Error> {
         let client = self.client;
@@ -490,7 +480,7 @@ impl Ready<'_> {
             client.request_timeout,
             client
                 .transport
-                .get(conn, path, departed, self.arrival.take()),
+                .request(conn, path, form, departed, self.arrival.take()),
         )
         .await;
         let answer = match sent {

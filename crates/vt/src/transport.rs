@@ -605,44 +605,22 @@ impl Transport {
 
     /// Sends a GET for `path` (with its query) on `conn`, reads the answer, and puts the
     /// connection back in the pool when it can take another request.
-    pub(crate) async fn get(
-        &self,
-        conn: Conn,
-        path: &str,
-        departed: Departed,
-        arrival: Option<Arrival>,
-    ) -> Result<Answer, Error> {
-        self.request(conn, Request::get(path), None, departed, arrival)
-            .await
-    }
-
-    /// A POST of an `application/x-www-form-urlencoded` body (`POST /urls`).
-    pub(crate) async fn post_form(
-        &self,
-        conn: Conn,
-        path: &str,
-        form: Bytes,
-        departed: Departed,
-        arrival: Option<Arrival>,
-    ) -> Result<Answer, Error> {
-        self.request(conn, Request::post(path), Some(form), departed, arrival)
-            .await
-    }
-
-    async fn request(
+    /// A GET of `path`, or with `form` a POST of that `application/x-www-form-urlencoded`
+    /// body (`POST /urls`).
+    pub(crate) async fn request(
         &self,
         mut conn: Conn,
-        builder: hyper::http::request::Builder,
+        path: &str,
         form: Option<Bytes>,
         departed: Departed,
         arrival: Option<Arrival>,
     ) -> Result<Answer, Error> {
         let builder = match &form {
-            Some(_) => builder.header(
+            Some(_) => Request::post(path).header(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/x-www-form-urlencoded"),
             ),
-            None => builder,
+            None => Request::get(path),
         };
         let mut request = builder
             .body(Full::new(form.unwrap_or_default()))
