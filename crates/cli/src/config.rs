@@ -44,6 +44,11 @@ pub struct Layer {
     /// `local-share=F`: when the coordinator cannot be reached at the start, run alone at
     /// that share of the rate.
     pub coordinator_fallback: Option<String>,
+    /// A file holding the Redis password (for a URL without one; `VTBULK_REDIS_PASSWORD`
+    /// too).
+    pub coordinator_password_file: Option<String>,
+    /// How long Redis may stay lost mid-run before the run stops (`60s`).
+    pub coordinator_grace: Option<String>,
     /// How long to wait for a submitted URL's analysis (`10m`).
     pub submit_wait: Option<String>,
     /// The first poll of an analysis after its submission (`15s`; then half again each time,
@@ -125,6 +130,8 @@ impl Layer {
             submit_unknown_urls,
             coordinator,
             coordinator_fallback,
+            coordinator_password_file,
+            coordinator_grace,
             submit_wait,
             submit_poll,
             field,
@@ -315,8 +322,17 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
             .transpose()?,
         coordinator: layer
             .coordinator
-            .clone()
-            .filter(|u| !u.is_empty() && u != "off"),
+            .as_deref()
+            .filter(|u| !u.is_empty() && *u != "off")
+            .map(|url| {
+                vtbulk_coord::Endpoint::parse(url, coordinator_password(layer)?)
+                    .map_err(|e| format!("--coordinator: {e}"))
+            })
+            .transpose()?,
+        coordinator_grace: humantime::parse_duration(
+            layer.coordinator_grace.as_deref().unwrap_or("60s"),
+        )
+        .map_err(|e| format!("bad coordinator_grace: {e}"))?,
         coordinator_fallback: layer
             .coordinator_fallback
             .as_deref()
@@ -473,6 +489,19 @@ pub fn cache_settings(layer: &Layer) -> Result<Option<CacheSettings>, String> {
     }))
 }
 
+/// The Redis password for a URL without one: `--coordinator-password-file` (trimmed), else
+/// `VTBULK_REDIS_PASSWORD`.
+fn coordinator_password(layer: &Layer) -> Result<Option<String>, String> {
+    if let Some(path) = &layer.coordinator_password_file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("failed to read the Redis password file {path}: {e}"))?;
+        return Ok(Some(text.trim().to_owned()).filter(|p| !p.is_empty()));
+    }
+    Ok(std::env::var("VTBULK_REDIS_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty()))
+}
+
 /// `local-share=F` with F in (0, 1].
 fn local_share(spec: &str) -> Result<f64, String> {
     let bad =
@@ -487,17 +516,6 @@ fn local_share(spec: &str) -> Result<f64, String> {
         Ok(f)
     } else {
         Err(bad())
-    }
-}
-
-/// A URL with its password (if any) replaced, for showing.
-fn redact_url(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://[redacted]@{host}"),
-            None => url.to_owned(),
-        },
-        None => url.to_owned(),
     }
 }
 
@@ -535,8 +553,8 @@ pub fn describe(r: &Resolved) -> String {
         format!(
             "coordinator = {:?}",
             s.coordinator
-                .as_deref()
-                .map_or("off".to_owned(), redact_url)
+                .as_ref()
+                .map_or("off".to_owned(), |e| e.shown())
         ),
         format!(
             "submit_unknown_urls = {}",

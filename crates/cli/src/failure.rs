@@ -28,6 +28,9 @@ pub mod codes {
     pub const FINDINGS: u8 = 5;
     /// VirusTotal could not be reached (connections failed in a row): the rest is `skipped`.
     pub const UNREACHABLE: u8 = 6;
+    /// The fleet's coordinator (Redis) was lost mid-run for longer than `--coordinator-grace`:
+    /// no request left while it was gone; the rest is `skipped`.
+    pub const COORDINATOR_LOST: u8 = 7;
     /// Interrupted (SIGINT/SIGTERM) after writing what was fetched.
     pub const INTERRUPTED: u8 = 130;
     /// The output was closed before the end (a pipe's reader went away): 128 + SIGPIPE.
@@ -44,6 +47,7 @@ pub fn exit_code(outcome: Outcome) -> u8 {
         Outcome::Unreachable => codes::UNREACHABLE,
         Outcome::Interrupted => codes::INTERRUPTED,
         Outcome::OutputClosed => codes::BROKEN_PIPE,
+        Outcome::CoordinatorLost => codes::COORDINATOR_LOST,
     }
 }
 
@@ -126,6 +130,7 @@ mod tests {
             Outcome::Unreachable,
             Outcome::Interrupted,
             Outcome::OutputClosed,
+            Outcome::CoordinatorLost,
         ];
         let mut seen: Vec<u8> = outcomes.iter().map(|&o| exit_code(o)).collect();
         seen.push(Failure::Usage(String::new()).code());
@@ -155,6 +160,7 @@ mod tests {
             Outcome::Unreachable,
             Outcome::Interrupted,
             Outcome::OutputClosed,
+            Outcome::CoordinatorLost,
         ] {
             assert_eq!(run_exit_code(stop, 7), exit_code(stop), "{stop:?}");
         }

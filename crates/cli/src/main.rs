@@ -186,6 +186,14 @@ struct CommonArgs {
     /// that share of the rate (e.g. 0.33 for one of three processes) instead of exit 2.
     #[arg(long, value_name = "local-share=F")]
     coordinator_fallback: Option<String>,
+    /// A file holding the Redis password, for a coordinator URL without one (else
+    /// `VTBULK_REDIS_PASSWORD`); never printed.
+    #[arg(long, value_name = "FILE")]
+    coordinator_password_file: Option<String>,
+    /// How long Redis may stay lost mid-run (no request leaves without its grant) before the
+    /// run stops with exit 7 (default 60s).
+    #[arg(long, value_name = "DURATION")]
+    coordinator_grace: Option<String>,
     /// Exit 5 when any record matches: `FIELD OP VALUE` (`malicious>=5`,
     /// `threat_category==ransomware`), several separated by commas (any).
     #[arg(long, value_name = "CONDITIONS")]
@@ -418,6 +426,8 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         submit_poll: common.submit_poll.clone(),
         coordinator: common.coordinator.clone(),
         coordinator_fallback: common.coordinator_fallback.clone(),
+        coordinator_password_file: common.coordinator_password_file.clone(),
+        coordinator_grace: common.coordinator_grace.clone(),
         field: (!common.field.is_empty()).then(|| config::Columns::Many(common.field.clone())),
         fail_on: common.fail_on.clone(),
         metrics_file: common.metrics_file.clone(),
@@ -709,6 +719,15 @@ fn report(args: &EnrichArgs, summary: &Summary) {
         eprint(&format!(
             "the {window} quota budget ran out: {} items skipped; it resets at {at}",
             q.items_left
+        ));
+    }
+    if let Some(stopped) = &summary.stopped
+        && stopped.cause == vtbulk_engine::HaltCause::CoordinatorLost.name()
+    {
+        eprint(&format!(
+            "stopped: the coordinator (Redis) was lost for longer than --coordinator-grace ({}); no request left without its grant; {} items skipped, nothing was lost: run again when Redis is back",
+            stopped.detail.as_deref().unwrap_or("no answer"),
+            summary.skipped
         ));
     }
     if let Some(stopped) = &summary.stopped

@@ -1,5 +1,4 @@
-//! A fleet's shared pacing and budgets for one VirusTotal key, kept in Redis (issue 15,
-//! first part: not wired into the engine yet).
+//! A fleet's shared pacing, budgets and answers for one VirusTotal key, kept in Redis.
 //!
 //! Several vtbulk processes on several hosts that use one key must, together, stay inside the
 //! key's rate and its hourly, daily and monthly allowances. Each asks Redis for every request
@@ -7,7 +6,13 @@
 //! Redis itself (`TIME`: the hosts' clocks are not trusted, and need not agree), and either
 //! grants the next slot (the shared theoretical arrival time moves one interval on: GCRA
 //! with no burst), or says how long to wait for it, or says which calendar window is spent
-//! and when it resets. A grant charges the hour, day and month counters of the UTC windows
+//! and when it resets. At low rates a grant is a *turn*: the fleet's next slot is one interval
+//! after the holder's request actually left ([`DEPARTED`]), so late departures never shorten
+//! the spacing. At high rates (an interval under [`LEASE_SPAN`]) a round trip per request would
+//! cost more than the interval, so a process *leases* several consecutive slots in one grant
+//! and spends them on its own clock; what it does not use in time goes back ([`RETURN`]): the
+//! counters are refunded, and the fleet's next slot moves back when nobody was granted since.
+//! A grant charges the hour, day and month counters of the UTC windows
 //! it falls in (expiring a window after its end); the month is the calendar month, computed
 //! in the script from the day number. Keys are named by the API key's fingerprint
 //! (`vtbulk:<fingerprint>:pace`, `...:spent:day:<day number>`): the key itself never reaches
@@ -20,13 +25,14 @@
 
 use std::time::Duration;
 
-/// Waits `d`: tokio's timer up to a millisecond and a half before, then a spin (a timer fires
-/// up to a tick late, and every late departure delays the fleet's next slot).
-async fn wait_precisely(d: Duration) {
-    let deadline = tokio::time::Instant::now() + d;
+/// Waits until `deadline`: tokio's timer up to a millisecond and a half before, then a spin (a
+/// timer fires up to a tick late, and every late departure delays the fleet's next slot).
+async fn wait_precisely(deadline: tokio::time::Instant) {
     let spin = Duration::from_micros(1500);
-    if d > spin {
-        tokio::time::sleep(d - spin).await;
+    if let Some(wake) = deadline.checked_sub(spin)
+        && wake > tokio::time::Instant::now()
+    {
+        tokio::time::sleep_until(wake).await;
     }
     while tokio::time::Instant::now() < deadline {
         std::hint::spin_loop();
@@ -71,11 +77,15 @@ end
 /// day and month allowances for this fleet (`-1`: none); the spend known in those windows
 /// (VirusTotal's `used` when this process started: a window's counter starts there the first
 /// time the fleet touches it); a token and a lease in milliseconds (`0`: no turn); `1` to
-/// charge the windows (`0`: a request no window counts, `GET /users`, paced all the same). Answers
-/// `{1, now_us, 0}` (granted at Redis's `now_us`; with a token, the turn is held until
-/// [`DEPARTED`] or the lease ends), `{0, wait_us, 0}` (the slot or the turn is not free yet),
-/// or `{2, window, resets_at}` (window 0 hour, 1 day, 2 month, spent; Unix seconds of its
-/// reset).
+/// charge the windows (`0`: a request no window counts, `GET /users`, paced all the same); the
+/// lookahead in microseconds; how many consecutive slots (a lease: no turn); a gap in
+/// microseconds left after the last of them (the requester's round trip: its clock reads the
+/// slots up to that late). Answers `{1, now_us, delay_us, seq, slots, next_us}` (granted at
+/// Redis's `now_us`, the first slot `delay_us` later; with a token, the turn is held until
+/// [`DEPARTED`] or the lease ends; `slots` may be fewer than asked when a window has fewer
+/// left; `next_us` is the fleet's next slot, which names the lease for [`RETURN`]),
+/// `{0, wait_us}` (the slot or the turn is not free yet), or `{2, window, resets_at}` (window 0
+/// hour, 1 day, 2 month, spent; Unix seconds of its reset).
 pub const GRANT: &str = concat!(
     calendar!(),
     r#"
@@ -90,8 +100,10 @@ local lease = tonumber(ARGV[9])
 local tat = tonumber(redis.call('GET', pace) or '0')
 -- A turn is granted up to `lookahead` before its slot: the holder waits out the rest on its
 -- own clock, precisely, instead of asking again after a timer that wakes late.
-local lookahead = lease > 0 and tonumber(ARGV[11]) or 0
-if lease > 0 and redis.call('EXISTS', turn) == 1 then
+local lookahead = tonumber(ARGV[11])
+local want = tonumber(ARGV[12])
+local gap = tonumber(ARGV[13])
+if (lease > 0 or want > 1) and redis.call('EXISTS', turn) == 1 then
   -- Held: the next slot is no sooner than the one the holder's grant set; ask again then.
   return {0, math.max(tat - now - lookahead, 200), 0}
 end
@@ -109,27 +121,31 @@ local windows = {
   {prefix .. ':spent:day:' .. day, tonumber(ARGV[3]), (day + 1) * 86400},
   {prefix .. ':spent:month:' .. (y * 12 + m - 1), tonumber(ARGV[4]), days_from_civil(ny, nm) * 86400},
 }
+local n = want
 for i, w in ipairs(windows) do
   if ARGV[10] == '0' then break end
   redis.call('SET', w[1], ARGV[4 + i], 'NX', 'EXAT', w[3] + 86400)
   local used = tonumber(redis.call('GET', w[1]) or '0')
-  if w[2] >= 0 and used >= w[2] then
-    return {2, i - 1, w[3]}
+  if w[2] >= 0 then
+    if used >= w[2] then
+      return {2, i - 1, w[3]}
+    end
+    n = math.min(n, w[2] - used)
   end
 end
 for _, w in ipairs(windows) do
   if ARGV[10] == '0' then break end
-  redis.call('INCR', w[1])
+  redis.call('INCRBY', w[1], n)
   redis.call('EXPIREAT', w[1], w[3] + 86400)
 end
-local next = math.max(tat, now) + interval
+local next = math.max(tat, now) + n * interval + gap
 redis.call('SET', pace, string.format('%.0f', next), 'PX', math.floor(interval / 1000) + 60000)
 local seq = 0
 if lease > 0 then
   redis.call('SET', turn, ARGV[8], 'PX', lease)
   seq = redis.call('INCR', prefix .. ':seq')
 end
-return {1, now, delay, seq}
+return {1, now, delay, seq, n, next}
 "#
 );
 
@@ -168,10 +184,46 @@ redis.call('SET', pace, string.format('%.0f', tat + tonumber(ARGV[2])), 'KEEPTTL
 return 1
 "#;
 
-/// The claim script. KEYS: the answer key and the claim key of one IOC; ARGV: the owner and
-/// a lease in milliseconds. The answer if there is one (`{1, answer}`), else the claim if it is
-/// free (`{2}`), else `{0}`: one step, so that an answer published between a look and a claim
-/// cannot make two processes pay for one lookup.
+/// The return script. KEYS[1]: the prefix; ARGV: the fleet's next slot the lease's grant set
+/// (its name), the lease's unused slots after the last it used, all its unused slots, the
+/// interval in microseconds, and the Unix second of the grant (its windows). Every unused slot
+/// is refunded to the windows it was charged to; the trailing ones also go back to the fleet's
+/// pace when no grant came since (never to before now).
+pub const RETURN: &str = concat!(
+    calendar!(),
+    r#"
+local prefix = KEYS[1]
+local tail = tonumber(ARGV[2])
+local unused = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local pace = prefix .. ':pace'
+local moved = 0
+if tail > 0 and redis.call('GET', pace) == ARGV[1] then
+  local back = tonumber(ARGV[1]) - tail * tonumber(ARGV[4])
+  redis.call('SET', pace, string.format('%.0f', math.max(back, now)), 'KEEPTTL')
+  moved = 1
+end
+local sec = tonumber(ARGV[5])
+local hour = math.floor(sec / 3600)
+local day = math.floor(sec / 86400)
+local y, m = civil(day)
+for _, k in ipairs({prefix .. ':spent:hour:' .. hour, prefix .. ':spent:day:' .. day,
+                    prefix .. ':spent:month:' .. (y * 12 + m - 1)}) do
+  local used = tonumber(redis.call('GET', k) or '0')
+  if used > 0 then
+    redis.call('DECRBY', k, math.min(used, unused))
+  end
+end
+return moved
+"#
+);
+
+/// The claim script. KEYS: the answer key and the claim key of one IOC; ARGV: the owner, a
+/// lease in milliseconds, and the prefix of the owners' liveness keys. The answer if there is
+/// one (`{1, answer}`), else the claim if it is free or its holder is dead (no liveness key:
+/// killed, it stopped saying it is alive) (`{2}`), else `{0}`: one step, so that an answer
+/// published between a look and a claim cannot make two processes pay for one lookup.
 const CLAIM: &str = r#"
 local answer = redis.call('GET', KEYS[1])
 if answer then
@@ -180,8 +232,16 @@ end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
   return {2, ''}
 end
+local holder = redis.call('GET', KEYS[2])
+if holder and redis.call('EXISTS', ARGV[3] .. holder) == 0 then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', tonumber(ARGV[2]))
+  return {2, ''}
+end
 return {0, ''}
 "#;
+
+/// How long a process counts as alive after it last said so ([`Coordinator::heartbeat`]).
+pub const ALIVE: Duration = Duration::from_secs(5);
 
 /// What the fleet has for an IOC (see [`Coordinator::answer_or_claim`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -311,6 +371,9 @@ pub struct Member {
     pub requests: u64,
     /// Requests it sent in the last minute.
     pub last_minute: u64,
+    /// Slots it holds in its lease now (at high rates; 0 with a turn per request).
+    #[serde(default)]
+    pub leased: u64,
 }
 
 /// The coordinator's answer to one request for a slot.
@@ -324,6 +387,10 @@ pub enum Answer {
         delay: Duration,
         /// The fleet's count of turns (0 when no turn was asked for).
         seq: i64,
+        /// How many consecutive slots (1 but for a lease).
+        slots: u32,
+        /// The fleet's next slot after them (Redis's clock): the lease's name for [`RETURN`].
+        next_us: i64,
     },
     /// The next slot is this far away.
     Wait(Duration),
@@ -360,6 +427,70 @@ pub struct Coordinator {
     /// Tokens of this process's turns: its id and a counter.
     owner: String,
     next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The slots this process leased and has not spent (at high rates).
+    lease: std::sync::Arc<tokio::sync::Mutex<Option<Lease>>>,
+    /// How many of them are left, for the heartbeat.
+    leased: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The last grant's round trip, in microseconds: the gap a lease leaves after its slots.
+    rtt_us: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    returns: redis::Script,
+}
+
+/// How one grant is asked for.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    /// A turn's token: the turn is held until the request leaves.
+    token: Option<&'a str>,
+    /// Charge the windows (`GET /users` is paced but not charged).
+    charge: bool,
+    /// Consecutive slots: more than one is a lease.
+    slots: u32,
+    /// Left free after the last slot.
+    gap: Duration,
+}
+
+impl Default for Ask<'_> {
+    fn default() -> Self {
+        Ask {
+            token: None,
+            charge: true,
+            slots: 1,
+            gap: Duration::ZERO,
+        }
+    }
+}
+
+/// Below this interval a process leases slots instead of taking a turn per request (a turn
+/// costs two round trips to Redis and the fleet's whole cycle through them); a lease spans
+/// about this long.
+pub const LEASE_SPAN: Duration = Duration::from_millis(20);
+
+/// The most slots one lease holds.
+pub const LEASE_MAX: u32 = 64;
+
+/// How many slots a process leases at a time at `interval`: 1 (a turn per request) from
+/// [`LEASE_SPAN`] up, else enough to span it (20 at 60,000/min).
+pub fn lease_size(interval: Duration) -> u32 {
+    if interval.is_zero() || interval >= LEASE_SPAN {
+        return 1;
+    }
+    (LEASE_SPAN.as_nanos().div_ceil(interval.as_nanos())).clamp(2, u128::from(LEASE_MAX)) as u32
+}
+
+/// Consecutive slots leased by this process, spent in order on its own clock.
+#[derive(Debug)]
+struct Lease {
+    /// The next slot on this process's clock (the grant's answer plus its delay: never early).
+    next: tokio::time::Instant,
+    /// Slots not handed out yet.
+    left: u32,
+    /// Slots that passed unused (more than an interval late): refunded at the end.
+    skipped: u32,
+    /// The fleet's next slot after the lease, as the grant set it (its name).
+    name_us: i64,
+    /// The grant's Unix second on Redis's clock (the windows it charged).
+    sec: i64,
+    interval: Duration,
 }
 
 /// How early a turn may be granted before its slot; the holder waits out the rest itself.
@@ -378,14 +509,15 @@ impl std::fmt::Debug for Coordinator {
 }
 
 impl Coordinator {
-    /// Connects to `url` (`redis://[:password@]host:port/db`, `rediss://` for TLS) for the key
-    /// whose fingerprint is `fingerprint`, within `timeout`.
+    /// Connects to `endpoint` (`redis://[:password@]host:port/db`, `rediss://` for TLS) for
+    /// the key whose fingerprint is `fingerprint`, within `timeout`.
     pub async fn connect(
-        url: &str,
+        endpoint: &Endpoint,
         fingerprint: &str,
         timeout: Duration,
     ) -> Result<Coordinator, CoordError> {
-        let client = redis::Client::open(url).map_err(|e| CoordError::Url(e.to_string()))?;
+        let client = redis::Client::open(endpoint.connection_info()?)
+            .map_err(|e| CoordError::Url(endpoint.scrub(e.to_string())))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -396,7 +528,14 @@ impl Coordinator {
         )
         .await
         .map_err(|_| CoordError::Unreachable(format!("no connection within {timeout:?}")))?
-        .map_err(|e| CoordError::Unreachable(e.to_string()))?;
+        .map_err(|e| CoordError::Unreachable(endpoint.scrub(e.to_string())))?;
+        // Redis accepts a connection before it asks for the password: one command now, so a
+        // missing or wrong one stops the run at the start, not at its first grant.
+        let mut probe = con.clone();
+        tokio::time::timeout(timeout, redis::cmd("PING").query_async::<()>(&mut probe))
+            .await
+            .map_err(|_| CoordError::Unreachable(format!("no answer within {timeout:?}")))?
+            .map_err(|e| CoordError::Unreachable(endpoint.scrub(e.to_string())))?;
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -410,6 +549,10 @@ impl Coordinator {
             spent: redis::Script::new(SPENT),
             owner: format!("{}-{nonce:x}", std::process::id()),
             next: Default::default(),
+            lease: Default::default(),
+            leased: Default::default(),
+            rtt_us: Default::default(),
+            returns: redis::Script::new(RETURN),
         })
     }
 
@@ -421,7 +564,7 @@ impl Coordinator {
     /// Asks once for the next slot, spaced `interval` from the fleet's last grant, within
     /// `allow` (no turn is held: the next slot is one interval from this grant).
     pub async fn grant(&self, interval: Duration, allow: Allowances) -> Result<Answer, CoordError> {
-        self.ask(interval, allow, Seeds::default(), None, true)
+        self.ask(interval, allow, Seeds::default(), Ask::default())
             .await
     }
 
@@ -430,9 +573,14 @@ impl Coordinator {
         interval: Duration,
         allow: Allowances,
         seeds: Seeds,
-        token: Option<&str>,
-        charge: bool,
+        how: Ask<'_>,
     ) -> Result<Answer, CoordError> {
+        let Ask {
+            token,
+            charge,
+            slots,
+            gap,
+        } = how;
         let limit = |v: Option<u64>| v.map_or(-1, |n| n.min(i64::MAX as u64) as i64);
         let mut con = self.con.clone();
         let answer: Vec<i64> = self
@@ -452,7 +600,13 @@ impl Coordinator {
                 0
             })
             .arg(i64::from(charge))
-            .arg(micros(LOOKAHEAD))
+            .arg(if token.is_some() || slots > 1 {
+                micros(LOOKAHEAD)
+            } else {
+                0
+            })
+            .arg(slots.max(1))
+            .arg(micros(gap))
             .invoke_async(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;
@@ -463,6 +617,8 @@ impl Coordinator {
                 at_us: value,
                 delay: Duration::from_micros(extra.max(0) as u64),
                 seq: at(3),
+                slots: at(4).clamp(1, i64::from(u32::MAX)) as u32,
+                next_us: at(5),
             },
             0 => Answer::Wait(Duration::from_micros(value.max(0) as u64)),
             _ => Answer::Exhausted {
@@ -511,7 +667,10 @@ impl Coordinator {
         allow: Allowances,
         seeds: Seeds,
     ) -> Result<Result<(), (Window, i64)>, CoordError> {
-        match self.ask(Duration::ZERO, allow, seeds, None, true).await? {
+        match self
+            .ask(Duration::ZERO, allow, seeds, Ask::default())
+            .await?
+        {
             Answer::Exhausted { window, resets_at } => Ok(Err((window, resets_at))),
             _ => Ok(Ok(())),
         }
@@ -542,13 +701,17 @@ impl Coordinator {
         let token = format!("{}-{n}", self.owner);
         loop {
             let asked = tokio::time::Instant::now();
-            match self
-                .ask(interval, allow, seeds, Some(&token), charge)
-                .await?
-            {
-                Answer::Granted { at_us, delay, seq } => {
+            let how = Ask {
+                token: Some(&token),
+                charge,
+                ..Ask::default()
+            };
+            match self.ask(interval, allow, seeds, how).await? {
+                Answer::Granted {
+                    at_us, delay, seq, ..
+                } => {
                     let answered = tokio::time::Instant::now();
-                    wait_precisely(delay).await;
+                    wait_precisely(answered + delay).await;
                     return Ok(Ok(Turn {
                         token,
                         seq,
@@ -561,6 +724,111 @@ impl Coordinator {
                 Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
             }
         }
+    }
+
+    /// Waits for this process's next leased slot (leasing [`lease_size`] slots spaced `interval`
+    /// from the fleet's pace when none is left, within `allow`, counters from `seeds`): the
+    /// slot's moment on this process's clock, once it has come; or the spent window. Slots are
+    /// handed out in order; one that passed more than an interval ago unused is skipped (and
+    /// refunded by [`Coordinator::end_lease`]).
+    pub async fn acquire_slot(
+        &self,
+        interval: Duration,
+        allow: Allowances,
+        seeds: Seeds,
+    ) -> Result<Result<tokio::time::Instant, (Window, i64)>, CoordError> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut held = self.lease.lock().await;
+        loop {
+            if let Some(lease) = held.as_mut() {
+                let now = tokio::time::Instant::now();
+                while lease.left > 0 && lease.next + lease.interval < now {
+                    lease.next += lease.interval;
+                    lease.left -= 1;
+                    lease.skipped += 1;
+                }
+                if lease.left > 0 {
+                    let slot = lease.next;
+                    lease.next += lease.interval;
+                    lease.left -= 1;
+                    self.leased.store(u64::from(lease.left), Relaxed);
+                    drop(held);
+                    wait_precisely(slot).await;
+                    return Ok(Ok(slot));
+                }
+                if let Some(spent) = held.take() {
+                    self.give_back_lease(spent).await?;
+                }
+            }
+            let gap = Duration::from_micros(self.rtt_us.load(Relaxed)).min(interval);
+            let asked = tokio::time::Instant::now();
+            let how = Ask {
+                slots: lease_size(interval),
+                gap,
+                ..Ask::default()
+            };
+            match self.ask(interval, allow, seeds, how).await? {
+                Answer::Granted {
+                    at_us,
+                    delay,
+                    slots,
+                    next_us,
+                    ..
+                } => {
+                    let answered = tokio::time::Instant::now();
+                    self.rtt_us
+                        .store((answered - asked).as_micros() as u64, Relaxed);
+                    *held = Some(Lease {
+                        next: answered + delay,
+                        left: slots,
+                        skipped: 0,
+                        name_us: next_us,
+                        sec: at_us.div_euclid(1_000_000),
+                        interval,
+                    });
+                }
+                // The others wait for this lease rather than each asking.
+                Answer::Wait(d) => tokio::time::sleep(d).await,
+                Answer::Exhausted { window, resets_at } => return Ok(Err((window, resets_at))),
+            }
+        }
+    }
+
+    /// Gives back what is left of this process's lease (its run is over): the slots to come
+    /// go back to the fleet's pace if nobody was granted since, and every unused slot is
+    /// refunded to the windows.
+    pub async fn end_lease(&self) -> Result<(), CoordError> {
+        let lease = self.lease.lock().await.take();
+        self.leased.store(0, std::sync::atomic::Ordering::Relaxed);
+        match lease {
+            Some(lease) => self.give_back_lease(lease).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn give_back_lease(&self, lease: Lease) -> Result<(), CoordError> {
+        let unused = lease.left + lease.skipped;
+        if unused == 0 {
+            return Ok(());
+        }
+        let mut con = self.con.clone();
+        let _: i64 = self
+            .returns
+            .key(&self.prefix)
+            .arg(lease.name_us)
+            .arg(lease.left)
+            .arg(unused)
+            .arg(micros(lease.interval))
+            .arg(lease.sec)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Slots this process holds in its lease now (for the heartbeat).
+    pub fn leased(&self) -> u64 {
+        self.leased.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The request of `turn` left at `at` (this process's clock): the fleet's next slot is one
@@ -612,7 +880,9 @@ impl Coordinator {
     }
 
     /// In one step: the fleet's answer for `id`, or the claim of its lookup for this process
-    /// for `lease`, or neither (another process is looking it up now).
+    /// for `lease`, or neither (another process is looking it up now). A claim whose holder
+    /// has not said it is alive for [`ALIVE`] is taken over: a killed holder blocks no one
+    /// longer than that.
     pub async fn answer_or_claim(&self, id: &str, lease: Duration) -> Result<Claim, CoordError> {
         let mut con = self.con.clone();
         let (code, value): (i64, Vec<u8>) = self
@@ -621,6 +891,7 @@ impl Coordinator {
             .key(format!("{}:flight:{id}", self.prefix))
             .arg(&self.owner)
             .arg(lease.as_millis().max(1) as u64)
+            .arg(format!("{}:alive:", self.prefix))
             .invoke_async(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;
@@ -667,16 +938,25 @@ impl Coordinator {
             .map_err(|e| CoordError::Redis(e.to_string()))
     }
 
-    /// Says this process is alive and what it did (`me`), for [`Coordinator::members`]; the
-    /// entry lapses 5 s after the last heartbeat.
+    /// Says this process is alive and what it did (`me`), for [`Coordinator::members`] and
+    /// for the claims it holds; both lapse [`ALIVE`] after the last heartbeat.
     pub async fn heartbeat(&self, me: &Member) -> Result<(), CoordError> {
         let mut con = self.con.clone();
         let value = serde_json::to_string(me).map_err(|e| CoordError::Redis(e.to_string()))?;
-        redis::cmd("SET")
+        let alive = ALIVE.as_millis() as u64;
+        redis::pipe()
+            .cmd("SET")
             .arg(format!("{}:member:{}:{}", self.prefix, me.host, me.pid))
             .arg(value)
             .arg("PX")
-            .arg(5000)
+            .arg(alive)
+            .ignore()
+            .cmd("SET")
+            .arg(format!("{}:alive:{}", self.prefix, self.owner))
+            .arg(1)
+            .arg("PX")
+            .arg(alive)
+            .ignore()
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))
@@ -687,6 +967,7 @@ impl Coordinator {
         let mut con = self.con.clone();
         redis::cmd("DEL")
             .arg(format!("{}:member:{}:{}", self.prefix, me.host, me.pid))
+            .arg(format!("{}:alive:{}", self.prefix, self.owner))
             .query_async::<()>(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))
@@ -742,4 +1023,7 @@ impl Coordinator {
     }
 }
 
+mod endpoint;
 pub mod test_server;
+
+pub use endpoint::Endpoint;

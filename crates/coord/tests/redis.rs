@@ -7,10 +7,13 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use vtbulk_coord::test_server::RedisServer;
-use vtbulk_coord::{Allowances, Answer, CALENDAR_CHECK, CoordError, Coordinator, Window};
+use vtbulk_coord::{
+    Allowances, Answer, CALENDAR_CHECK, CoordError, Coordinator, Endpoint, Seeds, Window,
+};
 
 async fn coordinator(server: &RedisServer, fingerprint: &str) -> Coordinator {
-    Coordinator::connect(&server.url(), fingerprint, Duration::from_secs(5))
+    let endpoint = Endpoint::parse(&server.url(), None).expect("url");
+    Coordinator::connect(&endpoint, fingerprint, Duration::from_secs(5))
         .await
         .expect("connects")
 }
@@ -172,23 +175,17 @@ async fn an_unreachable_redis_is_a_clear_error_at_once() {
         .and_then(|l| l.local_addr())
         .expect("port")
         .port();
-    let err = Coordinator::connect(
-        &format!("redis://127.0.0.1:{port}/0"),
-        "fp",
-        Duration::from_secs(5),
-    )
-    .await
-    .expect_err("nothing listens");
-    assert!(matches!(err, CoordError::Unreachable(_)), "{err}");
-    let bad = Coordinator::connect("http://127.0.0.1/", "fp", Duration::from_secs(1))
+    let endpoint = Endpoint::parse(&format!("redis://127.0.0.1:{port}/0"), None).expect("url");
+    let err = Coordinator::connect(&endpoint, "fp", Duration::from_secs(5))
         .await
-        .expect_err("not a Redis URL");
+        .expect_err("nothing listens");
+    assert!(matches!(err, CoordError::Unreachable(_)), "{err}");
+    let bad = Endpoint::parse("http://127.0.0.1/", None).expect_err("not a Redis URL");
     assert!(matches!(bad, CoordError::Url(_)), "{bad}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_is_held_until_its_request_left_and_the_next_is_an_interval_after() {
-    use vtbulk_coord::Seeds;
     let server = RedisServer::start().await;
     let interval = Duration::from_millis(10);
     let mut tasks = Vec::new();
@@ -229,7 +226,6 @@ async fn a_turn_is_held_until_its_request_left_and_the_next_is_an_interval_after
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_start_from_what_virustotal_said_was_used() {
-    use vtbulk_coord::Seeds;
     let server = RedisServer::start().await;
     let c = coordinator(&server, "fp-seeds").await;
     let allow = Allowances {
@@ -263,4 +259,284 @@ async fn counters_start_from_what_virustotal_said_was_used() {
     assert_eq!(granted, 2, "10 allowed, 8 used by others before");
     let spent = c.spent().await.expect("spent");
     assert_eq!((spent.hour, spent.day, spent.month), (5, 10, 102));
+}
+
+/// The Redis script calls (`EVALSHA`, and `EVAL` when a script was not cached yet) so far.
+async fn script_calls(server: &RedisServer) -> u64 {
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .expect("info");
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_a_high_rate_leases_share_the_slots_with_a_grant_per_lease_not_per_request() {
+    let server = RedisServer::start().await;
+    let interval = Duration::from_millis(1);
+    assert_eq!(vtbulk_coord::lease_size(interval), 20);
+    assert_eq!(vtbulk_coord::lease_size(Duration::from_millis(100)), 1);
+    let before = script_calls(&server).await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let c = coordinator(&server, "fp-lease").await;
+        tasks.push(tokio::spawn(async move {
+            let mut slots = Vec::new();
+            for _ in 0..100 {
+                match c
+                    .acquire_slot(interval, Allowances::default(), Seeds::default())
+                    .await
+                {
+                    Ok(Ok(at)) => slots.push(at),
+                    other => panic!("{other:?}"),
+                }
+            }
+            c.end_lease().await.expect("end");
+            slots
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("task"));
+    }
+    all.sort();
+    // One process's clock for all three: the slots read from Redis's clock are never early,
+    // so 300 slots one interval apart span at least 299 intervals less one round trip.
+    let span = *all.last().expect("slots") - all[0];
+    assert!(
+        span >= Duration::from_millis(297),
+        "300 slots in {span:?}: granted faster than the interval"
+    );
+    let calls = script_calls(&server).await - before;
+    assert!(
+        calls <= 60,
+        "{calls} script calls for 300 slots: a lease should cover about 20"
+    );
+    // Every slot charged once, unused ones refunded at the end.
+    let c = coordinator(&server, "fp-lease").await;
+    assert_eq!(c.spent().await.expect("spent").day, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_ended_early_gives_its_slots_back_to_the_fleet_and_the_books() {
+    let server = RedisServer::start().await;
+    let interval = Duration::from_millis(1);
+    // Two fleets (two keys): in one the holder gives its lease back, in the other not.
+    for (fingerprint, give_back) in [("fp-back", true), ("fp-kept", false)] {
+        let holder = coordinator(&server, fingerprint).await;
+        let other = coordinator(&server, fingerprint).await;
+        holder
+            .acquire_slot(interval, Allowances::default(), Seeds::default())
+            .await
+            .expect("redis")
+            .expect("slot");
+        if give_back {
+            holder.end_lease().await.expect("end");
+        }
+        let spent = other.spent().await.expect("spent").day;
+        match other.grant(interval, Allowances::default()).await {
+            Ok(Answer::Granted { .. }) => assert!(give_back, "the lease's slots were not held"),
+            Ok(Answer::Wait(d)) if give_back => {
+                assert!(
+                    d < Duration::from_millis(5),
+                    "19 slots not given back: {d:?}"
+                );
+            }
+            Ok(Answer::Wait(d)) => {
+                assert!(d > Duration::from_millis(10), "the lease held only {d:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(spent, if give_back { 1 } else { 20 }, "{fingerprint}");
+    }
+}
+
+#[tokio::test]
+async fn a_lease_is_no_bigger_than_what_the_window_has_left() {
+    let server = RedisServer::start().await;
+    let c = coordinator(&server, "fp-lease-day").await;
+    let allow = Allowances {
+        day: Some(5),
+        ..Allowances::default()
+    };
+    let interval = Duration::from_millis(1);
+    for i in 0..5 {
+        let slot = c
+            .acquire_slot(interval, allow, Seeds::default())
+            .await
+            .expect("redis");
+        assert!(slot.is_ok(), "slot {i}: {slot:?}");
+    }
+    let sixth = c
+        .acquire_slot(interval, allow, Seeds::default())
+        .await
+        .expect("redis");
+    assert!(
+        matches!(sixth, Err((Window::Day, _))),
+        "a sixth slot of a day of 5: {sixth:?}"
+    );
+    assert_eq!(c.spent().await.expect("spent").day, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_never_given_back_blocks_the_fleet_only_until_its_lease_ends() {
+    let server = RedisServer::start().await;
+    let interval = Duration::from_millis(50);
+    let holder = coordinator(&server, "fp-dead").await;
+    let other = coordinator(&server, "fp-dead").await;
+    // The holder takes the turn and dies before its request leaves (never departs).
+    let turn = holder
+        .acquire_turn(interval, Allowances::default(), Seeds::default())
+        .await
+        .expect("redis")
+        .expect("turn");
+    drop((turn, holder));
+    let asked = tokio::time::Instant::now();
+    let next = tokio::time::timeout(
+        vtbulk_coord::LEASE * 5,
+        other.acquire_turn(interval, Allowances::default(), Seeds::default()),
+    )
+    .await
+    .expect("the fleet was blocked for good by a dead holder")
+    .expect("redis");
+    assert!(next.is_ok(), "{next:?}");
+    let waited = asked.elapsed();
+    assert!(
+        waited >= vtbulk_coord::LEASE / 2,
+        "granted after {waited:?}: the dead holder's turn was not held"
+    );
+}
+
+#[tokio::test]
+async fn a_password_and_tls_are_honoured_and_the_password_is_never_in_an_error() {
+    use vtbulk_coord::test_server::Options;
+    const PASSWORD: &str = "CanaryRedisPass-5e1";
+    let server = RedisServer::start_with(Options {
+        password: Some(PASSWORD.into()),
+        tls: false,
+    })
+    .await;
+    // From elsewhere (a file, the environment), and in the URL.
+    let given = Endpoint::parse(&server.url(), Some(PASSWORD.into())).expect("url");
+    let c = Coordinator::connect(&given, "fp-auth", Duration::from_secs(5))
+        .await
+        .expect("the right password");
+    c.spent().await.expect("a command");
+    let url = server
+        .url()
+        .replace("redis://", &format!("redis://:{PASSWORD}@"));
+    let in_url = Endpoint::parse(&url, None).expect("url");
+    Coordinator::connect(&in_url, "fp-auth", Duration::from_secs(5))
+        .await
+        .expect("the password in the URL");
+    // Wrong or missing: a clear error that shows no password.
+    let wrong_url = server
+        .url()
+        .replace("redis://", "redis://:CanaryWrongPass-77@");
+    for endpoint in [
+        Endpoint::parse(&server.url(), None).expect("url"),
+        Endpoint::parse(&wrong_url, None).expect("url"),
+    ] {
+        let shown = format!("{endpoint:?}");
+        let result = Coordinator::connect(&endpoint, "fp-auth", Duration::from_secs(5)).await;
+        // Redis may accept the connection and refuse the first command instead.
+        let err = match result {
+            Err(e) => e.to_string(),
+            Ok(c) => c.spent().await.expect_err("no password").to_string(),
+        };
+        for text in [&err, &shown] {
+            assert!(
+                !text.contains(PASSWORD) && !text.contains("CanaryWrongPass"),
+                "{text}"
+            );
+        }
+        assert!(
+            err.to_lowercase().contains("auth")
+                || err.contains("NOAUTH")
+                || err.contains("WRONGPASS"),
+            "{err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_claim_is_awaited_while_its_holder_lives_and_taken_over_once_it_is_dead() {
+    use vtbulk_coord::{Claim, Member};
+    let server = RedisServer::start().await;
+    let holder = coordinator(&server, "fp-claim").await;
+    let other = coordinator(&server, "fp-claim").await;
+    let me = Member {
+        host: "h".into(),
+        pid: 1,
+        ..Member::default()
+    };
+    holder.heartbeat(&me).await.expect("heartbeat");
+    let lease = Duration::from_secs(30);
+    assert_eq!(
+        holder
+            .answer_or_claim("file:aa", lease)
+            .await
+            .expect("redis"),
+        Claim::Claimed
+    );
+    assert_eq!(
+        other
+            .answer_or_claim("file:aa", lease)
+            .await
+            .expect("redis"),
+        Claim::Busy,
+        "a live holder's claim is awaited"
+    );
+    // The holder is killed: its liveness lapses (as its expiry would, 5 s on).
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connects");
+    let alive: Vec<String> = redis::cmd("KEYS")
+        .arg("vtbulk:fp-claim:alive:*")
+        .query_async(&mut con)
+        .await
+        .expect("keys");
+    assert_eq!(alive.len(), 1, "{alive:?}");
+    let _: () = redis::cmd("DEL")
+        .arg(&alive)
+        .query_async(&mut con)
+        .await
+        .expect("del");
+    assert_eq!(
+        other
+            .answer_or_claim("file:aa", lease)
+            .await
+            .expect("redis"),
+        Claim::Claimed,
+        "a dead holder's claim is taken over"
+    );
+    other
+        .publish(&["file:aa".into()], b"404", Duration::from_secs(60))
+        .await
+        .expect("publish");
+    assert_eq!(
+        holder
+            .answer_or_claim("file:aa", lease)
+            .await
+            .expect("redis"),
+        Claim::Answer(b"404".to_vec())
+    );
 }

@@ -47,6 +47,8 @@ pub enum HaltCause {
     Interrupted,
     /// The output was closed (a pipe's reader went away): `output_closed`.
     OutputClosed,
+    /// The fleet's coordinator (Redis) stayed lost longer than its grace: `coordinator_lost`.
+    CoordinatorLost,
 }
 
 impl HaltCause {
@@ -59,6 +61,7 @@ impl HaltCause {
             HaltCause::Unreachable => Cow::Borrowed("api_unreachable"),
             HaltCause::Interrupted => Cow::Borrowed("interrupted"),
             HaltCause::OutputClosed => Cow::Borrowed("output_closed"),
+            HaltCause::CoordinatorLost => Cow::Borrowed("coordinator_lost"),
         }
     }
 
@@ -70,6 +73,7 @@ impl HaltCause {
             HaltCause::Unreachable => Outcome::Unreachable,
             HaltCause::Interrupted => Outcome::Interrupted,
             HaltCause::OutputClosed => Outcome::OutputClosed,
+            HaltCause::CoordinatorLost => Outcome::CoordinatorLost,
         }
     }
 }
@@ -676,6 +680,11 @@ mod tests {
                 HaltCause::OutputClosed,
                 "output_closed",
                 Outcome::OutputClosed,
+            ),
+            (
+                HaltCause::CoordinatorLost,
+                "coordinator_lost",
+                Outcome::CoordinatorLost,
             ),
         ];
         for (cause, name, outcome) in rows {

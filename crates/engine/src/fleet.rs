@@ -2,9 +2,10 @@
 //! making now, is not paid twice.
 //!
 //! Before its own request, a worker reads the fleet's answer for the IOC from Redis; if there
-//! is none it claims the lookup (a key with a 30 s expiry, so a killed holder blocks no one for
-//! long). A claim held elsewhere means another process is paying for it now: the worker waits
-//! for its answer (asking every 100 ms), or takes the claim over once it lapses. Every answer
+//! is none it claims the lookup (a key with a 30 s expiry, taken over sooner when its holder
+//! stops saying it is alive: a killed holder blocks no one longer than 5 s). A claim held
+//! elsewhere means another process is paying for it now: the worker waits for its answer
+//! (asking every 100 ms), or takes the claim over once it lapses. Every answer
 //! this process gets (found or not) is published for the others: a found file under each of
 //! its three digests, with the record's attributes gzipped (`{"id", "attributes"}`, a few
 //! hundred bytes), for the cache's TTLs (found 7 days, not found 1 day). A record made from a
@@ -183,7 +184,7 @@ pub async fn fleet_view(
     settings: &crate::Settings,
     client: &vtbulk_vt::Client,
 ) -> Result<FleetView, crate::EngineError> {
-    let url = settings.coordinator.as_deref().ok_or_else(|| {
+    let url = settings.coordinator.as_ref().ok_or_else(|| {
         vtbulk_coord::CoordError::Url(
             "no coordinator: give --coordinator redis://... (or VTBULK_REDIS_URL)".into(),
         )
@@ -208,8 +209,9 @@ fn host_name() -> String {
 }
 
 /// Says every second that this process is in the fleet, with its requests in all and in the
-/// last minute (`vtbulk fleet` lists them); the entry lapses 5 s after the last.
-pub(crate) fn spawn_heartbeat(
+/// last minute and its lease (`vtbulk fleet` lists them); the entry lapses 5 s after the last,
+/// and with it the claims this process holds. The first is said before any claim is made.
+pub(crate) async fn spawn_heartbeat(
     fleet: Fleet,
     counters: std::sync::Arc<crate::Counters>,
 ) -> (tokio::task::JoinHandle<()>, vtbulk_coord::Member) {
@@ -224,6 +226,7 @@ pub(crate) fn spawn_heartbeat(
         started: unix(),
         ..vtbulk_coord::Member::default()
     };
+    let _ = fleet.coord.heartbeat(&me).await;
     let task = {
         let mut me = me.clone();
         tokio::spawn(async move {
@@ -239,6 +242,7 @@ pub(crate) fn spawn_heartbeat(
                     history.pop_front();
                 }
                 me.requests = requests;
+                me.leased = fleet.coord.leased();
                 me.last_minute = requests - history.front().map_or(requests, |&(_, n)| n);
                 me.seen = unix();
                 let _ = fleet.coord.heartbeat(&me).await;

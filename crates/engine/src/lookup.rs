@@ -75,12 +75,56 @@ pub(crate) struct Shared {
 
 /// This process's part in a fleet sharing one key through Redis: every request also takes
 /// the fleet's turn (spaced one interval from the last departure of any process, charged to
-/// the fleet's hour/day/month counters) and gives it back the moment it leaves.
+/// the fleet's hour/day/month counters) and gives it back the moment it leaves; at high rates
+/// it takes a slot of the process's lease instead.
 #[derive(Clone, Debug)]
 pub(crate) struct Fleet {
     pub(crate) coord: vtbulk_coord::Coordinator,
     pub(crate) allow: vtbulk_coord::Allowances,
     pub(crate) seeds: vtbulk_coord::Seeds,
+    /// How long Redis may stay lost before the run stops.
+    pub(crate) grace: Duration,
+    /// Since when Redis has been failing (`None`: it answered last time).
+    pub(crate) lost_since: std::sync::Arc<Mutex<Option<Instant>>>,
+}
+
+impl Fleet {
+    /// The fleet's grant for one request at `interval`: a turn to give back at departure
+    /// (`Some`), or a leased slot or a charge (`None`), or the spent window.
+    async fn grant(
+        &self,
+        interval: Duration,
+    ) -> Result<
+        Result<Option<vtbulk_coord::Turn>, (vtbulk_coord::Window, i64)>,
+        vtbulk_coord::CoordError,
+    > {
+        let coord = &self.coord;
+        if interval.is_zero() {
+            // No rate to keep (`--rate unlimited`): no turn, only the fleet's books.
+            Ok(coord.charge(self.allow, self.seeds).await?.map(|()| None))
+        } else if vtbulk_coord::lease_size(interval) > 1 {
+            Ok(coord
+                .acquire_slot(interval, self.allow, self.seeds)
+                .await?
+                .map(|_| None))
+        } else {
+            Ok(coord
+                .acquire_turn(interval, self.allow, self.seeds)
+                .await?
+                .map(Some))
+        }
+    }
+
+    /// Notes that Redis answered.
+    fn reached(&self) {
+        lock(&self.lost_since).take();
+    }
+
+    /// Notes that Redis failed; how long it has been failing.
+    fn failed(&self) -> Duration {
+        let now = Instant::now();
+        now - *lock(&self.lost_since).get_or_insert(now)
+    }
 }
 
 /// A fleet turn to give back: at the request's departure, or (when it never left) after.
@@ -96,12 +140,6 @@ fn give_back(fleet: &Fleet, turn: &HeldTurn, at: Instant, interval: Duration) {
             let _ = coord.departed(turn, at, interval).await;
         });
     }
-}
-
-/// The fleet's failure as a connection failure of this attempt: nothing was sent, and the
-/// rules for an unreachable API stop the run if Redis stays away.
-fn fleet_error(e: &vtbulk_coord::CoordError) -> vtbulk_vt::Error {
-    vtbulk_vt::Error::without_status(ErrorKind::Connect, e.to_string())
 }
 
 /// What one entry of the work list is.
@@ -427,30 +465,42 @@ async fn attempt(
     let held: Option<HeldTurn> = shared.fleet.as_ref().map(|_| Default::default());
     let mut fleet_seq = None;
     if let Some(fleet) = &shared.fleet {
-        // No rate to keep (`--rate unlimited`): no turn, only the fleet's books.
-        let turn = tokio::select! {
-            turn = async {
-                if interval.is_zero() {
-                    fleet.coord.charge(fleet.allow, fleet.seeds).await.map(|r| r.map(|()| None))
-                } else {
-                    fleet
-                        .coord
-                        .acquire_turn(interval, fleet.allow, fleet.seeds)
-                        .await
-                        .map(|r| r.map(Some))
+        let turn = loop {
+            let asked = tokio::select! {
+                turn = fleet.grant(interval) => turn,
+                () = woken.as_mut() => return Attempt::Woken,
+            };
+            match asked {
+                Ok(turn) => {
+                    fleet.reached();
+                    break turn;
                 }
-            } => turn,
-            () = woken.as_mut() => return Attempt::Woken,
+                Err(e) => {
+                    // Blind: nothing leaves without the fleet's grant. Ask again (the
+                    // connection reconnects itself) until the grace runs out, then stop.
+                    let lost = fleet.failed();
+                    if lost >= fleet.grace {
+                        lock(&shared.halt_detail).get_or_insert_with(|| e.to_string());
+                        shared.halt.set(HaltCause::CoordinatorLost);
+                        return Attempt::Woken;
+                    }
+                    let wait = (lost / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = woken.as_mut() => return Attempt::Woken,
+                    }
+                }
+            }
         };
         match turn {
-            Ok(Ok(None)) => {}
-            Ok(Ok(Some(turn))) => {
+            Ok(None) => {}
+            Ok(Some(turn)) => {
                 fleet_seq = Some(turn.seq());
                 if let Some(held) = &held {
                     *lock(held) = Some(turn);
                 }
             }
-            Ok(Err((window, resets_at))) => {
+            Err((window, resets_at)) => {
                 let window = match window {
                     vtbulk_coord::Window::Hour => vtbulk_quota::Window::Hour,
                     vtbulk_coord::Window::Day => vtbulk_quota::Window::Day,
@@ -458,7 +508,6 @@ async fn attempt(
                 };
                 return Attempt::Exhausted(Exhausted { window, resets_at });
             }
-            Err(e) => return Attempt::Sent(Err(fleet_error(&e)), None),
         }
     }
     let cycle = grant.cycle();

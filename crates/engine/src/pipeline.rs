@@ -87,10 +87,13 @@ pub struct Settings {
     pub quota: QuotaSettings,
     /// A Redis URL (`--coordinator`): the processes that use this key share its pace and its
     /// budgets through it. `None`: this process paces itself alone.
-    pub coordinator: Option<String>,
+    pub coordinator: Option<vtbulk_coord::Endpoint>,
     /// When the coordinator cannot be reached at the start: run alone at this share of the
     /// rate (`--coordinator-fallback local-share=F`) instead of stopping with exit 2.
     pub coordinator_fallback: Option<f64>,
+    /// How long the coordinator may stay lost mid-run before the run stops
+    /// ([`Outcome::CoordinatorLost`]); meanwhile no request leaves.
+    pub coordinator_grace: Duration,
 }
 
 impl Settings {
@@ -133,6 +136,9 @@ pub enum Outcome {
     Unreachable,
     /// The output was closed (a pipe's reader went away): no more lookups.
     OutputClosed,
+    /// The fleet's coordinator (Redis) was lost mid-run for longer than its grace: no request
+    /// left while it was gone; the rest is `skipped`.
+    CoordinatorLost,
 }
 
 impl Outcome {
@@ -146,6 +152,7 @@ impl Outcome {
             Outcome::Interrupted => "interrupted",
             Outcome::Unreachable => "unreachable",
             Outcome::OutputClosed => "output_closed",
+            Outcome::CoordinatorLost => "coordinator_lost",
         }
     }
 }
@@ -353,10 +360,10 @@ pub async fn run(
         halt.set(HaltCause::Refused(e.kind()));
     }
     let ledger = journal.as_ref().map(|_| spawn_ledger(shared.clone()));
-    let heartbeat = shared
-        .fleet
-        .clone()
-        .map(|fleet| crate::fleet::spawn_heartbeat(fleet, counters.clone()));
+    let heartbeat = match shared.fleet.clone() {
+        Some(fleet) => Some(crate::fleet::spawn_heartbeat(fleet, counters.clone()).await),
+        None => None,
+    };
     let todo = Arc::new(todo);
     let taken = run_workers(&shared, &todo, &tx, settings.concurrency, rate).await;
     skip_rest(&shared, &todo, taken, &tx).await;
@@ -366,6 +373,8 @@ pub async fn run(
     }
     if let (Some((task, me)), Some(fleet)) = (heartbeat, &shared.fleet) {
         task.abort();
+        // What is left of a lease goes back to the fleet (and off its books).
+        let _ = fleet.coord.end_lease().await;
         let _ = fleet.coord.leave(&me).await;
     }
     finish_journal(&shared, journal, &run_figures);
@@ -507,6 +516,8 @@ fn fleet(
             day: used.day,
             month: used.month,
         },
+        grace: settings.coordinator_grace,
+        lost_since: Default::default(),
     }
 }
 

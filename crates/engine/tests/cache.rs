@@ -51,6 +51,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         submit_urls: None,
         coordinator: None,
         coordinator_fallback: None,
+        coordinator_grace: std::time::Duration::from_secs(60),
         on_input: None,
         fail_on: None,
         only_new: false,

@@ -48,6 +48,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         submit_urls: None,
         coordinator: None,
         coordinator_fallback: None,
+        coordinator_grace: std::time::Duration::from_secs(60),
         on_input: None,
         fail_on: None,
         only_new: false,
