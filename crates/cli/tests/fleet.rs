@@ -411,3 +411,189 @@ where
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_lost_for_good_stops_the_run_with_exit_7_and_nothing_leaves_blind() {
+    let mut redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let dir = temp("lost");
+    let list = list(&mock, &dir, 0, 40);
+    let summary = dir.join("summary.json");
+    let run = tokio::spawn(
+        vtbulk(&mock.url(), &list, &redis.url(), "300/min")
+            .args(["--coordinator-grace", "2s", "--summary-json"])
+            .arg(&summary)
+            .output(),
+    );
+    mock.wait_for(|s| s.total >= 6).await;
+    let before = mock.stats(false).total;
+    redis.stop().await;
+    let out = run.await.expect("task").expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("the coordinator (Redis) was lost"),
+        "{stderr}"
+    );
+    // At 300/min, two seconds blind would have been ten requests: only a turn granted before
+    // Redis went (and the one being granted then) may have left.
+    let after = mock.stats(false).total;
+    assert!(
+        after - before <= 2,
+        "{} requests left blind",
+        after - before
+    );
+    // Every input is in the output once: looked up, or skipped for the lost coordinator.
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), 40, "{text}");
+    let ok = text.matches("\"status\":\"ok\"").count();
+    let skipped = text.matches("\"error_code\":\"coordinator_lost\"").count();
+    assert_eq!(ok + skipped, 40, "{text}");
+    assert!(skipped > 0 && ok >= 5, "ok {ok}, skipped {skipped}");
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert_eq!(s["outcome"], "coordinator_lost", "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_killed_while_holding_a_lease_leaves_the_others_to_finish_and_loses_nothing() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let url = mock.url();
+    let dir = temp("lease-kill");
+    let lists: Vec<PathBuf> = (0..2u64).map(|p| list(&mock, &dir, p, 300)).collect();
+    let cache = dir.join("victim.sqlite");
+    // 12,000/min: an interval of 5 ms, leases of 4 slots.
+    let victim_cmd = || {
+        let mut cmd = command(&["enrich", "--format", "ndjson", "--quiet"]);
+        cmd.args(["--tier", "unlimited", "--rate", "12000/min", "--cache"])
+            .arg(&cache)
+            .arg("-o")
+            .arg(dir.join("victim.ndjson"))
+            .arg(&lists[0])
+            .args(["--api-url", &url, "--coordinator", &redis.url()]);
+        cmd
+    };
+    let mut victim = victim_cmd().spawn().expect("spawn");
+    let survivor = tokio::spawn(vtbulk(&url, &lists[1], &redis.url(), "12000/min").output());
+    // Killed once `vtbulk fleet` shows it holding leased slots.
+    let pid = victim.id().expect("pid");
+    loop {
+        let view = fleet_view(&redis.url()).await;
+        let holds = view["members"].as_array().is_some_and(|m| {
+            m.iter()
+                .any(|m| m["pid"] == pid && m["leased"].as_u64().is_some_and(|n| n > 0))
+        });
+        if holds {
+            break;
+        }
+        assert!(
+            victim.try_wait().expect("wait").is_none(),
+            "the victim finished before it was seen holding a lease"
+        );
+    }
+    victim.start_kill().expect("kill");
+    let _ = victim.wait().await;
+    let out = survivor.await.expect("task").expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        text.matches("\"status\":\"ok\"").count(),
+        300,
+        "the survivor finished"
+    );
+    // Nothing lost: the victim's list, run again on its cache, comes out whole (its dead
+    // claims are taken over, its lease's slots are simply gone).
+    let out = victim_cmd().output().await.expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("victim.ndjson")).expect("output");
+    assert_eq!(text.matches("\"status\":\"ok\"").count(), 300, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_from_a_file_or_the_environment_and_tls_with_its_ca_reach_redis_unshown() {
+    use vtbulk_coord::test_server::Options;
+    const PASSWORD: &str = "CanaryRedisPass-fleet-93a";
+    let redis = RedisServer::start_with(Options {
+        password: Some(PASSWORD.into()),
+        tls: true,
+    })
+    .await;
+    let ca = redis.ca_file().expect("ca");
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let dir = temp("auth");
+    let list = list(&mock, &dir, 0, 3);
+    let password_file = dir.join("redis-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+    let url = redis.url();
+    assert!(url.starts_with("rediss://"));
+    let check = |out: &std::process::Output, code: i32| {
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(code), "{all}");
+        assert!(!all.contains(PASSWORD), "the password was shown: {all}");
+        assert!(!all.contains(CANARY));
+        all
+    };
+    // The CA trusted (the system's trust store, pointed at it), the password from a file.
+    let mut cmd = vtbulk(&mock.url(), &list, &url, "600/min");
+    cmd.env("SSL_CERT_FILE", &ca)
+        .arg("--coordinator-password-file")
+        .arg(&password_file);
+    let all = check(&cmd.output().await.expect("runs"), 0);
+    assert_eq!(all.matches("\"status\":\"ok\"").count(), 3, "{all}");
+    // From the environment; `vtbulk config` shows the URL, never the password.
+    let mut cmd = vtbulk(&mock.url(), &list, &url, "600/min");
+    cmd.env("SSL_CERT_FILE", &ca)
+        .env("VTBULK_REDIS_PASSWORD", PASSWORD);
+    check(&cmd.output().await.expect("runs"), 0);
+    let in_url = url.replace("rediss://", &format!("rediss://:{PASSWORD}@"));
+    let out = command(&["config", "--coordinator", &in_url])
+        .output()
+        .await
+        .expect("config");
+    let shown = check(&out, 0);
+    assert!(shown.contains("rediss://[redacted]@127.0.0.1"), "{shown}");
+    // Without the CA the certificate is refused (never a fallback to plain text): exit 2;
+    // without the password, refused too.
+    let stranger = RedisServer::start_with(Options {
+        password: None,
+        tls: true,
+    })
+    .await;
+    let mut cmd = vtbulk(&mock.url(), &list, &url, "600/min");
+    cmd.env("SSL_CERT_FILE", stranger.ca_file().expect("another CA"))
+        .env("VTBULK_REDIS_PASSWORD", PASSWORD);
+    let all = check(&cmd.output().await.expect("runs"), 2);
+    assert!(all.to_lowercase().contains("certificate"), "{all}");
+    let mut cmd = vtbulk(&mock.url(), &list, &url, "600/min");
+    cmd.env("SSL_CERT_FILE", &ca);
+    check(&cmd.output().await.expect("runs"), 2);
+    assert_eq!(
+        mock.stats(false).total,
+        5,
+        "3 lookups and a /users, then a /users: the second run's answers came from Redis"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
