@@ -8,7 +8,7 @@
 //! with no burst), or says how long to wait for it, or says which calendar window is spent
 //! and when it resets. At low rates a grant is a *turn*: the fleet's next slot is one interval
 //! after the holder's request actually left ([`DEPARTED`]), so late departures never shorten
-//! the spacing. At high rates (an interval under [`LEASE_SPAN`]) a round trip per request would
+//! the spacing. At high rates (an interval under [`LEASE_BELOW`]) a round trip per request would
 //! cost more than the interval, so a process *leases* several consecutive slots in one grant
 //! and spends them on its own clock; what it does not use in time goes back ([`RETURN`]): the
 //! counters are refunded, and the fleet's next slot moves back when nobody was granted since.
@@ -428,7 +428,7 @@ pub struct Coordinator {
     owner: String,
     next: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The slots this process leased and has not spent (at high rates).
-    lease: std::sync::Arc<tokio::sync::Mutex<Option<Lease>>>,
+    lease: std::sync::Arc<tokio::sync::Mutex<Leases>>,
     /// How many of them are left, for the heartbeat.
     leased: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// The last grant's round trip, in microseconds: the gap a lease leaves after its slots.
@@ -460,21 +460,55 @@ impl Default for Ask<'_> {
     }
 }
 
-/// Below this interval a process leases slots instead of taking a turn per request (a turn
-/// costs two round trips to Redis and the fleet's whole cycle through them); a lease spans
-/// about this long.
-pub const LEASE_SPAN: Duration = Duration::from_millis(20);
+/// Below this interval (above 6,000/min) a process leases slots instead of taking a turn per
+/// request: a turn costs two round trips to Redis and the fleet's whole cycle through them,
+/// most of an interval this short.
+pub const LEASE_BELOW: Duration = Duration::from_millis(10);
+
+/// A lease spans about this long: each lease ends with a little free time (its slack and a
+/// round trip), so longer leases lose less of the rate.
+pub const LEASE_SPAN: Duration = Duration::from_millis(50);
 
 /// The most slots one lease holds.
 pub const LEASE_MAX: u32 = 64;
 
 /// How many slots a process leases at a time at `interval`: 1 (a turn per request) from
-/// [`LEASE_SPAN`] up, else enough to span it (20 at 60,000/min).
+/// [`LEASE_BELOW`] up, else enough to span [`LEASE_SPAN`] (50 at 60,000/min).
 pub fn lease_size(interval: Duration) -> u32 {
-    if interval.is_zero() || interval >= LEASE_SPAN {
+    if interval.is_zero() || interval >= LEASE_BELOW {
         return 1;
     }
     (LEASE_SPAN.as_nanos().div_ceil(interval.as_nanos())).clamp(2, u128::from(LEASE_MAX)) as u32
+}
+
+/// This process's lease, and when its last slot's request left.
+#[derive(Debug, Default)]
+struct Leases {
+    current: Option<Lease>,
+    /// When the last slot's request left (this process's clock): the next is an interval
+    /// after it, if that is still close enough to its slot.
+    last_departure: Option<tokio::time::Instant>,
+}
+
+/// One leased slot, held until its request leaves ([`Slot::departed`]) or it is dropped:
+/// meanwhile no other request of this process takes a slot, so each is spaced from the last
+/// one's actual departure, not only from its slot.
+#[derive(Debug)]
+pub struct Slot {
+    leases: tokio::sync::OwnedMutexGuard<Leases>,
+    at: tokio::time::Instant,
+}
+
+impl Slot {
+    /// When the slot came (this process's clock).
+    pub fn at(&self) -> tokio::time::Instant {
+        self.at
+    }
+
+    /// Its request left at `at`: the next slot is spaced from then.
+    pub fn departed(mut self, at: tokio::time::Instant) {
+        self.leases.last_departure = Some(at);
+    }
 }
 
 /// Consecutive slots leased by this process, spent in order on its own clock.
@@ -491,7 +525,16 @@ struct Lease {
     /// The grant's Unix second on Redis's clock (the windows it charged).
     sec: i64,
     interval: Duration,
+    /// How late after its slot a request may leave (spaced from the last departure): the
+    /// lease leaves this much more after its last slot.
+    slack: Duration,
 }
+
+/// How late after its slot a leased request may leave (a busy host's late departure, absorbed
+/// instead of crowding the next request): a quarter of the interval, at most this; the lease
+/// leaves that much free after its last slot, so the next process's first slot keeps the
+/// spacing.
+const SLACK: Duration = Duration::from_micros(500);
 
 /// How early a turn may be granted before its slot; the holder waits out the rest itself.
 pub const LOOKAHEAD: Duration = Duration::from_millis(5);
@@ -728,39 +771,40 @@ impl Coordinator {
 
     /// Waits for this process's next leased slot (leasing [`lease_size`] slots spaced `interval`
     /// from the fleet's pace when none is left, within `allow`, counters from `seeds`): the
-    /// slot's moment on this process's clock, once it has come; or the spent window. Slots are
-    /// handed out in order; one that passed more than an interval ago unused is skipped (and
-    /// refunded by [`Coordinator::end_lease`]).
+    /// slot, held until its request leaves; or the spent window. Slots are handed out in
+    /// order, each no sooner than an interval after the last request left; a slot that cannot
+    /// be used within its slack is skipped (and refunded by [`Coordinator::end_lease`]).
     pub async fn acquire_slot(
         &self,
         interval: Duration,
         allow: Allowances,
         seeds: Seeds,
-    ) -> Result<Result<tokio::time::Instant, (Window, i64)>, CoordError> {
+    ) -> Result<Result<Slot, (Window, i64)>, CoordError> {
         use std::sync::atomic::Ordering::Relaxed;
-        let mut held = self.lease.lock().await;
+        let mut held = self.lease.clone().lock_owned().await;
         loop {
-            if let Some(lease) = held.as_mut() {
+            let earliest = held.last_departure.map(|d| d + interval);
+            if let Some(lease) = held.current.as_mut() {
                 let now = tokio::time::Instant::now();
-                while lease.left > 0 && lease.next + lease.interval < now {
+                while lease.left > 0 {
+                    let at = earliest.map_or(lease.next, |e| e.max(lease.next)).max(now);
+                    if at <= lease.next + lease.slack {
+                        lease.next += lease.interval;
+                        lease.left -= 1;
+                        self.leased.store(u64::from(lease.left), Relaxed);
+                        wait_precisely(at).await;
+                        return Ok(Ok(Slot { leases: held, at }));
+                    }
                     lease.next += lease.interval;
                     lease.left -= 1;
                     lease.skipped += 1;
                 }
-                if lease.left > 0 {
-                    let slot = lease.next;
-                    lease.next += lease.interval;
-                    lease.left -= 1;
-                    self.leased.store(u64::from(lease.left), Relaxed);
-                    drop(held);
-                    wait_precisely(slot).await;
-                    return Ok(Ok(slot));
-                }
-                if let Some(spent) = held.take() {
+                if let Some(spent) = held.current.take() {
                     self.give_back_lease(spent).await?;
                 }
             }
-            let gap = Duration::from_micros(self.rtt_us.load(Relaxed)).min(interval);
+            let slack = (interval / 4).min(SLACK);
+            let gap = Duration::from_micros(self.rtt_us.load(Relaxed)).min(interval) + slack;
             let asked = tokio::time::Instant::now();
             let how = Ask {
                 slots: lease_size(interval),
@@ -778,13 +822,14 @@ impl Coordinator {
                     let answered = tokio::time::Instant::now();
                     self.rtt_us
                         .store((answered - asked).as_micros() as u64, Relaxed);
-                    *held = Some(Lease {
+                    held.current = Some(Lease {
                         next: answered + delay,
                         left: slots,
                         skipped: 0,
                         name_us: next_us,
                         sec: at_us.div_euclid(1_000_000),
                         interval,
+                        slack,
                     });
                 }
                 // The others wait for this lease rather than each asking.
@@ -798,7 +843,7 @@ impl Coordinator {
     /// go back to the fleet's pace if nobody was granted since, and every unused slot is
     /// refunded to the windows.
     pub async fn end_lease(&self) -> Result<(), CoordError> {
-        let lease = self.lease.lock().await.take();
+        let lease = self.lease.lock().await.current.take();
         self.leased.store(0, std::sync::atomic::Ordering::Relaxed);
         match lease {
             Some(lease) => self.give_back_lease(lease).await,

@@ -290,7 +290,7 @@ async fn script_calls(server: &RedisServer) -> u64 {
 async fn at_a_high_rate_leases_share_the_slots_with_a_grant_per_lease_not_per_request() {
     let server = RedisServer::start().await;
     let interval = Duration::from_millis(1);
-    assert_eq!(vtbulk_coord::lease_size(interval), 20);
+    assert_eq!(vtbulk_coord::lease_size(interval), 50);
     assert_eq!(vtbulk_coord::lease_size(Duration::from_millis(100)), 1);
     let before = script_calls(&server).await;
     let mut tasks = Vec::new();
@@ -303,7 +303,10 @@ async fn at_a_high_rate_leases_share_the_slots_with_a_grant_per_lease_not_per_re
                     .acquire_slot(interval, Allowances::default(), Seeds::default())
                     .await
                 {
-                    Ok(Ok(at)) => slots.push(at),
+                    Ok(Ok(slot)) => {
+                        slots.push(slot.at());
+                        slot.departed(tokio::time::Instant::now());
+                    }
                     other => panic!("{other:?}"),
                 }
             }
@@ -326,7 +329,7 @@ async fn at_a_high_rate_leases_share_the_slots_with_a_grant_per_lease_not_per_re
     let calls = script_calls(&server).await - before;
     assert!(
         calls <= 60,
-        "{calls} script calls for 300 slots: a lease should cover about 20"
+        "{calls} script calls for 300 slots: a lease should cover about 50"
     );
     // Every slot charged once, unused ones refunded at the end.
     let c = coordinator(&server, "fp-lease").await;
@@ -355,7 +358,7 @@ async fn a_lease_ended_early_gives_its_slots_back_to_the_fleet_and_the_books() {
             Ok(Answer::Wait(d)) if give_back => {
                 assert!(
                     d < Duration::from_millis(5),
-                    "19 slots not given back: {d:?}"
+                    "49 slots not given back: {d:?}"
                 );
             }
             Ok(Answer::Wait(d)) => {
@@ -363,7 +366,7 @@ async fn a_lease_ended_early_gives_its_slots_back_to_the_fleet_and_the_books() {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(spent, if give_back { 1 } else { 20 }, "{fingerprint}");
+        assert_eq!(spent, if give_back { 1 } else { 50 }, "{fingerprint}");
     }
 }
 
@@ -539,4 +542,28 @@ async fn a_claim_is_awaited_while_its_holder_lives_and_taken_over_once_it_is_dea
             .expect("redis"),
         Claim::Answer(b"404".to_vec())
     );
+}
+
+#[tokio::test]
+async fn a_leased_slot_is_spaced_from_the_last_request_s_departure_and_skipped_slots_refunded() {
+    let server = RedisServer::start().await;
+    let c = coordinator(&server, "fp-depart").await;
+    let interval = Duration::from_millis(2);
+    let take = || c.acquire_slot(interval, Allowances::default(), Seeds::default());
+    let first = take().await.expect("redis").expect("slot");
+    let at = first.at();
+    // Its request left 3 ms late (a busy host): the next may not follow it within 2 ms.
+    let departure = at + Duration::from_millis(3);
+    first.departed(departure);
+    let second = take().await.expect("redis").expect("slot");
+    assert!(
+        second.at() >= departure + interval,
+        "{:?} after a departure {:?} after its slot",
+        second.at() - at,
+        departure - at
+    );
+    drop(second);
+    // The slots passed over meanwhile were never used: only the two are on the books.
+    c.end_lease().await.expect("end");
+    assert_eq!(c.spent().await.expect("spent").day, 2);
 }

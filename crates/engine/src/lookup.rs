@@ -82,6 +82,9 @@ pub(crate) struct Fleet {
     pub(crate) coord: vtbulk_coord::Coordinator,
     pub(crate) allow: vtbulk_coord::Allowances,
     pub(crate) seeds: vtbulk_coord::Seeds,
+    /// The fleet's spacing, margin included (zero: no rate to keep): a turn per request, or
+    /// leased slots below [`vtbulk_coord::LEASE_BELOW`] (then the local pacer is off).
+    pub(crate) interval: Duration,
     /// How long Redis may stay lost before the run stops.
     pub(crate) grace: Duration,
     /// Since when Redis has been failing (`None`: it answered last time).
@@ -89,15 +92,12 @@ pub(crate) struct Fleet {
 }
 
 impl Fleet {
-    /// The fleet's grant for one request at `interval`: a turn to give back at departure
-    /// (`Some`), or a leased slot or a charge (`None`), or the spent window.
+    /// The fleet's grant for one request at `interval`: a turn or a leased slot to give back
+    /// at departure, or a charge (`None`), or the spent window.
     async fn grant(
         &self,
         interval: Duration,
-    ) -> Result<
-        Result<Option<vtbulk_coord::Turn>, (vtbulk_coord::Window, i64)>,
-        vtbulk_coord::CoordError,
-    > {
+    ) -> Result<Result<Option<Hold>, (vtbulk_coord::Window, i64)>, vtbulk_coord::CoordError> {
         let coord = &self.coord;
         if interval.is_zero() {
             // No rate to keep (`--rate unlimited`): no turn, only the fleet's books.
@@ -106,12 +106,12 @@ impl Fleet {
             Ok(coord
                 .acquire_slot(interval, self.allow, self.seeds)
                 .await?
-                .map(|_| None))
+                .map(|slot| Some(Hold::Slot(slot))))
         } else {
             Ok(coord
                 .acquire_turn(interval, self.allow, self.seeds)
                 .await?
-                .map(Some))
+                .map(|turn| Some(Hold::Turn(turn))))
         }
     }
 
@@ -127,18 +127,31 @@ impl Fleet {
     }
 }
 
-/// A fleet turn to give back: at the request's departure, or (when it never left) after.
-type HeldTurn = std::sync::Arc<Mutex<Option<vtbulk_coord::Turn>>>;
+/// What a request holds of the fleet until it leaves: the fleet's turn, or a slot of this
+/// process's lease.
+#[derive(Debug)]
+enum Hold {
+    Turn(vtbulk_coord::Turn),
+    Slot(vtbulk_coord::Slot),
+}
 
-/// Gives `turn` back, its request having left at `at` (a task: the caller does not wait
-/// for Redis).
+/// A fleet turn or slot to give back: at the request's departure, or (when it never left)
+/// after.
+type HeldTurn = std::sync::Arc<Mutex<Option<Hold>>>;
+
+/// Gives the hold back, its request having left at `at` (a turn through a task: the caller
+/// does not wait for Redis; a slot at once, locally).
 fn give_back(fleet: &Fleet, turn: &HeldTurn, at: Instant, interval: Duration) {
-    if let Some(turn) = lock(turn).take() {
-        let coord = fleet.coord.clone();
-        tokio::spawn(async move {
-            // A failure leaves the turn to its lease: the fleet waits, it never overspends.
-            let _ = coord.departed(turn, at, interval).await;
-        });
+    match lock(turn).take() {
+        Some(Hold::Turn(turn)) => {
+            let coord = fleet.coord.clone();
+            tokio::spawn(async move {
+                // A failure leaves the turn to its lease: the fleet waits, it never overspends.
+                let _ = coord.departed(turn, at, interval).await;
+            });
+        }
+        Some(Hold::Slot(slot)) => slot.departed(at),
+        None => {}
     }
 }
 
@@ -460,7 +473,10 @@ async fn attempt(
     if shared.halt.get().is_some() || shared.stop.requested() {
         return Attempt::Woken;
     }
-    let interval = shared.scheduler.interval().unwrap_or_default();
+    let interval = match &shared.fleet {
+        Some(fleet) => fleet.interval,
+        None => shared.scheduler.interval().unwrap_or_default(),
+    };
     // Only a fleet has a turn to hold: a lone process allocates nothing here.
     let held: Option<HeldTurn> = shared.fleet.as_ref().map(|_| Default::default());
     let mut fleet_seq = None;
@@ -494,10 +510,12 @@ async fn attempt(
         };
         match turn {
             Ok(None) => {}
-            Ok(Some(turn)) => {
-                fleet_seq = Some(turn.seq());
+            Ok(Some(hold)) => {
+                if let Hold::Turn(turn) = &hold {
+                    fleet_seq = Some(turn.seq());
+                }
                 if let Some(held) = &held {
-                    *lock(held) = Some(turn);
+                    *lock(held) = Some(hold);
                 }
             }
             Err((window, resets_at)) => {
@@ -806,7 +824,7 @@ async fn resync(shared: &Shared, woken: std::pin::Pin<&mut tokio::sync::futures:
         let ready = shared.client.ready().await.ok()?;
         let grant = shared.scheduler.acquire_rate().await;
         // The fleet's turn too: "requests of any nature" count, charged to no window.
-        let interval = shared.scheduler.interval().unwrap_or_default();
+        let interval = shared.fleet.as_ref().map_or(Duration::ZERO, |f| f.interval);
         let turn = match &shared.fleet {
             Some(fleet) => Some(fleet.coord.acquire_free_turn(interval).await.ok()?),
             None => None,

@@ -316,7 +316,14 @@ pub async fn run(
         coord.as_ref(),
     )
     .await;
-    let fleet = coord.map(|coord| fleet(coord, &settings, budget.quota.as_ref()));
+    let fleet = coord.map(|coord| {
+        fleet(
+            coord,
+            &settings,
+            budget.quota.as_ref(),
+            budget.fleet_interval,
+        )
+    });
     let key_id = client.key_fingerprint();
     let journal = store
         .map(|store| Journal::start(store, clock, run_figures.clone(), key_id))
@@ -424,6 +431,8 @@ struct Budget {
     refused: Option<vtbulk_vt::Error>,
     rate: Option<Rate>,
     scheduler: Scheduler,
+    /// The fleet's spacing (margin included; zero: no rate to keep).
+    fleet_interval: Duration,
 }
 
 impl Budget {
@@ -478,7 +487,19 @@ impl Budget {
                 .as_ref()
                 .map_or(settings.scheduler, |q| q.schedule(settings.scheduler))
         };
-        let scheduler = Scheduler::new(config);
+        let fleet_interval = config.rate.map_or(Duration::ZERO, |r| {
+            r.interval().mul_f64(1.0 + config.safety_margin.max(0.0))
+        });
+        // A fleet that leases its slots (high rates) is paced by them: the slots come one
+        // interval apart on Redis's clock, each waited for precisely in turn, which a local
+        // pacer spacing each departure from the last would only slow down (a timer tick late
+        // each time: half the rate at 1 ms) or, on top of the slots, jostle. Its windows and
+        // 429 gate stay.
+        let leased = coord.is_some() && vtbulk_coord::lease_size(fleet_interval) > 1;
+        let scheduler = Scheduler::new(SchedulerConfig {
+            rate: if leased { None } else { config.rate },
+            ..config
+        });
         if let Some(at) = quota.as_ref().and_then(|q| q.handled_by) {
             // The users request counts against the per-minute rate ("requests of any nature"):
             // the first lookup is spaced from its answer, by when the server had handled it.
@@ -489,6 +510,7 @@ impl Budget {
             refused,
             rate: config.rate,
             scheduler,
+            fleet_interval,
         }
     }
 }
@@ -499,6 +521,7 @@ fn fleet(
     coord: vtbulk_coord::Coordinator,
     settings: &Settings,
     quota: Option<&KeyQuota>,
+    interval: Duration,
 ) -> crate::lookup::Fleet {
     let caps = quota.map_or(settings.scheduler.caps, |q| q.caps);
     let reserve = settings.scheduler.reserve;
@@ -516,6 +539,7 @@ fn fleet(
             day: used.day,
             month: used.month,
         },
+        interval,
         grace: settings.coordinator_grace,
         lost_since: Default::default(),
     }
