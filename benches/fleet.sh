@@ -74,7 +74,7 @@ for line in open(redis):
         calls += int(m.group(2))
 print(f"{n} processes at {rate:.0f}/min ({limit}): {count} requests, 429s {refused}, span {span:.2f} s, "
       f"combined {combined:.1f}/min = {combined / rate:.4f} of the key's rate, "
-      f"Redis script calls per request {calls / count:.2f}, commands per request {commands / count:.2f}")
+      f"Redis script calls per request {calls / count:.2f}, commands per request (inside scripts too) {commands / count:.2f}")
 PY
 done | tee "$out/results.txt"
 echo "raw output: $out"

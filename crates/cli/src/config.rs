@@ -557,6 +557,10 @@ pub fn describe(r: &Resolved) -> String {
                 .map_or("off".to_owned(), |e| e.shown())
         ),
         format!(
+            "coordinator_grace = {:?}",
+            humantime::format_duration(s.coordinator_grace).to_string()
+        ),
+        format!(
             "submit_unknown_urls = {}",
             s.submit_urls.map_or_else(
                 || "false".to_owned(),
