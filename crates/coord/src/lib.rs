@@ -186,7 +186,7 @@ return 1
 
 /// The return script. KEYS[1]: the prefix; ARGV: the fleet's next slot the lease's grant set
 /// (its name), the lease's unused slots after the last it used, all its unused slots, the
-/// interval in microseconds, and the Unix second of the grant (its windows). Every unused slot
+/// interval in microseconds, and the Unix second of the grant (its windows; empty: now). Every unused slot
 /// is refunded to the windows it was charged to; the trailing ones also go back to the fleet's
 /// pace when no grant came since (never to before now).
 pub const RETURN: &str = concat!(
@@ -204,7 +204,7 @@ if tail > 0 and redis.call('GET', pace) == ARGV[1] then
   redis.call('SET', pace, string.format('%.0f', math.max(back, now)), 'KEEPTTL')
   moved = 1
 end
-local sec = tonumber(ARGV[5])
+local sec = ARGV[5] == '' and tonumber(t[1]) or tonumber(ARGV[5])
 local hour = math.floor(sec / 3600)
 local day = math.floor(sec / 86400)
 local y, m = civil(day)
@@ -865,6 +865,24 @@ impl Coordinator {
             .arg(unused)
             .arg(micros(lease.interval))
             .arg(lease.sec)
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| CoordError::Redis(e.to_string()))?;
+        Ok(())
+    }
+
+    /// Takes one request off the fleet's books for the current windows: VirusTotal refused it
+    /// (a 429 spends nothing).
+    pub async fn refund(&self) -> Result<(), CoordError> {
+        let mut con = self.con.clone();
+        let _: i64 = self
+            .returns
+            .key(&self.prefix)
+            .arg(0)
+            .arg(0)
+            .arg(1)
+            .arg(0)
+            .arg("")
             .invoke_async(&mut con)
             .await
             .map_err(|e| CoordError::Redis(e.to_string()))?;

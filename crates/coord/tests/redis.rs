@@ -371,7 +371,7 @@ async fn a_lease_ended_early_gives_its_slots_back_to_the_fleet_and_the_books() {
 }
 
 #[tokio::test]
-async fn a_lease_is_no_bigger_than_what_the_window_has_left() {
+async fn a_lease_is_no_bigger_than_what_the_window_has_left_and_a_429_is_refunded() {
     let server = RedisServer::start().await;
     let c = coordinator(&server, "fp-lease-day").await;
     let allow = Allowances {
@@ -394,6 +394,15 @@ async fn a_lease_is_no_bigger_than_what_the_window_has_left() {
         matches!(sixth, Err((Window::Day, _))),
         "a sixth slot of a day of 5: {sixth:?}"
     );
+    assert_eq!(c.spent().await.expect("spent").day, 5);
+    // One of them drew a 429 (nothing spent): refunded, it can be spent again.
+    c.refund().await.expect("refund");
+    assert_eq!(c.spent().await.expect("spent").day, 4);
+    let again = c
+        .acquire_slot(interval, allow, Seeds::default())
+        .await
+        .expect("redis");
+    assert!(again.is_ok(), "{again:?}");
     assert_eq!(c.spent().await.expect("spent").day, 5);
 }
 

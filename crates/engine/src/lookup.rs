@@ -612,14 +612,27 @@ fn situation(
         connect_failures: 0,
         failing_for: Duration::ZERO,
         answered: true,
-        interval: shared.scheduler.interval(),
+        // Under a fleet's leases the local pacer is off: the fleet's spacing is the rate's.
+        interval: shared
+            .fleet
+            .as_ref()
+            .map(|f| f.interval)
+            .filter(|i| !i.is_zero())
+            .or(shared.scheduler.interval()),
         quota_live: shared.quota_live,
         unit,
     };
     let gate = shared.scheduler.gate_cycle();
     if matches!(err.class(), ErrorClass::RateLimited(_)) && cycle.is_some() {
-        // VirusTotal refused it: nothing was spent, and the books must not say otherwise.
+        // VirusTotal refused it: nothing was spent, and the books must not say otherwise
+        // (the fleet's neither).
         shared.scheduler.refund();
+        if let Some(fleet) = &shared.fleet {
+            let coord = fleet.coord.clone();
+            tokio::spawn(async move {
+                let _ = coord.refund().await;
+            });
+        }
         s.books_have_room = shared.scheduler.exhausted().is_none();
     }
     let mut tracker = lock(&shared.tracker);
