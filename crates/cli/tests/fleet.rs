@@ -597,3 +597,43 @@ async fn a_password_from_a_file_or_the_environment_and_tls_with_its_ca_reach_red
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_raw_a_process_takes_only_whole_answers_from_the_fleet() {
+    let redis = RedisServer::start().await;
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let dir = temp("raw");
+    let list = list(&mock, &dir, 0, 3);
+    let run = |raw: bool| {
+        let mut cmd = vtbulk(&mock.url(), &list, &redis.url(), "1200/min");
+        if raw {
+            cmd.arg("--raw");
+        }
+        cmd.output()
+    };
+    let requests = || mock.stats(false).total;
+    // Published without the whole object: a `--raw` run looks the three up itself.
+    let out = run(false).await.expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(requests(), 4, "3 lookups and a /users");
+    let out = run(true).await.expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(requests(), 8, "looked up again for the whole objects");
+    // Published with it (by the `--raw` run): the next `--raw` run takes them from Redis.
+    let out = run(true).await.expect("runs");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(requests(), 9, "only its /users");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        assert_eq!(v["source"], "cache", "{line}");
+        assert_eq!(v["raw"]["type"], "file", "the whole object: {line}");
+        assert!(
+            v["raw"]["attributes"]["last_analysis_results"].is_object(),
+            "{line}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -8,8 +8,11 @@
 //! (asking every 100 ms), or takes the claim over once it lapses. Every answer
 //! this process gets (found or not) is published for the others: a found file under each of
 //! its three digests, with the record's attributes gzipped (`{"id", "attributes"}`, a few
-//! hundred bytes), for the cache's TTLs (found 7 days, not found 1 day). A record made from a
-//! fleet answer is `source=cache`, counted as `fleet_answers` and as a cache hit.
+//! hundred bytes), for the cache's TTLs (found 7 days, not found 1 day); a process run with
+//! `--raw` adds VirusTotal's whole `data` object, and a process run with `--raw` takes only
+//! answers that have it (else it looks the IOC up itself: its output must hold the whole
+//! object). A record made from a fleet answer is `source=cache`, counted as `fleet_answers`
+//! and as a cache hit.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -103,14 +106,18 @@ pub(crate) fn publish_file(
     file: &FileSummary,
     digests: impl Iterator<Item = String>,
 ) {
-    let value = gzip(&serde_json::json!({"id": file.id, "attributes": file.attributes}));
+    let value = gzip(&serde_json::json!({
+        "id": file.id,
+        "attributes": file.attributes,
+        "raw": file.raw,
+    }));
     let ids = digests.map(|hex| format!("file:{hex}")).collect();
     publish(fleet, ids, value, ttl(true));
 }
 
 /// Publishes a found URL, domain or IP address.
 pub(crate) fn publish_object(fleet: &Fleet, id: String, object: &ObjectSummary) {
-    let value = gzip(&serde_json::json!({"attributes": object.attributes}));
+    let value = gzip(&serde_json::json!({"attributes": object.attributes, "raw": object.raw}));
     publish(fleet, vec![id], value, ttl(true));
 }
 
@@ -137,6 +144,14 @@ fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
         .read_to_end(&mut json)
         .ok()?;
     let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    // `--raw` wants the whole object: an answer published without it is looked up again.
+    let raw = match &v["raw"] {
+        serde_json::Value::Null if shared.raw => return None,
+        data if shared.raw => {
+            Some(serde_json::value::RawValue::from_string(data.to_string()).ok()?)
+        }
+        _ => None,
+    };
     let mut record = match target {
         Target::File(..) => {
             let attributes: SummaryAttributes =
@@ -144,7 +159,7 @@ fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
             let file = FileSummary {
                 id: v["id"].as_str()?.to_owned(),
                 attributes,
-                raw: None,
+                raw,
                 body: None,
             };
             convert::found(base, Box::new(file))
@@ -156,7 +171,7 @@ fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
                 id: base.input.clone(),
                 kind: String::new(),
                 attributes,
-                raw: None,
+                raw,
                 body: None,
             };
             convert::object(base, Box::new(object))
