@@ -44,11 +44,19 @@ pub trait Sink {
     fn finish(&mut self) -> io::Result<()>;
 }
 
-/// Prefixes `'` to text a spreadsheet would run as a formula.
+/// Prefixes `'` to text a spreadsheet would run as a formula, and replaces control characters
+/// other than tab, line feed and carriage return (a NUL from a careless export, an escape
+/// sequence) with U+FFFD: a CSV cell never carries them raw.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
+    let control = |c: char| (c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r'));
+    let cell: std::borrow::Cow<'_, str> = if cell.contains(control) {
+        cell.replace(control, "\u{FFFD}").into()
+    } else {
+        cell.into()
+    };
     match cell.as_bytes().first() {
         Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r') => format!("'{cell}").into(),
-        _ => cell.into(),
+        _ => cell,
     }
 }
 
@@ -262,6 +270,23 @@ mod tests {
             first_origin: "in.txt:3".into(),
             ..Record::default()
         }
+    }
+
+    #[test]
+    fn a_nul_or_other_control_character_never_reaches_a_csv_cell_raw() {
+        let mut out = Vec::new();
+        let mut sink = CsvSink::new(&mut out, vec![Field::Input, Field::Reputation]);
+        sink.write(&record("ab\0c\x1b[31m\x7f")).expect("write");
+        sink.write(&record("\0=1+1")).expect("write");
+        sink.write(&record("two\tparts\r\nkept")).expect("write");
+        sink.finish().expect("finish");
+        drop(sink);
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(!text.contains(['\0', '\x1b', '\x7f']), "{text:?}");
+        assert!(text.contains("ab\u{FFFD}c\u{FFFD}[31m\u{FFFD},-5"), "{text:?}");
+        assert!(text.contains("\u{FFFD}=1+1"), "{text:?}");
+        assert!(text.contains("\"two\tparts\r\nkept\""), "{text:?}");
+        assert_eq!(neutralise("44d8"), "44d8");
     }
 
     #[test]
