@@ -513,11 +513,33 @@ fn partial_path(path: &std::path::Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Whether stdin is `/dev/null`: closed when the process started (Rust's runtime reopens a
+/// closed standard descriptor on `/dev/null`), or given so.
+fn stdin_is_null() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata("/dev/stdin"),
+        std::fs::metadata("/dev/null"),
+    ) {
+        (Ok(stdin), Ok(null)) => stdin.dev() == null.dev() && stdin.ino() == null.ino(),
+        _ => false,
+    }
+}
+
 fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     let stdin_input = args.inputs.is_empty() || args.inputs.iter().any(|i| i == "-");
     if stdin_input && args.common.api_key_file.as_deref() == Some(std::path::Path::new("-")) {
         return Err(Failure::Usage(
             "the API key and the input cannot both come from stdin: give the input as a file"
+                .into(),
+        ));
+    }
+    if stdin_input && stdin_is_null() {
+        // Closed (`<&-`: the runtime reopens it on /dev/null) or /dev/null itself: a run
+        // would read nothing and say nothing.
+        return Err(Failure::Usage(
+            "stdin is closed (or /dev/null): there is no list to read; give it as a file, or \
+             pipe it in"
                 .into(),
         ));
     }

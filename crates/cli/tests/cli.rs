@@ -1564,3 +1564,40 @@ async fn plan_counts_what_submissions_can_cost_and_a_public_key_is_warned() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_closed_stdin_is_a_clear_error_not_a_silent_empty_run() {
+    // Closed (`<&-`), and /dev/null: exit 2 with one line, whatever --quiet says.
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec \"$0\" enrich - --offline-quota --cache off --quiet <&-")
+        .arg(env!("CARGO_BIN_EXE_vtbulk"))
+        .env("VT_API_KEY", "k")
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .output()
+        .await
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("stdin is closed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(out.stdout.is_empty(), "no records, no header");
+    let out = vtbulk(&["enrich", "--offline-quota", "--cache", "off"], Some("k")).await;
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("stdin is closed"));
+    // An empty pipe is an empty list: a completed run.
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+        .args(["enrich", "--offline-quota", "--cache", "off", "--quiet"])
+        .env("VT_API_KEY", "k")
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().await.expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

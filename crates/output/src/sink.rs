@@ -48,7 +48,7 @@ pub trait Sink {
 /// other than tab, line feed and carriage return (a NUL from a careless export, an escape
 /// sequence) with U+FFFD: a CSV cell never carries them raw.
 pub fn neutralise(cell: &str) -> std::borrow::Cow<'_, str> {
-    let control = |c: char| (c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r'));
+    let control = |c: char| c.is_ascii_control() && !matches!(c, '\t' | '\n' | '\r');
     let cell: std::borrow::Cow<'_, str> = if cell.contains(control) {
         cell.replace(control, "\u{FFFD}").into()
     } else {
@@ -283,7 +283,10 @@ mod tests {
         drop(sink);
         let text = String::from_utf8(out).expect("utf8");
         assert!(!text.contains(['\0', '\x1b', '\x7f']), "{text:?}");
-        assert!(text.contains("ab\u{FFFD}c\u{FFFD}[31m\u{FFFD},-5"), "{text:?}");
+        assert!(
+            text.contains("ab\u{FFFD}c\u{FFFD}[31m\u{FFFD},-5"),
+            "{text:?}"
+        );
         assert!(text.contains("\u{FFFD}=1+1"), "{text:?}");
         assert!(text.contains("\"two\tparts\r\nkept\""), "{text:?}");
         assert_eq!(neutralise("44d8"), "44d8");
