@@ -227,9 +227,31 @@ pub fn user_file(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>, S
     let Some(path) = dir.map(|d| d.join("vtbulk").join("config.toml")) else {
         return Ok(None);
     };
+    default_file(path)
+}
+
+/// The default file at `path`. Missing is never an error, nor is a path that cannot be
+/// reached (an inherited `HOME` that is another user's, or not a directory: `sudo`, a
+/// service's environment): no file. A file that is there but cannot be read is ignored with
+/// a warning; one that can be read but is not text is an error (someone wrote it).
+fn default_file(path: PathBuf) -> Result<Option<(PathBuf, String)>, String> {
+    use std::io::ErrorKind;
     match std::fs::read_to_string(&path) {
         Ok(text) => Ok(Some((path, text))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::NotFound | ErrorKind::PermissionDenied | ErrorKind::NotADirectory
+            ) =>
+        {
+            if path.is_file() {
+                eprintln!(
+                    "vtbulk: warning: the configuration file {} cannot be read ({e}): ignored",
+                    path.display()
+                );
+            }
+            Ok(None)
+        }
         Err(e) => Err(format!("failed to read {}: {e}", path.display())),
     }
 }
@@ -618,6 +640,30 @@ pub fn describe(r: &Resolved) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_or_unreachable_default_file_is_no_file_and_never_an_error() {
+        let dir =
+            std::env::temp_dir().join(format!("vtbulk-default-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // HOME inherited as a file (or another user's home): the path cannot be reached.
+        let home_file = dir.join("home-is-a-file");
+        std::fs::write(&home_file, "").expect("file");
+        let under_file = home_file.join(".config/vtbulk/config.toml");
+        assert_eq!(default_file(under_file), Ok(None));
+        assert_eq!(default_file(dir.join("missing/config.toml")), Ok(None));
+        // There and readable: read; there but not text: an error naming it.
+        let good = dir.join("config.toml");
+        std::fs::write(&good, "tier = \"public\"\n").expect("file");
+        assert_eq!(
+            default_file(good.clone()).map(|f| f.map(|(_, t)| t)),
+            Ok(Some("tier = \"public\"\n".to_owned()))
+        );
+        std::fs::write(&good, [0xff, 0xfe, 0x00]).expect("file");
+        let err = default_file(good).expect_err("not text");
+        assert!(err.contains("config.toml"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn the_embedded_defaults_resolve_to_the_public_tier() {
