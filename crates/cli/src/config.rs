@@ -245,7 +245,9 @@ fn default_file(path: PathBuf) -> Result<Option<(PathBuf, String)>, String> {
             ) =>
         {
             if path.is_file() {
-                eprintln!(
+                use std::io::Write as _;
+                let _ = writeln!(
+                    std::io::stderr(),
                     "vtbulk: warning: the configuration file {} cannot be read ({e}): ignored",
                     path.display()
                 );
