@@ -16,7 +16,9 @@ pub mod codes {
     pub const OK: u8 = 0;
     /// Every input has a final record, some are errors.
     pub const COMPLETED_WITH_ERRORS: u8 = 1;
-    /// Usage, configuration, or an input or output that cannot be opened or written.
+    /// Usage, configuration, or an input or output that cannot be opened or written (nothing
+    /// looked up; but an output that fails mid-run, a full disk, comes after lookups: they
+    /// are in the cache).
     pub const USAGE: u8 = 2;
     /// The cache file is foreign, damaged or unreadable: a configuration problem too.
     pub const CACHE: u8 = USAGE;
