@@ -229,6 +229,18 @@ pub fn table(s: &Summary) -> String {
     } else {
         row(&mut t, "from cache", s.cache_hits.to_string());
     }
+    if s.fields_cut > 0 {
+        row(
+            &mut t,
+            "fields cut",
+            format!(
+                "{} (text from VirusTotal over {} bytes: the cells end with {})",
+                s.fields_cut,
+                vtbulk_output::FIELD_CAP,
+                vtbulk_output::CUT_MARK
+            ),
+        );
+    }
     if s.already_seen > 0 {
         row(
             &mut t,

@@ -51,6 +51,7 @@ pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
     record.last_analysis_date = a.last_analysis_date;
     record.times_submitted = a.times_submitted;
     record.raw = raw;
+    record.cap_fields();
     record
 }
 
@@ -90,5 +91,6 @@ pub(crate) fn object(mut record: Record, object: Box<ObjectSummary>) -> Record {
     record.country = a.country;
     record.network = a.network;
     record.raw = raw;
+    record.cap_fields();
     record
 }

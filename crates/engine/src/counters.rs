@@ -59,6 +59,8 @@ pub struct Counters {
     pub rate_limited_by_kind: Mutex<BTreeMap<String, u64>>,
     /// Records that matched `--fail-on`.
     pub fail_on_matches: AtomicU64,
+    /// Text fields from VirusTotal cut to `FIELD_CAP` bytes.
+    pub fields_cut: AtomicU64,
     /// Hashes left out by `--only-new` (the cache knew them).
     pub already_seen: AtomicU64,
     /// What reading each input did, in order.
@@ -137,6 +139,7 @@ impl Counters {
             excluded_by_reason,
             inputs,
             fail_on_matches: get(&self.fail_on_matches),
+            fields_cut: get(&self.fields_cut),
             already_seen: get(&self.already_seen),
             unique: get(&self.unique),
             dedup_bytes: get(&self.dedup_bytes),
@@ -197,6 +200,10 @@ pub struct Summary {
     /// Records that matched `--fail-on` (the run exits 5 when any did and nothing worse
     /// happened).
     pub fail_on_matches: u64,
+    /// Text fields from VirusTotal longer than 4,096 bytes, cut (their cells end with
+    /// `…[cut]`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub fields_cut: u64,
     /// Unique hashes left out by `--only-new`: the cache had seen them before this run.
     pub already_seen: u64,
     /// Distinct valid IOCs.

@@ -49,6 +49,11 @@ pub(crate) fn spawn(
             if fail_on.as_ref().is_some_and(|f| f.matches(record)) {
                 bump(&counters.fail_on_matches);
             }
+            if record.cut > 0 {
+                counters
+                    .fields_cut
+                    .fetch_add(u64::from(record.cut), std::sync::atomic::Ordering::Relaxed);
+            }
         };
         let written = async {
             let mut dirty = false;

@@ -18,5 +18,8 @@ mod condition;
 mod ecs;
 pub use condition::{FailOn, FailOnError};
 pub use ecs::{EcsSink, document as ecs_document};
-pub use record::{Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields, rfc3339};
+pub use record::{
+    CUT_MARK, FIELD_CAP, Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields,
+    rfc3339,
+};
 pub use sink::{CsvSink, Format, LookupSink, NdjsonSink, Sink, neutralise};

@@ -172,6 +172,64 @@ pub struct Record {
     pub error_message: Option<String>,
     /// VirusTotal's `data` object, for `--raw` NDJSON.
     pub raw: Option<Box<RawValue>>,
+    /// Text fields from VirusTotal cut to [`FIELD_CAP`] (not an output column: the cut cells
+    /// end with [`CUT_MARK`], and the summary counts them).
+    pub cut: u32,
+}
+
+/// The most bytes a text field from VirusTotal keeps (a name, label, title, tag, URL...): an
+/// answer's 20 MB `meaningful_name` must not become a 20 MB cell.
+pub const FIELD_CAP: usize = 4096;
+
+/// What a cut field ends with.
+pub const CUT_MARK: &str = "…[cut]";
+
+impl Record {
+    /// Cuts every text field from VirusTotal longer than [`FIELD_CAP`] bytes (on a character
+    /// boundary, [`CUT_MARK`] appended, within the cap) and keeps at most 256 tags and
+    /// categories; counts the cuts in `cut`.
+    pub fn cap_fields(&mut self) {
+        fn cap(text: &mut String) -> u32 {
+            if text.len() <= FIELD_CAP {
+                return 0;
+            }
+            let mut end = FIELD_CAP - CUT_MARK.len();
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            text.truncate(end);
+            text.push_str(CUT_MARK);
+            1
+        }
+        let mut cut = 0;
+        for field in [
+            &mut self.threat_label,
+            &mut self.threat_category,
+            &mut self.threat_name,
+            &mut self.type_description,
+            &mut self.type_tag,
+            &mut self.meaningful_name,
+            &mut self.final_url,
+            &mut self.title,
+            &mut self.registrar,
+            &mut self.as_owner,
+            &mut self.country,
+            &mut self.network,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            cut += cap(field);
+        }
+        for list in [&mut self.tags, &mut self.categories] {
+            if list.len() > 256 {
+                list.truncate(256);
+                cut += 1;
+            }
+            cut += list.iter_mut().map(cap).sum::<u32>();
+        }
+        self.cut += cut;
+    }
 }
 
 /// A named output field.
@@ -481,6 +539,33 @@ pub enum Val<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_text_field_from_virustotal_is_cut_to_the_cap_and_flagged() {
+        let mut r = Record {
+            meaningful_name: Some("é".repeat(10 << 20)),
+            title: Some("short".into()),
+            tags: (0..1000).map(|i| format!("tag{i}")).collect(),
+            categories: vec!["x".repeat(5000)],
+            ..Record::default()
+        };
+        r.cap_fields();
+        let name = r.meaningful_name.as_deref().expect("name");
+        assert!(name.len() <= FIELD_CAP, "{}", name.len());
+        assert!(name.ends_with(CUT_MARK) && name.starts_with("éé"));
+        assert_eq!(r.title.as_deref(), Some("short"));
+        assert_eq!(r.tags.len(), 256);
+        assert!(r.categories[0].ends_with(CUT_MARK) && r.categories[0].len() <= FIELD_CAP);
+        assert_eq!(r.cut, 3, "the name, the tag list, the category");
+        // Within the cap: untouched, nothing counted.
+        let mut fine = Record {
+            meaningful_name: Some("x".repeat(FIELD_CAP)),
+            ..Record::default()
+        };
+        fine.cap_fields();
+        assert_eq!(fine.meaningful_name.map(|n| n.len()), Some(FIELD_CAP));
+        assert_eq!(fine.cut, 0);
+    }
 
     #[test]
     fn field_names_are_unique_and_parse_back() {
