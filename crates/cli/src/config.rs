@@ -181,6 +181,8 @@ pub enum Progress {
 pub enum KeySource {
     /// `--api-key-file`.
     File(PathBuf),
+    /// `--api-key-command`: the program it ran (its arguments are not shown).
+    Command(String),
     /// An environment variable.
     Env(&'static str),
     /// Nowhere.
@@ -258,8 +260,46 @@ fn default_file(path: PathBuf) -> Result<Option<(PathBuf, String)>, String> {
     }
 }
 
-/// Reads the key: `--api-key-file` (`-` is stdin), else `VT_API_KEY`, else `VTCLI_APIKEY`.
-pub fn read_key(file: Option<&Path>) -> Result<(Option<ApiKey>, KeySource), String> {
+/// Runs `--api-key-command`: the command line split into words as a POSIX shell would (no
+/// shell runs unless the command is one, `sh -c '...'`), stdin closed, stderr passed through;
+/// its stdout, trimmed, is the key. Errors name the program only (its arguments may say where
+/// a vault keeps the key) and never the output.
+pub fn key_from_command(command: &str) -> Result<(ApiKey, KeySource), String> {
+    let words = shlex::split(command)
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| "--api-key-command: not a command line (unbalanced quotes?)".to_owned())?;
+    let program = words[0].clone();
+    let out = std::process::Command::new(&program)
+        .args(&words[1..])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("--api-key-command: failed to run {program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "--api-key-command: {program} failed ({}); no key",
+            out.status
+        ));
+    }
+    let text = String::from_utf8(out.stdout)
+        .map_err(|_| format!("--api-key-command: {program} printed something that is not text"))?;
+    let key = ApiKey::new(text).map_err(|e| format!("{e} (from --api-key-command {program})"))?;
+    Ok((key, KeySource::Command(program)))
+}
+
+/// Reads the key: `--api-key-file` (`-` is stdin), else `--api-key-command`, else
+/// `VT_API_KEY`, else `VTCLI_APIKEY`.
+pub fn read_key(
+    file: Option<&Path>,
+    command: Option<&str>,
+) -> Result<(Option<ApiKey>, KeySource), String> {
+    if file.is_some() && command.is_some() {
+        return Err("give the key by --api-key-file or by --api-key-command, not both".into());
+    }
+    if let Some(command) = command {
+        let (key, source) = key_from_command(command)?;
+        return Ok((Some(key), source));
+    }
     if let Some(path) = file {
         let text = if path == Path::new("-") {
             let mut s = String::new();
@@ -548,8 +588,11 @@ pub fn describe(r: &Resolved) -> String {
     let s = &r.settings;
     let key = match &r.key_source {
         KeySource::File(p) => format!("[redacted] (from --api-key-file {})", p.display()),
+        KeySource::Command(program) => format!("[redacted] (from --api-key-command {program})"),
         KeySource::Env(v) => format!("[redacted] (from {v})"),
-        KeySource::Missing => "none (set VT_API_KEY or pass --api-key-file)".into(),
+        KeySource::Missing => {
+            "none (set VT_API_KEY, or pass --api-key-file or --api-key-command)".into()
+        }
     };
     let rate = s
         .scheduler

@@ -131,6 +131,11 @@ struct CommonArgs {
     /// Read the API key from this file (`-`: stdin) instead of VT_API_KEY / VTCLI_APIKEY.
     #[arg(long, value_name = "PATH")]
     api_key_file: Option<PathBuf>,
+    /// Run this command and take the key from its stdout, trimmed (a vault's CLI:
+    /// `vault kv get -field=key secret/vt`); no shell unless the command is one
+    /// (`sh -c '...'`); never logged.
+    #[arg(long, value_name = "COMMAND")]
+    api_key_command: Option<String>,
     /// VirusTotal's base URL (https; http only on loopback, e.g. vt-mock).
     #[arg(long, value_name = "URL")]
     api_url: Option<String>,
@@ -462,7 +467,10 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
             );
         }
     })));
-    let (key, source) = config::read_key(common.api_key_file.as_deref())?;
+    let (key, source) = config::read_key(
+        common.api_key_file.as_deref(),
+        common.api_key_command.as_deref(),
+    )?;
     resolved.key = key;
     resolved.key_source = source;
     Ok(resolved)

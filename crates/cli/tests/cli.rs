@@ -1601,3 +1601,68 @@ async fn a_closed_stdin_is_a_clear_error_not_a_silent_empty_run() {
     let out = child.wait_with_output().await.expect("runs");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
+
+#[tokio::test]
+async fn a_key_from_a_command_is_used_and_never_shown_nor_its_arguments() {
+    let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))
+        .await
+        .expect("mock");
+    let url = mock.url();
+    // No shell: the words are the program and its arguments (a vault CLI's shape).
+    let command = format!("printf '%s\\n' {CANARY}");
+    let out = vtbulk(
+        &[
+            "enrich",
+            "fixtures/iocs/incident.txt",
+            "--api-url",
+            &url,
+            "--rate",
+            "unlimited",
+            "--cache",
+            "off",
+            "--format",
+            "ndjson",
+            "--api-key-command",
+            &command,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"status\":\"ok\""));
+    assert_no_canary("stdout", &out.stdout);
+    assert_no_canary("stderr", &out.stderr);
+    let out = vtbulk(&["config", "--api-key-command", &command], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("[redacted] (from --api-key-command printf)"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_no_canary("config", &out.stdout);
+    // A shell only when the command is one; a failing or missing program: exit 2, named,
+    // its arguments not shown.
+    let shell = format!("sh -c 'echo {CANARY}'");
+    let out = vtbulk(&["config", "--api-key-command", &shell], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    for (command, says) in [
+        ("false secret-path-arg", "false failed"),
+        (
+            "no-such-vault-cli-7q secret-path-arg",
+            "failed to run no-such-vault-cli-7q",
+        ),
+        ("printf ''", "empty"),
+    ] {
+        let out = vtbulk(&["config", "--api-key-command", command], None).await;
+        assert_eq!(out.status.code(), Some(2), "{command}");
+        let err = text(&out.stderr);
+        assert!(err.contains(says), "{command}: {err}");
+        assert!(!err.contains("secret-path-arg"), "{err}");
+    }
+    let out = vtbulk(
+        &["config", "--api-key-command", "true", "--api-key-file", "k"],
+        None,
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+}
