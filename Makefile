@@ -7,7 +7,7 @@ PYTHON  ?= python3
 VENV    := .venv
 MOCK    := target/debug/vt-mock
 
-.PHONY: help demo test lint fmt unit conformance bench bench-mock bench-peers bench-criterion build clean
+.PHONY: help demo test lint fmt unit conformance bench bench-mock bench-peers bench-criterion build man clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ bench-mock: ## vt-mock against the shared nginx mock with wrk (needs root for ap
 
 bench-peers: ## vtbulk against wrk and vt-py on the shared nginx mock (scenarios A, B, Q)
 	benches/peers.sh
+
+man: ## the manual pages (vtbulk.1 and one per subcommand) into target/man
+	$(CARGO) run --quiet -p vtbulk -- man --dir target/man
+	@echo "man -l target/man/vtbulk.1"
 
 clean: ## remove build outputs and the venv
 	$(CARGO) clean

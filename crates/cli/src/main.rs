@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use vtbulk_engine::{Counters, EngineError, StopHandle, Summary};
 use vtbulk_vt::Client;
 
@@ -73,6 +73,21 @@ enum Command {
         json: bool,
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// A completion script for this shell on stdout (bash: `vtbulk completions bash >
+    /// /etc/bash_completion.d/vtbulk`; zsh: into a directory of `$fpath` as `_vtbulk`; fish:
+    /// `~/.config/fish/completions/vtbulk.fish`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The manual pages (roff), from the same definitions as `--help`: `vtbulk.1` and one per
+    /// subcommand, written into DIR (`make man`).
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -314,6 +329,15 @@ fn main() -> ExitCode {
             json,
             common,
         } => plan_command(&common, inputs, json),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "vtbulk", &mut script);
+            print(&String::from_utf8_lossy(&script)).map(|()| 0)
+        }
+        Command::Man { dir } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+            .map(|()| 0)
+            .map_err(|e| Failure::Usage(format!("failed to write the manual pages: {e}"))),
     };
     ExitCode::from(match result {
         Ok(code) => code,

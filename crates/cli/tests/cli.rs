@@ -1666,3 +1666,48 @@ async fn a_key_from_a_command_is_used_and_never_shown_nor_its_arguments() {
     .await;
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn completions_and_manual_pages_come_from_the_same_definitions_as_help() {
+    let out = vtbulk(&["completions", "bash"], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let script = text(&out.stdout);
+    for word in [
+        "enrich",
+        "fleet",
+        "--api-key-command",
+        "--coordinator-grace",
+    ] {
+        assert!(
+            script.contains(word),
+            "{word} missing from the bash completion"
+        );
+    }
+    // The script parses as bash.
+    let dir = temp_dir("completions");
+    let file = dir.join("vtbulk.bash");
+    std::fs::write(&file, &script).expect("script");
+    let check = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&file)
+        .output()
+        .expect("bash");
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    for shell in ["zsh", "fish"] {
+        let out = vtbulk(&["completions", shell], None).await;
+        assert_eq!(out.status.code(), Some(0));
+        assert!(text(&out.stdout).contains("enrich"), "{shell}");
+    }
+    assert_eq!(
+        vtbulk(&["completions", "tcsh"], None).await.status.code(),
+        Some(2)
+    );
+    let man = dir.join("man");
+    let out = vtbulk(&["man", "--dir", man.to_str().expect("utf8")], None).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let page = std::fs::read_to_string(man.join("vtbulk.1")).expect("vtbulk.1");
+    assert!(page.contains(".TH vtbulk 1"), "{page}");
+    let enrich = std::fs::read_to_string(man.join("vtbulk-enrich.1")).expect("enrich page");
+    assert!(enrich.contains("api\\-key\\-command"), "{enrich}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
