@@ -21,9 +21,11 @@ demo: ## build, start vt-mock on loopback, look files up, show quotas and stats,
 test: lint unit conformance ## every test: lint, Rust tests, vt-py conformance
 	@echo "make test: all green"
 
-lint: ## cargo fmt --check and clippy -D warnings
+lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, bans, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@command -v cargo-deny >/dev/null || $(CARGO) install --locked --quiet cargo-deny
+	$(CARGO) deny --offline --log-level error check --hide-inclusion-graph bans licenses sources
 
 fmt: ## format the code
 	$(CARGO) fmt --all
