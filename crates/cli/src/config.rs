@@ -393,6 +393,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
                     .map_err(|e| format!("--coordinator: {e}"))
             })
             .transpose()?,
+        key_reload: None,
         coordinator_grace: humantime::parse_duration(
             layer.coordinator_grace.as_deref().unwrap_or("60s"),
         )

@@ -495,6 +495,25 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
         common.api_key_file.as_deref(),
         common.api_key_command.as_deref(),
     )?;
+    // A key from a file or a command can be rotated at its source during a long run: on a 401
+    // it is read again (never stdin: it was read once).
+    resolved.settings.key_reload = match (&source, &common.api_key_command) {
+        (config::KeySource::Command(_), Some(command)) => {
+            let command = command.clone();
+            Some(vtbulk_engine::KeyReload(Arc::new(move || {
+                config::key_from_command(&command).map(|(key, _)| key)
+            })))
+        }
+        (config::KeySource::File(path), _) if path != std::path::Path::new("-") => {
+            let path = path.clone();
+            Some(vtbulk_engine::KeyReload(Arc::new(move || {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("failed to read the API key file again: {e}"))?;
+                vtbulk_vt::ApiKey::new(text).map_err(|e| e.to_string())
+            })))
+        }
+        _ => None,
+    };
     resolved.key = key;
     resolved.key_source = source;
     Ok(resolved)

@@ -1711,3 +1711,83 @@ async fn completions_and_manual_pages_come_from_the_same_definitions_as_help() {
     assert!(enrich.contains("api\\-key\\-command"), "{enrich}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_at_its_file_or_command_mid_run_is_taken_up_on_the_401() {
+    const OLD: &str = "CANARY-rotate-old-4c1e-never-shown";
+    const NEW: &str = "CANARY-rotate-new-9b7a-never-shown";
+    for via_command in [false, true] {
+        let mock = MockServer::start(MockConfig::with_keys(vec![
+            KeyConfig::unlimited(OLD),
+            KeyConfig::unlimited(NEW),
+        ]))
+        .await
+        .expect("mock");
+        let dir = temp_dir(if via_command {
+            "rotate-cmd"
+        } else {
+            "rotate-file"
+        });
+        let key_file = dir.join("vt.key");
+        std::fs::write(&key_file, format!("{OLD}\n")).expect("key file");
+        let list = dir.join("list.txt");
+        let hashes: String = (0..40)
+            .map(|i| format!("{}\n", mock.universe().hashes(i).sha256))
+            .collect();
+        std::fs::write(&list, hashes).expect("list");
+        let summary = dir.join("summary.json");
+        let key_path = key_file.to_str().expect("utf8").to_owned();
+        let command = format!("cat {key_path}");
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+        cmd.args([
+            "enrich",
+            "--rate",
+            "1200/min",
+            "--tier",
+            "unlimited",
+            "--cache",
+            "off",
+        ])
+        .args(["--format", "ndjson", "--quiet", "--api-url", &mock.url()])
+        .arg("--summary-json")
+        .arg(&summary)
+        .arg(&list)
+        .env_remove("VT_API_KEY")
+        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        if via_command {
+            cmd.args(["--api-key-command", &command]);
+        } else {
+            cmd.args(["--api-key-file", &key_path]);
+        }
+        let run = tokio::spawn(cmd.output());
+        // A third of the way: the key is rotated at its source, the old one revoked.
+        mock.wait_for(|s| s.total >= 14).await;
+        std::fs::write(&key_file, format!("{NEW}\n")).expect("rotate");
+        assert!(mock.revoke(OLD));
+        let out = run.await.expect("task").expect("runs");
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let records = text(&out.stdout);
+        assert_eq!(
+            records.matches("\"status\":\"ok\"").count(),
+            40,
+            "{records}"
+        );
+        for bytes in [&out.stdout, &out.stderr] {
+            for key in [OLD, NEW] {
+                assert!(!text(bytes).contains(key));
+            }
+        }
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+        assert_eq!(s["key_rotations"], 1, "{s}");
+        let log = mock.stats(true).log.expect("log");
+        let refused = log.iter().filter(|e| e.status == 401).count();
+        assert!(refused >= 1, "the old key was refused at least once");
+        let new_id = vtbulk_mock::key_id(NEW);
+        assert!(log.iter().filter(|e| e.key == new_id).count() >= 20);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -61,6 +61,8 @@ pub struct Counters {
     pub fail_on_matches: AtomicU64,
     /// Text fields from VirusTotal cut to `FIELD_CAP` bytes.
     pub fields_cut: AtomicU64,
+    /// Times the key was read again after a 401 and a new one taken up.
+    pub key_rotations: AtomicU64,
     /// Hashes left out by `--only-new` (the cache knew them).
     pub already_seen: AtomicU64,
     /// What reading each input did, in order.
@@ -140,6 +142,7 @@ impl Counters {
             inputs,
             fail_on_matches: get(&self.fail_on_matches),
             fields_cut: get(&self.fields_cut),
+            key_rotations: get(&self.key_rotations),
             already_seen: get(&self.already_seen),
             unique: get(&self.unique),
             dedup_bytes: get(&self.dedup_bytes),
@@ -204,6 +207,10 @@ pub struct Summary {
     /// `…[cut]`).
     #[serde(skip_serializing_if = "is_zero")]
     pub fields_cut: u64,
+    /// Times VirusTotal refused the key and its source (a file, a command) held a new one,
+    /// taken up without stopping.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub key_rotations: u64,
     /// Unique hashes left out by `--only-new`: the cache had seen them before this run.
     pub already_seen: u64,
     /// Distinct valid IOCs.

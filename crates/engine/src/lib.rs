@@ -40,7 +40,9 @@ pub use keyquota::{
     KeyQuota, QuotaSettings, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339,
 };
 pub use lookup::SubmitPolicy;
-pub use pipeline::{Concurrency, EngineError, InputHook, Outcome, Settings, StopHandle, run};
+pub use pipeline::{
+    Concurrency, EngineError, InputHook, KeyReload, Outcome, Settings, StopHandle, run,
+};
 pub use plan::{Plan, QuotaRow, QuotaView, plan, quota_view};
 pub use vtbulk_quota::WallClock;
 pub use vtbulk_store::Freshness;

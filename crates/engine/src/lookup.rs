@@ -71,6 +71,12 @@ pub(crate) struct Shared {
     pub(crate) fleet: Option<Fleet>,
     /// What stopped the run, in words (the last connection error, for `api_unreachable`).
     pub(crate) halt_detail: Mutex<Option<String>>,
+    /// Reads the key again (a file, a command) when VirusTotal refuses it.
+    pub(crate) key_reload: Option<crate::KeyReload>,
+    /// How many times the key was rotated in this run.
+    pub(crate) key_generation: AtomicU64,
+    /// One reader of the key at a time.
+    pub(crate) rotation: tokio::sync::Mutex<()>,
 }
 
 /// This process's part in a fleet sharing one key through Redis: every request also takes
@@ -293,6 +299,9 @@ async fn look_up(shared: &Shared, target: Target<'_>, seed: u64) -> Record {
         if let Some(cause) = shared.halt.get() {
             return skipped(shared, target, cause);
         }
+        let generation = shared
+            .key_generation
+            .load(std::sync::atomic::Ordering::Acquire);
         let (result, cycle) = match attempt(shared, target, &step, woken.as_mut()).await {
             Attempt::Sent(result, cycle) => (result, cycle),
             Attempt::Woken => continue,
@@ -384,6 +393,12 @@ async fn look_up(shared: &Shared, target: Target<'_>, seed: u64) -> Record {
             vtbulk_quota::unit(seed ^ draws.rotate_left(32)),
         );
         let next = decide(&shared.policy, &s, Failure::of(&err));
+        if let Next::Halt(HaltCause::Refused(_)) | Next::FailAndHalt(HaltCause::Refused(_)) = next
+            && rotated(shared, generation).await
+        {
+            // The key was rotated at its source: the same request with the new key.
+            continue;
+        }
         match next {
             Next::NotFound => return not_found(shared, target).await,
             Next::Fail => return error_record(shared, target, &err),
@@ -591,6 +606,31 @@ async fn attempt(
         }
     }
     Attempt::Sent(result, Some(cycle))
+}
+
+/// VirusTotal refused the key a request was sent with (`generation`): true when the request
+/// should go again, because another worker rotated the key since, or because the key's source
+/// (a file, a command) now holds another key, taken up from here on. A key read again that
+/// is the one refused is not: the run stops as before.
+async fn rotated(shared: &Shared, generation: u64) -> bool {
+    use std::sync::atomic::Ordering::{AcqRel, Acquire};
+    let Some(reload) = &shared.key_reload else {
+        return false;
+    };
+    let _one = shared.rotation.lock().await;
+    if shared.key_generation.load(Acquire) != generation {
+        return true;
+    }
+    let read = reload.0.clone();
+    let Ok(Ok(key)) = tokio::task::spawn_blocking(move || read()).await else {
+        return false;
+    };
+    if shared.client.uses(&key) || shared.client.set_key(key).is_err() {
+        return false;
+    }
+    shared.key_generation.fetch_add(1, AcqRel);
+    bump(&shared.counters.key_rotations);
+    true
 }
 
 /// The rules' view of this failure, updating the tracker with it.

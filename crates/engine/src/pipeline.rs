@@ -94,6 +94,19 @@ pub struct Settings {
     /// How long the coordinator may stay lost mid-run before the run stops
     /// ([`Outcome::CoordinatorLost`]); meanwhile no request leaves.
     pub coordinator_grace: Duration,
+    /// Reads the key again from where it came (a file, a command): a 401 in a long run takes
+    /// up a key rotated at its source instead of stopping. `None`: the key cannot change.
+    pub key_reload: Option<KeyReload>,
+}
+
+/// Reads the API key again from its source (errors name no key).
+#[derive(Clone)]
+pub struct KeyReload(pub Arc<dyn Fn() -> Result<vtbulk_vt::ApiKey, String> + Send + Sync>);
+
+impl std::fmt::Debug for KeyReload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyReload")
+    }
 }
 
 impl Settings {
@@ -361,6 +374,9 @@ pub async fn run(
         pending: Mutex::new(pending),
         fleet,
         halt_detail: Mutex::new(None),
+        key_reload: settings.key_reload.clone(),
+        key_generation: AtomicU64::new(0),
+        rotation: tokio::sync::Mutex::new(()),
     });
     if let Some(e) = &budget.refused {
         // The key itself was refused: no lookup can succeed.

@@ -52,6 +52,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         coordinator: None,
         coordinator_fallback: None,
         coordinator_grace: std::time::Duration::from_secs(60),
+        key_reload: None,
         on_input: None,
         fail_on: None,
         only_new: false,

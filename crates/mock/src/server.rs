@@ -111,6 +111,8 @@ struct State {
     stats: Stats,
     faults: FaultState,
     submissions: objects::Submissions,
+    /// Keys revoked since the start (a key rotated away: 401 from then on).
+    revoked: Vec<std::sync::atomic::AtomicBool>,
 }
 
 /// A running mock. Dropping it stops the server.
@@ -181,6 +183,7 @@ impl MockServer {
             ),
             faults: FaultState::default(),
             submissions: objects::Submissions::default(),
+            revoked: config.keys.iter().map(|_| Default::default()).collect(),
             config,
         });
         let accept = tokio::spawn(accept_loop(listener, state.clone()));
@@ -228,6 +231,18 @@ impl MockServer {
                 return;
             }
             next.await;
+        }
+    }
+
+    /// Revokes `key` (rotated away): every request with it is a 401 `WrongCredentialsError`
+    /// from now on. False when the mock has no such key.
+    pub fn revoke(&self, key: &str) -> bool {
+        match self.state.by_key.get(key) {
+            Some(&i) => {
+                self.state.revoked[i].store(true, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            None => false,
         }
     }
 
@@ -608,12 +623,13 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
         }
         Some(key) => {
             let key = String::from_utf8_lossy(key);
+            let revoked = |i: usize| state.revoked[i].load(std::sync::atomic::Ordering::Relaxed);
             match state.by_key.get(key.as_ref()) {
-                Some(&i) => {
+                Some(&i) if !revoked(i) => {
                     record.key = KeyRef::Known(i);
                     i
                 }
-                None => {
+                _ => {
                     record.key = KeyRef::Unknown(crate::key_id(&key).into());
                     let answer = api_error(
                         StatusCode::UNAUTHORIZED,

@@ -111,13 +111,21 @@ pub enum FileLookup<T = FileObject> {
     NotFound,
 }
 
+/// The key in use and those it replaced.
+#[derive(Debug)]
+struct Keys {
+    now: ApiKey,
+    before: Vec<ApiKey>,
+}
+
 /// A VirusTotal API v3 client for one API key.
 #[derive(Clone, Debug)]
 pub struct Client {
     transport: std::sync::Arc<Transport>,
     /// The path before `/files/...`: `/api/v3`, or `/prefix/api/v3` behind a gateway.
     api: String,
-    key: ApiKey,
+    /// The key now, and those it replaced (still scrubbed from every error).
+    keys: std::sync::Arc<std::sync::RwLock<Keys>>,
     keep_raw: bool,
     keep_body: bool,
     request_timeout: Duration,
@@ -214,7 +222,10 @@ impl Client {
         Ok(Client {
             transport: std::sync::Arc::new(transport),
             api,
-            key,
+            keys: std::sync::Arc::new(std::sync::RwLock::new(Keys {
+                now: key,
+                before: Vec::new(),
+            })),
             keep_raw: config.keep_raw,
             keep_body: config.keep_body,
             request_timeout: config.request_timeout,
@@ -223,7 +234,40 @@ impl Client {
 
     /// The key's fingerprint (see [`ApiKey::fingerprint`]).
     pub fn key_fingerprint(&self) -> String {
-        self.key.fingerprint()
+        self.keys().now.fingerprint()
+    }
+
+    fn keys(&self) -> std::sync::RwLockReadGuard<'_, Keys> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether `key` is the key in use.
+    pub fn uses(&self, key: &ApiKey) -> bool {
+        &self.keys().now == key
+    }
+
+    /// Uses `key` from the next request on (the old one was rotated away); the old key stays
+    /// scrubbed from errors.
+    pub fn set_key(&self, key: ApiKey) -> Result<(), ClientError> {
+        let value = HeaderValue::from_str(key.expose())
+            .map_err(|_| ClientError::Build("the API key is not a valid header value".into()))?;
+        let mut keys = self.keys.write().unwrap_or_else(|e| e.into_inner());
+        let old = std::mem::replace(&mut keys.now, key);
+        keys.before.push(old);
+        self.transport.set_key(value);
+        Ok(())
+    }
+
+    /// `err` with every key this client used scrubbed from its message.
+    fn scrub(&self, err: Error) -> Error {
+        let keys = self.keys();
+        keys.before
+            .iter()
+            .fold(err.redact(keys.now.expose()), |e, k| e.redact(k.expose()))
+    }
+
+    fn key_segment(&self) -> String {
+        encode_segment(self.keys().now.expose())
     }
 
     /// A connection with nothing left to wait for (pooled, or connected now): ask the
@@ -239,7 +283,7 @@ impl Client {
                     "failed to get a connection in time",
                 )
             })?
-            .map_err(|e| e.redact(self.key.expose()))?;
+            .map_err(|e| self.scrub(e))?;
         Ok(Ready {
             client: self,
             conn: Some(conn),
@@ -286,11 +330,7 @@ impl Client {
 
     /// `GET /users/{id}/overall_quotas` for the key's own user.
     pub async fn own_overall_quotas(&self) -> Result<OverallQuotas, Error> {
-        let path = format!(
-            "{}/users/{}/overall_quotas",
-            self.api,
-            encode_segment(self.key.expose())
-        );
+        let path = format!("{}/users/{}/overall_quotas", self.api, self.key_segment());
         let body = self.ready().await?.get(&path, nowhere()).await?.0;
         Ok(decode::<Envelope<OverallQuotas>>(&body)?.data)
     }
@@ -361,11 +401,7 @@ impl Ready<'_> {
         departed: impl FnOnce(Instant) + Send + 'static,
     ) -> Result<UserObject, Error> {
         let client = self.client;
-        let path = format!(
-            "{}/users/{}",
-            client.api,
-            encode_segment(client.key.expose())
-        );
+        let path = format!("{}/users/{}", client.api, client.key_segment());
         let body = self.get(&path, Box::new(departed)).await?.0;
         Ok(decode::<Envelope<UserObject>>(&body)?.data)
     }
@@ -491,7 +527,7 @@ impl Ready<'_> {
                 format!("no complete answer within {:?}", client.request_timeout),
             )),
         };
-        answer.map_err(|e| e.redact(client.key.expose()))
+        answer.map_err(|e| client.scrub(e))
     }
 }
 

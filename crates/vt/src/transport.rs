@@ -123,6 +123,8 @@ pub(crate) struct Transport {
     proxy: Option<Proxy>,
     idle: Mutex<Vec<Idle>>,
     sent: std::sync::atomic::AtomicU64,
+    /// Replaces the headers' `x-apikey` once the key was rotated ([`Transport::set_key`]).
+    key: std::sync::RwLock<Option<HeaderValue>>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -557,7 +559,14 @@ impl Transport {
             proxy,
             idle: Mutex::new(Vec::new()),
             sent: std::sync::atomic::AtomicU64::new(0),
+            key: std::sync::RwLock::new(None),
         })
+    }
+
+    /// Sends `value` (sensitive) as `x-apikey` from the next request on: the key was rotated.
+    pub(crate) fn set_key(&self, mut value: HeaderValue) {
+        value.set_sensitive(true);
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(value);
     }
 
     /// A connection with nothing left to wait for: an idle one that is still open, or a new
@@ -635,6 +644,9 @@ impl Transport {
         headers.insert(header::HOST, self.target.authority.clone());
         for (name, value) in &self.config.headers {
             headers.insert(name, value.clone());
+        }
+        if let Some(key) = &*self.key.read().unwrap_or_else(|e| e.into_inner()) {
+            headers.insert("x-apikey", key.clone());
         }
         let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hold = self.config.departure_delay.as_ref().map(|d| (d.0)(n));

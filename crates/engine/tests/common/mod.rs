@@ -49,6 +49,7 @@ pub fn settings(input: &std::path::Path, format: Format) -> Settings {
         coordinator: None,
         coordinator_fallback: None,
         coordinator_grace: std::time::Duration::from_secs(60),
+        key_reload: None,
         on_input: None,
         fail_on: None,
         only_new: false,
