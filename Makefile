@@ -7,7 +7,7 @@ PYTHON  ?= python3
 VENV    := .venv
 MOCK    := target/debug/vt-mock
 
-.PHONY: help demo test lint fmt unit conformance bench bench-mock bench-peers bench-criterion build man clean
+.PHONY: help demo test lint fmt unit conformance chaos chaos-short bench bench-mock bench-peers bench-criterion build man clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -18,7 +18,7 @@ build: ## build everything (debug)
 demo: ## build, start vt-mock on loopback, look files up, show quotas and stats, stop it
 	@scripts/demo.sh
 
-test: lint unit conformance ## every test: lint, Rust tests, vt-py conformance
+test: lint unit conformance chaos-short ## every test: lint, Rust tests, vt-py conformance, chaos (short)
 	@echo "make test: all green"
 
 lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, bans, sources)
@@ -41,6 +41,14 @@ $(VENV)/.installed: tests/conformance/requirements.lock
 conformance: $(VENV)/.installed ## the official vt-py client against vt-mock
 	$(CARGO) build --quiet -p vtbulk-mock --bin vt-mock
 	VT_MOCK_BIN=$(MOCK) $(VENV)/bin/python -m pytest -q tests/conformance
+
+chaos: ## the fault and crash suite: faults x inputs, 20 kill -9s, signals, full disks (CHAOS_SEED=S)
+	$(CARGO) build --quiet -p vtbulk -p vtbulk-mock
+	$(PYTHON) scripts/chaos.py
+
+chaos-short: ## the chaos suite's short form (inside make test)
+	$(CARGO) build --quiet -p vtbulk -p vtbulk-mock
+	$(PYTHON) scripts/chaos.py --short
 
 bench: bench-criterion bench-mock bench-peers ## all benchmarks
 
