@@ -106,9 +106,13 @@ pub(crate) fn scan_line(line: &[u8], line_no: u64, sink: &mut Sink<'_>) {
         let defanged = matches!(refanged, Cow::Owned(_));
         let t: &str = &refanged;
         if let Some(at) = t.find("://") {
+            // After the last character that is not a scheme's letter (found by fuzzing: it
+            // may be a multi-byte one, a replaced invalid byte, so step over all of it).
             let scheme_start = t[..at]
-                .rfind(|c: char| !c.is_ascii_alphabetic())
-                .map_or(0, |i| i + 1);
+                .char_indices()
+                .rev()
+                .find(|&(_, c)| !c.is_ascii_alphabetic())
+                .map_or(0, |(i, c)| i + c.len_utf8());
             let url = trim_url(&t[scheme_start..]);
             let url = match url.get(..4) {
                 Some(h) if h.eq_ignore_ascii_case("hxxp") => {
@@ -206,6 +210,18 @@ mod tests {
         lines.feed(text.as_bytes(), &mut sink);
         lines.finish(&mut sink);
         (found, report)
+    }
+
+    #[test]
+    fn a_multi_byte_character_before_a_scheme_is_stepped_over_not_split() {
+        // Found by fuzzing (fuzz/seeds/read_input/regression-scheme-boundary): an invalid
+        // byte inside "https" became U+FFFD, and the scheme's start fell inside it (a panic).
+        let (found, _) = scan("- h\u{FFFD}tps://evil-host.top/a and \u{e9}http://bad-site.ru/x\n");
+        assert!(
+            found.contains(&"url:http://bad-site.ru/x".to_owned()),
+            "{found:?}"
+        );
+        assert!(found.iter().all(|f| !f.contains('\u{FFFD}')), "{found:?}");
     }
 
     #[test]
