@@ -1199,17 +1199,33 @@ fn sqlite_error(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + 
 /// Refuses anything that is not an SQLite database before SQLite opens it.
 fn check_header(path: &Path) -> Result<(), StoreError> {
     use std::io::Read;
-    let mut head = [0u8; 16];
-    let read = std::fs::File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .map_err(|source| StoreError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
-    if read < 16 || &head != SQLITE_MAGIC {
+    let io = |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut head = [0u8; 18];
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    let read = file.read(&mut head).map_err(io)?;
+    if read < 16 || &head[..16] != SQLITE_MAGIC {
         return Err(StoreError::Foreign {
             path: path.to_owned(),
             reason: "not an SQLite database".into(),
+        });
+    }
+    // SQLite writes whole pages: a file that is not a whole number of its header's pages
+    // was cut short (or is not SQLite's). Opening it would let SQLite rewrite its first
+    // page (found by fuzzing: a 107-byte file grew to 16 KiB before it was refused).
+    let page = match u16::from_be_bytes([head[16], head.get(17).copied().unwrap_or(0)]) {
+        1 => 65536,
+        n => u64::from(n),
+    };
+    if read < 18 || !(512..=65536).contains(&page) || !page.is_power_of_two() || len % page != 0 {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: format!(
+                "damaged: {len} bytes is not a whole number of the header's {page}-byte pages"
+            ),
         });
     }
     Ok(())

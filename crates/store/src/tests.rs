@@ -385,6 +385,10 @@ fn a_text_file_or_a_damaged_database_is_refused_and_left_untouched() {
     let mut damaged = SQLITE_MAGIC.to_vec();
     damaged.extend(std::iter::repeat_n(0xa5u8, 8192));
     assert_refused_untouched(&dir.path().join("damaged.sqlite3"), &damaged);
+    // Found by fuzzing: a cache cut short after its header (107 bytes, 16 KiB pages) looked
+    // like a database with no tables, and SQLite rewrote its first page before the refusal.
+    let cut: &[u8] = include_bytes!("../../../fuzz/seeds/store_file/regression-cut-after-header");
+    assert_refused_untouched(&dir.path().join("cut.sqlite3"), cut);
 }
 
 #[test]
