@@ -1791,3 +1791,63 @@ async fn a_key_rotated_at_its_file_or_command_mid_run_is_taken_up_on_the_401() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[tokio::test]
+async fn a_huge_field_from_virustotal_is_cut_in_the_record_and_counted_in_the_summary() {
+    // VirusTotal's EICAR answer with other hashes and a 1 MB name.
+    let mut answer: serde_json::Value =
+        serde_json::from_str(vtbulk_mock::universe::EICAR_JSON).expect("json");
+    let sha256 = "ab".repeat(32);
+    let attrs = &mut answer["data"]["attributes"];
+    attrs["sha256"] = sha256.clone().into();
+    attrs["sha1"] = "cd".repeat(20).into();
+    attrs["md5"] = "ef".repeat(16).into();
+    attrs["meaningful_name"] = "x".repeat(1 << 20).into();
+    answer["data"]["id"] = sha256.clone().into();
+    let fixture = vtbulk_mock::universe::Fixture::from_json(&answer.to_string()).expect("fixture");
+    let mock = MockServer::start(MockConfig {
+        fixtures: vec![fixture],
+        ..MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)])
+    })
+    .await
+    .expect("mock");
+    let dir = temp_dir("huge-field");
+    let list = dir.join("list.txt");
+    std::fs::write(&list, format!("{sha256}\n")).expect("list");
+    let summary = dir.join("summary.json");
+    let url = mock.url();
+    let out = vtbulk(
+        &[
+            "enrich",
+            list.to_str().expect("utf8"),
+            "--api-url",
+            &url,
+            "--tier",
+            "unlimited",
+            "--rate",
+            "unlimited",
+            "--cache",
+            "off",
+            "--format",
+            "ndjson",
+            "--quiet",
+            "--summary-json",
+            summary.to_str().expect("utf8"),
+        ],
+        Some(CANARY),
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one record");
+    let name = record["meaningful_name"].as_str().expect("name");
+    assert!(
+        name.len() <= vtbulk_output::FIELD_CAP,
+        "{} bytes",
+        name.len()
+    );
+    assert!(name.ends_with(vtbulk_output::CUT_MARK));
+    let s: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
+    assert_eq!(s["fields_cut"], 1, "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
