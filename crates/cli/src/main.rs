@@ -794,24 +794,33 @@ fn report(args: &EnrichArgs, summary: &Summary) {
             q.items_left
         ));
     }
-    if let Some(stopped) = &summary.stopped
-        && stopped.cause == vtbulk_engine::HaltCause::CoordinatorLost.name()
-    {
-        eprint(&format!(
-            "stopped: the coordinator (Redis) was lost for longer than --coordinator-grace ({}); no request left without its grant; {} items skipped, nothing was lost: run again when Redis is back",
-            stopped.detail.as_deref().unwrap_or("no answer"),
-            summary.skipped
-        ));
-    }
-    if let Some(stopped) = &summary.stopped
-        && stopped.cause == vtbulk_engine::HaltCause::Unreachable.name()
-    {
-        // Quiet or not: one line that says what failed.
-        eprint(&format!(
-            "stopped: VirusTotal could not be reached ({}); {} items skipped, nothing was lost: run again when the network is back",
-            stopped.detail.as_deref().unwrap_or("connection failed"),
-            summary.skipped
-        ));
+    // Quiet or not: one line that says what failed, for the stops that are an outage.
+    if let Some(stopped) = &summary.stopped {
+        use vtbulk_engine::HaltCause;
+        let outage = if stopped.cause == HaltCause::Unreachable.name() {
+            Some((
+                "VirusTotal could not be reached",
+                "connection failed",
+                "",
+                "the network",
+            ))
+        } else if stopped.cause == HaltCause::CoordinatorLost.name() {
+            Some((
+                "the coordinator (Redis) was lost for longer than --coordinator-grace",
+                "no answer",
+                " no request left without its grant;",
+                "Redis",
+            ))
+        } else {
+            None
+        };
+        if let Some((what, default, note, back)) = outage {
+            eprint(&format!(
+                "stopped: {what} ({});{note} {} items skipped, nothing was lost: run again when {back} is back",
+                stopped.detail.as_deref().unwrap_or(default),
+                summary.skipped
+            ));
+        }
     }
     if let Some(path) = &args.summary_json {
         let json = serde_json::to_string_pretty(summary).unwrap_or_default();

@@ -76,13 +76,8 @@ pub(crate) fn hit_record(base: Record, hit: Hit, raw: bool) -> Option<Record> {
             } else {
                 None
             };
-            let summary = FileSummary {
-                id: Hash::Sha256(file.sha256).to_string(),
-                attributes,
-                raw,
-                body: None,
-            };
-            let mut record = convert::found(base, Box::new(summary));
+            let id = Hash::Sha256(file.sha256).to_string();
+            let mut record = convert::stored_file(base, id, attributes, raw);
             record.source = Some(Source::Cache);
             Some(record)
         }
@@ -133,14 +128,7 @@ pub(crate) fn object_hit_record(base: Record, hit: ObjectHit, raw: bool) -> Opti
         }
         _ => None,
     };
-    let object = ObjectSummary {
-        id: base.input.clone(),
-        kind: String::new(),
-        attributes,
-        raw,
-        body: None,
-    };
-    let mut record = convert::object(base, Box::new(object));
+    let mut record = convert::stored_object(base, attributes, raw);
     record.source = Some(Source::Cache);
     Some(record)
 }

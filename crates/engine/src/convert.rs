@@ -55,6 +55,39 @@ pub(crate) fn found(mut record: Record, file: Box<FileSummary>) -> Record {
     record
 }
 
+/// The record of a found file from stored attributes (the cache's, the fleet's): no body.
+pub(crate) fn stored_file(
+    base: Record,
+    id: String,
+    attributes: vtbulk_vt::models::SummaryAttributes,
+    raw: Option<Box<serde_json::value::RawValue>>,
+) -> Record {
+    let file = FileSummary {
+        id,
+        attributes,
+        raw,
+        body: None,
+    };
+    found(base, Box::new(file))
+}
+
+/// The record of a found URL, domain or IP address from stored attributes (the cache's, the
+/// fleet's): named by its input, no body.
+pub(crate) fn stored_object(
+    base: Record,
+    attributes: vtbulk_vt::models::ObjectAttributes,
+    raw: Option<Box<serde_json::value::RawValue>>,
+) -> Record {
+    let object = ObjectSummary {
+        id: base.input.clone(),
+        kind: String::new(),
+        attributes,
+        raw,
+        body: None,
+    };
+    self::object(base, Box::new(object))
+}
+
 /// The record of a found URL, domain or IP address, built on `base` (input, kind, count,
 /// origin): the fields every kind shares, then the object's own.
 pub(crate) fn object(mut record: Record, object: Box<ObjectSummary>) -> Record {

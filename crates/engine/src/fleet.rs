@@ -156,25 +156,12 @@ fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
         Target::File(..) => {
             let attributes: SummaryAttributes =
                 serde_json::from_value(v["attributes"].clone()).ok()?;
-            let file = FileSummary {
-                id: v["id"].as_str()?.to_owned(),
-                attributes,
-                raw,
-                body: None,
-            };
-            convert::found(base, Box::new(file))
+            convert::stored_file(base, v["id"].as_str()?.to_owned(), attributes, raw)
         }
         Target::Other(_) => {
             let attributes: ObjectAttributes =
                 serde_json::from_value(v["attributes"].clone()).ok()?;
-            let object = ObjectSummary {
-                id: base.input.clone(),
-                kind: String::new(),
-                attributes,
-                raw,
-                body: None,
-            };
-            convert::object(base, Box::new(object))
+            convert::stored_object(base, attributes, raw)
         }
     };
     record.source = Some(Source::Cache);
