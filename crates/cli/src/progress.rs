@@ -226,8 +226,27 @@ pub fn table(s: &Summary) -> String {
                 s.cache_hits, s.fleet_answers
             ),
         );
+    } else if s.shared_answers > 0 {
+        row(
+            &mut t,
+            "from cache",
+            format!(
+                "{} ({} stored by another process during this run)",
+                s.cache_hits, s.shared_answers
+            ),
+        );
     } else {
         row(&mut t, "from cache", s.cache_hits.to_string());
+    }
+    if s.claims_waited > 0 {
+        row(
+            &mut t,
+            "waited for",
+            format!(
+                "{} (another process sharing the cache was looking them up)",
+                s.claims_waited
+            ),
+        );
     }
     if s.fields_cut > 0 {
         row(

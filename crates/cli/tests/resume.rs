@@ -256,6 +256,198 @@ async fn two_processes_share_one_cache_file_and_both_outputs_are_complete() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A vt-mock whose every answer takes `delay` (it counts a request when it arrives).
+async fn slow_mock(delay: std::time::Duration) -> MockServer {
+    MockServer::start(MockConfig {
+        latency: vtbulk_mock::Latency::Fixed { delay },
+        ..MockConfig::default()
+    })
+    .await
+    .expect("mock")
+}
+
+fn write_list(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .expect("write list");
+    path
+}
+
+/// Waits until `child`'s request for `id` has reached `mock` (a child that exits first is
+/// a failure, not a hang).
+async fn out_for(mock: &MockServer, child: &mut tokio::process::Child, id: &str) {
+    tokio::select! {
+        () = mock.wait_for(|s| s.by_id.contains_key(id)) => {}
+        status = child.wait() => panic!("exited before asking for {id}: {status:?}"),
+    }
+}
+
+fn summary(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("summary")).expect("summary json")
+}
+
+#[tokio::test]
+async fn two_runs_on_overlapping_lists_sharing_a_cache_pay_once_for_the_overlap() {
+    // The probe's case: two processes started together on lists with a common part paid
+    // for it twice (each checked the cache once, before the other had answered anything).
+    let mock = slow_mock(std::time::Duration::from_millis(20)).await;
+    let dir = temp("overlap");
+    let cache = dir.join("cache.sqlite3");
+    let u = mock.universe();
+    let known = |i: u64| u.hashes(i).sha256.to_string();
+    let unknown = |i: u64| u.unknown_hash(HashKind::Sha256, i).to_string();
+    // The common part first in both lists, so both reach it at once.
+    let common: Vec<String> = (5000..5120)
+        .map(known)
+        .chain((0..30).map(unknown))
+        .collect();
+    let a: Vec<String> = common
+        .iter()
+        .cloned()
+        .chain((5200..5300).map(known))
+        .collect();
+    let b: Vec<String> = common
+        .iter()
+        .cloned()
+        .chain((30..60).map(unknown))
+        .collect();
+    let unique = common.len() + 100 + 30;
+    let (list_a, list_b) = (write_list(&dir, "a.txt", &a), write_list(&dir, "b.txt", &b));
+    let (sum_a, sum_b) = (dir.join("a.json"), dir.join("b.json"));
+    let url = mock.url();
+    let mut run_a = command(&url, &list_a, &cache, "unlimited");
+    run_a.arg("--summary-json").arg(&sum_a);
+    let mut run_b = command(&url, &list_b, &cache, "unlimited");
+    run_b.arg("--summary-json").arg(&sum_b);
+    let (ra, rb) = tokio::join!(run_a.output(), run_b.output());
+    for (out, list) in [(ra.expect("a"), &a), (rb.expect("b"), &b)] {
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got = records(&out.stdout);
+        assert_eq!(got.len(), list.len(), "one record per input");
+        assert!(
+            got.values()
+                .all(|r| r["status"] == "ok" || r["status"] == "not_found")
+        );
+    }
+    // Every IOC once, whoever paid for it.
+    let stats = mock.stats(false);
+    let twice: Vec<_> = stats.by_id.iter().filter(|&(_, &n)| n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} looked up more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(3)]
+    );
+    assert_eq!(lookups(&mock), unique as u64);
+    // The common part came from the cache in one of the two runs, IOC by IOC.
+    let (sa, sb) = (summary(&sum_a), summary(&sum_b));
+    let hits = |s: &serde_json::Value| s["cache_hits"].as_u64().unwrap_or(0);
+    assert_eq!(hits(&sa) + hits(&sb), common.len() as u64, "{sa}\n{sb}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_lookup_another_process_is_making_is_waited_for_and_its_answer_taken() {
+    // A's request is held 3 s by its mock; B (its own mock, answering at once) reaches the
+    // same hash while A's request is out: B waits for A's answer instead of paying again.
+    let slow = slow_mock(std::time::Duration::from_secs(3)).await;
+    let fast = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("claimed");
+    let cache = dir.join("cache.sqlite3");
+    let x = slow.universe().hashes(7001).sha256.to_string();
+    let others: Vec<String> = (7100..7110)
+        .map(|i| fast.universe().hashes(i).sha256.to_string())
+        .collect();
+    let list_a = write_list(&dir, "a.txt", std::slice::from_ref(&x));
+    let list_b = write_list(&dir, "b.txt", &[vec![x.clone()], others.clone()].concat());
+    let mut a = command(&slow.url(), &list_a, &cache, "unlimited")
+        // No quota read first: its mock would hold that too.
+        .arg("--offline-quota")
+        .spawn()
+        .expect("spawn a");
+    out_for(&slow, &mut a, &x).await;
+    let sum_b = dir.join("b.json");
+    let mut run_b = command(&fast.url(), &list_b, &cache, "unlimited");
+    run_b.arg("--summary-json").arg(&sum_b);
+    let out_b = run_b.output().await.expect("b");
+    let out_a = a.wait_with_output().await.expect("a");
+    assert_eq!(
+        out_a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out_a.stderr)
+    );
+    assert_eq!(
+        out_b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out_b.stderr)
+    );
+    let got = records(&out_b.stdout);
+    assert_eq!(got.len(), 11);
+    assert_eq!(got[&x]["status"], "ok");
+    assert_eq!(slow.stats(false).by_id.get(&x), Some(&1));
+    assert_eq!(
+        fast.stats(false).by_id.get(&x),
+        None,
+        "B never asked for it"
+    );
+    assert_eq!(lookups(&fast), 10);
+    let s = summary(&sum_b);
+    assert_eq!(s["claims_waited"], 1, "{s}");
+    assert_eq!(s["shared_answers"], 1, "{s}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_claim_of_a_killed_process_is_taken_over_at_once() {
+    // A is killed with its request out (its mock holds it a minute): its claim must not
+    // hold B up (B would otherwise wait two minutes before looking it up itself).
+    let stuck = slow_mock(std::time::Duration::from_secs(60)).await;
+    let fast = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("dead-claim");
+    let cache = dir.join("cache.sqlite3");
+    let x = stuck.universe().hashes(7201).sha256.to_string();
+    let list = write_list(&dir, "x.txt", std::slice::from_ref(&x));
+    let mut a = command(&stuck.url(), &list, &cache, "unlimited")
+        // No quota read first: its mock would hold that too.
+        .arg("--offline-quota")
+        .spawn()
+        .expect("spawn a");
+    out_for(&stuck, &mut a, &x).await;
+    a.start_kill().expect("kill");
+    a.wait().await.expect("reaped");
+    let sum_b = dir.join("b.json");
+    let mut run_b = command(&fast.url(), &list, &cache, "unlimited");
+    run_b.arg("--summary-json").arg(&sum_b);
+    let out_b = tokio::time::timeout(std::time::Duration::from_secs(60), run_b.output())
+        .await
+        .expect("B is not held up by a dead claim")
+        .expect("b");
+    assert_eq!(
+        out_b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out_b.stderr)
+    );
+    assert_eq!(records(&out_b.stdout)[&x]["status"], "ok");
+    assert_eq!(fast.stats(false).by_id.get(&x), Some(&1));
+    assert!(summary(&sum_b).get("claims_waited").is_none());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn a_foreign_or_damaged_cache_file_is_refused_with_exit_2_and_left_untouched() {
     let mock = MockServer::start(MockConfig::default())

@@ -21,8 +21,8 @@ use vtbulk_ioc::Hash;
 use vtbulk_output::{Record, Source, Status};
 use vtbulk_quota::WallClock;
 use vtbulk_store::{
-    Body, FoundFile, Freshness, Hit, ObjectHit, ObjectPut, Put, RunRecord, SqliteStore, Store,
-    StoreError,
+    Body, Claim, ClaimKey, ClaimRules, FoundFile, Freshness, Hit, ObjectHit, ObjectPut, Put,
+    RunRecord, SqliteStore, Store, StoreError,
 };
 use vtbulk_vt::models::{self, FileSummary, ObjectAttributes, ObjectSummary, SummaryAttributes};
 
@@ -197,6 +197,10 @@ pub(crate) fn put_found(file: &FileSummary, digests: Digests) -> Option<Put> {
 pub(crate) enum Msg {
     /// Commit this and say whether it worked.
     Put(Put, oneshot::Sender<bool>),
+    /// Check the store once more and claim the lookup (`None`: the store failed).
+    Claim(ClaimKey, oneshot::Sender<Option<Claim>>),
+    /// Give a claim up (its lookup is over), with the next batch of claims.
+    Release(ClaimKey),
     /// Requests spent, for the ledger.
     Spend(Vec<vtbulk_quota::Spend>),
     /// No more answers: finish.
@@ -213,6 +217,20 @@ pub(crate) type JournalTx = std::sync::mpsc::Sender<Msg>;
 /// zero-latency run from 4.7 s to 3.6 s; 1 ms was no better.
 const GATHER: Duration = Duration::from_micros(300);
 
+/// How long given-up claims may wait for a batch of claims to go with: an unanswered one
+/// keeps another process waiting that long at most (an answered one costs nobody: its answer
+/// is found first).
+const RELEASE_WAIT: Duration = Duration::from_millis(500);
+
+/// What counts as an answer at the check before a lookup: the run's freshness, `--refresh`'s
+/// start, `--raw`'s need of whole answers (the time is the batch's).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClaimSettings {
+    pub(crate) freshness: Freshness,
+    pub(crate) since: Option<i64>,
+    pub(crate) with_data: bool,
+}
+
 /// The journal: a thread owning the store's connection.
 #[derive(Debug)]
 pub(crate) struct Journal {
@@ -228,6 +246,7 @@ impl Journal {
         clock: WallClock,
         run: Arc<std::sync::Mutex<RunRecord>>,
         key_id: String,
+        claim_settings: ClaimSettings,
     ) -> std::io::Result<Journal> {
         let (tx, rx) = std::sync::mpsc::channel::<Msg>();
         let window = GATHER;
@@ -249,23 +268,54 @@ impl Journal {
                 let mut failure = None;
                 let mut puts: Vec<Put> = Vec::with_capacity(COMMIT_BATCH);
                 let mut acks = Vec::with_capacity(COMMIT_BATCH);
+                let mut claims: Vec<(ClaimKey, oneshot::Sender<Option<Claim>>)> = Vec::new();
+                let mut releases: Vec<ClaimKey> = Vec::new();
+                let mut released_at = Instant::now();
                 let mut stop = false;
                 // A failed ledger write costs only the fallback's memory of this spend.
                 let spend = |store: &mut SqliteStore, spends: Vec<vtbulk_quota::Spend>| {
                     let rows: Vec<_> = spends.iter().map(|s| (s.window, s.id, s.count)).collect();
                     let _ = store.add_spend(&key_id, &rows, clock.now());
                 };
+                let rules = |now| ClaimRules {
+                    freshness: claim_settings.freshness,
+                    now,
+                    since: claim_settings.since,
+                    with_data: claim_settings.with_data,
+                };
                 while !stop {
-                    match rx.recv() {
-                        Ok(Msg::Put(put, ack)) => {
+                    // Given-up claims wait for a batch of claims, or RELEASE_WAIT.
+                    let first = if releases.is_empty() {
+                        rx.recv().ok()
+                    } else {
+                        match rx.recv_timeout(RELEASE_WAIT.saturating_sub(released_at.elapsed())) {
+                            Ok(msg) => Some(msg),
+                            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                                let _ = store.claim(&[], &releases, &rules(clock.now()));
+                                releases.clear();
+                                continue;
+                            }
+                            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => None,
+                        }
+                    };
+                    match first {
+                        Some(Msg::Put(put, ack)) => {
                             puts.push(put);
                             acks.push(ack);
                         }
-                        Ok(Msg::Spend(spends)) => {
+                        Some(Msg::Claim(key, reply)) => claims.push((key, reply)),
+                        Some(Msg::Release(key)) => {
+                            if releases.is_empty() {
+                                released_at = Instant::now();
+                            }
+                            releases.push(key);
+                            continue;
+                        }
+                        Some(Msg::Spend(spends)) => {
                             spend(&mut store, spends);
                             continue;
                         }
-                        Ok(Msg::Stop) | Err(_) => break,
+                        Some(Msg::Stop) | None => break,
                     }
                     // Let the batch gather without listening (a listening receiver is woken
                     // by every send), then take everything that came.
@@ -273,12 +323,14 @@ impl Journal {
                     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
                         std::thread::park_timeout(left);
                     }
-                    while puts.len() < COMMIT_BATCH {
+                    while puts.len() < COMMIT_BATCH && claims.len() < COMMIT_BATCH {
                         match rx.try_recv() {
                             Ok(Msg::Put(put, ack)) => {
                                 puts.push(put);
                                 acks.push(ack);
                             }
+                            Ok(Msg::Claim(key, reply)) => claims.push((key, reply)),
+                            Ok(Msg::Release(key)) => releases.push(key),
                             Ok(Msg::Spend(spends)) => spend(&mut store, spends),
                             Ok(Msg::Stop) | Err(TryRecvError::Disconnected) => {
                                 stop = true;
@@ -287,18 +339,40 @@ impl Journal {
                             Err(TryRecvError::Empty) => break,
                         }
                     }
-                    let ok = match store.put_batch(&puts, clock.now()) {
-                        Ok(()) => {
-                            written += puts.len() as u64;
-                            true
+                    // Answers first: a claim given up in this batch leaves its answer where
+                    // the other processes' next claim finds it.
+                    if !puts.is_empty() {
+                        let ok = match store.put_batch(&puts, clock.now()) {
+                            Ok(()) => {
+                                written += puts.len() as u64;
+                                true
+                            }
+                            Err(e) => {
+                                failure.get_or_insert(e);
+                                false
+                            }
+                        };
+                        puts.clear();
+                        let _ = ack_tx.send((std::mem::take(&mut acks), ok));
+                    }
+                    if !claims.is_empty() {
+                        let keys: Vec<ClaimKey> = claims.iter().map(|(k, _)| k.clone()).collect();
+                        let answers = store.claim(&keys, &releases, &rules(clock.now()));
+                        releases.clear();
+                        match answers {
+                            Ok(answers) => {
+                                for ((_, reply), answer) in claims.drain(..).zip(answers) {
+                                    let _ = reply.send(Some(answer));
+                                }
+                            }
+                            // The lookups go ahead unclaimed.
+                            Err(_) => {
+                                for (_, reply) in claims.drain(..) {
+                                    let _ = reply.send(None);
+                                }
+                            }
                         }
-                        Err(e) => {
-                            failure.get_or_insert(e);
-                            false
-                        }
-                    };
-                    puts.clear();
-                    let _ = ack_tx.send((std::mem::take(&mut acks), ok));
+                    }
                 }
                 let mut figures = *run.lock().unwrap_or_else(|e| e.into_inner());
                 figures.finished_at = clock.now();
@@ -337,6 +411,19 @@ pub(crate) fn spend(journal: &JournalTx, spends: Vec<vtbulk_quota::Spend>) {
     if !spends.is_empty() {
         let _ = journal.send(Msg::Spend(spends));
     }
+}
+
+/// Checks the store once more for `key` and claims its lookup (`None`: the store could not
+/// say; look it up anyway).
+pub(crate) async fn claim(journal: &JournalTx, key: ClaimKey) -> Option<Claim> {
+    let (reply, answer) = oneshot::channel();
+    journal.send(Msg::Claim(key, reply)).ok()?;
+    answer.await.ok().flatten()
+}
+
+/// Gives a claim up: its lookup is over (answered and journaled, or failed).
+pub(crate) fn release(journal: &JournalTx, key: ClaimKey) {
+    let _ = journal.send(Msg::Release(key));
 }
 
 /// Commits `put` and waits for it; false if the store failed (the run goes on uncached).

@@ -25,6 +25,12 @@ pub struct Counters {
     pub analysis_polls: AtomicU64,
     /// Records made from an answer another process of the fleet published.
     pub fleet_answers: AtomicU64,
+    /// Records made from an answer another process sharing the cache file stored during
+    /// this run (found at the check just before the lookup).
+    pub shared_answers: AtomicU64,
+    /// IOCs another process sharing the cache file was looking up when this one reached
+    /// them: put back and taken later.
+    pub claims_waited: AtomicU64,
     /// Bytes their dedup set occupies (part of `dedup_bytes`).
     pub dedup_other_bytes: AtomicU64,
     /// Repeated occurrences.
@@ -150,6 +156,8 @@ impl Counters {
             urls_submitted: get(&self.urls_submitted),
             analysis_polls: get(&self.analysis_polls),
             fleet_answers: get(&self.fleet_answers),
+            shared_answers: get(&self.shared_answers),
+            claims_waited: get(&self.claims_waited),
             indicator_dedup_bytes: get(&self.dedup_other_bytes),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -235,6 +243,15 @@ pub struct Summary {
     /// part of `cache_hits`): no request.
     #[serde(skip_serializing_if = "is_zero")]
     pub fleet_answers: u64,
+    /// Records made from an answer another process sharing the cache file stored while
+    /// this run went (part of `cache_hits`): found at the check made just before each
+    /// lookup, no request.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub shared_answers: u64,
+    /// IOCs another process sharing the cache file was looking up when this run reached
+    /// them: put back, and taken later (its answer, or a lookup if it gave up).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub claims_waited: u64,
     /// How the key was shared (`--coordinator`): through Redis, or alone at a share of the
     /// rate because Redis could not be reached (`--coordinator-fallback`).
     #[serde(skip_serializing_if = "Option::is_none")]

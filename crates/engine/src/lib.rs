@@ -20,6 +20,7 @@
 
 pub mod annotate;
 mod cache;
+mod claims;
 mod convert;
 mod counters;
 pub mod decide;

@@ -6,7 +6,7 @@
 //! cursor), a worker always turns what it took into a record, and entries nobody took when the
 //! run stops become `skipped` with the halt's cause.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use crate::cache::{self, CacheSettings, Journal};
 use crate::counters::{Counters, QuotaReport, Summary, bump};
 use crate::decide::{HaltCause, Policy, Tracker};
 use crate::keyquota::{self, KeyQuota, QuotaSettings, QuotaSource};
-use crate::lookup::{Shared, lookup, skipped};
+use crate::lookup::{Looked, Shared, lookup, skipped};
 use crate::prepare::{Prepared, prepare};
 use crate::writer::{self, Out};
 
@@ -338,8 +338,23 @@ pub async fn run(
         )
     });
     let key_id = client.key_fingerprint();
+    let claim_settings = cache::ClaimSettings {
+        freshness: settings
+            .cache
+            .as_ref()
+            .map(|c| c.freshness)
+            .unwrap_or_default(),
+        // A refreshing run takes what another process fetched since it started.
+        since: settings.cache.as_ref().filter(|c| c.refresh).map(|_| {
+            run_figures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .started_at
+        }),
+        with_data: settings.raw,
+    };
     let journal = store
-        .map(|store| Journal::start(store, clock, run_figures.clone(), key_id))
+        .map(|store| Journal::start(store, clock, run_figures.clone(), key_id, claim_settings))
         .transpose()
         .map_err(EngineError::Output)?;
     let policy = Policy::new(
@@ -361,6 +376,7 @@ pub async fn run(
         latency_ewma_us: AtomicU64::new(0),
         journal: journal.as_ref().map(Journal::sender),
         raw: settings.raw,
+        only_new: settings.only_new,
         seen,
         others,
         twins: Mutex::new(HashMap::new()),
@@ -388,8 +404,8 @@ pub async fn run(
         None => None,
     };
     let todo = Arc::new(todo);
-    let taken = run_workers(&shared, &todo, &tx, settings.concurrency, rate).await;
-    skip_rest(&shared, &todo, taken, &tx).await;
+    let (taken, left) = run_workers(&shared, &todo, &tx, settings.concurrency, rate).await;
+    skip_rest(&shared, todo[taken..].iter().chain(&left), &tx).await;
     drop(tx);
     if let Some(ledger) = ledger {
         ledger.abort();
@@ -562,14 +578,16 @@ fn fleet(
 }
 
 /// The workers: `workers` tasks, of which `permits` may be in a lookup at once, taking
-/// entries through one cursor. Returns how many entries were taken.
+/// entries through one cursor, then the entries sent back because another process was
+/// looking them up. Returns how many entries were taken, and those sent back and never
+/// taken again (the run stopped).
 async fn run_workers(
     shared: &Arc<Shared>,
     todo: &Arc<Vec<u32>>,
     tx: &mpsc::Sender<Out>,
     concurrency: Concurrency,
     rate: Option<Rate>,
-) -> usize {
+) -> (usize, Vec<u32>) {
     let rate_per_sec = rate.map(|r| r.per_second());
     let (workers, initial) = match concurrency {
         Concurrency::Fixed(n) => (n.max(1), n.max(1)),
@@ -585,6 +603,7 @@ async fn run_workers(
     let (workers, initial) = (workers.min(cap), initial.min(cap));
     let permits = Arc::new(Semaphore::new(initial));
     let cursor = Arc::new(AtomicUsize::new(0));
+    let waiting: Arc<Mutex<VecDeque<Waiting>>> = Arc::default();
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let (shared, todo, cursor, permits, tx) = (
@@ -594,16 +613,75 @@ async fn run_workers(
             permits.clone(),
             tx.clone(),
         );
+        let waiting = waiting.clone();
         tasks.spawn(async move {
             loop {
-                let Ok(permit) = permits.acquire().await else {
+                let Ok(mut permit) = permits.acquire().await else {
                     break;
                 };
                 let i = cursor.fetch_add(1, Ordering::SeqCst);
-                let Some(&index) = todo.get(i) else { break };
+                let (i, index, waited) = match todo.get(i) {
+                    Some(&index) => (i, index, None),
+                    // The list is done: back to what other processes were looking up.
+                    None => {
+                        let Some(entry) = lock(&waiting).pop_front() else {
+                            break;
+                        };
+                        if entry.at > tokio::time::Instant::now() {
+                            // Not due: wait without a permit (a stop cuts it short).
+                            drop(permit);
+                            let woken = shared.halt.wake.notified();
+                            if shared.halt.get().is_none() {
+                                tokio::select! {
+                                    () = tokio::time::sleep_until(entry.at) => {}
+                                    () = woken => {}
+                                }
+                            }
+                            let Ok(again) = permits.acquire().await else {
+                                lock(&waiting).push_front(entry);
+                                break;
+                            };
+                            permit = again;
+                        }
+                        (entry.i, entry.index, Some(entry))
+                    }
+                };
                 let target = shared.target(index as usize);
-                let record = lookup(&shared, target, (i as u64) << 8 | w as u64).await;
+                // Another process's lookup is waited for so long, then made here too.
+                let claim = waited
+                    .as_ref()
+                    .is_none_or(|e| e.since.elapsed() < CLAIM_PATIENCE);
+                let looked = lookup(&shared, target, (i as u64) << 8 | w as u64, claim).await;
                 drop(permit);
+                let record = match looked {
+                    Looked::Record(record) => record,
+                    Looked::Known => {
+                        bump(&shared.counters.done);
+                        continue;
+                    }
+                    Looked::Busy => {
+                        let now = tokio::time::Instant::now();
+                        let entry = match waited {
+                            Some(e) => Waiting {
+                                tries: e.tries + 1,
+                                at: now + Waiting::pause(e.tries + 1),
+                                ..e
+                            },
+                            None => {
+                                bump(&shared.counters.claims_waited);
+                                Waiting {
+                                    i,
+                                    index,
+                                    since: now,
+                                    tries: 0,
+                                    at: now + Waiting::pause(0),
+                                }
+                            }
+                        };
+                        lock(&waiting).push_back(entry);
+                        continue;
+                    }
+                };
                 bump(&shared.counters.done);
                 if tx.send(Out::One(record)).await.is_err() {
                     break;
@@ -631,14 +709,44 @@ async fn run_workers(
     };
     while tasks.join_next().await.is_some() {}
     controller.abort();
-    cursor.load(Ordering::SeqCst).min(todo.len())
+    let left = lock(&waiting).drain(..).map(|e| e.index).collect();
+    (cursor.load(Ordering::SeqCst).min(todo.len()), left)
+}
+
+/// An entry another process sharing the cache file was looking up: taken again once the
+/// list is done, at `at` (a quarter second after, then twice as long each time, up to 5 s).
+struct Waiting {
+    /// Its place in the list (for the retry seed) and its entry.
+    i: usize,
+    index: u32,
+    /// When it was first found busy.
+    since: tokio::time::Instant,
+    tries: u32,
+    at: tokio::time::Instant,
+}
+
+impl Waiting {
+    fn pause(tries: u32) -> Duration {
+        Duration::from_millis(250)
+            .saturating_mul(1 << tries.min(5))
+            .min(Duration::from_secs(5))
+    }
+}
+
+/// How long a worker waits for another process's lookup of an entry before making its own
+/// (a process that holds a claim and is alive but stuck, e.g. sleeping through a quota
+/// window, does not hold this one up for ever).
+const CLAIM_PATIENCE: Duration = Duration::from_secs(120);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Entries nobody took: the run stopped before reaching them.
-async fn skip_rest(shared: &Shared, todo: &[u32], taken: usize, tx: &mpsc::Sender<Out>) {
+async fn skip_rest(shared: &Shared, rest: impl Iterator<Item = &u32>, tx: &mpsc::Sender<Out>) {
     // Workers only stop early when the run halts (or the writer is gone, which halts it).
     let cause = shared.halt.get().unwrap_or(HaltCause::OutputClosed);
-    for &index in &todo[taken..] {
+    for &index in rest {
         let target = shared.target(index as usize);
         bump(&shared.counters.done);
         if tx

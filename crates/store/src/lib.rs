@@ -36,9 +36,11 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use vtbulk_ioc::Hash;
 
+mod claims;
 mod objects;
 mod segment;
 
+pub use claims::{Claim, ClaimKey, ClaimRules};
 pub use objects::{ObjectHit, ObjectPut};
 
 use segment::{BodyRef, Encoding, Entry};
@@ -141,6 +143,14 @@ const MIGRATIONS: &[&str] = &[
         url TEXT PRIMARY KEY,
         analysis TEXT NOT NULL,
         submitted_at INTEGER NOT NULL
+     ) WITHOUT ROWID;",
+    // 5: claims on lookups in flight, so processes sharing the file pay once (see `claims`).
+    "CREATE TABLE claims (
+        kind INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        owner TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (kind, id)
      ) WITHOUT ROWID;",
 ];
 
@@ -410,6 +420,8 @@ pub struct SqliteStore {
     writer: Option<segment::Writer>,
     /// Body files opened for reading, by segment id (`None`: gone).
     bodies: HashMap<i64, Option<File>>,
+    /// This process as a claim holder, from its first claim until [`Store::compact`].
+    owner: Option<claims::Owner>,
 }
 
 /// The default location: `$XDG_CACHE_HOME/vtbulk/cache.sqlite3`, else
@@ -438,6 +450,16 @@ impl SqliteStore {
             self.bodies.insert(seg, file);
         }
         segment::read_body(self.bodies.get(&seg)?.as_ref()?, body)
+    }
+
+    /// Reads the bodies [`read_hits`] pointed at into their hits.
+    fn attach_bodies(&mut self, out: &mut [Option<Hit>], bodies: Vec<(usize, i64, BodyRef)>) {
+        for (i, seg, body) in bodies {
+            let data = self.body(seg, body);
+            if let Some(Hit::Found(f)) = &mut out[i] {
+                f.data = data;
+            }
+        }
     }
 }
 
@@ -477,6 +499,7 @@ impl SqliteStore {
             dir: segment::dir_of(path),
             writer: None,
             bodies: HashMap::new(),
+            owner: None,
         };
         store.prepare(existing)?;
         Ok(store)
@@ -823,99 +846,9 @@ impl Store for SqliteStore {
             .pragma_update(None, "cache_size", READ_CACHE_KIB)
             .map_err(e)?;
         let tx = self.conn.transaction().map_err(e)?;
-        let mut out = vec![None; hashes.len()];
-        let mut bodies: Vec<(usize, i64, BodyRef)> = Vec::new();
-        {
-            // Two passes, each in key order, so that neighbouring lookups share B-tree pages
-            // (callers that sort their whole input make every pass a sequential sweep):
-            // 1. MD5 and SHA-1 to SHA-256 through the alias indexes (which hold the SHA-256,
-            //    `files` being keyed by it), and the not-found answers of the unresolved;
-            // 2. every SHA-256 to its row.
-            let mut md5 = tx
-                .prepare_cached("SELECT sha256 FROM files WHERE md5 = ?1")
-                .map_err(e)?;
-            let mut sha1 = tx
-                .prepare_cached("SELECT sha256 FROM files WHERE sha1 = ?1")
-                .map_err(e)?;
-            let mut missing = tx
-                .prepare_cached("SELECT fetched_at FROM missing WHERE digest = ?1")
-                .map_err(e)?;
-            let mut order: Vec<usize> = (0..hashes.len()).collect();
-            order.sort_unstable_by(|&a, &b| hashes[a].cmp(&hashes[b]));
-            let mut by_sha256: Vec<([u8; 32], usize)> = Vec::with_capacity(hashes.len());
-            for i in order {
-                let hash = &hashes[i];
-                let sha256 = match hash {
-                    Hash::Sha256(d) => Some(*d),
-                    Hash::Md5(_) | Hash::Sha1(_) => if matches!(hash, Hash::Md5(_)) {
-                        &mut md5
-                    } else {
-                        &mut sha1
-                    }
-                    .query_row([hash.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
-                    .optional()
-                    .map_err(e)?
-                    .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()),
-                };
-                match sha256 {
-                    Some(d) => by_sha256.push((d, i)),
-                    None => {
-                        out[i] = missing
-                            .query_row([hash.as_bytes()], |r| r.get::<_, i64>(0))
-                            .optional()
-                            .map_err(e)?
-                            .map(|fetched_at| Hit::NotFound { fetched_at });
-                    }
-                }
-            }
-            by_sha256.sort_unstable();
-            let mut file = tx
-                .prepare_cached(
-                    "SELECT fetched_at, summary, md5, sha1,
-                        body_seg, body_enc, body_off, body_len
-                     FROM files WHERE sha256 = ?1",
-                )
-                .map_err(e)?;
-            for (sha256, i) in by_sha256 {
-                let row = file
-                    .query_row([&sha256[..]], |r| {
-                        Ok((
-                            FoundFile {
-                                sha256,
-                                md5: digest_column(r, 2)?,
-                                sha1: digest_column(r, 3)?,
-                                fetched_at: r.get(0)?,
-                                summary: r.get(1)?,
-                                data: None,
-                            },
-                            if with_data { body_columns(r, 4)? } else { None },
-                        ))
-                    })
-                    .optional()
-                    .map_err(e)?;
-                out[i] = match row {
-                    Some((file, body)) => {
-                        if let Some((seg, body)) = body {
-                            bodies.push((i, seg, body));
-                        }
-                        Some(Hit::Found(file))
-                    }
-                    // A SHA-256 never stored: perhaps a 404 for it.
-                    None => missing
-                        .query_row([&sha256[..]], |r| r.get::<_, i64>(0))
-                        .optional()
-                        .map_err(e)?
-                        .map(|fetched_at| Hit::NotFound { fetched_at }),
-                };
-            }
-        }
+        let (mut out, bodies) = read_hits(&tx, &path, hashes, with_data)?;
         tx.commit().map_err(e)?;
-        for (i, seg, body) in bodies {
-            let data = self.body(seg, body);
-            if let Some(Hit::Found(f)) = &mut out[i] {
-                f.data = data;
-            }
-        }
+        self.attach_bodies(&mut out, bodies);
         Ok(out)
     }
 
@@ -956,121 +889,19 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .map_err(e)?;
-        if open == 0 {
-            return Ok(0);
-        }
-        // Under the write lock, so two processes never import the same bytes twice.
-        let tx = write_transaction(&mut self.conn).map_err(e)?;
-        let segments: Vec<(i64, String, i64)> = {
-            let mut stmt = tx
-                .prepare("SELECT id, name, imported_to FROM segments WHERE sealed = 0")
-                .map_err(e)?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .map_err(e)?
-                .collect::<Result<_, _>>()
-                .map_err(e)?
-        };
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        // The logs' bytes, which the found entries' summaries point into.
-        let mut logs: Vec<Vec<u8>> = Vec::new();
-        let mut sealed_logs = Vec::new();
-        for (id, name, imported_to) in segments {
-            let log_path = segment::log_path(&self.dir, &name);
-            let log = match File::open(&log_path) {
-                Ok(log) => log,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                    tx.execute("UPDATE segments SET sealed = 1 WHERE id = ?1", [id])
-                        .map_err(e)?;
-                    continue;
-                }
-                Err(source) => {
-                    return Err(StoreError::Io {
-                        path: log_path,
-                        source,
-                    });
-                }
-            };
-            // A log nobody holds locked belongs to a writer that is gone: after this import
-            // it can only have a torn tail, so it is sealed and removed.
-            let writer_gone = log.try_lock().is_ok();
-            let read =
-                segment::read_log(&log, imported_to as u64).map_err(|source| StoreError::Io {
-                    path: log_path.clone(),
-                    source,
-                })?;
-            let end = read.end;
-            found.reserve(read.entries.len());
-            for entry in read.entries {
-                match entry {
-                    Entry::Found(file) => found.push((id, logs.len(), file)),
-                    Entry::NotFound { fetched_at, digest } => missing.push((digest, fetched_at)),
-                }
-            }
-            logs.push(read.data);
-            tx.execute(
-                "UPDATE segments SET imported_to = ?2, sealed = ?3 WHERE id = ?1",
-                params![id, end as i64, writer_gone],
-            )
-            .map_err(e)?;
-            if writer_gone {
-                sealed_logs.push(log_path);
+        let mut imported = 0;
+        if open > 0 {
+            // Under the write lock, so two processes never import the same bytes twice.
+            let tx = write_transaction(&mut self.conn).map_err(e)?;
+            let sealed_logs;
+            (imported, sealed_logs) = import_segments(&tx, &self.dir, &path, None)?;
+            tx.commit().map_err(e)?;
+            for log in sealed_logs {
+                let _ = std::fs::remove_file(log);
             }
         }
-        let imported = (found.len() + missing.len()) as u64;
-        // In key order, with a page cache big enough that every index page is written once
-        // however many answers land on it.
-        tx.pragma_update(None, "cache_size", READ_CACHE_KIB)
-            .map_err(e)?;
-        found.sort_unstable_by_key(|(_, _, file)| (file.sha256, file.fetched_at));
-        missing.sort_unstable();
-        {
-            // The newest answer for a file wins, whatever order segments are imported in.
-            let mut upsert = tx
-                .prepare_cached(
-                    "INSERT INTO files (sha256, md5, sha1, fetched_at, summary,
-                        body_seg, body_enc, body_off, body_len)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT(sha256) DO UPDATE SET md5 = coalesce(excluded.md5, md5),
-                        sha1 = coalesce(excluded.sha1, sha1), fetched_at = excluded.fetched_at,
-                        summary = excluded.summary, body_seg = excluded.body_seg,
-                        body_enc = excluded.body_enc, body_off = excluded.body_off,
-                        body_len = excluded.body_len
-                     WHERE excluded.fetched_at >= files.fetched_at",
-                )
-                .map_err(e)?;
-            for (seg, log, file) in &found {
-                let body = file.body;
-                upsert
-                    .execute(params![
-                        &file.sha256[..],
-                        file.md5.as_ref().map(|d| &d[..]),
-                        file.sha1.as_ref().map(|d| &d[..]),
-                        file.fetched_at,
-                        &logs[*log][file.summary.clone()],
-                        body.map(|_| seg),
-                        body.map(|b| b.encoding as i64),
-                        body.map(|b| b.offset as i64),
-                        body.map(|b| i64::from(b.len)),
-                    ])
-                    .map_err(e)?;
-            }
-            let mut miss = tx
-                .prepare_cached(
-                    "INSERT INTO missing (digest, fetched_at) VALUES (?1, ?2)
-                     ON CONFLICT(digest) DO UPDATE SET fetched_at = excluded.fetched_at
-                     WHERE excluded.fetched_at >= missing.fetched_at",
-                )
-                .map_err(e)?;
-            for (digest, fetched_at) in &missing {
-                miss.execute(params![digest.as_bytes(), fetched_at])
-                    .map_err(e)?;
-            }
-        }
-        tx.commit().map_err(e)?;
-        for log in sealed_logs {
-            let _ = std::fs::remove_file(log);
-        }
+        // The answers are in the index: this process's claims go (and a dead one's).
+        self.end_claims()?;
         Ok(imported)
     }
 
@@ -1159,6 +990,224 @@ impl SqliteStore {
         writer.id = self.conn.last_insert_rowid();
         Ok(writer)
     }
+}
+
+/// Imports every complete entry of the unsealed segments (all but `skip`'s) in `tx`, the
+/// caller's write transaction, and seals the logs whose writer is gone; returns how many
+/// answers were imported and the sealed logs, to delete once the transaction commits.
+fn import_segments(
+    tx: &Connection,
+    dir: &Path,
+    path: &Path,
+    skip: Option<i64>,
+) -> Result<(u64, Vec<PathBuf>), StoreError> {
+    let e = sqlite_error(path);
+    let segments: Vec<(i64, String, i64)> = {
+        let mut stmt = tx
+            .prepare("SELECT id, name, imported_to FROM segments WHERE sealed = 0 AND id IS NOT ?1")
+            .map_err(e)?;
+        stmt.query_map([skip], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(e)?
+            .collect::<Result<_, _>>()
+            .map_err(e)?
+    };
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    // The logs' bytes, which the found entries' summaries point into.
+    let mut logs: Vec<Vec<u8>> = Vec::new();
+    let mut sealed_logs = Vec::new();
+    for (id, name, imported_to) in segments {
+        let log_path = segment::log_path(dir, &name);
+        let log = match File::open(&log_path) {
+            Ok(log) => log,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                tx.execute("UPDATE segments SET sealed = 1 WHERE id = ?1", [id])
+                    .map_err(e)?;
+                continue;
+            }
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: log_path,
+                    source,
+                });
+            }
+        };
+        // A log nobody holds locked belongs to a writer that is gone: after this import
+        // it can only have a torn tail, so it is sealed and removed.
+        let writer_gone = log.try_lock().is_ok();
+        let read =
+            segment::read_log(&log, imported_to as u64).map_err(|source| StoreError::Io {
+                path: log_path.clone(),
+                source,
+            })?;
+        let end = read.end;
+        found.reserve(read.entries.len());
+        for entry in read.entries {
+            match entry {
+                Entry::Found(file) => found.push((id, logs.len(), file)),
+                Entry::NotFound { fetched_at, digest } => missing.push((digest, fetched_at)),
+            }
+        }
+        logs.push(read.data);
+        tx.execute(
+            "UPDATE segments SET imported_to = ?2, sealed = ?3 WHERE id = ?1",
+            params![id, end as i64, writer_gone],
+        )
+        .map_err(e)?;
+        if writer_gone {
+            sealed_logs.push(log_path);
+        }
+    }
+    let imported = (found.len() + missing.len()) as u64;
+    // In key order, with a page cache big enough that every index page is written once
+    // however many answers land on it.
+    tx.pragma_update(None, "cache_size", READ_CACHE_KIB)
+        .map_err(e)?;
+    found.sort_unstable_by_key(|(_, _, file)| (file.sha256, file.fetched_at));
+    missing.sort_unstable();
+    {
+        // The newest answer for a file wins, whatever order segments are imported in.
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO files (sha256, md5, sha1, fetched_at, summary,
+                    body_seg, body_enc, body_off, body_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(sha256) DO UPDATE SET md5 = coalesce(excluded.md5, md5),
+                    sha1 = coalesce(excluded.sha1, sha1), fetched_at = excluded.fetched_at,
+                    summary = excluded.summary, body_seg = excluded.body_seg,
+                    body_enc = excluded.body_enc, body_off = excluded.body_off,
+                    body_len = excluded.body_len
+                 WHERE excluded.fetched_at >= files.fetched_at",
+            )
+            .map_err(e)?;
+        for (seg, log, file) in &found {
+            let body = file.body;
+            upsert
+                .execute(params![
+                    &file.sha256[..],
+                    file.md5.as_ref().map(|d| &d[..]),
+                    file.sha1.as_ref().map(|d| &d[..]),
+                    file.fetched_at,
+                    &logs[*log][file.summary.clone()],
+                    body.map(|_| seg),
+                    body.map(|b| b.encoding as i64),
+                    body.map(|b| b.offset as i64),
+                    body.map(|b| i64::from(b.len)),
+                ])
+                .map_err(e)?;
+        }
+        let mut miss = tx
+            .prepare_cached(
+                "INSERT INTO missing (digest, fetched_at) VALUES (?1, ?2)
+                 ON CONFLICT(digest) DO UPDATE SET fetched_at = excluded.fetched_at
+                 WHERE excluded.fetched_at >= missing.fetched_at",
+            )
+            .map_err(e)?;
+        for (digest, fetched_at) in &missing {
+            miss.execute(params![digest.as_bytes(), fetched_at])
+                .map_err(e)?;
+        }
+    }
+    Ok((imported, sealed_logs))
+}
+
+/// Hits for `hashes` (in their order) read in `conn`'s current transaction, and the bodies to
+/// read afterwards when `with_data` (entry index, segment, where).
+#[allow(clippy::type_complexity)]
+fn read_hits(
+    conn: &Connection,
+    path: &Path,
+    hashes: &[Hash],
+    with_data: bool,
+) -> Result<(Vec<Option<Hit>>, Vec<(usize, i64, BodyRef)>), StoreError> {
+    let e = sqlite_error(path);
+    let mut out = vec![None; hashes.len()];
+    let mut bodies: Vec<(usize, i64, BodyRef)> = Vec::new();
+    {
+        // Two passes, each in key order, so that neighbouring lookups share B-tree pages
+        // (callers that sort their whole input make every pass a sequential sweep):
+        // 1. MD5 and SHA-1 to SHA-256 through the alias indexes (which hold the SHA-256,
+        //    `files` being keyed by it), and the not-found answers of the unresolved;
+        // 2. every SHA-256 to its row.
+        let mut md5 = conn
+            .prepare_cached("SELECT sha256 FROM files WHERE md5 = ?1")
+            .map_err(e)?;
+        let mut sha1 = conn
+            .prepare_cached("SELECT sha256 FROM files WHERE sha1 = ?1")
+            .map_err(e)?;
+        let mut missing = conn
+            .prepare_cached("SELECT fetched_at FROM missing WHERE digest = ?1")
+            .map_err(e)?;
+        let mut order: Vec<usize> = (0..hashes.len()).collect();
+        order.sort_unstable_by(|&a, &b| hashes[a].cmp(&hashes[b]));
+        let mut by_sha256: Vec<([u8; 32], usize)> = Vec::with_capacity(hashes.len());
+        for i in order {
+            let hash = &hashes[i];
+            let sha256 = match hash {
+                Hash::Sha256(d) => Some(*d),
+                Hash::Md5(_) | Hash::Sha1(_) => if matches!(hash, Hash::Md5(_)) {
+                    &mut md5
+                } else {
+                    &mut sha1
+                }
+                .query_row([hash.as_bytes()], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+                .map_err(e)?
+                .and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()),
+            };
+            match sha256 {
+                Some(d) => by_sha256.push((d, i)),
+                None => {
+                    out[i] = missing
+                        .query_row([hash.as_bytes()], |r| r.get::<_, i64>(0))
+                        .optional()
+                        .map_err(e)?
+                        .map(|fetched_at| Hit::NotFound { fetched_at });
+                }
+            }
+        }
+        by_sha256.sort_unstable();
+        let mut file = conn
+            .prepare_cached(
+                "SELECT fetched_at, summary, md5, sha1,
+                    body_seg, body_enc, body_off, body_len
+                 FROM files WHERE sha256 = ?1",
+            )
+            .map_err(e)?;
+        for (sha256, i) in by_sha256 {
+            let row = file
+                .query_row([&sha256[..]], |r| {
+                    Ok((
+                        FoundFile {
+                            sha256,
+                            md5: digest_column(r, 2)?,
+                            sha1: digest_column(r, 3)?,
+                            fetched_at: r.get(0)?,
+                            summary: r.get(1)?,
+                            data: None,
+                        },
+                        if with_data { body_columns(r, 4)? } else { None },
+                    ))
+                })
+                .optional()
+                .map_err(e)?;
+            out[i] = match row {
+                Some((file, body)) => {
+                    if let Some((seg, body)) = body {
+                        bodies.push((i, seg, body));
+                    }
+                    Some(Hit::Found(file))
+                }
+                // A SHA-256 never stored: perhaps a 404 for it.
+                None => missing
+                    .query_row([&sha256[..]], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(e)?
+                    .map(|fetched_at| Hit::NotFound { fetched_at }),
+            };
+        }
+    }
+    Ok((out, bodies))
 }
 
 /// A transaction that takes the write lock at once (`BEGIN IMMEDIATE`): another process's

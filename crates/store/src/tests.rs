@@ -593,3 +593,184 @@ fn urls_domains_and_ips_are_kept_by_kind_and_text_with_their_freshness() {
         vec![(1, 1, 1), (2, 1, 0)]
     );
 }
+
+fn rules(now: i64) -> ClaimRules {
+    ClaimRules {
+        freshness: Freshness::default(),
+        now,
+        since: None,
+        with_data: false,
+    }
+}
+
+fn file_key(seed: u8) -> ClaimKey {
+    ClaimKey::File(Hash::Sha256(digests(seed).0))
+}
+
+#[test]
+fn a_claim_held_by_a_live_process_is_busy_and_its_journaled_answer_reaches_the_other_at_once() {
+    let (_dir, path) = temp();
+    let mut a = SqliteStore::open(&path).expect("open a");
+    let mut b = SqliteStore::open(&path).expect("open b");
+    let (x, y) = (file_key(1), file_key(2));
+    assert_eq!(
+        a.claim(&[x.clone()], &[], &rules(T0)).expect("a"),
+        [Claim::Mine]
+    );
+    assert_eq!(
+        b.claim(&[x.clone(), y.clone()], &[], &rules(T0))
+            .expect("b"),
+        [Claim::Busy, Claim::Mine]
+    );
+    // A journals its answer (its segment only: no compaction, A is still running). B's next
+    // claim finds it by any of the file's digests, though A never released the claim.
+    a.put_batch(&[found(1)], T0).expect("put");
+    let md5 = ClaimKey::File(Hash::Md5(digests(1).1));
+    let got = b
+        .claim(&[x.clone(), md5], &[], &rules(T0 + 5))
+        .expect("b again");
+    for claim in &got {
+        let Claim::File(Hit::Found(f)) = claim else {
+            panic!("expected the answer, got {claim:?}")
+        };
+        assert_eq!(f.sha256, digests(1).0);
+        assert_eq!(f.data, None, "no body asked for");
+    }
+    // A's answer stays in A's segment for A (still live, not sealed): A's own claims never
+    // import it, B's import did.
+    assert_eq!(segment_files(&path, "log"), 1);
+    // Y is B's: A is told so.
+    assert_eq!(
+        a.claim(&[y.clone()], &[], &rules(T0)).expect("a"),
+        [Claim::Busy]
+    );
+}
+
+#[test]
+fn a_released_claim_and_a_dead_holders_claim_are_taken_and_compaction_releases_the_rest() {
+    let (_dir, path) = temp();
+    let mut a = SqliteStore::open(&path).expect("open a");
+    let mut b = SqliteStore::open(&path).expect("open b");
+    let keys = [file_key(1), file_key(2), file_key(3)];
+    assert_eq!(a.claim(&keys, &[], &rules(T0)).expect("a").len(), 3);
+    // Released (its lookup failed): the other takes it.
+    a.claim(&[], &keys[..1], &rules(T0)).expect("release");
+    assert_eq!(
+        b.claim(&keys, &[], &rules(T0)).expect("b"),
+        [Claim::Mine, Claim::Busy, Claim::Busy]
+    );
+    // A compacts at its end: its claims go with it.
+    a.compact().expect("compact");
+    assert_eq!(
+        b.claim(&keys[1..2], &[], &rules(T0)).expect("b"),
+        [Claim::Mine]
+    );
+    // A process killed while it holds a claim (its owner file unlocked: the lock died with
+    // it) is not waited for, whatever the claim's age.
+    let mut c = SqliteStore::open(&path).expect("open c");
+    assert_eq!(
+        c.claim(&[file_key(9)], &[], &rules(T0)).expect("c"),
+        [Claim::Mine]
+    );
+    let owner = c.owner.take().expect("owner");
+    let name = owner.name.clone();
+    drop(owner);
+    std::mem::forget(c);
+    assert!(!claims_alive(&path, &name));
+    assert_eq!(
+        b.claim(&[file_key(9)], &[], &rules(T0)).expect("b"),
+        [Claim::Mine]
+    );
+}
+
+fn claims_alive(path: &Path, name: &str) -> bool {
+    let file = segment::dir_of(path).join(format!("{name}.owner"));
+    std::fs::File::open(file).is_ok_and(|f| f.try_lock().is_err())
+}
+
+#[test]
+fn only_a_fresh_answer_counts_and_raw_needs_the_whole_answer() {
+    let (_dir, path) = temp();
+    let mut a = SqliteStore::open(&path).expect("open a");
+    let mut b = SqliteStore::open(&path).expect("open b");
+    let (sha256, md5, sha1) = digests(4);
+    let bare = Put::Found {
+        sha256,
+        md5: Some(md5),
+        sha1: Some(sha1),
+        summary: b"{}".to_vec(),
+        body: None,
+    };
+    a.put_batch(&[bare, found(5), Put::NotFound(Hash::Sha256([6; 32]))], T0)
+        .expect("put");
+    let keys = [
+        file_key(4),
+        file_key(5),
+        ClaimKey::File(Hash::Sha256([6; 32])),
+    ];
+    // Eight days on, the found answers are stale and the 404 too: all three claimed.
+    let late = b.claim(&keys, &[], &rules(T0 + 8 * DAY)).expect("late");
+    assert_eq!(late, [Claim::Mine, Claim::Mine, Claim::Mine]);
+    b.claim(&[], &keys, &rules(T0)).expect("release");
+    // `--raw`: the answer kept without its body is no answer; the other comes with its data.
+    let raw = ClaimRules {
+        with_data: true,
+        ..rules(T0 + 60)
+    };
+    let got = b.claim(&keys, &[], &raw).expect("raw");
+    assert_eq!(got[0], Claim::Mine);
+    let Claim::File(Hit::Found(f)) = &got[1] else {
+        panic!("{:?}", got[1])
+    };
+    assert_eq!(f.data.as_deref(), Some(&answer(5)[..]));
+    assert!(matches!(
+        got[2],
+        Claim::File(Hit::NotFound { fetched_at: T0 })
+    ));
+    // A refreshing run takes only what was fetched since it started.
+    b.claim(&[], &keys, &rules(T0)).expect("release");
+    let since = ClaimRules {
+        since: Some(T0 + 1),
+        ..rules(T0 + 60)
+    };
+    assert_eq!(
+        b.claim(&keys[1..], &[], &since).expect("since"),
+        [Claim::Mine, Claim::Mine]
+    );
+}
+
+#[test]
+fn urls_domains_and_ips_are_claimed_by_kind_and_text() {
+    let (_dir, path) = temp();
+    let mut a = SqliteStore::open(&path).expect("open a");
+    let mut b = SqliteStore::open(&path).expect("open b");
+    let domain = ClaimKey::Object {
+        kind: 2,
+        id: "example.net".into(),
+    };
+    let ip = ClaimKey::Object {
+        kind: 3,
+        id: "example.net".into(),
+    };
+    assert_eq!(
+        a.claim(&[domain.clone()], &[], &rules(T0)).expect("a"),
+        [Claim::Mine]
+    );
+    assert_eq!(
+        b.claim(&[domain.clone(), ip], &[], &rules(T0)).expect("b"),
+        [Claim::Busy, Claim::Mine],
+        "the same text of another kind is another claim"
+    );
+    a.put_batch(
+        &[Put::Object(ObjectPut {
+            kind: 2,
+            id: "example.net".into(),
+            summary: Some(b"{}".to_vec()),
+            body: None,
+        })],
+        T0,
+    )
+    .expect("put");
+    let got = b.claim(&[domain], &[], &rules(T0)).expect("b");
+    assert!(matches!(&got[0], Claim::Object(hit) if hit.summary.as_deref() == Some(&b"{}"[..])));
+}

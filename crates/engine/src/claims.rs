@@ -1,0 +1,81 @@
+//! The check just before a lookup, for processes sharing one cache file: what another
+//! process answered during this run is taken from the cache, and what it is looking up now
+//! is waited for, not paid twice.
+//!
+//! A run checks the cache once for its whole list before the first lookup; a second run
+//! started on an overlapping list a minute later would otherwise pay again for every IOC the
+//! first had not yet reached or answered. So each lookup first asks the store (through the
+//! journal thread, batched with its commits; see `vtbulk_store::claims` for the steps): a
+//! fresh answer makes the record (`source=cache`, counted as `shared_answers` and as a cache
+//! hit); a lookup claimed by another live process sends the entry back to the queue
+//! ([`Before::Busy`]: the worker takes other work and comes back to it); otherwise the lookup
+//! is this process's until it is over. A fleet (`--coordinator`) has Redis's claims instead.
+
+use vtbulk_output::Status;
+use vtbulk_store::{Claim, ClaimKey};
+
+use crate::cache;
+use crate::counters::bump;
+use crate::lookup::{Shared, Target};
+
+/// What the store said before this process's own request.
+pub(crate) enum Before {
+    /// Another process's answer: the record, no request.
+    Answered(Box<vtbulk_output::Record>),
+    /// Another process's answer, and `--only-new` leaves what the cache knows out.
+    Known,
+    /// Another process is looking it up now.
+    Busy,
+    /// This process's to look up (and to give up once looked up, [`release`]).
+    Claimed(ClaimKey),
+    /// No cache, a fleet, or the store could not say: look it up.
+    Alone,
+}
+
+/// The claim's name for `target`.
+fn key(shared: &Shared, target: Target<'_>) -> ClaimKey {
+    match target {
+        Target::File(_, entry) => ClaimKey::File(entry.hash()),
+        Target::Other(entry) => ClaimKey::Object {
+            kind: entry.kind().code(),
+            id: shared.others.text(entry).to_owned(),
+        },
+    }
+}
+
+/// Asks the cache for `target` once more, claiming its lookup when nobody has answered it.
+pub(crate) async fn before(shared: &Shared, target: Target<'_>) -> Before {
+    let (Some(journal), None) = (&shared.journal, &shared.fleet) else {
+        return Before::Alone;
+    };
+    let key = key(shared, target);
+    let record = match cache::claim(journal, key.clone()).await {
+        None => return Before::Alone,
+        Some(Claim::Mine) => return Before::Claimed(key),
+        Some(Claim::Busy) => return Before::Busy,
+        Some(_) if shared.only_new => {
+            bump(&shared.counters.already_seen);
+            return Before::Known;
+        }
+        Some(Claim::File(hit)) => cache::hit_record(shared.base(target), hit, shared.raw),
+        Some(Claim::Object(hit)) => cache::object_hit_record(shared.base(target), hit, shared.raw),
+    };
+    // Undecodable (another version's summary): looked up, unclaimed.
+    let Some(record) = record else {
+        return Before::Alone;
+    };
+    match record.status {
+        Some(Status::Ok) => bump(&shared.counters.ok),
+        _ => bump(&shared.counters.not_found),
+    }
+    bump(&shared.counters.cache_hits);
+    bump(&shared.counters.shared_answers);
+    Before::Answered(Box::new(record))
+}
+
+/// Gives the claim up: the lookup is over (its answer, if any, journaled first).
+pub(crate) fn release(shared: &Shared, key: ClaimKey) {
+    if let Some(journal) = &shared.journal {
+        cache::release(journal, key);
+    }
+}
