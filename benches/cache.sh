@@ -4,6 +4,8 @@
 #   benches/cache.sh                    # N=1000000 for the re-run, M=100000 for on/off, ROUNDS=3
 #   N=0 benches/cache.sh                # skip the re-run part
 #   CACHE_ARGS="--cache-answers summary" benches/cache.sh   # extra flags for every run
+#   BEFORE=/path/to/old/vtbulk benches/cache.sh   # and, after each cache-on run, the same
+#                                                 # run with another build (an A/B of a change)
 #
 # 1. A fully cached re-run: N unique hashes (mixed md5/sha1/sha256, 10% unknown) are looked
 #    up once to fill a fresh cache, then enriched again: records/s to the output file (wall
@@ -23,7 +25,7 @@ mkdir -p "$out"
 work="$(mktemp -d)"
 pid=""
 trap 'if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
-cargo build --release -q -p vtbulk -p vtbulk-mock --manifest-path "$root/Cargo.toml"
+[ -n "${NO_BUILD:-}" ] || cargo build --release -q -p vtbulk -p vtbulk-mock --manifest-path "$root/Cargo.toml"
 bin="$root/target/release"
 
 "$bin/vt-mock" --port 0 > "$work/url" 2>/dev/null &
@@ -39,7 +41,7 @@ run() {
     reset
     t0=$(date +%s.%N)
     VT_API_KEY=testkey /usr/bin/time -f "%e %U %S %M" -o "$out/$label.time" \
-        "$bin/vtbulk" enrich "$input" --api-url "$url" --tier unlimited --concurrency 64 \
+        "${EXE:-$bin/vtbulk}" enrich "$input" --api-url "$url" --tier unlimited --concurrency 64 \
         --format csv --progress never -q -o "$out/$label.csv" --cache "$cache" \
         --summary-json "$out/$label.summary.json" ${CACHE_ARGS:-}
     t1=$(date +%s.%N)
@@ -70,6 +72,10 @@ for r in $(seq "$rounds"); do
     run "off-r$r" "$work/m.txt" off | tee -a "$out/results.txt"
     run "on-r$r" "$work/m.txt" "$work/on-$r.sqlite3" | tee -a "$out/results.txt"
     rm -rf "$work/on-$r".sqlite3*
+    if [ -n "${BEFORE:-}" ]; then
+        EXE="$BEFORE" run "before-r$r" "$work/m.txt" "$work/on-$r.sqlite3" | tee -a "$out/results.txt"
+        rm -rf "$work/on-$r".sqlite3*
+    fi
 done
 kill "$pid" 2>/dev/null || true
 "$bin/vt-mock" --port 0 --latency 50ms > "$work/url50" 2>/dev/null &
@@ -81,5 +87,9 @@ for r in $(seq "$rounds"); do
     run "off50-r$r" "$work/l.txt" off | tee -a "$out/results.txt"
     run "on50-r$r" "$work/l.txt" "$work/on50-$r.sqlite3" | tee -a "$out/results.txt"
     rm -rf "$work/on50-$r".sqlite3*
+    if [ -n "${BEFORE:-}" ]; then
+        EXE="$BEFORE" run "before50-r$r" "$work/l.txt" "$work/on50-$r.sqlite3" | tee -a "$out/results.txt"
+        rm -rf "$work/on50-$r".sqlite3*
+    fi
 done
 echo "raw output: $out"

@@ -3,7 +3,8 @@
 #
 # A list of N hashes (10% unknown to the mock, mixed md5/sha1/sha256) is cut into two runs'
 # lists that share OVERLAP lines: A takes the first (N+OVERLAP)/2, B the last (N+OVERLAP)/2,
-# so A meets the common part at its end and B at its start. Both start together on one
+# so A meets the common part at its end and B at its start (SHAPE=front: both lists start
+# with it, so both reach each common hash at about the same moment). Both start together on one
 # fresh cache file, against vt-mock at LATENCY, with --rate unlimited and 64 in flight.
 # Prints, per build and round: the requests the mock saw against the unique hashes, the
 # lookups asked more than once, each run's wall time, cache hits, answers taken from the
@@ -11,7 +12,7 @@
 #
 #   benches/shared_cache.sh                      # N=9000 OVERLAP=3000 LATENCY=20ms ROUNDS=3
 #   BEFORE=/path/to/old/vtbulk benches/shared_cache.sh   # the same rounds with another build
-#   NO_BUILD=1 LATENCY=lognormal:median=100ms,p99=800ms benches/shared_cache.sh
+#   NO_BUILD=1 LATENCY=lognormal:median=100ms,p99=800ms SHAPE=front benches/shared_cache.sh
 #
 # Raw output: benches/out/shared-cache-<time>/.
 set -euo pipefail
@@ -35,13 +36,19 @@ url=$(head -1 "$out/url")
 
 "$bin/vt-mock" hashes --count "$n" --unknown 0.1 --mix md5,sha1,sha256 --list-seed 16 > "$out/all.txt"
 half=$(( (n + overlap) / 2 ))
-head -n "$half" "$out/all.txt" > "$out/a.txt"
-tail -n "$half" "$out/all.txt" > "$out/b.txt"
+if [ "${SHAPE:-tail}" = front ]; then
+    rest=$(( half - overlap ))
+    { head -n "$overlap" "$out/all.txt"; sed -n "$((overlap + 1)),$((overlap + rest))p" "$out/all.txt"; } > "$out/a.txt"
+    { head -n "$overlap" "$out/all.txt"; tail -n "$rest" "$out/all.txt"; } > "$out/b.txt"
+else
+    head -n "$half" "$out/all.txt" > "$out/a.txt"
+    tail -n "$half" "$out/all.txt" > "$out/b.txt"
+fi
 
 # run BUILD BIN LIST NAME CACHE: one enrich in the background
 run() {
     local bin="$2" list="$3" name="$4" cache="$5"
-    VT_API_KEY=bench-key "$bin" enrich "$list" --api-url "$url" --tier unlimited \
+    VT_API_KEY=testkey "$bin" enrich "$list" --api-url "$url" --tier unlimited \
         --rate unlimited --concurrency 64 --cache "$cache" --format ndjson --quiet \
         -o "$out/$name.ndjson" --summary-json "$out/$name.json"
 }

@@ -3,7 +3,6 @@
 
 mod annotate;
 mod cache_cmd;
-mod config;
 mod failure;
 mod metrics;
 mod progress;
@@ -24,8 +23,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use vtbulk_engine::{Counters, EngineError, StopHandle, Summary};
 use vtbulk_vt::Client;
 
-use crate::config::{Layer, Progress, Resolved};
 use crate::failure::{Failure, codes, run_exit_code};
+use vtbulk_cli::config::{self, Layer, Progress, Resolved};
 
 /// Enrich lists of file hashes from VirusTotal v3 as fast as the key's quota allows.
 #[derive(Parser, Debug)]

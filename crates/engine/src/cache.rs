@@ -197,8 +197,8 @@ pub(crate) fn put_found(file: &FileSummary, digests: Digests) -> Option<Put> {
 pub(crate) enum Msg {
     /// Commit this and say whether it worked.
     Put(Put, oneshot::Sender<bool>),
-    /// Check the store once more and claim the lookup (`None`: the store failed).
-    Claim(ClaimKey, oneshot::Sender<Option<Claim>>),
+    /// Check the store once more and claim the lookups, in order.
+    Claim(Vec<ClaimKey>, ClaimReply),
     /// Give a claim up (its lookup is over), with the next batch of claims.
     Release(ClaimKey),
     /// Requests spent, for the ledger.
@@ -206,6 +206,9 @@ pub(crate) enum Msg {
     /// No more answers: finish.
     Stop,
 }
+
+/// Where the answers to a batch of claims go, in order (`None`: the store failed).
+pub(crate) type ClaimReply = oneshot::Sender<Option<Vec<Claim>>>;
 
 /// A handle workers send answers through.
 pub(crate) type JournalTx = std::sync::mpsc::Sender<Msg>;
@@ -268,7 +271,7 @@ impl Journal {
                 let mut failure = None;
                 let mut puts: Vec<Put> = Vec::with_capacity(COMMIT_BATCH);
                 let mut acks = Vec::with_capacity(COMMIT_BATCH);
-                let mut claims: Vec<(ClaimKey, oneshot::Sender<Option<Claim>>)> = Vec::new();
+                let mut claims: Vec<(Vec<ClaimKey>, ClaimReply)> = Vec::new();
                 let mut releases: Vec<ClaimKey> = Vec::new();
                 let mut released_at = Instant::now();
                 let mut stop = false;
@@ -356,13 +359,16 @@ impl Journal {
                         let _ = ack_tx.send((std::mem::take(&mut acks), ok));
                     }
                     if !claims.is_empty() {
-                        let keys: Vec<ClaimKey> = claims.iter().map(|(k, _)| k.clone()).collect();
+                        let keys: Vec<ClaimKey> =
+                            claims.iter().flat_map(|(k, _)| k.iter().cloned()).collect();
                         let answers = store.claim(&keys, &releases, &rules(clock.now()));
                         releases.clear();
                         match answers {
                             Ok(answers) => {
-                                for ((_, reply), answer) in claims.drain(..).zip(answers) {
-                                    let _ = reply.send(Some(answer));
+                                let mut answers = answers.into_iter();
+                                for (keys, reply) in claims.drain(..) {
+                                    let mine = answers.by_ref().take(keys.len()).collect();
+                                    let _ = reply.send(Some(mine));
                                 }
                             }
                             // The lookups go ahead unclaimed.
@@ -413,11 +419,11 @@ pub(crate) fn spend(journal: &JournalTx, spends: Vec<vtbulk_quota::Spend>) {
     }
 }
 
-/// Checks the store once more for `key` and claims its lookup (`None`: the store could not
-/// say; look it up anyway).
-pub(crate) async fn claim(journal: &JournalTx, key: ClaimKey) -> Option<Claim> {
+/// Checks the store once more for `keys` and claims their lookups (`None`: the store could
+/// not say; look them up anyway).
+pub(crate) async fn claim(journal: &JournalTx, keys: Vec<ClaimKey>) -> Option<Vec<Claim>> {
     let (reply, answer) = oneshot::channel();
-    journal.send(Msg::Claim(key, reply)).ok()?;
+    journal.send(Msg::Claim(keys, reply)).ok()?;
     answer.await.ok().flatten()
 }
 

@@ -43,22 +43,34 @@ fn key(shared: &Shared, target: Target<'_>) -> ClaimKey {
     }
 }
 
-/// Asks the cache for `target` once more, claiming its lookup when nobody has answered it.
-pub(crate) async fn before(shared: &Shared, target: Target<'_>) -> Before {
-    let (Some(journal), None) = (&shared.journal, &shared.fleet) else {
-        return Before::Alone;
+/// Asks the cache for each of `targets` once more (one message, one transaction), claiming
+/// the lookups nobody has answered.
+pub(crate) async fn before(shared: &Shared, targets: &[Target<'_>]) -> Vec<Before> {
+    let alone = || targets.iter().map(|_| Before::Alone).collect();
+    let (Some(journal), None, None) = (&shared.journal, &shared.fleet, shared.halt.get()) else {
+        return alone();
     };
-    let key = key(shared, target);
-    let record = match cache::claim(journal, key.clone()).await {
-        None => return Before::Alone,
-        Some(Claim::Mine) => return Before::Claimed(key),
-        Some(Claim::Busy) => return Before::Busy,
-        Some(_) if shared.only_new => {
+    let keys: Vec<ClaimKey> = targets.iter().map(|&t| key(shared, t)).collect();
+    let Some(answers) = cache::claim(journal, keys.clone()).await else {
+        return alone();
+    };
+    keys.into_iter()
+        .zip(answers)
+        .zip(targets)
+        .map(|((key, claim), &target)| decide(shared, target, key, claim))
+        .collect()
+}
+
+fn decide(shared: &Shared, target: Target<'_>, key: ClaimKey, claim: Claim) -> Before {
+    let record = match claim {
+        Claim::Mine => return Before::Claimed(key),
+        Claim::Busy => return Before::Busy,
+        _ if shared.only_new => {
             bump(&shared.counters.already_seen);
             return Before::Known;
         }
-        Some(Claim::File(hit)) => cache::hit_record(shared.base(target), hit, shared.raw),
-        Some(Claim::Object(hit)) => cache::object_hit_record(shared.base(target), hit, shared.raw),
+        Claim::File(hit) => cache::hit_record(shared.base(target), hit, shared.raw),
+        Claim::Object(hit) => cache::object_hit_record(shared.base(target), hit, shared.raw),
     };
     // Undecodable (another version's summary): looked up, unclaimed.
     let Some(record) = record else {

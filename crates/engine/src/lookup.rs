@@ -24,7 +24,6 @@ use vtbulk_vt::models::{FileSummary, ObjectSummary};
 use vtbulk_vt::{Client, ErrorClass, ErrorKind, FileLookup};
 
 use crate::cache;
-use crate::claims;
 use crate::convert;
 use crate::counters::{Counters, bump, bump_map};
 use crate::decide::{Failure, HaltCause, Next, Policy, Situation, Tracker, decide};
@@ -261,53 +260,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// How a worker's turn with an entry ended.
-pub(crate) enum Looked {
-    /// Its final record.
-    Record(Record),
-    /// Another process sharing the cache file is looking it up: come back to it later.
-    Busy,
-    /// Another process's answer made it known, and `--only-new` leaves it out.
-    Known,
-}
-
-/// Looks one entry up to a final record: retries, 429s and stops included. With `claim`, a
-/// process sharing the cache file is asked first (see [`claims`]); without, the entry is
-/// looked up whatever the others do (a worker that waited long enough for them).
-pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64, claim: bool) -> Looked {
+/// Looks one entry up to a final record: retries, 429s and stops included. (A cache shared
+/// with other processes was asked first, by the worker: [`crate::claims`].)
+pub(crate) async fn lookup(shared: &Shared, target: Target<'_>, seed: u64) -> Record {
     if let Target::File(index, entry) = target
         && let Some(record) = twin(shared, index, entry)
     {
-        return Looked::Record(record);
+        return record;
     }
     // A fleet: the answer another process has or is getting now is not paid twice.
     let claimed = match &shared.fleet {
         Some(fleet) => match fleet::before(shared, fleet, target).await {
-            fleet::Before::Answered(record) => return Looked::Record(*record),
+            fleet::Before::Answered(record) => return *record,
             fleet::Before::Claimed(id) => Some((fleet, id)),
             fleet::Before::Alone => None,
         },
         None => None,
     };
-    // A cache file shared with other processes: the same, through SQLite.
-    let cache_claim = match claim && shared.halt.get().is_none() {
-        true => match claims::before(shared, target).await {
-            claims::Before::Answered(record) => return Looked::Record(*record),
-            claims::Before::Known => return Looked::Known,
-            claims::Before::Busy => return Looked::Busy,
-            claims::Before::Claimed(key) => Some(key),
-            claims::Before::Alone => None,
-        },
-        false => None,
-    };
     let record = look_up(shared, target, seed).await;
     if let (Some((fleet, id)), Some(Status::Error | Status::Skipped)) = (claimed, record.status) {
         fleet::release(fleet, id);
     }
-    if let Some(key) = cache_claim {
-        claims::release(shared, key);
-    }
-    Looked::Record(record)
+    record
 }
 
 /// [`lookup`]'s requests: the lookup itself, retries, 429s, URL submission and stops.

@@ -21,10 +21,11 @@ use vtbulk_store::{RunRecord, SqliteStore, StoreError};
 use vtbulk_vt::Client;
 
 use crate::cache::{self, CacheSettings, Journal};
+use crate::claims;
 use crate::counters::{Counters, QuotaReport, Summary, bump};
 use crate::decide::{HaltCause, Policy, Tracker};
 use crate::keyquota::{self, KeyQuota, QuotaSettings, QuotaSource};
-use crate::lookup::{Looked, Shared, lookup, skipped};
+use crate::lookup::{Shared, lookup, skipped};
 use crate::prepare::{Prepared, prepare};
 use crate::writer::{self, Out};
 
@@ -604,6 +605,15 @@ async fn run_workers(
     let permits = Arc::new(Semaphore::new(initial));
     let cursor = Arc::new(AtomicUsize::new(0));
     let waiting: Arc<Mutex<VecDeque<Waiting>>> = Arc::default();
+    // Claims in a shared cache go a chunk of entries at a time when the rate is high (one
+    // transaction for many), one at a time when it is low (a claim taken long before its
+    // lookup would make another process wait for it).
+    let claiming = shared.journal.is_some() && shared.fleet.is_none();
+    let chunk = if claiming && rate_per_sec.is_none_or(|r| r >= CHUNK_RATE) {
+        CLAIM_CHUNK
+    } else {
+        1
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..workers {
         let (shared, todo, cursor, permits, tx) = (
@@ -615,77 +625,97 @@ async fn run_workers(
         );
         let waiting = waiting.clone();
         tasks.spawn(async move {
-            loop {
+            'work: loop {
                 let Ok(mut permit) = permits.acquire().await else {
                     break;
                 };
-                let i = cursor.fetch_add(1, Ordering::SeqCst);
-                let (i, index, waited) = match todo.get(i) {
-                    Some(&index) => (i, index, None),
-                    // The list is done: back to what other processes were looking up.
-                    None => {
-                        let Some(entry) = lock(&waiting).pop_front() else {
+                // A chunk of the list (one entry unless claims are worth batching), else an
+                // entry another process was looking up, when it is due.
+                let first = cursor.fetch_add(chunk, Ordering::SeqCst);
+                let mut taken: Vec<(usize, u32, Option<Waiting>)> = (first..first + chunk)
+                    .filter_map(|i| todo.get(i).map(|&index| (i, index, None)))
+                    .collect();
+                if taken.is_empty() {
+                    let Some(entry) = lock(&waiting).pop_front() else {
+                        break;
+                    };
+                    if entry.at > tokio::time::Instant::now() {
+                        // Not due: wait without a permit (a stop cuts it short).
+                        drop(permit);
+                        let woken = shared.halt.wake.notified();
+                        if shared.halt.get().is_none() {
+                            tokio::select! {
+                                () = tokio::time::sleep_until(entry.at) => {}
+                                () = woken => {}
+                            }
+                        }
+                        let Ok(again) = permits.acquire().await else {
+                            lock(&waiting).push_front(entry);
                             break;
                         };
-                        if entry.at > tokio::time::Instant::now() {
-                            // Not due: wait without a permit (a stop cuts it short).
-                            drop(permit);
-                            let woken = shared.halt.wake.notified();
-                            if shared.halt.get().is_none() {
-                                tokio::select! {
-                                    () = tokio::time::sleep_until(entry.at) => {}
-                                    () = woken => {}
-                                }
-                            }
-                            let Ok(again) = permits.acquire().await else {
-                                lock(&waiting).push_front(entry);
-                                break;
-                            };
-                            permit = again;
-                        }
-                        (entry.i, entry.index, Some(entry))
+                        permit = again;
                     }
-                };
-                let target = shared.target(index as usize);
-                // Another process's lookup is waited for so long, then made here too.
-                let claim = waited
-                    .as_ref()
-                    .is_none_or(|e| e.since.elapsed() < CLAIM_PATIENCE);
-                let looked = lookup(&shared, target, (i as u64) << 8 | w as u64, claim).await;
-                drop(permit);
-                let record = match looked {
-                    Looked::Record(record) => record,
-                    Looked::Known => {
-                        bump(&shared.counters.done);
-                        continue;
-                    }
-                    Looked::Busy => {
-                        let now = tokio::time::Instant::now();
-                        let entry = match waited {
-                            Some(e) => Waiting {
-                                tries: e.tries + 1,
-                                at: now + Waiting::pause(e.tries + 1),
-                                ..e
-                            },
-                            None => {
-                                bump(&shared.counters.claims_waited);
-                                Waiting {
-                                    i,
-                                    index,
-                                    since: now,
-                                    tries: 0,
-                                    at: now + Waiting::pause(0),
-                                }
-                            }
-                        };
-                        lock(&waiting).push_back(entry);
-                        continue;
-                    }
-                };
-                bump(&shared.counters.done);
-                if tx.send(Out::One(record)).await.is_err() {
-                    break;
+                    taken.push((entry.i, entry.index, Some(entry)));
                 }
+                let targets: Vec<_> = taken
+                    .iter()
+                    .map(|&(_, index, _)| shared.target(index as usize))
+                    .collect();
+                // Another process's lookup is waited for so long, then made here too.
+                let patient = taken.iter().all(|(_, _, w)| {
+                    w.as_ref()
+                        .is_none_or(|e| e.since.elapsed() < CLAIM_PATIENCE)
+                });
+                let befores = if patient {
+                    claims::before(&shared, &targets).await
+                } else {
+                    targets.iter().map(|_| claims::Before::Alone).collect()
+                };
+                for ((i, index, waited), (target, before)) in
+                    taken.into_iter().zip(targets.into_iter().zip(befores))
+                {
+                    let seed = (i as u64) << 8 | w as u64;
+                    let record = match before {
+                        claims::Before::Answered(record) => *record,
+                        claims::Before::Known => {
+                            bump(&shared.counters.done);
+                            continue;
+                        }
+                        claims::Before::Busy => {
+                            let now = tokio::time::Instant::now();
+                            let entry = match waited {
+                                Some(e) => Waiting {
+                                    tries: e.tries + 1,
+                                    at: now + Waiting::pause(e.tries + 1),
+                                    ..e
+                                },
+                                None => {
+                                    bump(&shared.counters.claims_waited);
+                                    Waiting {
+                                        i,
+                                        index,
+                                        since: now,
+                                        tries: 0,
+                                        at: now + Waiting::pause(0),
+                                    }
+                                }
+                            };
+                            lock(&waiting).push_back(entry);
+                            continue;
+                        }
+                        claims::Before::Claimed(key) => {
+                            let record = lookup(&shared, target, seed).await;
+                            claims::release(&shared, key);
+                            record
+                        }
+                        claims::Before::Alone => lookup(&shared, target, seed).await,
+                    };
+                    bump(&shared.counters.done);
+                    if tx.send(Out::One(record)).await.is_err() {
+                        break 'work;
+                    }
+                }
+                drop(permit);
             }
         });
     }
@@ -732,6 +762,12 @@ impl Waiting {
             .min(Duration::from_secs(5))
     }
 }
+
+/// Entries claimed at once by a worker when the rate is at least [`CHUNK_RATE`] a second:
+/// measured at zero latency (100k hashes, 64 in flight), claiming one at a time cost about
+/// a fifth of the throughput; see `benches/RESULTS.md`.
+const CLAIM_CHUNK: usize = 8;
+const CHUNK_RATE: f64 = 50.0;
 
 /// How long a worker waits for another process's lookup of an entry before making its own
 /// (a process that holds a claim and is alive but stuck, e.g. sleeping through a quota

@@ -188,13 +188,18 @@ impl SqliteStore {
         let mut out = Vec::with_capacity(keys.len());
         let mut living: HashMap<String, bool> = HashMap::new();
         {
+            // The usual case first: nobody holds it, and the insert is the whole claim.
+            let mut take = tx
+                .prepare_cached(
+                    "INSERT INTO claims (kind, id, owner, at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (kind, id) DO NOTHING",
+                )
+                .map_err(e)?;
             let mut holder = tx
                 .prepare_cached("SELECT owner FROM claims WHERE kind = ?1 AND id = ?2")
                 .map_err(e)?;
-            let mut take = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO claims (kind, id, owner, at) VALUES (?1, ?2, ?3, ?4)",
-                )
+            let mut take_over = tx
+                .prepare_cached("UPDATE claims SET owner = ?3, at = ?4 WHERE kind = ?1 AND id = ?2")
                 .map_err(e)?;
             for (key, answer) in keys.iter().zip(answers) {
                 if let Some(answer) = answer {
@@ -202,6 +207,10 @@ impl SqliteStore {
                     continue;
                 }
                 let (kind, id) = key.row();
+                if take.execute(params![kind, id, me, rules.now]).map_err(e)? == 1 {
+                    out.push(Claim::Mine);
+                    continue;
+                }
                 let held: Option<String> = holder
                     .query_row(params![kind, id], |r| r.get(0))
                     .optional()
@@ -215,7 +224,9 @@ impl SqliteStore {
                 if busy {
                     out.push(Claim::Busy);
                 } else {
-                    take.execute(params![kind, id, me, rules.now]).map_err(e)?;
+                    take_over
+                        .execute(params![kind, id, me, rules.now])
+                        .map_err(e)?;
                     out.push(Claim::Mine);
                 }
             }

@@ -1004,7 +1004,9 @@ fn import_segments(
     let e = sqlite_error(path);
     let segments: Vec<(i64, String, i64)> = {
         let mut stmt = tx
-            .prepare("SELECT id, name, imported_to FROM segments WHERE sealed = 0 AND id IS NOT ?1")
+            .prepare_cached(
+                "SELECT id, name, imported_to FROM segments WHERE sealed = 0 AND id IS NOT ?1",
+            )
             .map_err(e)?;
         stmt.query_map([skip], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(e)?

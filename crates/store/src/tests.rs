@@ -614,7 +614,8 @@ fn a_claim_held_by_a_live_process_is_busy_and_its_journaled_answer_reaches_the_o
     let mut b = SqliteStore::open(&path).expect("open b");
     let (x, y) = (file_key(1), file_key(2));
     assert_eq!(
-        a.claim(&[x.clone()], &[], &rules(T0)).expect("a"),
+        a.claim(std::slice::from_ref(&x), &[], &rules(T0))
+            .expect("a"),
         [Claim::Mine]
     );
     assert_eq!(
@@ -641,7 +642,8 @@ fn a_claim_held_by_a_live_process_is_busy_and_its_journaled_answer_reaches_the_o
     assert_eq!(segment_files(&path, "log"), 1);
     // Y is B's: A is told so.
     assert_eq!(
-        a.claim(&[y.clone()], &[], &rules(T0)).expect("a"),
+        a.claim(std::slice::from_ref(&y), &[], &rules(T0))
+            .expect("a"),
         [Claim::Busy]
     );
 }
@@ -753,7 +755,8 @@ fn urls_domains_and_ips_are_claimed_by_kind_and_text() {
         id: "example.net".into(),
     };
     assert_eq!(
-        a.claim(&[domain.clone()], &[], &rules(T0)).expect("a"),
+        a.claim(std::slice::from_ref(&domain), &[], &rules(T0))
+            .expect("a"),
         [Claim::Mine]
     );
     assert_eq!(
