@@ -4,6 +4,8 @@
 #
 #   benches/strict.sh                      # R=600, 1,200 hashes, 5 rounds
 #   RATE=1000 COUNT=500 ROUNDS=3 HOGS=1 benches/strict.sh
+#   CACHE=1 benches/strict.sh              # with a fresh cache file per round (claims and
+#                                          # journal on the way), not --cache off
 #
 # Prints, per round: vtbulk's wall time against the ideal (COUNT lookups and the users read:
 # COUNT intervals of 60/R s), the 429s vt-mock answered, and vtbulk's pacing report (lateness
@@ -33,9 +35,11 @@ for r in $(seq "$rounds"); do
     if [ -n "${HOGS:-}" ]; then
         for _ in $(seq "$(nproc)"); do sh -c 'while :; do :; done' & hogs+=("$!"); pids+=("$!"); done
     fi
+    cache=(--cache off)
+    if [ -n "${CACHE:-}" ]; then cache=(--cache "$out/r$r.sqlite3"); fi
     t0=$(date +%s.%N)
     VT_API_KEY=testkey "$vtbulk" enrich "$out/hashes.txt" --api-url "$url" --rate "$rate/min" \
-        --cache off -q --progress never -o "$out/r$r.csv" --summary-json "$out/r$r.summary.json" || true
+        "${cache[@]}" -q --progress never -o "$out/r$r.csv" --summary-json "$out/r$r.summary.json" || true
     t1=$(date +%s.%N)
     if [ "${#hogs[@]}" -gt 0 ]; then kill "${hogs[@]}"; wait "${hogs[@]}" 2>/dev/null || true; fi
     curl -s "$url/_mock/stats" > "$out/r$r.stats.json"

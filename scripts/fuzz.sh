@@ -2,9 +2,10 @@
 # Coverage-guided fuzzing of vtbulk's parsers (cargo-fuzz, libFuzzer; a nightly toolchain):
 # every input reader behind the real entry point (read_input), URL/domain/IP parsing and
 # refanging (indicator), VirusTotal's answers and error bodies (vt_answer), the cache's file
-# checks (store_file). Each target starts from its committed seeds (fuzz/seeds/<target>) and
-# runs RUNS executions; prints executions, coverage and crashes per target, and fails on a
-# crash (its input is left in fuzz/artifacts/<target>/).
+# checks (store_file), the configuration file and every value parser (config). Each target
+# starts from its committed seeds (fuzz/seeds/<target>) and runs RUNS executions; prints
+# executions, coverage and crashes per target, and fails on a crash (its input is left in
+# fuzz/artifacts/<target>/).
 #
 #   scripts/fuzz.sh                  # RUNS=1000000 each
 #   RUNS=20000 scripts/fuzz.sh       # the short run CI does
@@ -12,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 runs="${RUNS:-1000000}"
-targets="${TARGETS:-read_input indicator vt_answer store_file}"
+targets="${TARGETS:-read_input indicator vt_answer store_file config}"
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "fuzz: cargo-fuzz needs a nightly toolchain (rustup toolchain install nightly)" >&2
     exit 1
