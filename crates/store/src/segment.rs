@@ -113,7 +113,8 @@ pub(crate) fn bodies_path(dir: &Path, name: &str) -> PathBuf {
 
 /// Removes the files of segments never registered (a process killed between creating its
 /// segment and registering it): not in `registered`, their log not locked by a live writer,
-/// and untouched for a minute (a writer locks its log right after creating it).
+/// and untouched for a minute (a writer locks its log right after creating it). Claim
+/// holders' lock files nobody holds go too, after the same minute.
 pub(crate) fn remove_orphans(dir: &Path, registered: &std::collections::HashSet<String>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -127,6 +128,15 @@ pub(crate) fn remove_orphans(dir: &Path, registered: &std::collections::HashSet<
     };
     for entry in entries.flatten() {
         let path = entry.path();
+        // A claim holder's lock file left by a process killed before its first claim was
+        // written: nobody holds it, and no claim names it.
+        if path.extension().is_some_and(|x| x == "owner") {
+            let unheld = File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
+            if unheld && old_enough(&path) {
+                let _ = std::fs::remove_file(&path);
+            }
+            continue;
+        }
         let Some(name) = path
             .file_name()
             .and_then(|n| n.to_str())

@@ -497,8 +497,16 @@ fn prune_removes_segment_files_nobody_registered_once_their_writer_is_gone() {
     make("locked", old);
     let held = std::fs::File::open(dir.join("locked.log")).expect("open");
     held.lock().expect("lock");
+    // Claim holders' lock files: a dead one's (an hour old, unheld) goes, a live one's stays.
+    for name in ["dead", "live"] {
+        let file = std::fs::File::create(dir.join(format!("{name}.owner"))).expect("owner");
+        file.set_modified(old).expect("mtime");
+    }
+    let live = std::fs::File::open(dir.join("live.owner")).expect("open");
+    live.lock().expect("lock");
     let (logs, bodies) = (segment_files(&path, "log"), segment_files(&path, "bodies"));
     store.prune(T0, Freshness::default()).expect("prune");
+    assert!(!dir.join("dead.owner").exists() && dir.join("live.owner").exists());
     assert!(!dir.join("orphan.log").exists() && !dir.join("orphan.bodies").exists());
     assert!(dir.join("fresh.log").exists() && dir.join("locked.bodies").exists());
     assert_eq!(segment_files(&path, "log"), logs - 1);
