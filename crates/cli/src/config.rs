@@ -68,6 +68,8 @@ pub struct Layer {
     pub max_rate_limited: Option<String>,
     pub connect_timeout: Option<String>,
     pub request_timeout: Option<String>,
+    /// Extra certificate authorities to trust (a PEM bundle).
+    pub ca_cert: Option<String>,
     pub progress: Option<String>,
     pub threads: Option<usize>,
     /// The cache file, or "off".
@@ -147,6 +149,7 @@ impl Layer {
             max_rate_limited,
             connect_timeout,
             request_timeout,
+            ca_cert,
             progress,
             threads,
             cache,
@@ -490,6 +493,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         keep_raw,
         keep_body,
         departure_delay: None,
+        ca_cert: layer.ca_cert.as_ref().map(PathBuf::from),
     };
     let progress = match layer.progress.as_deref().unwrap_or("auto") {
         "auto" => Progress::Auto,
@@ -659,6 +663,13 @@ pub fn describe(r: &Resolved) -> String {
         format!("max_rate_limited = {:?}", s.max_rate_limited),
         format!("connect_timeout = {:?}", r.client.connect_timeout),
         format!("request_timeout = {:?}", r.client.request_timeout),
+        match &r.client.ca_cert {
+            Some(path) => format!(
+                "ca_cert = {:?} (and the system's trust store)",
+                path.display()
+            ),
+            None => "ca_cert = none (the system's trust store)".to_owned(),
+        },
         format!("progress = {:?}", r.progress),
         format!("threads = {}", r.threads),
         match &s.cache {

@@ -153,6 +153,10 @@ struct CommonArgs {
     /// VirusTotal's base URL (https; http only on loopback, e.g. vt-mock).
     #[arg(long, value_name = "URL")]
     api_url: Option<String>,
+    /// Also trust these certificate authorities (a PEM bundle; e.g. a TLS-inspecting proxy's
+    /// CA), besides the operating system's trust store.
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Quota profile from config/tiers.toml (public, premium-example, or your own).
     #[arg(long)]
     tier: Option<String>,
@@ -442,6 +446,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
     }
     let flags = Layer {
         api_url: common.api_url.clone(),
+        ca_cert: common.ca_cert.as_ref().map(|p| p.display().to_string()),
         tier: common.tier.clone(),
         rate: common.rate.clone(),
         concurrency: common.concurrency.clone(),
@@ -813,6 +818,17 @@ fn report(args: &EnrichArgs, summary: &Summary) {
         } else {
             None
         };
+        if stopped.cause == HaltCause::Refused(vtbulk_vt::ErrorKind::Certificate).name() {
+            eprint(&format!(
+                "stopped: {}; {} items skipped (no request goes over a connection whose \
+                 certificate is refused); nothing was lost: run again once it is trusted",
+                stopped
+                    .detail
+                    .as_deref()
+                    .unwrap_or("the API's TLS certificate was refused"),
+                summary.skipped
+            ));
+        }
         if let Some((what, default, note, back)) = outage {
             eprint(&format!(
                 "stopped: {what} ({});{note} {} items skipped, nothing was lost: run again when {back} is back",

@@ -406,6 +406,7 @@ async fn look_up(shared: &Shared, target: Target<'_>, seed: u64) -> Record {
             Next::NotFound => return not_found(shared, target).await,
             Next::Fail => return error_record(shared, target, &err),
             Next::FailAndHalt(cause) => {
+                lock(&shared.halt_detail).get_or_insert_with(|| err.to_string());
                 shared.halt.set(cause);
                 return error_record(shared, target, &err);
             }

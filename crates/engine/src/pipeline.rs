@@ -396,7 +396,12 @@ pub async fn run(
         rotation: tokio::sync::Mutex::new(()),
     });
     if let Some(e) = &budget.refused {
-        // The key itself was refused: no lookup can succeed.
+        // The key (or the server's certificate) was refused: no lookup can succeed.
+        shared
+            .halt_detail
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| e.to_string());
         halt.set(HaltCause::Refused(e.kind()));
     }
     let ledger = journal.as_ref().map(|_| spawn_ledger(shared.clone()));

@@ -18,6 +18,7 @@ pub mod quota;
 mod rng;
 mod server;
 pub mod stats;
+pub mod tls;
 pub mod universe;
 
 pub use behavior::{Fault, Faults, Latency};

@@ -91,6 +91,17 @@ struct ServeArgs {
     /// Most request-log entries kept for /_mock/stats.
     #[arg(long, default_value_t = 1_000_000)]
     log_limit: usize,
+    /// Serve HTTPS: a CA and a server certificate (127.0.0.1, ::1, localhost) are made at
+    /// start and the CA is written to --tls-ca (a client must trust it: `vtbulk --ca-cert`).
+    #[arg(long)]
+    tls: bool,
+    /// Where --tls writes its CA certificate (PEM) [default: vt-mock-ca-PORT.pem in the
+    /// temporary directory]; its path is on the second line of stdout.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// Serve a broken certificate on purpose: expired, or for another host (with --tls).
+    #[arg(long, value_name = "expired|wrong-host", requires = "tls")]
+    tls_flaw: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -189,6 +200,21 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         follow_tokio_clock: false,
         analysis_delay: humantime::parse_duration(&args.analysis_delay)
             .map_err(|e| format!("--analysis-delay: {e}"))?,
+        tls: if args.tls {
+            let flaw = match args.tls_flaw.as_deref() {
+                None => vtbulk_mock::tls::Flaw::None,
+                Some("expired") => vtbulk_mock::tls::Flaw::Expired,
+                Some("wrong-host") => vtbulk_mock::tls::Flaw::WrongHost,
+                Some(other) => {
+                    return Err(format!(
+                        "--tls-flaw {other:?}: expected expired or wrong-host"
+                    ));
+                }
+            };
+            Some(vtbulk_mock::tls::MockTls::generate(flaw)?)
+        } else {
+            None
+        },
     };
     let runtime = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -205,10 +231,32 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         let server = MockServer::start(config.clone())
             .await
             .map_err(|e| format!("failed to listen on {}: {e}", config.listen))?;
+        let ca_file = match &config.tls {
+            Some(tls) => {
+                let path = args.tls_ca.clone().unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("vt-mock-ca-{}.pem", server.addr().port()))
+                });
+                std::fs::write(&path, &tls.ca_pem)
+                    .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+                Some(path)
+            }
+            None => None,
+        };
         {
             let mut out = io::stdout().lock();
             writeln!(out, "{}", server.url()).map_err(|e| e.to_string())?;
+            if let Some(path) = &ca_file {
+                writeln!(out, "{}", path.display()).map_err(|e| e.to_string())?;
+            }
             out.flush().map_err(|e| e.to_string())?;
+        }
+        if let Some(path) = &ca_file {
+            let _ = writeln!(
+                io::stderr(),
+                "vt-mock: TLS with a certificate from a CA made at start; trust it with \
+                 --ca-cert {}",
+                path.display()
+            );
         }
         let key_ids: Vec<String> = config
             .keys

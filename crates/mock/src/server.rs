@@ -66,6 +66,8 @@ pub struct MockConfig {
     pub follow_tokio_clock: bool,
     /// How long a submitted URL's analysis takes (each URL: half to one and a half times it).
     pub analysis_delay: Duration,
+    /// Serve HTTPS with this certificate (see [`crate::tls`]); plain HTTP when `None`.
+    pub tls: Option<crate::tls::MockTls>,
 }
 
 impl Default for MockConfig {
@@ -84,6 +86,7 @@ impl Default for MockConfig {
             freeze_clock: false,
             follow_tokio_clock: false,
             analysis_delay: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -199,9 +202,14 @@ impl MockServer {
         self.addr
     }
 
-    /// `http://ADDR`, the host to give a client.
+    /// `http://ADDR` (`https://` with TLS), the host to give a client.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.state.config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The mock's clock (freeze it, set it, advance it).
@@ -276,7 +284,17 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
                 if let Ok((stream, socket)) = split_socket(stream) {
-                    connections.spawn(serve_connection(stream, socket, state.clone()));
+                    let state = state.clone();
+                    match state.config.tls.clone() {
+                        None => connections.spawn(serve_connection(stream, socket, state)),
+                        Some(tls) => connections.spawn(async move {
+                            // A client that refuses the certificate ends the handshake: no
+                            // request, nothing counted.
+                            if let Ok(stream) = tls.acceptor.accept(stream).await {
+                                serve_connection(stream, socket, state).await;
+                            }
+                        }),
+                    };
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -292,7 +310,10 @@ fn split_socket(stream: TcpStream) -> io::Result<(TcpStream, Arc<std::net::TcpSt
     Ok((TcpStream::from_std(std_stream)?, Arc::new(dup)))
 }
 
-async fn serve_connection(stream: TcpStream, socket: Arc<std::net::TcpStream>, state: Arc<State>) {
+async fn serve_connection<S>(stream: S, socket: Arc<std::net::TcpStream>, state: Arc<State>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let service = hyper::service::service_fn(move |req| {
         let state = state.clone();
         let socket = socket.clone();

@@ -60,6 +60,9 @@ pub struct ClientConfig {
     pub keep_body: bool,
     /// Test hook: hold chosen requests between the send and the write (a busy host).
     pub departure_delay: Option<DepartureDelay>,
+    /// Certificate authorities to trust besides the operating system's store (`--ca-cert`:
+    /// a PEM bundle; a TLS-inspecting proxy's CA).
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -73,6 +76,7 @@ impl Default for ClientConfig {
             keep_raw: false,
             keep_body: false,
             departure_delay: None,
+            ca_cert: None,
         }
     }
 }
@@ -216,6 +220,12 @@ impl Client {
                 idle_timeout: Duration::from_secs(90),
                 headers,
                 departure_delay: config.departure_delay.clone(),
+                extra_roots: match &config.ca_cert {
+                    Some(path) => {
+                        crate::transport::read_ca_bundle(path).map_err(ClientError::Build)?
+                    }
+                    None => Vec::new(),
+                },
             },
         )
         .map_err(ClientError::Build)?;

@@ -52,8 +52,11 @@ pub enum ErrorKind {
     UnexpectedStatus,
     /// The request or the response took longer than the client allows.
     Timeout,
-    /// The connection could not be established (refused, DNS, TLS).
+    /// The connection could not be established (refused, DNS, a TLS handshake cut short).
     Connect,
+    /// The server's TLS certificate was refused (not trusted, expired, for another host):
+    /// never retried, never downgraded; the run stops.
+    Certificate,
     /// The connection was reset or closed while the request or response was in flight.
     ConnectionReset,
     /// The response ended before its announced length, or its JSON ended early.
@@ -90,7 +93,7 @@ pub enum RateLimitKind {
 
 impl ErrorKind {
     /// Every kind, for exhaustive tests and documentation.
-    pub const ALL: [ErrorKind; 25] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidArgument,
         ErrorKind::NotAvailableYet,
@@ -112,6 +115,7 @@ impl ErrorKind {
         ErrorKind::UnexpectedStatus,
         ErrorKind::Timeout,
         ErrorKind::Connect,
+        ErrorKind::Certificate,
         ErrorKind::ConnectionReset,
         ErrorKind::TruncatedBody,
         ErrorKind::InvalidBody,
@@ -185,6 +189,7 @@ impl ErrorKind {
             ErrorKind::UnexpectedStatus => "UnexpectedStatus",
             ErrorKind::Timeout => "Timeout",
             ErrorKind::Connect => "ConnectFailed",
+            ErrorKind::Certificate => "CertificateError",
             ErrorKind::ConnectionReset => "ConnectionReset",
             ErrorKind::TruncatedBody => "TruncatedBody",
             ErrorKind::InvalidBody => "InvalidBody",
@@ -201,7 +206,8 @@ impl ErrorKind {
             ErrorKind::AuthenticationRequired
             | ErrorKind::UserNotActive
             | ErrorKind::WrongCredentials
-            | ErrorKind::Forbidden => ErrorClass::Fatal,
+            | ErrorKind::Forbidden
+            | ErrorKind::Certificate => ErrorClass::Fatal,
             // NotAvailableYet says in its name that a later try will work.
             ErrorKind::NotAvailableYet
             | ErrorKind::Transient

@@ -101,6 +101,28 @@ pub(crate) struct TransportConfig {
     /// Sent with every request (the key among them, marked sensitive).
     pub(crate) headers: HeaderMap,
     pub(crate) departure_delay: Option<DepartureDelay>,
+    /// Certificate authorities trusted besides the operating system's (`--ca-cert`).
+    pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+/// The certificates of a PEM bundle (`--ca-cert`); an error names the file and what is
+/// wrong with it.
+pub(crate) fn read_ca_bundle(
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let bytes = std::fs::read(path)
+        .map_err(|e| format!("failed to read the CA bundle {}: {e}", path.display()))?;
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA bundle {} is not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "the CA bundle {} holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks)",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 /// A proxy for https targets, from the environment.
@@ -532,13 +554,19 @@ impl Transport {
     /// A pool for `target`.
     pub(crate) fn new(target: Target, config: TransportConfig) -> Result<Transport, String> {
         let tls = if target.https {
-            use rustls_platform_verifier::BuilderVerifierExt;
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+            // The operating system's trust store (where a SOC installs its TLS-inspection
+            // CA), and `--ca-cert`'s authorities on top.
+            let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+                config.extra_roots.iter().cloned(),
+                provider.clone(),
+            )
+            .map_err(|e| format!("failed to load the trust store: {e}"))?;
             let mut tls = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| format!("failed to set up TLS: {e}"))?
-                .with_platform_verifier()
-                .map_err(|e| format!("failed to load the trust store: {e}"))?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
                 .with_no_client_auth();
             tls.alpn_protocols = vec![b"http/1.1".to_vec()];
             let name = rustls::pki_types::ServerName::try_from(target.host.clone())
@@ -688,13 +716,10 @@ impl Transport {
         };
         let wire = match &self.tls {
             Some((connector, name)) => Wire::Tls(Box::new(
-                connector.connect(name.clone(), probed).await.map_err(|e| {
-                    Error::new(
-                        ErrorKind::Connect,
-                        None,
-                        format!("failed the TLS handshake with {}: {e}", self.target.host),
-                    )
-                })?,
+                connector
+                    .connect(name.clone(), probed)
+                    .await
+                    .map_err(|e| handshake_error(&self.target.host, &e))?,
             )),
             None => Wire::Plain(probed),
         };
@@ -710,6 +735,50 @@ impl Transport {
             ended: false,
             probe,
         })
+    }
+}
+
+/// A failed TLS handshake: a refused certificate is [`ErrorKind::Certificate`] (named:
+/// untrusted issuer, expired, another host's), anything else a connection failure.
+fn handshake_error(host: &str, e: &io::Error) -> Error {
+    let tls = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let problem = match tls {
+        Some(rustls::Error::InvalidCertificate(reason)) => Some(match reason {
+            rustls::CertificateError::UnknownIssuer => {
+                "it is signed by an authority this host does not trust (behind a TLS-inspecting \
+                 proxy? trust its CA with --ca-cert FILE or the system's store)"
+                    .to_owned()
+            }
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. } => {
+                "it has expired".to_owned()
+            }
+            rustls::CertificateError::NotValidYet
+            | rustls::CertificateError::NotValidYetContext { .. } => {
+                "it is not valid yet (is this host's clock right?)".to_owned()
+            }
+            rustls::CertificateError::NotValidForName
+            | rustls::CertificateError::NotValidForNameContext { .. } => {
+                format!("it is not valid for {host} (another host's certificate)")
+            }
+            rustls::CertificateError::Revoked => "it has been revoked".to_owned(),
+            other => format!("{other:?}"),
+        }),
+        Some(rustls::Error::NoCertificatesPresented) => Some("it presented none".to_owned()),
+        _ => None,
+    };
+    match problem {
+        Some(problem) => Error::new(
+            ErrorKind::Certificate,
+            None,
+            format!("refused the TLS certificate of {host}: {problem}"),
+        ),
+        None => Error::new(
+            ErrorKind::Connect,
+            None,
+            format!("failed the TLS handshake with {host}: {e}"),
+        ),
     }
 }
 
