@@ -70,6 +70,8 @@ pub struct Layer {
     pub request_timeout: Option<String>,
     /// Extra certificate authorities to trust (a PEM bundle).
     pub ca_cert: Option<String>,
+    /// The proxy URL, or "off" (unset: the environment's).
+    pub proxy: Option<String>,
     pub progress: Option<String>,
     pub threads: Option<usize>,
     /// The cache file, or "off".
@@ -150,6 +152,7 @@ impl Layer {
             connect_timeout,
             request_timeout,
             ca_cert,
+            proxy,
             progress,
             threads,
             cache,
@@ -494,6 +497,10 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         keep_body,
         departure_delay: None,
         ca_cert: layer.ca_cert.as_ref().map(PathBuf::from),
+        proxy: match layer.proxy.as_deref() {
+            None | Some("") => vtbulk_vt::ProxySetting::Environment,
+            Some(value) => vtbulk_vt::ProxySetting::parse(value)?,
+        },
     };
     let progress = match layer.progress.as_deref().unwrap_or("auto") {
         "auto" => Progress::Auto,
@@ -670,6 +677,7 @@ pub fn describe(r: &Resolved) -> String {
             ),
             None => "ca_cert = none (the system's trust store)".to_owned(),
         },
+        format!("proxy = {}", r.client.proxy.shown()),
         format!("progress = {:?}", r.progress),
         format!("threads = {}", r.threads),
         match &s.cache {

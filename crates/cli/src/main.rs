@@ -157,6 +157,10 @@ struct CommonArgs {
     /// CA), besides the operating system's trust store.
     #[arg(long, value_name = "FILE")]
     ca_cert: Option<PathBuf>,
+    /// The proxy: http://[user:password@]host:port (an HTTP CONNECT tunnel, for every host
+    /// but NO_PROXY's), or off [default: HTTPS_PROXY/ALL_PROXY and NO_PROXY, loopback never].
+    #[arg(long, value_name = "URL|off")]
+    proxy: Option<String>,
     /// Quota profile from config/tiers.toml (public, premium-example, or your own).
     #[arg(long)]
     tier: Option<String>,
@@ -447,6 +451,7 @@ fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
     let flags = Layer {
         api_url: common.api_url.clone(),
         ca_cert: common.ca_cert.as_ref().map(|p| p.display().to_string()),
+        proxy: common.proxy.clone(),
         tier: common.tier.clone(),
         rate: common.rate.clone(),
         concurrency: common.concurrency.clone(),
@@ -818,7 +823,19 @@ fn report(args: &EnrichArgs, summary: &Summary) {
         } else {
             None
         };
-        if stopped.cause == HaltCause::Refused(vtbulk_vt::ErrorKind::Certificate).name() {
+        let refused = |kind| stopped.cause == HaltCause::Refused(kind).name();
+        if refused(vtbulk_vt::ErrorKind::ProxyAuth) {
+            eprint(&format!(
+                "stopped: {}; {} items skipped; nothing was lost: run again with the proxy's \
+                 credentials",
+                stopped
+                    .detail
+                    .as_deref()
+                    .unwrap_or("the proxy wants credentials"),
+                summary.skipped
+            ));
+        }
+        if refused(vtbulk_vt::ErrorKind::Certificate) {
             eprint(&format!(
                 "stopped: {}; {} items skipped (no request goes over a connection whose \
                  certificate is refused); nothing was lost: run again once it is trusted",

@@ -63,6 +63,8 @@ pub struct ClientConfig {
     /// Certificate authorities to trust besides the operating system's store (`--ca-cert`:
     /// a PEM bundle; a TLS-inspecting proxy's CA).
     pub ca_cert: Option<std::path::PathBuf>,
+    /// The proxy (`--proxy`): the environment's by default.
+    pub proxy: crate::ProxySetting,
 }
 
 impl Default for ClientConfig {
@@ -77,6 +79,7 @@ impl Default for ClientConfig {
             keep_body: false,
             departure_delay: None,
             ca_cert: None,
+            proxy: crate::ProxySetting::Environment,
         }
     }
 }
@@ -186,7 +189,6 @@ fn api_base(host: &str) -> Result<(Target, String), ClientError> {
             host: name,
             port,
             authority,
-            loopback,
         },
         format!("{path}/api/v3"),
     ))
@@ -220,6 +222,7 @@ impl Client {
                 idle_timeout: Duration::from_secs(90),
                 headers,
                 departure_delay: config.departure_delay.clone(),
+                proxy: config.proxy.clone(),
                 extra_roots: match &config.ca_cert {
                     Some(path) => {
                         crate::transport::read_ca_bundle(path).map_err(ClientError::Build)?

@@ -57,6 +57,8 @@ pub enum ErrorKind {
     /// The server's TLS certificate was refused (not trusted, expired, for another host):
     /// never retried, never downgraded; the run stops.
     Certificate,
+    /// The proxy refused the CONNECT for want of credentials, or refused them (407).
+    ProxyAuth,
     /// The connection was reset or closed while the request or response was in flight.
     ConnectionReset,
     /// The response ended before its announced length, or its JSON ended early.
@@ -93,7 +95,7 @@ pub enum RateLimitKind {
 
 impl ErrorKind {
     /// Every kind, for exhaustive tests and documentation.
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 27] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidArgument,
         ErrorKind::NotAvailableYet,
@@ -116,6 +118,7 @@ impl ErrorKind {
         ErrorKind::Timeout,
         ErrorKind::Connect,
         ErrorKind::Certificate,
+        ErrorKind::ProxyAuth,
         ErrorKind::ConnectionReset,
         ErrorKind::TruncatedBody,
         ErrorKind::InvalidBody,
@@ -190,6 +193,7 @@ impl ErrorKind {
             ErrorKind::Timeout => "Timeout",
             ErrorKind::Connect => "ConnectFailed",
             ErrorKind::Certificate => "CertificateError",
+            ErrorKind::ProxyAuth => "ProxyAuthenticationRequired",
             ErrorKind::ConnectionReset => "ConnectionReset",
             ErrorKind::TruncatedBody => "TruncatedBody",
             ErrorKind::InvalidBody => "InvalidBody",
@@ -207,7 +211,8 @@ impl ErrorKind {
             | ErrorKind::UserNotActive
             | ErrorKind::WrongCredentials
             | ErrorKind::Forbidden
-            | ErrorKind::Certificate => ErrorClass::Fatal,
+            | ErrorKind::Certificate
+            | ErrorKind::ProxyAuth => ErrorClass::Fatal,
             // NotAvailableYet says in its name that a later try will work.
             ErrorKind::NotAvailableYet
             | ErrorKind::Transient

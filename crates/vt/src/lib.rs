@@ -19,4 +19,4 @@ mod transport;
 pub use client::{Client, ClientConfig, ClientError, DEFAULT_HOST, FileLookup, Ready, USER_AGENT};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimitKind};
 pub use secret::{ApiKey, InvalidApiKey};
-pub use transport::{Arrival, DepartureDelay};
+pub use transport::{Arrival, DepartureDelay, ProxySetting};

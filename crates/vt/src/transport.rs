@@ -17,8 +17,8 @@
 //! when it is taken from the pool.
 //!
 //! HTTP/1.1 only: one request in flight per connection, which is what makes "this write is
-//! that request" exact. `HTTPS_PROXY` / `NO_PROXY` (and the lower-case forms) are honoured
-//! for https through a CONNECT tunnel; loopback never goes through a proxy.
+//! that request" exact. A proxy (`--proxy`, or `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` and
+//! `NO_PROXY`, see [`ProxySetting`]) is always a CONNECT tunnel, so the same holds through it.
 
 use std::future::{Future, poll_fn};
 use std::io;
@@ -88,8 +88,6 @@ pub(crate) struct Target {
     pub(crate) port: u16,
     /// The `Host` header: host, and the port when it is not the scheme's default.
     pub(crate) authority: HeaderValue,
-    /// A loopback host (never proxied).
-    pub(crate) loopback: bool,
 }
 
 /// How connections are made and kept.
@@ -103,6 +101,102 @@ pub(crate) struct TransportConfig {
     pub(crate) departure_delay: Option<DepartureDelay>,
     /// Certificate authorities trusted besides the operating system's (`--ca-cert`).
     pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// Which proxy, if any.
+    pub(crate) proxy: ProxySetting,
+}
+
+/// Where requests go through (`--proxy`, config `proxy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// `HTTPS_PROXY`/`https_proxy` (https), `HTTP_PROXY`/`http_proxy` (http),
+    /// `ALL_PROXY`/`all_proxy` (both) and `NO_PROXY`/`no_proxy`; when `NO_PROXY` is not set
+    /// it is `localhost,127.0.0.1,::1`, so a local vt-mock under a corporate environment is
+    /// reached directly.
+    #[default]
+    Environment,
+    /// Straight to the host, whatever the environment says.
+    Off,
+    /// This proxy (`http://[user:password@]host[:port]`) for every host but those in
+    /// `NO_PROXY`, loopback included (it was asked for by name).
+    Url(String),
+}
+
+impl ProxySetting {
+    /// `off`, or a proxy URL (checked: http://, a host; its password never shown).
+    pub fn parse(value: &str) -> Result<ProxySetting, String> {
+        if value.eq_ignore_ascii_case("off") || value.eq_ignore_ascii_case("none") {
+            return Ok(ProxySetting::Off);
+        }
+        let with_scheme = if value.contains("://") {
+            value.to_owned()
+        } else {
+            format!("http://{value}")
+        };
+        let shown = redact_userinfo(&with_scheme);
+        let uri: hyper::Uri = with_scheme.parse().map_err(|_| {
+            format!("--proxy {shown}: not a URL (http://[user:password@]host:port)")
+        })?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "--proxy {shown}: an https:// proxy is not supported; use http:// (CONNECT)"
+                ));
+            }
+            _ => return Err(format!("--proxy {shown}: expected http://host:port")),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(format!("--proxy {shown}: no host"));
+        }
+        Ok(ProxySetting::Url(with_scheme))
+    }
+
+    /// For display (`vtbulk config`): `off`, `the environment (...)`, or the URL with any
+    /// password replaced by `[redacted]`.
+    pub fn shown(&self) -> String {
+        match self {
+            ProxySetting::Off => "off".into(),
+            ProxySetting::Url(url) => redact_userinfo(url),
+            ProxySetting::Environment => {
+                let set: Vec<String> = [
+                    "HTTPS_PROXY",
+                    "https_proxy",
+                    "ALL_PROXY",
+                    "all_proxy",
+                    "NO_PROXY",
+                    "no_proxy",
+                ]
+                .iter()
+                .filter_map(|name| {
+                    let value = std::env::var(name).ok().filter(|v| !v.is_empty())?;
+                    Some(format!("{name}={}", redact_userinfo(&value)))
+                })
+                .collect();
+                if set.is_empty() {
+                    "from the environment (none set)".into()
+                } else {
+                    format!("from the environment ({})", set.join(", "))
+                }
+            }
+        }
+    }
+}
+
+/// `scheme://user:password@host...` as `scheme://[redacted]@host...`.
+fn redact_userinfo(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let prefix = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{prefix}[redacted]@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
 }
 
 /// The certificates of a PEM bundle (`--ca-cert`); an error names the file and what is
@@ -575,11 +669,7 @@ impl Transport {
         } else {
             None
         };
-        let proxy = if target.https && !target.loopback {
-            proxy_from_env(&target)?
-        } else {
-            None
-        };
+        let proxy = proxy_for(&target, &config.proxy)?;
         Ok(Transport {
             target,
             config,
@@ -790,10 +880,38 @@ fn connect_error(host: &str, e: &io::Error) -> Error {
     )
 }
 
-/// The proxy for https requests to `target`, per `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY`.
-fn proxy_from_env(target: &Target) -> Result<Option<Proxy>, String> {
-    let matcher = hyper_util::client::proxy::matcher::Matcher::from_env();
-    let uri: hyper::Uri = format!("https://{}:{}/", target.host, target.port)
+/// `NO_PROXY` when the environment does not set it.
+const LOCAL: &str = "localhost,127.0.0.1,::1";
+
+/// The proxy for requests to `target` under `setting` (see [`ProxySetting`]).
+fn proxy_for(target: &Target, setting: &ProxySetting) -> Result<Option<Proxy>, String> {
+    use hyper_util::client::proxy::matcher::Matcher;
+    let matcher = match setting {
+        ProxySetting::Off => return Ok(None),
+        ProxySetting::Environment => {
+            let var = |names: [&str; 2]| names.iter().find_map(|name| std::env::var(name).ok());
+            Matcher::builder()
+                .all(var(["ALL_PROXY", "all_proxy"]).unwrap_or_default())
+                .http(var(["HTTP_PROXY", "http_proxy"]).unwrap_or_default())
+                .https(var(["HTTPS_PROXY", "https_proxy"]).unwrap_or_default())
+                .no(var(["NO_PROXY", "no_proxy"]).unwrap_or_else(|| LOCAL.to_owned()))
+                .build()
+        }
+        ProxySetting::Url(url) => {
+            let no = ["NO_PROXY", "no_proxy"]
+                .iter()
+                .find_map(|name| std::env::var(name).ok())
+                .unwrap_or_default();
+            Matcher::builder().all(url.clone()).no(no).build()
+        }
+    };
+    let host = if target.host.contains(':') {
+        format!("[{}]", target.host)
+    } else {
+        target.host.clone()
+    };
+    let scheme = if target.https { "https" } else { "http" };
+    let uri: hyper::Uri = format!("{scheme}://{host}:{}/", target.port)
         .parse()
         .map_err(|e| format!("bad target: {e}"))?;
     let Some(intercept) = matcher.intercept(&uri) else {
@@ -863,6 +981,21 @@ async fn tunnel(
         .ok_or_else(|| failed("the proxy's answer to CONNECT is not HTTP".into()))?;
     if (200..300).contains(&status) {
         Ok(())
+    } else if status == 407 || status == 401 {
+        // Credentials missing or wrong (407, or 401 from proxies such as tinyproxy): no retry
+        // will change that.
+        Err(Error::new(
+            ErrorKind::ProxyAuth,
+            Some(status),
+            if auth.is_some() {
+                format!("the proxy refused its credentials (HTTP {status})")
+            } else {
+                format!(
+                    "the proxy wants credentials (HTTP {status}): give them in its URL \
+                     (http://user:password@host:port)"
+                )
+            },
+        ))
     } else {
         Err(failed(format!(
             "the proxy refused the CONNECT with HTTP {status}"
@@ -998,6 +1131,31 @@ mod tests {
         peer.write_all(b"more").await.expect("write");
         let _ = probed.read(&mut buf).await.expect("read");
         assert_eq!(arrival.get(), Some(at));
+    }
+
+    #[test]
+    fn a_proxy_setting_is_off_or_an_http_url_and_its_password_is_never_shown() {
+        assert_eq!(ProxySetting::parse("off"), Ok(ProxySetting::Off));
+        let with = ProxySetting::parse("http://alice:s3cret@proxy.corp:3128").expect("url");
+        assert_eq!(with.shown(), "http://[redacted]@proxy.corp:3128");
+        // No scheme: http is meant.
+        assert_eq!(
+            ProxySetting::parse("proxy.corp:3128"),
+            Ok(ProxySetting::Url("http://proxy.corp:3128".into()))
+        );
+        for bad in [
+            "https://bob:s3cret@proxy.corp:3128",
+            "ftp://proxy.corp",
+            "http://",
+        ] {
+            let e = ProxySetting::parse(bad).expect_err(bad);
+            assert!(!e.contains("s3cret"), "{e}");
+        }
+        assert_eq!(
+            redact_userinfo("http://u:p@h:1/path@x"),
+            "http://[redacted]@h:1/path@x"
+        );
+        assert_eq!(redact_userinfo("http://h:1"), "http://h:1");
     }
 
     #[test]
