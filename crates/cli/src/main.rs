@@ -48,6 +48,11 @@ enum Command {
         /// As JSON.
         #[arg(long)]
         json: bool,
+        /// Also the spend over this span (e.g. 7d, up to 35d) from the cache's ledger: per
+        /// UTC day and hour against each window's allowance, the busiest minute, the share of
+        /// the month used and where the recent pace takes it.
+        #[arg(long, value_name = "SPAN")]
+        history: Option<String>,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -324,7 +329,11 @@ fn main() -> ExitCode {
         Command::Config(common) => config_command(&common),
         Command::Enrich(args) => enrich(args),
         Command::Cache(args) => cache_command(args),
-        Command::Quota { json, common } => quota_command(&common, json),
+        Command::Quota {
+            json,
+            history,
+            common,
+        } => quota_command(&common, json, history.as_deref()),
         Command::Fleet { json, common } => {
             let work = |settings, client| async move {
                 vtbulk_engine::fleet_view(&settings, &client).await
@@ -425,9 +434,30 @@ where
     Ok(codes::OK)
 }
 
-fn quota_command(common: &CommonArgs, json: bool) -> Result<u8, Failure> {
-    let work =
-        |settings, client| async move { vtbulk_engine::quota_view(&settings, &client).await };
+fn quota_command(common: &CommonArgs, json: bool, history: Option<&str>) -> Result<u8, Failure> {
+    let days = match history {
+        None => None,
+        Some(span) => {
+            let secs = humantime::parse_duration(span)
+                .map_err(|e| Failure::Usage(format!("--history {span:?}: {e} (e.g. 7d)")))?
+                .as_secs();
+            let days = secs.div_ceil(86_400).max(1);
+            if days > 35 {
+                return Err(Failure::Usage(format!(
+                    "--history {span}: the ledger keeps 35 days of hours and minutes"
+                )));
+            }
+            Some(days as u32)
+        }
+    };
+    if days.is_some() && common.cache.as_deref() == Some("off") {
+        return Err(Failure::Usage(
+            "--history reads the spend ledger in the cache file: not with --cache off".into(),
+        ));
+    }
+    let work = move |settings, client| async move {
+        vtbulk_engine::quota_view(&settings, &client, days).await
+    };
     engine_command(common, vec![], json, work, report::quota)
 }
 

@@ -81,6 +81,83 @@ pub fn quota(v: &QuotaView) -> String {
     if let Some(f) = &v.fleet {
         t.push_str(&fleet(f));
     }
+    if let Some(h) = &v.history {
+        t.push_str(&history(h));
+    }
+    t
+}
+
+/// `quota --history`: days, hours with spend, the busiest minute, the month's outlook.
+fn history(h: &vtbulk_engine::History) -> String {
+    use vtbulk_engine::SpendRow;
+    let mut t = String::new();
+    // "2026-11-29T22:00:00Z" shortened to what the window needs.
+    let cut = |s: &str, n: usize| s.get(..n).unwrap_or(s).replace('T', " ");
+    let line = |t: &mut String, label: String, r: &SpendRow| {
+        let share = r
+            .share
+            .map_or(String::new(), |s| format!("{:>5.0}%", s * 100.0));
+        let _ = writeln!(
+            t,
+            "  {label:<17} {:>9} {:>10} {share}",
+            r.spent,
+            count(r.allowed)
+        );
+    };
+    let _ = writeln!(
+        t,
+        "history {} .. {} (UTC; {})",
+        cut(&h.since, 10),
+        cut(&h.until, 16),
+        h.source
+    );
+    let _ = writeln!(
+        t,
+        "  {:<17} {:>9} {:>10} {:>6}",
+        "day", "spent", "allowed", "share"
+    );
+    for r in &h.days {
+        line(&mut t, cut(&r.start, 10), r);
+    }
+    if h.hours.is_empty() {
+        let _ = writeln!(t, "  no spend in any hour of the span");
+    } else {
+        let _ = writeln!(
+            t,
+            "  {:<17} {:>9} {:>10} {:>6}",
+            "hour (with spend)", "spent", "allowed", "share"
+        );
+        for r in &h.hours {
+            line(&mut t, cut(&r.start, 16), r);
+        }
+    }
+    if let Some(p) = &h.peak_minute {
+        let of = p.allowed.map_or(String::new(), |a| format!(" of {a}"));
+        let _ = writeln!(
+            t,
+            "  busiest minute: {} UTC, {} requests{of}",
+            cut(&p.start, 16),
+            p.spent
+        );
+    }
+    let m = &h.month;
+    let used = match (m.allowed, m.share) {
+        (Some(a), Some(s)) => format!("{} of {a} used ({:.0}%)", m.used, s * 100.0),
+        _ => format!("{} used (no monthly limit)", m.used),
+    };
+    let outlook = match &m.runs_out_at {
+        Some(at) => format!("runs out at {} UTC", cut(at, 16)),
+        None => format!(
+            "{} by the month's end ({} UTC)",
+            m.projected,
+            cut(&m.ends_at, 16)
+        ),
+    };
+    let _ = writeln!(
+        t,
+        "  month {}: {used}; at the recent pace ({}/day) {outlook}",
+        m.month, m.recent_per_day
+    );
     t
 }
 

@@ -25,6 +25,7 @@ mod convert;
 mod counters;
 pub mod decide;
 mod fleet;
+mod history;
 mod keyquota;
 mod lookup;
 mod packed;
@@ -37,6 +38,7 @@ pub use cache::{CacheSettings, stored_attributes};
 pub use counters::{Counters, QuotaReport, StopReport, Summary};
 pub use decide::HaltCause;
 pub use fleet::{FleetView, fleet_view};
+pub use history::{History, MonthOutlook, SpendRow};
 pub use keyquota::{
     KeyQuota, QuotaSettings, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339,
 };

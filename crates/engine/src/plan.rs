@@ -196,10 +196,18 @@ pub struct QuotaView {
     /// With `--coordinator`: the fleet's spend by its own books and its live processes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fleet: Option<crate::FleetView>,
+    /// With `--history`: spend per day and hour, the busiest minute, the month's outlook.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<crate::History>,
 }
 
-/// The key's quotas in every window now (one `GET /users` unless offline).
-pub async fn quota_view(settings: &Settings, client: &Client) -> Result<QuotaView, EngineError> {
+/// The key's quotas in every window now (one `GET /users` unless offline); with
+/// `history_days`, its spend over that many UTC days from the ledger (see [`crate::History`]).
+pub async fn quota_view(
+    settings: &Settings,
+    client: &Client,
+    history_days: Option<u32>,
+) -> Result<QuotaView, EngineError> {
     let mut store = settings
         .cache
         .as_ref()
@@ -251,9 +259,23 @@ pub async fn quota_view(settings: &Settings, client: &Client) -> Result<QuotaVie
         .map(|t| t.ceil() as i64)
         .filter(|&t| t < today.resets_at)
     });
+    let history = match (history_days, store.as_ref()) {
+        (Some(days), Some(store)) => Some(crate::history::build(
+            store,
+            &key,
+            now,
+            days,
+            &quota.caps,
+            minute_allowed,
+            quota.used.month,
+        )),
+        // No cache, no ledger (the command line refuses `--history` with `--cache off`).
+        _ => None,
+    };
     Ok(QuotaView {
         source: quota.source.as_str().to_owned(),
         note: quota.note,
+        history,
         key,
         rate: rate.map_or_else(|| "unlimited".to_owned(), |r| r.to_string()),
         now,

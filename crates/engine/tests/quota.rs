@@ -225,7 +225,9 @@ async fn plan_predicts_the_run_and_quota_matches_the_mock() {
     enrich(&mock, "k", cached(&warm)).await;
 
     let client = client(&mock, "k");
-    let view = quota_view(&cached(&list), &client).await.expect("quota");
+    let view = quota_view(&cached(&list), &client, None)
+        .await
+        .expect("quota");
     assert_eq!(view.source, "live");
     let by_window: std::collections::HashMap<_, _> = view
         .windows
@@ -320,5 +322,87 @@ async fn two_runs_sharing_a_key_resync_on_quota_exceeded_and_stop_at_the_real_bu
                 && r.summary.skipped_by_reason.contains_key("quota_daily")),
         "the resync found the day spent and stopped the run"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// 2026-11-30T23:50:00Z: ten minutes before both a UTC midnight and a month end.
+const BEFORE_MONTH_END_MS: i64 = 1_796_082_600_000;
+/// 2026-12-01T00:00:00Z.
+const DECEMBER_MS: i64 = 1_796_083_200_000;
+
+#[tokio::test(start_paused = true)]
+async fn history_splits_spend_across_a_utc_midnight_and_a_month_end() {
+    let limits = Limits {
+        hourly: Some(1_000),
+        daily: Some(10_000),
+        monthly: Some(100_000),
+        ..Limits::default()
+    };
+    let mock = mock_at(KeyConfig::with_limits("k", limits), BEFORE_MONTH_END_MS).await;
+    let dir = temp_dir("history");
+    let with_ledger = |list: &std::path::Path| {
+        let mut s = at(&mock, list);
+        s.cache = Some(vtbulk_engine::CacheSettings {
+            path: dir.join("cache.sqlite3"),
+            freshness: vtbulk_engine::Freshness::default(),
+            refresh: false,
+            clock: WallClock::following_tokio(mock.clock().now_ms()),
+        });
+        s
+    };
+    // 30 lookups on the evening of the 30th (at 60 a minute: done before midnight),
+    // then, past midnight, 40 on the 1st of December.
+    let evening = sha256_list(&mock, &dir, "evening.txt", 30, 9);
+    let run = enrich(&mock, "k", with_ledger(&evening)).await;
+    assert_eq!(run.summary.requests, 30);
+    let now = mock.clock().now_ms();
+    assert!(now < DECEMBER_MS, "still the 30th");
+    tokio::time::advance(std::time::Duration::from_millis(
+        (DECEMBER_MS + 60_000 - now) as u64,
+    ))
+    .await;
+    let morning = sha256_list(&mock, &dir, "morning.txt", 40, 10);
+    let s = with_ledger(&morning);
+    let run = enrich(&mock, "k", s.clone()).await;
+    assert_eq!(run.summary.requests, 40);
+
+    let view = quota_view(&s, &client(&mock, "k"), Some(7))
+        .await
+        .expect("quota");
+    let h = view.history.expect("history");
+    assert_eq!(h.days.len(), 7, "seven UTC days, today included");
+    assert_eq!(h.since, "2026-11-25T00:00:00Z");
+    let (nov30, dec1) = (&h.days[5], &h.days[6]);
+    assert_eq!(nov30.start, "2026-11-30T00:00:00Z");
+    assert_eq!((nov30.spent, dec1.spent), (30, 40));
+    assert!(h.days[..5].iter().all(|d| d.spent == 0));
+    assert_eq!(nov30.allowed, Some(10_000));
+    let hours: Vec<(&str, u64)> = h
+        .hours
+        .iter()
+        .map(|r| (r.start.as_str(), r.spent))
+        .collect();
+    assert_eq!(
+        hours,
+        [("2026-11-30T23:00:00Z", 30), ("2026-12-01T00:00:00Z", 40)]
+    );
+    assert_eq!(h.hours[0].allowed, Some(1_000));
+    let peak = h.peak_minute.expect("a busiest minute");
+    assert!((30..=60).contains(&peak.spent), "{peak:?}");
+    assert_eq!(peak.allowed, Some(60), "the rate's minute");
+    // The month is December's: the mock's live figure for it is the morning's 40.
+    assert_eq!(h.month.month, "2026-12");
+    assert_eq!(h.month.used, 40);
+    assert_eq!(h.month.allowed, Some(100_000));
+    assert_eq!(h.month.ends_at, "2027-01-01T00:00:00Z");
+    // 70 requests over the span's elapsed time (six days and a few minutes): the pace goes
+    // on to the month's end, 31 days on.
+    assert!(
+        h.month.recent_per_day > 10.0 && h.month.recent_per_day < 12.0,
+        "{:?}",
+        h.month
+    );
+    assert!(h.month.projected > 40 + 300, "{:?}", h.month);
+    assert_eq!(h.month.runs_out_at, None);
     let _ = std::fs::remove_dir_all(&dir);
 }

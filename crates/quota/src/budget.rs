@@ -117,6 +117,8 @@ pub struct Spend {
 pub mod ledger_windows {
     /// One-second buckets, for the sliding minute.
     pub const SECOND: &str = "second";
+    /// Clock minutes (Unix seconds / 60), for the busiest minute of `quota --history`.
+    pub const MINUTE: &str = "minute";
     /// The UTC hour.
     pub const HOUR: &str = "hour";
     /// The UTC day.

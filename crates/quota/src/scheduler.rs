@@ -432,6 +432,14 @@ impl Scheduler {
                 }
             }
         }
+        // The minute's history bucket with the windows (the sliding-minute seconds keep the
+        // attempt: they are the pacing's books, not the quota's).
+        if let Some(n) = spent
+            .unflushed
+            .get_mut(&(ledger_windows::MINUTE, now.div_euclid(60)))
+        {
+            *n = n.saturating_sub(1);
+        }
     }
 
     /// Checks the calendar budgets at `now` (Unix seconds) and, with `charge`, spends one.
@@ -464,6 +472,10 @@ impl Scheduler {
                 *spent
                     .unflushed
                     .entry((ledger_windows::SECOND, now))
+                    .or_default() += 1;
+                *spent
+                    .unflushed
+                    .entry((ledger_windows::MINUTE, now.div_euclid(60)))
                     .or_default() += 1;
             }
         }

@@ -405,9 +405,14 @@ pub trait Store: Send {
 }
 
 /// How long the ledger keeps rows of each window (in that window's units): enough for the
-/// sliding minute, yesterday's hours, two months of days; months stay.
-const LEDGER_KEEP: [(&str, i64, i64); 3] =
-    [("second", 1, 120), ("hour", 3600, 48), ("day", 86_400, 62)];
+/// sliding minute, 35 days of minutes and hours (`quota --history` up to a month), two
+/// months of days; months stay. Only windows with spend have a row.
+const LEDGER_KEEP: [(&str, i64, i64); 4] = [
+    ("second", 1, 120),
+    ("minute", 60, 35 * 1440),
+    ("hour", 3600, 35 * 24),
+    ("day", 86_400, 62),
+];
 
 /// The embedded SQLite store.
 #[derive(Debug)]
@@ -593,6 +598,30 @@ impl SqliteStore {
         tx.pragma_update(None, "application_id", APPLICATION_ID)
             .map_err(e)?;
         tx.commit().map_err(e)
+    }
+
+    /// The ledger's rows for `key_id` in windows `window` numbered `ids`: (window id,
+    /// requests), in order; windows without spend have none.
+    pub fn spent_rows(
+        &self,
+        key_id: &str,
+        window: &str,
+        ids: std::ops::RangeInclusive<i64>,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let e = sqlite_error(&self.path);
+        let mut q = self
+            .conn
+            .prepare_cached(
+                "SELECT id, spent FROM ledger
+                 WHERE key_id = ?1 AND window = ?2 AND id BETWEEN ?3 AND ?4 ORDER BY id",
+            )
+            .map_err(e)?;
+        let rows = q
+            .query_map(params![key_id, window, ids.start(), ids.end()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .map_err(e)?;
+        rows.collect::<Result<_, _>>().map_err(e)
     }
 
     /// The path of the file.
