@@ -66,6 +66,22 @@ enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Measure the rate the key really sustains: lookups of files VirusTotal knows at rising
+    /// rates until the first 429 or the tier's figure, then between the last clean and the
+    /// first refused rate to within 4%. Spends quota: at most --max-requests, printed first.
+    Probe {
+        /// The most requests it may spend.
+        #[arg(long, value_name = "N")]
+        max_requests: u64,
+        /// Run on the public tier too (4 a minute, 500 a day: a probe spends a real share).
+        #[arg(long)]
+        yes: bool,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// What `enrich` would do with these inputs, without looking anything up: unique hashes,
     /// fresh in the cache, requests needed, time at the rate, share of today's and this
     /// month's budget, and the days it takes when it does not fit today.
@@ -345,6 +361,12 @@ fn main() -> ExitCode {
             json,
             common,
         } => plan_command(&common, inputs, json),
+        Command::Probe {
+            max_requests,
+            yes,
+            json,
+            common,
+        } => probe_command(&common, max_requests, yes, json),
         Command::Completions { shell } => {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "vtbulk", &mut script);
@@ -459,6 +481,33 @@ fn quota_command(common: &CommonArgs, json: bool, history: Option<&str>) -> Resu
         vtbulk_engine::quota_view(&settings, &client, days).await
     };
     engine_command(common, vec![], json, work, report::quota)
+}
+
+fn probe_command(common: &CommonArgs, max: u64, yes: bool, json: bool) -> Result<u8, Failure> {
+    let (resolved, client) = load_with_client(common, vec![])?;
+    if resolved.tier_name == "public" && !yes {
+        return Err(Failure::Usage(format!(
+            "probe spends real quota ({max} requests of a public key's 500 a day): pass --yes \
+             to run it on the public tier"
+        )));
+    }
+    if max < 2 {
+        return Err(Failure::Usage("--max-requests: at least 2".into()));
+    }
+    eprint(&format!(
+        "probe: will spend at most {max} requests of key {}'s quota (they count in its hour, \
+         day and month), looking up files VirusTotal knows",
+        client.key_fingerprint()
+    ));
+    let report =
+        runtime(1)?.block_on(vtbulk_engine::run_probe(&resolved.settings, &client, max))?;
+    let out = if json {
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        report::probe(&report)
+    };
+    print(&out)?;
+    Ok(codes::OK)
 }
 
 fn plan_command(common: &CommonArgs, inputs: Vec<String>, json: bool) -> Result<u8, Failure> {

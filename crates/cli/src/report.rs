@@ -87,6 +87,38 @@ pub fn quota(v: &QuotaView) -> String {
     t
 }
 
+/// The `vtbulk probe` table.
+pub fn probe(p: &vtbulk_engine::ProbeReport) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "probe of key {}: {} requests of at most {} ({})",
+        p.key, p.requests, p.max_requests, p.stopped
+    );
+    let _ = writeln!(
+        t,
+        "  {:>10} {:>9} {:>9} {:>6} {:>7} {:>9} {:>9}",
+        "rate/min", "requests", "answered", "429s", "errors", "p50 ms", "p99 ms"
+    );
+    for s in &p.steps {
+        let _ = writeln!(
+            t,
+            "  {:>10.1} {:>9} {:>9} {:>6} {:>7} {:>9.1} {:>9.1}",
+            s.per_min, s.requests, s.answered, s.rate_limited, s.errors, s.p50_ms, s.p99_ms
+        );
+    }
+    let sustained = p.sustained_per_min.map_or_else(
+        || "none (the first step was refused)".to_owned(),
+        |r| format!("{r}/min"),
+    );
+    let _ = writeln!(t, "sustained: {sustained}");
+    if let (Some(at), Some(kind)) = (p.refused_at_per_min, &p.first_429) {
+        let _ = writeln!(t, "refused at: {at}/min (first 429: {kind})");
+    }
+    let _ = writeln!(t, "latency: p50 {:.1} ms, p99 {:.1} ms", p.p50_ms, p.p99_ms);
+    t
+}
+
 /// `quota --history`: days, hours with spend, the busiest minute, the month's outlook.
 fn history(h: &vtbulk_engine::History) -> String {
     use vtbulk_engine::SpendRow;

@@ -32,6 +32,7 @@ mod packed;
 mod pipeline;
 mod plan;
 mod prepare;
+mod probe;
 mod writer;
 
 pub use cache::{CacheSettings, stored_attributes};
@@ -47,5 +48,6 @@ pub use pipeline::{
     Concurrency, EngineError, InputHook, KeyReload, Outcome, Settings, StopHandle, run,
 };
 pub use plan::{Plan, QuotaRow, QuotaView, plan, quota_view};
+pub use probe::{ProbeReport, ProbeSettings, ProbeStep, probe, run_probe};
 pub use vtbulk_quota::WallClock;
 pub use vtbulk_store::Freshness;

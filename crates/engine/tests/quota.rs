@@ -406,3 +406,57 @@ async fn history_splits_spend_across_a_utc_midnight_and_a_month_end() {
     assert_eq!(h.month.runs_out_at, None);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(start_paused = true)]
+async fn probe_finds_a_strict_limiters_rate_within_five_percent_and_spends_no_more_than_allowed() {
+    // vt-mock's strict limiter at 300/min: one request per 200 ms, no burst.
+    let key = KeyConfig::parse("k:unlimited,strict=300/min").expect("key");
+    let mock = mock_at(key, NOON_MS).await;
+    let client = client(&mock, "k");
+    let report = vtbulk_engine::probe(
+        &client,
+        Vec::new(),
+        vtbulk_engine::ProbeSettings {
+            max_requests: 400,
+            start_per_min: 60.0,
+            ceiling_per_min: None,
+            cool_down: std::time::Duration::from_secs(60),
+        },
+    )
+    .await;
+    let sustained = report.sustained_per_min.expect("a clean step");
+    let refused = report.refused_at_per_min.expect("a refused step");
+    assert!(
+        (285.0..=300.0).contains(&sustained),
+        "sustained {sustained}/min against 300: {report:#?}"
+    );
+    assert!(
+        refused > 300.0 && refused <= sustained * 1.04 + 1.0,
+        "{report:#?}"
+    );
+    assert_eq!(report.stopped, "bracketed");
+    // vt-mock answers its strict limiter as VirusTotal does an exceeded minute.
+    assert_eq!(report.first_429.as_deref(), Some("QuotaExceededError"));
+    assert!(report.requests <= 400);
+    assert_eq!(
+        mock.stats(false).total,
+        report.requests,
+        "every request counted"
+    );
+    assert!(report.steps.len() >= 4);
+
+    // A budget smaller than one full step: it stops there, spending at most that.
+    let small = vtbulk_engine::probe(
+        &client,
+        Vec::new(),
+        vtbulk_engine::ProbeSettings {
+            max_requests: 7,
+            start_per_min: 60.0,
+            ceiling_per_min: Some(120.0),
+            cool_down: std::time::Duration::from_secs(60),
+        },
+    )
+    .await;
+    assert!(small.requests <= 7, "{small:#?}");
+    assert_eq!(small.stopped, "max_requests");
+}

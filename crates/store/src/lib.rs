@@ -600,6 +600,21 @@ impl SqliteStore {
         tx.commit().map_err(e)
     }
 
+    /// Up to `n` SHA-256s of found files (for `vtbulk probe`: files VirusTotal knows).
+    pub fn found_sample(&self, n: usize) -> Result<Vec<[u8; 32]>, StoreError> {
+        let e = sqlite_error(&self.path);
+        let mut q = self
+            .conn
+            .prepare("SELECT sha256 FROM files LIMIT ?1")
+            .map_err(e)?;
+        let rows = q
+            .query_map([n as i64], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(e)?;
+        Ok(rows
+            .filter_map(|r| r.ok().and_then(|d| <[u8; 32]>::try_from(d.as_slice()).ok()))
+            .collect())
+    }
+
     /// The ledger's rows for `key_id` in windows `window` numbered `ids`: (window id,
     /// requests), in order; windows without spend have none.
     pub fn spent_rows(
