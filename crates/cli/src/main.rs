@@ -4,6 +4,7 @@
 mod annotate;
 mod cache_cmd;
 mod failure;
+mod html_report;
 mod metrics;
 mod progress;
 mod report;
@@ -65,6 +66,22 @@ enum Command {
         json: bool,
         #[command(flatten)]
         common: CommonArgs,
+    },
+    /// One self-contained HTML page of a run's results (NDJSON or CSV as `enrich` wrote them):
+    /// verdicts, detections, top threat labels and families, first submissions by year, the
+    /// inputs, what was spent, the flagged files. No script, no external asset, no network.
+    Report {
+        /// The results (NDJSON; CSV when it ends in .csv or starts with a header line).
+        results: PathBuf,
+        /// Where the page goes.
+        #[arg(long, short, value_name = "FILE")]
+        output: PathBuf,
+        /// The run's `--summary-json`, for its exact figures (requests, quota, inputs).
+        #[arg(long, value_name = "FILE")]
+        summary: Option<PathBuf>,
+        /// The page's title.
+        #[arg(long)]
+        title: Option<String>,
     },
     /// Measure the rate the key really sustains: lookups of files VirusTotal knows at rising
     /// rates until the first 429 or the tier's figure, then between the last clean and the
@@ -318,6 +335,10 @@ struct EnrichArgs {
     /// Also write the summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+    /// Also write a one-page HTML report of the results here (self-contained: no script, no
+    /// network). Reads the output back: needs -o FILE in csv or ndjson.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     /// No progress and no summary table on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -361,6 +382,12 @@ fn main() -> ExitCode {
             json,
             common,
         } => plan_command(&common, inputs, json),
+        Command::Report {
+            results,
+            output,
+            summary,
+            title,
+        } => report_command(&results, &output, summary.as_deref(), title),
         Command::Probe {
             max_requests,
             yes,
@@ -481,6 +508,42 @@ fn quota_command(common: &CommonArgs, json: bool, history: Option<&str>) -> Resu
         vtbulk_engine::quota_view(&settings, &client, days).await
     };
     engine_command(common, vec![], json, work, report::quota)
+}
+
+fn report_command(
+    results: &std::path::Path,
+    output: &std::path::Path,
+    summary: Option<&std::path::Path>,
+    title: Option<String>,
+) -> Result<u8, Failure> {
+    let head = {
+        use std::io::Read;
+        let mut start = [0u8; 4096];
+        let n = std::fs::File::open(results)
+            .and_then(|mut f| f.read(&mut start))
+            .map_err(|e| Failure::Usage(format!("{}: {e}", results.display())))?;
+        start[..n]
+            .iter()
+            .copied()
+            .find(|c| !c.is_ascii_whitespace())
+    };
+    let csv = results
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        || head.is_some_and(|c| c != b'{');
+    let records = html_report::read(results, csv)?;
+    let summary = match summary {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
+    let title = title.unwrap_or_else(|| format!("vtbulk report: {}", results.display()));
+    html_report::write(output, &records.render(&title, summary.as_ref()))?;
+    Ok(codes::OK)
 }
 
 fn probe_command(common: &CommonArgs, max: u64, yes: bool, json: bool) -> Result<u8, Failure> {
@@ -684,6 +747,21 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     }
     let (mut resolved, client) = load_with_client(&args.common, args.inputs.clone())?;
     resolved.settings.quota.wait_for_reset |= args.wait_for_reset;
+    // --report reads the records back from the output file.
+    let report_is_csv = resolved.settings.format == vtbulk_output::Format::Csv;
+    if args.report.is_some() {
+        let readable = matches!(
+            resolved.settings.format,
+            vtbulk_output::Format::Csv | vtbulk_output::Format::Ndjson
+        );
+        if args.output.is_none() || args.annotate || !readable {
+            return Err(Failure::Usage(
+                "--report reads the records back from the output: it needs -o FILE in csv or \
+                 ndjson (not --annotate)"
+                    .into(),
+            ));
+        }
+    }
     if resolved.settings.submit_urls.is_some() && resolved.tier_name == "public" {
         let _ = writeln!(
             io::stderr(),
@@ -867,6 +945,12 @@ fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
         })?;
     }
     report(&args, &summary);
+    if let (Some(page), Some(output)) = (&args.report, &args.output) {
+        let records = html_report::read(output, report_is_csv)?;
+        let summary = serde_json::to_value(&summary).ok();
+        let title = format!("vtbulk report: {}", output.display());
+        html_report::write(page, &records.render(&title, summary.as_ref()))?;
+    }
     Ok(code)
 }
 

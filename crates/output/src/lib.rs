@@ -16,8 +16,10 @@ mod sink;
 
 mod condition;
 mod ecs;
+mod html;
 pub use condition::{FailOn, FailOnError};
 pub use ecs::{EcsSink, document as ecs_document};
+pub use html::{HtmlReport, escape as html_escape};
 pub use record::{
     CUT_MARK, FIELD_CAP, Field, FieldsError, Record, Source, Stats, Status, Val, parse_fields,
     rfc3339,
