@@ -650,9 +650,13 @@ impl Transport {
         let tls = if target.https {
             let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
             // The operating system's trust store (where a SOC installs its TLS-inspection
-            // CA), and `--ca-cert`'s authorities on top.
+            // CA), Mozilla's roots built in (a container without ca-certificates still
+            // reaches VirusTotal), and `--ca-cert`'s authorities on top.
             let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
-                config.extra_roots.iter().cloned(),
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                    .iter()
+                    .cloned()
+                    .chain(config.extra_roots.iter().cloned()),
                 provider.clone(),
             )
             .map_err(|e| format!("failed to load the trust store: {e}"))?;
