@@ -7,6 +7,8 @@
 # The demo's cache lives in a temporary directory, never in your own cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# The mock is on loopback: straight to it, whatever proxy the environment names.
+export NO_PROXY="127.0.0.1,localhost,::1${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost,::1${no_proxy:+,$no_proxy}"
 cargo build --quiet --release -p vtbulk -p vtbulk-mock
 bin=target/release
 key=demo-key
