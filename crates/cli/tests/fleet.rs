@@ -3,6 +3,9 @@
 //! leave the key nowhere in Redis. Its own test binary, so that nothing else loads the machine
 //! while the three processes pace themselves in real time.
 
+mod common;
+use common::{root, temp};
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -10,17 +13,6 @@ use vtbulk_coord::test_server::RedisServer;
 use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
 
 const CANARY: &str = "CANARY-fleet-7d1c-this-key-must-never-be-shown";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-fleet-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// `vtbulk ARGS` with the canary key and no user configuration or environment URLs.
 fn command(args: &[&str]) -> tokio::process::Command {

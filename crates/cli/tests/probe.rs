@@ -2,7 +2,7 @@
 //! `--yes`, and says what it may spend before it starts. (The measurement itself is tested
 //! against vt-mock's strict limiter in `crates/engine/tests/quota.rs`.)
 
-use std::process::Stdio;
+mod common;
 
 use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
 
@@ -14,13 +14,10 @@ async fn a_public_key_is_not_probed_without_yes_and_nothing_is_sent() {
     })
     .await
     .expect("mock");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let out = common::vtbulk()
         .args(["probe", "--max-requests", "20", "--tier", "public"])
         .args(["--api-url", &mock.url(), "--cache", "off"])
         .env("VT_API_KEY", "probe-key")
-        .env("XDG_CONFIG_HOME", "/nonexistent-vtbulk-config")
-        .env_remove("VTBULK_API_URL")
-        .stdin(Stdio::null())
         .output()
         .await
         .expect("runs");

@@ -5,6 +5,9 @@
 //! `NO_PROXY` names the host or `--proxy off`, and carries the proxy's credentials from its
 //! URL, never shown. Missing or wrong credentials stop the run at once (exit 3).
 
+mod common;
+use common::temp;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -14,17 +17,6 @@ use vtbulk_mock::{MockConfig, MockServer};
 
 const CANARY: &str = "CANARY-proxy-key-8e0f-never-shown";
 const PASSWORD: &str = "CANARY-proxy-password-3b7d";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-proxy-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// A tinyproxy on a free loopback port, its log (the requests it saw) kept in memory.
 struct Proxy {
@@ -140,7 +132,7 @@ fn list(mock: &MockServer, dir: &Path) -> PathBuf {
 
 /// `vtbulk enrich` against `mock`, trusting its CA, with a clean proxy environment.
 fn vtbulk(mock: &MockServer, ca: &Path, input: &Path, extra: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+    let mut cmd = common::vtbulk();
     cmd.args([
         "enrich",
         "--format",
@@ -155,25 +147,7 @@ fn vtbulk(mock: &MockServer, ca: &Path, input: &Path, extra: &[&str]) -> tokio::
     .arg("--ca-cert")
     .arg(ca)
     .args(extra)
-    .current_dir(root())
-    .env("VT_API_KEY", CANARY)
-    .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-    .env_remove("VTBULK_API_URL")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    for var in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-        "NO_PROXY",
-        "no_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
+    .env("VT_API_KEY", CANARY);
     cmd
 }
 
@@ -263,9 +237,8 @@ async fn proxy_credentials_come_from_its_url_are_never_shown_and_missing_ones_st
         .expect("runs");
     assert_ok(&from_env, 4);
     // `vtbulk config` shows where requests go, without the password.
-    let config = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let config = common::vtbulk()
         .args(["config", "--proxy", &with_creds])
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .output()
         .await
         .expect("config");

@@ -5,22 +5,14 @@
 //! strings as text, no script ran (the title is still the report's), and a screenshot is made.
 //! `.ci/run` installs both; a machine without them fails here loudly.
 
-use std::path::{Path, PathBuf};
+mod common;
+use common::{root, temp};
+
+use std::path::Path;
 use std::process::Stdio;
 
 use vtbulk_mock::universe::Fixture;
 use vtbulk_mock::{MockConfig, MockServer};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-report-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// Headless Chromium on `page`: (the DOM after load, a screenshot's size in bytes).
 async fn chromium(page: &Path, dir: &Path) -> (String, u64) {
@@ -102,7 +94,7 @@ async fn a_report_with_hostile_names_renders_them_as_text_validates_and_runs_no_
     let list = dir.join("list.txt");
     std::fs::write(&list, lines.join("\n") + "\n").expect("list");
     let (ndjson, page) = (dir.join("out.ndjson"), dir.join("report.html"));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let out = common::vtbulk()
         .args([
             "enrich",
             "--format",
@@ -119,9 +111,6 @@ async fn a_report_with_hostile_names_renders_them_as_text_validates_and_runs_no_
         .arg("--report")
         .arg(&page)
         .env("VT_API_KEY", "testkey")
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-        .env_remove("VTBULK_API_URL")
-        .stdin(Stdio::null())
         .output()
         .await
         .expect("runs");
@@ -158,7 +147,7 @@ async fn a_report_with_hostile_names_renders_them_as_text_validates_and_runs_no_
 
     // The same page from `vtbulk report` on the NDJSON, with a title of its own.
     let again = dir.join("again.html");
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let out = common::vtbulk()
         .arg("report")
         .arg(&ndjson)
         .arg("-o")

@@ -3,6 +3,9 @@
 //! most the in-flight requests; SIGTERM stops cleanly with exit 130; two processes share one
 //! cache file; a foreign cache file is refused with exit 2 and left untouched.
 
+mod common;
+use common::{root, temp};
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,10 +17,6 @@ use vtbulk_mock::{MockConfig, MockServer};
 /// Workers in flight in these runs: the bound on what a kill can cost.
 const CONCURRENCY: u64 = 4;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
 /// A vt-mock, a fresh directory for `tag`, and the cache file path in it.
 async fn setup(tag: &str) -> (MockServer, PathBuf, PathBuf) {
     let mock = MockServer::start(MockConfig::default())
@@ -26,13 +25,6 @@ async fn setup(tag: &str) -> (MockServer, PathBuf, PathBuf) {
     let dir = temp(tag);
     let cache = dir.join("cache.sqlite3");
     (mock, dir, cache)
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-resume-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
 }
 
 /// 100 unique hashes (85 known, 15 unknown, mixed kinds) plus a few repeats and a junk line.

@@ -4,24 +4,15 @@
 //! once with exit 3 and a line naming the certificate problem, nothing looked up, no retry
 //! and no fallback to plain HTTP.
 
+mod common;
+use common::temp;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use vtbulk_mock::tls::{Flaw, MockTls};
 use vtbulk_mock::{MockConfig, MockServer};
 
 const CANARY: &str = "CANARY-tls-51c2-this-key-must-never-be-shown";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-tls-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// An HTTPS vt-mock whose server certificate has `flaw`; its CA written to `dir/ca.pem`.
 async fn https_mock(flaw: Flaw, dir: &Path) -> (MockServer, PathBuf) {
@@ -50,7 +41,7 @@ fn list(mock: &MockServer, dir: &Path) -> PathBuf {
 }
 
 fn vtbulk(url: &str, input: &Path, extra: &[&str]) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+    let mut cmd = common::vtbulk();
     cmd.args([
         "enrich",
         "--format",
@@ -63,25 +54,7 @@ fn vtbulk(url: &str, input: &Path, extra: &[&str]) -> tokio::process::Command {
     .arg(input)
     .args(["--api-url", url])
     .args(extra)
-    .current_dir(root())
-    .env("VT_API_KEY", CANARY)
-    .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-    .env_remove("VTBULK_API_URL")
-    .env_remove("SSL_CERT_FILE")
-    .env_remove("SSL_CERT_DIR")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    for var in [
-        "HTTPS_PROXY",
-        "https_proxy",
-        "HTTP_PROXY",
-        "http_proxy",
-        "ALL_PROXY",
-        "all_proxy",
-    ] {
-        cmd.env_remove(var);
-    }
+    .env("VT_API_KEY", CANARY);
     cmd
 }
 
@@ -119,13 +92,19 @@ async fn a_corporate_ca_is_trusted_through_ca_cert_or_the_system_store() {
     );
     assert_eq!(ok_records(&out.stdout), 5);
     // `vtbulk config` says what is trusted.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let out = common::vtbulk()
         .args(["config", "--ca-cert", ca_arg])
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .output()
         .await
         .expect("config");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("ca_cert = "));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("ca_cert = "), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "ca_cert = {ca_arg:?} (and the system's trust store)"
+        )),
+        "{shown}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

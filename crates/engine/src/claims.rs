@@ -11,7 +11,6 @@
 //! ([`Before::Busy`]: the worker takes other work and comes back to it); otherwise the lookup
 //! is this process's until it is over. A fleet (`--coordinator`) has Redis's claims instead.
 
-use vtbulk_output::Status;
 use vtbulk_store::{Claim, ClaimKey};
 
 use crate::cache;
@@ -76,11 +75,7 @@ fn decide(shared: &Shared, target: Target<'_>, key: ClaimKey, claim: Claim) -> B
     let Some(record) = record else {
         return Before::Alone;
     };
-    match record.status {
-        Some(Status::Ok) => bump(&shared.counters.ok),
-        _ => bump(&shared.counters.not_found),
-    }
-    bump(&shared.counters.cache_hits);
+    shared.counters.cache_answered(record.status);
     bump(&shared.counters.shared_answers);
     Before::Answered(Box::new(record))
 }

@@ -94,6 +94,16 @@ pub(crate) fn bump_map(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
 }
 
 impl Counters {
+    /// A record the cache answered (at the check before the lookups, or just before one):
+    /// `ok` or `not_found` by its status, and a cache hit.
+    pub(crate) fn cache_answered(&self, status: Option<vtbulk_output::Status>) {
+        match status {
+            Some(vtbulk_output::Status::Ok) => bump(&self.ok),
+            _ => bump(&self.not_found),
+        }
+        bump(&self.cache_hits);
+    }
+
     /// Keeps what reading one input did, for the summary.
     pub(crate) fn record_input(&self, report: vtbulk_ioc::InputReport) {
         self.inputs

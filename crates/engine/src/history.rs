@@ -8,6 +8,7 @@
 //! read (everybody's use), else the ledger's; the projection adds this host's recent pace.
 
 use serde::Serialize;
+use vtbulk_output::rfc3339;
 use vtbulk_quota::{Tier, Window, ledger_windows, window_end, window_id};
 use vtbulk_store::SqliteStore;
 
@@ -62,10 +63,6 @@ pub struct MonthOutlook {
     pub runs_out_at: Option<String>,
     /// When the month ends (RFC 3339).
     pub ends_at: String,
-}
-
-fn rfc3339(secs: i64) -> String {
-    jiff::Timestamp::from_second(secs).map_or_else(|_| secs.to_string(), |t| t.to_string())
 }
 
 fn row(start: i64, spent: u64, allowed: Option<u64>) -> SpendRow {

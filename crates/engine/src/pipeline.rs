@@ -25,7 +25,7 @@ use crate::claims;
 use crate::counters::{Counters, QuotaReport, Summary, bump};
 use crate::decide::{HaltCause, Policy, Tracker};
 use crate::keyquota::{self, KeyQuota, QuotaSettings, QuotaSource};
-use crate::lookup::{Shared, lookup, skipped};
+use crate::lookup::{Shared, lock, lookup, skipped};
 use crate::prepare::{Prepared, prepare};
 use crate::writer::{self, Out};
 
@@ -778,10 +778,6 @@ const CHUNK_RATE: f64 = 50.0;
 /// (a process that holds a claim and is alive but stuck, e.g. sleeping through a quota
 /// window, does not hold this one up for ever).
 const CLAIM_PATIENCE: Duration = Duration::from_secs(120);
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// Entries nobody took: the run stopped before reaching them.
 async fn skip_rest(shared: &Shared, rest: impl Iterator<Item = &u32>, tx: &mpsc::Sender<Out>) {

@@ -242,11 +242,7 @@ async fn check_others(
                     todo.push(index);
                     continue;
                 };
-                match record.status {
-                    Some(Status::Ok) => bump(&counters.ok),
-                    _ => bump(&counters.not_found),
-                }
-                bump(&counters.cache_hits);
+                counters.cache_answered(record.status);
                 bump(&counters.done);
                 records.push(record);
             }
@@ -338,11 +334,7 @@ impl CacheCheck {
                     todo.push(index);
                     continue;
                 };
-                match record.status {
-                    Some(Status::Ok) => bump(&self.counters.ok),
-                    _ => bump(&self.counters.not_found),
-                }
-                bump(&self.counters.cache_hits);
+                self.counters.cache_answered(record.status);
                 bump(&self.counters.done);
                 records.push(record);
             }

@@ -111,10 +111,7 @@ pub(crate) struct Owner {
 impl Owner {
     fn create(dir: &Path) -> std::io::Result<Owner> {
         crate::create_private_dir(dir)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let name = format!("{nanos:x}-{}", std::process::id());
+        let name = crate::segment::unique_name();
         let path = owner_path(dir, &name);
         let lock = crate::create_new_private(&path)?;
         lock.try_lock().map_err(std::io::Error::other)?;
@@ -142,10 +139,7 @@ fn alive(dir: &Path, name: &str) -> bool {
     if name.contains(['/', '\0']) {
         return false;
     }
-    match File::open(owner_path(dir, name)) {
-        Ok(file) => file.try_lock().is_err(),
-        Err(_) => false,
-    }
+    crate::segment::locked(&owner_path(dir, name))
 }
 
 impl SqliteStore {
@@ -235,14 +229,15 @@ impl SqliteStore {
         for log in sealed_logs {
             let _ = std::fs::remove_file(log);
         }
-        let mut hits: Vec<Option<Hit>> = out
-            .iter()
-            .map(|c| match c {
-                Claim::File(hit) => Some(hit.clone()),
-                _ => None,
-            })
-            .collect();
         if !bodies.is_empty() {
+            // Only `--raw` claims read bodies: the hits are copied out for them alone.
+            let mut hits: Vec<Option<Hit>> = out
+                .iter()
+                .map(|c| match c {
+                    Claim::File(hit) => Some(hit.clone()),
+                    _ => None,
+                })
+                .collect();
             self.attach_bodies(&mut hits, bodies);
             for (claim, hit) in out.iter_mut().zip(hits) {
                 if let (Claim::File(_), Some(hit)) = (&claim, hit) {

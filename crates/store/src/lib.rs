@@ -1023,10 +1023,7 @@ impl SqliteStore {
             source,
         };
         create_private_dir(&self.dir).map_err(io)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let name = format!("{nanos:x}-{}", std::process::id());
+        let name = segment::unique_name();
         let mut writer = segment::Writer::create(&self.dir, &name).map_err(io)?;
         self.conn
             .execute("INSERT INTO segments (name) VALUES (?1)", [&name])

@@ -111,6 +111,21 @@ pub(crate) fn bodies_path(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.bodies"))
 }
 
+/// A name no other process makes: the time in nanoseconds and the pid (segments, claim
+/// holders).
+pub(crate) fn unique_name() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{nanos:x}-{}", std::process::id())
+}
+
+/// True while some process holds `path` locked (a live writer's log, a live claim holder's
+/// owner file); a missing file is nobody's.
+pub(crate) fn locked(path: &Path) -> bool {
+    File::open(path).is_ok_and(|f| f.try_lock().is_err())
+}
+
 /// Removes the files of segments never registered (a process killed between creating its
 /// segment and registering it): not in `registered`, their log not locked by a live writer,
 /// and untouched for a minute (a writer locks its log right after creating it). Claim
@@ -131,8 +146,7 @@ pub(crate) fn remove_orphans(dir: &Path, registered: &std::collections::HashSet<
         // A claim holder's lock file left by a process killed before its first claim was
         // written: nobody holds it, and no claim names it.
         if path.extension().is_some_and(|x| x == "owner") {
-            let unheld = File::open(&path).is_ok_and(|f| f.try_lock().is_ok());
-            if unheld && old_enough(&path) {
+            if !locked(&path) && old_enough(&path) {
                 let _ = std::fs::remove_file(&path);
             }
             continue;
@@ -148,11 +162,7 @@ pub(crate) fn remove_orphans(dir: &Path, registered: &std::collections::HashSet<
             continue;
         }
         let log = log_path(dir, name);
-        let writer_gone = match File::open(&log) {
-            Ok(file) => file.try_lock().is_ok(),
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-        };
-        if writer_gone {
+        if !locked(&log) {
             let _ = std::fs::remove_file(&log);
             let _ = std::fs::remove_file(bodies_path(dir, name));
         }

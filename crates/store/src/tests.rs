@@ -645,8 +645,7 @@ fn a_claim_held_by_a_live_process_is_busy_and_its_journaled_answer_reaches_the_o
         assert_eq!(f.sha256, digests(1).0);
         assert_eq!(f.data, None, "no body asked for");
     }
-    // A's answer stays in A's segment for A (still live, not sealed): A's own claims never
-    // import it, B's import did.
+    // B's import left A's segment in place: its writer is alive, so it is not sealed.
     assert_eq!(segment_files(&path, "log"), 1);
     // Y is B's: A is told so.
     assert_eq!(
