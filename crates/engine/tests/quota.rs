@@ -388,7 +388,14 @@ async fn history_splits_spend_across_a_utc_midnight_and_a_month_end() {
     );
     assert_eq!(h.hours[0].allowed, Some(1_000));
     let peak = h.peak_minute.expect("a busiest minute");
-    assert!((30..=60).contains(&peak.spent), "{peak:?}");
+    // Under the paused clock a run's virtual length stretches (a wait on the journal thread
+    // lets tokio jump to its next timer), so the 30 of the evening may fall in two or three
+    // minutes: the busiest has at least a third of them, and never more than the rate allows.
+    assert!((10..=60).contains(&peak.spent), "{peak:?}");
+    assert!(
+        peak.start.starts_with("2026-11-30T23:5") || peak.start.starts_with("2026-12-01T00:0"),
+        "{peak:?}"
+    );
     assert_eq!(peak.allowed, Some(60), "the rate's minute");
     // The month is December's: the mock's live figure for it is the morning's 40.
     assert_eq!(h.month.month, "2026-12");
