@@ -7,7 +7,7 @@ PYTHON  ?= python3
 VENV    := .venv
 MOCK    := target/debug/vt-mock
 
-.PHONY: help demo test lint fmt unit conformance chaos chaos-short bench bench-mock bench-peers bench-criterion build man clean
+.PHONY: help deps demo test lint fmt unit conformance chaos chaos-short bench bench-mock bench-peers bench-criterion build man clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -18,13 +18,16 @@ build: ## build everything (debug)
 demo: ## build, start vt-mock on loopback, look files up, show quotas and stats, stop it
 	@scripts/demo.sh
 
-test: lint unit conformance chaos-short ## every test: lint, Rust tests, vt-py conformance, chaos (short)
+deps: ## what the tests need: Debian packages (apt-get as root), rustfmt, clippy, cargo-deny, every crate
+	@scripts/deps.sh
+
+test: deps lint unit conformance chaos-short ## every test: deps, lint, Rust tests, vt-py conformance, chaos (short)
 	@echo "make test: all green"
 
 lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, bans, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@command -v cargo-deny >/dev/null || $(CARGO) install --locked --quiet cargo-deny
+	@command -v cargo-deny >/dev/null || { echo "cargo-deny is missing: make deps" >&2; exit 1; }
 	$(CARGO) deny --offline --log-level error check --hide-inclusion-graph bans licenses sources
 
 fmt: ## format the code
