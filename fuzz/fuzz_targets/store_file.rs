@@ -3,13 +3,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vtbulk_store::SqliteStore;
+use vtbulk_store::Store;
 
 fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("cache.sqlite3");
     std::fs::write(&path, data).expect("write");
-    if SqliteStore::open(&path).is_err() {
+    if Store::open(&path).is_err() {
         assert_eq!(
             std::fs::read(&path).expect("read"),
             data,

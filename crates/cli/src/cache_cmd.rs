@@ -8,7 +8,7 @@ use std::io::{self, Write};
 use serde_json::json;
 use vtbulk_engine::{CacheSettings, WallClock, stored_attributes};
 use vtbulk_ioc::Hash;
-use vtbulk_store::{Exported, Hit, SqliteStore, Stats};
+use vtbulk_store::{Exported, Hit, Stats, Store};
 
 use vtbulk_output::rfc3339;
 
@@ -60,14 +60,14 @@ fn data_of(body: &[u8]) -> serde_json::Value {
         .unwrap_or_default()
 }
 
-fn open(settings: &CacheSettings) -> Result<SqliteStore, Failure> {
+fn open(settings: &CacheSettings) -> Result<Store, Failure> {
     if !settings.path.exists() {
         return Err(Failure::Cache(format!(
             "no cache at {} yet (it is created by the first `vtbulk enrich`)",
             settings.path.display()
         )));
     }
-    SqliteStore::open(&settings.path).map_err(store_error)
+    Store::open(&settings.path).map_err(store_error)
 }
 
 fn store_error(e: vtbulk_store::StoreError) -> Failure {

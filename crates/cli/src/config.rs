@@ -463,9 +463,11 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         },
         concurrency,
         backoff: BackoffPolicy {
-            base: duration("backoff_base", &layer.backoff_base)?,
-            cap: duration("backoff_cap", &layer.backoff_cap)?,
             max_retries: layer.retries.unwrap_or(5),
+            ..BackoffPolicy::doubling(
+                duration("backoff_base", &layer.backoff_base)?,
+                duration("backoff_cap", &layer.backoff_cap)?,
+            )
         },
         max_rate_limited: duration("max_rate_limited", &layer.max_rate_limited)?,
         cache: cache_settings(layer)?,

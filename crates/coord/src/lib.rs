@@ -243,6 +243,33 @@ return {0, ''}
 /// How long a process counts as alive after it last said so ([`Coordinator::heartbeat`]).
 pub const ALIVE: Duration = Duration::from_secs(5);
 
+/// What the fleet's answers and claims are about: a file by one of its digests (hex), a URL,
+/// domain or IP address by its canonical text. Named `file:<hex>`, `url:<url>`,
+/// `domain:<name>`, `ip:<address>` under the key's prefix in Redis.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// A file, by the digest asked for (lower-case hex).
+    File(String),
+    /// A URL, by its canonical text.
+    Url(String),
+    /// A domain.
+    Domain(String),
+    /// An IP address.
+    Ip(String),
+}
+
+impl std::fmt::Display for Subject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (kind, id) = match self {
+            Subject::File(hex) => ("file", hex),
+            Subject::Url(url) => ("url", url),
+            Subject::Domain(name) => ("domain", name),
+            Subject::Ip(address) => ("ip", address),
+        };
+        write!(f, "{kind}:{id}")
+    }
+}
+
 /// What the fleet has for an IOC (see [`Coordinator::answer_or_claim`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Claim {
@@ -932,8 +959,8 @@ impl Coordinator {
         Ok(())
     }
 
-    /// An answer another process published for `id` (`file:<hex>`, `url:<url>`...), if any.
-    pub async fn answer(&self, id: &str) -> Result<Option<Vec<u8>>, CoordError> {
+    /// An answer another process published for `id`, if any.
+    pub async fn answer(&self, id: &Subject) -> Result<Option<Vec<u8>>, CoordError> {
         let mut con = self.con.clone();
         redis::cmd("GET")
             .arg(format!("{}:answer:{id}", self.prefix))
@@ -946,7 +973,11 @@ impl Coordinator {
     /// for `lease`, or neither (another process is looking it up now). A claim whose holder
     /// has not said it is alive for [`ALIVE`] is taken over: a killed holder blocks no one
     /// longer than that.
-    pub async fn answer_or_claim(&self, id: &str, lease: Duration) -> Result<Claim, CoordError> {
+    pub async fn answer_or_claim(
+        &self,
+        id: &Subject,
+        lease: Duration,
+    ) -> Result<Claim, CoordError> {
         let mut con = self.con.clone();
         let (code, value): (i64, Vec<u8>) = self
             .claim
@@ -969,7 +1000,7 @@ impl Coordinator {
     /// the claims on them.
     pub async fn publish(
         &self,
-        ids: &[String],
+        ids: &[Subject],
         value: &[u8],
         ttl: Duration,
     ) -> Result<(), CoordError> {
@@ -992,7 +1023,7 @@ impl Coordinator {
     }
 
     /// Gives up the claim on `id` (the lookup failed: another process may try).
-    pub async fn release(&self, id: &str) -> Result<(), CoordError> {
+    pub async fn release(&self, id: &Subject) -> Result<(), CoordError> {
         let mut con = self.con.clone();
         redis::cmd("DEL")
             .arg(format!("{}:flight:{id}", self.prefix))

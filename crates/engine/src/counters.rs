@@ -1,10 +1,12 @@
 //! Live counters (read by the progress display while the run goes) and the end-of-run summary.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use serde::Serialize;
+
+use crate::decide::{HaltCause, Throttle};
 
 /// Counters shared by the stages; every field only grows.
 #[derive(Debug, Default)]
@@ -62,7 +64,7 @@ pub struct Counters {
     /// 429s by code.
     pub rate_limited_by_code: Mutex<BTreeMap<String, u64>>,
     /// 429s by what they meant (see [`Summary::rate_limited_by_kind`]).
-    pub rate_limited_by_kind: Mutex<BTreeMap<String, u64>>,
+    pub rate_limited_by_kind: Mutex<HashMap<Throttle, u64>>,
     /// Records that matched `--fail-on`.
     pub fail_on_matches: AtomicU64,
     /// Text fields from VirusTotal cut to `FIELD_CAP` bytes.
@@ -74,7 +76,7 @@ pub struct Counters {
     /// What reading each input did, in order.
     pub inputs: Mutex<Vec<vtbulk_ioc::InputReport>>,
     /// Skipped records by reason.
-    pub skipped_by_reason: Mutex<BTreeMap<String, u64>>,
+    pub skipped_by_reason: Mutex<HashMap<HaltCause, u64>>,
     /// While the run waits for a quota window to reset (`--wait-for-reset`): when, Unix
     /// seconds (0: not waiting).
     pub waiting_until: AtomicI64,
@@ -91,6 +93,26 @@ pub(crate) fn bump_map(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
         .unwrap_or_else(|e| e.into_inner())
         .entry(key.to_owned())
         .or_default() += 1;
+}
+
+/// One more in `map` under `key` (an enum: rendered to its name in the summary).
+pub(crate) fn bump_by<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, u64>>, key: K) {
+    *map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(key)
+        .or_default() += 1;
+}
+
+/// `map` by its keys' names, in name order (what the summary shows).
+fn by_name<K: Copy>(
+    map: &Mutex<HashMap<K, u64>>,
+    name: impl Fn(K) -> String,
+) -> BTreeMap<String, u64> {
+    map.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .map(|(&k, &n)| (name(k), n))
+        .collect()
 }
 
 impl Counters {
@@ -180,11 +202,11 @@ impl Counters {
             errors: get(&self.errors),
             errors_by_code: map(&self.errors_by_code),
             skipped: get(&self.skipped),
-            skipped_by_reason: map(&self.skipped_by_reason),
+            skipped_by_reason: by_name(&self.skipped_by_reason, |c| c.name().into_owned()),
             retries: get(&self.retries),
             rate_limited: get(&self.rate_limited),
             rate_limited_by_code: map(&self.rate_limited_by_code),
-            rate_limited_by_kind: map(&self.rate_limited_by_kind),
+            rate_limited_by_kind: by_name(&self.rate_limited_by_kind, |k| k.name().to_owned()),
             requests,
             elapsed_secs,
             requests_per_sec: if elapsed_secs > 0.0 {

@@ -29,11 +29,9 @@ use std::time::Duration;
 use vtbulk_quota::{BackoffPolicy, Window};
 use vtbulk_vt::{ErrorClass, ErrorKind, RateLimitKind};
 
-use crate::pipeline::Outcome;
-
 /// Why a run stopped taking lookups. Every item not looked up gets a `skipped` record whose
-/// `error_code` is [`HaltCause::name`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `error_code` is [`HaltCause::name`] (the skip reason, counted by it in the summary).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HaltCause {
     /// VirusTotal refused the key (401/403): `stopped_<code>`.
     Refused(ErrorKind),
@@ -56,7 +54,9 @@ impl HaltCause {
     pub fn name(self) -> Cow<'static, str> {
         match self {
             HaltCause::Refused(kind) => Cow::Owned(format!("stopped_{}", kind.code())),
-            HaltCause::Quota(window) => Cow::Borrowed(window.skip_reason()),
+            HaltCause::Quota(Window::Hour) => Cow::Borrowed("quota_hourly"),
+            HaltCause::Quota(Window::Day) => Cow::Borrowed("quota_daily"),
+            HaltCause::Quota(Window::Month) => Cow::Borrowed("quota_monthly"),
             HaltCause::RateLimited => Cow::Borrowed("quota_rate_limited"),
             HaltCause::Unreachable => Cow::Borrowed("api_unreachable"),
             HaltCause::Interrupted => Cow::Borrowed("interrupted"),
@@ -64,23 +64,39 @@ impl HaltCause {
             HaltCause::CoordinatorLost => Cow::Borrowed("coordinator_lost"),
         }
     }
-
-    /// How the run ends.
-    pub fn outcome(self) -> Outcome {
-        match self {
-            HaltCause::Refused(_) => Outcome::AuthFailed,
-            HaltCause::Quota(_) | HaltCause::RateLimited => Outcome::QuotaExhausted,
-            HaltCause::Unreachable => Outcome::Unreachable,
-            HaltCause::Interrupted => Outcome::Interrupted,
-            HaltCause::OutputClosed => Outcome::OutputClosed,
-            HaltCause::CoordinatorLost => Outcome::CoordinatorLost,
-        }
-    }
 }
 
 impl fmt::Display for HaltCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name())
+    }
+}
+
+/// What a 429 meant, as the summary counts them (`rate_limited_by_kind`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Throttle {
+    /// Our books had room: the item was requeued and the margin widened.
+    TimingMiss,
+    /// Repeated in one gate cycle: the gate closed for everyone.
+    Escalated,
+    /// It answered a request sent before the gate closed: waited at the gate.
+    InFlight,
+    /// A window our books knew was spent.
+    BudgetSpent,
+    /// 429s went on too long: the run stopped.
+    GaveUp,
+}
+
+impl Throttle {
+    /// `timing_miss`, `escalated`, `in_flight`, `budget_spent`, `gave_up`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Throttle::TimingMiss => "timing_miss",
+            Throttle::Escalated => "escalated",
+            Throttle::InFlight => "in_flight",
+            Throttle::BudgetSpent => "budget_spent",
+            Throttle::GaveUp => "gave_up",
+        }
     }
 }
 
@@ -109,12 +125,11 @@ impl Policy {
     pub fn new(retry: BackoffPolicy, interval: Option<Duration>, give_up_after: Duration) -> Self {
         Policy {
             retry,
-            gate: BackoffPolicy {
-                // One interval (at least 50 ms) first, doubling to a minute.
-                base: interval.unwrap_or_default().max(Duration::from_millis(50)),
-                cap: Duration::from_secs(60),
-                max_retries: 0,
-            },
+            // One interval (at least 50 ms) first, doubling to a minute.
+            gate: BackoffPolicy::doubling(
+                interval.unwrap_or_default().max(Duration::from_millis(50)),
+                Duration::from_secs(60),
+            ),
             escalate_after: 3,
             give_up_after,
             unreachable_after: 5,
@@ -348,9 +363,8 @@ mod tests {
     fn policy() -> Policy {
         Policy::new(
             BackoffPolicy {
-                base: 100 * MS,
-                cap: 1000 * MS,
                 max_retries: 3,
+                ..BackoffPolicy::doubling(100 * MS, 1000 * MS)
             },
             Some(100 * MS),
             Duration::from_secs(300),
@@ -653,44 +667,24 @@ mod tests {
     }
 
     #[test]
-    fn halt_causes_name_their_skip_reasons_and_outcomes() {
+    fn halt_causes_name_their_skip_reasons() {
         let rows = [
             (
                 HaltCause::Refused(ErrorKind::WrongCredentials),
                 "stopped_WrongCredentialsError",
-                Outcome::AuthFailed,
             ),
-            (
-                HaltCause::Quota(Window::Day),
-                "quota_daily",
-                Outcome::QuotaExhausted,
-            ),
-            (
-                HaltCause::RateLimited,
-                "quota_rate_limited",
-                Outcome::QuotaExhausted,
-            ),
-            (
-                HaltCause::Unreachable,
-                "api_unreachable",
-                Outcome::Unreachable,
-            ),
-            (HaltCause::Interrupted, "interrupted", Outcome::Interrupted),
-            (
-                HaltCause::OutputClosed,
-                "output_closed",
-                Outcome::OutputClosed,
-            ),
-            (
-                HaltCause::CoordinatorLost,
-                "coordinator_lost",
-                Outcome::CoordinatorLost,
-            ),
+            (HaltCause::Quota(Window::Day), "quota_daily"),
+            (HaltCause::RateLimited, "quota_rate_limited"),
+            (HaltCause::Unreachable, "api_unreachable"),
+            (HaltCause::Interrupted, "interrupted"),
+            (HaltCause::OutputClosed, "output_closed"),
+            (HaltCause::CoordinatorLost, "coordinator_lost"),
         ];
-        for (cause, name, outcome) in rows {
+        for (cause, name) in rows {
             assert_eq!(cause.name(), name);
             assert_eq!(cause.to_string(), name);
-            assert_eq!(cause.outcome(), outcome);
         }
+        assert_eq!(HaltCause::Quota(Window::Hour).name(), "quota_hourly");
+        assert_eq!(HaltCause::Quota(Window::Month).name(), "quota_monthly");
     }
 }

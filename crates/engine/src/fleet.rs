@@ -1,174 +1,204 @@
-//! Answers shared by a fleet (`--coordinator`): a lookup another process already made, or is
-//! making now, is not paid twice.
+//! This process's part in a fleet sharing one key through Redis (`--coordinator`): the
+//! fleet's grant for every request, the heartbeat that lists it, and `vtbulk fleet`'s view.
 //!
-//! Before its own request, a worker reads the fleet's answer for the IOC from Redis; if there
-//! is none it claims the lookup (a key with a 30 s expiry, taken over sooner when its holder
-//! stops saying it is alive: a killed holder blocks no one longer than 5 s). A claim held
-//! elsewhere means another process is paying for it now: the worker waits for its answer
-//! (asking every 100 ms), or takes the claim over once it lapses. Every answer
-//! this process gets (found or not) is published for the others: a found file under each of
-//! its three digests, with the record's attributes gzipped (`{"id", "attributes"}`, a few
-//! hundred bytes), for the cache's TTLs (found 7 days, not found 1 day); a process run with
-//! `--raw` adds VirusTotal's whole `data` object, and a process run with `--raw` takes only
-//! answers that have it (else it looks the IOC up itself: its output must hold the whole
-//! object). A record made from a fleet answer is `source=cache`, counted as `fleet_answers`
-//! and as a cache hit.
+//! Every request also takes the fleet's turn (spaced one interval from the last departure of
+//! any process, charged to the fleet's hour/day/month counters) and gives it back the moment
+//! it leaves; at high rates it takes a slot of the process's lease instead. Nothing leaves
+//! without the fleet's grant: when Redis stops answering, requests wait (pauses from one
+//! backoff policy) until it answers again or the grace runs out, and then the run halts as a
+//! whole. The fleet's shared answers (what another process looked up) are `peers`' concern.
 
-use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vtbulk_output::{Record, Source, Status};
-use vtbulk_store::Freshness;
-use vtbulk_vt::models::{FileSummary, ObjectAttributes, ObjectSummary, SummaryAttributes};
+use tokio::time::Instant;
+use vtbulk_coord::{Allowances, Coordinator, Seeds};
+use vtbulk_quota::{BackoffPolicy, Exhausted};
 
-use crate::convert;
-use crate::counters::bump;
-use crate::lookup::{Fleet, Shared, Target};
+use crate::counters::Counters;
+use crate::decide::HaltCause;
+use crate::keyquota::KeyQuota;
+use crate::run::{EngineError, Halt, lock};
+use crate::settings::Settings;
 
-/// How long a claim on a lookup lasts: a holder killed mid-lookup delays the others this much.
-const CLAIM: Duration = Duration::from_secs(30);
+/// The pauses between asks while Redis does not answer: a quarter second, doubling to 5 s.
+const LOST: BackoffPolicy =
+    BackoffPolicy::doubling(Duration::from_millis(250), Duration::from_secs(5));
 
-/// How often a process waiting for another's answer asks for it.
-const POLL: Duration = Duration::from_millis(100);
-
-/// What the fleet had for an IOC before this process's own request.
-pub(crate) enum Before {
-    /// Its answer: the record, no request.
-    Answered(Box<Record>),
-    /// Nobody had it: this process claimed the lookup (to release if it makes no answer).
-    Claimed(String),
-    /// The fleet could not say (Redis failed): look it up alone.
-    Alone,
+/// This process's part in the fleet.
+#[derive(Clone, Debug)]
+pub(crate) struct Fleet {
+    pub(crate) coord: Coordinator,
+    allow: Allowances,
+    seeds: Seeds,
+    /// The fleet's spacing, margin included (zero: no rate to keep): a turn per request, or
+    /// leased slots below [`vtbulk_coord::LEASE_BELOW`] (then the local pacer is off).
+    pub(crate) interval: Duration,
+    /// How long Redis may stay lost before the run stops.
+    grace: Duration,
+    /// Since when Redis has been failing (`None`: it answered last time).
+    lost_since: Arc<Mutex<Option<Instant>>>,
 }
 
-/// The fleet's name for `target`: `file:<hex>`, `url:<url>`, `domain:<name>`, `ip:<ip>`.
-pub(crate) fn id(shared: &Shared, target: Target<'_>) -> String {
-    match target {
-        Target::File(_, entry) => format!("file:{}", entry.hash()),
-        Target::Other(entry) => format!("{}:{}", entry.kind(), shared.others.text(entry)),
+/// What a request holds of the fleet until it leaves: the fleet's turn, or a slot of this
+/// process's lease.
+#[derive(Debug)]
+pub(crate) enum Hold {
+    Turn(vtbulk_coord::Turn),
+    Slot(vtbulk_coord::Slot),
+}
+
+/// A fleet turn or slot to give back: at the request's departure, or (when it never left)
+/// after.
+pub(crate) type HeldTurn = Arc<Mutex<Option<Hold>>>;
+
+/// The fleet's answer to a request's ask.
+pub(crate) enum Granted {
+    /// Go: holding this (nothing to hold when there is no rate to keep).
+    Go(Option<Hold>),
+    /// A window of the fleet's books is spent.
+    Spent(Exhausted),
+    /// The run halted (or Redis stayed lost past the grace, which halts it): no request.
+    Halted,
+}
+
+impl Fleet {
+    /// This process's part: the key's allowances less the reserve (the fleet's counters in
+    /// Redis start from VirusTotal's `used`, read live by this process).
+    pub(crate) fn new(
+        coord: Coordinator,
+        settings: &Settings,
+        quota: Option<&KeyQuota>,
+        interval: Duration,
+    ) -> Fleet {
+        let caps = quota.map_or(settings.scheduler.caps, |q| q.caps);
+        let reserve = settings.scheduler.reserve;
+        let allow = |cap: Option<u64>| cap.map(|c| c.saturating_sub(reserve.of(c)));
+        let used = quota.map(|q| q.used).unwrap_or_default();
+        Fleet {
+            coord,
+            allow: Allowances {
+                hour: allow(caps.hourly),
+                day: allow(caps.daily),
+                month: allow(caps.monthly),
+            },
+            seeds: Seeds {
+                hour: used.hour,
+                day: used.day,
+                month: used.month,
+            },
+            interval,
+            grace: settings.coordinator_grace,
+            lost_since: Arc::default(),
+        }
     }
-}
 
-/// The fleet's answer for `target`, waiting for a lookup another process is making; or the
-/// claim of the lookup for this process.
-pub(crate) async fn before(shared: &Shared, fleet: &Fleet, target: Target<'_>) -> Before {
-    let id = id(shared, target);
-    let deadline = tokio::time::Instant::now() + 2 * CLAIM;
-    loop {
-        match fleet.coord.answer_or_claim(&id, CLAIM).await {
-            Ok(vtbulk_coord::Claim::Answer(value)) => {
-                if let Some(record) = record(shared, target, &value) {
-                    return Before::Answered(Box::new(record));
+    /// The fleet's grant for one request, asked again while Redis does not answer; a stop
+    /// (`woken`) or a halt ends the wait.
+    pub(crate) async fn grant(
+        &self,
+        halt: &Halt,
+        mut woken: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Granted {
+        let mut pauses = LOST.ceilings();
+        loop {
+            let asked = tokio::select! {
+                asked = self.ask() => asked,
+                () = woken.as_mut() => return Granted::Halted,
+            };
+            let error = match asked {
+                Ok(Ok(hold)) => {
+                    lock(&self.lost_since).take();
+                    return Granted::Go(hold);
                 }
-                // Undecodable (another version's): look it up alone.
-                return Before::Alone;
+                Ok(Err((window, resets_at))) => {
+                    return Granted::Spent(Exhausted {
+                        window: window_of(window),
+                        resets_at,
+                    });
+                }
+                Err(e) => e,
+            };
+            // Blind: nothing leaves without the fleet's grant. Ask again (the connection
+            // reconnects itself) until the grace runs out, then stop.
+            let now = Instant::now();
+            let lost = now - *lock(&self.lost_since).get_or_insert(now);
+            if lost >= self.grace {
+                halt.set_because(HaltCause::CoordinatorLost, error);
+                return Granted::Halted;
             }
-            Ok(vtbulk_coord::Claim::Claimed) => return Before::Claimed(id),
-            Ok(vtbulk_coord::Claim::Busy) => {}
-            Err(_) => return Before::Alone,
+            let pause = pauses.next().unwrap_or(LOST.cap);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = woken.as_mut() => return Granted::Halted,
+            }
         }
-        if tokio::time::Instant::now() >= deadline || shared.halt.get().is_some() {
-            return Before::Alone;
-        }
-        tokio::time::sleep(POLL).await;
     }
-}
 
-/// Gives a claim up (its lookup made no answer): another process may try.
-pub(crate) fn release(fleet: &Fleet, id: String) {
-    let coord = fleet.coord.clone();
-    tokio::spawn(async move {
-        let _ = coord.release(&id).await;
-    });
-}
+    /// One ask: a turn or a leased slot to give back at departure, or a charge (`None`), or
+    /// the spent window.
+    async fn ask(
+        &self,
+    ) -> Result<Result<Option<Hold>, (vtbulk_coord::Window, i64)>, vtbulk_coord::CoordError> {
+        let coord = &self.coord;
+        if self.interval.is_zero() {
+            // No rate to keep (`--rate unlimited`): no turn, only the fleet's books.
+            Ok(coord.charge(self.allow, self.seeds).await?.map(|()| None))
+        } else if vtbulk_coord::lease_size(self.interval) > 1 {
+            Ok(coord
+                .acquire_slot(self.interval, self.allow, self.seeds)
+                .await?
+                .map(|slot| Some(Hold::Slot(slot))))
+        } else {
+            Ok(coord
+                .acquire_turn(self.interval, self.allow, self.seeds)
+                .await?
+                .map(|turn| Some(Hold::Turn(turn))))
+        }
+    }
 
-fn gzip(json: &serde_json::Value) -> Vec<u8> {
-    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    let _ = z.write_all(json.to_string().as_bytes());
-    z.finish().unwrap_or_default()
-}
+    /// Gives the hold back, its request having left at `at` (a turn through a task: the
+    /// caller does not wait for Redis; a slot at once, locally).
+    pub(crate) fn give_back(&self, held: &HeldTurn, at: Instant) {
+        match lock(held).take() {
+            Some(Hold::Turn(turn)) => {
+                let (coord, interval) = (self.coord.clone(), self.interval);
+                tokio::spawn(async move {
+                    // A failure leaves the turn to its lease: the fleet waits, it never
+                    // overspends.
+                    let _ = coord.departed(turn, at, interval).await;
+                });
+            }
+            Some(Hold::Slot(slot)) => slot.departed(at),
+            None => {}
+        }
+    }
 
-fn publish(fleet: &Fleet, ids: Vec<String>, value: Vec<u8>, ttl: Duration) {
-    let coord = fleet.coord.clone();
-    tokio::spawn(async move {
-        let _ = coord.publish(&ids, &value, ttl).await;
-    });
-}
-
-fn ttl(found: bool) -> Duration {
-    let f = Freshness::default();
-    Duration::from_secs(if found { f.found_ttl } else { f.not_found_ttl } as u64)
-}
-
-/// Publishes a found file under each of its digests.
-pub(crate) fn publish_file(
-    fleet: &Fleet,
-    file: &FileSummary,
-    digests: impl Iterator<Item = String>,
-) {
-    let value = gzip(&serde_json::json!({
-        "id": file.id,
-        "attributes": file.attributes,
-        "raw": file.raw,
-    }));
-    let ids = digests.map(|hex| format!("file:{hex}")).collect();
-    publish(fleet, ids, value, ttl(true));
-}
-
-/// Publishes a found URL, domain or IP address.
-pub(crate) fn publish_object(fleet: &Fleet, id: String, object: &ObjectSummary) {
-    let value = gzip(&serde_json::json!({"attributes": object.attributes, "raw": object.raw}));
-    publish(fleet, vec![id], value, ttl(true));
-}
-
-/// Publishes a 404.
-pub(crate) fn publish_not_found(fleet: &Fleet, id: String) {
-    publish(fleet, vec![id], b"404".to_vec(), ttl(false));
-}
-
-/// The record of a fleet answer (`None` when it does not decode: looked up instead).
-fn record(shared: &Shared, target: Target<'_>, value: &[u8]) -> Option<Record> {
-    let base = shared.base(target);
-    if value == b"404" {
-        bump(&shared.counters.not_found);
-        bump(&shared.counters.cache_hits);
-        bump(&shared.counters.fleet_answers);
-        return Some(Record {
-            status: Some(Status::NotFound),
-            source: Some(Source::Cache),
-            ..base
+    /// The server handled a request later than its spacing assumed: the fleet's next slot
+    /// moves back by `by` too, not only ours.
+    pub(crate) fn push(&self, seq: i64, by: Duration) {
+        let coord = self.coord.clone();
+        tokio::spawn(async move {
+            let _ = coord.push(seq, by).await;
         });
     }
-    let mut json = Vec::new();
-    flate2::read::GzDecoder::new(value)
-        .read_to_end(&mut json)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
-    // `--raw` wants the whole object: an answer published without it is looked up again.
-    let raw = match &v["raw"] {
-        serde_json::Value::Null if shared.raw => return None,
-        data if shared.raw => {
-            Some(serde_json::value::RawValue::from_string(data.to_string()).ok()?)
-        }
-        _ => None,
-    };
-    let mut record = match target {
-        Target::File(..) => {
-            let attributes: SummaryAttributes =
-                serde_json::from_value(v["attributes"].clone()).ok()?;
-            convert::stored_file(base, v["id"].as_str()?.to_owned(), attributes, raw)
-        }
-        Target::Other(_) => {
-            let attributes: ObjectAttributes =
-                serde_json::from_value(v["attributes"].clone()).ok()?;
-            convert::stored_object(base, attributes, raw)
-        }
-    };
-    record.source = Some(Source::Cache);
-    bump(&shared.counters.ok);
-    bump(&shared.counters.cache_hits);
-    bump(&shared.counters.fleet_answers);
-    Some(record)
+
+    /// A 429 spent nothing: off the fleet's books too.
+    pub(crate) fn refund(&self) {
+        let coord = self.coord.clone();
+        tokio::spawn(async move {
+            let _ = coord.refund().await;
+        });
+    }
+}
+
+/// The quota crate's window for the coordinator's.
+fn window_of(window: vtbulk_coord::Window) -> vtbulk_quota::Window {
+    match window {
+        vtbulk_coord::Window::Hour => vtbulk_quota::Window::Hour,
+        vtbulk_coord::Window::Day => vtbulk_quota::Window::Day,
+        vtbulk_coord::Window::Month => vtbulk_quota::Window::Month,
+    }
 }
 
 /// `vtbulk fleet`: the processes sharing this key through the coordinator, and what the fleet
@@ -183,17 +213,16 @@ pub struct FleetView {
 
 /// Reads the fleet's view (needs `--coordinator`).
 pub async fn fleet_view(
-    settings: &crate::Settings,
+    settings: &Settings,
     client: &vtbulk_vt::Client,
-) -> Result<FleetView, crate::EngineError> {
+) -> Result<FleetView, EngineError> {
     let url = settings.coordinator.as_ref().ok_or_else(|| {
         vtbulk_coord::CoordError::Url(
             "no coordinator: give --coordinator redis://... (or VTBULK_REDIS_URL)".into(),
         )
     })?;
     let coord =
-        vtbulk_coord::Coordinator::connect(url, &client.key_fingerprint(), Duration::from_secs(5))
-            .await?;
+        Coordinator::connect(url, &client.key_fingerprint(), Duration::from_secs(5)).await?;
     Ok(FleetView {
         spent: coord.spent().await?,
         members: coord.members().await?,
@@ -210,32 +239,32 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-/// Says every second that this process is in the fleet, with its requests in all and in the
-/// last minute and its lease (`vtbulk fleet` lists them); the entry lapses 5 s after the last,
-/// and with it the claims this process holds. The first is said before any claim is made.
-pub(crate) async fn spawn_heartbeat(
-    fleet: Fleet,
-    counters: std::sync::Arc<crate::Counters>,
-) -> (tokio::task::JoinHandle<()>, vtbulk_coord::Member) {
-    let unix = || {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    };
-    let me = vtbulk_coord::Member {
-        host: host_name(),
-        pid: std::process::id(),
-        started: unix(),
-        ..vtbulk_coord::Member::default()
-    };
-    let _ = fleet.coord.heartbeat(&me).await;
-    let task = {
-        let mut me = me.clone();
-        tokio::spawn(async move {
+/// The process's membership: a heartbeat task, until [`Membership::leave`].
+pub(crate) struct Membership {
+    task: tokio::task::JoinHandle<()>,
+    me: vtbulk_coord::Member,
+}
+
+impl Membership {
+    /// Says every second that this process is in the fleet, with its requests in all and in
+    /// the last minute and its lease (`vtbulk fleet` lists them); the entry lapses 5 s after
+    /// the last, and with it the claims this process holds. The first is said before any
+    /// claim is made.
+    pub(crate) async fn join(fleet: &Fleet, counters: Arc<Counters>) -> Membership {
+        let me = vtbulk_coord::Member {
+            host: host_name(),
+            pid: std::process::id(),
+            started: unix_now(),
+            ..vtbulk_coord::Member::default()
+        };
+        let _ = fleet.coord.heartbeat(&me).await;
+        let coord = fleet.coord.clone();
+        let mut beat = me.clone();
+        let task = tokio::spawn(async move {
             let mut history = std::collections::VecDeque::new();
             loop {
-                let requests = crate::Counters::get(&counters.requests);
-                let now = tokio::time::Instant::now();
+                let requests = Counters::get(&counters.requests);
+                let now = Instant::now();
                 history.push_back((now, requests));
                 while history
                     .front()
@@ -243,14 +272,27 @@ pub(crate) async fn spawn_heartbeat(
                 {
                     history.pop_front();
                 }
-                me.requests = requests;
-                me.leased = fleet.coord.leased();
-                me.last_minute = requests - history.front().map_or(requests, |&(_, n)| n);
-                me.seen = unix();
-                let _ = fleet.coord.heartbeat(&me).await;
+                beat.requests = requests;
+                beat.leased = coord.leased();
+                beat.last_minute = requests - history.front().map_or(requests, |&(_, n)| n);
+                beat.seen = unix_now();
+                let _ = coord.heartbeat(&beat).await;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-        })
-    };
-    (task, me)
+        });
+        Membership { task, me }
+    }
+
+    /// Leaves the fleet: what is left of a lease goes back to the fleet (and off its books).
+    pub(crate) async fn leave(self, fleet: &Fleet) {
+        self.task.abort();
+        let _ = fleet.coord.end_lease().await;
+        let _ = fleet.coord.leave(&self.me).await;
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -9,8 +9,8 @@
 
 use serde::Serialize;
 use vtbulk_output::rfc3339;
-use vtbulk_quota::{Tier, Window, ledger_windows, window_end, window_id};
-use vtbulk_store::SqliteStore;
+use vtbulk_quota::{LedgerWindow, Tier, Window};
+use vtbulk_store::Store;
 
 /// Spend over a span.
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -77,7 +77,7 @@ fn row(start: i64, spent: u64, allowed: Option<u64>) -> SpendRow {
 /// The history of `key_id` over the `days` UTC days up to `now` (today included), against
 /// `caps` (and `per_minute` for the busiest minute); `month_used` is the month's use so far.
 pub fn build(
-    store: &SqliteStore,
+    store: &Store,
     key_id: &str,
     now: i64,
     days: u32,
@@ -86,28 +86,28 @@ pub fn build(
     month_used: u64,
 ) -> History {
     let days = i64::from(days.max(1));
-    let today = window_id(Window::Day, now);
+    let today = Window::Day.id(now);
     let first_day = today - days + 1;
     let since = first_day * 86_400;
-    let rows = |window: &str, ids: std::ops::RangeInclusive<i64>| {
+    let rows = |window: LedgerWindow, ids: std::ops::RangeInclusive<i64>| {
         store.spent_rows(key_id, window, ids).unwrap_or_default()
     };
-    let by_day: std::collections::BTreeMap<i64, u64> = rows(Window::Day.name(), first_day..=today)
+    let by_day: std::collections::BTreeMap<i64, u64> = rows(LedgerWindow::Day, first_day..=today)
         .into_iter()
         .collect();
     let day_rows: Vec<SpendRow> = (first_day..=today)
         .map(|d| row(d * 86_400, by_day.get(&d).copied().unwrap_or(0), caps.daily))
         .collect();
     let hour_rows: Vec<SpendRow> = rows(
-        Window::Hour.name(),
-        since.div_euclid(3600)..=window_id(Window::Hour, now),
+        LedgerWindow::Hour,
+        since.div_euclid(3600)..=Window::Hour.id(now),
     )
     .into_iter()
     .filter(|&(_, spent)| spent > 0)
     .map(|(h, spent)| row(h * 3600, spent, caps.hourly))
     .collect();
     let peak_minute = rows(
-        ledger_windows::MINUTE,
+        LedgerWindow::Minute,
         since.div_euclid(60)..=now.div_euclid(60),
     )
     .into_iter()
@@ -122,7 +122,7 @@ pub fn build(
     let spent: u64 = by_day.values().sum();
     let elapsed_days = ((now - since) as f64 / 86_400.0).max(1.0 / 24.0);
     let per_day = spent as f64 / elapsed_days;
-    let ends = window_end(Window::Month, now);
+    let ends = Window::Month.end(now);
     let projected = month_used + (per_day * (ends - now) as f64 / 86_400.0).round() as u64;
     let runs_out_at = caps.monthly.and_then(|allowed| {
         if month_used >= allowed {

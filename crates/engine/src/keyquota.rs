@@ -7,10 +7,8 @@
 //! `enrich`, `plan` and `quota` all read the key's budget here, so they agree.
 
 use serde::Serialize;
-use vtbulk_quota::{
-    SchedulerConfig, Tier, Usage, WallClock, Window, effective_rate, ledger_windows, window_id,
-};
-use vtbulk_store::{SqliteStore, Store};
+use vtbulk_quota::{LedgerWindow, SchedulerConfig, Tier, Usage, WallClock, Window, effective_rate};
+use vtbulk_store::Store;
 use vtbulk_vt::models::quota_names;
 use vtbulk_vt::{Client, ErrorClass};
 
@@ -71,16 +69,6 @@ impl KeyQuota {
     }
 }
 
-/// How a run reads the key's budget and meets its end.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct QuotaSettings {
-    /// Do not ask VirusTotal (`--offline-quota`): the tier's profile minus the ledger.
-    pub offline: bool,
-    /// When a window runs out, sleep until it resets and carry on (`--wait-for-reset`)
-    /// instead of stopping with the rest `skipped`.
-    pub wait_for_reset: bool,
-}
-
 /// The request quotas of a user object: allowances (missing ones from `profile`) and spend
 /// at `now`; `None` when it shows none (not the key's own user, or an unusual account).
 pub fn from_user(
@@ -119,16 +107,16 @@ pub fn from_user(
 pub struct Refused(pub vtbulk_vt::Error);
 
 /// Our spend in the windows containing `now`, per the ledger (0 without one).
-pub fn ledger_usage(store: Option<&mut SqliteStore>, key_id: &str, now: i64) -> Usage {
+pub fn ledger_usage(store: Option<&mut Store>, key_id: &str, now: i64) -> Usage {
     let mut usage = Usage {
         at: now,
         ..Usage::default()
     };
     if let Some(store) = store {
         for window in Window::ALL {
-            let id = window_id(window, now);
+            let id = window.id(now);
             let (spent, _) = store
-                .spent(key_id, window.name(), id..=id)
+                .spent(key_id, window.into(), id..=id)
                 .unwrap_or_default();
             match window {
                 Window::Hour => usage.hour = spent,
@@ -142,14 +130,10 @@ pub fn ledger_usage(store: Option<&mut SqliteStore>, key_id: &str, now: i64) -> 
 
 /// Our requests in the last 60 s, per the ledger's one-second buckets, and when the oldest
 /// of them leaves the sliding minute (Unix seconds).
-pub fn ledger_minute(
-    store: Option<&mut SqliteStore>,
-    key_id: &str,
-    now: i64,
-) -> (u64, Option<i64>) {
+pub fn ledger_minute(store: Option<&mut Store>, key_id: &str, now: i64) -> (u64, Option<i64>) {
     let Some(store) = store else { return (0, None) };
     let (used, oldest) = store
-        .spent(key_id, ledger_windows::SECOND, now - 59..=now)
+        .spent(key_id, LedgerWindow::Second, now - 59..=now)
         .unwrap_or_default();
     (used, oldest.map(|s| s + 60))
 }
@@ -160,13 +144,13 @@ pub async fn read(
     client: &Client,
     profile: Tier,
     offline: bool,
-    store: Option<&mut SqliteStore>,
+    store: Option<&mut Store>,
     clock: WallClock,
 ) -> Result<KeyQuota, Refused> {
     let key_id = client.key_fingerprint();
     let departure = std::sync::Arc::new(std::sync::OnceLock::new());
     let mut handled_by = None;
-    let fallback = |store: Option<&mut SqliteStore>, source, note, handled_by| KeyQuota {
+    let fallback = |store: Option<&mut Store>, source, note, handled_by| KeyQuota {
         caps: profile,
         used: ledger_usage(store, &key_id, clock.now()),
         source,

@@ -19,35 +19,40 @@
 #![deny(missing_docs)]
 
 pub mod annotate;
+mod budget;
 mod cache;
-mod claims;
 mod convert;
 mod counters;
 pub mod decide;
+mod entries;
 mod fleet;
 mod history;
+mod journal;
 mod keyquota;
 mod lookup;
 mod packed;
+mod peers;
 mod pipeline;
 mod plan;
 mod prepare;
 mod probe;
+mod run;
+mod settings;
+mod workers;
 mod writer;
 
-pub use cache::{CacheSettings, stored_attributes};
+pub use cache::stored_attributes;
 pub use counters::{Counters, QuotaReport, StopReport, Summary};
 pub use decide::HaltCause;
 pub use fleet::{FleetView, fleet_view};
 pub use history::{History, MonthOutlook, SpendRow};
-pub use keyquota::{
-    KeyQuota, QuotaSettings, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339,
-};
-pub use lookup::SubmitPolicy;
-pub use pipeline::{
-    Concurrency, EngineError, InputHook, KeyReload, Outcome, Settings, StopHandle, run,
-};
+pub use keyquota::{KeyQuota, QuotaSource, Refused, ledger_minute, ledger_usage, rfc3339};
+pub use pipeline::run;
 pub use plan::{Plan, QuotaRow, QuotaView, plan, quota_view};
 pub use probe::{ProbeReport, ProbeSettings, ProbeStep, probe, run_probe};
+pub use run::{EngineError, Outcome, StopHandle};
+pub use settings::{
+    CacheSettings, Concurrency, InputHook, KeyReload, QuotaSettings, Settings, SubmitPolicy,
+};
 pub use vtbulk_quota::WallClock;
 pub use vtbulk_store::Freshness;

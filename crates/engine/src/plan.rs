@@ -9,13 +9,15 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use vtbulk_quota::{Scheduler, Tier, Window, WindowBudget, window_end};
+use vtbulk_quota::{Scheduler, Tier, Window, WindowBudget};
 use vtbulk_vt::Client;
 
 use crate::counters::Counters;
+use crate::entries::Target;
 use crate::keyquota;
-use crate::pipeline::{EngineError, Settings};
 use crate::prepare::{Prepared, prepare};
+use crate::run::EngineError;
+use crate::settings::Settings;
 
 /// How far ahead the finish is searched for (10 years of hours).
 const HORIZON_HOURS: i64 = 24 * 3660;
@@ -76,22 +78,22 @@ pub struct Plan {
 pub async fn plan(settings: &Settings, client: &Client) -> Result<Plan, EngineError> {
     let counters = Arc::new(Counters::default());
     let Prepared {
-        seen,
-        others,
+        work,
         todo,
         mut store,
         ..
     } = prepare(settings, &counters, None).await?;
     let urls_to_query = todo
         .iter()
-        .filter_map(|&i| others.entries().get((i as usize).checked_sub(seen.len())?))
-        .filter(|e| e.kind() == vtbulk_ioc::Kind::Url)
+        .filter(|&&i| {
+            matches!(work.target(i as usize), Target::Other(e) if e.kind() == vtbulk_ioc::Kind::Url)
+        })
         .count() as u64;
     let submission_requests_max = settings
         .submit_urls
         .map_or(0, |p| urls_to_query * (p.max_requests() - 1));
     let fresh = Counters::get(&counters.cache_hits);
-    let unique = (seen.len() + others.len()) as u64;
+    let unique = work.len() as u64;
     let already_seen = Counters::get(&counters.already_seen);
     let to_query = unique - fresh - already_seen;
     let clock = settings.scheduler.clock;
@@ -318,7 +320,7 @@ fn finish(
         return Some(t);
     }
     for _ in 0..HORIZON_HOURS {
-        let hour_end = window_end(Window::Hour, t as i64) as f64;
+        let hour_end = Window::Hour.end(t as i64) as f64;
         let by_rate = per_second.map_or(f64::INFINITY, |r| r * (hour_end - t));
         let take = left
             .min(hour_left)
@@ -334,10 +336,10 @@ fn finish(
         // The next hour, and the windows it starts.
         let next = hour_end;
         hour_left = full(Window::Hour);
-        if window_end(Window::Day, t as i64) as f64 <= next {
+        if Window::Day.end(t as i64) as f64 <= next {
             day_left = full(Window::Day);
         }
-        if window_end(Window::Month, t as i64) as f64 <= next {
+        if Window::Month.end(t as i64) as f64 <= next {
             month_left = full(Window::Month);
         }
         t = next;

@@ -8,18 +8,21 @@
 //! big list is bound by reading the store); fresh hits become records in batches, and the
 //! rest, in input order, is what the workers take.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
 use vtbulk_ioc::reader;
-use vtbulk_ioc::{Item, Named, Names, Seen, Unique};
+use vtbulk_ioc::{Item, Names, Seen};
 use vtbulk_output::{Record, Status};
-use vtbulk_store::{SqliteStore, Store, StoreError};
+use vtbulk_store::{Store, StoreError};
 
-use crate::cache::{self, CacheSettings};
+use crate::cache;
 use crate::counters::{Counters, bump};
-use crate::pipeline::{EngineError, Settings};
+use crate::entries::{Work, file_base, other_base};
+use crate::run::EngineError;
+use crate::settings::{CacheSettings, Settings};
 use crate::writer::Out;
 
 /// Hashes handed to the dedup set at once (see `Seen::insert_batch`).
@@ -27,20 +30,15 @@ const DEDUP_BATCH: usize = 256;
 
 /// The inputs read and deduplicated, the cache checked.
 pub(crate) struct Prepared {
-    /// Every unique hash, in first-seen order.
-    pub(crate) seen: Arc<Seen>,
-    /// Every unique URL, domain and IP address, in first-seen order.
-    pub(crate) others: Arc<Names>,
-    /// Entries left to look up, in input order: an index below `seen.len()` is a hash,
-    /// one above it is `others[index - seen.len()]`.
+    /// The unique entries and the inputs' names.
+    pub(crate) work: Work,
+    /// Entries left to look up, in input order (the work list's numbering: hashes first).
     pub(crate) todo: Vec<u32>,
     /// The store, when the cache is on.
-    pub(crate) store: Option<SqliteStore>,
-    /// The inputs' display names (`stdin` for `-`).
-    pub(crate) names: Vec<String>,
+    pub(crate) store: Option<Store>,
     /// URLs submitted by an earlier run whose analysis may still be going (URL -> analysis
     /// id), with `--submit-unknown-urls` and the cache.
-    pub(crate) pending: std::collections::HashMap<String, String>,
+    pub(crate) pending: HashMap<String, String>,
 }
 
 /// Opens the inputs and the store, reads, dedups and checks the cache. Invalid values and
@@ -50,8 +48,7 @@ pub(crate) async fn prepare(
     counters: &Arc<Counters>,
     out: Option<&mpsc::Sender<Out>>,
 ) -> Result<Prepared, EngineError> {
-    let inputs = input_paths(settings);
-    let opened = open_all(&inputs)?;
+    let opened = open_all(&settings.input_paths())?;
     // The cache too: a foreign or damaged file stops the run before anything is spent.
     let store = settings.cache.as_ref().map(cache::open).transpose()?;
     let invalid = out.cloned();
@@ -61,44 +58,22 @@ pub(crate) async fn prepare(
             let _ = tx.blocking_send(Out::One(r));
         }
     });
-    let (seen, others, names) = match read.await {
-        Ok(result) => {
-            let (seen, others, names) = result?;
-            (Arc::new(seen), Arc::new(others), names)
-        }
-        Err(join) => {
-            return Err(EngineError::Input {
-                name: "input".into(),
-                source: std::io::Error::other(join.to_string()),
-            });
-        }
+    let (seen, others, names) = read.await.map_err(|join| EngineError::Input {
+        name: "input".into(),
+        source: std::io::Error::other(join.to_string()),
+    })??;
+    let work = Work {
+        seen: Arc::new(seen),
+        others: Arc::new(others),
+        names,
     };
-    let (mut todo, store) = match (store, &settings.cache) {
-        (Some(store), Some(cache)) if !cache.refresh => {
-            check_cache(settings, cache, store, &seen, &names, counters, out).await?
+    let checking = settings.cache.as_ref().filter(|c| !c.refresh);
+    let (todo, store) = match (store, checking) {
+        (Some(store), Some(cache)) => {
+            check_all(settings, cache, store, &work, counters, out).await?
         }
-        (store, _) => ((0..seen.len() as u32).collect(), store),
+        (store, _) => ((0..work.len() as u32).collect(), store),
     };
-    let (todo_others, store) = match (store, &settings.cache) {
-        (Some(store), Some(cache)) if !cache.refresh && !others.is_empty() => {
-            check_others(
-                settings,
-                cache,
-                store,
-                &others,
-                seen.len(),
-                &names,
-                counters,
-                out,
-            )
-            .await?
-        }
-        (store, _) => (
-            (0..others.len()).map(|i| (seen.len() + i) as u32).collect(),
-            store,
-        ),
-    };
-    todo.extend(todo_others);
     let pending = match (&store, &settings.cache, settings.submit_urls) {
         (Some(store), Some(cache), Some(policy)) => {
             let since = cache.clock.now() - policy.wait.as_secs() as i64 - 3600;
@@ -108,16 +83,64 @@ pub(crate) async fn prepare(
                 .map(|(url, analysis, _)| (url, analysis))
                 .collect()
         }
-        _ => Default::default(),
+        _ => HashMap::new(),
     };
     Ok(Prepared {
-        pending,
-        seen,
-        others,
+        work,
         todo,
         store,
-        names,
+        pending,
     })
+}
+
+/// The cache check of every entry: hashes, then URLs, domains and IP addresses; returns
+/// what is left to look up, in input order, and the store.
+async fn check_all(
+    settings: &Settings,
+    cache: &CacheSettings,
+    store: Store,
+    work: &Work,
+    counters: &Arc<Counters>,
+    out: Option<&mpsc::Sender<Out>>,
+) -> Result<(Vec<u32>, Option<Store>), EngineError> {
+    let (mut todo, store) = check_cache(
+        settings,
+        cache,
+        store,
+        &work.seen,
+        &work.names,
+        counters,
+        out,
+    )
+    .await?;
+    let offset = work.seen.len();
+    let (others, store) = match store {
+        Some(store) if !work.others.is_empty() => {
+            let check = OthersCheck {
+                others: work.others.clone(),
+                offset,
+                names: work.names.clone(),
+                counters: counters.clone(),
+                tx: out.cloned(),
+                freshness: cache.freshness,
+                now: cache.clock.now(),
+                raw: settings.raw,
+                only_new: settings.only_new,
+            };
+            let (todo, store) = tokio::task::spawn_blocking(move || check.run(store))
+                .await
+                .map_err(EngineError::task)??;
+            (todo, Some(store))
+        }
+        store => (
+            (0..work.others.len())
+                .map(|i| (offset + i) as u32)
+                .collect(),
+            store,
+        ),
+    };
+    todo.extend(others);
+    Ok((todo, store))
 }
 
 /// Fresh answers from the cache become records now (in hash order); the rest is to look up,
@@ -125,12 +148,12 @@ pub(crate) async fn prepare(
 async fn check_cache(
     settings: &Settings,
     cache_settings: &CacheSettings,
-    store: SqliteStore,
+    store: Store,
     seen: &Arc<Seen>,
     names: &[String],
     counters: &Arc<Counters>,
     out: Option<&mpsc::Sender<Out>>,
-) -> Result<(Vec<u32>, Option<SqliteStore>), EngineError> {
+) -> Result<(Vec<u32>, Option<Store>), EngineError> {
     // Large inputs are checked by two threads, each with its own connection (WAL readers do
     // not block each other), on two halves of the key range.
     let parts = if seen.len() >= 4 * cache::CHECK_BATCH {
@@ -182,7 +205,7 @@ async fn check_cache(
                 failed.get_or_insert(EngineError::from(e));
             }
             Err(join) => {
-                failed.get_or_insert(EngineError::Output(std::io::Error::other(join.to_string())));
+                failed.get_or_insert(EngineError::task(join));
             }
         }
     }
@@ -194,96 +217,59 @@ async fn check_cache(
     Ok((todo, kept))
 }
 
-/// Fresh answers from the cache for URLs, domains and IP addresses become records now; the
-/// indices (after the hashes') of the rest are returned, in input order. One thread: they
-/// are a small share of a run.
-#[allow(clippy::too_many_arguments)]
-async fn check_others(
-    settings: &Settings,
-    cache_settings: &CacheSettings,
-    mut store: SqliteStore,
-    others: &Arc<Names>,
+/// The cache check of the URLs, domains and IP addresses: fresh answers become records
+/// now; the indices (after the hashes') of the rest are returned, in input order. One
+/// thread: they are a small share of a run.
+struct OthersCheck {
+    others: Arc<Names>,
+    /// Their first index in the work list (the number of hashes).
     offset: usize,
-    names: &[String],
-    counters: &Arc<Counters>,
-    out: Option<&mpsc::Sender<Out>>,
-) -> Result<(Vec<u32>, Option<SqliteStore>), EngineError> {
-    let (others, names, counters, tx) = (
-        others.clone(),
-        names.to_vec(),
-        counters.clone(),
-        out.cloned(),
-    );
-    let (freshness, now) = (cache_settings.freshness, cache_settings.clock.now());
-    let (raw, only_new) = (settings.raw, settings.only_new);
-    let checked = tokio::task::spawn_blocking(move || -> Result<_, StoreError> {
+    names: Vec<String>,
+    counters: Arc<Counters>,
+    tx: Option<mpsc::Sender<Out>>,
+    freshness: vtbulk_store::Freshness,
+    now: i64,
+    raw: bool,
+    only_new: bool,
+}
+
+impl OthersCheck {
+    fn run(self, mut store: Store) -> Result<(Vec<u32>, Store), StoreError> {
         let mut todo = Vec::new();
-        let entries = others.entries();
+        let entries = self.others.entries();
         for (chunk_no, chunk) in entries.chunks(cache::CHECK_BATCH).enumerate() {
             let keys: Vec<(u8, &str)> = chunk
                 .iter()
-                .map(|e| (e.kind().code(), others.text(e)))
+                .map(|e| (e.kind().code(), self.others.text(e)))
                 .collect();
-            let hits = store.get_objects(&keys, raw)?;
+            let hits = store.get_objects(&keys, self.raw)?;
             let mut records = Vec::new();
             for (i, (entry, hit)) in chunk.iter().zip(hits).enumerate() {
-                let index = (offset + chunk_no * cache::CHECK_BATCH + i) as u32;
-                if only_new && hit.is_some() {
-                    bump(&counters.already_seen);
-                    bump(&counters.done);
+                let index = (self.offset + chunk_no * cache::CHECK_BATCH + i) as u32;
+                if self.only_new && hit.is_some() {
+                    bump(&self.counters.already_seen);
+                    bump(&self.counters.done);
                     continue;
                 }
                 let record = hit
-                    .filter(|h| freshness.is_fresh_object(h, now))
+                    .filter(|h| self.freshness.is_fresh_object(h, self.now))
                     .and_then(|h| {
-                        cache::object_hit_record(other_base(&names, &others, entry), h, raw)
+                        let base = other_base(&self.names, &self.others, entry);
+                        cache::object_hit_record(base, h, self.raw)
                     });
                 let Some(record) = record else {
                     todo.push(index);
                     continue;
                 };
-                counters.cache_answered(record.status);
-                bump(&counters.done);
+                self.counters.cache_answered(record.status);
+                bump(&self.counters.done);
                 records.push(record);
             }
-            if let (Some(tx), false) = (&tx, records.is_empty()) {
+            if let (Some(tx), false) = (&self.tx, records.is_empty()) {
                 let _ = tx.blocking_send(Out::Many(records));
             }
         }
         Ok((todo, store))
-    })
-    .await
-    .map_err(|join| EngineError::Output(std::io::Error::other(join.to_string())))?;
-    let (todo, store) = checked?;
-    Ok((todo, Some(store)))
-}
-
-/// `name:line` of an origin.
-pub(crate) fn origin_text(names: &[String], origin: vtbulk_ioc::Origin) -> String {
-    let name = names.get(origin.input as usize).map_or("?", String::as_str);
-    format!("{name}:{}", origin.line)
-}
-
-/// The record every outcome of a URL, domain or IP address starts from.
-pub(crate) fn other_base(names: &[String], others: &Names, entry: &Named) -> Record {
-    Record {
-        input: others.text(entry).to_owned(),
-        ioc_kind: Some(entry.kind()),
-        occurrences: entry.count,
-        first_origin: origin_text(names, entry.first()),
-        ..Record::default()
-    }
-}
-
-/// The record every outcome of `entry` starts from.
-pub(crate) fn base(names: &[String], entry: &Unique) -> Record {
-    let hash = entry.hash();
-    Record {
-        input: hash.to_string(),
-        kind: Some(hash.kind()),
-        occurrences: entry.count,
-        first_origin: origin_text(names, entry.first()),
-        ..Record::default()
     }
 }
 
@@ -305,11 +291,7 @@ impl CacheCheck {
     /// Checks the entries `order[range]` (sort keys and entry indices, in hash order, so the
     /// store's B-trees are swept, not jumped about): fresh hits are written as records; the
     /// indices of the rest are returned, to look up.
-    fn run(
-        self,
-        mut store: SqliteStore,
-        order: &[(u32, u32)],
-    ) -> Result<(Vec<u32>, SqliteStore), StoreError> {
+    fn run(self, mut store: Store, order: &[(u32, u32)]) -> Result<(Vec<u32>, Store), StoreError> {
         let mut todo = Vec::new();
         let entries = self.seen.entries();
         for chunk in order.chunks(cache::CHECK_BATCH) {
@@ -329,7 +311,7 @@ impl CacheCheck {
                 }
                 let record = hit
                     .filter(|h| self.freshness.is_fresh(h, self.now))
-                    .and_then(|h| cache::hit_record(base(&self.names, entry), h, self.raw));
+                    .and_then(|h| cache::hit_record(file_base(&self.names, entry), h, self.raw));
                 let Some(record) = record else {
                     todo.push(index);
                     continue;
@@ -361,15 +343,6 @@ fn check_order(seen: &Seen) -> Vec<(u32, u32)> {
         .collect();
     order.sort_unstable();
     order
-}
-
-/// The inputs as given (none: stdin).
-fn input_paths(settings: &Settings) -> Vec<String> {
-    if settings.inputs.is_empty() {
-        vec!["-".to_owned()]
-    } else {
-        settings.inputs.clone()
-    }
 }
 
 /// Opens every input first, so a missing file fails the run before anything is spent.

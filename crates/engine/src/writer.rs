@@ -14,9 +14,8 @@ use tokio::sync::mpsc;
 use vtbulk_output::{FailOn, Record, Sink};
 
 use crate::counters::{Counters, bump};
-
 use crate::decide::HaltCause;
-use crate::pipeline::Halt;
+use crate::run::Halt;
 
 /// Records waiting for the writer, at most.
 const QUEUE: usize = 1024;

@@ -61,11 +61,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
         raw: false,
         scheduler: SchedulerConfig::default(),
         concurrency: Concurrency::Fixed(1),
-        backoff: BackoffPolicy {
-            base: Duration::from_millis(1),
-            cap: Duration::from_millis(2),
-            max_retries: 0,
-        },
+        backoff: BackoffPolicy::doubling(Duration::from_millis(1), Duration::from_millis(2)),
         max_rate_limited: Duration::from_secs(300),
         cache: Some(CacheSettings {
             path: cache.to_owned(),

@@ -10,14 +10,8 @@ use vtbulk_ioc::{Hash, Item, Seen};
 /// probability `repeat` (0.1: nine in ten unique, the worst case; 0.9: a nightly EDR export).
 fn mixed_lines(n: u64, repeat: f64) -> Vec<u8> {
     let mut out = Vec::with_capacity(n as usize * 48);
-    let mut state = 0x1234_5678_u64;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut rng = vtbulk_rng::Rng::new(0x1234_5678);
+    let mut next = || rng.next_u64();
     for i in 0..n {
         let roll = (next() % 1000) as f64 / 1000.0;
         let seed = if i > 0 && roll < repeat {

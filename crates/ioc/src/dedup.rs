@@ -109,10 +109,7 @@ fn fingerprint(h: &Hash) -> u32 {
         HashKind::Sha1 => 2,
         HashKind::Sha256 => 3,
     };
-    let mut z = u64::from_le_bytes(head) ^ kind;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    (z ^ (z >> 31)) as u32
+    vtbulk_rng::mix64(u64::from_le_bytes(head) ^ kind) as u32
 }
 
 /// The home slot of a fingerprint in a table of `len` (a power of two, at most 2^32) slots:

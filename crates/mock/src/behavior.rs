@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::rng::{Rng, seed_of};
+use vtbulk_rng::{Rng, seed_of};
 
 /// How long each API answer is held back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]

@@ -10,8 +10,8 @@ use std::io::{self, Write};
 use serde::Serialize;
 use vtbulk_ioc::{Hash, HashKind};
 
-use crate::rng::{Rng, seed_of};
 use crate::universe::Universe;
+use vtbulk_rng::{Rng, seed_of};
 
 /// What to generate.
 #[derive(Clone, Debug)]

@@ -15,7 +15,6 @@ pub mod clock;
 pub mod generate;
 pub mod objects;
 pub mod quota;
-mod rng;
 mod server;
 pub mod stats;
 pub mod tls;

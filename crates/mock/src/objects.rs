@@ -14,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::rng::{Rng, seed_of};
+use vtbulk_rng::{Rng, seed_of};
 
 /// The kinds of object served here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

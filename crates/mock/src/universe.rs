@@ -17,7 +17,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use vtbulk_ioc::{Hash, HashKind};
 
-use crate::rng::{Rng, mix64, seed_of};
+use vtbulk_rng::{Rng, mix64, seed_of};
 
 /// The three digests of one file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,15 +1,19 @@
-//! Retry delays and gate pauses: capped exponential backoff with jitter.
+//! Every pause of a run: capped exponential backoff, with or without jitter.
 //!
-//! Attempt n (0-based) waits a uniform random time in `[0, min(cap, base * 2^n)]` ("full
-//! jitter", [`BackoffPolicy::delay`]): retries of many workers spread out instead of
-//! colliding. The iterator ends after `max_retries` delays, which is how callers know to give
-//! up. A pause of everyone (the 429 gate, [`BackoffPolicy::pause`]) uses "equal jitter",
-//! `[c/2, c]`: it must really slow the key down, so it never draws near zero. The random unit
-//! comes from [`unit`], seeded, so a schedule is tested by computing it, not by sleeping.
+//! The ceiling of pause n (0-based) is `min(cap, base * g^n)`, g the policy's growth (doubling
+//! by default; half again for the polls of a submitted URL's analysis). Retries wait a uniform
+//! random time in `[0, ceiling]` ("full jitter", [`BackoffPolicy::delay`]): retries of many
+//! workers spread out instead of colliding; the iterator ends after `max_retries` delays,
+//! which is how callers know to give up. A pause of everyone (the 429 gate,
+//! [`BackoffPolicy::pause`]) uses "equal jitter", `[c/2, c]`: it must really slow the key
+//! down, so it never draws near zero. Waits for something another party does (a lookup
+//! another process holds, a lost coordinator, an analysis) take the ceilings themselves
+//! ([`BackoffPolicy::ceilings`]). The random unit comes from [`unit`], seeded, so a schedule
+//! is tested by computing it, not by sleeping.
 
 use std::time::Duration;
 
-/// How retries are spaced and how many there are.
+/// How pauses grow, and how many retries there are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BackoffPolicy {
     /// The ceiling of the first delay.
@@ -18,6 +22,9 @@ pub struct BackoffPolicy {
     pub cap: Duration,
     /// Retries after the first attempt.
     pub max_retries: u32,
+    /// Each ceiling over the one before, in percent: 200 doubles, 150 adds half again.
+    /// Integer, so that ceilings are exact (15 s, 22.5 s, 33.75 s).
+    pub growth_percent: u32,
 }
 
 impl Default for BackoffPolicy {
@@ -26,24 +33,52 @@ impl Default for BackoffPolicy {
             base: Duration::from_millis(500),
             cap: Duration::from_secs(30),
             max_retries: 5,
+            growth_percent: 200,
         }
     }
 }
 
 impl BackoffPolicy {
+    /// From `base`, doubling, up to `cap`, with no retries (a policy for pauses).
+    pub const fn doubling(base: Duration, cap: Duration) -> BackoffPolicy {
+        BackoffPolicy {
+            base,
+            cap,
+            max_retries: 0,
+            growth_percent: 200,
+        }
+    }
+
+    /// The ceilings in turn, without end and without jitter: the pauses of a wait for
+    /// something outside the run's hands.
+    pub fn ceilings(&self) -> impl Iterator<Item = Duration> + use<> {
+        let policy = *self;
+        (0u32..).map(move |n| policy.ceiling(n))
+    }
+
     /// The delays before each retry, drawn from `seed`.
     pub fn iter(&self, seed: u64) -> Backoff {
         Backoff {
             policy: *self,
             attempt: 0,
-            state: seed ^ 0x2545_f491_4f6c_dd1d,
+            rng: vtbulk_rng::Rng::new(seed ^ 0x2545_f491_4f6c_dd1d),
         }
     }
 
     /// The ceiling of the delay before retry `attempt` (0-based).
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.min(31));
-        self.base.saturating_mul(factor).min(self.cap)
+        let (cap, growth) = (
+            self.cap.as_nanos(),
+            u128::from(self.growth_percent.max(100)),
+        );
+        let mut ceiling = self.base.as_nanos().min(cap);
+        for _ in 0..attempt {
+            if ceiling >= cap || growth == 100 {
+                break;
+            }
+            ceiling = (ceiling * growth / 100).min(cap);
+        }
+        Duration::from_nanos(u64::try_from(ceiling).unwrap_or(u64::MAX))
     }
 
     /// The delay before retry `attempt` for a random `unit` in `[0, 1)`: full jitter.
@@ -58,29 +93,14 @@ impl BackoffPolicy {
     }
 }
 
-/// A uniform number in `[0, 1)` from `seed` (SplitMix64's output function): enough randomness
-/// for jitter, the same for the same seed.
-pub fn unit(seed: u64) -> f64 {
-    let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-}
+pub use vtbulk_rng::unit;
 
 /// The delays of one item's retries.
 #[derive(Clone, Debug)]
 pub struct Backoff {
     policy: BackoffPolicy,
     attempt: u32,
-    state: u64,
-}
-
-impl Backoff {
-    fn next_unit(&mut self) -> f64 {
-        let u = unit(self.state);
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        u
-    }
+    rng: vtbulk_rng::Rng,
 }
 
 impl Iterator for Backoff {
@@ -90,7 +110,7 @@ impl Iterator for Backoff {
         if self.attempt >= self.policy.max_retries {
             return None;
         }
-        let u = self.next_unit();
+        let u = self.rng.next_f64();
         let delay = self.policy.delay(self.attempt, u);
         self.attempt += 1;
         Some(delay)
@@ -104,9 +124,8 @@ mod tests {
     #[test]
     fn delays_stay_under_a_doubling_capped_ceiling_and_stop_after_max_retries() {
         let policy = BackoffPolicy {
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(1),
             max_retries: 6,
+            ..BackoffPolicy::doubling(Duration::from_millis(100), Duration::from_secs(1))
         };
         let delays: Vec<Duration> = policy.iter(7).collect();
         assert_eq!(delays.len(), 6);
@@ -136,11 +155,7 @@ mod tests {
 
     #[test]
     fn pauses_never_draw_below_half_the_ceiling() {
-        let policy = BackoffPolicy {
-            base: Duration::from_millis(100),
-            cap: Duration::from_secs(60),
-            max_retries: 0,
-        };
+        let policy = BackoffPolicy::doubling(Duration::from_millis(100), Duration::from_secs(60));
         for n in 0..12 {
             let ceiling = policy.ceiling(n);
             for seed in 0..50 {
@@ -154,6 +169,30 @@ mod tests {
             "capped"
         );
         assert!(policy.pause(20, 0.0) >= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn ceilings_grow_by_the_policy_up_to_the_cap_exactly() {
+        let doubling = BackoffPolicy::doubling(Duration::from_millis(250), Duration::from_secs(5));
+        let waits: Vec<Duration> = doubling.ceilings().take(7).collect();
+        let ms = [250, 500, 1000, 2000, 4000, 5000, 5000];
+        assert_eq!(waits, ms.map(Duration::from_millis).to_vec());
+        let half_again = BackoffPolicy {
+            base: Duration::from_secs(15),
+            cap: Duration::from_secs(60),
+            growth_percent: 150,
+            ..BackoffPolicy::default()
+        };
+        let polls: Vec<Duration> = half_again.ceilings().take(5).collect();
+        let ms = [15_000, 22_500, 33_750, 50_625, 60_000];
+        assert_eq!(polls, ms.map(Duration::from_millis).to_vec());
+        assert_eq!(half_again.ceiling(u32::MAX), Duration::from_secs(60));
+        let flat = BackoffPolicy::doubling(Duration::from_millis(100), Duration::from_millis(100));
+        assert!(
+            flat.ceilings()
+                .take(4)
+                .all(|d| d == Duration::from_millis(100))
+        );
     }
 
     #[test]

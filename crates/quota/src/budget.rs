@@ -13,7 +13,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use crate::rate::{Rate, Tier};
-use crate::scheduler::Window;
+use crate::window::{LedgerWindow, Window};
 
 /// Requests spent in the hour, day and month containing `at`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -100,65 +100,16 @@ impl FromStr for Reserve {
     }
 }
 
-/// Requests spent in one window, as the ledger stores them: `window` is `second` (for the
-/// sliding minute), `hour`, `day` or `month`, and `id` the window's number (Unix seconds,
-/// hours or days since the epoch; months as `year * 12 + month - 1`).
+/// Requests spent in one window, as the ledger stores them: `id` is the window's number (Unix
+/// seconds, clock minutes, hours or days since the epoch; months as `year * 12 + month - 1`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Spend {
-    /// The window's name.
-    pub window: &'static str,
+    /// The window.
+    pub window: LedgerWindow,
     /// Which one.
     pub id: i64,
     /// Requests.
     pub count: u64,
-}
-
-/// The ledger's window names.
-pub mod ledger_windows {
-    /// One-second buckets, for the sliding minute.
-    pub const SECOND: &str = "second";
-    /// Clock minutes (Unix seconds / 60), for the busiest minute of `quota --history`.
-    pub const MINUTE: &str = "minute";
-    /// The UTC hour.
-    pub const HOUR: &str = "hour";
-    /// The UTC day.
-    pub const DAY: &str = "day";
-    /// The UTC month.
-    pub const MONTH: &str = "month";
-}
-
-/// (year, month) of a UTC time in Unix seconds.
-fn year_month(secs: i64) -> (i64, i64) {
-    jiff::Timestamp::from_second(secs)
-        .map(|t| t.to_zoned_datetime(jiff::tz::TimeZone::UTC))
-        .map_or((1970, 1), |z| (i64::from(z.year()), i64::from(z.month())))
-}
-
-/// The number of the window containing `secs`.
-pub fn window_id(window: Window, secs: i64) -> i64 {
-    match window {
-        Window::Hour => secs.div_euclid(3600),
-        Window::Day => secs.div_euclid(86_400),
-        Window::Month => {
-            let (y, m) = year_month(secs);
-            y * 12 + m - 1
-        }
-    }
-}
-
-/// When the window containing `secs` ends (the next one starts), Unix seconds.
-pub fn window_end(window: Window, secs: i64) -> i64 {
-    match window {
-        Window::Hour => (secs.div_euclid(3600) + 1) * 3600,
-        Window::Day => (secs.div_euclid(86_400) + 1) * 86_400,
-        Window::Month => {
-            let (y, m) = year_month(secs);
-            let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            jiff::civil::Date::new(y as i16, m as i8, 1)
-                .and_then(|d| d.to_zoned_datetime(jiff::tz::TimeZone::UTC))
-                .map_or(i64::MAX, |z| z.timestamp().as_second())
-        }
-    }
 }
 
 /// The request rate to schedule at: the configured one (`--rate` or the tier's per-minute
@@ -180,16 +131,6 @@ pub fn effective_rate(rate: Option<Rate>, caps: &Tier) -> Option<Rate> {
     }
 }
 
-/// 00:00 UTC of a date, Unix seconds (tests).
-#[cfg(test)]
-pub(crate) fn at(y: i16, m: i8, d: i8) -> i64 {
-    jiff::civil::date(y, m, d)
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-        .expect("valid date")
-        .timestamp()
-        .as_second()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,21 +145,6 @@ mod tests {
         assert_eq!(Reserve::Percent(10.0).of(500), 50);
         assert_eq!(Reserve::Percent(10.0).of(31), 4, "rounded up");
         assert_eq!(Reserve::Count(7).of(3), 7);
-    }
-
-    #[test]
-    fn windows_end_at_utc_boundaries() {
-        let t = at(2026, 11, 30) + 23 * 3600 + 59 * 60;
-        assert_eq!(window_end(Window::Hour, t), at(2026, 12, 1));
-        assert_eq!(window_end(Window::Day, t), at(2026, 12, 1));
-        assert_eq!(window_end(Window::Month, t), at(2026, 12, 1));
-        assert_eq!(window_end(Window::Month, at(2026, 12, 31)), at(2027, 1, 1));
-        assert_eq!(window_end(Window::Month, at(2024, 2, 29)), at(2024, 3, 1));
-        assert_eq!(window_id(Window::Month, at(2026, 12, 1)), 2026 * 12 + 11);
-        assert_eq!(
-            window_id(Window::Day, at(2026, 12, 1)) - window_id(Window::Day, t),
-            1
-        );
     }
 
     #[test]

@@ -26,13 +26,15 @@ mod clock;
 mod pace;
 mod rate;
 mod scheduler;
+mod window;
 
 pub use backoff::{Backoff, BackoffPolicy, unit};
-pub use budget::{Reserve, Spend, Usage, effective_rate, ledger_windows, window_end, window_id};
+pub use budget::{Reserve, Spend, Usage, effective_rate};
 pub use clock::WallClock;
 pub use pace::{
     ANSWER_PUSH_LIMIT, ANSWER_PUSH_MAX, Departure, Grant, Histogram, Lateness, MARGIN_MAX,
     MARGIN_STEP, MARGIN_STEP_MS, PacingReport,
 };
 pub use rate::{Rate, Tier, TierError, parse_tiers};
-pub use scheduler::{Exhausted, Scheduler, SchedulerConfig, Window, WindowBudget};
+pub use scheduler::{Exhausted, Scheduler, SchedulerConfig, WindowBudget};
+pub use window::{LedgerWindow, Window};

@@ -20,10 +20,11 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
-use crate::budget::{Reserve, Spend, Usage, ledger_windows, window_end, window_id};
+use crate::budget::{Reserve, Spend, Usage};
 use crate::clock::WallClock;
 use crate::pace::{Departure, Grant, Pacer, PacingReport};
 use crate::rate::{Rate, Tier};
+use crate::window::{LedgerWindow, Window};
 
 /// governor's clock, reading tokio's time so that a paused test clock drives the limiter.
 #[derive(Clone, Copy, Debug, Default)]
@@ -38,50 +39,6 @@ impl Clock for TokioClock {
 }
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<std::time::Instant>>;
-
-/// A calendar window.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Window {
-    /// The UTC hour.
-    Hour,
-    /// The UTC day (resets 00:00 UTC).
-    Day,
-    /// The UTC month (resets on the 1st, 00:00 UTC).
-    Month,
-}
-
-impl Window {
-    /// Every calendar window, shortest first.
-    pub const ALL: [Window; 3] = [Window::Hour, Window::Day, Window::Month];
-
-    /// `hour`, `day`, `month`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Window::Hour => ledger_windows::HOUR,
-            Window::Day => ledger_windows::DAY,
-            Window::Month => ledger_windows::MONTH,
-        }
-    }
-
-    /// The allowance of this window in `caps`.
-    pub fn cap(self, caps: &Tier) -> Option<u64> {
-        match self {
-            Window::Hour => caps.hourly,
-            Window::Day => caps.daily,
-            Window::Month => caps.monthly,
-        }
-    }
-
-    /// `quota_hourly`, `quota_daily`, `quota_monthly`: the reason on `skipped` records.
-    pub fn skip_reason(self) -> &'static str {
-        match self {
-            Window::Hour => "quota_hourly",
-            Window::Day => "quota_daily",
-            Window::Month => "quota_monthly",
-        }
-    }
-}
 
 /// A budget ran out: nothing more may be sent until `resets_at` (Unix seconds, UTC).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -142,7 +99,7 @@ impl Default for SchedulerConfig {
 #[derive(Debug, Default)]
 struct Spent {
     windows: [(i64, u64); 3],
-    unflushed: BTreeMap<(&'static str, i64), u64>,
+    unflushed: BTreeMap<(LedgerWindow, i64), u64>,
 }
 
 /// One window's budget at a moment.
@@ -188,7 +145,7 @@ pub struct Scheduler {
 
 #[cfg(test)]
 fn next_month_start(secs: i64) -> i64 {
-    window_end(Window::Month, secs)
+    Window::Month.end(secs)
 }
 
 /// The shortest spin before a deadline, and the longest: spinning longer than the host's
@@ -229,7 +186,7 @@ impl Scheduler {
     pub fn resync(&self, usage: Usage) {
         let mut spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
-            *slot = (window_id(window, usage.at), usage.get(window));
+            *slot = (window.id(usage.at), usage.get(window));
         }
     }
 
@@ -239,7 +196,7 @@ impl Scheduler {
         let spent = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         Window::ALL.map(|window| {
             let (id, n) = spent.windows[window as usize];
-            let used = if id == window_id(window, now) { n } else { 0 };
+            let used = if id == window.id(now) { n } else { 0 };
             let allowed = window.cap(&self.caps);
             let reserve = allowed.map_or(0, |a| self.reserve.of(a));
             WindowBudget {
@@ -248,7 +205,7 @@ impl Scheduler {
                 used,
                 reserve,
                 remaining: allowed.map(|a| a.saturating_sub(used).saturating_sub(reserve)),
-                resets_at: window_end(window, now),
+                resets_at: window.end(now),
             }
         })
     }
@@ -425,9 +382,9 @@ impl Scheduler {
         let mut guard = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         let spent = &mut *guard;
         for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
-            if slot.0 == window_id(window, now) {
+            if slot.0 == window.id(now) {
                 slot.1 = slot.1.saturating_sub(1);
-                if let Some(n) = spent.unflushed.get_mut(&(window.name(), slot.0)) {
+                if let Some(n) = spent.unflushed.get_mut(&(window.into(), slot.0)) {
                     *n = n.saturating_sub(1);
                 }
             }
@@ -436,7 +393,7 @@ impl Scheduler {
         // attempt: they are the pacing's books, not the quota's).
         if let Some(n) = spent
             .unflushed
-            .get_mut(&(ledger_windows::MINUTE, now.div_euclid(60)))
+            .get_mut(&(LedgerWindow::Minute, now.div_euclid(60)))
         {
             *n = n.saturating_sub(1);
         }
@@ -447,7 +404,7 @@ impl Scheduler {
         let mut guard = self.spent.lock().unwrap_or_else(|e| e.into_inner());
         let spent = &mut *guard;
         for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
-            let id = window_id(window, now);
+            let id = window.id(now);
             if slot.0 != id {
                 // A new window: everybody's spend starts again from 0.
                 *slot = (id, 0);
@@ -457,7 +414,7 @@ impl Scheduler {
             {
                 return Err(Exhausted {
                     window,
-                    resets_at: window_end(window, now),
+                    resets_at: window.end(now),
                 });
             }
         }
@@ -465,17 +422,17 @@ impl Scheduler {
             for (slot, window) in spent.windows.iter_mut().zip(Window::ALL) {
                 slot.1 += 1;
                 if self.keep_spend {
-                    *spent.unflushed.entry((window.name(), slot.0)).or_default() += 1;
+                    *spent.unflushed.entry((window.into(), slot.0)).or_default() += 1;
                 }
             }
             if self.keep_spend {
                 *spent
                     .unflushed
-                    .entry((ledger_windows::SECOND, now))
+                    .entry((LedgerWindow::Second, now))
                     .or_default() += 1;
                 *spent
                     .unflushed
-                    .entry((ledger_windows::MINUTE, now.div_euclid(60)))
+                    .entry((LedgerWindow::Minute, now.div_euclid(60)))
                     .or_default() += 1;
             }
         }
@@ -497,7 +454,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::budget::at;
+    use crate::window::at;
 
     #[test]
     fn month_arithmetic_crosses_years_and_leap_days() {
@@ -688,7 +645,6 @@ mod tests {
             scheduler.drain_spend().is_empty(),
             "without a ledger nothing is kept for it"
         );
-        assert_eq!(Window::Day.skip_reason(), "quota_daily");
     }
 
     #[test]
@@ -712,7 +668,7 @@ mod tests {
         let day = scheduler
             .drain_spend()
             .into_iter()
-            .find(|s| s.window == "day")
+            .find(|s| s.window == LedgerWindow::Day)
             .expect("day spend");
         assert_eq!(day.count, 1, "the ledger is not charged for it either");
     }
@@ -750,12 +706,12 @@ mod tests {
         spend.sort();
         let day_id = now.div_euclid(86_400);
         assert!(spend.contains(&Spend {
-            window: "day",
+            window: LedgerWindow::Day,
             id: day_id,
             count: 40
         }));
         assert!(spend.contains(&Spend {
-            window: "second",
+            window: LedgerWindow::Second,
             id: now,
             count: 40
         }));

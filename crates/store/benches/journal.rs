@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use vtbulk_ioc::Hash;
-use vtbulk_store::{Body, Put, SqliteStore, Store};
+use vtbulk_store::{Body, Put, Store};
 
 /// Answers per benchmark run, in batches of `BATCH` (what a 300 µs gather holds at ~30k/s).
 const ANSWERS: u64 = 20_000;
@@ -13,11 +13,7 @@ const BATCH: usize = 16;
 
 fn digest<const N: usize>(i: u64, salt: u64) -> [u8; N] {
     let mut out = [0u8; N];
-    let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ salt;
-    for chunk in out.chunks_mut(8) {
-        x = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
+    vtbulk_rng::Rng::new(vtbulk_rng::seed_of(&[i, salt])).fill(&mut out);
     out
 }
 
@@ -52,7 +48,7 @@ fn journal(c: &mut Criterion) {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
             let dir = tempfile::tempdir().expect("tempdir");
-            let mut store = SqliteStore::open(&dir.path().join("c.sqlite3")).expect("open");
+            let mut store = Store::open(&dir.path().join("c.sqlite3")).expect("open");
             let started = Instant::now();
             for batch in items.chunks(BATCH) {
                 store.put_batch(batch, 1_790_000_000).expect("put");

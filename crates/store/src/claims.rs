@@ -3,7 +3,7 @@
 //! Two runs over overlapping lists used to pay twice for the overlap: each checks the cache
 //! once, before its first lookup, and each one's answers reach the index only when its
 //! segment is imported (at its end). So, just before a lookup, a process asks the store
-//! ([`SqliteStore::claim`]), in one immediate transaction:
+//! ([`Store::claim`]), in one immediate transaction:
 //!
 //! 1. the other processes' segments are imported up to their last complete entry, so an
 //!    answer another process has already journaled is in the index whether or not that
@@ -36,10 +36,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 use vtbulk_ioc::Hash;
 
-use crate::{
-    Freshness, Hit, ObjectHit, SqliteStore, StoreError, import_segments, read_hits, sqlite_error,
-    write_transaction,
-};
+use crate::answer::{Freshness, Hit, ObjectHit};
+use crate::error::sqlite_error;
+use crate::files::read_hits;
+use crate::import::import_segments;
+use crate::sql::write_transaction;
+use crate::{Store, StoreError};
 
 /// What a lookup is about, as claims name it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -72,7 +74,7 @@ pub enum Claim {
     File(Hit),
     /// A fresh answer for a URL, domain or IP address: no lookup.
     Object(ObjectHit),
-    /// Claimed for this process: look it up, then [`SqliteStore::claim`] it released.
+    /// Claimed for this process: look it up, then [`Store::claim`] it released.
     Mine,
     /// Another live process is looking it up: ask again later.
     Busy,
@@ -110,10 +112,10 @@ pub(crate) struct Owner {
 
 impl Owner {
     fn create(dir: &Path) -> std::io::Result<Owner> {
-        crate::create_private_dir(dir)?;
+        crate::private::create_private_dir(dir)?;
         let name = crate::segment::unique_name();
         let path = owner_path(dir, &name);
-        let lock = crate::create_new_private(&path)?;
+        let lock = crate::private::create_new_private(&path)?;
         lock.try_lock().map_err(std::io::Error::other)?;
         Ok(Owner {
             name,
@@ -142,7 +144,7 @@ fn alive(dir: &Path, name: &str) -> bool {
     crate::segment::locked(&owner_path(dir, name))
 }
 
-impl SqliteStore {
+impl Store {
     /// Gives up `releases` (this process's claims, looked up or failed), then answers each
     /// of `keys` in order, in one immediate transaction (see the module's steps): a fresh
     /// answer by `rules`, [`Claim::Mine`], or [`Claim::Busy`].
@@ -293,7 +295,13 @@ fn known(
     path: &Path,
     keys: &[ClaimKey],
     rules: &ClaimRules,
-) -> Result<(Vec<Option<Claim>>, Vec<(usize, i64, crate::BodyRef)>), StoreError> {
+) -> Result<
+    (
+        Vec<Option<Claim>>,
+        Vec<(usize, i64, crate::segment::BodyRef)>,
+    ),
+    StoreError,
+> {
     let e = sqlite_error(path);
     let files: Vec<(usize, Hash)> = keys
         .iter()

@@ -10,33 +10,12 @@
 
 use rusqlite::params;
 
-use crate::{Body, Put, SqliteStore, StoreError, sqlite_error, write_transaction};
+use crate::answer::{Body, ObjectHit, Put};
+use crate::error::sqlite_error;
+use crate::sql::write_transaction;
+use crate::{Store, StoreError};
 
-/// One URL, domain or IP address answer to store.
-#[derive(Clone, Debug)]
-pub struct ObjectPut {
-    /// 1 URL, 2 domain, 3 IP.
-    pub kind: u8,
-    /// The canonical text (the URL as submitted, the domain, the address).
-    pub id: String,
-    /// Found: the record's attributes; `None`: VirusTotal answered 404.
-    pub summary: Option<Vec<u8>>,
-    /// The answer as received, when found and kept.
-    pub body: Option<Body>,
-}
-
-/// What the store knows of a URL, domain or IP address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectHit {
-    /// When it was fetched (Unix seconds).
-    pub fetched_at: i64,
-    /// Found: the record's attributes; `None`: not found.
-    pub summary: Option<Vec<u8>>,
-    /// The gzip answer, when asked for and kept.
-    pub gzip: Option<Vec<u8>>,
-}
-
-impl SqliteStore {
+impl Store {
     /// Writes answers for URLs, domains and IP addresses (a later answer replaces an
     /// earlier one).
     pub(crate) fn put_objects(&mut self, items: &[&Put], now: i64) -> Result<(), StoreError> {
@@ -178,19 +157,5 @@ impl SqliteStore {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(e)?;
         rows.collect::<Result<_, _>>().map_err(e)
-    }
-}
-
-impl crate::Freshness {
-    /// True when an object answer fetched at `fetched_at` (found or not), read at `now`, may
-    /// be used instead of a lookup.
-    pub fn is_fresh_object(&self, hit: &ObjectHit, now: i64) -> bool {
-        let ttl = if hit.summary.is_some() {
-            self.found_ttl
-        } else {
-            self.not_found_ttl
-        };
-        let limit = self.max_age.map_or(ttl, |m| m.min(ttl));
-        now.saturating_sub(hit.fetched_at) <= limit
     }
 }

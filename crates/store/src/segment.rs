@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use vtbulk_ioc::Hash;
 
-use crate::Put;
+use crate::answer::Put;
 
 /// How a body is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,9 +187,9 @@ impl Writer {
     /// Creates (mode 0600) and locks a new segment's two files; `id` is given once the
     /// segment is registered.
     pub(crate) fn create(dir: &Path, name: &str) -> std::io::Result<Writer> {
-        let log = crate::create_new_private(&log_path(dir, name))?;
+        let log = crate::private::create_new_private(&log_path(dir, name))?;
         log.lock()?;
-        let bodies = crate::create_new_private(&bodies_path(dir, name))?;
+        let bodies = crate::private::create_new_private(&bodies_path(dir, name))?;
         Ok(Writer {
             id: 0,
             log,

@@ -1,6 +1,13 @@
 //! The store's contract: aliases, freshness, refusal of foreign files, concurrent writers.
 
 use super::*;
+use std::path::Path;
+
+use crate::open::SQLITE_MAGIC;
+use crate::schema::MIGRATIONS;
+use rusqlite::params;
+use vtbulk_ioc::Hash;
+use vtbulk_quota::LedgerWindow;
 
 const DAY: i64 = 86_400;
 const T0: i64 = 1_790_000_000;
@@ -51,7 +58,7 @@ fn temp() -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn a_found_file_is_found_by_each_of_its_three_hashes_with_its_data() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     store.put_batch(&[found(7)], T0).expect("put");
     store.compact().expect("compact");
     let (sha256, md5, sha1) = digests(7);
@@ -87,7 +94,7 @@ fn a_found_file_is_found_by_each_of_its_three_hashes_with_its_data() {
 #[test]
 fn journaled_answers_are_visible_after_compaction_or_on_the_next_open() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     store.put_batch(&[found(5)], T0).expect("put");
     let hash = Hash::Sha256(digests(5).0);
     assert_eq!(
@@ -97,7 +104,7 @@ fn journaled_answers_are_visible_after_compaction_or_on_the_next_open() {
     );
     drop(store);
     // As after a kill: the next open moves the journal into the indexed tables.
-    let mut reopened = SqliteStore::open(&path).expect("reopen");
+    let mut reopened = Store::open(&path).expect("reopen");
     assert!(matches!(
         reopened.get(&hash).expect("get"),
         Some(Hit::Found(_))
@@ -114,7 +121,7 @@ fn journaled_answers_are_visible_after_compaction_or_on_the_next_open() {
 #[test]
 fn a_torn_log_entry_ends_the_import_and_everything_before_it_is_kept() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     store.put_batch(&[found(1), found(2)], T0).expect("put");
     store.put_batch(&[found(3)], T0).expect("put");
     drop(store);
@@ -131,7 +138,7 @@ fn a_torn_log_entry_ends_the_import_and_everything_before_it_is_kept() {
         .expect("open log")
         .set_len(len - 5)
         .expect("truncate");
-    let mut store = SqliteStore::open(&path).expect("reopen");
+    let mut store = Store::open(&path).expect("reopen");
     let hits = store
         .get_many(&[1, 2, 3].map(|s| Hash::Sha256([s; 32])), true)
         .expect("get");
@@ -150,7 +157,7 @@ fn a_torn_log_entry_ends_the_import_and_everything_before_it_is_kept() {
     let last = bytes.len() - 3;
     bytes[last] ^= 0xff;
     std::fs::write(&log, bytes).expect("write");
-    let mut store = SqliteStore::open(&path).expect("reopen");
+    let mut store = Store::open(&path).expect("reopen");
     let hits = store
         .get_many(&[4, 5].map(|s| Hash::Sha256([s; 32])), false)
         .expect("get");
@@ -161,10 +168,10 @@ fn a_torn_log_entry_ends_the_import_and_everything_before_it_is_kept() {
 #[test]
 fn a_live_writers_log_is_imported_up_to_where_it_is_and_kept_open() {
     let (_dir, path) = temp();
-    let mut writer = SqliteStore::open(&path).expect("open");
+    let mut writer = Store::open(&path).expect("open");
     writer.put_batch(&[found(1)], T0).expect("put");
     // Another process opens the file while the writer is still running.
-    let mut reader = SqliteStore::open(&path).expect("open");
+    let mut reader = Store::open(&path).expect("open");
     assert!(matches!(
         reader.get(&Hash::Sha256([1; 32])).expect("get"),
         Some(Hit::Found(f)) if f.data.as_deref() == Some(&answer(1)[..])
@@ -210,7 +217,7 @@ fn a_version_1_cache_is_migrated_with_its_rows_and_journal() {
         )
         .expect("journal");
     }
-    let mut store = SqliteStore::open(&path).expect("migrates");
+    let mut store = Store::open(&path).expect("migrates");
     assert!(matches!(
         store.get(&Hash::Md5(digests(1).1)).expect("get"),
         Some(Hit::Found(f)) if f.sha256 == [1; 32] && f.data.is_none()
@@ -231,7 +238,7 @@ fn a_version_1_cache_is_migrated_with_its_rows_and_journal() {
 #[test]
 fn a_not_found_answer_is_kept_by_the_digest_asked_and_cleared_when_the_file_appears() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     let (_, md5, _) = digests(3);
     store
         .put_batch(&[Put::NotFound(Hash::Md5(md5))], T0)
@@ -284,7 +291,7 @@ fn freshness_has_separate_ttls_for_found_and_not_found_and_max_age_tightens_both
 #[test]
 fn refreshing_a_file_replaces_its_answer_and_time() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     store.put_batch(&[found(1)], T0).expect("put");
     store.compact().expect("compact");
     store.put_batch(&[found(1)], T0 + DAY).expect("put");
@@ -300,7 +307,7 @@ fn refreshing_a_file_replaces_its_answer_and_time() {
 #[test]
 fn prune_drops_only_what_is_stale_at_now() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     store.put_batch(&[found(1)], T0).expect("put");
     store.compact().expect("compact");
     store.put_batch(&[found(2)], T0 + 5 * DAY).expect("put");
@@ -335,7 +342,7 @@ fn prune_drops_only_what_is_stale_at_now() {
 fn the_file_is_created_private_and_reopens_with_its_data() {
     let (_dir, path) = temp();
     {
-        let mut store = SqliteStore::open(&path).expect("open");
+        let mut store = Store::open(&path).expect("open");
         store.put_batch(&[found(4)], T0).expect("put");
         store.compact().expect("compact");
         store
@@ -354,7 +361,7 @@ fn the_file_is_created_private_and_reopens_with_its_data() {
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let store = SqliteStore::open(&path).expect("reopen");
+    let store = Store::open(&path).expect("reopen");
     let stats = store.stats().expect("stats");
     assert_eq!(stats.found, 1);
     assert_eq!(stats.last_run.map(|r| (r.hits, r.lookups)), Some((4, 6)));
@@ -362,7 +369,7 @@ fn the_file_is_created_private_and_reopens_with_its_data() {
 
 fn assert_refused_untouched(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("write");
-    let err = SqliteStore::open(path).expect_err("refused");
+    let err = Store::open(path).expect_err("refused");
     assert!(
         matches!(err, StoreError::Foreign { .. } | StoreError::Corrupt { .. }),
         "{err}"
@@ -401,7 +408,7 @@ fn another_programs_sqlite_database_is_refused_and_left_untouched() {
             .expect("create");
     }
     let before = std::fs::read(&path).expect("read");
-    let err = SqliteStore::open(&path).expect_err("refused");
+    let err = Store::open(&path).expect_err("refused");
     assert!(matches!(err, StoreError::Foreign { .. }), "{err}");
     assert_eq!(std::fs::read(&path).expect("read"), before);
 }
@@ -409,12 +416,12 @@ fn another_programs_sqlite_database_is_refused_and_left_untouched() {
 #[test]
 fn two_writers_on_one_file_at_once_neither_fails_and_all_answers_are_kept() {
     let (_dir, path) = temp();
-    SqliteStore::open(&path).expect("create");
+    Store::open(&path).expect("create");
     let writers: Vec<_> = (0..2u8)
         .map(|w| {
             let path = path.clone();
             std::thread::spawn(move || {
-                let mut store = SqliteStore::open(&path).expect("open");
+                let mut store = Store::open(&path).expect("open");
                 for batch in 0..40u8 {
                     // Overlapping seeds: both write some of the same files.
                     let items: Vec<Put> = (0..5u8).map(|i| found(batch * 3 + i + w)).collect();
@@ -432,7 +439,7 @@ fn two_writers_on_one_file_at_once_neither_fails_and_all_answers_are_kept() {
     for w in writers {
         w.join().expect("writer");
     }
-    let store = SqliteStore::open(&path).expect("open");
+    let store = Store::open(&path).expect("open");
     let expected: std::collections::BTreeSet<u8> = (0..40u8)
         .flat_map(|b| (0..2u8).flat_map(move |w| (0..5u8).map(move |i| b * 3 + i + w)))
         .collect();
@@ -445,31 +452,54 @@ fn the_ledger_adds_up_per_key_and_window_and_forgets_old_seconds() {
     let now = 1_800_000_000;
     let day = now / 86_400;
     {
-        let mut store = SqliteStore::open(&path).expect("open");
+        let mut store = Store::open(&path).expect("open");
         store
-            .add_spend("k1", &[("day", day, 3), ("second", now, 2)], now)
+            .add_spend(
+                "k1",
+                &[(LedgerWindow::Day, day, 3), (LedgerWindow::Second, now, 2)],
+                now,
+            )
             .expect("add");
         store
-            .add_spend("k1", &[("day", day, 4), ("second", now - 500, 9)], now)
+            .add_spend(
+                "k1",
+                &[
+                    (LedgerWindow::Day, day, 4),
+                    (LedgerWindow::Second, now - 500, 9),
+                ],
+                now,
+            )
             .expect("add");
         store
-            .add_spend("k2", &[("day", day, 100)], now)
+            .add_spend("k2", &[(LedgerWindow::Day, day, 100)], now)
             .expect("add");
     }
     // Another process (a new connection) sees what was spent.
-    let mut store = SqliteStore::open(&path).expect("reopen");
+    let mut store = Store::open(&path).expect("reopen");
     assert_eq!(
-        store.spent("k1", "day", day..=day).expect("read"),
+        store
+            .spent("k1", LedgerWindow::Day, day..=day)
+            .expect("read"),
         (7, Some(day))
     );
-    assert_eq!(store.spent("k2", "day", day..=day).expect("read").0, 100);
     assert_eq!(
-        store.spent("k1", "day", day + 1..=day + 2).expect("read"),
+        store
+            .spent("k2", LedgerWindow::Day, day..=day)
+            .expect("read")
+            .0,
+        100
+    );
+    assert_eq!(
+        store
+            .spent("k1", LedgerWindow::Day, day + 1..=day + 2)
+            .expect("read"),
         (0, None)
     );
     store.add_spend("k1", &[], now).expect("prune");
     assert_eq!(
-        store.spent("k1", "second", now - 1000..=now).expect("read"),
+        store
+            .spent("k1", LedgerWindow::Second, now - 1000..=now)
+            .expect("read"),
         (2, Some(now)),
         "seconds older than two minutes are gone"
     );
@@ -478,7 +508,7 @@ fn the_ledger_adds_up_per_key_and_window_and_forgets_old_seconds() {
 #[test]
 fn prune_removes_segment_files_nobody_registered_once_their_writer_is_gone() {
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     store.put_batch(&[found(1)], T0).expect("put");
     store.compact().expect("compact");
     let dir = segment::dir_of(&path);
@@ -524,7 +554,7 @@ fn prune_removes_segment_files_nobody_registered_once_their_writer_is_gone() {
 fn urls_domains_and_ips_are_kept_by_kind_and_text_with_their_freshness() {
     use crate::{ObjectHit, ObjectPut};
     let (_dir, path) = temp();
-    let mut store = SqliteStore::open(&path).expect("open");
+    let mut store = Store::open(&path).expect("open");
     let found = |kind: u8, id: &str| {
         Put::Object(ObjectPut {
             kind,
@@ -590,7 +620,7 @@ fn urls_domains_and_ips_are_kept_by_kind_and_text_with_their_freshness() {
         Some(Hit::NotFound { .. })
     ));
     // A second process sees them; a later answer replaces an earlier one.
-    let mut other = SqliteStore::open(&path).expect("open");
+    let mut other = Store::open(&path).expect("open");
     other
         .put_batch(&[found(2, "evil.com")], T0 + 5)
         .expect("put");
@@ -618,8 +648,8 @@ fn file_key(seed: u8) -> ClaimKey {
 #[test]
 fn a_claim_held_by_a_live_process_is_busy_and_its_journaled_answer_reaches_the_other_at_once() {
     let (_dir, path) = temp();
-    let mut a = SqliteStore::open(&path).expect("open a");
-    let mut b = SqliteStore::open(&path).expect("open b");
+    let mut a = Store::open(&path).expect("open a");
+    let mut b = Store::open(&path).expect("open b");
     let (x, y) = (file_key(1), file_key(2));
     assert_eq!(
         a.claim(std::slice::from_ref(&x), &[], &rules(T0))
@@ -658,8 +688,8 @@ fn a_claim_held_by_a_live_process_is_busy_and_its_journaled_answer_reaches_the_o
 #[test]
 fn a_released_claim_and_a_dead_holders_claim_are_taken_and_compaction_releases_the_rest() {
     let (_dir, path) = temp();
-    let mut a = SqliteStore::open(&path).expect("open a");
-    let mut b = SqliteStore::open(&path).expect("open b");
+    let mut a = Store::open(&path).expect("open a");
+    let mut b = Store::open(&path).expect("open b");
     let keys = [file_key(1), file_key(2), file_key(3)];
     assert_eq!(a.claim(&keys, &[], &rules(T0)).expect("a").len(), 3);
     // Released (its lookup failed): the other takes it.
@@ -676,7 +706,7 @@ fn a_released_claim_and_a_dead_holders_claim_are_taken_and_compaction_releases_t
     );
     // A process killed while it holds a claim (its owner file unlocked: the lock died with
     // it) is not waited for, whatever the claim's age.
-    let mut c = SqliteStore::open(&path).expect("open c");
+    let mut c = Store::open(&path).expect("open c");
     assert_eq!(
         c.claim(&[file_key(9)], &[], &rules(T0)).expect("c"),
         [Claim::Mine]
@@ -700,8 +730,8 @@ fn claims_alive(path: &Path, name: &str) -> bool {
 #[test]
 fn only_a_fresh_answer_counts_and_raw_needs_the_whole_answer() {
     let (_dir, path) = temp();
-    let mut a = SqliteStore::open(&path).expect("open a");
-    let mut b = SqliteStore::open(&path).expect("open b");
+    let mut a = Store::open(&path).expect("open a");
+    let mut b = Store::open(&path).expect("open b");
     let (sha256, md5, sha1) = digests(4);
     let bare = Put::Found {
         sha256,
@@ -751,8 +781,8 @@ fn only_a_fresh_answer_counts_and_raw_needs_the_whole_answer() {
 #[test]
 fn urls_domains_and_ips_are_claimed_by_kind_and_text() {
     let (_dir, path) = temp();
-    let mut a = SqliteStore::open(&path).expect("open a");
-    let mut b = SqliteStore::open(&path).expect("open b");
+    let mut a = Store::open(&path).expect("open a");
+    let mut b = Store::open(&path).expect("open b");
     let domain = ClaimKey::Object {
         kind: 2,
         id: "example.net".into(),

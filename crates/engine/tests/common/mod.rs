@@ -7,14 +7,12 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vtbulk_engine::{
-    Concurrency, Counters, Outcome, QuotaSettings, Settings, StopHandle, Summary, run,
-};
+use vtbulk_engine::{Concurrency, Counters, Outcome, Settings, StopHandle, Summary, run};
 use vtbulk_ioc::InputFormat;
 use vtbulk_mock::MockServer;
 use vtbulk_mock::generate::{GenSpec, generate};
-use vtbulk_output::{Field, Format};
-use vtbulk_quota::{BackoffPolicy, SchedulerConfig};
+use vtbulk_output::Format;
+use vtbulk_quota::BackoffPolicy;
 use vtbulk_vt::{ApiKey, Client, ClientConfig};
 
 /// A `Write` the test can read back after the engine is done with it.
@@ -37,35 +35,19 @@ impl Shared {
     }
 }
 
+/// A run of `input` (plain lines) in `format`, 8 in flight, retries 10..100 ms apart, the
+/// rest as the engine's defaults (no rate, no cache).
 pub fn settings(input: &std::path::Path, format: Format) -> Settings {
     Settings {
         inputs: vec![input.to_string_lossy().into_owned()],
         input_format: InputFormat::Lines,
-        columns: Vec::new(),
-        keep_all_hex: false,
-        json_fields: Vec::new(),
-        kinds: None,
-        submit_urls: None,
-        coordinator: None,
-        coordinator_fallback: None,
-        coordinator_grace: std::time::Duration::from_secs(60),
-        key_reload: None,
-        on_input: None,
-        fail_on: None,
-        only_new: false,
         format,
-        fields: Field::ALL.to_vec(),
-        raw: false,
-        scheduler: SchedulerConfig::default(),
         concurrency: Concurrency::Fixed(8),
         backoff: BackoffPolicy {
-            base: Duration::from_millis(10),
-            cap: Duration::from_millis(100),
             max_retries: 5,
+            ..BackoffPolicy::doubling(Duration::from_millis(10), Duration::from_millis(100))
         },
-        max_rate_limited: Duration::from_secs(300),
-        cache: None,
-        quota: QuotaSettings::default(),
+        ..Settings::default()
     }
 }
 

@@ -1,14 +1,25 @@
-//! A tiny deterministic random number generator (SplitMix64) and the mixing function behind it.
+//! `vtbulk-rng`: SplitMix64, the one home of the project's deterministic randomness.
 //!
-//! Everything the mock makes up (the file universe, latencies, faults) must be reproducible from
-//! a seed, cheap to derive for any index without state, and identical on every platform. A
-//! cryptographic or `rand`-crate generator would add a dependency and nothing we need.
+//! Retry jitter, the dedup table's fingerprints, benchmark inputs and everything vt-mock makes
+//! up (its file universe, latencies, faults) must be reproducible from a seed, cheap to derive
+//! for any index without state, and identical on every platform. SplitMix64 is all of that in
+//! a dozen lines; a cryptographic or `rand`-crate generator would add a dependency and nothing
+//! we need. It was written out in four crates before it got this one.
+#![deny(missing_docs)]
+
+/// SplitMix64's increment (the golden ratio in 64 bits).
+const GAMMA: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// SplitMix64's output function: a bijective mix of 64 bits.
 pub fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// A uniform number in `[0, 1)` from `seed`: the first output of a generator seeded with it.
+pub fn unit(seed: u64) -> f64 {
+    Rng::new(seed).next_f64()
 }
 
 /// Combines values into one seed (order matters).
@@ -30,7 +41,7 @@ impl Rng {
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        self.0 = self.0.wrapping_add(GAMMA);
         mix64(self.0)
     }
 
@@ -79,28 +90,28 @@ impl Rng {
 mod tests {
     use super::*;
 
+    fn stream(seed: u64) -> Vec<u64> {
+        let mut r = Rng::new(seed);
+        (0..4).map(|_| r.next_u64()).collect()
+    }
+
     #[test]
     fn same_seed_same_stream_different_seed_different_stream() {
-        let a: Vec<u64> = (0..4)
-            .map({
-                let mut r = Rng::new(7);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let b: Vec<u64> = (0..4)
-            .map({
-                let mut r = Rng::new(7);
-                move |_| r.next_u64()
-            })
-            .collect();
-        let c: Vec<u64> = (0..4)
-            .map({
-                let mut r = Rng::new(8);
-                move |_| r.next_u64()
-            })
-            .collect();
-        assert_eq!(a, b);
-        assert_ne!(a, c);
+        assert_eq!(stream(7), stream(7));
+        assert_ne!(stream(7), stream(8));
+    }
+
+    #[test]
+    fn the_stream_is_splitmix64s_reference_output() {
+        // The reference implementation's first outputs for seed 1234567.
+        assert_eq!(
+            stream(1_234_567)[..3],
+            [
+                6_457_827_717_110_365_317,
+                3_203_168_211_198_807_973,
+                9_817_491_932_198_370_423
+            ]
+        );
     }
 
     #[test]
@@ -110,6 +121,7 @@ mod tests {
         for _ in 0..10_000 {
             let x = r.next_f64();
             assert!((0.0..1.0).contains(&x));
+            assert!((0.0..1.0).contains(&unit(r.next_u64())));
             sum += r.normal();
         }
         assert!((sum / 10_000.0).abs() < 0.05);
