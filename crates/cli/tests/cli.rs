@@ -103,11 +103,11 @@ async fn the_golden_csv_header_is_the_documented_field_list() {
     let header = golden.lines().next().expect("header");
     let fields: Vec<&str> = vtbulk_output::Field::ALL.iter().map(|f| f.name()).collect();
     assert_eq!(header, fields.join(","));
-    let readme = std::fs::read_to_string(root().join("README.md")).expect("readme");
+    let guide = std::fs::read_to_string(root().join("docs/output.md")).expect("guide");
     for field in fields {
         assert!(
-            readme.contains(&format!("`{field}`")),
-            "README documents field {field}"
+            guide.contains(&format!("`{field}`")),
+            "docs/output.md documents field {field}"
         );
     }
 }
