@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
         // Files a run would read (a password) are not the parser's business here.
         layer.coordinator_password_file = None;
         let defaults = Layer::from_toml(config::DEFAULT_TOML, "defaults").expect("defaults");
-        if let Ok(resolved) = config::resolve(&defaults.merged(layer), vec!["-".into()]) {
+        if let Ok(merged) = defaults.merged(layer)
+            && let Ok(resolved) = config::resolve(&merged, vec!["-".into()])
+        {
             let _ = config::describe(&resolved);
         }
     }

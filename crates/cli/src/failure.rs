@@ -1,4 +1,4 @@
-//! How a command ends, as exit codes: the one mapping (documented in README.md).
+//! How a command ends, as exit codes: the one mapping (documented in docs/exit-codes.md).
 //!
 //! A run's [`Outcome`] maps to its code in [`exit_code`]; everything that stops a command
 //! before or outside a run is a [`Failure`], whose code is [`Failure::code`]. A closed stdout
@@ -121,6 +121,30 @@ impl From<EngineError> for Failure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_guide_documents_every_exit_code_and_no_other() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/exit-codes.md");
+        let guide = std::fs::read_to_string(path).expect("docs/exit-codes.md");
+        let documented: std::collections::BTreeSet<u8> = guide
+            .lines()
+            .filter_map(|l| l.strip_prefix("| ")?.split(' ').next()?.parse().ok())
+            .collect();
+        let codes = [
+            codes::OK,
+            codes::COMPLETED_WITH_ERRORS,
+            codes::USAGE,
+            codes::CACHE,
+            codes::AUTH,
+            codes::QUOTA,
+            codes::FINDINGS,
+            codes::UNREACHABLE,
+            codes::COORDINATOR_LOST,
+            codes::INTERRUPTED,
+            codes::BROKEN_PIPE,
+        ];
+        assert_eq!(documented, codes.into_iter().collect());
+    }
 
     #[test]
     fn every_outcome_and_failure_has_a_distinct_exit_code() {

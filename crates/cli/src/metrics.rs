@@ -104,7 +104,7 @@ pub fn render(summary: &Summary, now: i64, last_success: Option<i64>) -> String 
     );
     gauge(
         "exit_code",
-        "The last run's exit code (0 complete, 1 with errors, 5 findings, see README).",
+        "The last run's exit code (0 complete, 1 with errors, 5 findings, see docs/exit-codes.md).",
         &one(summary.exit_code.max(0) as u64),
     );
     gauge(

@@ -1,0 +1,122 @@
+//! From the command line to resolved settings, a client and a runtime: the configuration's
+//! layers with the flags on top, the key from its source, and what the binary hooks into the
+//! engine (stderr notes about inputs, re-reading a rotated key).
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use vtbulk_cli::config::{self, KeySource, Layer, Resolved};
+use vtbulk_vt::Client;
+
+use crate::args::CommonArgs;
+use crate::failure::Failure;
+
+/// `vtbulk: message` on stderr.
+pub fn eprint(message: &str) {
+    let _ = writeln!(io::stderr(), "vtbulk: {message}");
+}
+
+/// Writes `text` to stdout (a closed pipe is [`Failure::BrokenPipe`]).
+pub fn print(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::write(e, "stdout"))
+}
+
+/// Embedded defaults, then the user file, then the environment, then flags; the key from its
+/// own sources.
+pub fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
+    let flags = Layer {
+        format: schema_format(common.schema.as_deref(), common.settings.format.clone())?,
+        ..common.settings.clone()
+    };
+    let layer = config::layered(common.config.as_deref(), |v| std::env::var(v).ok(), flags)?;
+    let mut resolved = config::resolve(&layer, inputs)?;
+    resolved.settings.on_input = Some(vtbulk_engine::InputHook(Arc::new(|input| {
+        let mut err = io::stderr().lock();
+        if let Some(fallback) = &input.fallback {
+            let _ = writeln!(err, "vtbulk: {}: {fallback}", input.name);
+        }
+        if let Some(damage) = &input.damage {
+            let _ = writeln!(
+                err,
+                "vtbulk: {}: {damage}; what was read before it is kept",
+                input.name
+            );
+        }
+    })));
+    let (key, source) = config::read_key(
+        common.api_key_file.as_deref(),
+        common.api_key_command.as_deref(),
+    )?;
+    resolved.settings.key_reload = key_reload(&source, common.api_key_command.as_deref());
+    resolved.key = key;
+    resolved.key_source = source;
+    Ok(resolved)
+}
+
+/// A key from a file or a command can be rotated at its source during a long run: on a 401
+/// it is read again (never stdin: it was read once).
+fn key_reload(source: &KeySource, command: Option<&str>) -> Option<vtbulk_engine::KeyReload> {
+    match (source, command) {
+        (KeySource::Command(_), Some(command)) => {
+            let command = command.to_owned();
+            Some(vtbulk_engine::KeyReload(Arc::new(move || {
+                config::key_from_command(&command).map(|(key, _)| key)
+            })))
+        }
+        (KeySource::File(path), _) if path != Path::new("-") => {
+            let path = path.clone();
+            Some(vtbulk_engine::KeyReload(Arc::new(move || {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("failed to read the API key file again: {e}"))?;
+                vtbulk_vt::ApiKey::new(text).map_err(|e| e.to_string())
+            })))
+        }
+        _ => None,
+    }
+}
+
+/// The output format `--schema` asks for, checked against `--format`.
+fn schema_format(schema: Option<&str>, format: Option<String>) -> Result<Option<String>, String> {
+    match (schema, format.as_deref()) {
+        (None, _) => Ok(format),
+        (Some("ecs"), None | Some("ndjson") | Some("ecs")) => Ok(Some("ecs".into())),
+        (Some("ecs"), Some(other)) => Err(format!(
+            "--schema ecs writes NDJSON; it cannot be --format {other}"
+        )),
+        (Some(other), _) => Err(format!("unknown schema {other:?} (ecs)")),
+    }
+}
+
+/// Loads the configuration and builds a client, for the commands that call VirusTotal.
+pub fn load_with_client(
+    common: &CommonArgs,
+    inputs: Vec<String>,
+) -> Result<(Resolved, Client), Failure> {
+    let resolved = load(common, inputs).map_err(Failure::Usage)?;
+    let Some(key) = resolved.key.clone() else {
+        return Err(Failure::Usage(
+            "no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH".into(),
+        ));
+    };
+    let client = Client::new(key, &resolved.client).map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok((resolved, client))
+}
+
+/// A runtime for `threads` (1: a current-thread runtime, measured fastest on 2 cores).
+pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    let built = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    built.map_err(|e| Failure::Usage(format!("failed to start the runtime: {e}")))
+}
