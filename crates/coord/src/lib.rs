@@ -1118,6 +1118,7 @@ impl Coordinator {
 }
 
 mod endpoint;
+#[cfg(feature = "test-server")]
 pub mod test_server;
 
 pub use endpoint::Endpoint;

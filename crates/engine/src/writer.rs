@@ -22,7 +22,7 @@ const QUEUE: usize = 1024;
 
 /// What the writer is sent: one record, or a batch of them (the cache check's hits, one
 /// message per store batch instead of a hand-over and a wake-up per record).
-#[allow(
+#[expect(
     clippy::large_enum_variant,
     reason = "records went through the channel by value before; boxing would cost an allocation per lookup"
 )]

@@ -38,7 +38,7 @@ use vtbulk_ioc::Hash;
 
 use crate::answer::{Freshness, Hit, ObjectHit};
 use crate::error::sqlite_error;
-use crate::files::read_hits;
+use crate::files::{Bodies, read_hits};
 use crate::import::import_segments;
 use crate::sql::write_transaction;
 use crate::{Store, StoreError};
@@ -289,19 +289,12 @@ impl Store {
 
 /// The fresh answers for `keys` (by `rules`), `None` where there is none, and the file
 /// bodies to read after the transaction.
-#[allow(clippy::type_complexity)]
 fn known(
     conn: &Connection,
     path: &Path,
     keys: &[ClaimKey],
     rules: &ClaimRules,
-) -> Result<
-    (
-        Vec<Option<Claim>>,
-        Vec<(usize, i64, crate::segment::BodyRef)>,
-    ),
-    StoreError,
-> {
+) -> Result<(Vec<Option<Claim>>, Bodies), StoreError> {
     let e = sqlite_error(path);
     let files: Vec<(usize, Hash)> = keys
         .iter()

@@ -126,18 +126,21 @@ impl Store {
     }
 }
 
+/// Answers' bodies to read once a transaction is over: (the answer's index, its segment,
+/// where in it).
+pub(crate) type Bodies = Vec<(usize, i64, BodyRef)>;
+
 /// Hits for `hashes` (in their order) read in `conn`'s current transaction, and the bodies to
-/// read afterwards when `with_data` (entry index, segment, where).
-#[allow(clippy::type_complexity)]
+/// read afterwards when `with_data`.
 pub(crate) fn read_hits(
     conn: &Connection,
     path: &Path,
     hashes: &[Hash],
     with_data: bool,
-) -> Result<(Vec<Option<Hit>>, Vec<(usize, i64, BodyRef)>), StoreError> {
+) -> Result<(Vec<Option<Hit>>, Bodies), StoreError> {
     let e = sqlite_error(path);
     let mut out = vec![None; hashes.len()];
-    let mut bodies: Vec<(usize, i64, BodyRef)> = Vec::new();
+    let mut bodies: Bodies = Vec::new();
     {
         // Two passes, each in key order, so that neighbouring lookups share B-tree pages
         // (callers that sort their whole input make every pass a sequential sweep):

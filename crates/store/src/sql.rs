@@ -28,7 +28,7 @@ pub(crate) fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusql
                 if e.code == rusqlite::ErrorCode::DatabaseBusy
                     && std::time::Instant::now() < deadline =>
             {
-                #[allow(
+                #[expect(
                     clippy::disallowed_methods,
                     reason = "the store is blocking by design (callers run it off the runtime or at open), and this waits only while another process opens the same new file"
                 )]

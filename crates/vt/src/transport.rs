@@ -817,8 +817,10 @@ impl Transport {
             )),
             None => Wire::Plain(probed),
         };
-        // This crate is the one place allowed to open HTTP connections (see clippy.toml).
-        #[allow(clippy::disallowed_methods)]
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "this crate is the one place allowed to open HTTP connections (clippy.toml)"
+        )]
         let (sender, driver) = http1::Builder::new()
             .handshake(TokioIo::new(wire))
             .await
