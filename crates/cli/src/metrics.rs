@@ -14,6 +14,39 @@ use std::path::Path;
 
 use vtbulk_engine::Summary;
 
+/// A gauge of one count: its name, its help, the figure from the summary.
+type Count = (&'static str, &'static str, fn(&Summary) -> u64);
+
+/// The run's counts, one gauge each.
+const COUNTS: &[Count] = &[
+    ("lines_read", "Lines read from the inputs.", |s| {
+        s.lines_read
+    }),
+    (
+        "unique",
+        "Unique IOCs in the inputs (hashes, URLs, domains, IPs).",
+        |s| s.unique,
+    ),
+    ("lookups", "IOCs looked up to a final answer.", |s| {
+        s.lookups
+    }),
+    (
+        "cache_hits",
+        "Records answered from the cache (no request spent).",
+        |s| s.cache_hits,
+    ),
+    ("requests", "Requests sent (quota spent).", |s| s.requests),
+    ("rate_limited", "429 answers.", |s| s.rate_limited),
+    (
+        "urls_submitted",
+        "Unknown URLs submitted for scanning (--submit-unknown-urls).",
+        |s| s.urls_submitted,
+    ),
+    ("fail_on_matches", "Records that matched --fail-on.", |s| {
+        s.fail_on_matches
+    }),
+];
+
 /// The metrics of `summary`, a run that ended at `now` (Unix seconds); `last_success` is the
 /// previous success's time when this run did not complete.
 pub fn render(summary: &Summary, now: i64, last_success: Option<i64>) -> String {
@@ -25,92 +58,37 @@ pub fn render(summary: &Summary, now: i64, last_success: Option<i64>) -> String 
             let _ = writeln!(t, "vtbulk_{name}{labels} {value}");
         }
     };
-    let one = |v: u64| vec![(String::new(), v as f64)];
-    let records: Vec<(String, f64)> = [
-        ("ok", summary.ok),
-        ("not_found", summary.not_found),
-        ("invalid", summary.invalid),
-        ("error", summary.errors),
-        ("skipped", summary.skipped),
-    ]
-    .iter()
-    .map(|(status, n)| (format!("{{status=\"{status}\"}}"), *n as f64))
-    .collect();
+    let one = |v: f64| [(String::new(), v)];
     gauge(
         "records",
         "Records written by the last run, by status.",
-        &records,
+        &records(summary),
     );
-    gauge(
-        "lines_read",
-        "Lines read from the inputs.",
-        &one(summary.lines_read),
-    );
-    gauge(
-        "unique",
-        "Unique IOCs in the inputs (hashes, URLs, domains, IPs).",
-        &one(summary.unique),
-    );
-    gauge(
-        "lookups",
-        "IOCs looked up to a final answer.",
-        &one(summary.lookups),
-    );
-    gauge(
-        "cache_hits",
-        "Records answered from the cache (no request spent).",
-        &one(summary.cache_hits),
-    );
-    gauge(
-        "requests",
-        "Requests sent (quota spent).",
-        &one(summary.requests),
-    );
-    gauge("rate_limited", "429 answers.", &one(summary.rate_limited));
-    gauge(
-        "urls_submitted",
-        "Unknown URLs submitted for scanning (--submit-unknown-urls).",
-        &one(summary.urls_submitted),
-    );
-    gauge(
-        "fail_on_matches",
-        "Records that matched --fail-on.",
-        &one(summary.fail_on_matches),
-    );
-    if let Some(quota) = &summary.quota {
-        let windows: Vec<(String, f64)> = quota
-            .windows
-            .iter()
-            .filter_map(|w| {
-                w.remaining
-                    .map(|left| (format!("{{window=\"{}\"}}", w.window.name()), left as f64))
-            })
-            .collect();
-        if !windows.is_empty() {
-            gauge(
-                "quota_remaining",
-                "Requests the key may still send in each calendar window, at the end of the run.",
-                &windows,
-            );
-        }
+    for (name, help, figure) in COUNTS {
+        gauge(name, help, &one(figure(summary) as f64));
+    }
+    let windows = quota_remaining(summary);
+    if !windows.is_empty() {
+        gauge(
+            "quota_remaining",
+            "Requests the key may still send in each calendar window, at the end of the run.",
+            &windows,
+        );
     }
     gauge(
         "duration_seconds",
         "Wall time of the last run.",
-        &[(
-            String::new(),
-            (summary.elapsed_secs * 1000.0).round() / 1000.0,
-        )],
+        &one((summary.elapsed_secs * 1000.0).round() / 1000.0),
     );
     gauge(
         "exit_code",
         "The last run's exit code (0 complete, 1 with errors, 5 findings, see docs/exit-codes.md).",
-        &one(summary.exit_code.max(0) as u64),
+        &one(f64::from(summary.exit_code.max(0))),
     );
     gauge(
         "last_run_timestamp_seconds",
         "When the last run ended, Unix seconds.",
-        &[(String::new(), now as f64)],
+        &one(now as f64),
     );
     let success = if completed(summary.exit_code) {
         Some(now)
@@ -121,10 +99,39 @@ pub fn render(summary: &Summary, now: i64, last_success: Option<i64>) -> String 
         gauge(
             "last_success_timestamp_seconds",
             "When a run last completed (exit 0, 1 or 5), Unix seconds.",
-            &[(String::new(), at as f64)],
+            &one(at as f64),
         );
     }
     t
+}
+
+/// Records by status.
+fn records(summary: &Summary) -> Vec<(String, f64)> {
+    [
+        ("ok", summary.ok),
+        ("not_found", summary.not_found),
+        ("invalid", summary.invalid),
+        ("error", summary.errors),
+        ("skipped", summary.skipped),
+    ]
+    .iter()
+    .map(|(status, n)| (format!("{{status=\"{status}\"}}"), *n as f64))
+    .collect()
+}
+
+/// What each calendar window has left, where it has a limit.
+fn quota_remaining(summary: &Summary) -> Vec<(String, f64)> {
+    let Some(quota) = &summary.quota else {
+        return Vec::new();
+    };
+    quota
+        .windows
+        .iter()
+        .filter_map(|w| {
+            w.remaining
+                .map(|left| (format!("{{window=\"{}\"}}", w.window.name()), left as f64))
+        })
+        .collect()
 }
 
 /// Exit codes of a run that went through its whole input.

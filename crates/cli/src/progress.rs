@@ -189,58 +189,84 @@ pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) 
     }
 }
 
-/// The end-of-run table.
+/// The end-of-run table: what was read, what answered it, what was spent, how it ended.
 pub fn table(s: &Summary) -> String {
     let mut t = String::new();
-    let row = |t: &mut String, k: &str, v: String| row(t, 16, k, v);
     let _ = writeln!(t, "vtbulk summary");
-    row(&mut t, "lines read", s.lines_read.to_string());
-    row(&mut t, "invalid", s.invalid.to_string());
-    row(
+    read_rows(&mut t, s);
+    answer_rows(&mut t, s);
+    request_rows(&mut t, s);
+    if let Some(p) = &s.pacing {
+        pacing_row(&mut t, p);
+    }
+    if s.cache_write_errors > 0 {
+        row16(
+            &mut t,
+            "cache failures",
+            format!(
+                "{} answers not kept in the cache (they will be looked up again)",
+                s.cache_write_errors
+            ),
+        );
+    }
+    if let Some(q) = &s.quota {
+        quota_rows(&mut t, q);
+    }
+    row16(&mut t, "elapsed", format!("{:.2} s", s.elapsed_secs));
+    row16(&mut t, "rate", format!("{:.1} req/s", s.requests_per_sec));
+    row16(
         &mut t,
+        "outcome",
+        format!("{} (exit {})", s.outcome, s.exit_code),
+    );
+    t
+}
+
+fn row16(t: &mut String, k: &str, v: String) {
+    row(t, 16, k, v);
+}
+
+/// Lines, invalid values, exclusions, each input, unique IOCs and repeats.
+fn read_rows(t: &mut String, s: &Summary) {
+    row16(t, "lines read", s.lines_read.to_string());
+    row16(t, "invalid", s.invalid.to_string());
+    row16(
+        t,
         "excluded",
         format!("{}{}", s.excluded, by_code(&s.excluded_by_reason)),
     );
-    inputs(&mut t, 16, &s.inputs);
-    if s.unique_indicators > 0 {
-        row(
-            &mut t,
-            "unique",
-            format!(
-                "{} ({} hashes, {} URLs/domains/IPs)",
-                s.unique,
-                s.unique - s.unique_indicators,
-                s.unique_indicators
-            ),
-        );
-    } else {
-        row(&mut t, "unique", s.unique.to_string());
-    }
-    row(&mut t, "duplicates", s.duplicates.to_string());
-    if s.fleet_answers > 0 {
-        row(
-            &mut t,
-            "from cache",
-            format!(
-                "{} ({} answered by another process of the fleet)",
-                s.cache_hits, s.fleet_answers
-            ),
-        );
+    inputs(t, 16, &s.inputs);
+    let unique = match s.unique_indicators {
+        0 => s.unique.to_string(),
+        n => format!(
+            "{} ({} hashes, {n} URLs/domains/IPs)",
+            s.unique,
+            s.unique - n
+        ),
+    };
+    row16(t, "unique", unique);
+    row16(t, "duplicates", s.duplicates.to_string());
+}
+
+/// Where the answers came from: the cache (and whose), the lookups, and what they said.
+fn answer_rows(t: &mut String, s: &Summary) {
+    let from_cache = if s.fleet_answers > 0 {
+        format!(
+            "{} ({} answered by another process of the fleet)",
+            s.cache_hits, s.fleet_answers
+        )
     } else if s.shared_answers > 0 {
-        row(
-            &mut t,
-            "from cache",
-            format!(
-                "{} ({} stored by another process during this run)",
-                s.cache_hits, s.shared_answers
-            ),
-        );
+        format!(
+            "{} ({} stored by another process during this run)",
+            s.cache_hits, s.shared_answers
+        )
     } else {
-        row(&mut t, "from cache", s.cache_hits.to_string());
-    }
+        s.cache_hits.to_string()
+    };
+    row16(t, "from cache", from_cache);
     if s.claims_waited > 0 {
-        row(
-            &mut t,
+        row16(
+            t,
             "waited for",
             format!(
                 "{} (another process sharing the cache was looking them up)",
@@ -249,8 +275,8 @@ pub fn table(s: &Summary) -> String {
         );
     }
     if s.fields_cut > 0 {
-        row(
-            &mut t,
+        row16(
+            t,
             "fields cut",
             format!(
                 "{} (text from VirusTotal over {} bytes: the cells end with {})",
@@ -261,28 +287,32 @@ pub fn table(s: &Summary) -> String {
         );
     }
     if s.already_seen > 0 {
-        row(
-            &mut t,
+        row16(
+            t,
             "already seen",
             format!("{} (--only-new: not written)", s.already_seen),
         );
     }
-    row(&mut t, "lookups", s.lookups.to_string());
-    row(&mut t, "ok", s.ok.to_string());
-    row(&mut t, "not found", s.not_found.to_string());
-    row(
-        &mut t,
+    row16(t, "lookups", s.lookups.to_string());
+    row16(t, "ok", s.ok.to_string());
+    row16(t, "not found", s.not_found.to_string());
+    row16(
+        t,
         "errors",
         format!("{}{}", s.errors, by_code(&s.errors_by_code)),
     );
-    row(
-        &mut t,
+    row16(
+        t,
         "skipped",
         format!("{}{}", s.skipped, by_code(&s.skipped_by_reason)),
     );
-    row(&mut t, "retries", s.retries.to_string());
-    row(
-        &mut t,
+}
+
+/// Retries, 429s, requests, and how the key was shared.
+fn request_rows(t: &mut String, s: &Summary) {
+    row16(t, "retries", s.retries.to_string());
+    row16(
+        t,
         "429s",
         format!(
             "{}{}{}",
@@ -291,86 +321,69 @@ pub fn table(s: &Summary) -> String {
             by_code(&s.rate_limited_by_kind)
         ),
     );
-    row(&mut t, "requests", s.requests.to_string());
+    row16(t, "requests", s.requests.to_string());
     if let Some(c) = &s.coordinator {
-        row(&mut t, "coordinator", c.clone());
+        row16(t, "coordinator", c.clone());
     }
-    if let Some(p) = &s.pacing
-        && let Some(interval) = p.interval_ms
-    {
-        let ms = |us: u64| us as f64 / 1000.0;
-        row(
-            &mut t,
-            "pacing",
-            format!(
-                "every {:.1} ms (+{:.2}% margin, +{:.2}% adaptive at the end, +{:.2}% at most; \
-                 {} slow answers pushed {:.1} ms in all); allowed to grant p50 {:.2} ms, p99 \
-                 {:.2} ms; grant to departure p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-                interval,
-                p.margin_base * 100.0,
-                p.margin_end * 100.0,
-                p.margin_peak * 100.0,
-                p.answer_pushes,
-                p.answer_pushed_ms,
-                ms(p.grant_lateness_us.p50),
-                ms(p.grant_lateness_us.p99),
-                ms(p.lateness_us.p50),
-                ms(p.lateness_us.p99),
-                ms(p.lateness_us.max)
-            ),
-        );
-    }
-    if s.cache_write_errors > 0 {
-        row(
-            &mut t,
-            "cache failures",
-            format!(
-                "{} answers not kept in the cache (they will be looked up again)",
-                s.cache_write_errors
-            ),
-        );
-    }
-    if let Some(q) = &s.quota {
-        let note = q
-            .note
-            .as_deref()
-            .map_or(String::new(), |n| format!(" ({n})"));
-        row(
-            &mut t,
-            "quota",
-            format!("{}{note}, rate {}", q.source, q.rate),
-        );
-        for w in &q.windows {
-            if let Some(remaining) = w.remaining {
-                row(
-                    &mut t,
-                    &format!("  {} left", w.window.name()),
-                    format!(
-                        "{remaining} (resets {})",
-                        vtbulk_engine::rfc3339(w.resets_at)
-                    ),
-                );
-            }
-        }
-        if let (Some(window), Some(at)) = (&q.exhausted, &q.resets_at) {
-            row(
-                &mut t,
-                "quota spent",
+}
+
+/// The pacing: the interval, the margins, the answers' pushes, the lateness.
+fn pacing_row(t: &mut String, p: &vtbulk_quota::PacingReport) {
+    let Some(interval) = p.interval_ms else {
+        return;
+    };
+    let ms = |us: u64| us as f64 / 1000.0;
+    row16(
+        t,
+        "pacing",
+        format!(
+            "every {:.1} ms (+{:.2}% margin, +{:.2}% adaptive at the end, +{:.2}% at most; \
+             {} slow answers pushed {:.1} ms in all); allowed to grant p50 {:.2} ms, p99 \
+             {:.2} ms; grant to departure p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+            interval,
+            p.margin_base * 100.0,
+            p.margin_end * 100.0,
+            p.margin_peak * 100.0,
+            p.answer_pushes,
+            p.answer_pushed_ms,
+            ms(p.grant_lateness_us.p50),
+            ms(p.grant_lateness_us.p99),
+            ms(p.lateness_us.p50),
+            ms(p.lateness_us.p99),
+            ms(p.lateness_us.max)
+        ),
+    );
+}
+
+/// The budget's source and rate, what each window has left, and the window that ran out.
+fn quota_rows(t: &mut String, q: &vtbulk_engine::QuotaReport) {
+    let note = q
+        .note
+        .as_deref()
+        .map_or(String::new(), |n| format!(" ({n})"));
+    row16(t, "quota", format!("{}{note}, rate {}", q.source, q.rate));
+    for w in &q.windows {
+        if let Some(remaining) = w.remaining {
+            row16(
+                t,
+                &format!("  {} left", w.window.name()),
                 format!(
-                    "the {window} budget ran out: {} items skipped, run again after {at}",
-                    q.items_left
+                    "{remaining} (resets {})",
+                    vtbulk_engine::rfc3339(w.resets_at)
                 ),
             );
         }
     }
-    row(&mut t, "elapsed", format!("{:.2} s", s.elapsed_secs));
-    row(&mut t, "rate", format!("{:.1} req/s", s.requests_per_sec));
-    row(
-        &mut t,
-        "outcome",
-        format!("{} (exit {})", s.outcome, s.exit_code),
-    );
-    t
+    if let (Some(window), Some(at)) = (&q.exhausted, &q.resets_at) {
+        row16(
+            t,
+            "quota spent",
+            format!(
+                "the {window} budget ran out: {} items skipped, run again after {at}",
+                q.items_left
+            ),
+        );
+    }
 }
 
 pub fn by_code(map: &BTreeMap<String, u64>) -> String {

@@ -104,29 +104,29 @@ pub async fn run(
         // The key (or the server's certificate) was refused: no lookup can succeed.
         halt.set_because(HaltCause::Refused(e.kind()), e);
     }
-    let ledger = stages
-        .journal
-        .clone()
-        .map(|j| spawn_ledger(j, stages.lookup.clone()));
-    let membership = match &stages.lookup.sender.fleet {
-        Some(fleet) => Some(Membership::join(fleet, counters.clone()).await),
-        None => None,
-    };
+    let background = stages.start_background().await;
     let crew = stages.crew(tx.clone());
     let left = workers::run(crew, todo, settings.concurrency, budget.rate).await;
     skip_rest(&stages, left.0, &tx).await;
     drop(tx);
-    if let Some(ledger) = ledger {
-        ledger.abort();
-    }
-    if let (Some(membership), Some(fleet)) = (membership, &stages.lookup.sender.fleet) {
-        membership.leave(fleet).await;
-    }
+    stages.stop_background(background).await;
     finish_journal(&stages, journal, &figures);
     let written = writer
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));
-    let outcome = match (written, halt.get()) {
+    let outcome = outcome(written, &halt, &counters)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let summary = summarise(&stages, &budget, outcome, elapsed, coordinator_note);
+    Ok((outcome, summary))
+}
+
+/// How the run ended: the writer's result, why it halted, what the records say.
+fn outcome(
+    written: std::io::Result<()>,
+    halt: &Halt,
+    counters: &Counters,
+) -> Result<Outcome, EngineError> {
+    Ok(match (written, halt.get()) {
         (Err(e), _) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             return Err(EngineError::Output(e));
         }
@@ -135,20 +135,31 @@ pub async fn run(
             Outcome::CompletedWithErrors
         }
         (_, None) => Outcome::Completed,
-    };
-    let mut summary = counters.summary(started.elapsed().as_secs_f64(), outcome.as_str());
-    summary.quota = Some(quota_report(&stages, &budget));
+    })
+}
+
+/// The run's summary: the counters, the key's budget, the pacing, how the key was shared and
+/// why the run stopped early, if it did.
+fn summarise(
+    stages: &Stages,
+    budget: &Budget,
+    outcome: Outcome,
+    elapsed: f64,
+    coordinator_note: Option<String>,
+) -> Summary {
+    let mut summary = stages.counters.summary(elapsed, outcome.as_str());
+    summary.quota = Some(quota_report(stages, budget));
     summary.pacing = Some(stages.lookup.sender.scheduler.pacing_report());
     summary.coordinator = match (&stages.lookup.sender.fleet, coordinator_note) {
         (_, Some(note)) => Some(note),
         (Some(_), None) => Some("shared through Redis".into()),
         (None, None) => None,
     };
-    summary.stopped = halt.get().map(|cause| StopReport {
+    summary.stopped = stages.halt.get().map(|cause| StopReport {
         cause: cause.name().into_owned(),
-        detail: halt.detail(),
+        detail: stages.halt.detail(),
     });
-    Ok((outcome, summary))
+    summary
 }
 
 /// Connects to the fleet's coordinator, when there is one. Unreachable: the run stops (exit
@@ -193,6 +204,12 @@ fn claim_settings(settings: &Settings, figures: &Mutex<RunRecord>) -> ClaimSetti
             .map(|_| lock(figures).started_at),
         with_data: settings.raw,
     }
+}
+
+/// The tasks that run beside the workers.
+struct Background {
+    ledger: Option<tokio::task::JoinHandle<()>>,
+    membership: Option<Membership>,
 }
 
 /// The stages after `prepare`, each with the part of the run it owns.
@@ -262,6 +279,30 @@ impl Stages {
             journal,
             halt: halt.clone(),
             counters: counters.clone(),
+        }
+    }
+
+    /// The tasks beside the workers: the ledger's writes (with a cache), the fleet's
+    /// heartbeat (with a coordinator).
+    async fn start_background(&self) -> Background {
+        let ledger = self
+            .journal
+            .clone()
+            .map(|j| spawn_ledger(j, self.lookup.clone()));
+        let membership = match &self.lookup.sender.fleet {
+            Some(fleet) => Some(Membership::join(fleet, self.counters.clone()).await),
+            None => None,
+        };
+        Background { ledger, membership }
+    }
+
+    async fn stop_background(&self, background: Background) {
+        if let Some(ledger) = background.ledger {
+            ledger.abort();
+        }
+        if let (Some(membership), Some(fleet)) = (background.membership, &self.lookup.sender.fleet)
+        {
+            membership.leave(fleet).await;
         }
     }
 

@@ -102,73 +102,21 @@ pub async fn probe(client: &Client, known: Vec<Hash>, settings: ProbeSettings) -
     let mut first_429 = None;
     let mut spent = 0u64;
     let mut rate = settings.start_per_min.max(1.0);
-    let mut next_hash = 0usize;
     let stopped = loop {
-        let left = settings.max_requests.saturating_sub(spent);
-        let size = step_size(rate).min(left);
+        let size = step_size(rate).min(settings.max_requests.saturating_sub(spent));
         if size < 2 {
             break "max_requests";
         }
-        let interval = Duration::from_secs_f64(60.0 / rate);
-        // Every request of the step at once, each on its own connection made ready first and
-        // sent at its slot: the spacing is the slots', not a connection set-up's.
-        let start = Instant::now() + Duration::from_millis(500);
-        let mut tasks = tokio::task::JoinSet::new();
-        for i in 0..size {
-            let hash = known[next_hash % known.len()];
-            next_hash += 1;
-            let client = client.clone();
-            let slot = start + interval.mul_f64(i as f64);
-            tasks.spawn(async move {
-                let ready = match client.ready().await {
-                    Ok(ready) => ready,
-                    Err(e) => return (Duration::ZERO, Err(e.kind())),
-                };
-                tokio::time::sleep_until(slot).await;
-                let sent = Instant::now();
-                let result = ready.get_file_summary(&hash, |_| ()).await;
-                (sent.elapsed(), result.map(|_| ()).map_err(|e| e.kind()))
-            });
-        }
+        let hashes = (spent..spent + size).map(|i| known[i as usize % known.len()]);
+        let done = step(client, hashes.collect(), rate).await;
         spent += size;
-        let mut step = ProbeStep {
-            per_min: (rate * 10.0).round() / 10.0,
-            requests: size,
-            answered: 0,
-            rate_limited: 0,
-            errors: 0,
-            p50_ms: 0.0,
-            p99_ms: 0.0,
-        };
-        let mut latency = Vec::new();
-        let mut fatal = None;
-        while let Some(Ok((took, result))) = tasks.join_next().await {
-            match result {
-                Ok(()) | Err(ErrorKind::NotFound) => {
-                    step.answered += 1;
-                    latency.push(took.as_secs_f64() * 1000.0);
-                }
-                Err(kind @ (ErrorKind::TooManyRequests | ErrorKind::QuotaExceeded)) => {
-                    step.rate_limited += 1;
-                    first_429.get_or_insert_with(|| kind.code().to_owned());
-                }
-                Err(kind) => {
-                    step.errors += 1;
-                    if kind.class() == vtbulk_vt::ErrorClass::Fatal {
-                        fatal = Some("refused");
-                    } else if kind == ErrorKind::Connect {
-                        fatal = fatal.or(Some("unreachable"));
-                    }
-                }
-            }
+        all_latency.extend(done.latency);
+        if first_429.is_none() {
+            first_429 = done.first_429;
         }
-        latency.sort_by(f64::total_cmp);
-        step.p50_ms = percentile(&latency, 0.5);
-        step.p99_ms = percentile(&latency, 0.99);
-        all_latency.extend(latency);
-        let refused = step.rate_limited > 0;
-        steps.push(step);
-        if let Some(why) = fatal {
+        let refused = done.step.rate_limited > 0;
+        steps.push(done.step);
+        if let Some(why) = done.fatal {
             break why;
         }
         if refused {
@@ -176,16 +124,9 @@ pub async fn probe(client: &Client, known: Vec<Hash>, settings: ProbeSettings) -
         } else {
             lo = Some(lo.map_or(rate, |l: f64| l.max(rate)));
         }
-        rate = match (lo, hi) {
-            (Some(l), Some(h)) if (h - l) / l < 0.04 => break "bracketed",
-            (Some(l), Some(h)) => (l + h) / 2.0,
-            (None, Some(h)) => h / 2.0,
-            (Some(l), None) => match settings.ceiling_per_min {
-                Some(c) if l >= c => break "ceiling",
-                Some(c) => (l * 1.5).min(c),
-                None => l * 1.5,
-            },
-            (None, None) => rate,
+        rate = match next_rate(lo, hi, rate, settings.ceiling_per_min) {
+            Ok(rate) => rate,
+            Err(why) => break why,
         };
         if refused {
             tokio::time::sleep(settings.cool_down).await;
@@ -203,6 +144,100 @@ pub async fn probe(client: &Client, known: Vec<Hash>, settings: ProbeSettings) -
         p99_ms: percentile(&all_latency, 0.99),
         stopped: stopped.to_owned(),
         steps,
+    }
+}
+
+/// What one step did.
+struct StepDone {
+    step: ProbeStep,
+    /// Its answers' latencies, ms, sorted.
+    latency: Vec<f64>,
+    /// The first 429's code, if any.
+    first_429: Option<String>,
+    /// Why the probe must stop (`refused`: the key; `unreachable`), if it must.
+    fatal: Option<&'static str>,
+}
+
+/// One step: `hashes` looked up at `rate` a minute, every request on its own connection made
+/// ready first and sent at its slot (the spacing is the slots', not a connection set-up's).
+async fn step(client: &Client, hashes: Vec<Hash>, rate: f64) -> StepDone {
+    let interval = Duration::from_secs_f64(60.0 / rate);
+    let start = Instant::now() + Duration::from_millis(500);
+    let mut tasks = tokio::task::JoinSet::new();
+    let size = hashes.len() as u64;
+    for (i, hash) in hashes.into_iter().enumerate() {
+        let client = client.clone();
+        let slot = start + interval.mul_f64(i as f64);
+        tasks.spawn(async move {
+            let ready = match client.ready().await {
+                Ok(ready) => ready,
+                Err(e) => return (Duration::ZERO, Err(e.kind())),
+            };
+            tokio::time::sleep_until(slot).await;
+            let sent = Instant::now();
+            let result = ready.get_file_summary(&hash, |_| ()).await;
+            (sent.elapsed(), result.map(|_| ()).map_err(|e| e.kind()))
+        });
+    }
+    let mut done = StepDone {
+        step: ProbeStep {
+            per_min: (rate * 10.0).round() / 10.0,
+            requests: size,
+            answered: 0,
+            rate_limited: 0,
+            errors: 0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+        },
+        latency: Vec::new(),
+        first_429: None,
+        fatal: None,
+    };
+    while let Some(Ok((took, result))) = tasks.join_next().await {
+        match result {
+            Ok(()) | Err(ErrorKind::NotFound) => {
+                done.step.answered += 1;
+                done.latency.push(took.as_secs_f64() * 1000.0);
+            }
+            Err(kind @ (ErrorKind::TooManyRequests | ErrorKind::QuotaExceeded)) => {
+                done.step.rate_limited += 1;
+                done.first_429.get_or_insert_with(|| kind.code().to_owned());
+            }
+            Err(kind) => {
+                done.step.errors += 1;
+                if kind.class() == vtbulk_vt::ErrorClass::Fatal {
+                    done.fatal = Some("refused");
+                } else if kind == ErrorKind::Connect {
+                    done.fatal = done.fatal.or(Some("unreachable"));
+                }
+            }
+        }
+    }
+    done.latency.sort_by(f64::total_cmp);
+    done.step.p50_ms = percentile(&done.latency, 0.5);
+    done.step.p99_ms = percentile(&done.latency, 0.99);
+    done
+}
+
+/// The next step's rate from the last clean (`lo`) and first refused (`hi`) rates: half
+/// way between them until they are within 4% (`bracketed`), half of a refused rate, half
+/// again above a clean one up to the ceiling (`ceiling` once it is reached clean).
+fn next_rate(
+    lo: Option<f64>,
+    hi: Option<f64>,
+    rate: f64,
+    ceiling: Option<f64>,
+) -> Result<f64, &'static str> {
+    match (lo, hi) {
+        (Some(l), Some(h)) if (h - l) / l < 0.04 => Err("bracketed"),
+        (Some(l), Some(h)) => Ok((l + h) / 2.0),
+        (None, Some(h)) => Ok(h / 2.0),
+        (Some(l), None) => match ceiling {
+            Some(c) if l >= c => Err("ceiling"),
+            Some(c) => Ok((l * 1.5).min(c)),
+            None => Ok(l * 1.5),
+        },
+        (None, None) => Ok(rate),
     }
 }
 

@@ -174,6 +174,31 @@ fn load_fixtures(dir: &PathBuf) -> Result<Vec<Fixture>, String> {
 }
 
 fn serve(args: ServeArgs) -> Result<(), String> {
+    let config = config_of(&args)?;
+    let runtime = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(args.threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(|e| format!("failed to start the runtime: {e}"))?;
+    runtime.block_on(async move {
+        let server = MockServer::start(config.clone())
+            .await
+            .map_err(|e| format!("failed to listen on {}: {e}", config.listen))?;
+        announce(&server, &config, args.tls_ca.clone())?;
+        wait_for_signal().await;
+        let _ = writeln!(io::stderr(), "vt-mock: stopping");
+        Ok(())
+    })
+}
+
+/// The server's configuration from the command line.
+fn config_of(args: &ServeArgs) -> Result<MockConfig, String> {
     let keys = if args.keys.is_empty() {
         vec![KeyConfig::unlimited("testkey")]
     } else {
@@ -182,7 +207,18 @@ fn serve(args: ServeArgs) -> Result<(), String> {
             .map(|s| KeyConfig::parse(s))
             .collect::<Result<_, _>>()?
     };
-    let config = MockConfig {
+    let tls = match (args.tls, args.tls_flaw.as_deref()) {
+        (false, _) => None,
+        (true, None) => Some(vtbulk_mock::tls::Flaw::None),
+        (true, Some("expired")) => Some(vtbulk_mock::tls::Flaw::Expired),
+        (true, Some("wrong-host")) => Some(vtbulk_mock::tls::Flaw::WrongHost),
+        (true, Some(other)) => {
+            return Err(format!(
+                "--tls-flaw {other:?}: expected expired or wrong-host"
+            ));
+        }
+    };
+    Ok(MockConfig {
         listen: SocketAddr::new(args.host, args.port),
         keys,
         seed: args.universe.seed,
@@ -200,82 +236,59 @@ fn serve(args: ServeArgs) -> Result<(), String> {
         follow_tokio_clock: false,
         analysis_delay: humantime::parse_duration(&args.analysis_delay)
             .map_err(|e| format!("--analysis-delay: {e}"))?,
-        tls: if args.tls {
-            let flaw = match args.tls_flaw.as_deref() {
-                None => vtbulk_mock::tls::Flaw::None,
-                Some("expired") => vtbulk_mock::tls::Flaw::Expired,
-                Some("wrong-host") => vtbulk_mock::tls::Flaw::WrongHost,
-                Some(other) => {
-                    return Err(format!(
-                        "--tls-flaw {other:?}: expected expired or wrong-host"
-                    ));
-                }
-            };
-            Some(vtbulk_mock::tls::MockTls::generate(flaw)?)
-        } else {
-            None
-        },
+        tls: tls.map(vtbulk_mock::tls::MockTls::generate).transpose()?,
+    })
+}
+
+/// Says where the server is: its URL on stdout's first line (and the CA's path on the second,
+/// with TLS), and what it serves on stderr.
+fn announce(
+    server: &MockServer,
+    config: &MockConfig,
+    tls_ca: Option<PathBuf>,
+) -> Result<(), String> {
+    let ca_file = match &config.tls {
+        Some(tls) => {
+            let path = tls_ca.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("vt-mock-ca-{}.pem", server.addr().port()))
+            });
+            std::fs::write(&path, &tls.ca_pem)
+                .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
+            Some(path)
+        }
+        None => None,
     };
-    let runtime = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()
-    }
-    .map_err(|e| format!("failed to start the runtime: {e}"))?;
-    runtime.block_on(async move {
-        let server = MockServer::start(config.clone())
-            .await
-            .map_err(|e| format!("failed to listen on {}: {e}", config.listen))?;
-        let ca_file = match &config.tls {
-            Some(tls) => {
-                let path = args.tls_ca.clone().unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!("vt-mock-ca-{}.pem", server.addr().port()))
-                });
-                std::fs::write(&path, &tls.ca_pem)
-                    .map_err(|e| format!("failed to write {}: {e}", path.display()))?;
-                Some(path)
-            }
-            None => None,
-        };
-        {
-            let mut out = io::stdout().lock();
-            writeln!(out, "{}", server.url()).map_err(|e| e.to_string())?;
-            if let Some(path) = &ca_file {
-                writeln!(out, "{}", path.display()).map_err(|e| e.to_string())?;
-            }
-            out.flush().map_err(|e| e.to_string())?;
-        }
+    {
+        let mut out = io::stdout().lock();
+        writeln!(out, "{}", server.url()).map_err(|e| e.to_string())?;
         if let Some(path) = &ca_file {
-            let _ = writeln!(
-                io::stderr(),
-                "vt-mock: TLS with a certificate from a CA made at start; trust it with \
-                 --ca-cert {}",
-                path.display()
-            );
+            writeln!(out, "{}", path.display()).map_err(|e| e.to_string())?;
         }
-        let key_ids: Vec<String> = config
-            .keys
-            .iter()
-            .map(|k| vtbulk_mock::key_id(&k.key))
-            .collect();
+        out.flush().map_err(|e| e.to_string())?;
+    }
+    if let Some(path) = &ca_file {
         let _ = writeln!(
             io::stderr(),
-            "vt-mock: serving VirusTotal v3 at {} (keys {}, universe {} files, seed {}); \
-             GET /_mock/stats, POST /_mock/reset, GET|POST /_mock/clock",
-            server.url(),
-            key_ids.join(", "),
-            config.universe_size,
-            config.seed
+            "vt-mock: TLS with a certificate from a CA made at start; trust it with \
+             --ca-cert {}",
+            path.display()
         );
-        wait_for_signal().await;
-        let _ = writeln!(io::stderr(), "vt-mock: stopping");
-        Ok(())
-    })
+    }
+    let key_ids: Vec<String> = config
+        .keys
+        .iter()
+        .map(|k| vtbulk_mock::key_id(&k.key))
+        .collect();
+    let _ = writeln!(
+        io::stderr(),
+        "vt-mock: serving VirusTotal v3 at {} (keys {}, universe {} files, seed {}); \
+         GET /_mock/stats, POST /_mock/reset, GET|POST /_mock/clock",
+        server.url(),
+        key_ids.join(", "),
+        config.universe_size,
+        config.seed
+    );
+    Ok(())
 }
 
 /// `--clock`: an RFC 3339 time, or `+D` / `-D` from now.

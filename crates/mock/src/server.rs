@@ -595,6 +595,10 @@ fn route_of(api_path: &str) -> ApiRoute<'_> {
     ApiRoute::Other
 }
 
+/// What a route's handler decided: an answer to record and send, or `None` for a dropped
+/// request (a stall: recorded already, never answered).
+type Reply = Option<Response<MockBody>>;
+
 async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incoming>) -> Answer {
     if req.uri().path().starts_with("/_mock/") {
         return Ok(handle_control(state, req).await);
@@ -610,298 +614,327 @@ async fn handle(state: &State, socket: &std::net::TcpStream, req: Request<Incomi
     let latency = state.config.latency.sample(state.config.seed, seq);
     let now = state.clock.now_ms();
     let api_route = route_of(api_path);
-    let mut record = Record {
-        t_ms: now,
-        key: KeyRef::Missing,
-        route: match api_route {
-            ApiRoute::Files(_) => Route::Files,
-            ApiRoute::Object(..) => Route::Objects,
-            ApiRoute::SubmitUrl => Route::SubmitUrl,
-            ApiRoute::Analysis(_) => Route::Analyses,
-            ApiRoute::Users(_) => Route::Users,
-            ApiRoute::OverallQuotas(_) => Route::OverallQuotas,
-            ApiRoute::Other => Route::Other,
-        },
-        status: 0,
-        code: None,
-        id: IdRef::None,
-        sha256: None,
-        window: None,
-        fault: None,
-        gzip: false,
-        spent: false,
-    };
-
-    // 1. The key.
-    let key_index = match req.headers().get("x-apikey").map(|v| v.as_bytes()) {
-        None => {
-            let answer = api_error(
-                StatusCode::UNAUTHORIZED,
-                "AuthenticationRequiredError",
-                "X-Apikey header is missing",
-            );
-            return Ok(finish(state, record, latency, answer).await);
-        }
-        Some(key) => {
-            let key = String::from_utf8_lossy(key);
-            let revoked = |i: usize| state.revoked[i].load(std::sync::atomic::Ordering::Relaxed);
-            match state.by_key.get(key.as_ref()) {
-                Some(&i) if !revoked(i) => {
-                    record.key = KeyRef::Known(i);
-                    i
-                }
-                _ => {
-                    record.key = KeyRef::Unknown(crate::key_id(&key).into());
-                    let answer = api_error(
-                        StatusCode::UNAUTHORIZED,
-                        "WrongCredentialsError",
-                        "Wrong API key",
-                    );
-                    return Ok(finish(state, record, latency, answer).await);
-                }
+    let mut record = Record::new(now, route_name(&api_route));
+    let reply = match admit(state, &req, &api_route, now, &mut record) {
+        Err(refusal) => Some(*refusal),
+        Ok(key) => match api_route {
+            ApiRoute::SubmitUrl => submit(state, req, key, now, &mut record).await,
+            ApiRoute::Analysis(id) => analysis(state, id, key, now, &mut record),
+            ApiRoute::Files(id) => lookup(state, socket, &req, None, id, key, &mut record).await,
+            ApiRoute::Object(kind, id) => {
+                lookup(state, socket, &req, Some(kind), id, key, &mut record).await
             }
+            ApiRoute::Users(id) | ApiRoute::OverallQuotas(id) => {
+                users(state, &req, id, key, now, &mut record)
+            }
+            ApiRoute::Other => Some(api_error(
+                StatusCode::NOT_FOUND,
+                "NotFoundError",
+                "Resource not found",
+            )),
+        },
+    };
+    match reply {
+        Some(answer) => Ok(finish(state, record, latency, answer).await),
+        None => Err(Dropped),
+    }
+}
+
+/// The log's name for a route.
+fn route_name(route: &ApiRoute<'_>) -> Route {
+    match route {
+        ApiRoute::Files(_) => Route::Files,
+        ApiRoute::Object(..) => Route::Objects,
+        ApiRoute::SubmitUrl => Route::SubmitUrl,
+        ApiRoute::Analysis(_) => Route::Analyses,
+        ApiRoute::Users(_) => Route::Users,
+        ApiRoute::OverallQuotas(_) => Route::OverallQuotas,
+        ApiRoute::Other => Route::Other,
+    }
+}
+
+/// The checks every API request meets first: a key (known, not revoked), the strict spacing
+/// limiter (requests of any nature), the method. The key's index, or the refusal.
+fn admit(
+    state: &State,
+    req: &Request<Incoming>,
+    route: &ApiRoute<'_>,
+    now: i64,
+    record: &mut Record,
+) -> Result<usize, Box<Response<MockBody>>> {
+    let Some(key) = req.headers().get("x-apikey").map(|v| v.as_bytes()) else {
+        return Err(Box::new(api_error(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationRequiredError",
+            "X-Apikey header is missing",
+        )));
+    };
+    let key = String::from_utf8_lossy(key);
+    let revoked = |i: usize| state.revoked[i].load(std::sync::atomic::Ordering::Relaxed);
+    let index = match state.by_key.get(key.as_ref()) {
+        Some(&i) if !revoked(i) => i,
+        _ => {
+            record.key = KeyRef::Unknown(crate::key_id(&key).into());
+            return Err(Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "WrongCredentialsError",
+                "Wrong API key",
+            )));
         }
     };
-
-    // 1b. A strict spacing limiter counts requests of any nature, before anything else.
-    let spaced = lock(&state.usage[key_index]).admit_spacing(now);
-    if let Err(window) = spaced {
+    record.key = KeyRef::Known(index);
+    // A strict spacing limiter counts requests of any nature, before anything else.
+    if let Err(window) = lock(&state.usage[index]).admit_spacing(now) {
         record.window = Some(window);
-        let answer = api_error(
+        return Err(Box::new(api_error(
             StatusCode::TOO_MANY_REQUESTS,
             "QuotaExceededError",
             quota_message(window),
-        );
-        return Ok(finish(state, record, latency, answer).await);
+        )));
     }
-
-    let post = matches!(api_route, ApiRoute::SubmitUrl);
+    let post = matches!(route, ApiRoute::SubmitUrl);
     if (req.method() != Method::GET && !post) || (post && req.method() != Method::POST) {
-        let answer = api_error(
+        return Err(Box::new(api_error(
             StatusCode::BAD_REQUEST,
             "BadRequestError",
             "Only GET (and POST /urls) is supported by this mock",
-        );
-        return Ok(finish(state, record, latency, answer).await);
+        )));
     }
+    Ok(index)
+}
 
-    let answer = match api_route {
-        ApiRoute::SubmitUrl | ApiRoute::Analysis(_) => {
-            // Both count against the quota, like every request VirusTotal serves.
-            if let Some(answer) = refused(state, key_index, now, &mut record) {
-                return Ok(finish(state, record, latency, answer).await);
-            }
-            let analysis = match api_route {
-                ApiRoute::Analysis(id) => Some(percent_decode(id).into_owned()),
-                _ => None,
-            };
-            match analysis {
-                Some(id) => {
-                    record.id = IdRef::Text(format!("analyses/{id}").into());
-                    match state.submissions.analysis(state.config.seed, &id, now) {
-                        Some(body) => {
-                            respond(StatusCode::OK, "application/json", MockBody::whole(body))
-                        }
-                        None => api_error(
-                            StatusCode::NOT_FOUND,
-                            "NotFoundError",
-                            &format!("Analysis \"{id}\" not found"),
-                        ),
-                    }
-                }
-                None => {
-                    let form = match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-                        req.into_body(),
-                        64 * 1024,
-                    ))
-                    .await
-                    {
-                        Ok(body) => body.to_bytes(),
-                        Err(_) => Bytes::new(),
-                    };
-                    let url = url_of_form(&form);
-                    match url {
-                        Some(url) if url.contains("://") => {
-                            let id = state.submissions.submit(
-                                state.config.seed,
-                                &url,
-                                now,
-                                state.config.analysis_delay,
-                            );
-                            record.id = IdRef::Text(format!("urls/{id}").into());
-                            let body = serde_json::json!({"data": {
-                                "type": "analysis",
-                                "id": id,
-                                "links": {"self": format!("https://www.virustotal.com/api/v3/analyses/{id}")},
-                            }});
-                            respond(
-                                StatusCode::OK,
-                                "application/json",
-                                MockBody::whole(Bytes::from(body.to_string())),
-                            )
-                        }
-                        _ => api_error(
-                            StatusCode::BAD_REQUEST,
-                            "InvalidArgumentError",
-                            "Unable to canonicalize url",
-                        ),
-                    }
-                }
-            }
-        }
-        ApiRoute::Files(raw_id) | ApiRoute::Object(_, raw_id) => {
-            let id = percent_decode(raw_id);
-            let object = match api_route {
-                ApiRoute::Object(kind, _) => Some(kind),
-                _ => None,
-            };
-            let hash = object.is_none().then(|| Hash::parse(&id).ok()).flatten();
-            record.id = match (hash, object) {
-                (Some(h), _) => IdRef::Hash(h),
-                (None, Some(kind)) => IdRef::Text(format!("{}/{id}", kind.collection()).into()),
-                (None, None) => IdRef::Text(id.to_ascii_lowercase().into()),
-            };
-            // 2. A TooManyRequestsError burst refuses without spending.
-            let fault = if state.config.faults.is_empty() {
-                None
-            } else {
-                let id_lower = id.to_ascii_lowercase();
-                state
-                    .faults
-                    .draw(&state.config.faults, state.config.seed, &id_lower)
-            };
-            record.fault = fault;
-            if fault == Some(Fault::TooManyRequests) {
-                let answer = api_error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "TooManyRequestsError",
-                    "Too many requests",
-                );
-                return Ok(finish(state, record, latency, answer).await);
-            }
-            // 3. The quota.
-            if let Some(answer) = refused(state, key_index, now, &mut record) {
-                return Ok(finish(state, record, latency, answer).await);
-            }
-            let known: Option<[Bytes; 3]> = match object {
-                None => {
-                    let known = hash.and_then(|h| state.universe.lookup(&h));
-                    record.sha256 = known.map(|k| state.universe.sha256_of(k));
-                    known.map(|k| state.universe.render_chunks(k))
-                }
-                Some(kind) => {
-                    let submitted = kind == ObjectKind::Url && state.submissions.known(&id, now);
-                    objects::render_with(state.config.seed, kind, &id, submitted)
-                        .map(|body| [body, Bytes::new(), Bytes::new()])
-                }
-            };
-            let noun = object.map_or("File", ObjectKind::noun);
-            // 4. Injected faults, after admission: the quota is spent.
-            match (fault, known) {
-                (Some(Fault::ServerError), _) => respond(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/html; charset=utf-8",
-                    MockBody::whole(Bytes::from_static(
-                        b"<html><body><h1>500 Internal Server Error</h1></body></html>",
-                    )),
-                ),
-                (Some(Fault::Transient), _) => api_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "TransientError",
-                    "Transient error, please try again later",
-                ),
-                (Some(Fault::DeadlineExceeded), _) => api_error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "DeadlineExceededError",
-                    "The operation took too long to complete",
-                ),
-                (Some(Fault::Stall), _) => {
-                    state.stats.record(record);
-                    tokio::time::sleep(state.config.faults.stall_for).await;
-                    return Err(Dropped);
-                }
-                // 5. The answer. (A body fault drawn for an unknown id has no body to spoil.)
-                (_, None) => {
-                    record.fault = None;
-                    api_error(
-                        StatusCode::NOT_FOUND,
-                        "NotFoundError",
-                        &format!("{noun} \"{id}\" not found"),
-                    )
-                }
-                (Some(Fault::Truncate), Some(known)) => {
-                    let mut body = concat(&known);
-                    body.truncate(body.len() / 2);
-                    respond(
-                        StatusCode::OK,
-                        "application/json",
-                        MockBody::whole(Bytes::from(body)),
-                    )
-                }
-                (Some(Fault::Reset), Some(known)) => {
-                    // The announced length is the whole body; half of it arrives, then a RST.
-                    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
-                    let body = concat(&known);
-                    let full = body.len();
-                    let mut response = respond(
-                        StatusCode::OK,
-                        "application/json",
-                        MockBody::Reset {
-                            first: Some(Bytes::from(body).slice(..full / 2)),
-                            paused: false,
-                        },
-                    );
-                    response
-                        .headers_mut()
-                        .insert(header::CONTENT_LENGTH, HeaderValue::from(full));
-                    response
-                }
-                (_, Some(known)) => {
-                    let (response, gz) = success(req.headers(), known);
-                    record.gzip = gz;
-                    response
-                }
-            }
-        }
-        ApiRoute::Users(id) | ApiRoute::OverallQuotas(id) => {
-            let id = percent_decode(id);
-            let target = state
-                .by_key
-                .get(id.as_ref())
-                .or_else(|| state.by_user.get(id.as_ref()))
-                .copied();
-            match target {
-                None => api_error(
-                    StatusCode::NOT_FOUND,
-                    "NotFoundError",
-                    &format!("User \"{id}\" not found"),
-                ),
-                Some(target)
-                    if state.config.keys[key_index].users_forbidden
-                        || (record.route == Route::OverallQuotas && target != key_index) =>
-                {
-                    api_error(
-                        StatusCode::FORBIDDEN,
-                        "ForbiddenError",
-                        "You are not allowed to perform the requested operation",
-                    )
-                }
-                Some(target) => {
-                    let body = if record.route == Route::Users {
-                        user_object(state, target, target == key_index, now)
-                    } else {
-                        overall_quotas(state, target, now)
-                    };
-                    let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
-                    let (response, gz) = success(req.headers(), [body, Bytes::new(), Bytes::new()]);
-                    record.gzip = gz;
-                    response
-                }
-            }
-        }
-        ApiRoute::Other => api_error(StatusCode::NOT_FOUND, "NotFoundError", "Resource not found"),
+/// `POST /urls`: an analysis id for the form's URL (counted against the quota).
+async fn submit(
+    state: &State,
+    req: Request<Incoming>,
+    key: usize,
+    now: i64,
+    record: &mut Record,
+) -> Reply {
+    if let Some(answer) = refused(state, key, now, record) {
+        return Some(answer);
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+    let form = match http_body_util::BodyExt::collect(limited).await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => Bytes::new(),
     };
-    Ok(finish(state, record, latency, answer).await)
+    let Some(url) = url_of_form(&form).filter(|url| url.contains("://")) else {
+        return Some(api_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidArgumentError",
+            "Unable to canonicalize url",
+        ));
+    };
+    let id = state
+        .submissions
+        .submit(state.config.seed, &url, now, state.config.analysis_delay);
+    record.id = IdRef::Text(format!("urls/{id}").into());
+    let body = serde_json::json!({"data": {
+        "type": "analysis",
+        "id": id,
+        "links": {"self": format!("https://www.virustotal.com/api/v3/analyses/{id}")},
+    }});
+    Some(respond(
+        StatusCode::OK,
+        "application/json",
+        MockBody::whole(Bytes::from(body.to_string())),
+    ))
+}
+
+/// `GET /analyses/{id}` (counted against the quota).
+fn analysis(state: &State, id: &str, key: usize, now: i64, record: &mut Record) -> Reply {
+    if let Some(answer) = refused(state, key, now, record) {
+        return Some(answer);
+    }
+    let id = percent_decode(id).into_owned();
+    record.id = IdRef::Text(format!("analyses/{id}").into());
+    Some(
+        match state.submissions.analysis(state.config.seed, &id, now) {
+            Some(body) => respond(StatusCode::OK, "application/json", MockBody::whole(body)),
+            None => api_error(
+                StatusCode::NOT_FOUND,
+                "NotFoundError",
+                &format!("Analysis \"{id}\" not found"),
+            ),
+        },
+    )
+}
+
+/// A file (`object` none) or a URL, domain or IP address: a 429 burst refuses without
+/// spending, then the quota, then the object and what the drawn fault does to its answer.
+async fn lookup(
+    state: &State,
+    socket: &std::net::TcpStream,
+    req: &Request<Incoming>,
+    object: Option<ObjectKind>,
+    raw_id: &str,
+    key: usize,
+    record: &mut Record,
+) -> Reply {
+    let now = record.t_ms;
+    let id = percent_decode(raw_id);
+    let hash = object.is_none().then(|| Hash::parse(&id).ok()).flatten();
+    record.id = match (hash, object) {
+        (Some(h), _) => IdRef::Hash(h),
+        (None, Some(kind)) => IdRef::Text(format!("{}/{id}", kind.collection()).into()),
+        (None, None) => IdRef::Text(id.to_ascii_lowercase().into()),
+    };
+    let fault = match state.config.faults.is_empty() {
+        true => None,
+        false => state.faults.draw(
+            &state.config.faults,
+            state.config.seed,
+            &id.to_ascii_lowercase(),
+        ),
+    };
+    record.fault = fault;
+    if fault == Some(Fault::TooManyRequests) {
+        return Some(api_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequestsError",
+            "Too many requests",
+        ));
+    }
+    if let Some(answer) = refused(state, key, now, record) {
+        return Some(answer);
+    }
+    let known: Option<[Bytes; 3]> = match object {
+        None => {
+            let known = hash.and_then(|h| state.universe.lookup(&h));
+            record.sha256 = known.map(|k| state.universe.sha256_of(k));
+            known.map(|k| state.universe.render_chunks(k))
+        }
+        Some(kind) => {
+            let submitted = kind == ObjectKind::Url && state.submissions.known(&id, now);
+            objects::render_with(state.config.seed, kind, &id, submitted)
+                .map(|body| [body, Bytes::new(), Bytes::new()])
+        }
+    };
+    // Injected faults, after admission: the quota is spent. A fault of the body needs a body:
+    // drawn for an unknown id, it is not applied.
+    let reply = match (fault, known) {
+        (Some(Fault::Stall), _) => {
+            state.stats.record(record.clone());
+            tokio::time::sleep(state.config.faults.stall_for).await;
+            return None;
+        }
+        (Some(fault @ (Fault::ServerError | Fault::Transient | Fault::DeadlineExceeded)), _) => {
+            faulted(fault)
+        }
+        (_, None) => {
+            record.fault = None;
+            let noun = object.map_or("File", ObjectKind::noun);
+            api_error(
+                StatusCode::NOT_FOUND,
+                "NotFoundError",
+                &format!("{noun} \"{id}\" not found"),
+            )
+        }
+        (Some(Fault::Truncate), Some(known)) => {
+            let mut body = concat(&known);
+            body.truncate(body.len() / 2);
+            respond(
+                StatusCode::OK,
+                "application/json",
+                MockBody::whole(Bytes::from(body)),
+            )
+        }
+        (Some(Fault::Reset), Some(known)) => reset_halfway(socket, &known),
+        (None | Some(Fault::TooManyRequests), Some(known)) => {
+            let (response, gz) = success(req.headers(), known);
+            record.gzip = gz;
+            response
+        }
+    };
+    Some(reply)
+}
+
+/// The answer of a server-side fault.
+fn faulted(fault: Fault) -> Response<MockBody> {
+    match fault {
+        Fault::ServerError => respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/html; charset=utf-8",
+            MockBody::whole(Bytes::from_static(
+                b"<html><body><h1>500 Internal Server Error</h1></body></html>",
+            )),
+        ),
+        Fault::DeadlineExceeded => api_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            "DeadlineExceededError",
+            "The operation took too long to complete",
+        ),
+        _ => api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TransientError",
+            "Transient error, please try again later",
+        ),
+    }
+}
+
+/// The announced length is the whole body; half of it arrives, then a RST.
+fn reset_halfway(socket: &std::net::TcpStream, known: &[Bytes; 3]) -> Response<MockBody> {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+    let body = concat(known);
+    let full = body.len();
+    let mut response = respond(
+        StatusCode::OK,
+        "application/json",
+        MockBody::Reset {
+            first: Some(Bytes::from(body).slice(..full / 2)),
+            paused: false,
+        },
+    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(full));
+    response
+}
+
+/// `GET /users/{id}` and `/users/{id}/overall_quotas` (free, as VirusTotal's are).
+fn users(
+    state: &State,
+    req: &Request<Incoming>,
+    id: &str,
+    key: usize,
+    now: i64,
+    record: &mut Record,
+) -> Reply {
+    let id = percent_decode(id);
+    let target = state
+        .by_key
+        .get(id.as_ref())
+        .or_else(|| state.by_user.get(id.as_ref()))
+        .copied();
+    Some(match target {
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            "NotFoundError",
+            &format!("User \"{id}\" not found"),
+        ),
+        Some(target)
+            if state.config.keys[key].users_forbidden
+                || (record.route == Route::OverallQuotas && target != key) =>
+        {
+            api_error(
+                StatusCode::FORBIDDEN,
+                "ForbiddenError",
+                "You are not allowed to perform the requested operation",
+            )
+        }
+        Some(target) => {
+            let body = if record.route == Route::Users {
+                user_object(state, target, target == key, now)
+            } else {
+                overall_quotas(state, target, now)
+            };
+            let body = Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+            let (response, gz) = success(req.headers(), [body, Bytes::new(), Bytes::new()]);
+            record.gzip = gz;
+            response
+        }
+    })
 }
 
 fn quota_message(window: Window) -> &'static str {

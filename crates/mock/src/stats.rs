@@ -113,6 +113,25 @@ pub struct Record {
     pub spent: bool,
 }
 
+impl Record {
+    /// A request that arrived at `t_ms` on `route`, not yet answered.
+    pub fn new(t_ms: i64, route: Route) -> Record {
+        Record {
+            t_ms,
+            key: KeyRef::Missing,
+            route,
+            status: 0,
+            code: None,
+            id: IdRef::None,
+            sha256: None,
+            window: None,
+            fault: None,
+            gzip: false,
+            spent: false,
+        }
+    }
+}
+
 /// FxHash-style hasher: digests are already uniformly random, SipHash's protection against
 /// crafted keys buys nothing here and costs a measurable share of each request.
 #[derive(Default)]

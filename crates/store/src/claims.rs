@@ -181,52 +181,7 @@ impl Store {
             }
         }
         let (answers, bodies) = known(&tx, &path, keys, rules)?;
-        let mut out = Vec::with_capacity(keys.len());
-        let mut living: HashMap<String, bool> = HashMap::new();
-        {
-            // The usual case first: nobody holds it, and the insert is the whole claim.
-            let mut take = tx
-                .prepare_cached(
-                    "INSERT INTO claims (kind, id, owner, at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (kind, id) DO NOTHING",
-                )
-                .map_err(e)?;
-            let mut holder = tx
-                .prepare_cached("SELECT owner FROM claims WHERE kind = ?1 AND id = ?2")
-                .map_err(e)?;
-            let mut take_over = tx
-                .prepare_cached("UPDATE claims SET owner = ?3, at = ?4 WHERE kind = ?1 AND id = ?2")
-                .map_err(e)?;
-            for (key, answer) in keys.iter().zip(answers) {
-                if let Some(answer) = answer {
-                    out.push(answer);
-                    continue;
-                }
-                let (kind, id) = key.row();
-                if take.execute(params![kind, id, me, rules.now]).map_err(e)? == 1 {
-                    out.push(Claim::Mine);
-                    continue;
-                }
-                let held: Option<String> = holder
-                    .query_row(params![kind, id], |r| r.get(0))
-                    .optional()
-                    .map_err(e)?;
-                let busy = held.is_some_and(|owner| {
-                    owner != me
-                        && *living
-                            .entry(owner)
-                            .or_insert_with_key(|owner| alive(&self.dir, owner))
-                });
-                if busy {
-                    out.push(Claim::Busy);
-                } else {
-                    take_over
-                        .execute(params![kind, id, me, rules.now])
-                        .map_err(e)?;
-                    out.push(Claim::Mine);
-                }
-            }
-        }
+        let mut out = take_claims(&tx, &path, &self.dir, &me, keys, answers, rules.now)?;
         tx.commit().map_err(e)?;
         for log in sealed_logs {
             let _ = std::fs::remove_file(log);
@@ -285,6 +240,63 @@ impl Store {
         drop(owner);
         Ok(())
     }
+}
+
+/// Each of `keys` without an `answer`: claimed for `me` (nobody held it, or its holder is
+/// gone), or busy (a live process holds it).
+fn take_claims(
+    tx: &Connection,
+    path: &Path,
+    dir: &Path,
+    me: &str,
+    keys: &[ClaimKey],
+    answers: Vec<Option<Claim>>,
+    now: i64,
+) -> Result<Vec<Claim>, StoreError> {
+    let e = sqlite_error(path);
+    let mut out = Vec::with_capacity(keys.len());
+    let mut living: HashMap<String, bool> = HashMap::new();
+    // The usual case first: nobody holds it, and the insert is the whole claim.
+    let mut take = tx
+        .prepare_cached(
+            "INSERT INTO claims (kind, id, owner, at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (kind, id) DO NOTHING",
+        )
+        .map_err(e)?;
+    let mut holder = tx
+        .prepare_cached("SELECT owner FROM claims WHERE kind = ?1 AND id = ?2")
+        .map_err(e)?;
+    let mut take_over = tx
+        .prepare_cached("UPDATE claims SET owner = ?3, at = ?4 WHERE kind = ?1 AND id = ?2")
+        .map_err(e)?;
+    for (key, answer) in keys.iter().zip(answers) {
+        if let Some(answer) = answer {
+            out.push(answer);
+            continue;
+        }
+        let (kind, id) = key.row();
+        if take.execute(params![kind, id, me, now]).map_err(e)? == 1 {
+            out.push(Claim::Mine);
+            continue;
+        }
+        let held: Option<String> = holder
+            .query_row(params![kind, id], |r| r.get(0))
+            .optional()
+            .map_err(e)?;
+        let busy = held.is_some_and(|owner| {
+            owner != me
+                && *living
+                    .entry(owner)
+                    .or_insert_with_key(|owner| alive(dir, owner))
+        });
+        if busy {
+            out.push(Claim::Busy);
+        } else {
+            take_over.execute(params![kind, id, me, now]).map_err(e)?;
+            out.push(Claim::Mine);
+        }
+    }
+    Ok(out)
 }
 
 /// The fresh answers for `keys` (by `rules`), `None` where there is none, and the file
