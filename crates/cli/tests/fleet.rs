@@ -9,32 +9,19 @@
 //! 2% of the ideal) is a timing promise, proven by `benches/fleet.sh` and `benches/strict.sh`,
 //! not here.
 
-mod common;
-use common::{root, temp};
-
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use vtbulk_coord::test_server::RedisServer;
 use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
 
 const CANARY: &str = "CANARY-fleet-7d1c-this-key-must-never-be-shown";
 
-/// `vtbulk ARGS` with the canary key and no user configuration or environment URLs.
+use crate::common::{known_list, temp};
+
+/// `vtbulk ARGS` with the canary key, isolated.
 fn command(args: &[&str]) -> tokio::process::Command {
-    // VTBULK_BIN: another build (the release one, to measure).
-    let bin =
-        std::env::var("VTBULK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vtbulk").to_owned());
-    let mut cmd = tokio::process::Command::new(bin);
-    cmd.args(args)
-        .current_dir(root())
-        .env("VT_API_KEY", CANARY)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-        .env_remove("VTBULK_API_URL")
-        .env_remove("VTBULK_REDIS_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = crate::common::vtbulk();
+    cmd.args(args).env("VT_API_KEY", CANARY);
     cmd
 }
 
@@ -63,12 +50,7 @@ fn arrival_span(mock: &MockServer) -> i64 {
 /// List `p` of `count` distinct hashes the mock knows (lists of different `p` do not
 /// overlap).
 fn list(mock: &MockServer, dir: &Path, p: u64, count: u64) -> PathBuf {
-    let list = dir.join(format!("list-{p}.txt"));
-    let text: String = (0..count)
-        .map(|i| format!("{}\n", mock.universe().hashes(p * 100_000 + i).sha256))
-        .collect();
-    std::fs::write(&list, text).expect("list");
-    list
+    known_list(mock, dir, &format!("list-{p}.txt"), p * 100_000, count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,8 +2,6 @@
 //! `--yes`, and says what it may spend before it starts. (The measurement itself is tested
 //! against vt-mock's strict limiter in `crates/engine/tests/quota.rs`.)
 
-mod common;
-
 use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
 
 #[tokio::test]
@@ -14,7 +12,7 @@ async fn a_public_key_is_not_probed_without_yes_and_nothing_is_sent() {
     })
     .await
     .expect("mock");
-    let out = common::vtbulk()
+    let out = crate::common::vtbulk()
         .args(["probe", "--max-requests", "20", "--tier", "public"])
         .args(["--api-url", &mock.url(), "--cache", "off"])
         .env("VT_API_KEY", "probe-key")

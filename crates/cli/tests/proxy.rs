@@ -5,15 +5,14 @@
 //! `NO_PROXY` names the host or `--proxy off`, and carries the proxy's credentials from its
 //! URL, never shown. Missing or wrong credentials stop the run at once (exit 3).
 
-mod common;
-use common::temp;
+use crate::common::{https_mock, known_list, ok_records, temp};
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use vtbulk_mock::tls::{Flaw, MockTls};
-use vtbulk_mock::{MockConfig, MockServer};
+use vtbulk_mock::MockServer;
+use vtbulk_mock::tls::Flaw;
 
 const CANARY: &str = "CANARY-proxy-key-8e0f-never-shown";
 const PASSWORD: &str = "CANARY-proxy-password-3b7d";
@@ -106,33 +105,13 @@ impl Drop for Proxy {
     }
 }
 
-async fn https_mock(dir: &Path) -> (MockServer, PathBuf) {
-    let tls = MockTls::generate(Flaw::None).expect("certificates");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &tls.ca_pem).expect("write ca");
-    let mock = MockServer::start(MockConfig {
-        keys: vec![vtbulk_mock::KeyConfig::unlimited(CANARY)],
-        tls: Some(tls),
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
-    (mock, ca)
-}
-
 fn list(mock: &MockServer, dir: &Path) -> PathBuf {
-    let u = mock.universe();
-    let text: String = (1..=4)
-        .map(|i| format!("{}\n", u.hashes(i).sha256))
-        .collect();
-    let path = dir.join("list.txt");
-    std::fs::write(&path, text).expect("list");
-    path
+    known_list(mock, dir, "list.txt", 1, 4)
 }
 
 /// `vtbulk enrich` against `mock`, trusting its CA, with a clean proxy environment.
 fn vtbulk(mock: &MockServer, ca: &Path, input: &Path, extra: &[&str]) -> tokio::process::Command {
-    let mut cmd = common::vtbulk();
+    let mut cmd = crate::common::vtbulk();
     cmd.args([
         "enrich",
         "--format",
@@ -152,21 +131,15 @@ fn vtbulk(mock: &MockServer, ca: &Path, input: &Path, extra: &[&str]) -> tokio::
 }
 
 fn assert_ok(out: &std::process::Output, records: usize) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let ok = stdout
-        .lines()
-        .filter(|l| l.contains("\"status\":\"ok\""))
-        .count();
-    assert_eq!(ok, records, "{stdout}");
+    let (stdout, _) = crate::common::assert_exit(out, 0);
+    assert_eq!(ok_records(&out.stdout), records, "{stdout}");
 }
 
 #[tokio::test]
 async fn requests_tunnel_through_the_proxy_given_by_flag_or_environment_and_not_when_excluded() {
     let dir = temp("route");
     let proxy = Proxy::start(&dir, false).await;
-    let (mock, ca) = https_mock(&dir).await;
+    let (mock, ca) = https_mock(Flaw::None, &dir, CANARY).await;
     let input = list(&mock, &dir);
     let target = mock.url().trim_start_matches("https://").to_owned();
 
@@ -220,7 +193,7 @@ async fn requests_tunnel_through_the_proxy_given_by_flag_or_environment_and_not_
 async fn proxy_credentials_come_from_its_url_are_never_shown_and_missing_ones_stop_the_run() {
     let dir = temp("auth");
     let proxy = Proxy::start(&dir, true).await;
-    let (mock, ca) = https_mock(&dir).await;
+    let (mock, ca) = https_mock(Flaw::None, &dir, CANARY).await;
     let input = list(&mock, &dir);
     let with_creds = format!("http://alice:{PASSWORD}@127.0.0.1:{}", proxy.port);
 
@@ -237,7 +210,7 @@ async fn proxy_credentials_come_from_its_url_are_never_shown_and_missing_ones_st
         .expect("runs");
     assert_ok(&from_env, 4);
     // `vtbulk config` shows where requests go, without the password.
-    let config = common::vtbulk()
+    let config = crate::common::vtbulk()
         .args(["config", "--proxy", &with_creds])
         .output()
         .await

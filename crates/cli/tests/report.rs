@@ -5,8 +5,7 @@
 //! strings as text, no script ran (the title is still the report's), and a screenshot is made.
 //! `.ci/run` installs both; a machine without them fails here loudly.
 
-mod common;
-use common::{root, temp};
+use crate::common::{root, temp};
 
 use std::path::Path;
 use std::process::Stdio;
@@ -94,7 +93,7 @@ async fn a_report_with_hostile_names_renders_them_as_text_validates_and_runs_no_
     let list = dir.join("list.txt");
     std::fs::write(&list, lines.join("\n") + "\n").expect("list");
     let (ndjson, page) = (dir.join("out.ndjson"), dir.join("report.html"));
-    let out = common::vtbulk()
+    let out = crate::common::vtbulk()
         .args([
             "enrich",
             "--format",
@@ -147,7 +146,7 @@ async fn a_report_with_hostile_names_renders_them_as_text_validates_and_runs_no_
 
     // The same page from `vtbulk report` on the NDJSON, with a title of its own.
     let again = dir.join("again.html");
-    let out = common::vtbulk()
+    let out = crate::common::vtbulk()
         .arg("report")
         .arg(&ndjson)
         .arg("-o")

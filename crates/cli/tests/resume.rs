@@ -3,8 +3,7 @@
 //! most the in-flight requests; SIGTERM stops cleanly with exit 130; two processes share one
 //! cache file; a foreign cache file is refused with exit 2 and left untouched.
 
-mod common;
-use common::{root, temp};
+use crate::common::temp;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,7 +51,7 @@ fn input(mock: &MockServer, dir: &Path, first: u64, count: u64) -> (PathBuf, usi
 }
 
 fn command(url: &str, input: &Path, cache: &Path, rate: &str) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+    let mut cmd = crate::common::vtbulk();
     cmd.args([
         "enrich",
         "--format",
@@ -66,13 +65,7 @@ fn command(url: &str, input: &Path, cache: &Path, rate: &str) -> tokio::process:
     .args(["--concurrency", &CONCURRENCY.to_string()])
     .arg("--cache")
     .arg(cache)
-    .current_dir(root())
-    .env("VT_API_KEY", "testkey")
-    .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-    .env_remove("VTBULK_API_URL")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    .env("VT_API_KEY", "testkey");
     cmd
 }
 
@@ -479,12 +472,11 @@ async fn a_foreign_or_damaged_cache_file_is_refused_with_exit_2_and_left_untouch
 }
 
 async fn cache_cmd(args: &[&str], cache: &Path) -> (Option<i32>, String, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let out = crate::common::vtbulk()
         .arg("cache")
         .args(args)
         .arg("--cache")
         .arg(cache)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .stdin(Stdio::null())
         .output()
         .await
@@ -596,7 +588,7 @@ async fn the_default_cache_is_private_under_xdg_cache_home_and_off_creates_nothi
         (None, dir.join("home-a")),
         (Some("off"), dir.join("home-b")),
     ] {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+        let mut cmd = crate::common::vtbulk();
         cmd.args([
             "enrich",
             "--quiet",
@@ -609,7 +601,6 @@ async fn the_default_cache_is_private_under_xdg_cache_home_and_off_creates_nothi
         .args(["--api-url", &url])
         .env("VT_API_KEY", "testkey")
         .env("XDG_CACHE_HOME", &home)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .stdin(Stdio::null());
         if let Some(flag) = cache_flag {
             cmd.args(["--cache", flag]);

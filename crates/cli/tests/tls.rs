@@ -4,44 +4,25 @@
 //! once with exit 3 and a line naming the certificate problem, nothing looked up, no retry
 //! and no fallback to plain HTTP.
 
-mod common;
-use common::temp;
+use crate::common::{known_list, ok_records, temp};
 
 use std::path::{Path, PathBuf};
 
-use vtbulk_mock::tls::{Flaw, MockTls};
-use vtbulk_mock::{MockConfig, MockServer};
+use vtbulk_mock::MockServer;
+use vtbulk_mock::tls::Flaw;
 
 const CANARY: &str = "CANARY-tls-51c2-this-key-must-never-be-shown";
 
-/// An HTTPS vt-mock whose server certificate has `flaw`; its CA written to `dir/ca.pem`.
 async fn https_mock(flaw: Flaw, dir: &Path) -> (MockServer, PathBuf) {
-    let tls = MockTls::generate(flaw).expect("certificates");
-    let ca = dir.join("ca.pem");
-    std::fs::write(&ca, &tls.ca_pem).expect("write ca");
-    let mock = MockServer::start(MockConfig {
-        keys: vec![vtbulk_mock::KeyConfig::unlimited(CANARY)],
-        tls: Some(tls),
-        ..MockConfig::default()
-    })
-    .await
-    .expect("mock");
-    assert!(mock.url().starts_with("https://127.0.0.1:"));
-    (mock, ca)
+    crate::common::https_mock(flaw, dir, CANARY).await
 }
 
 fn list(mock: &MockServer, dir: &Path) -> PathBuf {
-    let u = mock.universe();
-    let text: String = (1..=5)
-        .map(|i| format!("{}\n", u.hashes(i).sha256))
-        .collect();
-    let path = dir.join("list.txt");
-    std::fs::write(&path, text).expect("list");
-    path
+    known_list(mock, dir, "list.txt", 1, 5)
 }
 
 fn vtbulk(url: &str, input: &Path, extra: &[&str]) -> tokio::process::Command {
-    let mut cmd = common::vtbulk();
+    let mut cmd = crate::common::vtbulk();
     cmd.args([
         "enrich",
         "--format",
@@ -56,13 +37,6 @@ fn vtbulk(url: &str, input: &Path, extra: &[&str]) -> tokio::process::Command {
     .args(extra)
     .env("VT_API_KEY", CANARY);
     cmd
-}
-
-fn ok_records(stdout: &[u8]) -> usize {
-    String::from_utf8_lossy(stdout)
-        .lines()
-        .filter(|l| l.contains("\"status\":\"ok\""))
-        .count()
 }
 
 #[tokio::test]
@@ -92,7 +66,7 @@ async fn a_corporate_ca_is_trusted_through_ca_cert_or_the_system_store() {
     );
     assert_eq!(ok_records(&out.stdout), 5);
     // `vtbulk config` says what is trusted.
-    let out = common::vtbulk()
+    let out = crate::common::vtbulk()
         .args(["config", "--ca-cert", ca_arg])
         .output()
         .await

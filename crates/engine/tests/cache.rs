@@ -2,67 +2,38 @@
 //! across runs and within one, freshness under a controlled clock, and what is never stored.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use vtbulk_engine::{
     CacheSettings, Concurrency, Counters, Freshness, Outcome, QuotaSettings, Settings, StopHandle,
     Summary, WallClock, run,
 };
-use vtbulk_ioc::{Hash, HashKind, InputFormat};
+use vtbulk_ioc::{Hash, HashKind};
+
+use crate::common::{Shared, temp_dir};
 use vtbulk_mock::{Fault, Faults, MockConfig, MockServer};
-use vtbulk_output::{Field, Format};
-use vtbulk_quota::{BackoffPolicy, SchedulerConfig};
+use vtbulk_output::Format;
+use vtbulk_quota::BackoffPolicy;
 use vtbulk_vt::{ApiKey, Client, ClientConfig};
 
 const T0: i64 = 1_790_000_000;
 const DAY: i64 = 86_400;
 
-#[derive(Clone, Default)]
-struct Out(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Out {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().expect("lock").extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 fn temp(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-cache-{tag}-{}", std::process::id()));
+    let dir = temp_dir(&format!("cache-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
 
+/// A run of `input` (plain lines) as NDJSON, one lookup in flight, with the cache at `cache`
+/// on a clock fixed at `now`.
 fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
     Settings {
-        inputs: vec![input.to_string_lossy().into_owned()],
-        input_format: InputFormat::Lines,
-        columns: Vec::new(),
-        keep_all_hex: false,
-        json_fields: Vec::new(),
-        kinds: None,
-        submit_urls: None,
-        coordinator: None,
-        coordinator_fallback: None,
-        coordinator_grace: std::time::Duration::from_secs(60),
-        key_reload: None,
-        on_input: None,
-        fail_on: None,
-        only_new: false,
-        format: Format::Ndjson,
-        fields: Field::ALL.to_vec(),
-        raw: false,
-        scheduler: SchedulerConfig::default(),
         concurrency: Concurrency::Fixed(1),
         backoff: BackoffPolicy::doubling(Duration::from_millis(1), Duration::from_millis(2)),
-        max_rate_limited: Duration::from_secs(300),
         cache: Some(CacheSettings {
             path: cache.to_owned(),
             freshness: Freshness::default(),
@@ -74,6 +45,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
             offline: true,
             ..QuotaSettings::default()
         },
+        ..crate::common::settings(input, Format::Ndjson)
     }
 }
 
@@ -95,7 +67,7 @@ async fn enrich(mock: &MockServer, settings: Settings) -> Run {
         ..ClientConfig::default()
     };
     let client = Client::new(ApiKey::new("testkey").expect("key"), &config).expect("client");
-    let out = Out::default();
+    let out = Shared::default();
     let (outcome, summary) = run(
         settings,
         client,
@@ -105,7 +77,7 @@ async fn enrich(mock: &MockServer, settings: Settings) -> Run {
     )
     .await
     .expect("run");
-    let text = String::from_utf8(out.0.lock().expect("lock").clone()).expect("utf8");
+    let text = out.text();
     let rows = text
         .lines()
         .map(|l| {

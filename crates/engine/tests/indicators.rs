@@ -14,8 +14,7 @@ use vtbulk_mock::{Faults, KeyConfig, MockConfig, MockServer};
 use vtbulk_output::Format;
 use vtbulk_quota::WallClock;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// A report's IOC list: hashes, then URLs, domains and addresses as analysts write them
 /// (defanged, upper case, repeated), and what the run must leave out or call invalid.

@@ -14,8 +14,7 @@ use vtbulk_mock::{Faults, KeyConfig, Latency, MockConfig, MockServer};
 use vtbulk_output::Format;
 use vtbulk_vt::{ApiKey, Client, ClientConfig, DepartureDelay};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// vt-mock with one key, `k`, of this spec, its clock following tokio's.
 async fn mock_with(key: &str) -> MockServer {

@@ -13,8 +13,7 @@ use vtbulk_mock::stats::Route;
 use vtbulk_mock::{Faults, KeyConfig, Limits, MockConfig, MockServer};
 use vtbulk_output::Format;
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Checks that every unique valid hash of the list has exactly one record with the status the
 /// mock's universe implies, and every invalid line one `invalid` record.

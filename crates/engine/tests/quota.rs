@@ -10,8 +10,7 @@ use vtbulk_mock::{KeyConfig, Limits, MockConfig, MockServer};
 use vtbulk_output::Format;
 use vtbulk_quota::{Reserve, Tier};
 
-mod common;
-use common::*;
+use crate::common::*;
 
 /// 2026-11-26T23:58:00Z, Unix milliseconds.
 const BEFORE_MIDNIGHT_MS: i64 = 1_795_737_480_000;

@@ -1,6 +1,5 @@
 //! Helpers shared by the engine's integration tests: settings for a run against vt-mock, a
 //! run whose output is read back as rows, generated input lists.
-#![allow(dead_code, reason = "each test file uses its own subset")]
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -134,8 +133,14 @@ pub fn write_list(
     (path, meta)
 }
 
+/// A fresh directory for `tag`, its own whichever test asks (every test of the binary runs in
+/// one process: a counter keeps two tests with the same tag apart).
 pub fn temp_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-engine-{tag}-{}", std::process::id()));
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    let dir = std::env::temp_dir().join(format!("vtbulk-engine-{tag}-{pid}-{n}"));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }

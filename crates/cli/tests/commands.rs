@@ -6,47 +6,27 @@ use std::process::Output;
 
 use vtbulk_mock::{KeyConfig, MockConfig, MockServer};
 
+use crate::common::{root, temp as temp_dir, text};
+
 const CANARY: &str = "CANARY-3e1d9b5f-vtbulk-key-must-never-appear";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn temp_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vtbulk-cli-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
 
 /// A cache directory of its own for every call, unless the arguments name a cache: no test
 /// sees another's answers, and none touches the user's cache.
 fn fresh_cache_home() -> PathBuf {
-    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    temp_dir(&format!("cache-home-{n}"))
+    temp_dir("cache-home")
 }
 
+/// Runs `vtbulk ARGS` (isolated, with `key` if any, and a cache directory of its own).
 async fn vtbulk(args: &[&str], key: Option<&str>) -> Output {
     let cache_home = fresh_cache_home();
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
-    cmd.args(args)
-        .env("XDG_CACHE_HOME", &cache_home)
-        .current_dir(root())
-        .env_remove("VT_API_KEY")
-        .env_remove("VTCLI_APIKEY")
-        .env_remove("VTBULK_API_URL")
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
-        .stdin(std::process::Stdio::null());
+    let mut cmd = crate::common::vtbulk();
+    cmd.args(args).env("XDG_CACHE_HOME", &cache_home);
     if let Some(key) = key {
         cmd.env("VT_API_KEY", key);
     }
     let out = cmd.output().await.expect("vtbulk runs");
     let _ = std::fs::remove_dir_all(&cache_home);
     out
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
 }
 
 async fn golden(format: &str, file: &str) {
@@ -442,8 +422,8 @@ async fn usage_errors_exit_2_with_a_clear_message() {
     assert!(text(&out.stderr).contains("colour"));
 }
 
-/// A list of `count` hashes the mock knows, written to a file of its own.
-fn known_list(mock: &MockServer, tag: &str, count: u64) -> PathBuf {
+/// A generated list of `count` hashes the mock knows (mixed kinds), in a file of its own.
+fn generated_list(mock: &MockServer, tag: &str, count: u64) -> PathBuf {
     let dir = temp_dir(tag);
     let path = dir.join("list.txt");
     let mut out = Vec::new();
@@ -471,9 +451,9 @@ async fn a_closed_stdout_stops_the_lookups_and_exits_141() {
     })
     .await
     .expect("mock");
-    let list = known_list(&mock, "pipe", 3000);
+    let list = generated_list(&mock, "pipe", 3000);
     let cache_home = fresh_cache_home();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let mut child = crate::common::vtbulk()
         .args([
             "enrich",
             &list.display().to_string(),
@@ -490,7 +470,6 @@ async fn a_closed_stdout_stops_the_lookups_and_exits_141() {
             "off",
         ])
         .env("XDG_CACHE_HOME", &cache_home)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .env("VT_API_KEY", "testkey")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
@@ -1190,12 +1169,10 @@ async fn annotate(input: &str, stdin: Option<Vec<u8>>, extra: &[&str]) -> Output
         return vtbulk(&args, Some("testkey")).await;
     };
     let cache_home = fresh_cache_home();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let mut child = crate::common::vtbulk()
         .args(&args)
         .env("XDG_CACHE_HOME", &cache_home)
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .env("VT_API_KEY", "testkey")
-        .current_dir(root())
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1573,7 +1550,6 @@ async fn a_closed_stdin_is_a_clear_error_not_a_silent_empty_run() {
         .arg("exec \"$0\" enrich - --offline-quota --cache off --quiet <&-")
         .arg(env!("CARGO_BIN_EXE_vtbulk"))
         .env("VT_API_KEY", "k")
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .output()
         .await
         .expect("runs");
@@ -1588,10 +1564,9 @@ async fn a_closed_stdin_is_a_clear_error_not_a_silent_empty_run() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("stdin is closed"));
     // An empty pipe is an empty list: a completed run.
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"))
+    let mut child = crate::common::vtbulk()
         .args(["enrich", "--offline-quota", "--cache", "off", "--quiet"])
         .env("VT_API_KEY", "k")
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -1738,7 +1713,7 @@ async fn a_key_rotated_at_its_file_or_command_mid_run_is_taken_up_on_the_401() {
         let summary = dir.join("summary.json");
         let key_path = key_file.to_str().expect("utf8").to_owned();
         let command = format!("cat {key_path}");
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vtbulk"));
+        let mut cmd = crate::common::vtbulk();
         cmd.args([
             "enrich",
             "--rate",
@@ -1752,8 +1727,6 @@ async fn a_key_rotated_at_its_file_or_command_mid_run_is_taken_up_on_the_401() {
         .arg("--summary-json")
         .arg(&summary)
         .arg(&list)
-        .env_remove("VT_API_KEY")
-        .env("XDG_CONFIG_HOME", root().join("target/no-user-config"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
