@@ -3,6 +3,7 @@
 #
 #   benches/peers.sh                  # scenarios A, B, Q; ROUNDS=3
 #   SCENARIOS="A" ROUNDS=1 benches/peers.sh
+#   SCENARIOS="A" BEFORE=/tmp/before/target/release/vtbulk benches/peers.sh   # a before/after
 #
 # A: 100k lines (90,000 unique), zero latency, 64 in flight: wrk (the raw HTTP ceiling),
 #    vt-py (gather + semaphore), vtbulk on a 1-thread and a 2-thread runtime.
@@ -50,8 +51,10 @@ start_mock() { # port latency rate
 stop_mock() { "$work/mock/stop.sh" "$mock_pid" "$@" >/dev/null 2>&1 || true; mock_pid=""; }
 
 # vtbulk label url input extra-args... ; prints a RESULT line like the peers'
+# (VTBULK_RUN=path runs that binary instead, for BEFORE's rows).
 run_vtbulk() {
     local label="$1" url="$2" input="$3"; shift 3
+    local vtbulk="${VTBULK_RUN:-$vtbulk}"
     local t0 t1
     t0=$(date +%s.%N)
     /usr/bin/time -f "%e %U %S %M" -o "$out/$label.time" env VT_API_KEY=testkey "$vtbulk" enrich "$input" \
@@ -85,6 +88,11 @@ if [[ " $scenarios " == *" A "* ]]; then
         echo "A r$r: $("$py" "$work/peers/vtpy_peer.py" --url "$url" -c 64 --input "$out/a.txt" --out "$out/a-vtpy.ndjson" 2>/dev/null)" | tee -a "$out/results.txt"
         echo "A r$r: $(run_vtbulk vtbulk-1thread "$url" "$out/a.txt" --tier unlimited --concurrency 64 --threads 1)" | tee -a "$out/results.txt"
         echo "A r$r: $(run_vtbulk vtbulk-2threads "$url" "$out/a.txt" --tier unlimited --concurrency 64 --threads 2)" | tee -a "$out/results.txt"
+        # BEFORE: another build (an earlier commit's), in the same round, for a before/after.
+        if [ -n "${BEFORE:-}" ]; then
+            echo "A r$r: $(VTBULK_RUN="$BEFORE" run_vtbulk before-1thread "$url" "$out/a.txt" --tier unlimited --concurrency 64 --threads 1)" | tee -a "$out/results.txt"
+            echo "A r$r: $(VTBULK_RUN="$BEFORE" run_vtbulk before-2threads "$url" "$out/a.txt" --tier unlimited --concurrency 64 --threads 2)" | tee -a "$out/results.txt"
+        fi
         stop_mock
     done
 fi

@@ -129,6 +129,11 @@ impl Peers {
         }
     }
 
+    /// Whether there is anyone to ask (with nobody, the worker skips the question).
+    pub(crate) fn present(&self) -> bool {
+        !matches!(self, Peers::Alone)
+    }
+
     /// Entries a worker asks about at once at `rate_per_sec` (`None`: unlimited): a chunk of
     /// claims in one store transaction at high rates; one at a time otherwise (a claim taken
     /// long before its lookup would make another process wait for it), and always for a

@@ -249,35 +249,34 @@ impl Worker {
         entries: Vec<(Entry, Option<PutBack>)>,
     ) -> Vec<((Entry, Option<PutBack>), Before)> {
         let crew = &self.crew;
-        let mut answered: Vec<Option<Before>> = entries
-            .iter()
-            .map(|(entry, _)| {
-                let target = crew.work.target(entry.index as usize);
-                crew.lookup
-                    .twin(target)
-                    .map(|r| Before::Answered(Box::new(r)))
+        let mut told: Vec<((Entry, Option<PutBack>), Option<Before>)> = entries
+            .into_iter()
+            .map(|taken| {
+                let target = crew.work.target(taken.0.index as usize);
+                let twin = crew.lookup.twin(target);
+                (taken, twin.map(|r| Before::Answered(Box::new(r))))
             })
             .collect();
-        let patient = entries.iter().all(|(_, put_back)| {
+        let patient = told.iter().all(|((_, put_back), _)| {
             put_back
                 .as_ref()
                 .is_none_or(|p| p.since.elapsed() < crew.peers.patience())
         });
-        let asked: Vec<usize> = (0..entries.len())
-            .filter(|&i| answered[i].is_none())
-            .collect();
-        if patient && !asked.is_empty() && crew.halt.get().is_none() {
+        let ask = crew.peers.present() && patient && crew.halt.get().is_none();
+        let asked: Vec<usize> = match ask {
+            true => (0..told.len()).filter(|&i| told[i].1.is_none()).collect(),
+            false => Vec::new(),
+        };
+        if !asked.is_empty() {
             let targets: Vec<Target<'_>> = asked
                 .iter()
-                .map(|&i| crew.work.target(entries[i].0.index as usize))
+                .map(|&i| crew.work.target(told[i].0.0.index as usize))
                 .collect();
-            for (i, before) in asked.into_iter().zip(crew.peers.before(&targets).await) {
-                answered[i] = Some(before);
+            for (i, before) in asked.iter().zip(crew.peers.before(&targets).await) {
+                told[*i].1 = Some(before);
             }
         }
-        entries
-            .into_iter()
-            .zip(answered)
+        told.into_iter()
             .map(|(taken, before)| (taken, before.unwrap_or(Before::Alone)))
             .collect()
     }
