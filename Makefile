@@ -27,7 +27,7 @@ test: deps lint unit conformance chaos-short ## every test: deps, lint, Rust tes
 lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, bans, sources)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	@command -v cargo-deny >/dev/null || { echo "cargo-deny is missing: make deps" >&2; exit 1; }
+	@$(CARGO) deny --version >/dev/null 2>&1 || { echo "cargo-deny is missing: make deps" >&2; exit 1; }
 	$(CARGO) deny --offline --log-level error check --hide-inclusion-graph bans licenses sources
 
 fmt: ## format the code

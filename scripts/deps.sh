@@ -62,6 +62,7 @@ if command -v rustup >/dev/null 2>&1; then
             || rustup component add "$component"
     done
 fi
-command -v cargo-deny >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny
+# As cargo finds it (on PATH or in $CARGO_HOME/bin, where `cargo install` puts it).
+cargo deny --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-deny
 # Every platform's crates (cargo fetch takes no --target: all of them), for the offline check.
 cargo fetch --locked --quiet
