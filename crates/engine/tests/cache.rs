@@ -3,17 +3,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vtbulk_engine::{
-    CacheSettings, Concurrency, Counters, Freshness, Outcome, QuotaSettings, Settings, StopHandle,
-    Summary, WallClock, run,
+    CacheSettings, Concurrency, Freshness, Outcome, QuotaSettings, Settings, Summary, WallClock,
 };
 use vtbulk_ioc::{Hash, HashKind};
-
-use crate::common::{Shared, temp_dir};
 use vtbulk_mock::{Fault, Faults, MockConfig, MockServer};
+
+use crate::common::{run_to_text, temp_dir};
 use vtbulk_output::Format;
 use vtbulk_quota::BackoffPolicy;
 use vtbulk_vt::{ApiKey, Client, ClientConfig};
@@ -67,17 +65,7 @@ async fn enrich(mock: &MockServer, settings: Settings) -> Run {
         ..ClientConfig::default()
     };
     let client = Client::new(ApiKey::new("testkey").expect("key"), &config).expect("client");
-    let out = Shared::default();
-    let (outcome, summary) = run(
-        settings,
-        client,
-        Box::new(out.clone()),
-        Arc::new(Counters::default()),
-        StopHandle::default(),
-    )
-    .await
-    .expect("run");
-    let text = out.text();
+    let (outcome, summary, text) = run_to_text(client, settings).await;
     let rows = text
         .lines()
         .map(|l| {

@@ -64,19 +64,24 @@ pub struct Run {
     pub rows: Vec<HashMap<String, String>>,
 }
 
-pub async fn enrich(mock: &MockServer, key: &str, settings: Settings) -> Run {
+/// A run with `client` and `settings` to its end: its outcome, summary and output.
+pub async fn run_to_text(client: Client, settings: Settings) -> (Outcome, Summary, String) {
     let out = Shared::default();
-    let format = settings.format;
     let (outcome, summary) = run(
         settings,
-        client(mock, key),
+        client,
         Box::new(out.clone()),
         Arc::new(Counters::default()),
         StopHandle::default(),
     )
     .await
     .expect("run");
-    let text = out.text();
+    (outcome, summary, out.text())
+}
+
+pub async fn enrich(mock: &MockServer, key: &str, settings: Settings) -> Run {
+    let format = settings.format;
+    let (outcome, summary, text) = run_to_text(client(mock, key), settings).await;
     let rows = match format {
         Format::Csv | Format::SplunkLookup => {
             let mut reader = csv::Reader::from_reader(text.as_bytes());
