@@ -62,9 +62,12 @@ struct Queue {
     chunk: usize,
 }
 
+/// An entry a worker took, with its waits when it was put back before.
+type TakenEntry = (Entry, Option<PutBack>);
+
 /// What a worker took: entries of the list, or one put back.
 struct Taken {
-    entries: Vec<(Entry, Option<PutBack>)>,
+    entries: Vec<TakenEntry>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -244,12 +247,9 @@ impl Worker {
 
     /// Each entry with what the peers said of it (nothing is asked when the run halted, or of
     /// a twin answered already, or once another process's lookup was waited for long enough).
-    async fn ask_peers(
-        &self,
-        entries: Vec<(Entry, Option<PutBack>)>,
-    ) -> Vec<((Entry, Option<PutBack>), Before)> {
+    async fn ask_peers(&self, entries: Vec<TakenEntry>) -> Vec<(TakenEntry, Before)> {
         let crew = &self.crew;
-        let mut told: Vec<((Entry, Option<PutBack>), Option<Before>)> = entries
+        let mut told: Vec<(TakenEntry, Option<Before>)> = entries
             .into_iter()
             .map(|taken| {
                 let target = crew.work.target(taken.0.index as usize);
