@@ -7,7 +7,7 @@ PYTHON  ?= python3
 VENV    := .venv
 MOCK    := target/debug/vt-mock
 
-.PHONY: help deps demo test lint fmt unit conformance chaos chaos-short bench bench-mock bench-peers bench-criterion build man clean
+.PHONY: help deps demo test loaded-test lint fmt unit conformance chaos chaos-short bench bench-mock bench-peers bench-criterion build man clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -23,6 +23,9 @@ deps: ## what the tests need: Debian packages (apt-get as root), rustfmt, clippy
 
 test: deps lint unit conformance chaos-short ## every test: deps, lint, Rust tests, vt-py conformance, chaos (short)
 	@echo "make test: all green"
+
+loaded-test: ## make test five times in a row with a CPU hog on each core (RUNS=N)
+	@scripts/loaded-test.sh
 
 lint: ## cargo fmt --check, clippy -D warnings, cargo deny (licences, bans, sources)
 	$(CARGO) fmt --all -- --check
