@@ -60,6 +60,50 @@ pub(crate) enum Peers {
     Fleet(Box<Shared<Coordinator>>),
 }
 
+/// Who the peers are: what the worker's policies (claims at once, waits, patience) depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Alone,
+    Cache,
+    Fleet,
+}
+
+impl Who {
+    /// Entries a worker asks about at once at `rate_per_sec` (`None`: unlimited): a chunk of
+    /// claims in one store transaction at high rates; one at a time otherwise (a claim taken
+    /// long before its lookup would make another process wait for it), and always for a
+    /// fleet (one Redis round trip each anyway).
+    fn chunk(self, rate_per_sec: Option<f64>) -> usize {
+        match self {
+            Who::Cache if rate_per_sec.is_none_or(|r| r >= CHUNK_RATE) => CLAIM_CHUNK,
+            Who::Alone | Who::Cache | Who::Fleet => 1,
+        }
+    }
+
+    /// The pauses between asks about an entry another process is looking up: a quarter
+    /// second, doubling to 5 s (a fleet's answers come sooner: a tenth of a second each).
+    fn waits(self) -> BackoffPolicy {
+        match self {
+            Who::Fleet => {
+                BackoffPolicy::doubling(Duration::from_millis(100), Duration::from_millis(100))
+            }
+            Who::Alone | Who::Cache => {
+                BackoffPolicy::doubling(Duration::from_millis(250), Duration::from_secs(5))
+            }
+        }
+    }
+
+    /// How long another process's lookup of an entry is waited for before this process makes
+    /// its own (a process that holds a claim and is alive but stuck, e.g. sleeping through a
+    /// quota window, does not hold this one up for ever).
+    fn patience(self) -> Duration {
+        match self {
+            Who::Fleet => 2 * FLEET_CLAIM,
+            Who::Alone | Who::Cache => Duration::from_secs(120),
+        }
+    }
+}
+
 /// A backend and what turning its answers into records takes.
 pub(crate) struct Shared<B> {
     backend: B,
@@ -129,41 +173,33 @@ impl Peers {
         }
     }
 
+    /// Who the peers are, for the policies that depend on it alone.
+    fn who(&self) -> Who {
+        match self {
+            Peers::Alone => Who::Alone,
+            Peers::Cache(_) => Who::Cache,
+            Peers::Fleet(_) => Who::Fleet,
+        }
+    }
+
     /// Whether there is anyone to ask (with nobody, the worker skips the question).
     pub(crate) fn present(&self) -> bool {
-        !matches!(self, Peers::Alone)
+        self.who() != Who::Alone
     }
 
-    /// Entries a worker asks about at once at `rate_per_sec` (`None`: unlimited): a chunk of
-    /// claims in one store transaction at high rates; one at a time otherwise (a claim taken
-    /// long before its lookup would make another process wait for it), and always for a
-    /// fleet (one Redis round trip each anyway).
+    /// See [`Who::chunk`].
     pub(crate) fn chunk(&self, rate_per_sec: Option<f64>) -> usize {
-        match self {
-            Peers::Cache(_) if rate_per_sec.is_none_or(|r| r >= CHUNK_RATE) => CLAIM_CHUNK,
-            _ => 1,
-        }
+        self.who().chunk(rate_per_sec)
     }
 
-    /// The pauses between asks about an entry another process is looking up: a quarter
-    /// second, doubling to 5 s (a fleet's answers come sooner: a tenth of a second each).
+    /// See [`Who::waits`].
     pub(crate) fn waits(&self) -> BackoffPolicy {
-        match self {
-            Peers::Fleet(_) => {
-                BackoffPolicy::doubling(Duration::from_millis(100), Duration::from_millis(100))
-            }
-            _ => BackoffPolicy::doubling(Duration::from_millis(250), Duration::from_secs(5)),
-        }
+        self.who().waits()
     }
 
-    /// How long another process's lookup of an entry is waited for before this process makes
-    /// its own (a process that holds a claim and is alive but stuck, e.g. sleeping through a
-    /// quota window, does not hold this one up for ever).
+    /// See [`Who::patience`].
     pub(crate) fn patience(&self) -> Duration {
-        match self {
-            Peers::Fleet(_) => 2 * FLEET_CLAIM,
-            _ => Duration::from_secs(120),
-        }
+        self.who().patience()
     }
 
     /// Asks about each of `targets` (a cache: one message, one transaction), claiming the
@@ -391,10 +427,18 @@ mod tests {
                 .map(|&m| Duration::from_millis(m))
                 .collect::<Vec<_>>()
         };
-        let cache = Peers::Alone.waits();
-        let waits: Vec<Duration> = cache.ceilings().take(7).collect();
-        assert_eq!(waits, ms(&[250, 500, 1000, 2000, 4000, 5000, 5000]));
-        assert_eq!(Peers::Alone.patience(), Duration::from_secs(120));
-        assert_eq!(Peers::Alone.chunk(None), 1, "nobody to claim from");
+        let cache: Vec<Duration> = Who::Cache.waits().ceilings().take(7).collect();
+        assert_eq!(cache, ms(&[250, 500, 1000, 2000, 4000, 5000, 5000]));
+        let fleet: Vec<Duration> = Who::Fleet.waits().ceilings().take(3).collect();
+        assert_eq!(fleet, ms(&[100, 100, 100]));
+        assert_eq!(Who::Cache.patience(), Duration::from_secs(120));
+        assert_eq!(Who::Fleet.patience(), Duration::from_secs(60));
+        // Claims in a cache go eight at a time at 50/s and more (or unlimited), one below.
+        assert_eq!(Who::Cache.chunk(None), 8);
+        assert_eq!(Who::Cache.chunk(Some(50.0)), 8);
+        assert_eq!(Who::Cache.chunk(Some(10.0)), 1);
+        assert_eq!(Who::Fleet.chunk(None), 1, "a Redis round trip each anyway");
+        assert_eq!(Who::Alone.chunk(None), 1, "nobody to claim from");
+        assert!(!Peers::Alone.present());
     }
 }

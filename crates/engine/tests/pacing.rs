@@ -261,17 +261,8 @@ async fn an_unreachable_api_stops_after_five_connection_failures_with_the_rest_s
     .expect("client");
     let mut s = settings(&list, Format::Csv);
     s.concurrency = Concurrency::Fixed(8);
-    let out = Shared::default();
     let started = tokio::time::Instant::now();
-    let (outcome, summary) = run(
-        s,
-        client,
-        Box::new(out.clone()),
-        Arc::new(Counters::default()),
-        StopHandle::default(),
-    )
-    .await
-    .expect("run");
+    let (outcome, summary, text) = run_to_text(client, s).await;
     assert_eq!(outcome, Outcome::Unreachable);
     assert_eq!(summary.requests, 0, "nothing was sent, nothing spent");
     assert_eq!(summary.errors, 0, "no error records");
@@ -292,7 +283,6 @@ async fn an_unreachable_api_stops_after_five_connection_failures_with_the_rest_s
         "{:?}",
         started.elapsed()
     );
-    let text = out.text();
     assert_eq!(
         text.lines().count(),
         301,

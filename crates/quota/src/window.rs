@@ -141,6 +141,8 @@ mod tests {
 
     #[test]
     fn the_ledger_names_the_calendar_windows_as_they_are_named() {
+        let names = Window::ALL.map(Window::name);
+        assert_eq!(names, ["hour", "day", "month"]);
         for window in Window::ALL {
             assert_eq!(LedgerWindow::from(window).name(), window.name());
         }
