@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Extraction speed on a generated 1 GB corpus: incident-report prose (free text, with labelled
-# import hashes and thumbprints among the file hashes) and NDJSON endpoint events (Sysmon-style
-# `Hashes` fields). Times `vtbulk plan --offline-quota --cache off` over each file: the whole
+# import hashes and thumbprints among the file hashes), NDJSON endpoint events (Sysmon-style
+# `Hashes` fields), and report shapes (`report_shapes.md`: Markdown tables of MD5/SHA-1/SHA-256
+# with imphash columns, sample names with the hash glued on, fenced lists of hashes and
+# defanged URLs, schemeless URL lists, a JavaScript block, prose with defanged hosts and plain
+# reference links). Times `vtbulk plan --offline-quota --cache off` over each file: the whole
 # read path on one core (sniff, decode, extract, dedup), no lookups.
 #
 #   benches/extract.sh                  # 1 GB each (SIZE_MB=1024)
 #   SIZE_MB=256 ROUNDS=3 benches/extract.sh
 #   VTBULK_ARGS="--kinds file" benches/extract.sh   # hashes only (no URL/domain/IP scan)
+#   VTBULK_ARGS="--input-format text --kinds all" FILES=report_shapes.md benches/extract.sh
+#   BEFORE=/tmp/before/target/release/vtbulk benches/extract.sh   # another build, same rounds
 #
 # Hashes come from a pool of UNIQUE (default 100,000) files, as reports and events repeat
 # them; UNIQUE=0 is not allowed, a large UNIQUE measures dedup as much as extraction.
@@ -55,27 +60,59 @@ with open(f"{out}/events.ndjson", "w") as f:
         block = "".join(parts)
         f.write(block)
         n += len(block)
+with open(f"{out}/report_shapes.md", "w") as f:
+    i, n = 0, 0
+    while n < size:
+        rows, names, fenced, urls = [], [], [], []
+        for k in range(40):
+            h, g = hexes(i + k), hexes(i + k + 1)
+            rows.append(f"| stage{k}.dll | {g[:32]} | {h[:40]} | {h} | {g[32:]} |")
+            names.append(f"| {h}.bin | PE32 | loader {k} |")
+            fenced.append(h)
+            urls.append(f"- dropzone-{(i + k) % 977}[.]site/{h[:8]}/tool_rar")
+        block = (
+            f"## Campaign {i}\n\nOn 2026-11-{i % 28 + 1:02} the loader reached "
+            f"update-cdn-{i % 991}[.]top and 45.142.{i % 250}[.]61:8443; see "
+            f"https://attack.mitre.org/techniques/T1071/001/ and the vendor's write-up. "
+            f"It was detected as Trojan.Win32.Agent.ac and wrote invoke.png, x.dll and config.json.\n\n"
+            "| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
+            + "\n".join(rows)
+            + "\n\n| Name | Type | Notes |\n|---|---|---|\n" + "\n".join(names)
+            + "\n\n```\n" + "\n".join(fenced) + "\n```\n\n" + "\n".join(urls)
+            + "\n\n```js\nvar req = new XMLHttpRequest();\nreq.open(\"GET\", base + \"/t4\");\n"
+            "var names = list.map(function (x) { return x.name; });\n```\n\n"
+            "The operator reused the infrastructure across the waves, and the analysis of the second\n"
+            "stage showed the same configuration layout, keyed by the victim's volume serial number.\n\n")
+        i += 40
+        f.write(block)
+        n += len(block)
 PY
 
+builds=("this=$vtbulk")
+[ -z "${BEFORE:-}" ] || builds+=("before=$BEFORE")
 for r in $(seq "$rounds"); do
-    for file in reports.txt events.ndjson; do
+    for file in ${FILES:-reports.txt events.ndjson report_shapes.md}; do
         bytes=$(stat -c %s "$out/$file")
-        t0=$(date +%s.%N)
-        # shellcheck disable=SC2086
-        VT_API_KEY=bench "$vtbulk" plan "$out/$file" --offline-quota --cache off --json ${VTBULK_ARGS:-} \
-            > "$out/$file.plan.r$r.json"
-        t1=$(date +%s.%N)
-        python3 - "$out/$file.plan.r$r.json" "$file" "$bytes" "$t0" "$t1" "$r" <<'PY'
+        for build in "${builds[@]}"; do
+            label="${build%%=*}" bin="${build#*=}"
+            t0=$(date +%s.%N)
+            # shellcheck disable=SC2086
+            VT_API_KEY=bench "$bin" plan "$out/$file" --offline-quota --cache off --json ${VTBULK_ARGS:-} \
+                > "$out/$file.$label.plan.r$r.json"
+            t1=$(date +%s.%N)
+            python3 - "$out/$file.$label.plan.r$r.json" "$file" "$bytes" "$t0" "$t1" "$r" "$label" <<'PY'
 import json, sys
-plan, name, size, t0, t1, r = sys.argv[1:]
+plan, name, size, t0, t1, r, label = sys.argv[1:]
 p = json.load(open(plan))
 secs = float(t1) - float(t0)
 inp = p["inputs"][0]
-print(f"{name} r{r}: {int(size) / 2**20:.0f} MB in {secs:.2f} s = {int(size) / 2**20 / secs:.0f} MB/s "
-      f"(format {inp['format']}, hashes {inp['hashes']}, unique {p['unique']}, excluded {inp['excluded']} "
-      f"{inp['excluded_by_reason']})")
+kinds = inp.get("indicators_by_kind", {})
+print(f"{name} {label} r{r}: {int(size) / 2**20:.0f} MB in {secs:.2f} s = {int(size) / 2**20 / secs:.0f} MB/s "
+      f"(format {inp['format']}, hashes {inp['hashes']}, indicators {kinds}, unique {p['unique']}, "
+      f"excluded {inp['excluded']} {inp['excluded_by_reason']})")
 PY
+        done
     done
 done | tee "$out/results.txt"
-[ -n "${KEEP:-}" ] || rm -f "$out/reports.txt" "$out/events.ndjson"
+[ -n "${KEEP:-}" ] || rm -f "$out/reports.txt" "$out/events.ndjson" "$out/report_shapes.md"
 echo "raw output: $out"

@@ -39,6 +39,9 @@ pub fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String
         if let Some(fallback) = &input.fallback {
             let _ = writeln!(err, "vtbulk: {}: {fallback}", input.name);
         }
+        if let Some(skipped) = &input.skipped {
+            let _ = writeln!(err, "vtbulk: {}: {skipped}", input.name);
+        }
         if let Some(damage) = &input.damage {
             let _ = writeln!(
                 err,

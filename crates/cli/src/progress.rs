@@ -144,9 +144,9 @@ pub fn row(t: &mut String, width: usize, key: &str, value: String) {
 /// and what it gave.
 pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) {
     let worth = inputs.len() > 1
-        || inputs
-            .iter()
-            .any(|i| i.fallback.is_some() || i.damage.is_some() || i.excluded > 0);
+        || inputs.iter().any(|i| {
+            i.fallback.is_some() || i.damage.is_some() || i.skipped.is_some() || i.excluded > 0
+        });
     if !worth {
         return;
     }
@@ -184,6 +184,9 @@ pub fn inputs(t: &mut String, width: usize, inputs: &[vtbulk_ioc::InputReport]) 
         );
         if let Some(d) = &i.damage {
             line.push_str(&format!("; DAMAGED: {d}"));
+        }
+        if let Some(s) = &i.skipped {
+            line.push_str(&format!("; SKIPPED: {s}"));
         }
         row(t, width, "input", line);
     }

@@ -134,13 +134,14 @@ impl Counters {
             .push(report);
     }
 
-    /// Whether reading an input ended on damage (a truncated or corrupt compressed stream).
+    /// Whether reading an input ended on damage (a truncated or corrupt compressed stream, a
+    /// JSON document cut short) or an input was skipped (a binary file).
     pub(crate) fn any_input_damaged(&self) -> bool {
         self.inputs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .any(|i| i.damage.is_some())
+            .any(|i| i.damage.is_some() || i.skipped.is_some())
     }
 
     /// What reading each input did, and the exclusions of all of them by reason.

@@ -39,6 +39,8 @@ pub struct Settings {
     pub columns: Vec<Column>,
     /// Take every hash-shaped token, whatever its context says (`--keep-all-hex`).
     pub keep_all_hex: bool,
+    /// CSV: only the IOC columns, not the others as free text (`--columns-only`).
+    pub columns_only: bool,
     /// JSON fields chosen (`--field`; none: every hash by the JSON reader's rules).
     pub json_fields: Vec<FieldPath>,
     /// The kinds of IOC taken (`--kinds`; `None`: each input format's default).
@@ -96,6 +98,7 @@ impl Default for Settings {
             input_format: InputFormat::Auto,
             columns: Vec::new(),
             keep_all_hex: false,
+            columns_only: false,
             json_fields: Vec::new(),
             kinds: None,
             submit_urls: None,
@@ -128,6 +131,7 @@ impl Settings {
             keep_all_hex: self.keep_all_hex,
             fields: self.json_fields.clone(),
             kinds: self.kinds,
+            columns_only: self.columns_only,
         }
     }
 

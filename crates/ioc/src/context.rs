@@ -45,6 +45,19 @@ pub enum Exclusion {
     FileName,
     /// A URL, domain or IP address of a kind `--kinds` did not choose.
     KindNotChosen,
+    /// A name under a top-level name reserved by RFC 2606/6761 (`.test`, `.invalid`,
+    /// `.example`, `.localhost`) or `.local` (RFC 6762).
+    ReservedName,
+    /// The bare name of a well-known hosting, paste or link site (`pastebin.com`) in prose.
+    WellKnownSite,
+    /// A plain name in prose that is an antivirus detection (`Trojan.Win32.Agent.ac`).
+    DetectionName,
+    /// A plain name in code: a member access or call (`req.open(`, `list.map(`), or any name
+    /// in a code block tagged with a programming language.
+    Code,
+    /// A typed row of a feed whose type is no kind VirusTotal looks up (`email`, `mutex`,
+    /// `filename`, a `Description` row).
+    OtherType,
 }
 
 impl Exclusion {
@@ -78,6 +91,11 @@ impl Exclusion {
             Exclusion::Reference => "reference_site",
             Exclusion::FileName => "file_name",
             Exclusion::KindNotChosen => "kind_not_chosen",
+            Exclusion::ReservedName => "reserved_name",
+            Exclusion::WellKnownSite => "well_known_site",
+            Exclusion::DetectionName => "detection_name",
+            Exclusion::Code => "code",
+            Exclusion::OtherType => "other_type",
         }
     }
 }

@@ -4,7 +4,8 @@
 //! addresses, documentation names, and in prose a report's plain links to its sources.
 //!
 //! - [`refang`] undoes the usual defanging: `hxxp(s)`, `[.]`, `(.)`, `{.}`, `[dot]`, `(dot)`,
-//!   `[:]`, `[://]`, `[@]`, `[at]`, `[/]`.
+//!   `[:]`, `[://]`, `[@]`, `[at]`, `[/]`, and the half-typed `.]` and `[.` of a hurried
+//!   analyst (`cdn-files.]com`).
 //! - A **domain** is lower-cased, its trailing dot dropped, IDNA-encoded to punycode
 //!   (`bücher.example` -> `xn--bcher-kva.example`), its labels checked (1-63 letters, digits or
 //!   hyphens, no hyphen at either end, 253 bytes in all), and its suffix must be one the Public
@@ -14,11 +15,17 @@
 //!   compressed, lower case). Private, loopback, link-local, shared (CGNAT), documentation,
 //!   multicast, reserved and unspecified addresses are [`Scope`]d: nothing VirusTotal can say
 //!   about them is about the incident.
-//! - A **URL** must have a scheme (`http`, `https`, `ftp`, after refanging) and a host that
-//!   is a domain or an IP by the rules above. We lower-case the scheme and the host and change
-//!   nothing else (no trailing slash added, no path or query rewritten): VirusTotal's URL
-//!   identifier ([`url_id`]) is the unpadded base64url of the URL as submitted, so every byte
-//!   we changed would change the id.
+//! - A **URL** has a scheme VirusTotal keeps ([`SCHEMES`]: `http`, `https`, `ftp`, `smb`,
+//!   `tcp`...) and a host that is a domain or an IP by the rules above. A `host/path` without
+//!   a scheme (`dropzone[.]site/B7x2Q9k`, `185.7.214.9/t4`) is `http://host/path`, as
+//!   VirusTotal itself reads it; an address with a prefix length (`185.7.214.0/24`) is a
+//!   network, not a URL. We lower-case the scheme and the host and change nothing else (no
+//!   trailing slash added, no path or query rewritten): VirusTotal's URL identifier
+//!   ([`url_id`]) is the unpadded base64url of the URL as submitted, so every byte we changed
+//!   would change the id.
+//! - Names reserved by RFC 2606 and RFC 6761 (`.test`, `.example`, `.invalid`, `.localhost`,
+//!   and `.local` of RFC 6762) parse, so that they can be counted, and are never looked up
+//!   ([`Indicator::exclusion`]).
 
 use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -225,9 +232,95 @@ const REFERENCE_SITES: &[&str] = &[
 ];
 
 /// Top-level domains that are also common file extensions (`.zip`, `.mov`, `.md`, `.sh`,
-/// `.py`, `.pl`, `.rs`, `.ps`, `.so`, `.ml`, `.pm`): a plain `install.sh` in prose is a file.
+/// `.py`, `.pl`, `.rs`, `.ps`, `.so`, `.ml`, `.pm`, OneNote's `.one`, macOS's `.app`,
+/// Publisher's `.pub`): a plain `install.sh` in prose is a file.
 const FILE_LIKE_TLDS: &[&str] = &[
-    "zip", "mov", "md", "sh", "py", "pl", "rs", "ps", "so", "ml", "pm",
+    "zip", "mov", "md", "sh", "py", "pl", "rs", "ps", "so", "ml", "pm", "one", "app", "pub",
+];
+
+/// Hosting, paste, file-sharing and link-shortening sites whose bare name in prose is no
+/// indicator ("staged on pastebin.com"), while a URL on them is (`pastebin.com/raw/Xk2p`, a
+/// paste; `bit.ly/3Xa9`, a link) and so is a name under them (`evil.ngrok-free.app`). Sorted.
+const WELL_KNOWN_SITES: &[&str] = &[
+    "0x0.st",
+    "anonfiles.com",
+    "bit.ly",
+    "catbox.moe",
+    "cutt.ly",
+    "discord.com",
+    "discordapp.com",
+    "dropbox.com",
+    "file.io",
+    "gofile.io",
+    "hastebin.com",
+    "is.gd",
+    "mega.nz",
+    "ngrok-free.app",
+    "ngrok.io",
+    "paste.ee",
+    "pastebin.com",
+    "rentry.co",
+    "t.me",
+    "telegram.org",
+    "temp.sh",
+    "tinyurl.com",
+    "transfer.sh",
+    "trycloudflare.com",
+    "workers.dev",
+];
+
+/// The first words of antivirus detection names (`Trojan.Win32.Agent.ac`,
+/// `Backdoor.MSIL.Rat.gen`): a plain name in prose that starts with one, or has a platform
+/// label (`win32`, `msil`...) anywhere, is a detection, not a host.
+const DETECTION_WORDS: &[&str] = &[
+    "adware",
+    "backdoor",
+    "downloader",
+    "dropper",
+    "exploit",
+    "hacktool",
+    "heur",
+    "not-a-virus",
+    "pua",
+    "ransom",
+    "riskware",
+    "spyware",
+    "trojan",
+    "trojan-downloader",
+    "trojan-dropper",
+    "trojan-spy",
+    "trojandownloader",
+    "trojanspy",
+    "virus",
+    "worm",
+];
+
+/// Platform labels of detection names.
+const DETECTION_PLATFORMS: &[&str] = &["msil", "w32", "w64", "win32", "win64"];
+
+/// Whether `name` (canonical) reads as an antivirus detection name.
+fn detection_name(name: &str) -> bool {
+    let first = name.split('.').next().unwrap_or("");
+    DETECTION_WORDS.contains(&first)
+        || name
+            .split('.')
+            .any(|label| DETECTION_PLATFORMS.contains(&label))
+}
+
+/// Top-level names reserved by RFC 2606 and RFC 6761 (and `.local`, RFC 6762): no such name
+/// exists on the internet.
+const RESERVED_TLDS: &[&str] = &["example", "invalid", "local", "localhost", "test"];
+
+/// Whether `host` (canonical) is under a reserved top-level name.
+fn reserved(host: &str) -> bool {
+    let tld = host.rsplit('.').next().unwrap_or(host);
+    RESERVED_TLDS.contains(&tld)
+}
+
+/// URL schemes kept: the web's, file transfer's and the network ones sandboxes and feeds
+/// report (`smb://`, `tcp://`, `udp://`), all of which VirusTotal stores as URLs.
+pub const SCHEMES: &[&str] = &[
+    "ftp", "ftps", "http", "https", "irc", "sftp", "smb", "tcp", "udp", "ws", "wss",
 ];
 
 /// Whether `host` is one of [`REFERENCE_SITES`] or under one: each of its suffixes at a
@@ -293,20 +386,30 @@ impl Indicator {
         let documentation = ["example.com", "example.net", "example.org", "arpa"]
             .iter()
             .any(|site| under(&host, site));
-        documentation.then_some(crate::Exclusion::DocumentationDomain)
+        if documentation {
+            return Some(crate::Exclusion::DocumentationDomain);
+        }
+        reserved(&host).then_some(crate::Exclusion::ReservedName)
     }
 
     /// Why this indicator, found written plainly (not defanged) in prose, is not looked up:
-    /// a reference site, a file name. Over and above [`Indicator::exclusion`].
+    /// a reference site, the bare name of a well-known hosting site, a file name, a
+    /// detection name. Over and above [`Indicator::exclusion`].
     pub fn prose_exclusion(&self) -> Option<crate::Exclusion> {
         let host = self.host();
         if reference_site(&host) {
             return Some(crate::Exclusion::Reference);
         }
         if let Indicator::Domain(d) = self {
+            if WELL_KNOWN_SITES.binary_search(&d.as_str()).is_ok() {
+                return Some(crate::Exclusion::WellKnownSite);
+            }
             let tld = d.rsplit('.').next().unwrap_or("");
             if FILE_LIKE_TLDS.contains(&tld) {
                 return Some(crate::Exclusion::FileName);
+            }
+            if detection_name(d) {
+                return Some(crate::Exclusion::DetectionName);
             }
         }
         None
@@ -362,6 +465,9 @@ pub enum IndicatorError {
     /// A name whose last labels are no public suffix (`setup.exe`, `invoice.pdf`).
     #[error("no known public suffix: {0}")]
     UnknownSuffix(String),
+    /// An address with a prefix length (`185.7.214.0/24`): a network, not one address.
+    #[error("a network, not an address: {0}")]
+    Network(String),
 }
 
 /// Undoes the usual defanging of URLs, domains and addresses.
@@ -381,11 +487,23 @@ pub fn refang(s: &str) -> Cow<'_, str> {
         ("[/]", "/"),
     ];
     // One pass, and no allocation unless something was defanged: every defanging but
-    // `hxxp` starts with a bracket.
+    // `hxxp` has a bracket.
     let bytes = s.as_bytes();
     let mut out: Option<String> = None;
     let (mut i, mut copied) = (0, 0);
     while i < bytes.len() {
+        // `cdn-files.]com`, `cdn-files[.com`: the half of a `[.]` typed in a hurry.
+        let half = (bytes[i] == b']' && i > 0 && bytes[i - 1] == b'.')
+            || (bytes[i] == b'['
+                && bytes.get(i + 1) == Some(&b'.')
+                && bytes.get(i + 2) != Some(&b']'));
+        if half {
+            let o = out.get_or_insert_with(|| String::with_capacity(s.len()));
+            o.push_str(&s[copied..i]);
+            i += 1;
+            copied = i;
+            continue;
+        }
         if matches!(bytes[i], b'[' | b'(' | b'{') {
             let pair = PAIRS.iter().find(|(from, _)| {
                 bytes
@@ -433,7 +551,24 @@ pub fn parse(value: &str) -> Result<Indicator, IndicatorError> {
     if let Some(ip) = ip(s) {
         return Ok(Indicator::Ip(ip));
     }
+    if let Some(slash) = s.find('/') {
+        return schemeless(s, slash);
+    }
     domain(s).map(Indicator::Domain)
+}
+
+/// A `host/path` without a scheme: `http://host/path`, as VirusTotal reads it, when the host
+/// is a domain or an IPv4 address (with or without a port). `185.7.214.0/24` is a network.
+fn schemeless(s: &str, slash: usize) -> Result<Indicator, IndicatorError> {
+    let (host, path) = s.split_at(slash);
+    let prefix = path[1..].parse::<u8>().is_ok_and(|n| n <= 32);
+    if prefix && host.parse::<Ipv4Addr>().is_ok() {
+        return Err(IndicatorError::Network(s.to_owned()));
+    }
+    if host.is_empty() || host.contains(['@', '\\']) {
+        return Err(IndicatorError::BadName(host.to_owned()));
+    }
+    url("http", s)
 }
 
 /// The scope that keeps `ip` from being looked up, if any.
@@ -520,13 +655,15 @@ fn domain(s: &str) -> Result<String, IndicatorError> {
     }
     match psl::suffix(ascii.as_bytes()) {
         Some(suffix) if suffix.is_known() && suffix.as_bytes().len() < ascii.len() => Ok(ascii),
+        // Parsed, so that it is counted and never looked up.
+        _ if reserved(&ascii) => Ok(ascii),
         _ => Err(IndicatorError::UnknownSuffix(ascii)),
     }
 }
 
 fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
     let scheme = scheme.to_ascii_lowercase();
-    if !matches!(scheme.as_str(), "http" | "https" | "ftp") {
+    if !SCHEMES.contains(&scheme.as_str()) {
         return Err(IndicatorError::Scheme(scheme));
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());

@@ -112,6 +112,10 @@ pub struct Layer {
     /// hashes (import hashes, certificate thumbprints, ids, pseudonyms).
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub keep_all_hex: Option<bool>,
+    /// CSV: read only the columns that hold IOCs, not the other columns (a command line, a
+    /// message) as free text.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub columns_only: Option<bool>,
     /// The kinds of IOC to take: file, url, domain, ip (comma-separated) or all. Default:
     /// all from lists, free text and XML/HTML; file hashes only from CSV and JSON exports.
     #[arg(long, value_name = "KINDS")]

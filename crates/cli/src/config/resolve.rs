@@ -196,6 +196,7 @@ fn inputs_read(layer: &Layer, settings: Settings) -> Result<Settings, String> {
             .map(|f| f.parse::<FieldPath>().map_err(|e| format!("--field: {e}")))
             .collect::<Result<_, _>>()?,
         keep_all_hex: *need(&layer.keep_all_hex, "keep_all_hex")?,
+        columns_only: *need(&layer.columns_only, "columns_only")?,
         kinds: layer
             .kinds
             .as_deref()

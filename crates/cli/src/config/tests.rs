@@ -57,6 +57,7 @@ fn the_engine_defaults_are_the_embedded_defaults() {
     let (file, engine) = (&r.settings, &vtbulk_engine::Settings::default());
     assert_eq!(file.input_format, engine.input_format);
     assert_eq!(file.keep_all_hex, engine.keep_all_hex);
+    assert_eq!(file.columns_only, engine.columns_only);
     assert_eq!(file.kinds, engine.kinds);
     assert_eq!(file.submit_urls, engine.submit_urls);
     assert_eq!(file.only_new, engine.only_new);

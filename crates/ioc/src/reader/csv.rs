@@ -12,6 +12,11 @@
 //! `domain`, `ip`, `ioc`, `indicator`) is read too, each cell one IOC. `--column` picks
 //! columns by name or position instead (and its cells may be any kind `--kinds` takes).
 //!
+//! The other columns (a command line, a message) are read as free text, by the same context
+//! rules as a report's prose (a pseudonym or an id stays out), and what they give is counted
+//! apart (`from_text_columns`); `--columns-only` turns that off, and `--column` implies it.
+//! A typed-row feed (a column naming each row's type) is read by [`super::typed`].
+//!
 //! Records are parsed with `csv-core` directly, so that the line of each record is counted
 //! here from the bytes themselves: exact across CRLF, blank lines, `#` comment lines before
 //! the header and quoted fields that span lines.
@@ -90,7 +95,8 @@ impl Record {
         self.fields.get(start..end)
     }
 
-    fn len(&self) -> usize {
+    /// The number of fields.
+    pub(crate) fn columns(&self) -> usize {
         self.ends.len()
     }
 }
@@ -290,6 +296,11 @@ pub(crate) fn read(
         }
         sampled.push(record);
     }
+    if columns.is_empty()
+        && let Some(typed) = super::typed::detect(&sampled)
+    {
+        return read_typed(&mut records, &sampled, typed, sink);
+    }
     let (header, chosen) = choose(&sampled, columns, sink.keeps_all(), sink.kinds)?;
     let names: Vec<String> = chosen
         .iter()
@@ -299,13 +310,93 @@ pub(crate) fn read(
             None => format!("#{}", c.index + 1),
         })
         .collect();
+    let text = if columns.is_empty() && !sink.columns_only {
+        text_columns(&sampled, header, &chosen)
+    } else {
+        Vec::new()
+    };
+    sink.report.text_columns = text
+        .iter()
+        .map(|&i| match header {
+            Some(h) => String::from_utf8_lossy(trim(h.field(i).unwrap_or(b""))).into_owned(),
+            None => format!("#{}", i + 1),
+        })
+        .collect();
     let skip = usize::from(header.is_some());
     for record in sampled.iter().skip(skip) {
         take(record, &chosen, sink);
+        take_text(record, &text, sink);
     }
     let mut record = Record::default();
     while records.next(&mut record)? {
         take(&record, &chosen, sink);
+        take_text(&record, &text, sink);
+    }
+    Ok((records.lines(), names))
+}
+
+/// The columns read as free text: every column not chosen for its hashes and not named like
+/// an id or another digest (`DeviceId`, `Imphash`). A command line holds what an analyst
+/// reads in it (`$h.Hash -eq '<sha256>'`, a download URL), judged by the same context rules
+/// as a report's prose (`UserPII_<hex>` is a pseudonym).
+fn text_columns(sampled: &[Record], header: Option<&Record>, chosen: &[Chosen]) -> Vec<usize> {
+    let width = sampled.iter().map(Record::columns).max().unwrap_or(0);
+    (0..width)
+        .filter(|i| !chosen.iter().any(|c| c.index == *i))
+        .filter(|&i| {
+            let name = header.and_then(|h| h.field(i)).map(trim).unwrap_or(b"");
+            context::field(name).is_none()
+        })
+        .collect()
+}
+
+/// The free-text columns of one record, read as text (hashes by context; URLs, domains and
+/// IPs when `--kinds` takes them), counted apart in the input's report.
+fn take_text(record: &Record, text: &[usize], sink: &mut Sink<'_>) {
+    if record.overlong || text.is_empty() {
+        return;
+    }
+    let before = sink.report.hashes + sink.report.indicators;
+    for &i in text {
+        let cell = record.field(i).unwrap_or(b"");
+        if cell.len() < 4 {
+            continue;
+        }
+        super::text::scan_value(cell, record.line, None, sink);
+        if sink.kinds.any_indicator() {
+            super::indicators::scan(cell, record.line, Default::default(), sink);
+        }
+    }
+    sink.report.from_text_columns += sink.report.hashes + sink.report.indicators - before;
+}
+
+/// Reads a typed-row feed ([`super::typed`]): each row's value as its type says. Its
+/// network indicators are taken unless `--kinds` says otherwise.
+fn read_typed(
+    records: &mut Records<'_>,
+    sampled: &[Record],
+    typed: super::typed::Typed,
+    sink: &mut Sink<'_>,
+) -> io::Result<(u64, Vec<String>)> {
+    if !sink.kinds_given {
+        sink.kinds = Kinds::ALL;
+    }
+    let header = sampled.first().filter(|_| !typed.first_is_row);
+    let name = |i: usize| match header.and_then(|h| h.field(i)) {
+        Some(cell) => String::from_utf8_lossy(trim(cell)).into_owned(),
+        None => format!("#{}", i + 1),
+    };
+    let names = vec![format!(
+        "{} (typed by {})",
+        name(typed.value),
+        name(typed.kind)
+    )];
+    for record in sampled.iter().skip(usize::from(header.is_some())) {
+        super::typed::take(record, typed, sink);
+    }
+    let mut record = Record::default();
+    while records.next(&mut record)? {
+        super::typed::take(&record, typed, sink);
     }
     Ok((records.lines(), names))
 }
@@ -322,7 +413,7 @@ pub(crate) fn choose<'r>(
     };
     let cell_is_hash = |c: &[u8]| Hash::parse_bytes(trim(c)).is_ok();
     let is_header =
-        !(0..first.len()).any(|i| first.field(i).is_some_and(cell_is_hash)) && !first.overlong;
+        !(0..first.columns()).any(|i| first.field(i).is_some_and(cell_is_hash)) && !first.overlong;
     let header = is_header.then_some(first);
     let name_of = |i: usize| -> String {
         header
@@ -330,7 +421,7 @@ pub(crate) fn choose<'r>(
             .map(|c| String::from_utf8_lossy(trim(c)).into_owned())
             .unwrap_or_default()
     };
-    let width = sampled.iter().map(Record::len).max().unwrap_or(0);
+    let width = sampled.iter().map(Record::columns).max().unwrap_or(0);
     if !columns.is_empty() {
         let mut chosen = Vec::new();
         for column in columns {
@@ -344,11 +435,11 @@ pub(crate) fn choose<'r>(
                         ));
                     };
                     let found =
-                        (0..h.len()).find(|&i| name_of(i).eq_ignore_ascii_case(name.trim()));
+                        (0..h.columns()).find(|&i| name_of(i).eq_ignore_ascii_case(name.trim()));
                     match found {
                         Some(i) => i,
                         None => {
-                            let all: Vec<String> = (0..h.len()).map(name_of).collect();
+                            let all: Vec<String> = (0..h.columns()).map(name_of).collect();
                             return Err(io::Error::new(
                                 io::ErrorKind::InvalidInput,
                                 format!(

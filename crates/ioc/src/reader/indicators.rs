@@ -15,13 +15,18 @@
 use std::borrow::Cow;
 
 use super::{MAX_LINE, Sink};
+use crate::context::Exclusion;
 use crate::indicator::{self, Indicator};
 
-/// Splits buffers into lines for [`scan_line`], keeping at most [`MAX_LINE`] bytes of a line.
+/// Splits buffers into lines for [`scan`], keeping at most [`MAX_LINE`] bytes of a line,
+/// and follows Markdown's fenced code blocks (a block tagged with a programming language holds
+/// code, whose plain names are member accesses, not hosts).
 #[derive(Default)]
 pub(crate) struct Lines {
     partial: Vec<u8>,
     line: u64,
+    /// Inside a fenced block: whether it is tagged with a programming language.
+    fence: Option<bool>,
 }
 
 impl Lines {
@@ -32,12 +37,14 @@ impl Lines {
         for end in memchr::memchr_iter(b'\n', chunk) {
             self.line += 1;
             if self.partial.is_empty() {
-                scan_line(&chunk[start..end], self.line, sink);
+                self.one(&chunk[start..end], sink);
             } else {
                 let room = MAX_LINE.saturating_sub(self.partial.len());
                 let take = (end - start).min(room);
                 self.partial.extend_from_slice(&chunk[start..start + take]);
-                scan_line(&self.partial, self.line, sink);
+                let line = std::mem::take(&mut self.partial);
+                self.one(&line, sink);
+                self.partial = line;
                 self.partial.clear();
             }
             start = end + 1;
@@ -53,9 +60,67 @@ impl Lines {
         if !self.partial.is_empty() {
             self.line += 1;
             let last = std::mem::take(&mut self.partial);
-            scan_line(&last, self.line, sink);
+            self.one(&last, sink);
         }
     }
+
+    /// One line: a fence opens or closes a code block; any other line is scanned.
+    fn one(&mut self, line: &[u8], sink: &mut Sink<'_>) {
+        let trimmed = line.trim_ascii_start();
+        if trimmed.starts_with(b"```") || trimmed.starts_with(b"~~~") {
+            self.fence = match self.fence {
+                Some(_) => None,
+                None => Some(code_language(&trimmed[3..])),
+            };
+            return;
+        }
+        let prose = Prose {
+            code: self.fence == Some(true),
+            ..Prose::default()
+        };
+        scan(line, self.line, prose, sink);
+    }
+}
+
+/// Whether a fence's info string names a programming language with member access
+/// (`js`, `python`...): not a shell (`nslookup evil.com` names a host) nor plain text.
+fn code_language(info: &[u8]) -> bool {
+    let word = info
+        .trim_ascii()
+        .split(|b| b.is_ascii_whitespace() || *b == b'{' || *b == b',')
+        .next()
+        .unwrap_or(b"");
+    let word = String::from_utf8_lossy(word).to_ascii_lowercase();
+    [
+        "c",
+        "c#",
+        "c++",
+        "cpp",
+        "cs",
+        "csharp",
+        "go",
+        "golang",
+        "java",
+        "javascript",
+        "js",
+        "jsx",
+        "kotlin",
+        "lua",
+        "php",
+        "py",
+        "python",
+        "rb",
+        "ruby",
+        "rust",
+        "swift",
+        "ts",
+        "typescript",
+        "vb",
+        "vba",
+        "vbs",
+        "vbscript",
+    ]
+    .contains(&word.as_str())
 }
 
 /// Whether a line can hold an indicator at all: a dot, a colon or a defanged `[dot]`.
@@ -90,54 +155,113 @@ static MARK: [bool; 256] = {
     table
 };
 
-/// The URLs, domains and IP addresses of one line of prose.
-pub(crate) fn scan_line(line: &[u8], line_no: u64, sink: &mut Sink<'_>) {
+/// How a line of prose is read.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Prose {
+    /// The comment of a `hash;comment` list entry (LOKI): a plain URL with a scheme there is
+    /// the entry's source (`Turla Carbon - https://vendor.com/report`), not an indicator.
+    pub(crate) comment: bool,
+    /// A line of a code block tagged with a programming language: a plain name outside a
+    /// string literal is code (`x.name`), not a host.
+    pub(crate) code: bool,
+}
+
+/// The URLs, domains and IP addresses of one line, read as `prose` says.
+pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     if !may_hold(line) {
         return;
     }
     // Tokens are cut on bytes; only a token with a mark is decoded and looked at.
-    let tokens = line
-        .split(|&b| BOUNDARY[b as usize])
-        .filter(|t| t.len() >= 4 && t.iter().any(|&b| MARK[b as usize]));
-    for raw in tokens {
-        let text = String::from_utf8_lossy(raw);
-        let token: &str = &text;
-        let refanged = indicator::refang(token);
-        let defanged = matches!(refanged, Cow::Owned(_));
-        let t: &str = &refanged;
-        if let Some(at) = t.find("://") {
-            // After the last character that is not a scheme's letter (found by fuzzing: it
-            // may be a multi-byte one, a replaced invalid byte, so step over all of it).
-            let scheme_start = t[..at]
-                .char_indices()
-                .rev()
-                .find(|&(_, c)| !c.is_ascii_alphabetic())
-                .map_or(0, |(i, c)| i + c.len_utf8());
-            let url = trim_url(&t[scheme_start..]);
-            let url = match url.get(..4) {
-                Some(h) if h.eq_ignore_ascii_case("hxxp") => {
-                    Cow::Owned(format!("http{}", &url[4..]))
-                }
-                _ => Cow::Borrowed(url),
-            };
-            if let Ok(found) = indicator::parse(&url) {
-                sink.indicator(found, line_no, !defanged);
-            }
+    let mut at = 0;
+    for raw in line.split(|&b| BOUNDARY[b as usize]) {
+        let start = at;
+        at += raw.len() + 1;
+        if raw.len() < 4 || !raw.iter().any(|&b| MARK[b as usize]) {
             continue;
         }
-        if t.contains('@') {
-            // An e-mail address: VirusTotal has no such object.
-            continue;
-        }
-        for piece in t.split(|c: char| !(c.is_alphanumeric() || matches!(c, '.' | '-' | ':'))) {
-            let piece = piece.trim_matches(|c| matches!(c, '.' | '-' | ':'));
-            if piece.len() < 4 || !(piece.contains('.') || piece.matches(':').count() >= 2) {
-                continue;
-            }
-            if let Some(found) = host(piece) {
+        let quoted = start > 0 && matches!(line[start - 1], b'"' | b'\'');
+        let code = prose.code && !quoted;
+        token(raw, line_no, Prose { code, ..prose }, sink);
+    }
+}
+
+/// One token of prose: a URL (with a scheme, or a `host/path`), or the hosts in it.
+fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
+    let text = String::from_utf8_lossy(raw);
+    let token: &str = &text;
+    let refanged = indicator::refang(token);
+    let defanged = matches!(refanged, Cow::Owned(_));
+    let t: &str = &refanged;
+    if let Some(at) = t.find("://") {
+        // After the last character that is not a scheme's letter (found by fuzzing: it
+        // may be a multi-byte one, a replaced invalid byte, so step over all of it).
+        let scheme_start = t[..at]
+            .char_indices()
+            .rev()
+            .find(|&(_, c)| !c.is_ascii_alphabetic())
+            .map_or(0, |(i, c)| i + c.len_utf8());
+        let url = trim_url(&t[scheme_start..]);
+        let url = match url.get(..4) {
+            Some(h) if h.eq_ignore_ascii_case("hxxp") => Cow::Owned(format!("http{}", &url[4..])),
+            _ => Cow::Borrowed(url),
+        };
+        if let Ok(found) = indicator::parse(&url) {
+            if prose.comment && !defanged && found.exclusion().is_none() {
+                sink.excluded(Exclusion::Reference);
+            } else {
                 sink.indicator(found, line_no, !defanged);
             }
         }
+        return;
+    }
+    if t.contains('@') {
+        // An e-mail address: VirusTotal has no such object.
+        return;
+    }
+    if t.contains('/')
+        && let Some(found) = schemeless(t, defanged)
+    {
+        sink.indicator(found, line_no, !defanged);
+        return;
+    }
+    let mut rest = t;
+    while !rest.is_empty() {
+        let end = rest
+            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '.' | '-' | ':')))
+            .unwrap_or(rest.len());
+        let (piece, after) = rest.split_at(end);
+        let next = after.chars().next();
+        rest = next.map_or("", |c| &after[c.len_utf8()..]);
+        let piece = piece.trim_matches(|c| matches!(c, '.' | '-' | ':'));
+        if piece.len() < 4 || !(piece.contains('.') || piece.matches(':').count() >= 2) {
+            continue;
+        }
+        let Some(found) = host(piece) else {
+            continue;
+        };
+        // `req.open(`, `list.map(`: a call on a member; any plain name in tagged code.
+        let call = next == Some('(');
+        if !defanged && matches!(found, Indicator::Domain(_)) && (prose.code || call) {
+            sink.excluded(Exclusion::Code);
+            continue;
+        }
+        sink.indicator(found, line_no, !defanged);
+    }
+}
+
+/// A `host/path` token without a scheme as a URL (`dropzone[.]site/B7x2Q9k`,
+/// `185.7.214.9/t4`), when its host parses; a plain one only when its host is written in
+/// lower case, as hosts are (`ASP.NET/Core` is a technology).
+fn schemeless(t: &str, defanged: bool) -> Option<Indicator> {
+    let t = t.trim_start_matches(|c: char| !c.is_ascii_alphanumeric());
+    let url = trim_url(t);
+    let slash = url.find('/')?;
+    if !defanged && url[..slash].bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
+    match indicator::parse(url) {
+        Ok(found @ Indicator::Url(_)) => Some(found),
+        _ => None,
     }
 }
 

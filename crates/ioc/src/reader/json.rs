@@ -21,11 +21,14 @@
 //!   `course-of-action`, `identity`, `location` and `marking-definition` objects is not read;
 //! - **everything else** (Windows events, Sysmon's `Hashes`, EDR fields): every string value
 //!   as text, judged by its key (`DeviceId`, `imphash`) and by the words in front of each
-//!   token within it (`SHA256=…,IMPHASH=…`).
+//!   token within it (`SHA256=…,IMPHASH=…`); and, when `--kinds` takes them, the URLs, hosts
+//!   and addresses of the event's network fields (ECS's `url.full`, `destination.ip`,
+//!   `dns.question.name`; Sysmon's `DestinationIp`, `QueryName`: [`network`]).
 //!
 //! Lines are physical lines (the line a string starts on), so NDJSON gives the event's line
 //! and a pretty-printed document the line of the value. Broken JSON is read as far as it goes:
-//! the lexer never fails, it skips what it does not understand.
+//! the lexer never fails, it skips what it does not understand; a document that ends with
+//! objects or arrays still open (an export cut short) is reported as damaged.
 
 use std::io::{self, BufRead};
 
@@ -93,6 +96,9 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
                     }
                     Some(Frame::Array { key }) => {
                         let why = key.as_deref().and_then(context::field);
+                        if let Some(key) = key {
+                            network(None, key, &s, line, sink);
+                        }
                         scan_value(&s, line, why, sink);
                     }
                     None => scan_value(&s, line, None, sink),
@@ -120,7 +126,18 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
             }
         }
     }
-    // A document cut short: what its open objects hold is still read.
+    // A document cut short: what its open objects hold is still read, and the damage is
+    // reported as a truncated compressed file's is.
+    if !stack.is_empty() {
+        let line = lx.lines().max(1);
+        sink.damaged(
+            line,
+            format!(
+                "the JSON ends inside {} open object(s) or array(s) at line {line}: cut short",
+                stack.len()
+            ),
+        );
+    }
     while let Some(frame) = stack.pop() {
         if let Frame::Object(obj) = frame {
             finish(obj, &mut stack, sink);
@@ -226,6 +243,7 @@ fn finish(obj: Obj, stack: &mut [Frame], sink: &mut Sink<'_>) {
         _ => {
             let parent_why = obj.parent_reason();
             for m in &obj.members {
+                network(obj.key.as_deref(), &m.key, &m.value, m.line, sink);
                 plain(m, parent_why, sink);
             }
             // A `hashes` dictionary of a file (STIX, or anything else): by algorithm.
@@ -237,6 +255,62 @@ fn finish(obj: Obj, stack: &mut [Frame], sink: &mut Sink<'_>) {
                     sink,
                 );
             }
+        }
+    }
+}
+
+/// The event fields that name the other end of a connection or a lookup: ECS's `url.full`,
+/// `url.original`, `destination.ip`, `source.ip`, `dns.question.name`, `dns.resolved_ip`...
+/// (nested or flattened) and Sysmon's `DestinationIp`, `DestinationHostname`, `QueryName`,
+/// `QueryResults`. Read when `--kinds` takes URLs, domains or IPs (not JSON's default); the
+/// host's own address is private and left out by its scope. A value that is none (a
+/// relative `url.original`) is passed over: an export is not a list.
+fn network(parent: Option<&[u8]>, key: &[u8], value: &[u8], line: u64, sink: &mut Sink<'_>) {
+    if !sink.kinds.any_indicator() || value.len() < 4 {
+        return;
+    }
+    let key = String::from_utf8_lossy(key).to_ascii_lowercase();
+    let name = match parent {
+        Some(parent) if !key.contains('.') => {
+            format!(
+                "{}.{key}",
+                String::from_utf8_lossy(parent).to_ascii_lowercase()
+            )
+        }
+        _ => key.clone(),
+    };
+    let field = |names: &[&str]| names.contains(&name.as_str()) || names.contains(&key.as_str());
+    let one = field(&[
+        "url.full",
+        "url.original",
+        "url.domain",
+        "destination.ip",
+        "destination.domain",
+        "destination.address",
+        "source.ip",
+        "source.domain",
+        "source.address",
+        "server.ip",
+        "server.domain",
+        "client.ip",
+        "question.name",
+        "dns.question.name",
+        "resolved_ip",
+        "destinationip",
+        "destinationhostname",
+        "sourceip",
+        "queryname",
+    ]);
+    let list = field(&["queryresults"]);
+    if !one && !list {
+        return;
+    }
+    for v in value.split(|&b| list && b == b';') {
+        let v = trim(v);
+        // Sysmon writes a v4 answer as a mapped v6 address.
+        let v = v.strip_prefix(b"::ffff:").unwrap_or(v);
+        if let Ok(found) = super::indicators::value(v) {
+            sink.indicator(found, line, false);
         }
     }
 }

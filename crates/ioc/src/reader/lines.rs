@@ -8,7 +8,9 @@
 //! A line whose first token is not a hash is an `invalid` record with its line. Blank lines
 //! are skipped; so are `#` comment lines, which is the one policy for a commented-out hash
 //! (`# <hash>`): the list's author disabled it, so it is not looked up, and it is counted as
-//! excluded (`commented`) so that the summary shows it was seen.
+//! excluded (`commented`) so that the summary shows it was seen. The comment of a
+//! `HASH;comment` entry is read as prose for URLs, domains and IPs (C2s named there); a plain
+//! link in it is the entry's source (`reference_site`).
 
 use std::io::{self, BufRead};
 
@@ -42,13 +44,32 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
             Err(e) => e,
         };
         match crate::Hash::parse_bytes(first_token(line)) {
-            Ok(h) => sink.hash(h, line_no),
+            Ok(h) => {
+                sink.hash(h, line_no);
+                comment(line, line_no, sink);
+            }
             Err(_) if sink.kinds.any_indicator() => indicator(line, line_no, &whole, sink),
             // The reason describes the value shown: the whole line.
             Err(_) => sink.invalid(line, line_no, whole.to_string()),
         }
     })?;
     Ok(line_no)
+}
+
+/// The comment of a `HASH;comment` entry (LOKI, signature-base), read as prose when
+/// `--kinds` takes URLs, domains or IPs: it names C2s (`C2 45.77.12[.]9:443`), and a plain
+/// link in it is the entry's source, not an indicator ([`super::indicators::Prose`]).
+fn comment(line: &[u8], line_no: u64, sink: &mut Sink<'_>) {
+    if !sink.kinds.any_indicator() {
+        return;
+    }
+    if let Some(at) = memchr::memchr(b';', line) {
+        let prose = super::indicators::Prose {
+            comment: true,
+            ..Default::default()
+        };
+        super::indicators::scan(&line[at + 1..], line_no, prose, sink);
+    }
 }
 
 /// A line that is no hash, when `--kinds` takes URLs, domains or IPs: its first word

@@ -25,6 +25,7 @@ mod rows;
 mod sniff;
 mod source;
 mod text;
+mod typed;
 mod xml;
 
 use std::collections::BTreeMap;
@@ -36,7 +37,7 @@ use crate::indicator::{Indicator, Kinds};
 use crate::{Hash, ParseHashError};
 
 pub use rows::{Cell, FieldPath, Layout, Row, RowKind, Rows, read_rows, row_layout};
-pub use sniff::sniff;
+pub use sniff::{binary, sniff};
 pub use source::{Opened, Part, compressed, open};
 
 /// Longest line (or CSV record, or JSON string) kept; longer ones become one `invalid` item
@@ -133,6 +134,9 @@ pub struct ReadOptions {
     /// The kinds of IOC to take (`--kinds`); `None`: each format's default
     /// ([`default_kinds`]).
     pub kinds: Option<Kinds>,
+    /// CSV: read only the columns chosen for their IOCs, not the other columns as free text
+    /// (`--columns-only`).
+    pub columns_only: bool,
 }
 
 /// The kinds taken from an input of `format` when `--kinds` is not given: every kind from
@@ -192,6 +196,13 @@ pub struct InputReport {
     /// The CSV columns read, by header name (or `#N` without a header).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub columns: Vec<String>,
+    /// The CSV columns read as free text (a command line), unless `--columns-only`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub text_columns: Vec<String>,
+    /// Hashes, URLs, domains and IPs taken from those (counted in `hashes` and `indicators`
+    /// too).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub from_text_columns: u64,
     /// Physical lines read.
     pub lines: u64,
     /// Valid hashes found (every occurrence).
@@ -208,10 +219,13 @@ pub struct InputReport {
     pub excluded: u64,
     /// The same by reason (`import_hash`, `certificate`, `id`...).
     pub excluded_by_reason: BTreeMap<&'static str, u64>,
-    /// Damage that ended the input early (a truncated or corrupt compressed stream, a read
-    /// error): what was read before it is kept.
+    /// Damage that ended the input early (a truncated or corrupt compressed stream, a JSON
+    /// document cut short, a read error): what was read before it is kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub damage: Option<String>,
+    /// Why the input was not read at all (a binary file given by mistake).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -224,6 +238,11 @@ pub(crate) struct Sink<'a> {
     keep_all: bool,
     /// The kinds taken (set by [`run`] for the format read).
     pub(crate) kinds: Kinds,
+    /// Whether `--kinds` chose them (else a reader may widen its format's default: a
+    /// typed-row feed's network indicators are taken).
+    pub(crate) kinds_given: bool,
+    /// CSV: only the IOC columns, no free-text column (`--columns-only`).
+    pub(crate) columns_only: bool,
     /// Counting only: nothing is emitted (`auto`'s trial of a guess).
     trial: bool,
     report: &'a mut InputReport,
@@ -243,6 +262,8 @@ impl<'a> Sink<'a> {
             input: index,
             keep_all: options.keep_all_hex,
             kinds: options.kinds.unwrap_or(Kinds::FILES),
+            kinds_given: options.kinds.is_some(),
+            columns_only: options.columns_only,
             trial,
             report,
             emit,
@@ -325,6 +346,13 @@ impl Sink<'_> {
         self.keep_all
     }
 
+    /// Damage found by the reader itself (a JSON document cut short): an `invalid` item on
+    /// `line` and the report's `damage`, as for a truncated compressed stream.
+    pub(crate) fn damaged(&mut self, line: u64, what: String) {
+        self.invalid(b"", line, what.clone());
+        self.report.damage.get_or_insert(what);
+    }
+
     /// A value that should have been a hash.
     pub(crate) fn invalid(&mut self, value: &[u8], line: u64, reason: impl Into<String>) {
         self.report.invalid += 1;
@@ -405,6 +433,11 @@ pub fn read_input(
     let (mut decoded, encoding) = source::decode(&mut *reader)?;
     report.encoding = encoding;
     let head = source::peek(&mut decoded, HEAD)?;
+    if options.format == InputFormat::Auto
+        && let Some(what) = sniff::binary(&head)
+    {
+        return Ok(skip_binary(report, what, index, options, emit));
+    }
     let mut format = first_guess(&report.name, &head, options);
     if options.format == InputFormat::Auto
         && let Some(reason) = fallback(format, &head, options)
@@ -416,11 +449,29 @@ pub fn read_input(
     let mut sink = Sink::new(index, options, false, &mut report, emit);
     run(format, &mut whole, options, &mut sink)?;
     if let Some(what) = damage.take() {
+        // The stream's damage is the cause of any the reader saw.
         let line = sink.report.lines.max(1);
         sink.invalid(b"", line, what.clone());
         sink.report.damage = Some(what);
     }
     Ok(report)
+}
+
+/// A binary input, not read: its report says what it is (and it ends the run with exit code
+/// 1, as damage does), and one `invalid` item says so in the output.
+fn skip_binary(
+    mut report: InputReport,
+    what: &str,
+    index: u32,
+    options: &ReadOptions,
+    emit: &mut dyn FnMut(Item),
+) -> InputReport {
+    report.format = "binary";
+    let why = format!("not read: {what}; --input-format text reads it as text");
+    let mut sink = Sink::new(index, options, false, &mut report, emit);
+    sink.invalid(b"", 1, why.clone());
+    report.skipped = Some(why);
+    report
 }
 
 /// The format `options` ask for, or `auto`'s guess from the name and the decoded head:

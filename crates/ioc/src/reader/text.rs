@@ -116,6 +116,8 @@ struct Table {
     header: Vec<Option<Exclusion>>,
     /// Absolute offset just after the last row known to belong to the table.
     checked_to: u64,
+    /// Absolute offset of that row's start (the next token of the same row needs no check).
+    row: u64,
 }
 
 impl Default for Stream {
@@ -264,24 +266,29 @@ impl Stream {
         let column = memchr::memchr_iter(b'|', row).count().checked_sub(1)?;
         let line_end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
         let abs = |i: usize| self.offset + i as u64;
-        // The cached table still holds if every line from its last checked row to this one is
-        // a row too.
+        // The cached table still holds for another token of the row it last checked, and if
+        // every line from that row to this one is a row too.
         let cached = self.table.as_ref().is_some_and(|t| {
-            t.checked_to >= self.offset
-                && t.checked_to <= abs(line_start)
-                && chunk[(t.checked_to - self.offset) as usize..line_start]
-                    .split(|&b| b == b'\n')
-                    .filter(|l| !l.is_empty())
-                    .all(|l| l.trim_ascii_start().starts_with(b"|"))
+            t.row == abs(line_start)
+                || (t.checked_to >= self.offset
+                    && t.checked_to <= abs(line_start)
+                    && chunk[(t.checked_to - self.offset) as usize..line_start]
+                        .split(|&b| b == b'\n')
+                        .filter(|l| !l.is_empty())
+                        .all(|l| l.trim_ascii_start().starts_with(b"|")))
         });
         if !cached {
-            self.table = find_header(&chunk[..line_start]).map(|header| Table {
-                header,
+            // A table without a header is cached too (as no verdicts), so that its rows do not
+            // each walk up through all the rows above them.
+            self.table = Some(Table {
+                header: find_header(&chunk[..line_start]).unwrap_or_default(),
                 checked_to: 0,
+                row: 0,
             });
         }
         let table = self.table.as_mut()?;
         table.checked_to = abs((line_end + 1).min(chunk.len()));
+        table.row = abs(line_start);
         table.header.get(column).copied().flatten()
     }
 

@@ -5,7 +5,8 @@
 //! (`search="FileItem/Md5sum"`) and gives the value in the `Content` beside it: the values of
 //! `…/Md5sum`, `…/Sha1sum` and `…/Sha256sum` items are file hashes (a bad one is `invalid`);
 //! a hash-shaped value of any other item (an import hash, a certificate) is excluded by what
-//! its search names. Elsewhere, text is read as text, judged by the element's name or its
+//! its search names; network items (`Network/DNS`, `Network/URI`, `PortItem/remoteIP`,
+//! `Network/String`...) give their URL, host or address ([`network_item`]). Elsewhere, text is read as text, judged by the element's name or its
 //! `type` attribute (`<Imphash>`, `<Hash type="imphash">`) and by the words before each
 //! token. The tokenizer is lenient (HTML reports go through it): it never fails, and it keeps
 //! physical line numbers.
@@ -119,6 +120,7 @@ fn on_text(
                 sink.hash_value(value, line);
             }
         } else {
+            network_item(search, text, line, sink);
             let why = context::field(item).unwrap_or(Exclusion::NotAFile);
             scan_value(text, line, Some(why), sink);
         }
@@ -126,6 +128,32 @@ fn on_text(
     }
     let why = context::field(name).or_else(|| kind.and_then(context::field));
     scan_value(text, line, why, sink);
+}
+
+/// The URL, host or address of an OpenIOC network item: `Network/DNS`, `DnsEntryItem/Host`,
+/// `Network/URI`, `UrlHistoryItem/URL`, `PortItem/remoteIP` as one value each (a `URI` that
+/// is only a path is passed over); `Network/String` (a request, a header) as prose. The
+/// victim's own side (`PortItem/localIP`) is not an indicator.
+fn network_item(search: &[u8], text: &[u8], line: u64, sink: &mut Sink<'_>) {
+    let search = String::from_utf8_lossy(search).to_ascii_lowercase();
+    let (document, item) = search.split_once('/').unwrap_or(("", &search));
+    let value = matches!(
+        (document, item),
+        ("network", "dns" | "uri" | "url")
+            | ("dnsentryitem", "host" | "recordname")
+            | ("urlhistoryitem", "url" | "hostname")
+            | ("portitem", "remoteip")
+            | ("processitem", "portlist/portitem/remoteip")
+    );
+    let lead = text.len() - trim_start(text).len();
+    let line = line + memchr::memchr_iter(b'\n', &text[..lead]).count() as u64;
+    if value {
+        if let Ok(found) = super::indicators::value(trim(text)) {
+            sink.indicator(found, line, false);
+        }
+    } else if (document, item) == ("network", "string") {
+        super::indicators::scan(trim(text), line, super::indicators::Prose::default(), sink);
+    }
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {
