@@ -232,10 +232,11 @@ const REFERENCE_SITES: &[&str] = &[
 ];
 
 /// Top-level domains that are also common file extensions (`.zip`, `.mov`, `.md`, `.sh`,
-/// `.py`, `.pl`, `.rs`, `.ps`, `.so`, `.ml`, `.pm`, OneNote's `.one`, macOS's `.app`,
-/// Publisher's `.pub`): a plain `install.sh` in prose is a file.
+/// `.py`, `.pl`, `.rs`, `.ps`, `.so`, `.ml`, `.pm`, OneNote's `.one`, Publisher's `.pub`): a
+/// plain `install.sh` in prose is a file. Not `.app`: hosting sites live under it
+/// (`ngrok-free.app`, `web.app`).
 const FILE_LIKE_TLDS: &[&str] = &[
-    "zip", "mov", "md", "sh", "py", "pl", "rs", "ps", "so", "ml", "pm", "one", "app", "pub",
+    "zip", "mov", "md", "sh", "py", "pl", "rs", "ps", "so", "ml", "pm", "one", "pub",
 ];
 
 /// Hosting, paste, file-sharing and link-shortening sites whose bare name in prose is no
@@ -270,8 +271,10 @@ const WELL_KNOWN_SITES: &[&str] = &[
 ];
 
 /// The first words of antivirus detection names (`Trojan.Win32.Agent.ac`,
-/// `Backdoor.MSIL.Rat.gen`): a plain name in prose that starts with one, or has a platform
-/// label (`win32`, `msil`...) anywhere, is a detection, not a host.
+/// `Backdoor.MSIL.Rat.gen`): a plain name in prose written as vendors write detections,
+/// capitalised, that starts with one ([`detection_word`]), or one with a platform label
+/// (`win32`, `msil`...) anywhere, is a detection, not a host (`dropper.evil-site.top`, in
+/// lower case, is a host).
 const DETECTION_WORDS: &[&str] = &[
     "adware",
     "backdoor",
@@ -298,13 +301,18 @@ const DETECTION_WORDS: &[&str] = &[
 /// Platform labels of detection names.
 const DETECTION_PLATFORMS: &[&str] = &["msil", "w32", "w64", "win32", "win64"];
 
-/// Whether `name` (canonical) reads as an antivirus detection name.
+/// Whether `name` (canonical) has a detection name's platform label.
 fn detection_name(name: &str) -> bool {
-    let first = name.split('.').next().unwrap_or("");
-    DETECTION_WORDS.contains(&first)
-        || name
-            .split('.')
-            .any(|label| DETECTION_PLATFORMS.contains(&label))
+    name.split('.')
+        .any(|label| DETECTION_PLATFORMS.contains(&label))
+}
+
+/// Whether `written` (a name as it was written) starts as a detection name does: a
+/// capitalised detection word (`Trojan.`, `Backdoor.`, `HEUR`).
+pub fn detection_word(written: &str) -> bool {
+    let first = written.split('.').next().unwrap_or("");
+    first.starts_with(|c: char| c.is_ascii_uppercase())
+        && DETECTION_WORDS.contains(&first.to_ascii_lowercase().as_str())
 }
 
 /// Top-level names reserved by RFC 2606 and RFC 6761 (and `.local`, RFC 6762): no such name
@@ -827,5 +835,151 @@ mod tests {
         );
         assert!(!url_id("http://a.com/?").contains('='));
         assert_eq!(url_id("http://a.com/>?"), "aHR0cDovL2EuY29tLz4_");
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    //! The refang and schemeless rules as properties: whatever the defanging, a canonical
+    //! form comes back to itself, and a `host/path` is the `http://` URL.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A host label: lower-case letters and digits, a hyphen inside.
+    fn label() -> impl Strategy<Value = String> {
+        "[a-z0-9]([a-z0-9-]{0,10}[a-z0-9])?"
+    }
+
+    /// A domain under a suffix the Public Suffix List knows.
+    fn domain_name() -> impl Strategy<Value = String> {
+        (
+            proptest::collection::vec(label(), 1..4),
+            prop::sample::select(vec!["com", "net", "site", "top", "ru", "co.uk", "ly"]),
+        )
+            .prop_map(|(labels, suffix)| format!("{}.{suffix}", labels.join(".")))
+    }
+
+    /// A public IPv4 address (not one of the scoped ranges).
+    fn address() -> impl Strategy<Value = String> {
+        (1u8..=223, any::<u8>(), any::<u8>(), 1u8..=254)
+            .prop_filter("public", |&(a, b, c, d)| {
+                scope(IpAddr::V4(Ipv4Addr::new(a, b, c, d))).is_none()
+            })
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}"))
+    }
+
+    /// A path of URL-safe characters, never a bare prefix length.
+    fn path() -> impl Strategy<Value = String> {
+        "[A-Za-z_][A-Za-z0-9_./=?&-]{0,24}"
+    }
+
+    /// The ways analysts defang a canonical form.
+    fn defang(canonical: &str, style: u8) -> String {
+        let (scheme, rest) = canonical
+            .split_once("://")
+            .map_or(("", canonical), |(s, r)| (s, r));
+        let (host, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let dot = ["[.]", "(.)", "{.}", "[dot]", ".]", "[."][usize::from(style % 6)];
+        // Only the host's last dot, as analysts usually do (the half-typed forms too).
+        let host = match host.rfind('.') {
+            Some(i) => format!("{}{dot}{}", &host[..i], &host[i + 1..]),
+            None => host.to_owned(),
+        };
+        let scheme = match (scheme, style % 3) {
+            ("", _) => String::new(),
+            ("http", 0) => "hxxp://".to_owned(),
+            ("https", 1) => "hXXps[://]".to_owned(),
+            (s, _) => format!("{s}[:]//"),
+        };
+        format!("{scheme}{host}{tail}")
+    }
+
+    proptest! {
+        #[test]
+        fn a_canonical_form_parses_to_itself_and_so_does_any_defanging_of_it(
+            host in prop_oneof![domain_name(), address()],
+            path in path(),
+            scheme in prop::sample::select(SCHEMES.to_vec()),
+            style in any::<u8>(),
+        ) {
+            let url = format!("{scheme}://{host}/{path}");
+            for canonical in [url.as_str(), host.as_str()] {
+                let parsed = parse(canonical).map(|i| i.canonical());
+                prop_assert_eq!(parsed.as_deref(), Ok(canonical));
+                let defanged = defang(canonical, style);
+                let parsed = parse(&defanged).map(|i| i.canonical());
+                prop_assert_eq!(parsed.as_deref(), Ok(canonical), "defanged {}", defanged);
+            }
+        }
+
+        #[test]
+        fn a_host_and_path_without_a_scheme_is_the_http_url(
+            host in prop_oneof![domain_name(), address()],
+            path in path(),
+            style in any::<u8>(),
+        ) {
+            let bare = format!("{host}/{path}");
+            let want = format!("http://{bare}");
+            prop_assert_eq!(parse(&bare).map(|i| i.canonical()), Ok(want.clone()));
+            let defanged = defang(&bare, style);
+            prop_assert_eq!(parse(&defanged).map(|i| i.canonical()), Ok(want));
+        }
+
+        #[test]
+        fn an_address_with_a_prefix_length_is_a_network_never_a_url(
+            ip in address(),
+            prefix in 0u8..=32,
+        ) {
+            let cidr = format!("{ip}/{prefix}");
+            prop_assert!(matches!(parse(&cidr), Err(IndicatorError::Network(_))), "{}", cidr);
+        }
+    }
+
+    #[test]
+    fn reserved_and_documentation_names_parse_and_are_never_looked_up() {
+        for name in [
+            "c2.test",
+            "beacon.invalid",
+            "printer.localhost",
+            "relay.example",
+            "nas.local",
+        ] {
+            let found = parse(name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                found.exclusion(),
+                Some(crate::Exclusion::ReservedName),
+                "{name}"
+            );
+        }
+        let url = parse("http://c2.test/gate.php").expect("url");
+        assert_eq!(url.exclusion(), Some(crate::Exclusion::ReservedName));
+        assert_eq!(
+            parse("login.example.com").expect("name").exclusion(),
+            Some(crate::Exclusion::DocumentationDomain)
+        );
+        assert!(parse("localhost").is_err(), "one label is no domain");
+    }
+
+    #[test]
+    fn prose_names_that_are_not_hosts_say_what_they_are() {
+        let why = |s: &str| parse(s).expect(s).prose_exclusion();
+        assert_eq!(
+            why("Trojan.Win32.Agent.ac"),
+            Some(crate::Exclusion::DetectionName)
+        );
+        assert_eq!(
+            why("Backdoor.MSIL.Rat.ac"),
+            Some(crate::Exclusion::DetectionName)
+        );
+        assert_eq!(why("dropper.evil-site.top"), None);
+        assert!(detection_word("Trojan.Agent.ac"));
+        assert!(!detection_word("trojan.agent.ac"));
+        assert_eq!(why("pastebin.com"), Some(crate::Exclusion::WellKnownSite));
+        assert_eq!(why("notes.one"), Some(crate::Exclusion::FileName));
+        // A name under a hosting site, and a URL on one, are indicators.
+        assert_eq!(why("evil-actor.ngrok-free.app"), None);
+        assert_eq!(why("evil-actor.workers.dev"), None);
+        assert_eq!(why("http://pastebin.com/raw/Xk2pQ9Lm"), None);
+        assert!(WELL_KNOWN_SITES.windows(2).all(|w| w[0] < w[1]));
     }
 }

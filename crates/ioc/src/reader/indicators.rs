@@ -241,9 +241,15 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         };
         // `req.open(`, `list.map(`: a call on a member; any plain name in tagged code.
         let call = next == Some('(');
-        if !defanged && matches!(found, Indicator::Domain(_)) && (prose.code || call) {
-            sink.excluded(Exclusion::Code);
-            continue;
+        if !defanged && matches!(found, Indicator::Domain(_)) {
+            if prose.code || call {
+                sink.excluded(Exclusion::Code);
+                continue;
+            }
+            if indicator::detection_word(piece) {
+                sink.excluded(Exclusion::DetectionName);
+                continue;
+            }
         }
         sink.indicator(found, line_no, !defanged);
     }
@@ -395,6 +401,53 @@ mod tests {
             [
                 "url:http://c2.evil.org/gate.php",
                 "url:http://en.site.io/wiki/Foo_(bar)"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_tagged_code_block_is_code_but_its_string_literals_and_urls_are_read() {
+        let (found, report) = scan(
+            "```js\nreq.open(\"GET\", \"cdn.evil-site.top\");\nreturn x.name;\n\
+             fetch('http://185.7.214.9/x');\n```\n\
+             ```\nupdate-check.net\n```\n\
+             ```bash\nnslookup beacon.evil-site.top\n```\n\
+             After: list.map(f) and dropper.evil-site.top, not Trojan.Agent.ac.\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "domain:cdn.evil-site.top",
+                "url:http://185.7.214.9/x",
+                "domain:update-check.net",
+                "domain:beacon.evil-site.top",
+                "domain:dropper.evil-site.top",
+            ]
+        );
+        // `req.open(` and `x.name` in the js block, `list.map(` in prose.
+        assert_eq!(
+            report.excluded_by_reason.get("code"),
+            Some(&3),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_schemeless_url_is_taken_defanged_anywhere_and_plain_when_written_as_a_host() {
+        let (found, _) = scan(
+            "- dropzone[.]site/B7x2Q9k/tool_rar\n\
+             seen at update-cdn.top/a.exe and (185.7.214.9/t4).\n\
+             not ASP.NET/Core, TCP/IP, and/or, 24/7 or 10.0.0.0/8; but 185.7.214.0/24 is\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "url:http://dropzone.site/B7x2Q9k/tool_rar",
+                "url:http://update-cdn.top/a.exe",
+                "url:http://185.7.214.9/t4",
+                // The policy for a network in prose: its address, as before this rule.
+                "domain:asp.net",
+                "ip:185.7.214.0",
             ]
         );
     }

@@ -594,6 +594,87 @@ fn each_format_counts_the_lines_it_read() {
     assert_eq!(count(InputFormat::Lines, b""), 0);
     assert_eq!(count(InputFormat::Json, b"{}\n{}\n"), 2);
 }
+#[test]
+fn an_exports_command_line_is_read_as_text_unless_columns_only() {
+    let csv = format!(
+        "Timestamp,DeviceId,SHA256,ProcessCommandLine,InitiatingProcessAccountName\n\
+         2026-11-30T01:00:00Z,{SHA1},{SHA256},\"powershell -c \"\"if ($h.Hash -eq '{OTHER}') {{ iwr https://bit.ly/3Xa9Qz7 }}\"\"\",UserPII_{SHA1}\n"
+    );
+    let all = ReadOptions {
+        kinds: Some(Kinds::ALL),
+        ..ReadOptions::default()
+    };
+    let (items, report) = read_with("e.csv", csv.as_bytes(), &all);
+    let found: Vec<String> = hashes(&items).into_iter().map(|(h, _)| h).collect();
+    assert_eq!(found, [SHA256, OTHER]);
+    assert_eq!(
+        report.from_text_columns, 2,
+        "the hash and the URL: {report:?}"
+    );
+    assert_eq!(
+        report.text_columns,
+        [
+            "Timestamp",
+            "ProcessCommandLine",
+            "InitiatingProcessAccountName"
+        ]
+    );
+    assert_eq!(report.excluded_by_reason.get("pseudonym"), Some(&1));
+    assert_eq!(report.excluded_by_reason.get("id"), Some(&1));
+    let only = ReadOptions {
+        columns_only: true,
+        ..all
+    };
+    let (items, report) = read_with("e.csv", csv.as_bytes(), &only);
+    assert_eq!(hashes(&items), [(SHA256.to_owned(), 2)]);
+    assert!(report.text_columns.is_empty());
+    assert_eq!(report.indicators, 0);
+}
+
+#[test]
+fn a_binary_input_is_skipped_unless_text_is_asked_for() {
+    let mut elf = b"\x7fELF\x02\x01\x01\x00".to_vec();
+    elf.extend_from_slice(&[0; 64]);
+    elf.extend_from_slice(format!("\0.plt.got\0{MD5}\0").as_bytes());
+    let (items, report) = read_with("a.out", &elf, &ReadOptions::default());
+    assert_eq!(report.format, "binary");
+    assert!(
+        report
+            .skipped
+            .as_deref()
+            .is_some_and(|s| s.contains("an ELF executable")),
+        "{report:?}"
+    );
+    assert_eq!(invalids(&items).len(), 1);
+    assert!(hashes(&items).is_empty());
+    let (items, report) = read_as(InputFormat::Text, &elf);
+    assert_eq!(report.skipped, None);
+    assert_eq!(hashes(&items), [(MD5.to_owned(), 1)]);
+    // A text file with a stray NUL is text.
+    let (_, report) = read_with(
+        "list.txt",
+        format!("{MD5}\n{SHA1}\0\n").as_bytes(),
+        &ReadOptions::default(),
+    );
+    assert_eq!(report.format, "lines");
+}
+
+#[test]
+fn a_json_array_cut_short_keeps_what_it_held_and_says_so() {
+    let json = format!("[{{\"sha256\": \"{SHA256}\"}}, {{\"md5\": \"{MD5}\"}}, {{\"sha1\": \"3395");
+    let (items, report) = read_with("a.json", json.as_bytes(), &ReadOptions::default());
+    assert_eq!(hashes(&items).len(), 2);
+    assert!(
+        report
+            .damage
+            .as_deref()
+            .is_some_and(|d| d.contains("cut short")),
+        "{report:?}"
+    );
+    let whole = format!("[{{\"sha256\": \"{SHA256}\"}}]");
+    let (_, report) = read_with("a.json", whole.as_bytes(), &ReadOptions::default());
+    assert_eq!(report.damage, None);
+}
 
 mod properties {
     use super::*;

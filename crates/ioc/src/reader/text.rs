@@ -32,18 +32,24 @@ fn find_header(text: &[u8]) -> Option<Vec<Option<Exclusion>>> {
         if line.starts_with(b"|===") {
             return below.map(cells);
         }
-        let separator = line.len() > 2
-            && line
-                .iter()
-                .all(|&b| matches!(b, b'|' | b'-' | b':' | b' ' | b'\t'))
-            && line.contains(&b'-');
-        if separator {
+        if boundary(line) {
             let header = lines.next()?;
             return header.starts_with(b"|").then(|| cells(header));
         }
         below = Some(line);
     }
     None
+}
+
+/// A table's boundary: AsciiDoc's `|===` or a Markdown separator row (`|---|:---:|`), the
+/// start of another table whatever the rows around it.
+fn boundary(line: &[u8]) -> bool {
+    line.starts_with(b"|===")
+        || (line.len() > 2
+            && line
+                .iter()
+                .all(|&b| matches!(b, b'|' | b'-' | b':' | b' ' | b'\t'))
+            && line.contains(&b'-'))
 }
 
 /// The verdicts of a header row's cells (`| File | Imphash |`).
@@ -274,8 +280,9 @@ impl Stream {
                     && t.checked_to <= abs(line_start)
                     && chunk[(t.checked_to - self.offset) as usize..line_start]
                         .split(|&b| b == b'\n')
+                        .map(<[u8]>::trim_ascii)
                         .filter(|l| !l.is_empty())
-                        .all(|l| l.trim_ascii_start().starts_with(b"|")))
+                        .all(|l| l.starts_with(b"|") && !boundary(l)))
         });
         if !cached {
             // A table without a header is cached too (as no verdicts), so that its rows do not
