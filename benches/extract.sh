@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Extraction speed on a generated 1 GB corpus: incident-report prose (free text, with labelled
 # import hashes and thumbprints among the file hashes), NDJSON endpoint events (Sysmon-style
-# `Hashes` fields), and report shapes (`report_shapes.md`: Markdown tables of MD5/SHA-1/SHA-256
-# with imphash columns, sample names with the hash glued on, fenced lists of hashes and
-# defanged URLs, schemeless URL lists, a JavaScript block, prose with defanged hosts and plain
-# reference links). Times `vtbulk plan --offline-quota --cache off` over each file: the whole
+# `Hashes` fields), report shapes (`report_shapes.md`: reports of prose paragraphs, a Markdown
+# table of MD5/SHA-1/SHA-256 with an imphash column, sample names with the hash glued on, a
+# fenced list of hashes, a schemeless defanged URL list, a JavaScript block, defanged hosts and
+# plain reference links; one hash per ~100 bytes) and an IOC appendix (`ioc_appendix.md`:
+# nothing but tables of hashes, the worst case: one per ~45 bytes). Times `vtbulk plan --offline-quota --cache off` over each file: the whole
 # read path on one core (sniff, decode, extract, dedup), no lookups.
 #
 #   benches/extract.sh                  # 1 GB each (SIZE_MB=1024)
@@ -60,29 +61,58 @@ with open(f"{out}/events.ndjson", "w") as f:
         block = "".join(parts)
         f.write(block)
         n += len(block)
+PROSE = [
+    "The intrusion began with a spear-phishing e-mail whose attachment, a password-protected archive,\n"
+    "held a shortcut file. When opened, the shortcut ran a PowerShell one-liner that fetched the first\n"
+    "stage from a compromised WordPress site and stored it under the user's profile. We observed the\n"
+    "same lure in at least four organisations in the energy sector between March and May.\n",
+    "The loader resolves its imports by hash, decrypts its configuration with a single-byte XOR key and\n"
+    "checks for the presence of analysis tools before it contacts its command-and-control server. Its\n"
+    "beacon interval is five minutes, with a jitter of twenty per cent, and it falls back to a second\n"
+    "server after three failed attempts (see the table below for both addresses).\n",
+    "Persistence is achieved through a scheduled task named after a legitimate updater; the task runs\n"
+    "every hour and at logon. The operators used valid accounts for lateral movement (T1078) and RDP\n"
+    "(T1021.001), and staged the collected documents in a hidden directory before exfiltration over\n"
+    "HTTPS. Version 2.4.1 of the implant adds a keylogger module, i.e. the capability seen in 2.3.\n",
+    "We thank our partners for their help; the full list of indicators is also available on our\n"
+    "GitHub repository (https://github.com/example-labs/iocs) and in MISP. Detection names include\n"
+    "Trojan.Win32.Agent.ac and HEUR:Trojan-Downloader.Script.Generic; the samples wrote invoke.png,\n"
+    "x.dll and config.json next to themselves.\n",
+]
 with open(f"{out}/report_shapes.md", "w") as f:
     i, n = 0, 0
     while n < size:
         rows, names, fenced, urls = [], [], [], []
-        for k in range(40):
+        for k in range(8):
             h, g = hexes(i + k), hexes(i + k + 1)
             rows.append(f"| stage{k}.dll | {g[:32]} | {h[:40]} | {h} | {g[32:]} |")
-            names.append(f"| {h}.bin | PE32 | loader {k} |")
+            if k < 4:
+                names.append(f"| {h}.bin | PE32 | loader {k} |")
+                urls.append(f"- dropzone-{(i + k) % 977}[.]site/{h[:8]}/tool_rar")
             fenced.append(h)
-            urls.append(f"- dropzone-{(i + k) % 977}[.]site/{h[:8]}/tool_rar")
         block = (
-            f"## Campaign {i}\n\nOn 2026-11-{i % 28 + 1:02} the loader reached "
-            f"update-cdn-{i % 991}[.]top and 45.142.{i % 250}[.]61:8443; see "
-            f"https://attack.mitre.org/techniques/T1071/001/ and the vendor's write-up. "
-            f"It was detected as Trojan.Win32.Agent.ac and wrote invoke.png, x.dll and config.json.\n\n"
+            f"# Report {i}: a loader campaign\n\n## Summary\n\n" + PROSE[0] + "\n" + PROSE[1]
+            + f"\nOn 2026-11-{i % 28 + 1:02} the loader reached update-cdn-{i % 991}[.]top and "
+            f"45.142.{i % 250}[.]61:8443; see https://attack.mitre.org/techniques/T1071/001/.\n\n"
+            + PROSE[2] + "\n## Indicators\n\n"
             "| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
             + "\n".join(rows)
             + "\n\n| Name | Type | Notes |\n|---|---|---|\n" + "\n".join(names)
             + "\n\n```\n" + "\n".join(fenced) + "\n```\n\n" + "\n".join(urls)
             + "\n\n```js\nvar req = new XMLHttpRequest();\nreq.open(\"GET\", base + \"/t4\");\n"
-            "var names = list.map(function (x) { return x.name; });\n```\n\n"
-            "The operator reused the infrastructure across the waves, and the analysis of the second\n"
-            "stage showed the same configuration layout, keyed by the victim's volume serial number.\n\n")
+            "var names = list.map(function (x) { return x.name; });\n```\n\n" + PROSE[3] + "\n")
+        i += 8
+        f.write(block)
+        n += len(block)
+with open(f"{out}/ioc_appendix.md", "w") as f:
+    i, n = 0, 0
+    while n < size:
+        rows = []
+        for k in range(40):
+            h, g = hexes(i + k), hexes(i + k + 1)
+            rows.append(f"| stage{k}.dll | {g[:32]} | {h[:40]} | {h} | {g[32:]} |")
+        block = ("## Files\n\n| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
+                 + "\n".join(rows) + "\n\n")
         i += 40
         f.write(block)
         n += len(block)
@@ -91,7 +121,7 @@ PY
 builds=("this=$vtbulk")
 [ -z "${BEFORE:-}" ] || builds+=("before=$BEFORE")
 for r in $(seq "$rounds"); do
-    for file in ${FILES:-reports.txt events.ndjson report_shapes.md}; do
+    for file in ${FILES:-reports.txt events.ndjson report_shapes.md ioc_appendix.md}; do
         bytes=$(stat -c %s "$out/$file")
         for build in "${builds[@]}"; do
             label="${build%%=*}" bin="${build#*=}"
@@ -114,5 +144,5 @@ PY
         done
     done
 done | tee "$out/results.txt"
-[ -n "${KEEP:-}" ] || rm -f "$out/reports.txt" "$out/events.ndjson" "$out/report_shapes.md"
+[ -n "${KEEP:-}" ] || rm -f "$out/reports.txt" "$out/events.ndjson" "$out/report_shapes.md" "$out/ioc_appendix.md"
 echo "raw output: $out"

@@ -134,6 +134,11 @@ pub fn field(name: &[u8]) -> Option<Exclusion> {
 
 /// A squashed (lower-case, alphanumerics only) name of a digest that is not a file id.
 fn digest_word(s: &[u8]) -> Option<Exclusion> {
+    // Every name below has a letter past `f`: a word of hex digits (the hash in the cell
+    // before, in a table of hashes) names nothing. The common case in tables, at once.
+    if s.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     let has = |w: &[u8]| s.windows(w.len()).any(|x| x == w);
     if has(b"imphash") || has(b"importhash") {
         Some(Exclusion::ImportHash)
@@ -243,6 +248,10 @@ pub fn before(before: &[u8]) -> Option<Exclusion> {
 /// The label at the end of `line` (see [`before`]).
 fn labelled(line: &[u8]) -> Option<Exclusion> {
     let (mut last, mut rest) = last_word(line);
+    // The hash of the cell before (a table of hashes): no label. The common case, at once.
+    if last.len() >= 16 && last.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
     // "its import hash is …", "the thumbprint was …": the label is before the verb.
     let filler = [&b"is"[..], b"was", b"are", b"were", b"of", b"equals"];
     if filler.iter().any(|f| last.eq_ignore_ascii_case(f)) {

@@ -317,7 +317,7 @@ pub fn detection_word(written: &str) -> bool {
 
 /// Top-level names reserved by RFC 2606 and RFC 6761 (and `.local`, RFC 6762): no such name
 /// exists on the internet.
-const RESERVED_TLDS: &[&str] = &["example", "invalid", "local", "localhost", "test"];
+pub(crate) const RESERVED_TLDS: &[&str] = &["example", "invalid", "local", "localhost", "test"];
 
 /// Whether `host` (canonical) is under a reserved top-level name.
 fn reserved(host: &str) -> bool {
@@ -495,8 +495,17 @@ pub fn refang(s: &str) -> Cow<'_, str> {
         ("[/]", "/"),
     ];
     // One pass, and no allocation unless something was defanged: every defanging but
-    // `hxxp` has a bracket.
+    // `hxxp` has a bracket. Most tokens have none: they are passed back at once.
     let bytes = s.as_bytes();
+    let hxxp = bytes
+        .get(..4)
+        .is_some_and(|h| h.eq_ignore_ascii_case(b"hxxp"));
+    if !hxxp
+        && memchr::memchr3(b'[', b'(', b'{', bytes).is_none()
+        && memchr::memchr(b']', bytes).is_none()
+    {
+        return Cow::Borrowed(s);
+    }
     let mut out: Option<String> = None;
     let (mut i, mut copied) = (0, 0);
     while i < bytes.len() {
@@ -529,9 +538,6 @@ pub fn refang(s: &str) -> Cow<'_, str> {
         }
         i += 1;
     }
-    let hxxp = bytes
-        .get(..4)
-        .is_some_and(|h| h.eq_ignore_ascii_case(b"hxxp"));
     let mut out = match out {
         Some(mut o) => {
             o.push_str(&s[copied..]);
@@ -553,8 +559,10 @@ pub fn parse(value: &str) -> Result<Indicator, IndicatorError> {
     if s.is_empty() {
         return Err(IndicatorError::Empty);
     }
-    if let Some((scheme, rest)) = s.split_once("://") {
-        return url(scheme, rest);
+    let scheme = memchr::memchr_iter(b':', s.as_bytes())
+        .find(|&i| s.as_bytes().get(i + 1..i + 3) == Some(b"//"));
+    if let Some(at) = scheme {
+        return url(&s[..at], &s[at + 3..]);
     }
     if let Some(ip) = ip(s) {
         return Ok(Indicator::Ip(ip));

@@ -126,8 +126,10 @@ fn code_language(info: &[u8]) -> bool {
 /// Whether a line can hold an indicator at all: a dot, a colon or a defanged `[dot]`.
 fn may_hold(line: &[u8]) -> bool {
     memchr::memchr2(b'.', b':', line).is_some()
-        || memchr::memmem::find(line, b"dot").is_some()
-        || memchr::memmem::find(line, b"DOT").is_some()
+        || memchr::memchr2_iter(b'[', b'(', line).any(|i| {
+            line.get(i + 1..i + 4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
+        })
 }
 
 /// Token boundaries in prose (ASCII: a byte of a multi-byte character is never one).
@@ -171,12 +173,44 @@ pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>)
     if !may_hold(line) {
         return;
     }
-    // Tokens are cut on bytes; only a token with a mark is decoded and looked at.
-    let mut at = 0;
-    for raw in line.split(|&b| BOUNDARY[b as usize]) {
-        let start = at;
-        at += raw.len() + 1;
-        if raw.len() < 4 || !raw.iter().any(|&b| MARK[b as usize]) {
+    // Tokens are cut on bytes; only a token with a mark is decoded and looked at. The marks
+    // are found with `memchr` and each is widened to its token, so that the bytes of a line
+    // without one (a table row of hashes, most of prose) are passed over at memchr's speed;
+    // a line with a `(dot)` (no other mark in its token) is split whole.
+    let paren_dot = memchr::memchr_iter(b'(', line).any(|i| {
+        line.get(i + 1..i + 4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
+    });
+    let mut from = 0;
+    while from < line.len() {
+        let mark = if paren_dot {
+            line[from..].iter().position(|&b| MARK[b as usize])
+        } else {
+            memchr::memchr3(b'.', b':', b'[', &line[from..])
+        };
+        let Some(mark) = mark else {
+            return;
+        };
+        let at = from + mark;
+        let start = line[..at]
+            .iter()
+            .rposition(|&b| BOUNDARY[b as usize])
+            .map_or(0, |i| i + 1);
+        let end = line[at..]
+            .iter()
+            .position(|&b| BOUNDARY[b as usize])
+            .map_or(line.len(), |i| at + i);
+        from = end + 1;
+        let raw = &line[start..end];
+        // A word that ends a sentence (`seconds.`, `(see above):`) holds no indicator.
+        let core = raw
+            .trim_ascii_end()
+            .strip_suffix(b".")
+            .or_else(|| raw.strip_suffix(b":"))
+            .or_else(|| raw.strip_suffix(b"),"))
+            .or_else(|| raw.strip_suffix(b")."))
+            .unwrap_or(raw);
+        if core.len() < 4 || !core.iter().any(|&b| MARK[b as usize]) {
             continue;
         }
         let quoted = start > 0 && matches!(line[start - 1], b'"' | b'\'');
@@ -192,7 +226,9 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     let refanged = indicator::refang(token);
     let defanged = matches!(refanged, Cow::Owned(_));
     let t: &str = &refanged;
-    if let Some(at) = t.find("://") {
+    let scheme = memchr::memchr_iter(b':', t.as_bytes())
+        .find(|&i| t.as_bytes().get(i + 1..i + 3) == Some(b"//"));
+    if let Some(at) = scheme {
         // After the last character that is not a scheme's letter (found by fuzzing: it
         // may be a multi-byte one, a replaced invalid byte, so step over all of it).
         let scheme_start = t[..at]
@@ -214,11 +250,11 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         }
         return;
     }
-    if t.contains('@') {
+    if memchr::memchr(b'@', t.as_bytes()).is_some() {
         // An e-mail address: VirusTotal has no such object.
         return;
     }
-    if t.contains('/')
+    if memchr::memchr(b'/', t.as_bytes()).is_some()
         && let Some(found) = schemeless(t, defanged)
     {
         sink.indicator(found, line_no, !defanged);
@@ -234,6 +270,9 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         rest = next.map_or("", |c| &after[c.len_utf8()..]);
         let piece = piece.trim_matches(|c| matches!(c, '.' | '-' | ':'));
         if piece.len() < 4 || !(piece.contains('.') || piece.matches(':').count() >= 2) {
+            continue;
+        }
+        if !maybe_host(piece) {
             continue;
         }
         let Some(found) = host(piece) else {
@@ -269,6 +308,36 @@ fn schemeless(t: &str, defanged: bool) -> Option<Indicator> {
         Ok(found @ Indicator::Url(_)) => Some(found),
         _ => None,
     }
+}
+
+/// Whether `piece` can be a host at all, decided without parsing it: an address's shape
+/// (digits and dots, or colons), or a last label that is a top-level domain the Public
+/// Suffix List knows (or a reserved one). Most dotted words of prose (`config.json`,
+/// `invoke.png`, `T1021.001`) fail here, before any allocation.
+fn maybe_host(piece: &str) -> bool {
+    let bytes = piece.as_bytes();
+    if !piece.is_ascii()
+        || memchr::memchr(b':', bytes).is_some()
+        || bytes.iter().all(|&b| b.is_ascii_digit() || b == b'.')
+    {
+        return true;
+    }
+    let label = match memchr::memrchr(b'.', bytes) {
+        Some(i) => &bytes[i + 1..],
+        None => return false,
+    };
+    if label.is_empty() || label.len() > 63 {
+        return false;
+    }
+    // `psl` judges a name; `a.<label>` asks about the label alone.
+    let mut name = [0u8; 65];
+    name[..2].copy_from_slice(b"a.");
+    for (to, from) in name[2..].iter_mut().zip(label) {
+        *to = from.to_ascii_lowercase();
+    }
+    let name = &name[..2 + label.len()];
+    psl::suffix(name).is_some_and(|s| s.is_known())
+        || indicator::RESERVED_TLDS.contains(&std::str::from_utf8(&name[2..]).unwrap_or(""))
 }
 
 /// An IP address (with or without a port) or a domain, if `piece` is one.
