@@ -126,10 +126,16 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
             }
         }
     }
-    // A document cut short: what its open objects hold is still read, and the damage is
-    // reported as a truncated compressed file's is.
+    cut_short(stack, lx.lines(), sink);
+    Ok(lx.lines())
+}
+
+/// The end of the input with `stack` still open (empty for a whole document): what the open
+/// objects hold is still read, and a document cut short is reported as damage, as a
+/// truncated compressed file is.
+fn cut_short(mut stack: Vec<Frame>, lines: u64, sink: &mut Sink<'_>) {
     if !stack.is_empty() {
-        let line = lx.lines().max(1);
+        let line = lines.max(1);
         sink.damaged(
             line,
             format!(
@@ -143,7 +149,6 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
             finish(obj, &mut stack, sink);
         }
     }
-    Ok(lx.lines())
 }
 
 enum Frame {
