@@ -1857,3 +1857,44 @@ async fn a_huge_field_from_virustotal_is_cut_in_the_record_and_counted_in_the_su
     assert_eq!(s["fields_cut"], 1, "{s}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_exports_other_columns_are_text_unless_columns_only_and_a_binary_is_skipped() {
+    let plan = |extra: &'static [&'static str]| async move {
+        let mut args = vec![
+            "plan",
+            "fixtures/corpus/defender_cmdline_export.csv",
+            "fixtures/corpus/mistaken_upload.elf",
+            "--kinds",
+            "all",
+            "--offline-quota",
+            "--cache",
+            "off",
+            "--json",
+        ];
+        args.extend(extra);
+        let out = vtbulk(&args, Some("testkey")).await;
+        let p: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (out, p)
+    };
+    let (out, p) = plan(&[]).await;
+    assert!(
+        text(&out.stderr).contains("mistaken_upload.elf: not read: an ELF executable"),
+        "{}",
+        text(&out.stderr)
+    );
+    let export = &p["inputs"][0];
+    // The PowerShell comparison's hash and two URLs come from the command-line column.
+    assert_eq!(export["from_text_columns"], 3, "{export}");
+    assert_eq!(export["hashes"], 4, "{export}");
+    assert_eq!(p["inputs"][1]["format"], "binary");
+    let (_, p) = plan(&["--columns-only"]).await;
+    let export = &p["inputs"][0];
+    assert_eq!(export["hashes"], 3, "{export}");
+    assert!(export["from_text_columns"].is_null(), "{export}");
+    assert!(export["text_columns"].is_null(), "{export}");
+    // Forced to text, the binary is read (its strings hold one MD5-shaped token).
+    let (_, p) = plan(&["--input-format", "text"]).await;
+    assert_eq!(p["inputs"][1]["format"], "text");
+    assert_eq!(p["inputs"][1]["hashes"], 1);
+}
