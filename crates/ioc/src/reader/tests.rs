@@ -769,6 +769,21 @@ mod properties {
         }
 
         #[test]
+        fn the_probing_token_finder_finds_every_maximal_run_of_32_40_or_64(bytes in hexy_text()) {
+            let mut want = Vec::new();
+            let mut at = 0;
+            while at < bytes.len() {
+                let len = bytes[at..].iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                if matches!(len, 32 | 40 | 64) {
+                    want.push((at, len));
+                }
+                at += len.max(1);
+            }
+            let found: Vec<(usize, usize)> = text::tokens(&bytes).collect();
+            prop_assert_eq!(found, want);
+        }
+
+        #[test]
         fn any_bytes_in_any_format_never_panic_and_every_hash_is_in_the_input(
             bytes in nasty_bytes(),
             format in any_format(),

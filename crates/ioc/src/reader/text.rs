@@ -356,19 +356,31 @@ pub(crate) fn scan_value(value: &[u8], line: u64, field: Option<Exclusion>, sink
 }
 
 /// The hash-shaped tokens of `bytes` (held whole): every maximal run of 32, 40 or 64 hex
-/// digits, as (start, length).
+/// digits, as (start, length). Any 32 consecutive bytes hold exactly one position that is 31
+/// more than a multiple of 32, so probing only those finds every run of 32 or more; a hex
+/// probe is widened to its run (as [`Stream::feed`] does). A command-line cell or a JSON
+/// string without a token costs a 32nd of its bytes.
 pub(crate) fn tokens(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ {
-    let mut at = 0;
+    let is_hex = |b: u8| IS_HEX[b as usize];
+    let mut probe = 31;
     std::iter::from_fn(move || {
-        while at < bytes.len() {
-            let start = at + bytes[at..].iter().position(|&b| IS_HEX[b as usize])?;
-            let len = bytes[start..]
-                .iter()
-                .position(|&b| !IS_HEX[b as usize])
-                .unwrap_or(bytes.len() - start);
-            at = start + len;
-            if matches!(len, 32 | 40 | 64) {
-                return Some((start, len));
+        while probe < bytes.len() {
+            if !is_hex(bytes[probe]) {
+                probe += 32;
+                continue;
+            }
+            let mut start = probe;
+            while start > 0 && is_hex(bytes[start - 1]) {
+                start -= 1;
+            }
+            let mut end = probe + 1;
+            while end < bytes.len() && is_hex(bytes[end]) {
+                end += 1;
+            }
+            // The next probe at or after `end + 1` (a run starts after a non-hex byte).
+            probe = end + 1 + (31 - (end + 1) % 32) % 32;
+            if matches!(end - start, 32 | 40 | 64) {
+                return Some((start, end - start));
             }
         }
         None
