@@ -123,13 +123,12 @@ fn code_language(info: &[u8]) -> bool {
     .contains(&word.as_str())
 }
 
-/// Whether a line can hold an indicator at all: a dot, a colon or a defanged `[dot]`.
-fn may_hold(line: &[u8]) -> bool {
-    memchr::memchr2(b'.', b':', line).is_some()
-        || memchr::memchr2_iter(b'[', b'(', line).any(|i| {
-            line.get(i + 1..i + 4)
-                .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
-        })
+/// Whether `line` has a `[dot]` (with `open` `[`) or a `(dot)` (with `(`), in any case.
+fn dot_word(line: &[u8], open: u8) -> bool {
+    memchr::memchr_iter(open, line).any(|i| {
+        line.get(i + 1..i + 4)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
+    })
 }
 
 /// Token boundaries in prose (ASCII: a byte of a multi-byte character is never one).
@@ -170,17 +169,15 @@ pub(crate) struct Prose {
 
 /// The URLs, domains and IP addresses of one line, read as `prose` says.
 pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
-    if !may_hold(line) {
+    // A line can hold an indicator only with a dot, a colon or a defanged `[dot]`.
+    let paren_dot = dot_word(line, b'(');
+    if memchr::memchr2(b'.', b':', line).is_none() && !paren_dot && !dot_word(line, b'[') {
         return;
     }
     // Tokens are cut on bytes; only a token with a mark is decoded and looked at. The marks
     // are found with `memchr` and each is widened to its token, so that the bytes of a line
     // without one (a table row of hashes, most of prose) are passed over at memchr's speed;
     // a line with a `(dot)` (no other mark in its token) is split whole.
-    let paren_dot = memchr::memchr_iter(b'(', line).any(|i| {
-        line.get(i + 1..i + 4)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
-    });
     let mut from = 0;
     while from < line.len() {
         let mark = if paren_dot {

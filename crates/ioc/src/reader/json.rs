@@ -274,39 +274,17 @@ fn network(parent: Option<&[u8]>, key: &[u8], value: &[u8], line: u64, sink: &mu
     if !sink.kinds.any_indicator() || value.len() < 4 {
         return;
     }
-    let key = String::from_utf8_lossy(key).to_ascii_lowercase();
-    let name = match parent {
-        Some(parent) if !key.contains('.') => {
-            format!(
-                "{}.{key}",
-                String::from_utf8_lossy(parent).to_ascii_lowercase()
-            )
-        }
-        _ => key.clone(),
+    // `parent.key` (nested), or the key alone (flattened, or Sysmon's flat names).
+    let named = |name: &str| {
+        let name = name.as_bytes();
+        key.eq_ignore_ascii_case(name)
+            || name.iter().rposition(|&b| b == b'.').is_some_and(|dot| {
+                key.eq_ignore_ascii_case(&name[dot + 1..])
+                    && parent.is_some_and(|p| p.eq_ignore_ascii_case(&name[..dot]))
+            })
     };
-    let field = |names: &[&str]| names.contains(&name.as_str()) || names.contains(&key.as_str());
-    let one = field(&[
-        "url.full",
-        "url.original",
-        "url.domain",
-        "destination.ip",
-        "destination.domain",
-        "destination.address",
-        "source.ip",
-        "source.domain",
-        "source.address",
-        "server.ip",
-        "server.domain",
-        "client.ip",
-        "question.name",
-        "dns.question.name",
-        "resolved_ip",
-        "destinationip",
-        "destinationhostname",
-        "sourceip",
-        "queryname",
-    ]);
-    let list = field(&["queryresults"]);
+    let one = NETWORK_FIELDS.iter().any(|f| named(f));
+    let list = named("QueryResults");
     if !one && !list {
         return;
     }
@@ -319,6 +297,29 @@ fn network(parent: Option<&[u8]>, key: &[u8], value: &[u8], line: u64, sink: &mu
         }
     }
 }
+
+/// The event fields [`network`] reads, one value each.
+const NETWORK_FIELDS: &[&str] = &[
+    "url.full",
+    "url.original",
+    "url.domain",
+    "destination.ip",
+    "destination.domain",
+    "destination.address",
+    "source.ip",
+    "source.domain",
+    "source.address",
+    "server.ip",
+    "server.domain",
+    "client.ip",
+    "question.name",
+    "dns.question.name",
+    "resolved_ip",
+    "DestinationIp",
+    "DestinationHostname",
+    "SourceIp",
+    "QueryName",
+];
 
 /// A string member read as text, judged by its key (and the object's key).
 fn plain(m: &Member, parent_why: Option<Exclusion>, sink: &mut Sink<'_>) {
