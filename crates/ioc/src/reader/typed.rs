@@ -169,7 +169,10 @@ pub(crate) fn detect(sampled: &[Record]) -> Option<Typed> {
             known * 10 >= cells.len() * 9
         };
         if enough && iocs > 0 {
-            best = Some((i, !named));
+            // Found by content: the first record is a row when its cell is a type word too
+            // (ThreatFox's header is a comment), else it is a header of another name.
+            let first_is_row = !named && first.field(i).and_then(row_type).is_some();
+            best = Some((i, first_is_row));
             break;
         }
     }
@@ -273,6 +276,60 @@ mod tests {
         );
         assert_eq!(row_type(b"Payload delivery"), None);
         assert_eq!(row_type(b"2026-12-01"), None);
+    }
+
+    fn records(text: &str) -> Vec<Record> {
+        let mut input = text.as_bytes();
+        let mut records = super::super::csv::Records::new(&mut input, b',', false);
+        let mut out = Vec::new();
+        loop {
+            let mut record = Record::default();
+            if !records.next(&mut record).expect("reads") {
+                return out;
+            }
+            out.push(record);
+        }
+    }
+
+    #[test]
+    fn the_type_column_is_found_by_name_or_by_content_and_a_header_is_never_a_row() {
+        let rows = "url,185.7.214.9/t4\nip,185.7.214.9\nsha256,\
+                    275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f\n";
+        let typed = |text: &str| detect(&records(text));
+        // Named: `Type`; the header is the first record.
+        assert_eq!(
+            typed(&format!("Type,Value\n{rows}")),
+            Some(Typed {
+                kind: 0,
+                value: 1,
+                first_is_row: false
+            })
+        );
+        // No header at all (ThreatFox's is a comment): the first record is a row.
+        assert_eq!(
+            typed(rows),
+            Some(Typed {
+                kind: 0,
+                value: 1,
+                first_is_row: true
+            })
+        );
+        // A header of another name over type words: still a header.
+        let many: String = (0..10).map(|_| "url,185.7.214.9/t4\n").collect();
+        assert_eq!(
+            typed(&format!("Category,Observable\n{many}")),
+            Some(Typed {
+                kind: 0,
+                value: 1,
+                first_is_row: false
+            })
+        );
+        assert_eq!(
+            typed(
+                "name,sha256\na.exe,275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f\n"
+            ),
+            None
+        );
     }
 
     #[test]
