@@ -364,7 +364,11 @@ fn take_text(record: &Record, text: &[usize], sink: &mut Sink<'_>) {
         }
         super::text::scan_value(cell, record.line, None, sink);
         if sink.kinds.any_indicator() {
-            super::indicators::scan(cell, record.line, Default::default(), sink);
+            let command = super::indicators::Prose {
+                command: true,
+                ..Default::default()
+            };
+            super::indicators::scan(cell, record.line, command, sink);
         }
     }
     sink.report.from_text_columns += sink.report.hashes + sink.report.indicators - before;

@@ -165,6 +165,10 @@ pub(crate) struct Prose {
     /// A line of a code block tagged with a programming language: a plain name outside a
     /// string literal is code (`x.name`), not a host.
     pub(crate) code: bool,
+    /// A cell of an export's command line or message: a URL there is what the process
+    /// fetched (`iwr https://raw.githubusercontent.com/…/p.ps1`), never a report's source,
+    /// so the reference-site rule does not apply to URLs.
+    pub(crate) command: bool,
 }
 
 /// The URLs, domains and IP addresses of one line, read as `prose` says.
@@ -242,7 +246,7 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
             if prose.comment && !defanged && found.exclusion().is_none() {
                 sink.excluded(Exclusion::Reference);
             } else {
-                sink.indicator(found, line_no, !defanged);
+                sink.indicator(found, line_no, !defanged && !prose.command);
             }
         }
         return;
@@ -254,7 +258,7 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     if memchr::memchr(b'/', t.as_bytes()).is_some()
         && let Some(found) = schemeless(t, defanged)
     {
-        sink.indicator(found, line_no, !defanged);
+        sink.indicator(found, line_no, !defanged && !prose.command);
         return;
     }
     let mut rest = t;

