@@ -4,8 +4,9 @@
 //! Like the file universe, stateless: an object's fate is a 64-bit mix of the seed, its kind
 //! and its id, so two runs (and two clients) see the same answers, and nothing is stored.
 //! About 60% of URLs are known, 85% of domains, and every public IP address (VirusTotal
-//! answers any routable address). A URL id must decode (unpadded base64url) to an `http`,
-//! `https` or `ftp` URL, as VirusTotal's do; anything else is a 404. Attributes are shaped like
+//! answers any routable address). A URL id must decode (unpadded base64url) to a URL of a
+//! scheme VirusTotal keeps (`vtbulk_ioc::indicator::SCHEMES`: `http`, `https`, `ftp`, `smb`,
+//! `tcp`...); anything else is a 404. Attributes are shaped like
 //! VirusTotal's: a URL's final URL, title, last HTTP code, categories and threat names; a
 //! domain's registrar, creation date, categories and popularity ranks; an address's ASN, AS
 //! owner, country and network.
@@ -165,7 +166,7 @@ pub fn render_with(seed: u64, kind: ObjectKind, id: &str, known: bool) -> Option
                 .ok()?;
             let url = String::from_utf8(raw).ok()?;
             let scheme = url.split_once("://")?.0.to_ascii_lowercase();
-            if !matches!(scheme.as_str(), "http" | "https" | "ftp") {
+            if !vtbulk_ioc::indicator::SCHEMES.contains(&scheme.as_str()) {
                 return None;
             }
             let redirected = rng.next_u64().is_multiple_of(4);
