@@ -865,6 +865,8 @@ mod properties {
             prop::sample::select(vec!["com", "net", "site", "top", "ru", "co.uk", "ly"]),
         )
             .prop_map(|(labels, suffix)| format!("{}.{suffix}", labels.join(".")))
+            // `gb.net`, `co.ly`...: some generated names are public suffixes themselves.
+            .prop_filter("a registrable name", |d| domain(d).as_deref() == Ok(d))
     }
 
     /// A public IPv4 address (not one of the scoped ranges).
