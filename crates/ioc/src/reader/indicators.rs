@@ -19,14 +19,19 @@ use crate::context::Exclusion;
 use crate::indicator::{self, Indicator};
 
 /// Splits buffers into lines for [`scan`], keeping at most [`MAX_LINE`] bytes of a line,
-/// and follows Markdown's fenced code blocks (a block tagged with a programming language holds
-/// code, whose plain names are member accesses, not hosts).
+/// and follows Markdown's fenced code blocks and AsciiDoc's `[source,LANG]` listing blocks (a
+/// block tagged with a programming language holds code, whose plain names are member
+/// accesses, not hosts).
 #[derive(Default)]
 pub(crate) struct Lines {
     partial: Vec<u8>,
     line: u64,
     /// Inside a fenced block: whether it is tagged with a programming language.
     fence: Option<bool>,
+    /// The language of an AsciiDoc `[source,LANG]` line, for the `----` block under it.
+    source: Option<bool>,
+    /// Inside an AsciiDoc listing block: whether its language is a programming language.
+    listing: Option<bool>,
 }
 
 impl Lines {
@@ -66,7 +71,7 @@ impl Lines {
 
     /// One line: a fence opens or closes a code block; any other line is scanned.
     fn one(&mut self, line: &[u8], sink: &mut Sink<'_>) {
-        let trimmed = line.trim_ascii_start();
+        let trimmed = line.trim_ascii();
         if trimmed.starts_with(b"```") || trimmed.starts_with(b"~~~") {
             self.fence = match self.fence {
                 Some(_) => None,
@@ -74,8 +79,24 @@ impl Lines {
             };
             return;
         }
+        if self.fence.is_none() && trimmed.len() >= 4 && trimmed.iter().all(|&b| b == b'-') {
+            // AsciiDoc's listing delimiter, closing a listing or opening one under a
+            // `[source,LANG]` line; any other run of dashes (a rule, a heading's underline)
+            // is prose.
+            if self.listing.take().is_some() {
+                return;
+            }
+            if let Some(code) = self.source.take() {
+                self.listing = Some(code);
+                return;
+            }
+        }
+        self.source = trimmed
+            .strip_prefix(b"[source,")
+            .and_then(|rest| rest.strip_suffix(b"]"))
+            .map(code_language);
         let prose = Prose {
-            code: self.fence == Some(true),
+            code: self.fence == Some(true) || self.listing == Some(true),
             ..Prose::default()
         };
         scan(line, self.line, prose, sink);
@@ -498,6 +519,26 @@ mod tests {
         assert_eq!(
             report.excluded_by_reason.get("code"),
             Some(&3),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn an_asciidoc_source_block_in_a_programming_language_is_code_too() {
+        let (found, report) = scan(
+            "[source,javascript]\n----\nreturn x.name;\n----\n\
+             [source,text]\n----\nupdate-check.net\n----\n\
+             Heading\n-------\n\
+             [source,js]\n----\nlist.size;\n----\n\
+             ----\nbeacon.evil-site.top\n----\n",
+        );
+        assert_eq!(
+            found,
+            ["domain:update-check.net", "domain:beacon.evil-site.top"]
+        );
+        assert_eq!(
+            report.excluded_by_reason.get("code"),
+            Some(&1),
             "{report:?}"
         );
     }
