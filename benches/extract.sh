@@ -33,34 +33,34 @@ out, size, pool = sys.argv[1], int(sys.argv[2]) << 20, int(sys.argv[3])
 def hexes(i):
     i %= pool
     return f"{i:016x}{i ^ 0xdead:016x}{(i * 0x9e3779b97f4a7c15) & (2**64 - 1):016x}{~i & (2**64 - 1):016x}"
-with open(f"{out}/reports.txt", "w") as f:
-    i, n = 0, 0
-    while n < size:
-        parts = []
-        for _ in range(1000):
-            h, g = hexes(i), hexes(i + 1)
-            parts.append(
-                f"On 2026-11-{i % 28 + 1:02} the loader (SHA256: {h}) was seen on host WS-{i % 10000:04} beaconing\n"
-                f"to cdn-update.example every 300 seconds; its import hash is {h[:32]} and it dropped\n"
-                f"stage{i}.dll (MD5 {g[:32]}). See https://www.virustotal.com/gui/file/{g} for details.\n\n")
-            i += 2
-        block = "".join(parts)
-        f.write(block)
-        n += len(block)
-with open(f"{out}/events.ndjson", "w") as f:
-    i, n = 0, 0
-    while n < size:
-        parts = []
-        for _ in range(1000):
-            h, g = hexes(i), hexes(i + 1)
-            parts.append(
-                '{"@timestamp":"2026-11-29T10:00:00Z","host":{"name":"ws-%d","id":"%s"},"winlog":{"event_id":1,'
-                '"event_data":{"ProcessGuid":"{6d6e8f2a-1c2b-4e5f-9a8b-0c1d2e3f4a5b}","Image":"C:\\\\Temp\\\\t%d.exe",'
-                '"Hashes":"SHA1=%s,MD5=%s,SHA256=%s,IMPHASH=%s"}}}\n' % (i % 5000, g[:32], i, h[:40], h[:32], h, g[:32]))
-            i += 2
-        block = "".join(parts)
-        f.write(block)
-        n += len(block)
+def fill(name, block):
+    """Writes `block(i)` (its text and how many pool indices it used) to `name` from i = 0 on,
+    until the file holds `size` bytes."""
+    with open(f"{out}/{name}", "w") as f:
+        i, n = 0, 0
+        while n < size:
+            text, used = block(i)
+            f.write(text)
+            n += len(text)
+            i += used
+def reports(i):
+    parts = []
+    for j in range(i, i + 2000, 2):
+        h, g = hexes(j), hexes(j + 1)
+        parts.append(
+            f"On 2026-11-{j % 28 + 1:02} the loader (SHA256: {h}) was seen on host WS-{j % 10000:04} beaconing\n"
+            f"to cdn-update.example every 300 seconds; its import hash is {h[:32]} and it dropped\n"
+            f"stage{j}.dll (MD5 {g[:32]}). See https://www.virustotal.com/gui/file/{g} for details.\n\n")
+    return "".join(parts), 2000
+def events(i):
+    parts = []
+    for j in range(i, i + 2000, 2):
+        h, g = hexes(j), hexes(j + 1)
+        parts.append(
+            '{"@timestamp":"2026-11-29T10:00:00Z","host":{"name":"ws-%d","id":"%s"},"winlog":{"event_id":1,'
+            '"event_data":{"ProcessGuid":"{6d6e8f2a-1c2b-4e5f-9a8b-0c1d2e3f4a5b}","Image":"C:\\\\Temp\\\\t%d.exe",'
+            '"Hashes":"SHA1=%s,MD5=%s,SHA256=%s,IMPHASH=%s"}}}\n' % (j % 5000, g[:32], j, h[:40], h[:32], h, g[:32]))
+    return "".join(parts), 2000
 PROSE = [
     "The intrusion began with a spear-phishing e-mail whose attachment, a password-protected archive,\n"
     "held a shortcut file. When opened, the shortcut ran a PowerShell one-liner that fetched the first\n"
@@ -79,43 +79,36 @@ PROSE = [
     "Trojan.Win32.Agent.ac and HEUR:Trojan-Downloader.Script.Generic; the samples wrote invoke.png,\n"
     "x.dll and config.json next to themselves.\n",
 ]
-with open(f"{out}/report_shapes.md", "w") as f:
-    i, n = 0, 0
-    while n < size:
-        rows, names, fenced, urls = [], [], [], []
-        for k in range(8):
-            h, g = hexes(i + k), hexes(i + k + 1)
-            rows.append(f"| stage{k}.dll | {g[:32]} | {h[:40]} | {h} | {g[32:]} |")
-            if k < 4:
-                names.append(f"| {h}.bin | PE32 | loader {k} |")
-                urls.append(f"- dropzone-{(i + k) % 977}[.]site/{h[:8]}/tool_rar")
-            fenced.append(h)
-        block = (
-            f"# Report {i}: a loader campaign\n\n## Summary\n\n" + PROSE[0] + "\n" + PROSE[1]
-            + f"\nOn 2026-11-{i % 28 + 1:02} the loader reached update-cdn-{i % 991}[.]top and "
-            f"45.142.{i % 250}[.]61:8443; see https://attack.mitre.org/techniques/T1071/001/.\n\n"
-            + PROSE[2] + "\n## Indicators\n\n"
-            "| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
-            + "\n".join(rows)
-            + "\n\n| Name | Type | Notes |\n|---|---|---|\n" + "\n".join(names)
-            + "\n\n```\n" + "\n".join(fenced) + "\n```\n\n" + "\n".join(urls)
-            + "\n\n```js\nvar req = new XMLHttpRequest();\nreq.open(\"GET\", base + \"/t4\");\n"
-            "var names = list.map(function (x) { return x.name; });\n```\n\n" + PROSE[3] + "\n")
-        i += 8
-        f.write(block)
-        n += len(block)
-with open(f"{out}/ioc_appendix.md", "w") as f:
-    i, n = 0, 0
-    while n < size:
-        rows = []
-        for k in range(40):
-            h, g = hexes(i + k), hexes(i + k + 1)
-            rows.append(f"| stage{k}.dll | {g[:32]} | {h[:40]} | {h} | {g[32:]} |")
-        block = ("## Files\n\n| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
-                 + "\n".join(rows) + "\n\n")
-        i += 40
-        f.write(block)
-        n += len(block)
+def hash_row(k, h, g):
+    return f"| stage{k}.dll | {g[:32]} | {h[:40]} | {h} | {g[32:]} |"
+def report_shapes(i):
+    rows, names, fenced, urls = [], [], [], []
+    for k in range(8):
+        h, g = hexes(i + k), hexes(i + k + 1)
+        rows.append(hash_row(k, h, g))
+        if k < 4:
+            names.append(f"| {h}.bin | PE32 | loader {k} |")
+            urls.append(f"- dropzone-{(i + k) % 977}[.]site/{h[:8]}/tool_rar")
+        fenced.append(h)
+    return (
+        f"# Report {i}: a loader campaign\n\n## Summary\n\n" + PROSE[0] + "\n" + PROSE[1]
+        + f"\nOn 2026-11-{i % 28 + 1:02} the loader reached update-cdn-{i % 991}[.]top and "
+        f"45.142.{i % 250}[.]61:8443; see https://attack.mitre.org/techniques/T1071/001/.\n\n"
+        + PROSE[2] + "\n## Indicators\n\n"
+        "| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
+        + "\n".join(rows)
+        + "\n\n| Name | Type | Notes |\n|---|---|---|\n" + "\n".join(names)
+        + "\n\n```\n" + "\n".join(fenced) + "\n```\n\n" + "\n".join(urls)
+        + "\n\n```js\nvar req = new XMLHttpRequest();\nreq.open(\"GET\", base + \"/t4\");\n"
+        "var names = list.map(function (x) { return x.name; });\n```\n\n" + PROSE[3] + "\n"), 8
+def ioc_appendix(i):
+    rows = [hash_row(k, hexes(i + k), hexes(i + k + 1)) for k in range(40)]
+    return ("## Files\n\n| File | MD5 | SHA-1 | SHA-256 | Imphash |\n|------|-----|-------|---------|---------|\n"
+            + "\n".join(rows) + "\n\n"), 40
+fill("reports.txt", reports)
+fill("events.ndjson", events)
+fill("report_shapes.md", report_shapes)
+fill("ioc_appendix.md", ioc_appendix)
 PY
 
 builds=("this=$vtbulk")
