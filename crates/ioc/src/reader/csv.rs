@@ -305,23 +305,14 @@ pub(crate) fn read(
     let names: Vec<String> = chosen
         .iter()
         .filter(|c| !matches!(c.role, Role::Excluded(_)))
-        .map(|c| match &header {
-            Some(h) => String::from_utf8_lossy(trim(h.field(c.index).unwrap_or(b""))).into_owned(),
-            None => format!("#{}", c.index + 1),
-        })
+        .map(|c| column_name(header, c.index))
         .collect();
     let text = if columns.is_empty() && !sink.columns_only {
         text_columns(&sampled, header, &chosen)
     } else {
         Vec::new()
     };
-    sink.report.text_columns = text
-        .iter()
-        .map(|&i| match header {
-            Some(h) => String::from_utf8_lossy(trim(h.field(i).unwrap_or(b""))).into_owned(),
-            None => format!("#{}", i + 1),
-        })
-        .collect();
+    sink.report.text_columns = text.iter().map(|&i| column_name(header, i)).collect();
     let skip = usize::from(header.is_some());
     for record in sampled.iter().skip(skip) {
         take(record, &chosen, sink);
@@ -333,6 +324,14 @@ pub(crate) fn read(
         take_text(&record, &text, sink);
     }
     Ok((records.lines(), names))
+}
+
+/// Column `i` as the input's report names it: its header, or `#N` (1-based) without one.
+fn column_name(header: Option<&Record>, i: usize) -> String {
+    match header {
+        Some(h) => String::from_utf8_lossy(trim(h.field(i).unwrap_or(b""))).into_owned(),
+        None => format!("#{}", i + 1),
+    }
 }
 
 /// The columns read as free text: every column not chosen for its hashes and not named like
@@ -386,14 +385,10 @@ fn read_typed(
         sink.kinds = Kinds::ALL;
     }
     let header = sampled.first().filter(|_| !typed.first_is_row);
-    let name = |i: usize| match header.and_then(|h| h.field(i)) {
-        Some(cell) => String::from_utf8_lossy(trim(cell)).into_owned(),
-        None => format!("#{}", i + 1),
-    };
     let names = vec![format!(
         "{} (typed by {})",
-        name(typed.value),
-        name(typed.kind)
+        column_name(header, typed.value),
+        column_name(header, typed.kind)
     )];
     for record in sampled.iter().skip(usize::from(header.is_some())) {
         super::typed::take(record, typed, sink);

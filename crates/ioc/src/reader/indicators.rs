@@ -247,6 +247,8 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     let token: &str = &text;
     let refanged = indicator::refang(token);
     let defanged = matches!(refanged, Cow::Owned(_));
+    // A URL written plainly in prose may be the report's source; in a command line, never.
+    let plain_url = !defanged && !prose.command;
     let t: &str = &refanged;
     let scheme = memchr::memchr_iter(b':', t.as_bytes())
         .find(|&i| t.as_bytes().get(i + 1..i + 3) == Some(b"//"));
@@ -267,7 +269,7 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
             if prose.comment && !defanged && found.exclusion().is_none() {
                 sink.excluded(Exclusion::Reference);
             } else {
-                sink.indicator(found, line_no, !defanged && !prose.command);
+                sink.indicator(found, line_no, plain_url);
             }
         }
         return;
@@ -279,7 +281,7 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     if memchr::memchr(b'/', t.as_bytes()).is_some()
         && let Some(found) = schemeless(t, defanged)
     {
-        sink.indicator(found, line_no, !defanged && !prose.command);
+        sink.indicator(found, line_no, plain_url);
         return;
     }
     let mut rest = t;

@@ -346,11 +346,12 @@ impl Sink<'_> {
         self.keep_all
     }
 
-    /// Damage found by the reader itself (a JSON document cut short): an `invalid` item on
-    /// `line` and the report's `damage`, as for a truncated compressed stream.
+    /// Damage that ended the input (a truncated or corrupt compressed stream, a JSON
+    /// document cut short): an `invalid` item on `line`, and the report's `damage`. Said last,
+    /// the stream's damage wins: it is the cause of any the reader saw.
     pub(crate) fn damaged(&mut self, line: u64, what: String) {
         self.invalid(b"", line, what.clone());
-        self.report.damage.get_or_insert(what);
+        self.report.damage = Some(what);
     }
 
     /// A value that should have been a hash.
@@ -449,10 +450,8 @@ pub fn read_input(
     let mut sink = Sink::new(index, options, false, &mut report, emit);
     run(format, &mut whole, options, &mut sink)?;
     if let Some(what) = damage.take() {
-        // The stream's damage is the cause of any the reader saw.
         let line = sink.report.lines.max(1);
-        sink.invalid(b"", line, what.clone());
-        sink.report.damage = Some(what);
+        sink.damaged(line, what);
     }
     Ok(report)
 }

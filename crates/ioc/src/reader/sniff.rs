@@ -59,18 +59,24 @@ const BINARY_PROBE: usize = 8 * 1024;
 /// 32 of its first 8 KiB. Text has none (UTF-16 was decoded before this), so an ELF or a
 /// PDF handed over by mistake is reported and skipped, not read as junk "indicators".
 pub fn binary(head: &[u8]) -> Option<&'static str> {
-    const MAGIC: &[(&[u8], &str)] = &[
-        (b"\x7fELF", "an ELF executable"),
-        (b"MZ", "a Windows executable"),
-        (b"\xcf\xfa\xed\xfe", "a Mach-O executable"),
-        (b"\xfe\xed\xfa\xce", "a Mach-O executable"),
-        (b"\xfe\xed\xfa\xcf", "a Mach-O executable"),
-        (b"\xca\xfe\xba\xbe", "a Mach-O or Java class file"),
-        (b"%PDF-", "a PDF document"),
-        (b"\xd0\xcf\x11\xe0", "an OLE document (Office 97-2003)"),
-        (b"SQLite format 3\0", "an SQLite database"),
-        (b"\x89PNG", "a PNG image"),
-        (b"\xff\xd8\xff", "a JPEG image"),
+    // Signature, what it is, and whether the signature alone says so (`MZ` could start a
+    // line of text: it needs the control bytes too).
+    const MAGIC: &[(&[u8], &str, bool)] = &[
+        (b"\x7fELF", "an ELF executable", true),
+        (b"MZ", "a Windows executable", false),
+        (b"\xcf\xfa\xed\xfe", "a Mach-O executable", true),
+        (b"\xfe\xed\xfa\xce", "a Mach-O executable", true),
+        (b"\xfe\xed\xfa\xcf", "a Mach-O executable", true),
+        (b"\xca\xfe\xba\xbe", "a Mach-O or Java class file", true),
+        (b"%PDF-", "a PDF document", true),
+        (
+            b"\xd0\xcf\x11\xe0",
+            "an OLE document (Office 97-2003)",
+            true,
+        ),
+        (b"SQLite format 3\0", "an SQLite database", true),
+        (b"\x89PNG", "a PNG image", true),
+        (b"\xff\xd8\xff", "a JPEG image", true),
     ];
     let probe = &head[..head.len().min(BINARY_PROBE)];
     let control = probe
@@ -78,13 +84,8 @@ pub fn binary(head: &[u8]) -> Option<&'static str> {
         .filter(|&&b| b < 0x20 && !matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b))
         .count();
     let binary = control > probe.len() / 32;
-    let magic = MAGIC
-        .iter()
-        .find(|(m, _)| probe.starts_with(m))
-        .map(|&(_, what)| what);
-    match magic {
-        // `MZ` could start a line of text; the other signatures could not.
-        Some(what) if binary || !what.starts_with("a Windows") => Some(what),
+    match MAGIC.iter().find(|(m, _, _)| probe.starts_with(m)) {
+        Some(&(_, what, sure)) if sure || binary => Some(what),
         _ => binary.then_some("binary data (control bytes)"),
     }
 }

@@ -231,15 +231,12 @@ fn network(value: &[u8]) -> Result<crate::Indicator, String> {
 
 /// One row of a typed feed.
 pub(crate) fn take(record: &Record, typed: Typed, sink: &mut Sink<'_>) {
-    let Some(t) = record.field(typed.kind).and_then(row_type).or_else(|| {
-        // An unknown type word: a row of a kind we do not read.
-        record
-            .field(typed.kind)
-            .filter(|c| !trim(c).is_empty())
-            .map(|_| RowType::Other)
-    }) else {
+    let cell = trim(record.field(typed.kind).unwrap_or(b""));
+    if cell.is_empty() {
         return;
-    };
+    }
+    // An unknown type word: a row of a kind we do not read.
+    let t = row_type(cell).unwrap_or(RowType::Other);
     let value = unquote(trim(record.field(typed.value).unwrap_or(b"")));
     if value.is_empty() || super::csv::placeholder(value) {
         return;

@@ -6,10 +6,10 @@
 //! `…/Md5sum`, `…/Sha1sum` and `…/Sha256sum` items are file hashes (a bad one is `invalid`);
 //! a hash-shaped value of any other item (an import hash, a certificate) is excluded by what
 //! its search names; network items (`Network/DNS`, `Network/URI`, `PortItem/remoteIP`,
-//! `Network/String`...) give their URL, host or address ([`network_item`]). Elsewhere, text is read as text, judged by the element's name or its
-//! `type` attribute (`<Imphash>`, `<Hash type="imphash">`) and by the words before each
-//! token. The tokenizer is lenient (HTML reports go through it): it never fails, and it keeps
-//! physical line numbers.
+//! `Network/String`...) give their URL, host or address ([`network_item`]). Elsewhere, text
+//! is read as text, judged by the element's name or its `type` attribute (`<Imphash>`,
+//! `<Hash type="imphash">`) and by the words before each token. The tokenizer is lenient
+//! (HTML reports go through it): it never fails, and it keeps physical line numbers.
 
 use std::io::{self, BufRead};
 
@@ -114,10 +114,8 @@ fn on_text(
             .any(|w| item.eq_ignore_ascii_case(w));
         if is_file_hash {
             let value = trim(text);
-            let lead = text.len() - trim_start(text).len();
-            let line = line + memchr::memchr_iter(b'\n', &text[..lead]).count() as u64;
             if !value.is_empty() {
-                sink.hash_value(value, line);
+                sink.hash_value(value, value_line(text, line));
             }
         } else {
             network_item(search, text, line, sink);
@@ -145,8 +143,7 @@ fn network_item(search: &[u8], text: &[u8], line: u64, sink: &mut Sink<'_>) {
             | ("portitem", "remoteip")
             | ("processitem", "portlist/portitem/remoteip")
     );
-    let lead = text.len() - trim_start(text).len();
-    let line = line + memchr::memchr_iter(b'\n', &text[..lead]).count() as u64;
+    let line = value_line(text, line);
     if value {
         if let Ok(found) = super::indicators::value(trim(text)) {
             sink.indicator(found, line, false);
@@ -154,6 +151,13 @@ fn network_item(search: &[u8], text: &[u8], line: u64, sink: &mut Sink<'_>) {
     } else if (document, item) == ("network", "string") {
         super::indicators::scan(trim(text), line, super::indicators::Prose::default(), sink);
     }
+}
+
+/// The line of a text node's value: the node's `line` and the line breaks before its first
+/// character.
+fn value_line(text: &[u8], line: u64) -> u64 {
+    let lead = text.len() - trim_start(text).len();
+    line + memchr::memchr_iter(b'\n', &text[..lead]).count() as u64
 }
 
 fn trim_start(b: &[u8]) -> &[u8] {
