@@ -132,47 +132,86 @@ pub fn field(name: &[u8]) -> Option<Exclusion> {
     is_id.then_some(Exclusion::Id)
 }
 
-/// A squashed (lower-case, alphanumerics only) name of a digest that is not a file id.
+/// Words naming digests that are not file ids, each with the reason it gives; where a name
+/// holds words of several reasons, the first reason in this order wins (MISP's
+/// `ja3-fingerprint-md5` is a TLS fingerprint, not a certificate's).
+const DIGEST_WORDS: [(&[u8], Exclusion); 27] = [
+    (b"imphash", Exclusion::ImportHash),
+    (b"importhash", Exclusion::ImportHash),
+    (b"authentihash", Exclusion::Authentihash),
+    (b"authenticode", Exclusion::Authentihash),
+    (b"ja3", Exclusion::TlsFingerprint),
+    (b"jarm", Exclusion::TlsFingerprint),
+    (b"ja4", Exclusion::TlsFingerprint),
+    (b"hassh", Exclusion::TlsFingerprint),
+    (b"thumbprint", Exclusion::Certificate),
+    (b"fingerprint", Exclusion::Certificate),
+    (b"x509", Exclusion::Certificate),
+    (b"certificate", Exclusion::Certificate),
+    (b"certhash", Exclusion::Certificate),
+    (b"serialnumber", Exclusion::Certificate),
+    (b"pehash", Exclusion::OtherDigest),
+    (b"tlsh", Exclusion::OtherDigest),
+    (b"ssdeep", Exclusion::OtherDigest),
+    (b"sha512", Exclusion::OtherDigest),
+    (b"sha384", Exclusion::OtherDigest),
+    (b"sha224", Exclusion::OtherDigest),
+    (b"vhash", Exclusion::OtherDigest),
+    (b"telfhash", Exclusion::OtherDigest),
+    (b"richhash", Exclusion::OtherDigest),
+    (b"richpe", Exclusion::OtherDigest),
+    (b"dhash", Exclusion::OtherDigest),
+    (b"icondhash", Exclusion::OtherDigest),
+    (b"permhash", Exclusion::OtherDigest),
+];
+
+/// The slot of a pair of bytes in [`DIGEST_STARTS`].
+const fn pair(a: u8, b: u8) -> usize {
+    ((a as usize) << 5 ^ b as usize) & 1023
+}
+
+/// Bit `i` of `DIGEST_STARTS[pair(a, b)]` is set when `DIGEST_WORDS[i]` starts with `a, b`:
+/// a position of a name is compared only with the words that can start there (a slot may
+/// hold words of other pairs too; the comparison decides).
+static DIGEST_STARTS: [u32; 1024] = {
+    let mut table = [0u32; 1024];
+    let mut i = 0;
+    while i < DIGEST_WORDS.len() {
+        let w = DIGEST_WORDS[i].0;
+        table[pair(w[0], w[1])] |= 1 << i;
+        i += 1;
+    }
+    table
+};
+
+/// A squashed (lower-case, alphanumerics only) name of a digest that is not a file id: the
+/// reason of the first of [`DIGEST_WORDS`] anywhere in it, or `Certificate` for a name
+/// starting `cert`.
 fn digest_word(s: &[u8]) -> Option<Exclusion> {
     // Every name below has a letter past `f`: a word of hex digits (the hash in the cell
     // before, in a table of hashes) names nothing. The common case in tables, at once.
-    if s.iter().all(u8::is_ascii_hexdigit) {
+    if s.iter().all(|&b| is(b, HEX)) {
         return None;
     }
-    let has = |w: &[u8]| s.windows(w.len()).any(|x| x == w);
-    if has(b"imphash") || has(b"importhash") {
-        Some(Exclusion::ImportHash)
-    } else if has(b"authentihash") || has(b"authenticode") {
-        Some(Exclusion::Authentihash)
-    } else if has(b"ja3") || has(b"jarm") || has(b"ja4") || has(b"hassh") {
-        // Before certificates: MISP's `ja3-fingerprint-md5` is a TLS fingerprint.
-        Some(Exclusion::TlsFingerprint)
-    } else if has(b"thumbprint")
-        || has(b"fingerprint")
-        || has(b"x509")
-        || has(b"certificate")
-        || has(b"certhash")
-        || s.starts_with(b"cert")
-        || has(b"serialnumber")
-    {
-        Some(Exclusion::Certificate)
-    } else if has(b"pehash")
-        || has(b"tlsh")
-        || has(b"ssdeep")
-        || has(b"sha512")
-        || has(b"sha384")
-        || has(b"sha224")
-        || has(b"vhash")
-        || has(b"telfhash")
-        || has(b"richhash")
-        || has(b"richpe")
-        || has(b"dhash")
-        || has(b"icondhash")
-        || has(b"permhash")
-    {
-        Some(Exclusion::OtherDigest)
-    } else {
-        None
+    let mut found = 0u32;
+    for (at, w) in s.windows(2).enumerate() {
+        let mut words = DIGEST_STARTS[pair(w[0], w[1])];
+        while words != 0 {
+            let i = words.trailing_zeros();
+            words &= words - 1;
+            if s[at..].starts_with(DIGEST_WORDS[i as usize].0) {
+                found |= 1 << i;
+            }
+        }
+    }
+    if found == 0 {
+        return s.starts_with(b"cert").then_some(Exclusion::Certificate);
+    }
+    let first = DIGEST_WORDS[found.trailing_zeros() as usize].1;
+    // `cert…` ranks with the certificate words, below the import, Authenticode and TLS ones.
+    match first {
+        Exclusion::OtherDigest if s.starts_with(b"cert") => Some(Exclusion::Certificate),
+        reason => Some(reason),
     }
 }
 
@@ -188,32 +227,47 @@ fn trim_ascii(b: &[u8]) -> &[u8] {
     &b[start..end]
 }
 
-/// Characters between a label and its value: `IMPHASH=`, `"imphash": "`, `**Imphash:** `,
-/// `| Thumbprint | `, `imphash (`.
-fn is_separator(b: u8) -> bool {
-    matches!(
-        b,
-        b' ' | b'\t'
-            | b':'
-            | b'='
-            | b'"'
-            | b'\''
-            | b'`'
-            | b'|'
-            | b'*'
-            | b'('
-            | b'['
-            | b'{'
-            | b'<'
-            | b'>'
-            | b'-'
-            | b','
-            | b';'
-    )
+/// Byte classes of the label scan, one table lookup per byte (this runs per token):
+/// [`SEPARATOR`]s stand between a label and its value (`IMPHASH=`, `"imphash": "`,
+/// `**Imphash:** `, `| Thumbprint | `, `imphash (`); [`WORD`] bytes make up a label
+/// (`SHA-256`, `ja3_hash`, `x.509`); [`HEX`] digits make up the hash of the cell before.
+static CLASS: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let separators = b" \t:=\"'`|*([{<>-,;";
+    let mut i = 0;
+    while i < separators.len() {
+        table[separators[i] as usize] |= SEPARATOR;
+        i += 1;
+    }
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        if c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-' {
+            table[b] |= WORD;
+        }
+        if c.is_ascii_hexdigit() {
+            table[b] |= HEX;
+        }
+        b += 1;
+    }
+    table
+};
+const SEPARATOR: u8 = 1;
+const WORD: u8 = 2;
+const HEX: u8 = 4;
+
+fn is(b: u8, class: u8) -> bool {
+    CLASS[b as usize] & class != 0
 }
 
-fn is_word(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-'
+/// Whether `b` may stand between a label and its value (see [`CLASS`]).
+pub(crate) fn is_separator(b: u8) -> bool {
+    is(b, SEPARATOR)
+}
+
+/// Whether `b` may be part of a label (see [`CLASS`]).
+pub(crate) fn is_word(b: u8) -> bool {
+    is(b, WORD)
 }
 
 /// What the text just in front of a token says about it. `before` is the text before it (the
@@ -249,7 +303,7 @@ pub fn before(before: &[u8]) -> Option<Exclusion> {
 fn labelled(line: &[u8]) -> Option<Exclusion> {
     let (mut last, mut rest) = last_word(line);
     // The hash of the cell before (a table of hashes): no label. The common case, at once.
-    if last.len() >= 16 && last.iter().all(u8::is_ascii_hexdigit) {
+    if last.len() >= 16 && last.iter().all(|&b| is(b, HEX)) {
         return None;
     }
     // "its import hash is …", "the thumbprint was …": the label is before the verb.
@@ -335,13 +389,15 @@ impl Squashed {
 
 /// The last word of `text` after trailing separators, and the text before that word.
 fn last_word(text: &[u8]) -> (&[u8], &[u8]) {
-    let end = text
-        .iter()
-        .rposition(|&b| !is_separator(b))
-        .map_or(0, |i| i + 1);
-    let text = &text[..end];
-    let start = text.iter().rposition(|&b| !is_word(b)).map_or(0, |i| i + 1);
-    (&text[start..], &text[..start])
+    let mut end = text.len();
+    while end > 0 && is(text[end - 1], SEPARATOR) {
+        end -= 1;
+    }
+    let mut start = end;
+    while start > 0 && is(text[start - 1], WORD) {
+        start -= 1;
+    }
+    (&text[start..end], &text[..start])
 }
 
 /// How many bytes before a token [`before`] looks at.
@@ -350,6 +406,48 @@ pub const BEFORE: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The rule [`digest_word`] implements, written plainly: each reason's words searched
+    /// in turn.
+    fn digest_word_by_search(s: &[u8]) -> Option<Exclusion> {
+        if s.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        let has = |w: &[u8]| s.windows(w.len()).any(|x| x == w);
+        let reasons = [
+            Exclusion::ImportHash,
+            Exclusion::Authentihash,
+            Exclusion::TlsFingerprint,
+            Exclusion::Certificate,
+            Exclusion::OtherDigest,
+        ];
+        reasons.into_iter().find(|&reason| {
+            (reason == Exclusion::Certificate && s.starts_with(b"cert"))
+                || DIGEST_WORDS.iter().any(|&(w, r)| r == reason && has(w))
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn digest_words_are_found_wherever_they_are_as_a_plain_search_finds_them(
+            parts in prop::collection::vec(
+                prop_oneof![
+                    (0..DIGEST_WORDS.len()).prop_map(|i| DIGEST_WORDS[i].0.to_vec()),
+                    (0..DIGEST_WORDS.len(), 1..4usize).prop_map(|(i, cut)| {
+                        let w = DIGEST_WORDS[i].0;
+                        w[..w.len().saturating_sub(cut).max(1)].to_vec()
+                    }),
+                    "[a-z0-9]{0,6}".prop_map(String::into_bytes),
+                    Just(b"cert".to_vec()),
+                ],
+                0..6,
+            )
+        ) {
+            let name: Vec<u8> = parts.concat();
+            prop_assert_eq!(digest_word(&name), digest_word_by_search(&name), "{:?}", String::from_utf8_lossy(&name));
+        }
+    }
 
     #[test]
     fn labels_in_front_of_a_token_name_what_it_is() {

@@ -13,6 +13,7 @@
 //! the kinds `--kinds` did not choose.
 
 use std::borrow::Cow;
+use std::hash::BuildHasher;
 
 use super::{MAX_LINE, Sink};
 use crate::context::Exclusion;
@@ -237,13 +238,89 @@ pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>)
         }
         let quoted = start > 0 && matches!(line[start - 1], b'"' | b'\'');
         let code = prose.code && !quoted;
-        token(raw, line_no, Prose { code, ..prose }, sink);
+        remembered(raw, line_no, Prose { code, ..prose }, sink);
     }
 }
 
-/// One token of prose: a URL (with a scheme, or a `host/path`), or the hosts in it.
-fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
-    let text = String::from_utf8_lossy(raw);
+/// A token's outcome: an indicator taken, or what was left out and why.
+type Judged = Result<Indicator, Exclusion>;
+
+/// What recent tokens of prose gave, by their bytes and how they were read. Reports repeat
+/// their words (a domain named ten times over, `e.g.`, a table's file names, the same link
+/// under every section), so a token met again is not judged again. A direct-mapped table of
+/// [`MEMO_SLOTS`] (about half a megabyte, allocated on first use, so that it stays in the
+/// cache): a token evicts the one in its slot; tokens longer than [`MEMO_TOKEN`] (URLs with
+/// paths, mostly distinct) are not kept.
+#[derive(Default)]
+pub(crate) struct Memo {
+    slots: Vec<Slot>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+/// One remembered token: its bytes and the byte of its [`Prose`] flags (`len` counts both;
+/// 0 is an empty slot), and what it gave.
+#[derive(Clone)]
+struct Slot {
+    len: u8,
+    key: [u8; MEMO_TOKEN + 1],
+    judged: Vec<Judged>,
+}
+
+/// Slots of a [`Memo`] (a power of two).
+const MEMO_SLOTS: usize = 1 << 12;
+
+/// The longest token a [`Memo`] keeps.
+const MEMO_TOKEN: usize = 80;
+
+/// [`token`], through the sink's [`Memo`]: what it gives, counted at `line_no`.
+fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
+    if raw.len() > MEMO_TOKEN {
+        let mut found = Vec::new();
+        token(raw, prose, sink, &mut found);
+        return tell(found, line_no, sink);
+    }
+    let mut key = [0u8; MEMO_TOKEN + 1];
+    key[..raw.len()].copy_from_slice(raw);
+    key[raw.len()] =
+        u8::from(prose.comment) | u8::from(prose.code) << 1 | u8::from(prose.command) << 2;
+    let key = &key[..=raw.len()];
+    let mut memo = std::mem::take(&mut sink.memo);
+    if memo.slots.is_empty() {
+        let empty = Slot {
+            len: 0,
+            key: [0; MEMO_TOKEN + 1],
+            judged: Vec::new(),
+        };
+        memo.slots = vec![empty; MEMO_SLOTS];
+    }
+    let at = (memo.hasher.hash_one(key) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize;
+    let slot = &mut memo.slots[at];
+    if usize::from(slot.len) != key.len() || &slot.key[..key.len()] != key {
+        slot.judged.clear();
+        token(raw, prose, sink, &mut slot.judged);
+        slot.len = key.len() as u8;
+        slot.key[..key.len()].copy_from_slice(key);
+    }
+    tell(slot.judged.iter().cloned(), line_no, sink);
+    sink.memo = memo;
+}
+
+/// Counts (and hands on) what a token gave.
+fn tell(judged: impl IntoIterator<Item = Judged>, line_no: u64, sink: &mut Sink<'_>) {
+    for j in judged {
+        match j {
+            Ok(found) => sink.take(found, line_no),
+            Err(why) => sink.excluded(why),
+        }
+    }
+}
+
+/// One token of prose: a URL (with a scheme, or a `host/path`), or the hosts in it; what
+/// each gives (judged by the sink) goes to `out`.
+fn token(raw: &[u8], prose: Prose, sink: &Sink<'_>, out: &mut Vec<Judged>) {
+    // Valid UTF-8 (nearly always ASCII) is borrowed after a fast check.
+    let text =
+        std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
     let token: &str = &text;
     let refanged = indicator::refang(token);
     let defanged = matches!(refanged, Cow::Owned(_));
@@ -267,9 +344,9 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         };
         if let Ok(found) = indicator::parse(&url) {
             if prose.comment && !defanged && found.exclusion().is_none() {
-                sink.excluded(Exclusion::Reference);
+                out.push(Err(Exclusion::Reference));
             } else {
-                sink.indicator(found, line_no, plain_url);
+                out.push(sink.judge(found, plain_url));
             }
         }
         return;
@@ -281,14 +358,20 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     if memchr::memchr(b'/', t.as_bytes()).is_some()
         && let Some(found) = schemeless(t, defanged)
     {
-        sink.indicator(found, line_no, plain_url);
+        out.push(sink.judge(found, plain_url));
         return;
     }
+    let ascii = t.is_ascii();
     let mut rest = t;
     while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| !(c.is_alphanumeric() || matches!(c, '.' | '-' | ':')))
-            .unwrap_or(rest.len());
+        // What cannot be in a host name ends a piece; in ASCII, byte by byte.
+        let end = if ascii {
+            rest.bytes()
+                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':')))
+        } else {
+            rest.find(|c: char| !(c.is_alphanumeric() || matches!(c, '.' | '-' | ':')))
+        }
+        .unwrap_or(rest.len());
         let (piece, after) = rest.split_at(end);
         let next = after.chars().next();
         rest = next.map_or("", |c| &after[c.len_utf8()..]);
@@ -306,15 +389,15 @@ fn token(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         let call = next == Some('(');
         if !defanged && matches!(found, Indicator::Domain(_)) {
             if prose.code || call {
-                sink.excluded(Exclusion::Code);
+                out.push(Err(Exclusion::Code));
                 continue;
             }
             if indicator::detection_word(piece) {
-                sink.excluded(Exclusion::DetectionName);
+                out.push(Err(Exclusion::DetectionName));
                 continue;
             }
         }
-        sink.indicator(found, line_no, !defanged);
+        out.push(sink.judge(found, !defanged));
     }
 }
 

@@ -245,6 +245,8 @@ pub(crate) struct Sink<'a> {
     pub(crate) columns_only: bool,
     /// Counting only: nothing is emitted (`auto`'s trial of a guess).
     trial: bool,
+    /// What each recent token of prose gave (reports repeat their words).
+    pub(crate) memo: indicators::Memo,
     report: &'a mut InputReport,
     emit: &'a mut dyn FnMut(Item),
 }
@@ -265,6 +267,7 @@ impl<'a> Sink<'a> {
             kinds_given: options.kinds.is_some(),
             columns_only: options.columns_only,
             trial,
+            memo: indicators::Memo::default(),
             report,
             emit,
         }
@@ -292,16 +295,28 @@ impl Sink<'_> {
     /// defanged) in prose, where links to the report's sources and file names are left out.
     /// Excluded (and counted) when its scope says so or `--kinds` did not choose its kind.
     pub(crate) fn indicator(&mut self, found: Indicator, line: u64, plain: bool) {
+        match self.judge(found, plain) {
+            Ok(found) => self.take(found, line),
+            Err(why) => self.excluded(why),
+        }
+    }
+
+    /// What [`Sink::indicator`] makes of `found`: taken, or left out and why (its scope,
+    /// prose's rules when `plain`, a kind `--kinds` did not choose). Counts nothing.
+    pub(crate) fn judge(&self, found: Indicator, plain: bool) -> Result<Indicator, Exclusion> {
         let why = found
             .exclusion()
             .or_else(|| plain.then(|| found.prose_exclusion()).flatten());
-        if let Some(why) = why {
-            return self.excluded(why);
+        match why {
+            Some(why) => Err(why),
+            None if !self.kinds.has(found.kind_of()) => Err(Exclusion::KindNotChosen),
+            None => Ok(found),
         }
+    }
+
+    /// An indicator [`Sink::judge`] took: counted and handed on.
+    pub(crate) fn take(&mut self, found: Indicator, line: u64) {
         let kind = found.kind_of();
-        if !self.kinds.has(kind) {
-            return self.excluded(Exclusion::KindNotChosen);
-        }
         self.report.indicators += 1;
         *self
             .report

@@ -814,3 +814,96 @@ mod properties {
         }
     }
 }
+
+mod table_shortcut {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn cell() -> impl Strategy<Value = String> {
+        let hex = (0usize..4, 0u8..16).prop_map(|(k, d)| {
+            let len = [32usize, 40, 64, 20][k];
+            let digit = char::from(b"0123456789abcdef"[usize::from(d)]);
+            std::iter::repeat_n(digit, len - 1)
+                .chain(['e'])
+                .collect::<String>()
+        });
+        let word = prop_oneof![
+            Just("Imphash"),
+            Just("x_"),
+            Just("SHA1:"),
+            Just(" | "),
+            Just("|"),
+            Just("\n"),
+            Just("-"),
+            Just("stage.dll"),
+            Just("UserPII_"),
+        ]
+        .prop_map(str::to_owned);
+        prop_oneof![hex, word]
+    }
+
+    proptest! {
+        /// Rows of hex runs, labels and separators, read whole and through small buffers:
+        /// the shortcut for a token right after a hex cell (`| <md5> | <sha1>`) is checked
+        /// against the label rule by a debug assertion in the reader, and the reads agree.
+        #[test]
+        fn a_token_after_a_hex_cell_is_judged_as_the_label_rule_judges_it(
+            cells in proptest::collection::vec(cell(), 1..24)
+        ) {
+            let text = cells.concat();
+            let (whole, report) = read_as(InputFormat::Text, text.as_bytes());
+            let (pieces, _) = in_pieces(InputFormat::Text, text.as_bytes(), 7, false);
+            prop_assert_eq!(hashes(&whole), hashes(&pieces));
+            prop_assert!(report.hashes + report.excluded >= hashes(&whole).len() as u64);
+        }
+    }
+}
+
+#[test]
+fn a_token_met_again_gives_what_it_gave_the_first_time() {
+    // The prose memo: each line's tokens are judged once and counted at every line.
+    let line = "C2 evil-host[.]top and 45.77.12[.]9, see https://attack.mitre.org/T1059 and \
+                Trojan.Win32.Agent.ac; req.open( and x.dll\n";
+    let options = ReadOptions {
+        format: InputFormat::Text,
+        kinds: Some(crate::indicator::Kinds::ALL),
+        ..ReadOptions::default()
+    };
+    let (once, one) = read_with("x", line.as_bytes(), &options);
+    let (thrice, three) = read_with("x", line.repeat(3).as_bytes(), &options);
+    let found = |items: &[Item]| -> Vec<(String, u64)> {
+        items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Indicator(found, o) => Some((found.canonical(), o.line)),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        found(&once),
+        [
+            ("evil-host.top".to_owned(), 1),
+            ("45.77.12.9".to_owned(), 1)
+        ]
+    );
+    let again: Vec<_> = (1..=3)
+        .flat_map(|line| found(&once).into_iter().map(move |(f, _)| (f, line)))
+        .collect();
+    assert_eq!(found(&thrice), again);
+    assert_eq!(three.indicators, 3 * one.indicators);
+    for (reason, n) in &one.excluded_by_reason {
+        assert_eq!(
+            three.excluded_by_reason.get(reason),
+            Some(&(3 * n)),
+            "{reason}"
+        );
+    }
+    // The reference link, the detection name and the member call (`x.dll` names no TLD).
+    assert_eq!(
+        one.excluded_by_reason.len(),
+        3,
+        "{:?}",
+        one.excluded_by_reason
+    );
+}
