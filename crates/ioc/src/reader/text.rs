@@ -72,6 +72,43 @@ fn newlines(b: &[u8]) -> u64 {
     n + blocks.remainder().iter().filter(|&&c| c == b'\n').count() as u64
 }
 
+/// Where the run of hex digits holding `chunk[at - 1]` starts, at `floor` at the earliest:
+/// eight bytes a step ([`crate::hash::hex_bytes`]), then byte by byte.
+fn run_start(chunk: &[u8], floor: usize, at: usize) -> usize {
+    let mut start = at;
+    while start >= floor + 8 {
+        let word = u64::from_le_bytes(chunk[start - 8..start].try_into().unwrap_or([0; 8]));
+        let not_hex = !crate::hash::hex_bytes(word) & 0x8080_8080_8080_8080;
+        if not_hex != 0 {
+            // The last byte that is not a digit (the highest in little-endian order).
+            return start - 8 + (63 - not_hex.leading_zeros() as usize) / 8 + 1;
+        }
+        start -= 8;
+    }
+    while start > floor && IS_HEX[chunk[start - 1] as usize] {
+        start -= 1;
+    }
+    start
+}
+
+/// Where the run of hex digits going on at `chunk[from]` ends (the first byte that is not a
+/// digit, or the end): eight bytes a step, then byte by byte.
+fn run_end(chunk: &[u8], from: usize) -> usize {
+    let mut end = from;
+    while end + 8 <= chunk.len() {
+        let word = u64::from_le_bytes(chunk[end..end + 8].try_into().unwrap_or([0; 8]));
+        let not_hex = !crate::hash::hex_bytes(word) & 0x8080_8080_8080_8080;
+        if not_hex != 0 {
+            return end + not_hex.trailing_zeros() as usize / 8;
+        }
+        end += 8;
+    }
+    while end < chunk.len() && IS_HEX[chunk[end] as usize] {
+        end += 1;
+    }
+    end
+}
+
 /// Reads free text; returns the number of lines.
 pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u64> {
     let mut scan = Stream::default();
@@ -133,6 +170,9 @@ struct Table {
     checked_to: u64,
     /// Absolute offset of that row's start (the next token of the same row needs no check).
     row: u64,
+    /// The last token looked up in the table: its line, absolute end and column. The next
+    /// token of the same line is that column plus the pipes between them.
+    last: (u64, u64, usize),
 }
 
 impl Default for Stream {
@@ -182,14 +222,8 @@ impl Stream {
                 i = probe + 1;
                 continue;
             }
-            let mut start = probe;
-            while start > i && is_hex(chunk[start - 1]) {
-                start -= 1;
-            }
-            let mut end = probe + 1;
-            while end < len && is_hex(chunk[end]) {
-                end += 1;
-            }
+            let start = run_start(chunk, i, probe);
+            let end = run_end(chunk, probe + 1);
             if end == len {
                 self.carry(chunk, start, &mut counted);
                 self.end_of_buffer(chunk, counted);
@@ -269,7 +303,7 @@ impl Stream {
             };
             before
                 .or_else(|| context::after(&chunk[at..chunk.len().min(at + 32)]))
-                .or_else(|| self.column(chunk))
+                .or_else(|| self.column(chunk, at))
         };
         let end = self.offset + at as u64;
         self.previous = (end - len as u64, end);
@@ -309,8 +343,20 @@ impl Stream {
     /// What the header of the table column holding the current run says (`| File | SHA256 |
     /// Imphash |`: the third column's values are import hashes). Only for a row and a table
     /// header within this buffer (tables that straddle two 256 KiB reads lose this).
-    fn column(&mut self, chunk: &[u8]) -> Option<Exclusion> {
+    fn column(&mut self, chunk: &[u8], at: usize) -> Option<Exclusion> {
         let start = usize::try_from(self.run_start.checked_sub(self.offset)?).ok()?;
+        let (line, offset, end) = (self.run_line, self.offset, self.offset + at as u64);
+        if let Some(table) = self.table.as_mut()
+            && let (last_line, last_end, last_column) = table.last
+            && last_line == line
+            && last_end >= offset
+            && last_end <= self.run_start
+        {
+            let between = &chunk[(last_end - offset) as usize..start];
+            let column = last_column + between.iter().filter(|&&b| b == b'|').count();
+            table.last = (line, end, column);
+            return table.header.get(column).copied().flatten();
+        }
         let line_start = memchr::memrchr(b'\n', &chunk[..start]).map_or(0, |i| i + 1);
         if line_start == 0 && self.offset > 0 {
             return None;
@@ -341,11 +387,13 @@ impl Stream {
                 header: find_header(&chunk[..line_start]).unwrap_or_default(),
                 checked_to: 0,
                 row: 0,
+                last: (0, 0, 0),
             });
         }
         let table = self.table.as_mut()?;
         table.checked_to = abs((line_end + 1).min(chunk.len()));
         table.row = abs(line_start);
+        table.last = (line, end, column);
         table.header.get(column).copied().flatten()
     }
 
@@ -419,14 +467,8 @@ pub(crate) fn tokens(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ 
                 probe += 32;
                 continue;
             }
-            let mut start = probe;
-            while start > 0 && is_hex(bytes[start - 1]) {
-                start -= 1;
-            }
-            let mut end = probe + 1;
-            while end < bytes.len() && is_hex(bytes[end]) {
-                end += 1;
-            }
+            let start = run_start(bytes, 0, probe);
+            let end = run_end(bytes, probe + 1);
             // The next probe at or after `end + 1` (a run starts after a non-hex byte).
             probe = end + 1 + (31 - (end + 1) % 32) % 32;
             if matches!(end - start, 32 | 40 | 64) {
@@ -435,4 +477,41 @@ pub(crate) fn tokens(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ 
         }
         None
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The eight-at-a-time run bounds are the byte-by-byte ones, whatever the bytes
+        /// (digits of both cases, their neighbours `/`, `:`, `@`, `G`, `` ` ``, `g`, and bytes
+        /// of 0x80 or more).
+        #[test]
+        fn hex_runs_end_where_a_byte_by_byte_walk_ends_them(
+            bytes in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(b"0123456789abcdefABCDEF/:@G`g\xb0\xc6\xe6 ".to_vec()),
+                    any::<u8>(),
+                ],
+                1..80,
+            ),
+            at in any::<prop::sample::Index>(),
+            floor in any::<prop::sample::Index>(),
+        ) {
+            let at = at.index(bytes.len()) + 1;
+            let floor = floor.index(at);
+            let mut start = at;
+            while start > floor && bytes[start - 1].is_ascii_hexdigit() {
+                start -= 1;
+            }
+            prop_assert_eq!(run_start(&bytes, floor, at), start);
+            let mut end = at;
+            while end < bytes.len() && bytes[end].is_ascii_hexdigit() {
+                end += 1;
+            }
+            prop_assert_eq!(run_end(&bytes, at), end);
+        }
+    }
 }
