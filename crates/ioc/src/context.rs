@@ -115,11 +115,16 @@ pub fn field(name: &[u8]) -> Option<Exclusion> {
     if let Some(reason) = digest_word(s) {
         return Some(reason);
     }
-    // Ids: `DeviceId`, `TENANT_ID`, `ReportID`, `ProcessGuid`, `uuid`; not "paid" or "void".
+    id_name(name, s).then_some(Exclusion::Id)
+}
+
+/// Whether `name` (squashed: `s`) is named like an id: `DeviceId`, `TENANT_ID`, `ReportID`,
+/// `ProcessGuid`, `uuid`; not "paid" or "void".
+fn id_name(name: &[u8], s: &[u8]) -> bool {
     let trimmed = trim_ascii(name);
     let lower_ends = |suffix: &[u8]| s.ends_with(suffix);
     // CrowdStrike's agent and customer ids are bare `aid` and `cid`.
-    let is_id = s == b"id"
+    s == b"id"
         || s == b"aid"
         || s == b"cid"
         || lower_ends(b"guid")
@@ -128,8 +133,7 @@ pub fn field(name: &[u8]) -> Option<Exclusion> {
         || trimmed.ends_with(b"ID")
         || trimmed.ends_with(b"_id")
         || trimmed.ends_with(b"-id")
-        || trimmed.ends_with(b".id");
-    is_id.then_some(Exclusion::Id)
+        || trimmed.ends_with(b".id")
 }
 
 /// Words naming digests that are not file ids, each with the reason it gives; where a name
@@ -314,18 +318,22 @@ fn labelled(line: &[u8]) -> Option<Exclusion> {
     if last.is_empty() {
         return None;
     }
-    if let Some(reason) = label(last) {
+    // The word squashed once for the three questions below.
+    let squashed = Squashed::of(last);
+    let s = squashed.as_bytes();
+    if let Some(reason) = digest_word(s) {
         return Some(reason);
     }
+    // A key named like an id, in a `Key=value` or `Key: value` form (as `field` judges it).
     let key_value = line[rest.len() + last.len()..]
         .iter()
         .any(|&b| b == b'=' || b == b':');
-    if key_value && field(last) == Some(Exclusion::Id) {
+    if key_value && id_name(last, s) {
         return Some(Exclusion::Id);
     }
     // A generic last word takes its meaning from the one before: "Import Hash", "Cert SHA1".
     let generic = matches!(
-        Squashed::of(last).as_bytes(),
+        s,
         b"hash" | b"hashes" | b"md5" | b"sha1" | b"sha256" | b"digest" | b"value"
     );
     if generic {

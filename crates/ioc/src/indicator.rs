@@ -573,6 +573,48 @@ pub fn parse(value: &str) -> Result<Indicator, IndicatorError> {
     domain(s).map(Indicator::Domain)
 }
 
+/// Whether `value` parses ([`parse`]) to a URL with a scheme whose host is a reference site
+/// and nothing else keeps it out ([`Indicator::exclusion`] says nothing,
+/// [`Indicator::prose_exclusion`] says [`crate::Exclusion::Reference`]), told without
+/// building the URL: a report links to its sources often, each link a distinct address.
+pub fn reference_link(value: &str) -> bool {
+    let refanged = refang(value.trim());
+    let s = refanged.trim();
+    let Some(at) = memchr::memchr_iter(b':', s.as_bytes())
+        .find(|&i| s.as_bytes().get(i + 1..i + 3) == Some(b"//"))
+    else {
+        return false;
+    };
+    let (scheme, rest) = (&s[..at], &s[at + 3..]);
+    if !SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme)) {
+        return false;
+    }
+    // The host as `url` cuts it out: the authority, after any user, before a port of digits.
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if hostport.starts_with('[') {
+        return false;
+    }
+    let host = match hostport.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => hostport,
+    };
+    if ip(host).is_some() {
+        return false;
+    }
+    // Most links are not to a source: told by the name in lower case, before parsing it.
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_ascii() && name.len() <= 253 {
+        let mut lower = [0u8; 253];
+        lower[..name.len()].copy_from_slice(name.as_bytes());
+        lower[..name.len()].make_ascii_lowercase();
+        if !std::str::from_utf8(&lower[..name.len()]).is_ok_and(reference_site) {
+            return false;
+        }
+    }
+    domain(host).is_ok_and(|d| reference_site(&d) && Indicator::Domain(d).exclusion().is_none())
+}
+
 /// A `host/path` without a scheme: `http://host/path`, as VirusTotal reads it, when the host
 /// is a domain or an IPv4 address (with or without a port). `185.7.214.0/24` is a network.
 fn schemeless(s: &str, slash: usize) -> Result<Indicator, IndicatorError> {
@@ -920,6 +962,32 @@ mod properties {
                 let parsed = parse(&defanged).map(|i| i.canonical());
                 prop_assert_eq!(parsed.as_deref(), Ok(canonical), "defanged {}", defanged);
             }
+        }
+
+        #[test]
+        fn a_reference_link_is_told_as_parsing_and_judging_it_tells_it(
+            scheme in prop::sample::select(vec!["http", "HTTPS", "ftp", "git", "smb"]),
+            user in prop::sample::select(vec!["", "u@", "a:b@"]),
+            host in prop_oneof![
+                prop::sample::select(REFERENCE_SITES.to_vec()).prop_map(str::to_owned),
+                prop::sample::select(REFERENCE_SITES.to_vec()).prop_map(|h| format!("www.{h}")),
+                prop::sample::select(REFERENCE_SITES.to_vec()).prop_map(|h| format!("x..{h}")),
+                prop::sample::select(REFERENCE_SITES.to_vec()).prop_map(|h| format!("-a.{}", h.to_uppercase())),
+                prop::sample::select(REFERENCE_SITES.to_vec()).prop_map(|h| format!("{h}.")),
+                domain_name(),
+                address(),
+                Just("github.io".to_owned()),
+                Just("[2606:4700::1]".to_owned()),
+                Just("example.com".to_owned()),
+            ],
+            port in prop::sample::select(vec!["", ":443", ":x", ":"]),
+            tail in prop::sample::select(vec!["", "/", "/a/b?c#d", "?q", "#f"]),
+        ) {
+            let url = format!("{scheme}://{user}{host}{port}{tail}");
+            let judged = parse(&url).ok().filter(|i| matches!(i, Indicator::Url(_))).is_some_and(|i| {
+                i.exclusion().is_none() && i.prose_exclusion() == Some(crate::Exclusion::Reference)
+            });
+            prop_assert_eq!(reference_link(&url), judged, "{}", url);
         }
 
         #[test]

@@ -39,19 +39,40 @@ impl Lines {
     /// Scans the complete lines of `chunk` (the start of the first one may have come in
     /// earlier chunks); keeps the incomplete end for the next call.
     pub(crate) fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
+        // The buffer's dots and colons and its defanged `[dot]`s and `(dot)`s, found in one
+        // pass each: a line with none of them holds no indicator and is not scanned (the
+        // check `scan` makes, made for the whole buffer at once).
+        let mut marks = memchr::memchr2_iter(b'.', b':', chunk).peekable();
+        let mut dots = memchr::memchr2_iter(b'[', b'(', chunk)
+            .filter(|&i| {
+                chunk
+                    .get(i + 1..i + 4)
+                    .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
+            })
+            .peekable();
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', chunk) {
             self.line += 1;
             if self.partial.is_empty() {
-                self.one(&chunk[start..end], sink);
+                let mut has = Marks::default();
+                while marks.next_if(|&m| m < end).is_some() {
+                    has.any = true;
+                }
+                while let Some(d) = dots.next_if(|&d| d < end) {
+                    has.any = true;
+                    has.paren_dot |= chunk[d] == b'(';
+                }
+                self.one(&chunk[start..end], Some(has), sink);
             } else {
                 let room = MAX_LINE.saturating_sub(self.partial.len());
                 let take = (end - start).min(room);
                 self.partial.extend_from_slice(&chunk[start..start + take]);
                 let line = std::mem::take(&mut self.partial);
-                self.one(&line, sink);
+                self.one(&line, None, sink);
                 self.partial = line;
                 self.partial.clear();
+                while marks.next_if(|&m| m < end).is_some() {}
+                while dots.next_if(|&d| d < end).is_some() {}
             }
             start = end + 1;
         }
@@ -66,12 +87,13 @@ impl Lines {
         if !self.partial.is_empty() {
             self.line += 1;
             let last = std::mem::take(&mut self.partial);
-            self.one(&last, sink);
+            self.one(&last, None, sink);
         }
     }
 
-    /// One line: a fence opens or closes a code block; any other line is scanned.
-    fn one(&mut self, line: &[u8], sink: &mut Sink<'_>) {
+    /// One line: a fence opens or closes a code block; any other line is scanned (with its
+    /// marks when the buffer's pass found them).
+    fn one(&mut self, line: &[u8], marks: Option<Marks>, sink: &mut Sink<'_>) {
         let trimmed = line.trim_ascii();
         if trimmed.starts_with(b"```") || trimmed.starts_with(b"~~~") {
             self.fence = match self.fence {
@@ -100,7 +122,28 @@ impl Lines {
             code: self.fence == Some(true) || self.listing == Some(true),
             ..Prose::default()
         };
-        scan(line, self.line, prose, sink);
+        let marks = marks.unwrap_or_else(|| Marks::of(line));
+        if marks.any {
+            tokens(line, self.line, prose, marks.paren_dot, sink);
+        }
+    }
+}
+
+/// What a line holds that an indicator needs: a dot, a colon or a defanged `[dot]`
+/// (`any`), and whether a `(dot)` is among them.
+#[derive(Clone, Copy, Default)]
+struct Marks {
+    any: bool,
+    paren_dot: bool,
+}
+
+impl Marks {
+    fn of(line: &[u8]) -> Marks {
+        let paren_dot = dot_word(line, b'(');
+        Marks {
+            any: paren_dot || memchr::memchr2(b'.', b':', line).is_some() || dot_word(line, b'['),
+            paren_dot,
+        }
     }
 }
 
@@ -196,10 +239,14 @@ pub(crate) struct Prose {
 /// The URLs, domains and IP addresses of one line, read as `prose` says.
 pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     // A line can hold an indicator only with a dot, a colon or a defanged `[dot]`.
-    let paren_dot = dot_word(line, b'(');
-    if memchr::memchr2(b'.', b':', line).is_none() && !paren_dot && !dot_word(line, b'[') {
-        return;
+    let marks = Marks::of(line);
+    if marks.any {
+        tokens(line, line_no, prose, marks.paren_dot, sink);
     }
+}
+
+/// The tokens of a line that holds a mark ([`scan`]); `paren_dot` when it has a `(dot)`.
+fn tokens(line: &[u8], line_no: u64, prose: Prose, paren_dot: bool, sink: &mut Sink<'_>) {
     // Tokens are cut on bytes; only a token with a mark is decoded and looked at. The marks
     // are found with `memchr` and each is widened to its token, so that the bytes of a line
     // without one (a table row of hashes, most of prose) are passed over at memchr's speed;
@@ -342,7 +389,10 @@ fn token(raw: &[u8], prose: Prose, sink: &Sink<'_>, out: &mut Vec<Judged>) {
             Some(h) if h.eq_ignore_ascii_case("hxxp") => Cow::Owned(format!("http{}", &url[4..])),
             _ => Cow::Borrowed(url),
         };
-        if let Ok(found) = indicator::parse(&url) {
+        if !defanged && (plain_url || prose.comment) && indicator::reference_link(&url) {
+            // A plain link to a source, whether in prose or a list's comment.
+            out.push(Err(Exclusion::Reference));
+        } else if let Ok(found) = indicator::parse(&url) {
             if prose.comment && !defanged && found.exclusion().is_none() {
                 out.push(Err(Exclusion::Reference));
             } else {
