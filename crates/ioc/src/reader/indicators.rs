@@ -33,6 +33,8 @@ pub(crate) struct Lines {
     source: Option<bool>,
     /// Inside an AsciiDoc listing block: whether its language is a programming language.
     listing: Option<bool>,
+    /// Where the current line's dots, colons and brackets are (from the buffer's pass).
+    marks: Vec<usize>,
 }
 
 impl Lines {
@@ -42,7 +44,7 @@ impl Lines {
         // The buffer's dots and colons and its defanged `[dot]`s and `(dot)`s, found in one
         // pass each: a line with none of them holds no indicator and is not scanned (the
         // check `scan` makes, made for the whole buffer at once).
-        let mut marks = memchr::memchr2_iter(b'.', b':', chunk).peekable();
+        let mut marks = memchr::memchr3_iter(b'.', b':', b'[', chunk).peekable();
         let mut dots = memchr::memchr2_iter(b'[', b'(', chunk)
             .filter(|&i| {
                 chunk
@@ -55,9 +57,12 @@ impl Lines {
             self.line += 1;
             if self.partial.is_empty() {
                 let mut has = Marks::default();
-                while marks.next_if(|&m| m < end).is_some() {
-                    has.any = true;
+                self.marks.clear();
+                while let Some(m) = marks.next_if(|&m| m < end) {
+                    has.any |= chunk[m] != b'[';
+                    self.marks.push(m - start);
                 }
+                has.known = true;
                 while let Some(d) = dots.next_if(|&d| d < end) {
                     has.any = true;
                     has.paren_dot |= chunk[d] == b'(';
@@ -124,7 +129,8 @@ impl Lines {
         };
         let marks = marks.unwrap_or_else(|| Marks::of(line));
         if marks.any {
-            tokens(line, self.line, prose, marks.paren_dot, sink);
+            let at = marks.known.then_some(&self.marks[..]);
+            tokens(line, self.line, prose, at, marks.paren_dot, sink);
         }
     }
 }
@@ -135,6 +141,8 @@ impl Lines {
 struct Marks {
     any: bool,
     paren_dot: bool,
+    /// Whether [`Lines::marks`] holds the line's dots, colons and brackets.
+    known: bool,
 }
 
 impl Marks {
@@ -143,6 +151,7 @@ impl Marks {
         Marks {
             any: paren_dot || memchr::memchr2(b'.', b':', line).is_some() || dot_word(line, b'['),
             paren_dot,
+            known: false,
         }
     }
 }
@@ -241,12 +250,21 @@ pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>)
     // A line can hold an indicator only with a dot, a colon or a defanged `[dot]`.
     let marks = Marks::of(line);
     if marks.any {
-        tokens(line, line_no, prose, marks.paren_dot, sink);
+        tokens(line, line_no, prose, None, marks.paren_dot, sink);
     }
 }
 
-/// The tokens of a line that holds a mark ([`scan`]); `paren_dot` when it has a `(dot)`.
-fn tokens(line: &[u8], line_no: u64, prose: Prose, paren_dot: bool, sink: &mut Sink<'_>) {
+/// The tokens of a line that holds a mark ([`scan`]); `at`: where its dots, colons and
+/// brackets are, when known; `paren_dot` when it has a `(dot)`.
+fn tokens(
+    line: &[u8],
+    line_no: u64,
+    prose: Prose,
+    at: Option<&[usize]>,
+    paren_dot: bool,
+    sink: &mut Sink<'_>,
+) {
+    let mut known = at.unwrap_or(&[]).iter();
     // Tokens are cut on bytes; only a token with a mark is decoded and looked at. The marks
     // are found with `memchr` and each is widened to its token, so that the bytes of a line
     // without one (a table row of hashes, most of prose) are passed over at memchr's speed;
@@ -254,14 +272,18 @@ fn tokens(line: &[u8], line_no: u64, prose: Prose, paren_dot: bool, sink: &mut S
     let mut from = 0;
     while from < line.len() {
         let mark = if paren_dot {
-            line[from..].iter().position(|&b| MARK[b as usize])
+            line[from..]
+                .iter()
+                .position(|&b| MARK[b as usize])
+                .map(|m| from + m)
+        } else if at.is_some() {
+            known.find(|&&m| m >= from).copied()
         } else {
-            memchr::memchr3(b'.', b':', b'[', &line[from..])
+            memchr::memchr3(b'.', b':', b'[', &line[from..]).map(|m| from + m)
         };
-        let Some(mark) = mark else {
+        let Some(at) = mark else {
             return;
         };
-        let at = from + mark;
         let start = line[..at]
             .iter()
             .rposition(|&b| BOUNDARY[b as usize])

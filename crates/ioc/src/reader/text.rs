@@ -485,6 +485,18 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// Newlines counted eight bytes at a time are those a byte-by-byte count finds.
+        #[test]
+        fn newlines_are_counted_as_a_byte_by_byte_count_counts_them(
+            bytes in prop::collection::vec(
+                prop_oneof![prop::sample::select(b"\n\x0a\x8a\x0b\x09\x00\xff a".to_vec()), any::<u8>()],
+                0..100,
+            )
+        ) {
+            let want = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+            prop_assert_eq!(newlines(&bytes), want);
+        }
+
         /// The eight-at-a-time run bounds are the byte-by-byte ones, whatever the bytes
         /// (digits of both cases, their neighbours `/`, `:`, `@`, `G`, `` ` ``, `g`, and bytes
         /// of 0x80 or more).
