@@ -111,6 +111,8 @@ fill("report_shapes.md", report_shapes)
 fill("ioc_appendix.md", ioc_appendix)
 PY
 
+# The corpus written back to disk before any timing: its writeback would compete for the cores.
+sync
 builds=("this=$vtbulk")
 [ -z "${BEFORE:-}" ] || builds+=("before=$BEFORE")
 for r in $(seq "$rounds"); do

@@ -317,26 +317,26 @@ type Judged = Result<Indicator, Exclusion>;
 /// What recent tokens of prose gave, by their bytes and how they were read. Reports repeat
 /// their words (a domain named ten times over, `e.g.`, a table's file names, the same link
 /// under every section), so a token met again is not judged again. A direct-mapped table of
-/// [`MEMO_SLOTS`] (about half a megabyte, allocated on first use, so that it stays in the
-/// cache): a token evicts the one in its slot; tokens longer than [`MEMO_TOKEN`] (URLs with
-/// paths, mostly distinct) are not kept.
+/// [`MEMO_SLOTS`], allocated on first use: a token evicts the one in its slot. Each slot has
+/// a 4-byte tag (the hash's other bits and the length) in a table of its own, 4 KiB that stay
+/// in the nearest cache, so that a token not there is told without touching its slot; tokens
+/// longer than [`MEMO_TOKEN`] (URLs with paths, mostly distinct) are not kept.
 #[derive(Default)]
 pub(crate) struct Memo {
+    tags: Vec<u32>,
     slots: Vec<Slot>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
-/// One remembered token: its bytes and the byte of its [`Prose`] flags (`len` counts both;
-/// 0 is an empty slot), and what it gave.
+/// One remembered token: its bytes and the byte of its [`Prose`] flags, and what it gave.
 #[derive(Clone)]
 struct Slot {
-    len: u8,
     key: [u8; MEMO_TOKEN + 1],
     judged: Vec<Judged>,
 }
 
-/// Slots of a [`Memo`] (a power of two).
-const MEMO_SLOTS: usize = 1 << 12;
+/// Slots of a [`Memo`] (a power of two): a page's worth of tags, slots of about 110 KiB.
+const MEMO_SLOTS: usize = 1 << 10;
 
 /// The longest token a [`Memo`] keeps.
 const MEMO_TOKEN: usize = 80;
@@ -356,18 +356,21 @@ fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     let mut memo = std::mem::take(&mut sink.memo);
     if memo.slots.is_empty() {
         let empty = Slot {
-            len: 0,
             key: [0; MEMO_TOKEN + 1],
             judged: Vec::new(),
         };
         memo.slots = vec![empty; MEMO_SLOTS];
+        memo.tags = vec![0; MEMO_SLOTS];
     }
-    let at = (memo.hasher.hash_one(key) >> (64 - MEMO_SLOTS.trailing_zeros())) as usize;
+    let hash = memo.hasher.hash_one(key);
+    let at = (hash >> (64 - MEMO_SLOTS.trailing_zeros())) as usize;
+    // Never 0 (an empty slot): the length is at least 1.
+    let tag = (hash as u32 & !0x7f) | key.len() as u32;
     let slot = &mut memo.slots[at];
-    if usize::from(slot.len) != key.len() || &slot.key[..key.len()] != key {
+    if memo.tags[at] != tag || &slot.key[..key.len()] != key {
+        memo.tags[at] = tag;
         slot.judged.clear();
         token(raw, prose, sink, &mut slot.judged);
-        slot.len = key.len() as u8;
         slot.key[..key.len()].copy_from_slice(key);
     }
     tell(slot.judged.iter().cloned(), line_no, sink);
