@@ -369,7 +369,7 @@ impl Indicator {
         match self {
             Indicator::Url(u) => {
                 let rest = u.split_once("://").map_or(u.as_str(), |(_, r)| r);
-                let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let end = authority_end(rest);
                 let authority = &rest[..end];
                 let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
                 let host = match host.strip_prefix('[') {
@@ -388,7 +388,7 @@ impl Indicator {
     /// included).
     pub fn exclusion(&self) -> Option<crate::Exclusion> {
         let host = self.host();
-        if let Ok(ip) = host.parse::<IpAddr>() {
+        if let Some(ip) = address(&host) {
             return scope(ip).map(crate::Exclusion::Scoped);
         }
         let documentation = ["example.com", "example.net", "example.org", "arpa"]
@@ -590,7 +590,7 @@ pub fn reference_link(value: &str) -> bool {
         return false;
     }
     // The host as `url` cuts it out: the authority, after any user, before a port of digits.
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let authority = &rest[..authority_end(rest)];
     let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if hostport.starts_with('[') {
         return false;
@@ -685,7 +685,20 @@ fn ip(s: &str) -> Option<IpAddr> {
         .and_then(|r| r.strip_suffix(']'))
         .unwrap_or(s);
     // Only the dotted quad: `1.2.3` and `0x7f.1` parse in some libraries and are not IOCs.
-    s.parse::<IpAddr>().ok()
+    address(s)
+}
+
+/// `s` as an IP address: a v4 address starts with a digit and a v6 one has a colon, so a
+/// name (nearly every host) is told at once, without the parser's attempts.
+fn address(s: &str) -> Option<IpAddr> {
+    let maybe = s.as_bytes().first().is_some_and(u8::is_ascii_digit) || s.contains(':');
+    maybe.then(|| s.parse::<IpAddr>().ok()).flatten()
+}
+
+/// Where a URL's authority ends in `rest` (what follows `scheme://`): at its path, query or
+/// fragment, or the end.
+fn authority_end(rest: &str) -> usize {
+    memchr::memchr3(b'/', b'?', b'#', rest.as_bytes()).unwrap_or(rest.len())
 }
 
 fn domain(s: &str) -> Result<String, IndicatorError> {
@@ -724,7 +737,7 @@ fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
     if !SCHEMES.contains(&scheme.as_str()) {
         return Err(IndicatorError::Scheme(scheme));
     }
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let end = authority_end(rest);
     let (authority, tail) = rest.split_at(end);
     let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -745,7 +758,11 @@ fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
         Some(IpAddr::V4(v4)) => v4.to_string(),
         None => domain(host)?,
     };
-    let mut out = format!("{scheme}://");
+    // Built in one allocation of the right size.
+    let len = scheme.len() + 3 + userinfo.map_or(0, |u| u.len() + 1) + host.len();
+    let mut out = String::with_capacity(len + port.len() + tail.len());
+    out.push_str(&scheme);
+    out.push_str("://");
     if let Some(u) = userinfo {
         out.push_str(u);
         out.push('@');
@@ -962,6 +979,20 @@ mod properties {
                 let parsed = parse(&defanged).map(|i| i.canonical());
                 prop_assert_eq!(parsed.as_deref(), Ok(canonical), "defanged {}", defanged);
             }
+        }
+
+        #[test]
+        fn an_address_is_told_as_the_parser_tells_it(
+            text in prop_oneof![
+                address(),
+                "[0-9a-fA-F:.]{0,20}",
+                "[a-z0-9.:-]{0,12}",
+                Just("::1".to_owned()),
+                Just("fe80::1".to_owned()),
+                Just("abcd::".to_owned()),
+            ]
+        ) {
+            prop_assert_eq!(super::address(&text), text.parse::<IpAddr>().ok(), "{}", text);
         }
 
         #[test]
