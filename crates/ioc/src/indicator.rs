@@ -478,8 +478,23 @@ pub enum IndicatorError {
     Network(String),
 }
 
-/// Undoes the usual defanging of URLs, domains and addresses.
+/// Undoes the usual defanging of URLs, domains and addresses, until nothing is left to undo:
+/// a defang inside another (`[[.]]`, a half-typed `.]]`) leaves one more, and a refanged form
+/// must refang to itself (a canonical form parses to itself; found by fuzzing).
 pub fn refang(s: &str) -> Cow<'_, str> {
+    let mut out = refang_once(s);
+    // Each pass that changes anything shortens the text, so this ends.
+    while let Cow::Owned(text) = &out {
+        match refang_once(text) {
+            Cow::Borrowed(_) => break,
+            Cow::Owned(again) => out = Cow::Owned(again),
+        }
+    }
+    out
+}
+
+/// One pass of [`refang`].
+fn refang_once(s: &str) -> Cow<'_, str> {
     // Longest first where one is the start of another (`[:/]` before `[:]`).
     const PAIRS: [(&str, &str); 11] = [
         ("[://]", "://"),
@@ -961,6 +976,32 @@ mod properties {
             (s, _) => format!("{s}[:]//"),
         };
         format!("{scheme}{host}{tail}")
+    }
+
+    #[test]
+    fn a_refanged_form_refangs_to_itself_and_a_canonical_one_parses_to_itself() {
+        // Found by fuzzing (fuzz/seeds/indicator/regression-nested-defang): each pass undid
+        // one `.]` of `k.]]]`, so the canonical URL changed at every parse.
+        let cases = [
+            "hxx.]tk/upda\0\0#\0\0\0\u{10}k[.]]]]]:]]]]]]]]neinvci]",
+            "http://x.com/[[.]]",
+            "evil[[.]]com",
+            "cdn-files.]]com",
+            "a[.[.x.com",
+        ];
+        for case in cases {
+            let once = refang(case);
+            assert_eq!(refang(&once), once, "{case:?}");
+            if let Ok(found) = parse(case) {
+                let canonical = found.canonical();
+                assert_eq!(
+                    parse(&canonical).map(|i| i.canonical()),
+                    Ok(canonical),
+                    "{case:?}"
+                );
+            }
+        }
+        assert_eq!(refang("evil[[.]]com"), "evil.com");
     }
 
     proptest! {
