@@ -2,7 +2,10 @@
 //! prints what it found and how long it took: the text reader alone, for profiling with
 //! `perf` without building the whole binary.
 //!
-//!     cargo run --release -p vtbulk-ioc --example read_text -- FILE [file|all]
+//!     cargo run --release -p vtbulk-ioc --example read_text -- FILE [file|all] [dump]
+//!
+//! With `dump`, every item is written to stdout (kind, value, line) instead, to compare two
+//! builds' findings on the same file.
 
 use std::io::{BufReader, Write};
 use std::time::Instant;
@@ -21,6 +24,8 @@ fn main() -> std::io::Result<()> {
         kinds: Some(kinds),
         ..ReadOptions::default()
     };
+    let dump = args.next().as_deref() == Some("dump");
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let started = Instant::now();
     let mut input = BufReader::with_capacity(256 << 10, std::fs::File::open(&path)?);
     let (mut seen, mut names) = (Seen::new(), Names::new());
@@ -31,6 +36,17 @@ fn main() -> std::io::Result<()> {
         InputFormat::Text,
         &options,
         &mut |item| match item {
+            item if dump => {
+                let _ = match item {
+                    Item::Hash(h, o) => writeln!(out, "hash {h} {}", o.line),
+                    Item::Indicator(i, o) => {
+                        writeln!(out, "{} {} {}", i.kind(), i.canonical(), o.line)
+                    }
+                    Item::Invalid { origin, reason, .. } => {
+                        writeln!(out, "invalid {reason} {}", origin.line)
+                    }
+                };
+            }
             Item::Hash(h, origin) => {
                 batch.push((h, origin));
                 if batch.len() == 256 {
@@ -47,6 +63,10 @@ fn main() -> std::io::Result<()> {
     seen.insert_batch(&batch);
     let secs = started.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&path)?.len() as f64;
+    if dump {
+        return out.flush();
+    }
+    drop(out);
     writeln!(
         std::io::stdout(),
         "{:.3} s, {:.0} MB/s: hashes {} indicators {} unique {} + {} excluded {:?}",
