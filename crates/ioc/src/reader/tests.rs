@@ -907,3 +907,32 @@ fn a_token_met_again_gives_what_it_gave_the_first_time() {
         one.excluded_by_reason
     );
 }
+
+#[test]
+fn tokens_evicted_from_the_memo_and_met_again_give_the_same_items() {
+    // More distinct tokens than the memo holds, each met four times in varied order: every
+    // line gives its own domain, whether judged afresh, found in either slot of its set, or
+    // judged again after eviction.
+    let n = 6000usize;
+    let text: String = (0..4 * n)
+        .map(|i| format!("C2 host-{}[.]top seen\n", (i * 7919) % n))
+        .collect();
+    let options = ReadOptions {
+        format: InputFormat::Text,
+        kinds: Some(crate::indicator::Kinds::ALL),
+        ..ReadOptions::default()
+    };
+    let (items, report) = read_with("x", text.as_bytes(), &options);
+    let found: Vec<(String, u64)> = items
+        .iter()
+        .filter_map(|i| match i {
+            Item::Indicator(found, o) => Some((found.canonical(), o.line)),
+            _ => None,
+        })
+        .collect();
+    let want: Vec<(String, u64)> = (0..4 * n)
+        .map(|i| (format!("host-{}.top", (i * 7919) % n), i as u64 + 1))
+        .collect();
+    assert_eq!(found, want);
+    assert_eq!(report.indicators, 4 * n as u64);
+}
