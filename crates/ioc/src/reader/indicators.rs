@@ -10,7 +10,8 @@
 //! error. What parses is judged ([`crate::indicator::Indicator::exclusion`]; and, for a value
 //! written plainly, not defanged, [`crate::indicator::Indicator::prose_exclusion`]: a report's
 //! links to its sources and file names are not its IOCs) and handed to the sink, which counts
-//! the kinds `--kinds` did not choose.
+//! the kinds `--kinds` did not choose. Reports repeat their words, so what a token gave is
+//! kept in the sink's [`Memo`] and replayed when the same token comes again.
 
 use std::borrow::Cow;
 
@@ -40,9 +41,10 @@ impl Lines {
     /// Scans the complete lines of `chunk` (the start of the first one may have come in
     /// earlier chunks); keeps the incomplete end for the next call.
     pub(crate) fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
-        // The buffer's dots and colons and its defanged `[dot]`s and `(dot)`s, found in one
-        // pass each: a line with none of them holds no indicator and is not scanned (the
-        // check `scan` makes, made for the whole buffer at once).
+        // The buffer's dots, colons and brackets, and its defanged `[dot]`s and `(dot)`s,
+        // found in one pass each: a line with no dot, colon or defanged dot holds no
+        // indicator and is not scanned (the check `scan` makes, made for the whole buffer at
+        // once); the others' token loop starts from the marks found.
         let mut marks = memchr::memchr3_iter(b'.', b':', b'[', chunk).peekable();
         let mut dots = memchr::memchr2_iter(b'[', b'(', chunk)
             .filter(|&i| {
@@ -253,21 +255,22 @@ pub(crate) fn scan(line: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>)
     }
 }
 
-/// The tokens of a line that holds a mark ([`scan`]); `at`: where its dots, colons and
-/// brackets are, when known; `paren_dot` when it has a `(dot)`.
+/// The tokens of a line that holds a mark ([`scan`]); `marks`: where its dots, colons and
+/// brackets are, when the buffer's pass found them; `paren_dot` when it has a `(dot)`.
 fn tokens(
     line: &[u8],
     line_no: u64,
     prose: Prose,
-    at: Option<&[usize]>,
+    marks: Option<&[usize]>,
     paren_dot: bool,
     sink: &mut Sink<'_>,
 ) {
-    let mut known = at.unwrap_or(&[]).iter();
+    let mut known = marks.unwrap_or(&[]).iter();
     // Tokens are cut on bytes; only a token with a mark is decoded and looked at. The marks
-    // are found with `memchr` and each is widened to its token, so that the bytes of a line
-    // without one (a table row of hashes, most of prose) are passed over at memchr's speed;
-    // a line with a `(dot)` (no other mark in its token) is split whole.
+    // come from the buffer's pass (or `memchr` on the line) and each is widened to its token,
+    // so that the bytes of a line without one (a table row of hashes, most of prose) are
+    // passed over at memchr's speed; a line with a `(dot)` (no other mark in its token) is
+    // split whole.
     let mut from = 0;
     while from < line.len() {
         let mark = if paren_dot {
@@ -275,7 +278,7 @@ fn tokens(
                 .iter()
                 .position(|&b| MARK[b as usize])
                 .map(|m| from + m)
-        } else if at.is_some() {
+        } else if marks.is_some() {
             known.find(|&&m| m >= from).copied()
         } else {
             memchr::memchr3(b'.', b':', b'[', &line[from..]).map(|m| from + m)
@@ -315,11 +318,12 @@ type Judged = Result<Indicator, Exclusion>;
 
 /// What recent tokens of prose gave, by their bytes and how they were read. Reports repeat
 /// their words (a domain named ten times over, `e.g.`, a table's file names, the same link
-/// under every section), so a token met again is not judged again. A direct-mapped table of
-/// [`MEMO_SLOTS`], allocated on first use: a token evicts the one in its slot. Each slot has
-/// a 4-byte tag (the hash's other bits and the length) in a table of its own, 4 KiB that stay
-/// in the nearest cache, so that a token not there is told without touching its slot; tokens
-/// longer than [`MEMO_TOKEN`] (URLs with paths, mostly distinct) are not kept.
+/// under every section), so a token met again is not judged again. [`MEMO_SLOTS`] slots in
+/// sets of two, allocated on first use: a new token takes the first slot of its set and
+/// moves the one there to the second, evicting that one. Each slot has a 4-byte tag (the
+/// hash's other bits and the length) in a table of its own, 16 KiB that stay cached, so that
+/// a token not there is told without touching its slot; tokens longer than [`MEMO_TOKEN`]
+/// (URLs with paths, mostly distinct) are not kept.
 #[derive(Default)]
 pub(crate) struct Memo {
     tags: Vec<u32>,

@@ -871,26 +871,14 @@ fn a_token_met_again_gives_what_it_gave_the_first_time() {
     };
     let (once, one) = read_with("x", line.as_bytes(), &options);
     let (thrice, three) = read_with("x", line.repeat(3).as_bytes(), &options);
-    let found = |items: &[Item]| -> Vec<(String, u64)> {
-        items
-            .iter()
-            .filter_map(|i| match i {
-                Item::Indicator(found, o) => Some((found.canonical(), o.line)),
-                _ => None,
-            })
-            .collect()
-    };
     assert_eq!(
-        found(&once),
-        [
-            ("evil-host.top".to_owned(), 1),
-            ("45.77.12.9".to_owned(), 1)
-        ]
+        indicators(&once),
+        pairs(&[("domain:evil-host.top", 1), ("ip:45.77.12.9", 1)])
     );
     let again: Vec<_> = (1..=3)
-        .flat_map(|line| found(&once).into_iter().map(move |(f, _)| (f, line)))
+        .flat_map(|line| indicators(&once).into_iter().map(move |(f, _)| (f, line)))
         .collect();
-    assert_eq!(found(&thrice), again);
+    assert_eq!(indicators(&thrice), again);
     assert_eq!(three.indicators, 3 * one.indicators);
     for (reason, n) in &one.excluded_by_reason {
         assert_eq!(
@@ -923,16 +911,9 @@ fn tokens_evicted_from_the_memo_and_met_again_give_the_same_items() {
         ..ReadOptions::default()
     };
     let (items, report) = read_with("x", text.as_bytes(), &options);
-    let found: Vec<(String, u64)> = items
-        .iter()
-        .filter_map(|i| match i {
-            Item::Indicator(found, o) => Some((found.canonical(), o.line)),
-            _ => None,
-        })
-        .collect();
     let want: Vec<(String, u64)> = (0..4 * n)
-        .map(|i| (format!("host-{}.top", (i * 7919) % n), i as u64 + 1))
+        .map(|i| (format!("domain:host-{}.top", (i * 7919) % n), i as u64 + 1))
         .collect();
-    assert_eq!(found, want);
+    assert_eq!(indicators(&items), want);
     assert_eq!(report.indicators, 4 * n as u64);
 }

@@ -485,7 +485,7 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
-        /// Newlines counted eight bytes at a time are those a byte-by-byte count finds.
+        /// Newlines counted in 32-byte blocks are those a byte-by-byte count finds.
         #[test]
         fn newlines_are_counted_as_a_byte_by_byte_count_counts_them(
             bytes in prop::collection::vec(
