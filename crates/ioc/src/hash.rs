@@ -156,12 +156,12 @@ const fn bytes_in(x: u64, lo: u8, hi: u8) -> u64 {
     at_least_lo & !above_hi & HIGH
 }
 
-/// The high bit of each byte of `x` set where that byte is a hex digit (any case; a byte
-/// of 0x80 or more never is): eight bytes classified at once, for the text scanner.
-pub(crate) const fn hex_bytes(x: u64) -> u64 {
+/// The high bit of each byte of `x` set where that byte is not a hex digit (any case; a
+/// byte of 0x80 or more never is one): eight bytes classified at once, for the text scanner.
+pub(crate) const fn not_hex_bytes(x: u64) -> u64 {
     let high = x & HIGH;
     let low = x & !HIGH;
-    (bytes_in(low, b'0', b'9') | bytes_in(low | (ONES * 0x20), b'a', b'f')) & !(high)
+    !((bytes_in(low, b'0', b'9') | bytes_in(low | (ONES * 0x20), b'a', b'f')) & !high) & HIGH
 }
 
 /// Eight hex digits (little-endian in `x`, any case) to four bytes in order; `None` if any

@@ -574,9 +574,7 @@ pub fn parse(value: &str) -> Result<Indicator, IndicatorError> {
     if s.is_empty() {
         return Err(IndicatorError::Empty);
     }
-    let scheme = memchr::memchr_iter(b':', s.as_bytes())
-        .find(|&i| s.as_bytes().get(i + 1..i + 3) == Some(b"//"));
-    if let Some(at) = scheme {
+    if let Some(at) = scheme_at(s) {
         return url(&s[..at], &s[at + 3..]);
     }
     if let Some(ip) = ip(s) {
@@ -595,24 +593,14 @@ pub fn parse(value: &str) -> Result<Indicator, IndicatorError> {
 pub fn reference_link(value: &str) -> bool {
     let refanged = refang(value.trim());
     let s = refanged.trim();
-    let Some(at) = memchr::memchr_iter(b':', s.as_bytes())
-        .find(|&i| s.as_bytes().get(i + 1..i + 3) == Some(b"//"))
-    else {
+    let Some(at) = scheme_at(s) else {
         return false;
     };
-    let (scheme, rest) = (&s[..at], &s[at + 3..]);
-    if !SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(scheme)) {
+    if !SCHEMES.iter().any(|k| k.eq_ignore_ascii_case(&s[..at])) {
         return false;
     }
-    // The host as `url` cuts it out: the authority, after any user, before a port of digits.
-    let authority = &rest[..authority_end(rest)];
-    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    if hostport.starts_with('[') {
+    let Ok(Authority { host, .. }) = authority(&s[at + 3..]) else {
         return false;
-    }
-    let host = match hostport.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => hostport,
     };
     if ip(host).is_some() {
         return false;
@@ -747,13 +735,24 @@ fn domain(s: &str) -> Result<String, IndicatorError> {
     }
 }
 
-fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
-    let scheme = scheme.to_ascii_lowercase();
-    if !SCHEMES.contains(&scheme.as_str()) {
-        return Err(IndicatorError::Scheme(scheme));
-    }
-    let end = authority_end(rest);
-    let (authority, tail) = rest.split_at(end);
+/// Where the `://` after a URL's scheme is in `s`, if it has one.
+pub(crate) fn scheme_at(s: &str) -> Option<usize> {
+    memchr::memchr_iter(b':', s.as_bytes()).find(|&i| s.as_bytes().get(i + 1..i + 3) == Some(b"//"))
+}
+
+/// What follows a URL's `scheme://`, cut into its parts: any user, the host (an IPv6 one in
+/// its brackets), a port of digits with its colon, and the path, query and fragment.
+struct Authority<'a> {
+    userinfo: Option<&'a str>,
+    host: &'a str,
+    port: &'a str,
+    tail: &'a str,
+}
+
+/// `rest` (what follows `scheme://`) cut into an [`Authority`]; an IPv6 host without its
+/// closing bracket is no name.
+fn authority(rest: &str) -> Result<Authority<'_>, IndicatorError> {
+    let (authority, tail) = rest.split_at(authority_end(rest));
     let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
@@ -768,6 +767,25 @@ fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
             _ => (hostport, ""),
         },
     };
+    Ok(Authority {
+        userinfo,
+        host,
+        port,
+        tail,
+    })
+}
+
+fn url(scheme: &str, rest: &str) -> Result<Indicator, IndicatorError> {
+    let scheme = scheme.to_ascii_lowercase();
+    if !SCHEMES.contains(&scheme.as_str()) {
+        return Err(IndicatorError::Scheme(scheme));
+    }
+    let Authority {
+        userinfo,
+        host,
+        port,
+        tail,
+    } = authority(rest)?;
     let host = match ip(host) {
         Some(IpAddr::V6(v6)) => format!("[{v6}]"),
         Some(IpAddr::V4(v4)) => v4.to_string(),

@@ -47,11 +47,7 @@ impl Lines {
         // once); the others' token loop starts from the marks found.
         let mut marks = memchr::memchr3_iter(b'.', b':', b'[', chunk).peekable();
         let mut dots = memchr::memchr2_iter(b'[', b'(', chunk)
-            .filter(|&i| {
-                chunk
-                    .get(i + 1..i + 4)
-                    .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
-            })
+            .filter(|&i| dot_after(chunk, i))
             .peekable();
         let mut start = 0;
         for end in memchr::memchr_iter(b'\n', chunk) {
@@ -200,10 +196,14 @@ fn code_language(info: &[u8]) -> bool {
 
 /// Whether `line` has a `[dot]` (with `open` `[`) or a `(dot)` (with `(`), in any case.
 fn dot_word(line: &[u8], open: u8) -> bool {
-    memchr::memchr_iter(open, line).any(|i| {
-        line.get(i + 1..i + 4)
-            .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
-    })
+    memchr::memchr_iter(open, line).any(|i| dot_after(line, i))
+}
+
+/// Whether `dot` (any case) follows the bracket at `bytes[i]`.
+fn dot_after(bytes: &[u8], i: usize) -> bool {
+    bytes
+        .get(i + 1..i + 4)
+        .is_some_and(|w| w.eq_ignore_ascii_case(b"dot"))
 }
 
 /// Token boundaries in prose (ASCII: a byte of a multi-byte character is never one).
@@ -426,8 +426,7 @@ fn token(raw: &[u8], prose: Prose, sink: &Sink<'_>, out: &mut Vec<Judged>) {
     // A URL written plainly in prose may be the report's source; in a command line, never.
     let plain_url = !defanged && !prose.command;
     let t: &str = &refanged;
-    let scheme = memchr::memchr_iter(b':', t.as_bytes())
-        .find(|&i| t.as_bytes().get(i + 1..i + 3) == Some(b"//"));
+    let scheme = indicator::scheme_at(t);
     if let Some(at) = scheme {
         // After the last character that is not a scheme's letter (found by fuzzing: it
         // may be a multi-byte one, a replaced invalid byte, so step over all of it).

@@ -73,12 +73,12 @@ fn newlines(b: &[u8]) -> u64 {
 }
 
 /// Where the run of hex digits holding `chunk[at - 1]` starts, at `floor` at the earliest:
-/// eight bytes a step ([`crate::hash::hex_bytes`]), then byte by byte.
+/// eight bytes a step ([`crate::hash::not_hex_bytes`]), then byte by byte.
 fn run_start(chunk: &[u8], floor: usize, at: usize) -> usize {
     let mut start = at;
     while start >= floor + 8 {
         let word = u64::from_le_bytes(chunk[start - 8..start].try_into().unwrap_or([0; 8]));
-        let not_hex = !crate::hash::hex_bytes(word) & 0x8080_8080_8080_8080;
+        let not_hex = crate::hash::not_hex_bytes(word);
         if not_hex != 0 {
             // The last byte that is not a digit (the highest in little-endian order).
             return start - 8 + (63 - not_hex.leading_zeros() as usize) / 8 + 1;
@@ -97,7 +97,7 @@ fn run_end(chunk: &[u8], from: usize) -> usize {
     let mut end = from;
     while end + 8 <= chunk.len() {
         let word = u64::from_le_bytes(chunk[end..end + 8].try_into().unwrap_or([0; 8]));
-        let not_hex = !crate::hash::hex_bytes(word) & 0x8080_8080_8080_8080;
+        let not_hex = crate::hash::not_hex_bytes(word);
         if not_hex != 0 {
             return end + not_hex.trailing_zeros() as usize / 8;
         }
