@@ -59,7 +59,6 @@ impl Lines {
                     has.any |= chunk[m] != b'[';
                     self.marks.push(m - start);
                 }
-                has.known = true;
                 while let Some(d) = dots.next_if(|&d| d < end) {
                     has.any = true;
                     has.paren_dot |= chunk[d] == b'(';
@@ -124,9 +123,10 @@ impl Lines {
             code: self.fence == Some(true) || self.listing == Some(true),
             ..Prose::default()
         };
+        // Marks passed in come with their places in `self.marks`; otherwise `tokens` finds them.
+        let at = marks.is_some().then_some(&self.marks[..]);
         let marks = marks.unwrap_or_else(|| Marks::of(line));
         if marks.any {
-            let at = marks.known.then_some(&self.marks[..]);
             tokens(line, self.line, prose, at, marks.paren_dot, sink);
         }
     }
@@ -138,8 +138,6 @@ impl Lines {
 struct Marks {
     any: bool,
     paren_dot: bool,
-    /// Whether [`Lines::marks`] holds the line's dots, colons and brackets.
-    known: bool,
 }
 
 impl Marks {
@@ -148,7 +146,6 @@ impl Marks {
         Marks {
             any: paren_dot || memchr::memchr2(b'.', b':', line).is_some() || dot_word(line, b'['),
             paren_dot,
-            known: false,
         }
     }
 }
