@@ -392,7 +392,7 @@ fn read_inputs(
                 let name = part.name.clone();
                 current.clone_from(&name);
                 let index = names.len() as u32;
-                let mut emit = |item: Item| match item {
+                let mut emit = |item: Item<'_>| match item {
                     Item::Hash(hash, origin) => {
                         batch.push((hash, origin));
                         if batch.len() == DEDUP_BATCH {
@@ -400,7 +400,7 @@ fn read_inputs(
                         }
                     }
                     Item::Indicator(found, origin) => {
-                        let new = others.insert(&found, origin);
+                        let new = others.insert(found, origin);
                         let counter = if new {
                             &counters.unique
                         } else {

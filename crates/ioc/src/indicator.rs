@@ -60,6 +60,23 @@ impl Indicator {
             Indicator::Ip(ip) => ip.to_string(),
         }
     }
+
+    /// The canonical text without allocating: a URL's or a domain's as stored, an address
+    /// written into `buf` (the longest, an IPv4-mapped IPv6 address, takes 45 bytes). For
+    /// the paths that meet every occurrence and keep only what is new.
+    pub fn text_in<'a>(&'a self, buf: &'a mut [u8; 48]) -> &'a str {
+        match self {
+            Indicator::Url(u) | Indicator::Domain(u) => u,
+            Indicator::Ip(ip) => {
+                use std::io::Write;
+                let mut rest = &mut buf[..];
+                // 48 bytes hold any address; a failed write would only shorten the text.
+                let _ = write!(rest, "{ip}");
+                let n = 48 - rest.len();
+                std::str::from_utf8(&buf[..n]).unwrap_or_default()
+            }
+        }
+    }
 }
 
 /// What an IOC is, as `--kinds` names it.

@@ -78,7 +78,8 @@ impl Names {
 
     /// Counts one occurrence; returns true when the indicator is new.
     pub fn insert(&mut self, found: &Indicator, origin: Origin) -> bool {
-        let text = found.canonical();
+        let mut buf = [0u8; 48];
+        let text = found.text_in(&mut buf);
         let kind = u32::from(found.kind_of().code());
         let h = self.hash(kind, text.as_bytes());
         let (arena, entries) = (&self.arena, &self.entries);

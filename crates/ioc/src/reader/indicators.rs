@@ -359,7 +359,7 @@ fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
     if raw.len() > MEMO_TOKEN {
         let mut found = Vec::new();
         token(raw, prose, sink, &mut found);
-        return tell(found, line_no, sink);
+        return tell(&found, line_no, sink);
     }
     let mut key = [0u8; MEMO_TOKEN + 1];
     key[..raw.len()].copy_from_slice(raw);
@@ -397,16 +397,16 @@ fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         slot.key[..key.len()].copy_from_slice(key);
         set
     };
-    tell(memo.slots[at].judged.iter().cloned(), line_no, sink);
+    tell(&memo.slots[at].judged, line_no, sink);
     sink.memo = memo;
 }
 
 /// Counts (and hands on) what a token gave.
-fn tell(judged: impl IntoIterator<Item = Judged>, line_no: u64, sink: &mut Sink<'_>) {
+fn tell(judged: &[Judged], line_no: u64, sink: &mut Sink<'_>) {
     for j in judged {
         match j {
             Ok(found) => sink.take(found, line_no),
-            Err(why) => sink.excluded(why),
+            Err(why) => sink.excluded(*why),
         }
     }
 }
@@ -603,7 +603,7 @@ mod tests {
         let mut found = Vec::new();
         let mut report = InputReport::default();
         let options = ReadOptions::default();
-        let mut emit = |item: Item| {
+        let mut emit = |item: Item<'_>| {
             if let Item::Indicator(i, _) = item {
                 found.push(format!("{}:{}", i.kind(), i.canonical()));
             }
@@ -613,6 +613,7 @@ mod tests {
         let mut lines = Lines::default();
         lines.feed(text.as_bytes(), &mut sink);
         lines.finish(&mut sink);
+        drop(sink);
         (found, report)
     }
 
@@ -751,7 +752,7 @@ mod tests {
         let mut found = Vec::new();
         let mut report = InputReport::default();
         let options = ReadOptions::default();
-        let mut emit = |item: Item| {
+        let mut emit = |item: Item<'_>| {
             if let Item::Indicator(i, o) = item {
                 found.push((i.canonical(), o.line));
             }
@@ -764,6 +765,7 @@ mod tests {
             lines.feed(chunk, &mut sink);
         }
         lines.finish(&mut sink);
+        drop(sink);
         assert_eq!(
             found,
             [("evil.com".to_owned(), 2), ("8.8.4.4".to_owned(), 4)]

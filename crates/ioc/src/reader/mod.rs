@@ -161,11 +161,12 @@ pub struct Origin {
 
 /// One thing found in an input.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Item {
+pub enum Item<'a> {
     /// A valid hash.
     Hash(Hash, Origin),
-    /// A URL, domain or IP address in canonical form.
-    Indicator(Indicator, Origin),
+    /// A URL, domain or IP address in canonical form (borrowed: a token met again hands on
+    /// what it gave the first time, and the receiver keeps a copy only of what is new).
+    Indicator(&'a Indicator, Origin),
     /// A value that should have been a hash and is not.
     Invalid {
         /// The value, cut to 100 characters, lossily decoded.
@@ -247,8 +248,42 @@ pub(crate) struct Sink<'a> {
     trial: bool,
     /// What each recent token of prose gave (reports repeat their words).
     pub(crate) memo: indicators::Memo,
+    /// The report's `indicators_by_kind` and `excluded_by_reason`, counted here while the
+    /// input is read and added to the report when the sink goes.
+    by_kind: Tally,
+    by_reason: Tally,
     report: &'a mut InputReport,
-    emit: &'a mut dyn FnMut(Item),
+    emit: &'a mut dyn FnMut(Item<'_>),
+}
+
+/// Counts by name, in a short list: a report's map entry for every token found cost as
+/// much as the rest of a remembered token's handling; a handful of names, each met again
+/// and again, are found at once here.
+#[derive(Default)]
+struct Tally(Vec<(&'static str, u64)>);
+
+impl Tally {
+    fn add(&mut self, name: &'static str) {
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, count)) => *count += 1,
+            None => self.0.push((name, 1)),
+        }
+    }
+
+    /// Adds the counts to `map` and empties the tally.
+    fn drain_into(&mut self, map: &mut BTreeMap<&'static str, u64>) {
+        for (name, count) in self.0.drain(..) {
+            *map.entry(name).or_default() += count;
+        }
+    }
+}
+
+impl Drop for Sink<'_> {
+    fn drop(&mut self) {
+        self.by_kind.drain_into(&mut self.report.indicators_by_kind);
+        self.by_reason
+            .drain_into(&mut self.report.excluded_by_reason);
+    }
 }
 
 impl<'a> Sink<'a> {
@@ -258,7 +293,7 @@ impl<'a> Sink<'a> {
         options: &ReadOptions,
         trial: bool,
         report: &'a mut InputReport,
-        emit: &'a mut dyn FnMut(Item),
+        emit: &'a mut dyn FnMut(Item<'_>),
     ) -> Sink<'a> {
         Sink {
             input: index,
@@ -268,6 +303,8 @@ impl<'a> Sink<'a> {
             columns_only: options.columns_only,
             trial,
             memo: indicators::Memo::default(),
+            by_kind: Tally::default(),
+            by_reason: Tally::default(),
             report,
             emit,
         }
@@ -296,7 +333,7 @@ impl Sink<'_> {
     /// Excluded (and counted) when its scope says so or `--kinds` did not choose its kind.
     pub(crate) fn indicator(&mut self, found: Indicator, line: u64, plain: bool) {
         match self.judge(found, plain) {
-            Ok(found) => self.take(found, line),
+            Ok(found) => self.take(&found, line),
             Err(why) => self.excluded(why),
         }
     }
@@ -315,14 +352,9 @@ impl Sink<'_> {
     }
 
     /// An indicator [`Sink::judge`] took: counted and handed on.
-    pub(crate) fn take(&mut self, found: Indicator, line: u64) {
-        let kind = found.kind_of();
+    pub(crate) fn take(&mut self, found: &Indicator, line: u64) {
         self.report.indicators += 1;
-        *self
-            .report
-            .indicators_by_kind
-            .entry(kind.as_str())
-            .or_default() += 1;
+        self.by_kind.add(found.kind_of().as_str());
         if !self.trial {
             let origin = self.origin(line);
             (self.emit)(Item::Indicator(found, origin));
@@ -344,11 +376,7 @@ impl Sink<'_> {
     /// A hash-shaped token left out, and why.
     pub(crate) fn excluded(&mut self, why: Exclusion) {
         self.report.excluded += 1;
-        *self
-            .report
-            .excluded_by_reason
-            .entry(why.name())
-            .or_default() += 1;
+        self.by_reason.add(why.name());
     }
 
     /// IOCs met so far (taken or left out).
@@ -433,7 +461,7 @@ pub fn read_input(
     part: Part<'_>,
     index: u32,
     options: &ReadOptions,
-    emit: &mut dyn FnMut(Item),
+    emit: &mut dyn FnMut(Item<'_>),
 ) -> io::Result<InputReport> {
     let Part {
         name,
@@ -468,6 +496,7 @@ pub fn read_input(
         let line = sink.report.lines.max(1);
         sink.damaged(line, what);
     }
+    drop(sink);
     Ok(report)
 }
 
@@ -478,12 +507,11 @@ fn skip_binary(
     what: &str,
     index: u32,
     options: &ReadOptions,
-    emit: &mut dyn FnMut(Item),
+    emit: &mut dyn FnMut(Item<'_>),
 ) -> InputReport {
     report.format = "binary";
     let why = format!("not read: {what}; --input-format text reads it as text");
-    let mut sink = Sink::new(index, options, false, &mut report, emit);
-    sink.invalid(b"", 1, why.clone());
+    Sink::new(index, options, false, &mut report, emit).invalid(b"", 1, why.clone());
     report.skipped = Some(why);
     report
 }
@@ -506,7 +534,7 @@ pub fn read_plain(
     index: u32,
     format: InputFormat,
     options: &ReadOptions,
-    emit: &mut dyn FnMut(Item),
+    emit: &mut dyn FnMut(Item<'_>),
 ) -> io::Result<InputReport> {
     let mut report = InputReport::default();
     run(
@@ -554,7 +582,7 @@ fn fallback(format: InputFormat, head: &[u8], options: &ReadOptions) -> Option<S
         _ => head,
     };
     let mut report = InputReport::default();
-    let mut nothing = |_: Item| {};
+    let mut nothing = |_: Item<'_>| {};
     let mut sink = Sink::new(0, options, true, &mut report, &mut nothing);
     sink.kinds = options.kinds.unwrap_or_else(|| default_kinds(format));
     match format {
@@ -566,6 +594,7 @@ fn fallback(format: InputFormat, head: &[u8], options: &ReadOptions) -> Option<S
         },
         InputFormat::Lines => {
             let _ = lines::read(&mut whole, &mut sink);
+            drop(sink);
             let taken = report.hashes + report.indicators;
             (report.invalid > taken).then(|| {
                 format!(

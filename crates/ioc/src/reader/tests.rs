@@ -5,14 +5,30 @@ const SHA1: &str = "3395856ce81f2b7382dee72602f798b642f14140";
 const SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
 const OTHER: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
-fn read_with(name: &str, bytes: &[u8], options: &ReadOptions) -> (Vec<Item>, InputReport) {
+/// An item as a test keeps it (the reader lends indicators to its callback).
+#[derive(Debug)]
+enum Got {
+    Hash(Hash, Origin),
+    Indicator(Indicator, Origin),
+    Invalid { origin: Origin, reason: String },
+}
+
+fn keep(item: Item<'_>) -> Got {
+    match item {
+        Item::Hash(h, o) => Got::Hash(h, o),
+        Item::Indicator(i, o) => Got::Indicator(i.clone(), o),
+        Item::Invalid { origin, reason, .. } => Got::Invalid { origin, reason },
+    }
+}
+
+fn read_with(name: &str, bytes: &[u8], options: &ReadOptions) -> (Vec<Got>, InputReport) {
     let mut items = Vec::new();
     let part = Part::from_bytes(name, bytes.to_vec());
-    let report = read_input(part, 0, options, &mut |i| items.push(i)).expect("reads");
+    let report = read_input(part, 0, options, &mut |i| items.push(keep(i))).expect("reads");
     (items, report)
 }
 
-fn read_as(format: InputFormat, bytes: &[u8]) -> (Vec<Item>, InputReport) {
+fn read_as(format: InputFormat, bytes: &[u8]) -> (Vec<Got>, InputReport) {
     read_with(
         "x",
         bytes,
@@ -30,33 +46,35 @@ fn in_pieces(
     bytes: &[u8],
     capacity: usize,
     keep_all_hex: bool,
-) -> (Vec<Item>, InputReport) {
+) -> (Vec<Got>, InputReport) {
     let mut input = std::io::BufReader::with_capacity(capacity, bytes);
     let options = ReadOptions {
         keep_all_hex,
         ..ReadOptions::default()
     };
     let mut items = Vec::new();
-    let report =
-        read_plain(&mut input, 0, format, &options, &mut |i| items.push(i)).expect("reads");
+    let report = read_plain(&mut input, 0, format, &options, &mut |i| {
+        items.push(keep(i))
+    })
+    .expect("reads");
     (items, report)
 }
 
-fn hashes(items: &[Item]) -> Vec<(String, u64)> {
+fn hashes(items: &[Got]) -> Vec<(String, u64)> {
     items
         .iter()
         .filter_map(|i| match i {
-            Item::Hash(h, o) => Some((h.to_string(), o.line)),
+            Got::Hash(h, o) => Some((h.to_string(), o.line)),
             _ => None,
         })
         .collect()
 }
 
-fn invalids(items: &[Item]) -> Vec<(u64, String)> {
+fn invalids(items: &[Got]) -> Vec<(u64, String)> {
     items
         .iter()
         .filter_map(|i| match i {
-            Item::Invalid { origin, reason, .. } => Some((origin.line, reason.clone())),
+            Got::Invalid { origin, reason, .. } => Some((origin.line, reason.clone())),
             _ => None,
         })
         .collect()
@@ -103,11 +121,11 @@ fn lines_take_the_first_token_skip_comments_and_report_bad_values_with_their_lin
     assert!(invalids(&items)[1].1.starts_with("not hex"));
 }
 
-fn indicators(items: &[Item]) -> Vec<(String, u64)> {
+fn indicators(items: &[Got]) -> Vec<(String, u64)> {
     items
         .iter()
         .filter_map(|i| match i {
-            Item::Indicator(found, o) => {
+            Got::Indicator(found, o) => {
                 Some((format!("{}:{}", found.kind(), found.canonical()), o.line))
             }
             _ => None,
@@ -834,6 +852,9 @@ mod table_shortcut {
             Just(" | "),
             Just("|"),
             Just("\n"),
+            Just("\r\n"),
+            Just("\n- "),
+            Just("\r"),
             Just("-"),
             Just("stage.dll"),
             Just("UserPII_"),
@@ -843,8 +864,9 @@ mod table_shortcut {
     }
 
     proptest! {
-        /// Rows of hex runs, labels and separators, read whole and through small buffers:
-        /// the shortcut for a token right after a hex cell (`| <md5> | <sha1>`) is checked
+        /// Rows and lists of hex runs, labels and separators, read whole and through small
+        /// buffers: the shortcut for a token right after a hex cell (`| <md5> | <sha1>`) or
+        /// the hex line above (`<md5>\n- <sha1>`) is checked
         /// against the label rule by a debug assertion in the reader, and the reads agree.
         #[test]
         fn a_token_after_a_hex_cell_is_judged_as_the_label_rule_judges_it(

@@ -72,6 +72,21 @@ fn newlines(b: &[u8]) -> u64 {
     n + blocks.remainder().iter().filter(|&&c| c == b'\n').count() as u64
 }
 
+/// Whether `between` (the bytes between two tokens) holds nothing but label separators
+/// ([`context::is_separator`]) and at most one line break (`\n` or `\r\n`).
+fn separators_and_a_line_break(between: &[u8]) -> bool {
+    let mut breaks = 0;
+    for (i, &b) in between.iter().enumerate() {
+        match b {
+            b'\n' => breaks += 1,
+            b'\r' if between.get(i + 1) == Some(&b'\n') => {}
+            b if context::is_separator(b) => {}
+            _ => return false,
+        }
+    }
+    breaks <= 1
+}
+
 /// Where the run of hex digits holding `chunk[at - 1]` starts, at `floor` at the earliest:
 /// eight bytes a step ([`crate::hash::not_hex_bytes`]), then byte by byte.
 fn run_start(chunk: &[u8], floor: usize, at: usize) -> usize {
@@ -312,20 +327,19 @@ impl Stream {
     }
 
     /// Whether nothing but separators stand between the last token and the current run, on
-    /// one line (`| <md5> | <sha1>`): then the label in front of the run is that token's hex,
+    /// one line (`| <md5> | <sha1>`) or across one line break (a list of hashes, a line
+    /// each, bare or as `- ` items): then the label in front of the run is that token's hex,
     /// which names nothing ([`context::before`] would say `None`, at the cost of a scan of
-    /// the text before). The token must fill at least 16 bytes of that text and be a word of
-    /// its own there (`x_<hex> | ` is left to the full rule).
+    /// the text before; across a line break it reads the line above, which ends with the
+    /// token). The token must fill at least 16 bytes of that text and be a word of its own
+    /// there (`x_<hex> | ` is left to the full rule).
     fn after_hex_cell(&self, chunk: &[u8]) -> bool {
         let ((start, end), run) = (self.previous, self.run_start);
         if end < self.offset || run < end {
             return false;
         }
         let at = |abs: u64| (abs - self.offset) as usize;
-        if !chunk[at(end)..at(run)]
-            .iter()
-            .all(|&b| context::is_separator(b))
-        {
+        if !separators_and_a_line_break(&chunk[at(end)..at(run)]) {
             return false;
         }
         let window = run.saturating_sub(BEFORE as u64);
