@@ -38,9 +38,10 @@ pub(crate) struct Lines {
 }
 
 impl Lines {
-    /// Scans the complete lines of `chunk` (the start of the first one may have come in
-    /// earlier chunks); keeps the incomplete end for the next call.
-    pub(crate) fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
+    /// Scans the complete lines of `chunk`, whose line breaks are at `breaks` (the start of
+    /// the first line may have come in earlier chunks); keeps the incomplete end for the next
+    /// call.
+    pub(crate) fn feed(&mut self, chunk: &[u8], breaks: &[usize], sink: &mut Sink<'_>) {
         // The buffer's dots, colons and brackets, and its defanged `[dot]`s and `(dot)`s,
         // found in one pass each: a line with no dot, colon or defanged dot holds no
         // indicator and is not scanned (the check `scan` makes, made for the whole buffer at
@@ -50,7 +51,7 @@ impl Lines {
             .filter(|&i| dot_after(chunk, i))
             .peekable();
         let mut start = 0;
-        for end in memchr::memchr_iter(b'\n', chunk) {
+        for &end in breaks {
             self.line += 1;
             if self.partial.is_empty() {
                 let mut has = Marks::default();
@@ -599,6 +600,10 @@ mod tests {
     use super::*;
     use crate::reader::{InputReport, Item, ReadOptions};
 
+    fn breaks(chunk: &[u8]) -> Vec<usize> {
+        memchr::memchr_iter(b'\n', chunk).collect()
+    }
+
     fn scan(text: &str) -> (Vec<String>, InputReport) {
         let mut found = Vec::new();
         let mut report = InputReport::default();
@@ -611,7 +616,7 @@ mod tests {
         let mut sink = Sink::new(0, &options, false, &mut report, &mut emit);
         sink.kinds = crate::indicator::Kinds::ALL;
         let mut lines = Lines::default();
-        lines.feed(text.as_bytes(), &mut sink);
+        lines.feed(text.as_bytes(), &breaks(text.as_bytes()), &mut sink);
         lines.finish(&mut sink);
         drop(sink);
         (found, report)
@@ -762,7 +767,7 @@ mod tests {
         let mut lines = Lines::default();
         let text = b"a\nevil[.]com b\n\nx 8.8.4[.]4";
         for chunk in text.chunks(3) {
-            lines.feed(chunk, &mut sink);
+            lines.feed(chunk, &breaks(chunk), &mut sink);
         }
         lines.finish(&mut sink);
         drop(sink);

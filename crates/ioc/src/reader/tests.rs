@@ -257,6 +257,30 @@ fn a_table_column_headed_like_another_digest_is_left_out() {
 }
 
 #[test]
+fn a_table_whose_header_was_met_before_is_judged_as_the_first_time() {
+    // Tables under five distinct headers (more than are kept), then the first ones again:
+    // each table's second column is judged by its own header, whether its verdicts were
+    // kept, evicted or never seen.
+    let headers = ["Imphash", "SHA-256", "Notes", "Hash", "Import Hash"];
+    let mut text = String::new();
+    let mut want = Vec::new();
+    let mut line = 0;
+    for (n, name) in headers.iter().chain(&headers[..2]).enumerate() {
+        let hex = format!("{:032x}", 0x5eed_0000 + n);
+        text.push_str(&format!(
+            "| File | {name} |\n|---|---|\n| s{n}.dll | {hex} |\n\nText.\n\n"
+        ));
+        if !name.contains("mp") {
+            want.push((hex, line + 3));
+        }
+        line += 6;
+    }
+    let (items, report) = read_as(InputFormat::Text, text.as_bytes());
+    assert_eq!(hashes(&items), want);
+    assert_eq!(report.excluded_by_reason.get("import_hash"), Some(&3));
+}
+
+#[test]
 fn text_context_holds_across_reader_buffers() {
     let text = format!(
         "{}IMPHASH={}\nsha256: {SHA256}\n",

@@ -17,10 +17,10 @@ use crate::context::{self, BEFORE, Exclusion};
 /// Bytes of earlier buffers kept for context: a token (64) and its context ([`BEFORE`]).
 const HISTORY: usize = 64 + BEFORE;
 
-/// The header of the pipe table whose rows end `text` (the text before a row): walking up
-/// the rows, a Markdown separator row (`|---|:---:|`) has the header above it, an AsciiDoc
-/// `|===` the header below it. Each header cell is judged as a field name.
-fn find_header(text: &[u8]) -> Option<Vec<Option<Exclusion>>> {
+/// The header row of the pipe table whose rows end `text` (the text before a row): walking
+/// up the rows, a Markdown separator row (`|---|:---:|`) has the header above it, an AsciiDoc
+/// `|===` the header below it.
+fn find_header(text: &[u8]) -> Option<&[u8]> {
     let text = text.strip_suffix(b"\n").unwrap_or(text);
     let mut lines = text.rsplit(|&b| b == b'\n').map(<[u8]>::trim_ascii);
     let mut below: Option<&[u8]> = None;
@@ -30,11 +30,11 @@ fn find_header(text: &[u8]) -> Option<Vec<Option<Exclusion>>> {
             return None;
         }
         if line.starts_with(b"|===") {
-            return below.map(cells);
+            return below;
         }
         if boundary(line) {
             let header = lines.next()?;
-            return header.starts_with(b"|").then(|| cells(header));
+            return header.starts_with(b"|").then_some(header);
         }
         below = Some(line);
     }
@@ -52,8 +52,11 @@ fn boundary(line: &[u8]) -> bool {
             && line.contains(&b'-'))
 }
 
-/// The verdicts of a header row's cells (`| File | Imphash |`).
+/// The verdicts of a header row's cells (`| File | Imphash |`); none for no row.
 fn cells(header: &[u8]) -> Vec<Option<Exclusion>> {
+    if header.is_empty() {
+        return Vec::new();
+    }
     let header = header.strip_prefix(b"|").unwrap_or(header);
     header
         .split(|&b| b == b'|')
@@ -130,6 +133,8 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
     // URLs, domains and IPs, a line at a time, when `--kinds` takes them.
     let mut others = sink.kinds.any_indicator().then(Lines::default);
     let mut last = None;
+    // The buffer's line breaks, found once for both scanners.
+    let mut breaks = Vec::new();
     loop {
         let chunk = match input.fill_buf() {
             Ok(b) => b,
@@ -143,13 +148,35 @@ pub(crate) fn read(input: &mut dyn BufRead, sink: &mut Sink<'_>) -> io::Result<u
             }
             return Ok(super::lines_read(scan.line, last));
         };
-        scan.feed(chunk, sink);
+        breaks.clear();
+        breaks.extend(memchr::memchr_iter(b'\n', chunk));
+        scan.feed(chunk, &breaks, sink);
         if let Some(others) = &mut others {
-            others.feed(chunk, sink);
+            others.feed(chunk, &breaks, sink);
         }
         last = Some(end);
         let n = chunk.len();
         input.consume(n);
+    }
+}
+
+/// How many of a buffer's line breaks the scanner has counted.
+struct Counted<'b> {
+    breaks: &'b [usize],
+    seen: usize,
+}
+
+impl Counted<'_> {
+    /// The line breaks before `pos` not counted yet (now counted).
+    fn to(&mut self, pos: usize) -> u64 {
+        let more = self.breaks[self.seen..].partition_point(|&b| b < pos);
+        self.seen += more;
+        more as u64
+    }
+
+    /// The line breaks not counted yet.
+    fn rest(self) -> u64 {
+        (self.breaks.len() - self.seen) as u64
     }
 }
 
@@ -174,6 +201,33 @@ struct Stream {
     table: Option<Table>,
     /// Absolute start and end of the last token flushed.
     previous: (u64, u64),
+    /// The verdicts of recent tables' header rows.
+    headers: Headers,
+}
+
+/// The verdicts of the last few distinct header rows met: reports repeat their tables (a
+/// table of hashes and one of sample names in every section), so a table's header is
+/// usually one of these and is not judged again, cell by cell.
+#[derive(Default)]
+struct Headers(Vec<(Vec<u8>, Vec<Option<Exclusion>>)>);
+
+impl Headers {
+    /// The most header rows kept.
+    const KEPT: usize = 4;
+
+    /// Each cell's verdict for the header row `row` (none for no row).
+    fn verdicts(&mut self, row: &[u8]) -> Vec<Option<Exclusion>> {
+        if let Some(i) = self.0.iter().position(|(kept, _)| kept == row) {
+            let hit = self.0.remove(i);
+            let verdicts = hit.1.clone();
+            self.0.insert(0, hit);
+            return verdicts;
+        }
+        let verdicts = cells(row);
+        self.0.truncate(Self::KEPT - 1);
+        self.0.insert(0, (row.to_vec(), verdicts.clone()));
+        verdicts
+    }
 }
 
 /// A Markdown (or AsciiDoc) pipe table: what each column's header says about its values,
@@ -203,19 +257,20 @@ impl Default for Stream {
             history_len: 0,
             table: None,
             previous: (0, 0),
+            headers: Headers::default(),
         }
     }
 }
 
 impl Stream {
-    /// Scans one buffer. A run of 32 or more hex digits covers one of every 32nd position, so
-    /// only those are probed; a hex probe is widened to its run. Newlines are counted (with
-    /// `memchr`) only up to a token and at the end of the buffer. A run that touches the end
-    /// is carried into the next buffer.
-    fn feed(&mut self, chunk: &[u8], sink: &mut Sink<'_>) {
+    /// Scans one buffer, whose line breaks are at `breaks`. A run of 32 or more hex digits
+    /// covers one of every 32nd position, so only those are probed; a hex probe is widened to
+    /// its run. Lines are counted up to a token and at the end of the buffer. A run that
+    /// touches the end is carried into the next buffer.
+    fn feed(&mut self, chunk: &[u8], breaks: &[usize], sink: &mut Sink<'_>) {
         let len = chunk.len();
         let is_hex = |b: u8| IS_HEX[b as usize];
-        let mut counted = 0;
+        let mut counted = Counted { breaks, seen: 0 };
         let mut i = 0;
         if self.run_len > 0 {
             // The run carried from the previous buffer goes on here.
@@ -245,8 +300,7 @@ impl Stream {
                 return;
             }
             if matches!(end - start, 32 | 40 | 64) {
-                self.line += newlines(&chunk[counted..start]);
-                counted = start;
+                self.line += counted.to(start);
                 self.run_start = self.offset + start as u64;
                 self.run_line = self.line;
                 self.run[..end - start].copy_from_slice(&chunk[start..end]);
@@ -267,9 +321,8 @@ impl Stream {
     }
 
     /// Keeps the run from `start` to the end of `chunk` for the next buffer.
-    fn carry(&mut self, chunk: &[u8], start: usize, counted: &mut usize) {
-        self.line += newlines(&chunk[*counted..start]);
-        *counted = start;
+    fn carry(&mut self, chunk: &[u8], start: usize, counted: &mut Counted<'_>) {
+        self.line += counted.to(start);
         self.run_start = self.offset + start as u64;
         self.run_line = self.line;
         let take = (chunk.len() - start).min(64);
@@ -279,8 +332,8 @@ impl Stream {
 
     /// Counts the rest of the buffer's lines and keeps its end for the context of what comes
     /// next.
-    fn end_of_buffer(&mut self, chunk: &[u8], counted: usize) {
-        self.line += newlines(&chunk[counted..]);
+    fn end_of_buffer(&mut self, chunk: &[u8], counted: Counted<'_>) {
+        self.line += counted.rest();
         if chunk.len() >= HISTORY {
             self.history
                 .copy_from_slice(&chunk[chunk.len() - HISTORY..]);
@@ -397,8 +450,9 @@ impl Stream {
         if !cached {
             // A table without a header is cached too (as no verdicts), so that its rows do not
             // each walk up through all the rows above them.
+            let row = find_header(&chunk[..line_start]).unwrap_or_default();
             self.table = Some(Table {
-                header: find_header(&chunk[..line_start]).unwrap_or_default(),
+                header: self.headers.verdicts(row),
                 checked_to: 0,
                 row: 0,
                 last: (0, 0, 0),
