@@ -311,6 +311,31 @@ fn tokens(
     }
 }
 
+/// Whether `raw` is a plain dotted word that [`token`] would find nothing in, told at a
+/// glance: only letters, digits, dots and dashes (no scheme, path, defang or port), not
+/// `hxxp…`, and its one piece not a host by [`maybe_host`] (`T1021.001`, `<sha256>.bin`,
+/// `invoke.png`): most of a report's dotted words, told before any decoding or refanging.
+fn plain_and_no_host(raw: &[u8]) -> bool {
+    if !raw
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        || raw
+            .get(..4)
+            .is_some_and(|h| h.eq_ignore_ascii_case(b"hxxp"))
+    {
+        return false;
+    }
+    let start = raw.iter().position(|&b| b.is_ascii_alphanumeric());
+    let end = raw.iter().rposition(|&b| b.is_ascii_alphanumeric());
+    let piece = match (start, end) {
+        (Some(s), Some(e)) => &raw[s..=e],
+        _ => return true,
+    };
+    // Checked in `token`'s order: too short or no dot, then not a host's shape.
+    let text = std::str::from_utf8(piece).unwrap_or_default();
+    text.len() < 4 || !text.contains('.') || !maybe_host(text)
+}
+
 /// A token's outcome: an indicator taken, or what was left out and why.
 type Judged = Result<Indicator, Exclusion>;
 
@@ -328,17 +353,27 @@ pub(crate) struct Memo {
     slots: Vec<Slot>,
 }
 
-/// A token's hash for the [`Memo`]: its bytes eight at a time, each word mixed in (fixed, so
-/// that a run's work, and its benchmark, do not depend on a random seed).
-fn memo_hash(key: &[u8]) -> u64 {
-    let folded = key.chunks(8).fold(key.len() as u64, |h, word| {
-        let mut w = [0u8; 8];
-        w[..word.len()].copy_from_slice(word);
-        (h ^ u64::from_le_bytes(w))
+/// A token's hash for the [`Memo`]: its bytes eight at a time, each word mixed in, and its
+/// [`Prose`] flags (fixed, so that a run's work, and its benchmark, do not depend on a
+/// random seed).
+fn memo_hash(raw: &[u8], flags: u8) -> u64 {
+    let mix = |h: u64, word: u64| {
+        (h ^ word)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .rotate_left(29)
-    });
-    vtbulk_rng::mix64(folded)
+    };
+    let mut words = raw.chunks_exact(8);
+    let mut h = raw.len() as u64 | u64::from(flags) << 8;
+    for word in &mut words {
+        h = mix(h, u64::from_le_bytes(word.try_into().unwrap_or_default()));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut word = [0u8; 8];
+        word[..rest.len()].copy_from_slice(rest);
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    vtbulk_rng::mix64(h)
 }
 
 /// One remembered token: its bytes and the byte of its [`Prose`] flags, and what it gave.
@@ -362,11 +397,7 @@ fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         token(raw, prose, sink, &mut found);
         return tell(&found, line_no, sink);
     }
-    let mut key = [0u8; MEMO_TOKEN + 1];
-    key[..raw.len()].copy_from_slice(raw);
-    key[raw.len()] =
-        u8::from(prose.comment) | u8::from(prose.code) << 1 | u8::from(prose.command) << 2;
-    let key = &key[..=raw.len()];
+    let flags = u8::from(prose.comment) | u8::from(prose.code) << 1 | u8::from(prose.command) << 2;
     let mut memo = std::mem::take(&mut sink.memo);
     if memo.slots.is_empty() {
         let empty = Slot {
@@ -376,14 +407,17 @@ fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         memo.slots = vec![empty; MEMO_SLOTS];
         memo.tags = vec![0; MEMO_SLOTS];
     }
-    let hash = memo_hash(key);
+    let hash = memo_hash(raw, flags);
     // A set of two slots, so that two frequent tokens of one set do not evict each other
     // at every turn: the newer in the first, the one it displaced in the second.
     let set = (hash >> (64 - MEMO_SLOTS.trailing_zeros())) as usize & !1;
-    // Never 0 (an empty slot): the length is at least 1.
-    let tag = (hash as u32 & !0x7f) | key.len() as u32;
-    let holds =
-        |memo: &Memo, at: usize| memo.tags[at] == tag && &memo.slots[at].key[..key.len()] == key;
+    // Never 0 (an empty slot): the length with the flags' byte is at least 1.
+    let tag = (hash as u32 & !0x7f) | (raw.len() + 1) as u32;
+    // A slot's key: the token's bytes, then its flags.
+    let holds = |memo: &Memo, at: usize| {
+        let key = &memo.slots[at].key;
+        memo.tags[at] == tag && key[..raw.len()] == *raw && key[raw.len()] == flags
+    };
     let at = if holds(&memo, set) {
         set
     } else if holds(&memo, set + 1) {
@@ -395,7 +429,8 @@ fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
         memo.tags[set] = tag;
         slot.judged.clear();
         token(raw, prose, sink, &mut slot.judged);
-        slot.key[..key.len()].copy_from_slice(key);
+        slot.key[..raw.len()].copy_from_slice(raw);
+        slot.key[raw.len()] = flags;
         set
     };
     tell(&memo.slots[at].judged, line_no, sink);
@@ -415,6 +450,13 @@ fn tell(judged: &[Judged], line_no: u64, sink: &mut Sink<'_>) {
 /// One token of prose: a URL (with a scheme, or a `host/path`), or the hosts in it; what
 /// each gives (judged by the sink) goes to `out`.
 fn token(raw: &[u8], prose: Prose, sink: &Sink<'_>, out: &mut Vec<Judged>) {
+    if !plain_and_no_host(raw) {
+        read_token(raw, prose, sink, out);
+    }
+}
+
+/// [`token`] without the glance of [`plain_and_no_host`].
+fn read_token(raw: &[u8], prose: Prose, sink: &Sink<'_>, out: &mut Vec<Judged>) {
     // Valid UTF-8 (nearly always ASCII) is borrowed after a fast check.
     let text =
         std::str::from_utf8(raw).map_or_else(|_| String::from_utf8_lossy(raw), Cow::Borrowed);
@@ -620,6 +662,41 @@ mod tests {
         lines.finish(&mut sink);
         drop(sink);
         (found, report)
+    }
+
+    proptest::proptest! {
+        /// A word told at a glance to hold no host gives nothing when read in full: dotted
+        /// words of letters, digits and dashes, ending in top-level domains and not, file
+        /// extensions, numbers, `hxxp`.
+        #[test]
+        fn a_word_passed_over_at_a_glance_gives_nothing_when_read_in_full(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "a", "0", "1.2", "-", ".", "evil", "com", "bin", "ac", "png", "top",
+                    "hxxp", "d41d8cd98f00b204e9800998ecf8427e", "Win32", "test", "256", "x",
+                ]),
+                1..7,
+            ),
+            dots in proptest::collection::vec(proptest::bool::ANY, 7),
+        ) {
+            let word: String = parts
+                .iter()
+                .zip(&dots)
+                .map(|(p, dot)| if *dot { format!("{p}.") } else { (*p).to_owned() })
+                .collect();
+            let mut report = InputReport::default();
+            let mut nothing = |_: Item<'_>| {};
+            let options = ReadOptions::default();
+            let mut sink = Sink::new(0, &options, false, &mut report, &mut nothing);
+            sink.kinds = crate::indicator::Kinds::ALL;
+            if plain_and_no_host(word.as_bytes()) {
+                for prose in [Prose::default(), Prose { code: true, ..Prose::default() }] {
+                    let mut found = Vec::new();
+                    read_token(word.as_bytes(), prose, &sink, &mut found);
+                    proptest::prop_assert!(found.is_empty(), "{} gave {:?}", word, found);
+                }
+            }
+        }
     }
 
     #[test]
