@@ -356,8 +356,11 @@ fn reference_site(host: &str) -> bool {
         if REFERENCE_SITES.binary_search(&rest).is_ok() {
             return true;
         }
-        match rest.split_once('.') {
-            Some((_, tail)) if tail.contains('.') || tail.len() > 1 => rest = tail,
+        match memchr::memchr(b'.', rest.as_bytes()) {
+            // A dot is one byte: the tail starts on a character boundary.
+            Some(dot) if rest[dot + 1..].contains('.') || rest.len() - dot - 1 > 1 => {
+                rest = &rest[dot + 1..];
+            }
             _ => return false,
         }
     }
@@ -623,8 +626,10 @@ pub fn reference_link(value: &str) -> bool {
         return false;
     }
     // Most links are not to a source: told by the name in lower case, before parsing it.
+    // An ASCII name parses to that same lower-case name, so the site is not asked again.
     let name = host.strip_suffix('.').unwrap_or(host);
-    if name.is_ascii() && name.len() <= 253 {
+    let ascii = name.is_ascii() && name.len() <= 253;
+    if ascii {
         let mut lower = [0u8; 253];
         lower[..name.len()].copy_from_slice(name.as_bytes());
         lower[..name.len()].make_ascii_lowercase();
@@ -632,7 +637,8 @@ pub fn reference_link(value: &str) -> bool {
             return false;
         }
     }
-    domain(host).is_ok_and(|d| reference_site(&d) && Indicator::Domain(d).exclusion().is_none())
+    domain(host)
+        .is_ok_and(|d| (ascii || reference_site(&d)) && Indicator::Domain(d).exclusion().is_none())
 }
 
 /// A `host/path` without a scheme: `http://host/path`, as VirusTotal reads it, when the host
@@ -770,8 +776,9 @@ struct Authority<'a> {
 /// closing bracket is no name.
 fn authority(rest: &str) -> Result<Authority<'_>, IndicatorError> {
     let (authority, tail) = rest.split_at(authority_end(rest));
-    let (userinfo, hostport) = match authority.rsplit_once('@') {
-        Some((u, h)) => (Some(u), h),
+    // `@` and `:` are single bytes: cutting at them keeps both sides on char boundaries.
+    let (userinfo, hostport) = match memchr::memrchr(b'@', authority.as_bytes()) {
+        Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
         None => (None, authority),
     };
     let (host, port) = match hostport.strip_prefix('[') {
@@ -779,8 +786,14 @@ fn authority(rest: &str) -> Result<Authority<'_>, IndicatorError> {
             Some((h, p)) => (&hostport[..h.len() + 2], p),
             None => return Err(IndicatorError::BadName(hostport.to_owned())),
         },
-        None => match hostport.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, &hostport[h.len()..]),
+        None => match memchr::memrchr(b':', hostport.as_bytes()) {
+            Some(colon)
+                if hostport.as_bytes()[colon + 1..]
+                    .iter()
+                    .all(u8::is_ascii_digit) =>
+            {
+                hostport.split_at(colon)
+            }
             _ => (hostport, ""),
         },
     };
