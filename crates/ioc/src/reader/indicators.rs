@@ -96,6 +96,15 @@ impl Lines {
     /// One line: a fence opens or closes a code block; any other line is scanned (with its
     /// marks when the buffer's pass found them).
     fn one(&mut self, line: &[u8], marks: Option<Marks>, sink: &mut Sink<'_>) {
+        if marks.is_some_and(|m| !m.any) {
+            // Most lines: nothing to read, and no fence, listing delimiter or `[source,…]`
+            // line (each starts with one of these bytes), which a line only ends.
+            let first = line.iter().find(|b| !b.is_ascii_whitespace());
+            if !first.is_some_and(|b| matches!(b, b'`' | b'~' | b'-' | b'[')) {
+                self.source = None;
+                return;
+            }
+        }
         let trimmed = line.trim_ascii();
         if trimmed.starts_with(b"```") || trimmed.starts_with(b"~~~") {
             self.fence = match self.fence {
