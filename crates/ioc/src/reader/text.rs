@@ -91,17 +91,21 @@ fn separators_and_a_line_break(between: &[u8]) -> bool {
 }
 
 /// Where the run of hex digits holding `chunk[at - 1]` starts, at `floor` at the earliest:
-/// eight bytes a step ([`crate::hash::not_hex_bytes`]), then byte by byte.
+/// eight bytes a step ([`crate::hash::not_hex_bytes`]; a step may look below `floor`, whose
+/// bytes only cut the answer at `floor`), then byte by byte in the buffer's first bytes.
 fn run_start(chunk: &[u8], floor: usize, at: usize) -> usize {
     let mut start = at;
-    while start >= floor + 8 {
+    while start >= 8 && start > floor {
         let word = u64::from_le_bytes(chunk[start - 8..start].try_into().unwrap_or([0; 8]));
         let not_hex = crate::hash::not_hex_bytes(word);
         if not_hex != 0 {
             // The last byte that is not a digit (the highest in little-endian order).
-            return start - 8 + (63 - not_hex.leading_zeros() as usize) / 8 + 1;
+            return (start - 8 + (63 - not_hex.leading_zeros() as usize) / 8 + 1).max(floor);
         }
         start -= 8;
+    }
+    if start <= floor {
+        return floor;
     }
     while start > floor && IS_HEX[chunk[start - 1] as usize] {
         start -= 1;
