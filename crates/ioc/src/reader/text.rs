@@ -362,7 +362,7 @@ impl Stream {
         let why = if sink.keeps_all() {
             None
         } else {
-            let mut context = [0u8; 2 * HISTORY];
+            let mut context = [0u8; BEFORE];
             let before = if self.after_hex_cell(chunk) {
                 // Every test that reads a table checks the shortcut against the rule.
                 debug_assert_eq!(
@@ -469,13 +469,17 @@ impl Stream {
         table.header.get(column).copied().flatten()
     }
 
-    /// The bytes just before the current run (at most [`BEFORE`]), from this buffer and the
-    /// history of earlier ones.
-    fn context_before<'c>(&self, chunk: &[u8], out: &'c mut [u8; 2 * HISTORY]) -> &'c [u8] {
+    /// The bytes just before the current run (at most [`BEFORE`]): borrowed from this buffer
+    /// when it holds them all, else copied from it and the history of earlier ones.
+    fn context_before<'c>(&self, chunk: &'c [u8], out: &'c mut [u8; BEFORE]) -> &'c [u8] {
         let history = &self.history[..self.history_len];
         let mut n = 0;
         if self.run_start >= self.offset {
             let start = (self.run_start - self.offset) as usize;
+            if start >= BEFORE {
+                // Nearly always: all of it in this buffer.
+                return &chunk[start - BEFORE..start];
+            }
             let from_chunk = &chunk[start.saturating_sub(BEFORE)..start];
             if from_chunk.len() < BEFORE {
                 let want = (BEFORE - from_chunk.len()).min(history.len());
