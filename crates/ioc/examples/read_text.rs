@@ -55,7 +55,7 @@ fn main() -> std::io::Result<()> {
                 }
             }
             Item::Indicator(found, origin) => {
-                names.insert(&found, origin);
+                names.insert(found, origin);
             }
             _ => {}
         },
