@@ -171,11 +171,14 @@ struct Counted<'b> {
 }
 
 impl Counted<'_> {
-    /// The line breaks before `pos` not counted yet (now counted).
+    /// The line breaks before `pos` not counted yet (now counted). A walk, not a binary
+    /// search: tokens come a few lines apart, and a walk's branch is predictable.
     fn to(&mut self, pos: usize) -> u64 {
-        let more = self.breaks[self.seen..].partition_point(|&b| b < pos);
-        self.seen += more;
-        more as u64
+        let from = self.seen;
+        while self.breaks.get(self.seen).is_some_and(|&b| b < pos) {
+            self.seen += 1;
+        }
+        (self.seen - from) as u64
     }
 
     /// The line breaks not counted yet.
