@@ -410,7 +410,7 @@ impl Gave {
         match judged.len() {
             0 => Gave::Many(Vec::new()),
             1 => Gave::One(judged.remove(0)),
-            _ => Gave::Many(judged.drain(..).collect()),
+            _ => Gave::Many(std::mem::take(judged)),
         }
     }
 
