@@ -401,7 +401,9 @@ struct Slot {
 /// What a token gave.
 #[derive(Clone)]
 enum Gave {
+    /// One indicator or one exclusion (most tokens that give anything).
     One(Judged),
+    /// Nothing (an empty vector, which allocates nothing) or several.
     Many(Vec<Judged>),
 }
 
