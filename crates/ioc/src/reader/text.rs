@@ -90,19 +90,23 @@ fn separators_and_a_line_break(between: &[u8]) -> bool {
     breaks <= 1
 }
 
+/// The sixteen bytes of `chunk` from `at`.
+fn block(chunk: &[u8], at: usize) -> [u8; 16] {
+    chunk[at..at + 16].try_into().unwrap_or([0; 16])
+}
+
 /// Where the run of hex digits holding `chunk[at - 1]` starts, at `floor` at the earliest:
-/// eight bytes a step ([`crate::hash::not_hex_bytes`]; a step may look below `floor`, whose
+/// sixteen bytes a step ([`crate::hash::not_hex_mask`]; a step may look below `floor`, whose
 /// bytes only cut the answer at `floor`), then byte by byte in the buffer's first bytes.
 fn run_start(chunk: &[u8], floor: usize, at: usize) -> usize {
     let mut start = at;
-    while start >= 8 && start > floor {
-        let word = u64::from_le_bytes(chunk[start - 8..start].try_into().unwrap_or([0; 8]));
-        let not_hex = crate::hash::not_hex_bytes(word);
+    while start >= 16 && start > floor {
+        let not_hex = crate::hash::not_hex_mask(block(chunk, start - 16));
         if not_hex != 0 {
-            // The last byte that is not a digit (the highest in little-endian order).
-            return (start - 8 + (63 - not_hex.leading_zeros() as usize) / 8 + 1).max(floor);
+            // The last byte that is not a digit.
+            return (start - 16 + (31 - not_hex.leading_zeros() as usize) + 1).max(floor);
         }
-        start -= 8;
+        start -= 16;
     }
     if start <= floor {
         return floor;
@@ -114,16 +118,15 @@ fn run_start(chunk: &[u8], floor: usize, at: usize) -> usize {
 }
 
 /// Where the run of hex digits going on at `chunk[from]` ends (the first byte that is not a
-/// digit, or the end): eight bytes a step, then byte by byte.
+/// digit, or the end): sixteen bytes a step, then byte by byte.
 fn run_end(chunk: &[u8], from: usize) -> usize {
     let mut end = from;
-    while end + 8 <= chunk.len() {
-        let word = u64::from_le_bytes(chunk[end..end + 8].try_into().unwrap_or([0; 8]));
-        let not_hex = crate::hash::not_hex_bytes(word);
+    while end + 16 <= chunk.len() {
+        let not_hex = crate::hash::not_hex_mask(block(chunk, end));
         if not_hex != 0 {
-            return end + not_hex.trailing_zeros() as usize / 8;
+            return end + not_hex.trailing_zeros() as usize;
         }
-        end += 8;
+        end += 16;
     }
     while end < chunk.len() && IS_HEX[chunk[end] as usize] {
         end += 1;
