@@ -284,14 +284,21 @@ pub(crate) fn is_word(b: u8) -> bool {
 /// too. When nothing but separators precede the token on its line (a table cell of its own,
 /// `|<hash>`), the label is the last word of the line before (`|ImpHash`).
 pub fn before(before: &[u8]) -> Option<Exclusion> {
-    let (line, earlier) = match memchr::memrchr(b'\n', before) {
+    let (line, earlier) = last_line(before);
+    before_line(line, earlier)
+}
+
+/// `before` cut at its last line break: the token's own line, and the text above it if any.
+pub fn last_line(before: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match memchr::memrchr(b'\n', before) {
         Some(i) => (&before[i + 1..], Some(&before[..i])),
         None => (before, None),
-    };
-    if line.len() >= 4 && line[line.len() - 4..].eq_ignore_ascii_case(b"pii_") {
-        return Some(Exclusion::Pseudonym);
     }
-    if !line.iter().any(u8::is_ascii_alphanumeric) {
+}
+
+/// [`before`] of a text already cut by [`last_line`].
+pub fn before_line(line: &[u8], earlier: Option<&[u8]>) -> Option<Exclusion> {
+    if !has_word(line) {
         let earlier = earlier?;
         let earlier = earlier.strip_suffix(b"\r").unwrap_or(earlier);
         let previous = match memchr::memrchr(b'\n', earlier) {
@@ -299,6 +306,21 @@ pub fn before(before: &[u8]) -> Option<Exclusion> {
             None => earlier,
         };
         return labelled(previous);
+    }
+    on_line(line)
+}
+
+/// Whether `line` holds a letter or a digit: then [`before`] judges a token by its own line.
+pub fn has_word(line: &[u8]) -> bool {
+    line.iter().any(u8::is_ascii_alphanumeric)
+}
+
+/// [`before`] for a token whose own line holds a word ([`has_word`]): `line` is the text from
+/// the line's start (or the window's) to the token. The verdict depends on those bytes alone,
+/// so a reader may remember it for a line it meets again (a table's first hex cell).
+pub fn on_line(line: &[u8]) -> Option<Exclusion> {
+    if line.len() >= 4 && line[line.len() - 4..].eq_ignore_ascii_case(b"pii_") {
+        return Some(Exclusion::Pseudonym);
     }
     labelled(line)
 }

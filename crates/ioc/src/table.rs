@@ -117,6 +117,7 @@ impl<T: Pod> Table<T> {
     }
 
     /// Appends `value`; grows by half when full (the table is most of a big run's memory).
+    #[inline]
     pub fn push(&mut self, value: T) {
         if self.len() == self.capacity() {
             self.grow();

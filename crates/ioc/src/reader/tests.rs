@@ -281,6 +281,29 @@ fn a_table_whose_header_was_met_before_is_judged_as_the_first_time() {
 }
 
 #[test]
+fn a_row_start_met_again_is_judged_as_the_first_time() {
+    // Rows whose first cell labels the hash after it, forty distinct starts (more than are
+    // remembered, so some share a slot), three times over: each row by its own label.
+    let mut text = String::new();
+    let mut want = Vec::new();
+    let mut line = 0;
+    for round in 0..3 {
+        for k in 0..40 {
+            line += 1;
+            let hex = format!("{:032x}", 0xab00_0000_u64 + round * 100 + k);
+            let label = if k % 2 == 0 { "imphash" } else { "samples" };
+            text.push_str(&format!("| {label}{k} | {hex} |\n"));
+            if k % 2 == 1 {
+                want.push((hex, line));
+            }
+        }
+    }
+    let (items, report) = read_as(InputFormat::Text, text.as_bytes());
+    assert_eq!(hashes(&items), want);
+    assert_eq!(report.excluded_by_reason.get("import_hash"), Some(&60));
+}
+
+#[test]
 fn text_context_holds_across_reader_buffers() {
     let text = format!(
         "{}IMPHASH={}\nsha256: {SHA256}\n",

@@ -213,6 +213,8 @@ struct Stream {
     previous: (u64, u64),
     /// The verdicts of recent tables' header rows.
     headers: Headers,
+    /// The verdicts of recent short lines in front of a token.
+    labels: Labels,
 }
 
 /// The verdicts of the last few distinct header rows met: reports repeat their tables (a
@@ -237,6 +239,65 @@ impl Headers {
         self.0.truncate(Self::KEPT - 1);
         self.0.insert(0, (row.to_vec(), verdicts.clone()));
         verdicts
+    }
+}
+
+/// What the text in front of a token says ([`context::before`]), remembered for the start of
+/// a table row when it is short and holds a word: a table's first hex cell has the same text
+/// in front of it in every copy of the table (`| stage3.dll | `), and [`context::on_line`]
+/// depends on that text alone. Other lines (prose: rarely the same twice) are judged as
+/// they come.
+/// [`Labels::SLOTS`] slots, direct-mapped by the line's bytes.
+struct Labels {
+    slots: [Label; Labels::SLOTS],
+}
+
+/// A remembered line: its bytes (zero-padded), its length plus one (0 for an empty slot) and
+/// its verdict.
+#[derive(Clone, Copy, Default)]
+struct Label {
+    key: [u8; Labels::LINE],
+    len: u8,
+    verdict: Option<Exclusion>,
+}
+
+impl Default for Labels {
+    fn default() -> Labels {
+        Labels {
+            slots: [Label::default(); Labels::SLOTS],
+        }
+    }
+}
+
+impl Labels {
+    /// Slots (a power of two).
+    const SLOTS: usize = 16;
+    /// The longest line remembered.
+    const LINE: usize = 32;
+
+    /// [`context::before`] of `before` (the text in front of a token).
+    fn before(&mut self, before: &[u8]) -> Option<Exclusion> {
+        let (line, earlier) = context::last_line(before);
+        // Only a table row's first cells repeat often enough to pay for the memo.
+        if line.first() != Some(&b'|') || line.len() > Self::LINE || !context::has_word(line) {
+            return context::before_line(line, earlier);
+        }
+        let mut key = [0u8; Self::LINE];
+        key[..line.len()].copy_from_slice(line);
+        let word = |i: usize| u64::from_le_bytes(key[i..i + 8].try_into().unwrap_or([0; 8]));
+        let mixed = (word(0) ^ word(8).rotate_left(17) ^ word(16).rotate_left(31) ^ word(24))
+            .wrapping_add(line.len() as u64)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let slot = &mut self.slots[(mixed >> (64 - Self::SLOTS.trailing_zeros())) as usize];
+        let len = line.len() as u8 + 1;
+        if slot.len != len || slot.key != key {
+            *slot = Label {
+                key,
+                len,
+                verdict: context::on_line(line),
+            };
+        }
+        slot.verdict
     }
 }
 
@@ -268,6 +329,7 @@ impl Default for Stream {
             table: None,
             previous: (0, 0),
             headers: Headers::default(),
+            labels: Labels::default(),
         }
     }
 }
@@ -377,7 +439,11 @@ impl Stream {
                 );
                 None
             } else {
-                context::before(self.context_before(chunk, &mut context))
+                let before = self.context_before(chunk, &mut context);
+                let verdict = self.labels.before(before);
+                // And every test that reads text checks the memo against the rule.
+                debug_assert_eq!(verdict, context::before(before));
+                verdict
             };
             before
                 .or_else(|| context::after(&chunk[at..chunk.len().min(at + 32)]))
