@@ -17,28 +17,54 @@ use crate::context::{self, BEFORE, Exclusion};
 /// Bytes of earlier buffers kept for context: a token (64) and its context ([`BEFORE`]).
 const HISTORY: usize = 64 + BEFORE;
 
+/// Where the header row of a pipe table is, as [`find_header`] sees it.
+#[derive(Debug, PartialEq)]
+enum Header<'a> {
+    /// This row.
+    Row(&'a [u8]),
+    /// The table has none (a line that is not a row, or the start of the input, above it).
+    Missing,
+    /// Above the text given: every line of it is a row.
+    Above,
+}
+
 /// The header row of the pipe table whose rows end `text` (the text before a row): walking
 /// up the rows, a Markdown separator row (`|---|:---:|`) has the header above it, an AsciiDoc
-/// `|===` the header below it.
-fn find_header(text: &[u8]) -> Option<&[u8]> {
+/// `|===` the header below it. `starts_input`: `text` begins the input (running out of rows
+/// there means no header); otherwise its first line may be the end of one that began
+/// earlier, and is not looked at.
+fn find_header(text: &[u8], starts_input: bool) -> Header<'_> {
     let text = text.strip_suffix(b"\n").unwrap_or(text);
+    let (text, out) = if starts_input {
+        (text, Header::Missing)
+    } else {
+        match memchr::memchr(b'\n', text) {
+            Some(i) => (&text[i + 1..], Header::Above),
+            None => return Header::Above,
+        }
+    };
     let mut lines = text.rsplit(|&b| b == b'\n').map(<[u8]>::trim_ascii);
     let mut below: Option<&[u8]> = None;
     for _ in 0..10_000 {
-        let line = lines.next()?;
+        let Some(line) = lines.next() else {
+            return out;
+        };
         if !line.starts_with(b"|") {
-            return None;
+            return Header::Missing;
         }
         if line.starts_with(b"|===") {
-            return below;
+            return below.map_or(Header::Missing, Header::Row);
         }
         if boundary(line) {
-            let header = lines.next()?;
-            return header.starts_with(b"|").then_some(header);
+            return match lines.next() {
+                Some(header) if header.starts_with(b"|") => Header::Row(header),
+                Some(_) => Header::Missing,
+                None => out,
+            };
         }
         below = Some(line);
     }
-    None
+    Header::Missing
 }
 
 /// A table's boundary: AsciiDoc's `|===` or a Markdown separator row (`|---|:---:|`), the
@@ -215,7 +241,16 @@ struct Stream {
     headers: Headers,
     /// The verdicts of recent short lines in front of a token.
     labels: Labels,
+    /// The table rows that end the text before this buffer, from a line's start (at most
+    /// [`ABOVE`] bytes; see [`Stream::keep_above`]): a row or a table's header there still
+    /// counts for the rows of this buffer.
+    above: Vec<u8>,
+    /// Whether `above` starts at a line's start (not when one line outgrew it).
+    above_whole: bool,
 }
+
+/// The most bytes of table rows kept from one buffer for the next.
+const ABOVE: usize = 64 * 1024;
 
 /// The verdicts of the last few distinct header rows met: reports repeat their tables (a
 /// table of hashes and one of sample names in every section), so a table's header is
@@ -330,6 +365,8 @@ impl Default for Stream {
             previous: (0, 0),
             headers: Headers::default(),
             labels: Labels::default(),
+            above: Vec::new(),
+            above_whole: true,
         }
     }
 }
@@ -405,6 +442,7 @@ impl Stream {
     /// Counts the rest of the buffer's lines and keeps its end for the context of what comes
     /// next.
     fn end_of_buffer(&mut self, chunk: &[u8], counted: Counted<'_>) {
+        self.keep_above(chunk, counted.breaks);
         self.line += counted.rest();
         if chunk.len() >= HISTORY {
             self.history
@@ -484,40 +522,82 @@ impl Stream {
     }
 
     /// What the header of the table column holding the current run says (`| File | SHA256 |
-    /// Imphash |`: the third column's values are import hashes). Only for a row and a table
-    /// header within this buffer (tables that straddle two 256 KiB reads lose this).
+    /// Imphash |`: the third column's values are import hashes). The row and the table's
+    /// header are looked for in this buffer, and above it in the rows kept from earlier ones
+    /// when they began there.
     fn column(&mut self, chunk: &[u8], at: usize) -> Option<Exclusion> {
-        let start = usize::try_from(self.run_start.checked_sub(self.offset)?).ok()?;
-        let (line, offset, end) = (self.run_line, self.offset, self.offset + at as u64);
-        if let Some(table) = self.table.as_mut()
-            && let (last_line, last_end, last_column) = table.last
-            && last_line == line
-            && last_end >= offset
-            && last_end <= self.run_start
+        let end = self.offset + at as u64;
+        let start = self.run_start.checked_sub(self.offset).map(|s| s as usize);
+        if let Some(start) = start
+            && let Some(verdict) = self.next_cell(chunk, start, end)
         {
-            let between = &chunk[(last_end - offset) as usize..start];
-            let column = last_column + between.iter().filter(|&&b| b == b'|').count();
-            table.last = (line, end, column);
-            return table.header.get(column).copied().flatten();
+            return verdict;
         }
-        let line_start = memchr::memrchr(b'\n', &chunk[..start]).map_or(0, |i| i + 1);
-        if line_start == 0 && self.offset > 0 {
+        let after = &chunk[at..];
+        let Some(start) = start else {
+            // The run began in an earlier buffer, on the line kept above this one.
+            let base = self.offset - self.above.len() as u64;
+            let upto = usize::try_from(self.run_start.checked_sub(base)?).ok()?;
+            let above = std::mem::take(&mut self.above);
+            let verdict = self.row_column(&above[..upto], base, self.above_whole, end, after);
+            self.above = above;
+            return verdict.flatten();
+        };
+        let here = &chunk[..start];
+        if let Some(verdict) = self.row_column(here, self.offset, self.offset == 0, end, after) {
+            return verdict;
+        }
+        // The row or the table's header began in an earlier buffer.
+        let joined = [&self.above[..], here].concat();
+        let base = self.offset - self.above.len() as u64;
+        self.row_column(&joined, base, self.above_whole, end, after)
+            .flatten()
+    }
+
+    /// The verdict for the next cell of the row the table last looked at (`| <md5> | <sha1>`:
+    /// that cell's column plus the pipes between them), if the run is one.
+    fn next_cell(&mut self, chunk: &[u8], start: usize, end: u64) -> Option<Option<Exclusion>> {
+        let table = self.table.as_mut()?;
+        let (last_line, last_end, last_column) = table.last;
+        if last_line != self.run_line || last_end < self.offset || last_end > self.run_start {
             return None;
         }
-        let row = chunk[line_start..start].trim_ascii_start();
+        let between = &chunk[(last_end - self.offset) as usize..start];
+        let column = last_column + between.iter().filter(|&&b| b == b'|').count();
+        table.last = (self.run_line, end, column);
+        Some(table.header.get(column).copied().flatten())
+    }
+
+    /// The column verdict for the run that `text` (starting at absolute offset `base`) is the
+    /// text before, and the table it is in; `None` when `text` does not reach up far enough
+    /// (the row, or the table's header, begins before it). `starts_input`: `text` begins at
+    /// a line's start with nothing above it that matters. `end`: where the run ends
+    /// (absolute); `after`: the buffer's bytes from there.
+    fn row_column(
+        &mut self,
+        text: &[u8],
+        base: u64,
+        starts_input: bool,
+        end: u64,
+        after: &[u8],
+    ) -> Option<Option<Exclusion>> {
+        let line_start = memchr::memrchr(b'\n', text).map_or(0, |i| i + 1);
+        if line_start == 0 && !starts_input {
+            return None;
+        }
+        let row = text[line_start..].trim_ascii_start();
         if !row.starts_with(b"|") {
-            return None;
+            return Some(None);
         }
-        let column = memchr::memchr_iter(b'|', row).count().checked_sub(1)?;
-        let line_end = memchr::memchr(b'\n', &chunk[start..]).map_or(chunk.len(), |i| start + i);
-        let abs = |i: usize| self.offset + i as u64;
+        let column = memchr::memchr_iter(b'|', row).count() - 1;
+        let abs = |i: usize| base + i as u64;
         // The cached table still holds for another token of the row it last checked, and if
         // every line from that row to this one is a row too.
         let cached = self.table.as_ref().is_some_and(|t| {
             t.row == abs(line_start)
-                || (t.checked_to >= self.offset
+                || (t.checked_to >= base
                     && t.checked_to <= abs(line_start)
-                    && chunk[(t.checked_to - self.offset) as usize..line_start]
+                    && text[(t.checked_to - base) as usize..line_start]
                         .split(|&b| b == b'\n')
                         .map(<[u8]>::trim_ascii)
                         .filter(|l| !l.is_empty())
@@ -526,7 +606,11 @@ impl Stream {
         if !cached {
             // A table without a header is cached too (as no verdicts), so that its rows do not
             // each walk up through all the rows above them.
-            let row = find_header(&chunk[..line_start]).unwrap_or_default();
+            let row = match find_header(&text[..line_start], starts_input) {
+                Header::Row(row) => row,
+                Header::Missing => b"",
+                Header::Above => return None,
+            };
             self.table = Some(Table {
                 header: self.headers.verdicts(row),
                 checked_to: 0,
@@ -535,10 +619,73 @@ impl Stream {
             });
         }
         let table = self.table.as_mut()?;
-        table.checked_to = abs((line_end + 1).min(chunk.len()));
+        // Checked up to the start of the next line (or the buffer's end).
+        table.checked_to = end + memchr::memchr(b'\n', after).map_or(after.len(), |i| i + 1) as u64;
         table.row = abs(line_start);
-        table.last = (line, end, column);
-        table.header.get(column).copied().flatten()
+        table.last = (self.run_line, end, column);
+        Some(table.header.get(column).copied().flatten())
+    }
+
+    /// Keeps, for the next buffer, the table rows that end the text read so far: this
+    /// buffer's last lines while they are rows (and the rows kept before it, when every line
+    /// of this one is a row), and the line it ends in the middle of. A table straddling two
+    /// buffers (a gzip member's reads are 32 KiB) is then read as a whole, the same whatever
+    /// the buffers. At most [`ABOVE`] bytes, cut at a line's start (a longer table's rows
+    /// rely on the table cached from the earlier buffer).
+    fn keep_above(&mut self, chunk: &[u8], breaks: &[usize]) {
+        let row = |l: &[u8]| l.trim_ascii_start().starts_with(b"|");
+        let Some(&last) = breaks.last() else {
+            // The line kept goes on through this whole buffer.
+            self.extend_above(chunk);
+            return;
+        };
+        let mut from = last + 1;
+        for (i, &line_end) in breaks.iter().enumerate().rev() {
+            let line_start = if i == 0 { 0 } else { breaks[i - 1] + 1 };
+            let line = &chunk[line_start..line_end];
+            let is_row = if line_start == 0 && self.offset > 0 {
+                // The end of the line kept from the earlier buffer.
+                let kept = memchr::memrchr(b'\n', &self.above)
+                    .map_or(&self.above[..], |i| &self.above[i + 1..]);
+                if kept.len() == self.above.len() && !self.above_whole {
+                    false
+                } else if kept.trim_ascii_start().is_empty() {
+                    row(line)
+                } else {
+                    row(kept)
+                }
+            } else {
+                row(line)
+            };
+            if !is_row {
+                break;
+            }
+            from = line_start;
+        }
+        if from == 0 && self.offset > 0 {
+            self.extend_above(chunk);
+        } else {
+            self.above.clear();
+            self.above_whole = true;
+            self.extend_above(&chunk[from..]);
+        }
+    }
+
+    /// Appends `bytes` to the rows kept, then cuts them to at most [`ABOVE`] bytes at a
+    /// line's start (within a line, when one line is longer: then they are not whole).
+    fn extend_above(&mut self, bytes: &[u8]) {
+        self.above
+            .extend_from_slice(&bytes[bytes.len().saturating_sub(ABOVE)..]);
+        if self.above.len() > ABOVE {
+            let cut = self.above.len() - ABOVE;
+            match memchr::memchr(b'\n', &self.above[cut..]) {
+                Some(i) => drop(self.above.drain(..cut + i + 1)),
+                None => {
+                    self.above.drain(..cut);
+                    self.above_whole = false;
+                }
+            }
+        }
     }
 
     /// The bytes just before the current run (at most [`BEFORE`]): borrowed from this buffer
