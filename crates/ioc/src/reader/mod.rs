@@ -476,7 +476,12 @@ pub fn read_input(
     };
     let (mut decoded, encoding) = source::decode(&mut *reader)?;
     report.encoding = encoding;
-    let head = source::peek(&mut decoded, HEAD)?;
+    // Only `auto` looks at the head (a format given is read as it is, binary or not).
+    let head = if options.format == InputFormat::Auto {
+        source::peek(&mut decoded, HEAD)?
+    } else {
+        Vec::new()
+    };
     if options.format == InputFormat::Auto
         && let Some(what) = sniff::binary(&head)
     {

@@ -504,9 +504,10 @@ impl<R: Read> Read for Utf16<R> {
     }
 }
 
-/// Reads up to `n` bytes from the front of `input` (fewer at its end).
+/// Reads up to `n` bytes from the front of `input` (fewer at its end), into one allocation
+/// (only the part read is touched).
 pub(crate) fn peek(input: &mut dyn Read, n: usize) -> io::Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(n.min(1 << 16));
+    let mut head = Vec::with_capacity(n);
     input.take(n as u64).read_to_end(&mut head)?;
     Ok(head)
 }
