@@ -15,7 +15,7 @@
 
 use std::borrow::Cow;
 
-use super::{MAX_LINE, Sink};
+use super::{IS_HEX, MAX_LINE, Sink};
 use crate::context::Exclusion;
 use crate::indicator::{self, Indicator};
 
@@ -356,7 +356,8 @@ type Judged = Result<Indicator, Exclusion>;
 /// moves the one there to the second, evicting that one. Each slot has a 4-byte tag (the
 /// hash's other bits and the length) in a table of its own, 16 KiB that stay cached, so that
 /// a token not there is told without touching its slot; tokens longer than [`MEMO_TOKEN`]
-/// (URLs with paths, mostly distinct) are not kept.
+/// (URLs with paths, mostly distinct) and tokens holding a digest ([`holds_digest`]) are not
+/// kept.
 #[derive(Default)]
 pub(crate) struct Memo {
     tags: Vec<u32>,
@@ -431,9 +432,38 @@ const MEMO_SLOTS: usize = 1 << 12;
 /// The longest token a [`Memo`] keeps.
 const MEMO_TOKEN: usize = 80;
 
+/// Whether `raw` holds a run of at least 32 hex digits (`<sha256>.bin`, a link to a file's
+/// page): such a token is nearly always met once, so it is judged without the [`Memo`], where
+/// it would only push out tokens that do come back. Any 32 bytes in a row hold one position
+/// that is 31 more than a multiple of 32 (from the token's start, then from each run's end),
+/// so only those are probed.
+fn holds_digest(raw: &[u8]) -> bool {
+    let is_hex = |b: &u8| IS_HEX[*b as usize];
+    let mut probe = 31;
+    while probe < raw.len() {
+        if !is_hex(&raw[probe]) {
+            probe += 32;
+            continue;
+        }
+        let start = raw[..probe]
+            .iter()
+            .rposition(|b| !is_hex(b))
+            .map_or(0, |i| i + 1);
+        let end = raw[probe..]
+            .iter()
+            .position(|b| !is_hex(b))
+            .map_or(raw.len(), |i| probe + i);
+        if end - start >= 32 {
+            return true;
+        }
+        probe = end + 32;
+    }
+    false
+}
+
 /// [`token`], through the sink's [`Memo`]: what it gives, counted at `line_no`.
 fn remembered(raw: &[u8], line_no: u64, prose: Prose, sink: &mut Sink<'_>) {
-    if raw.len() > MEMO_TOKEN {
+    if raw.len() > MEMO_TOKEN || holds_digest(raw) {
         let mut found = Vec::new();
         token(raw, prose, sink, &mut found);
         return tell(&found, line_no, sink);
@@ -736,6 +766,36 @@ mod tests {
                     let mut found = Vec::new();
                     read_token(word.as_bytes(), prose, &sink, &mut found);
                     proptest::prop_assert!(found.is_empty(), "{} gave {:?}", word, found);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_digest_in_a_token_is_found_as_a_search_finds_it() {
+        // Every layout of a lead of 0 to 40 other bytes, then two or three hex runs of the
+        // lengths around the probes' spacing, one or two other bytes apart: the probing says
+        // what a search of every window of 32 bytes says.
+        let lengths = [1, 2, 15, 16, 30, 31, 32, 33, 40];
+        for lead in 0..=40 {
+            for &a in &lengths {
+                for &b in &lengths {
+                    for &c in &[0, 2, 32] {
+                        for gap in ["x", "[.]"] {
+                            let word = format!(
+                                "{}{}{gap}{}{gap}{}",
+                                "-".repeat(lead),
+                                "f".repeat(a),
+                                "0".repeat(b),
+                                "e".repeat(c)
+                            );
+                            let bytes = word.as_bytes();
+                            let search = bytes
+                                .windows(32)
+                                .any(|w| w.iter().all(u8::is_ascii_hexdigit));
+                            assert_eq!(holds_digest(bytes), search, "{word}");
+                        }
+                    }
                 }
             }
         }
