@@ -5,6 +5,9 @@
 //! The scanner streams: it keeps the current run of hex digits (at most 64 of them matter)
 //! and the last [`HISTORY`] bytes of the previous buffer, so a token's context is there even
 //! when the token straddles two reads, and memory stays constant whatever the line length.
+//! It also keeps the table rows that end a buffer (at most [`ABOVE`] bytes), so that a pipe
+//! table's header judges its column's values whatever the reads' sizes (a gzip member's are
+//! 32 KiB).
 //! The same scan reads one value of a structured input ([`scan_value`]): a JSON string, an XML
 //! text node, a CSV cell that is more than a bare hash.
 
