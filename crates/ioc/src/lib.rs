@@ -3,7 +3,7 @@
 //! First the file hash: MD5, SHA-1 or SHA-256, validated once at the edge and then
 //! carried as a binary digest (16, 20 or 32 bytes), never as a string. Binary digests make
 //! deduplication exact and cheap, and they make "the same hash in upper and lower case" one
-//! value by construction. Text comes back out only through [`Hash`]'s `Display`, which is
+//! value by construction. Text comes back out only through [`Hash`](enum@Hash)'s `Display`, which is
 //! always lower-case hex, the form VirusTotal returns.
 //!
 //! [`reader`] turns inputs (plain lists, CSV, free text, JSON, XML; compressed or not, UTF-8
