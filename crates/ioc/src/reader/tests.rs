@@ -319,19 +319,45 @@ fn text_context_holds_across_reader_buffers() {
     }
 }
 
-#[test]
-fn a_table_read_in_pieces_keeps_its_header() {
-    // A table of hashes with an imphash column, under prose, read whole and through buffers
-    // of many sizes: a buffer may end inside the header, a separator, a row or a cell, and
-    // the rows after it are still judged by their column's header (the imphash left out).
-    let mut text = String::from("Files seen.\n\n| File | SHA-256 | Imphash |\n|---|---|---|\n");
-    for k in 0..12u64 {
+/// `rows` rows of a table of hashes with an imphash column (`| File | SHA-256 | Imphash |`).
+fn imphash_table(rows: u64) -> String {
+    let mut text = String::from("| File | SHA-256 | Imphash |\n|---|---|---|\n");
+    for k in 0..rows {
         text.push_str(&format!(
             "| s{k}.dll | {:064x} | {:032x} |\n",
             0x5eed_0000 + k,
             0xfeed_0000 + k
         ));
     }
+    text
+}
+
+/// Reads `text` through buffers of each of `capacities` bytes: the same hashes as read whole,
+/// `taken` of them, and `imphashes` import hashes left out, every time.
+fn same_in_pieces(text: &str, capacities: &[usize], taken: usize, imphashes: u64) {
+    let (whole, report) = read_as(InputFormat::Text, text.as_bytes());
+    assert_eq!(hashes(&whole).len(), taken);
+    assert_eq!(
+        report.excluded_by_reason.get("import_hash"),
+        Some(&imphashes)
+    );
+    for &capacity in capacities {
+        let (items, report) = in_pieces(InputFormat::Text, text.as_bytes(), capacity, false);
+        assert_eq!(hashes(&items), hashes(&whole), "capacity {capacity}");
+        assert_eq!(
+            report.excluded_by_reason.get("import_hash"),
+            Some(&imphashes),
+            "capacity {capacity}"
+        );
+    }
+}
+
+#[test]
+fn a_table_read_in_pieces_keeps_its_header() {
+    // A table of hashes with an imphash column, under prose, read whole and through buffers
+    // of many sizes: a buffer may end inside the header, a separator, a row or a cell, and
+    // the rows after it are still judged by their column's header (the imphash left out).
+    let mut text = format!("Files seen.\n\n{}", imphash_table(12));
     text.push_str("\nAnd a key and value table:\n\n| Imphash | SHA-256 |\n|:-:|:-:|\n");
     for k in 0..3u64 {
         text.push_str(&format!(
@@ -340,47 +366,19 @@ fn a_table_read_in_pieces_keeps_its_header() {
             0xcafe_0000 + k
         ));
     }
-    let (whole, report) = read_as(InputFormat::Text, text.as_bytes());
-    assert_eq!(
-        hashes(&whole).len(),
-        15,
-        "{:?} {:?}",
-        hashes(&whole),
-        report.excluded_by_reason
-    );
-    assert_eq!(report.excluded_by_reason.get("import_hash"), Some(&15));
-    for capacity in [1, 7, 16, 33, 64, 100, 129, 257, 400, 1000] {
-        let (items, report) = in_pieces(InputFormat::Text, text.as_bytes(), capacity, false);
-        assert_eq!(hashes(&items), hashes(&whole), "capacity {capacity}");
-        assert_eq!(
-            report.excluded_by_reason.get("import_hash"),
-            Some(&15),
-            "capacity {capacity}"
-        );
-    }
+    same_in_pieces(&text, &[1, 7, 16, 33, 64, 100, 129, 257, 400, 1000], 15, 15);
 }
 
 #[test]
 fn a_table_longer_than_the_rows_kept_keeps_its_header_across_buffers() {
     // 1,500 rows (about 170 KB, more than the 64 KiB of rows kept from one buffer for the
     // next): every imphash cell is left out, whatever the buffers.
-    let mut text = String::from("| File | SHA-256 | Imphash |\n|---|---|---|\n");
-    for k in 0..1_500u64 {
-        text.push_str(&format!(
-            "| s{k}.dll | {:064x} | {:032x} |\n",
-            0x5eed_0000 + k,
-            0xfeed_0000 + k
-        ));
-    }
-    for capacity in [4_096, 65_536, 100_000, 1 << 20] {
-        let (items, report) = in_pieces(InputFormat::Text, text.as_bytes(), capacity, false);
-        assert_eq!(hashes(&items).len(), 1_500, "capacity {capacity}");
-        assert_eq!(
-            report.excluded_by_reason.get("import_hash"),
-            Some(&1_500),
-            "capacity {capacity}"
-        );
-    }
+    same_in_pieces(
+        &imphash_table(1_500),
+        &[4_096, 65_536, 100_000, 1 << 20],
+        1_500,
+        1_500,
+    );
 }
 
 #[test]
