@@ -1,9 +1,10 @@
 //! File hashes as binary digests: parsing from hex (any case), display as lower-case hex.
 //!
-//! Parsing is on the hot path of every input line, so it works on bytes, 32 digits at a time in
-//! a form the compiler turns into SSE2 (no `unsafe`, no intrinsics), and never allocates; a
-//! lookup table only says where a value that is not a hash goes wrong. The error says why a value is not a hash in words an analyst can act on
-//! ("39 hex digits", "not hex"), because it ends up in an `invalid` output record.
+//! Parsing is on the hot path of every input line, so it works on bytes, 32 digits at a time
+//! in a form the compiler turns into SSE2 (no `unsafe`, no intrinsics), and never allocates;
+//! a lookup table only says where a value that is not a hash goes wrong. The error says why
+//! a value is not a hash in words an analyst can act on ("39 hex digits", "not hex"),
+//! because it ends up in an `invalid` output record.
 
 use std::fmt;
 use std::str::FromStr;
