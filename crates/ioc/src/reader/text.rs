@@ -284,8 +284,8 @@ impl Headers {
 /// a table row when it is short and holds a word: a table's first hex cell has the same text
 /// in front of it in every copy of the table (`| stage3.dll | `), and [`context::on_line`]
 /// depends on that text alone. Other lines (prose: rarely the same twice) are judged as
-/// they come.
-/// [`Labels::SLOTS`] slots, direct-mapped by the line's bytes.
+/// they come. [`Labels::SLOTS`] slots, direct-mapped by the line's bytes.
+#[derive(Default)]
 struct Labels {
     slots: [Label; Labels::SLOTS],
 }
@@ -297,14 +297,6 @@ struct Label {
     key: [u8; Labels::LINE],
     len: u8,
     verdict: Option<Exclusion>,
-}
-
-impl Default for Labels {
-    fn default() -> Labels {
-        Labels {
-            slots: [Label::default(); Labels::SLOTS],
-        }
-    }
 }
 
 impl Labels {
@@ -674,20 +666,33 @@ impl Stream {
         }
     }
 
-    /// Appends `bytes` to the rows kept, then cuts them to at most [`ABOVE`] bytes at a
-    /// line's start (within a line, when one line is longer: then they are not whole).
+    /// Appends `bytes` to the rows kept, keeping at most [`ABOVE`] bytes: from the first
+    /// line's start among the last [`ABOVE`] (from within a line when one line is longer:
+    /// then they are not whole).
     fn extend_above(&mut self, bytes: &[u8]) {
-        self.above
-            .extend_from_slice(&bytes[bytes.len().saturating_sub(ABOVE)..]);
-        if self.above.len() > ABOVE {
-            let cut = self.above.len() - ABOVE;
-            match memchr::memchr(b'\n', &self.above[cut..]) {
-                Some(i) => drop(self.above.drain(..cut + i + 1)),
-                None => {
-                    self.above.drain(..cut);
-                    self.above_whole = false;
-                }
-            }
+        let kept = self.above.len();
+        let total = kept + bytes.len();
+        if total <= ABOVE {
+            self.above.extend_from_slice(bytes);
+            return;
+        }
+        // Positions count through the bytes kept, then `bytes`; a line starts after a `\n`.
+        let cut = total - ABOVE;
+        let newline = if cut - 1 < kept {
+            memchr::memchr(b'\n', &self.above[cut - 1..])
+                .map(|i| cut - 1 + i)
+                .or_else(|| memchr::memchr(b'\n', bytes).map(|i| kept + i))
+        } else {
+            memchr::memchr(b'\n', &bytes[cut - 1 - kept..]).map(|i| cut - 1 + i)
+        };
+        self.above_whole = newline.is_some();
+        let from = newline.map_or(cut, |n| n + 1);
+        if from <= kept {
+            self.above.drain(..from);
+            self.above.extend_from_slice(bytes);
+        } else {
+            self.above.clear();
+            self.above.extend_from_slice(&bytes[from - kept..]);
         }
     }
 
@@ -781,6 +786,37 @@ pub(crate) fn tokens(bytes: &[u8]) -> impl Iterator<Item = (usize, usize)> + '_ 
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// The rows kept between buffers are the longest suffix of all the text given that
+        /// starts a line and fits in [`ABOVE`] bytes (the last [`ABOVE`] bytes, not whole,
+        /// when no line starts there), whatever the pieces it came in.
+        #[test]
+        fn the_rows_kept_are_the_longest_whole_lines_that_fit(
+            pieces in prop::collection::vec((0usize..40_000, any::<bool>()), 1..12),
+        ) {
+            let mut stream = Stream::default();
+            let mut all = Vec::new();
+            for (k, (len, newline)) in pieces.into_iter().enumerate() {
+                let mut piece = vec![b'a' + (k % 26) as u8; len];
+                if newline {
+                    piece.push(b'\n');
+                }
+                stream.extend_above(&piece);
+                all.extend_from_slice(&piece);
+                let cut = all.len().saturating_sub(ABOVE);
+                let line = (cut..=all.len()).find(|&p| p == 0 || all[p - 1] == b'\n');
+                // Compared by length and then bytes, so that a failure prints little.
+                let (want, whole) = match line {
+                    Some(p) => (&all[p..], true),
+                    None => (&all[cut..], false),
+                };
+                prop_assert_eq!((stream.above.len(), stream.above_whole), (want.len(), whole));
+                prop_assert!(stream.above == want);
+            }
+        }
+    }
 
     proptest! {
         /// Newlines counted in 32-byte blocks are those a byte-by-byte count finds.
