@@ -289,7 +289,7 @@ pub fn before(before: &[u8]) -> Option<Exclusion> {
 }
 
 /// `before` cut at its last line break: the token's own line, and the text above it if any.
-pub fn last_line(before: &[u8]) -> (&[u8], Option<&[u8]>) {
+pub(crate) fn last_line(before: &[u8]) -> (&[u8], Option<&[u8]>) {
     match memchr::memrchr(b'\n', before) {
         Some(i) => (&before[i + 1..], Some(&before[..i])),
         None => (before, None),
@@ -297,7 +297,7 @@ pub fn last_line(before: &[u8]) -> (&[u8], Option<&[u8]>) {
 }
 
 /// [`before`] of a text already cut by [`last_line`].
-pub fn before_line(line: &[u8], earlier: Option<&[u8]>) -> Option<Exclusion> {
+pub(crate) fn before_line(line: &[u8], earlier: Option<&[u8]>) -> Option<Exclusion> {
     if !has_word(line) {
         let earlier = earlier?;
         let earlier = earlier.strip_suffix(b"\r").unwrap_or(earlier);
@@ -311,14 +311,14 @@ pub fn before_line(line: &[u8], earlier: Option<&[u8]>) -> Option<Exclusion> {
 }
 
 /// Whether `line` holds a letter or a digit: then [`before`] judges a token by its own line.
-pub fn has_word(line: &[u8]) -> bool {
+pub(crate) fn has_word(line: &[u8]) -> bool {
     line.iter().any(u8::is_ascii_alphanumeric)
 }
 
 /// [`before`] for a token whose own line holds a word ([`has_word`]): `line` is the text from
 /// the line's start (or the window's) to the token. The verdict depends on those bytes alone,
 /// so a reader may remember it for a line it meets again (a table's first hex cell).
-pub fn on_line(line: &[u8]) -> Option<Exclusion> {
+pub(crate) fn on_line(line: &[u8]) -> Option<Exclusion> {
     if line.len() >= 4 && line[line.len() - 4..].eq_ignore_ascii_case(b"pii_") {
         return Some(Exclusion::Pseudonym);
     }
