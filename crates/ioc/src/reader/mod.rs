@@ -476,12 +476,7 @@ pub fn read_input(
     };
     let (mut decoded, encoding) = source::decode(&mut *reader)?;
     report.encoding = encoding;
-    // Only `auto` looks at the head (a format given is read as it is, binary or not).
-    let head = if options.format == InputFormat::Auto {
-        source::peek(&mut decoded, HEAD)?
-    } else {
-        Vec::new()
-    };
+    let head = head(&mut decoded, options)?;
     if options.format == InputFormat::Auto
         && let Some(what) = sniff::binary(&head)
     {
@@ -503,6 +498,16 @@ pub fn read_input(
     }
     drop(sink);
     Ok(report)
+}
+
+/// The first [`HEAD`] bytes of a decoded input, for `auto` to guess its format from (put back
+/// in front when it is read); none when a format is given, which is read as it is.
+pub(crate) fn head(decoded: &mut dyn io::Read, options: &ReadOptions) -> io::Result<Vec<u8>> {
+    if options.format == InputFormat::Auto {
+        source::peek(decoded, HEAD)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 /// A binary input, not read: its report says what it is (and it ends the run with exit code

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::csv::{self, Records};
 use super::sniff::{delimiter, records};
-use super::{Column, HEAD, InputFormat, Part, ReadOptions, source, trim};
+use super::{Column, InputFormat, Part, ReadOptions, source, trim};
 use crate::Hash;
 use crate::context;
 
@@ -494,7 +494,7 @@ pub fn read_rows(
         name, mut reader, ..
     } = part;
     let (mut decoded, _) = source::decode(&mut *reader)?;
-    let head = source::peek(&mut decoded, HEAD)?;
+    let head = super::head(&mut decoded, options)?;
     let layout = row_layout(&name, &head, options).map_err(|f| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
