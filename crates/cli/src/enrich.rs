@@ -13,7 +13,8 @@ use vtbulk_output::Format;
 use vtbulk_vt::Client;
 
 use crate::args::EnrichArgs;
-use crate::failure::{Failure, run_exit_code};
+use crate::destinations::{self, Destination};
+use crate::failure::{self, Failure, run_exit_code};
 use crate::load::{eprint, load_with_client, runtime};
 use crate::output_file::OutputFile;
 use crate::{annotate, html_report, metrics, progress};
@@ -23,6 +24,7 @@ pub fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
     check_stdin(&args)?;
     let (mut resolved, client) = load_with_client(&args.common, args.inputs.clone())?;
     check_report(&args, &resolved)?;
+    check_destinations(&args, &resolved)?;
     if resolved.settings.submit_urls.is_some() && resolved.tier.0 == "public" {
         eprint(
             "warning: --submit-unknown-urls on a public key: VirusTotal shares what is \
@@ -67,20 +69,41 @@ pub fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
             }
         }
     }
-    let code = run_exit_code(outcome, summary.fail_on_matches);
+    let code = run_exit_code(outcome, summary.fail_on_matches, summary.cache_write_errors);
     summary.exit_code = i32::from(code);
+    let mut written = true;
     if let Some(path) = &resolved.metrics_file {
-        write_metrics(path, &summary);
+        written &= write_metrics(path, &summary);
     }
     file.commit()?;
-    report(&args, &summary);
+    written &= report(&args, &summary);
     if let (Some(page), Some(output)) = (&args.report, &args.output) {
         let records = html_report::read(output, report_format == Format::Csv)?;
         let summary = serde_json::to_value(&summary).ok();
         let title = format!("vtbulk report: {}", output.display());
-        html_report::write(page, &records.render(&title, summary.as_ref()))?;
+        written &= html_report::write(page, &records.render(&title, summary.as_ref()))
+            .map_err(|e| e.message().map(eprint))
+            .is_ok();
     }
-    Ok(code)
+    Ok(match written {
+        true => code,
+        false => failure::after_output_failure(code),
+    })
+}
+
+/// Every place the run writes, checked before anything is read or spent (`destinations`).
+fn check_destinations(args: &EnrichArgs, resolved: &Resolved) -> Result<(), Failure> {
+    let named = [
+        ("-o", args.output.as_deref()),
+        ("--summary-json", args.summary_json.as_deref()),
+        ("--report", args.report.as_deref()),
+        ("--metrics-file", resolved.metrics_file.as_deref()),
+    ];
+    let destinations: Vec<Destination<'_>> = named
+        .into_iter()
+        .filter_map(|(flag, path)| Some(Destination { flag, path: path? }))
+        .collect();
+    destinations::check(&destinations, &resolved.settings.inputs)
 }
 
 /// A list on stdin that cannot be read: the key is on stdin too, or stdin is closed.
@@ -159,21 +182,24 @@ fn run(
     })
 }
 
-/// The run's figures in Prometheus's text format (a failure is said, not fatal: the run's
-/// output is what matters).
-fn write_metrics(path: &Path, summary: &Summary) {
+/// The run's figures in Prometheus's text format; whether they were written (a failure is
+/// said, and changes the exit code, but the records stay).
+fn write_metrics(path: &Path, summary: &Summary) -> bool {
     let now = jiff::Timestamp::now().as_second();
     let text = metrics::render(summary, now, metrics::previous_success(path));
-    if let Err(e) = metrics::write_atomically(path, &text) {
+    let written = metrics::write_atomically(path, &text);
+    if let Err(e) = &written {
         eprint(&format!(
             "failed to write the metrics file {}: {e}",
             path.display()
         ));
     }
+    written.is_ok()
 }
 
-/// The summary on stderr (the table, or with `-q` only why the run stopped), and as JSON.
-fn report(args: &EnrichArgs, summary: &Summary) {
+/// The summary on stderr (the table, or with `-q` only why the run stopped and the warnings
+/// that change the exit code), and as JSON; whether the JSON was written (when asked for).
+fn report(args: &EnrichArgs, summary: &Summary) -> bool {
     if !args.quiet {
         let _ = io::stderr().write_all(progress::table(summary).as_bytes());
     } else if let Some(q) = &summary.quota
@@ -193,12 +219,26 @@ fn report(args: &EnrichArgs, summary: &Summary) {
     {
         eprint(&line);
     }
-    if let Some(path) = &args.summary_json {
-        let json = serde_json::to_string_pretty(summary).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, json + "\n") {
-            eprint(&format!("failed to write {}: {e}", path.display()));
-        }
+    if summary.cache_write_errors > 0 {
+        eprint(&format!(
+            "warning: {} answers could not be kept in the cache (its disk is full, or the \
+             file is not writable); their records are written, and a later run will look them \
+             up again",
+            summary.cache_write_errors
+        ));
     }
+    let Some(path) = &args.summary_json else {
+        return true;
+    };
+    let json = serde_json::to_string_pretty(summary).unwrap_or_default();
+    let written = metrics::write_atomically(path, &(json + "\n"));
+    if let Err(e) = &written {
+        eprint(&format!(
+            "failed to write the summary {}: {e}; the records are complete",
+            path.display()
+        ));
+    }
+    written.is_ok()
 }
 
 /// The line that says why a run stopped, for the stops that are an outage or a refusal.
@@ -218,6 +258,21 @@ fn stop_line(stopped: &vtbulk_engine::StopReport, skipped: u64) -> Option<String
             "stopped: {}; {skipped} items skipped (no request goes over a connection whose \
              certificate is refused); nothing was lost: run again once it is trusted",
             detail("the API's TLS certificate was refused")
+        ));
+    }
+    if stopped.cause.starts_with("stopped_") {
+        // Any other refusal of the key (401 WrongCredentialsError, 403 ...).
+        return Some(format!(
+            "stopped: VirusTotal refused the key ({}); {skipped} items skipped; nothing was \
+             lost: run again with a key it accepts",
+            detail("refused")
+        ));
+    }
+    if stopped.cause == HaltCause::RateLimited.name() {
+        return Some(format!(
+            "stopped: VirusTotal kept answering 429 with no success between ({}); {skipped} \
+             items skipped; another client may share the key: run again later",
+            detail("too many requests")
         ));
     }
     let (what, default, note, back) = if stopped.cause == HaltCause::Unreachable.name() {

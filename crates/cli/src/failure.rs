@@ -33,6 +33,9 @@ pub mod codes {
     /// The fleet's coordinator (Redis) was lost mid-run for longer than `--coordinator-grace`:
     /// no request left while it was gone; the rest is `skipped`.
     pub const COORDINATOR_LOST: u8 = 7;
+    /// Every input has a final record, but the cache could not keep some answers (a full
+    /// disk, a file that is not writable): a later run will look them up again.
+    pub const CACHE_WRITE: u8 = 8;
     /// Interrupted (SIGINT/SIGTERM) after writing what was fetched.
     pub const INTERRUPTED: u8 = 130;
     /// The output was closed before the end (a pipe's reader went away): 128 + SIGPIPE.
@@ -53,13 +56,29 @@ pub fn exit_code(outcome: Outcome) -> u8 {
     }
 }
 
-/// The exit code of a run: its outcome's, or [`codes::FINDINGS`] when records matched
-/// `--fail-on` and the run completed (a stop for the key, the quota, an outage, a signal or a
-/// closed output says more, and wins).
-pub fn run_exit_code(outcome: Outcome, findings: u64) -> u8 {
+/// The exit code of a run: its outcome's, or when the run completed, [`codes::FINDINGS`] if
+/// records matched `--fail-on`, else [`codes::CACHE_WRITE`] if the cache failed to keep
+/// answers (a stop for the key, the quota, an outage, a signal or a closed output says more,
+/// and wins; findings are what the job is for, and win over the cache's trouble).
+pub fn run_exit_code(outcome: Outcome, findings: u64, cache_failures: u64) -> u8 {
     match outcome {
         Outcome::Completed | Outcome::CompletedWithErrors if findings > 0 => codes::FINDINGS,
+        Outcome::Completed | Outcome::CompletedWithErrors if cache_failures > 0 => {
+            codes::CACHE_WRITE
+        }
         _ => exit_code(outcome),
+    }
+}
+
+/// The exit code when an output (the summary, the metrics file, the report) could not be
+/// written at the end: a run that completed exits [`codes::USAGE`] (its records stay); a stop
+/// keeps its own code, which says more.
+pub fn after_output_failure(code: u8) -> u8 {
+    match code {
+        codes::OK | codes::COMPLETED_WITH_ERRORS | codes::FINDINGS | codes::CACHE_WRITE => {
+            codes::USAGE
+        }
+        stop => stop,
     }
 }
 
@@ -140,6 +159,7 @@ mod tests {
             codes::FINDINGS,
             codes::UNREACHABLE,
             codes::COORDINATOR_LOST,
+            codes::CACHE_WRITE,
             codes::INTERRUPTED,
             codes::BROKEN_PIPE,
         ];
@@ -161,6 +181,7 @@ mod tests {
         let mut seen: Vec<u8> = outcomes.iter().map(|&o| exit_code(o)).collect();
         seen.push(Failure::Usage(String::new()).code());
         seen.push(codes::FINDINGS);
+        seen.push(codes::CACHE_WRITE);
         let n = seen.len();
         seen.sort_unstable();
         seen.dedup();
@@ -176,10 +197,10 @@ mod tests {
 
     #[test]
     fn findings_exit_5_only_when_the_run_completed() {
-        assert_eq!(run_exit_code(Outcome::Completed, 1), 5);
-        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 3), 5);
-        assert_eq!(run_exit_code(Outcome::Completed, 0), 0);
-        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 0), 1);
+        assert_eq!(run_exit_code(Outcome::Completed, 1, 0), 5);
+        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 3, 0), 5);
+        assert_eq!(run_exit_code(Outcome::Completed, 0, 0), 0);
+        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 0, 0), 1);
         for stop in [
             Outcome::AuthFailed,
             Outcome::QuotaExhausted,
@@ -188,7 +209,23 @@ mod tests {
             Outcome::OutputClosed,
             Outcome::CoordinatorLost,
         ] {
-            assert_eq!(run_exit_code(stop, 7), exit_code(stop), "{stop:?}");
+            assert_eq!(run_exit_code(stop, 7, 7), exit_code(stop), "{stop:?}");
+            assert_eq!(after_output_failure(exit_code(stop)), exit_code(stop));
+        }
+    }
+
+    #[test]
+    fn cache_failures_exit_8_when_the_run_completed_and_findings_win() {
+        assert_eq!(run_exit_code(Outcome::Completed, 0, 2), codes::CACHE_WRITE);
+        assert_eq!(run_exit_code(Outcome::CompletedWithErrors, 0, 1), 8);
+        assert_eq!(run_exit_code(Outcome::Completed, 1, 2), codes::FINDINGS);
+        assert_eq!(run_exit_code(Outcome::QuotaExhausted, 0, 2), codes::QUOTA);
+    }
+
+    #[test]
+    fn an_output_lost_at_the_end_turns_a_completed_run_into_exit_2() {
+        for code in [0, 1, 5, 8] {
+            assert_eq!(after_output_failure(code), codes::USAGE, "{code}");
         }
     }
 

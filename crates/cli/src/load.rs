@@ -32,6 +32,9 @@ pub fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String
         format: schema_format(common.schema.as_deref(), common.settings.format.clone())?,
         ..common.settings.clone()
     };
+    for warning in passwords_in_flags(&flags) {
+        eprint(&warning);
+    }
     let layer = config::layered(common.config.as_deref(), |v| std::env::var(v).ok(), flags)?;
     let mut resolved = config::resolve(&layer, inputs)?;
     resolved.settings.on_input = Some(vtbulk_engine::InputHook(Arc::new(|input| {
@@ -82,6 +85,43 @@ fn key_reload(source: &KeySource, command: Option<&str>) -> Option<vtbulk_engine
     }
 }
 
+/// A warning for each URL flag that carries a password: the command line is visible to every
+/// user of the host (`ps`, `/proc/PID/cmdline`), as curl's and psql's users know.
+fn passwords_in_flags(flags: &Layer) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if flags.proxy.as_deref().is_some_and(url_has_password) {
+        warnings.push(
+            "warning: the --proxy URL holds a password, which `ps` shows to every user of this \
+             host: put it in HTTPS_PROXY or in the config file's `proxy` instead"
+                .to_owned(),
+        );
+    }
+    if flags.coordinator.as_deref().is_some_and(url_has_password) {
+        warnings.push(
+            "warning: the --coordinator URL holds a password, which `ps` shows to every user of \
+             this host: use --coordinator-password-file, VTBULK_REDIS_PASSWORD or \
+             VTBULK_REDIS_URL, or the config file's `coordinator` instead"
+                .to_owned(),
+        );
+    }
+    warnings
+}
+
+/// `scheme://user:password@host...` or `scheme://:password@host...` (a password, even empty
+/// user): the userinfo before the host holds a `:` with something after it.
+fn url_has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let Some((userinfo, _)) = authority.rsplit_once('@') else {
+        return false;
+    };
+    userinfo
+        .split_once(':')
+        .is_some_and(|(_, password)| !password.is_empty())
+}
+
 /// The output format `--schema` asks for, checked against `--format`.
 fn schema_format(schema: Option<&str>, format: Option<String>) -> Result<Option<String>, String> {
     match (schema, format.as_deref()) {
@@ -122,4 +162,45 @@ pub fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
             .build()
     };
     built.map_err(|e| Failure::Usage(format!("failed to start the runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_is_seen_in_a_urls_userinfo_only() {
+        for url in [
+            "http://alice:s3cret@proxy:3128",
+            "redis://:s3cret@127.0.0.1:6379/0",
+            "rediss://user:p%40ss@redis.example:6380",
+        ] {
+            assert!(url_has_password(url), "{url}");
+        }
+        for url in [
+            "http://proxy:3128",
+            "http://alice@proxy:3128",
+            "redis://127.0.0.1:6379/0",
+            "http://proxy:3128/path@x:y",
+            "off",
+            "redis://:@host",
+        ] {
+            assert!(!url_has_password(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn each_url_flag_with_a_password_draws_one_warning_naming_a_safer_place() {
+        let flags = Layer {
+            proxy: Some("http://alice:s3cret@proxy:3128".into()),
+            coordinator: Some("redis://:s3cret@127.0.0.1:6379/0".into()),
+            ..Layer::default()
+        };
+        let warnings = passwords_in_flags(&flags);
+        assert_eq!(warnings.len(), 2);
+        assert!(warnings[0].contains("HTTPS_PROXY") && warnings[0].contains("config file"));
+        assert!(warnings[1].contains("--coordinator-password-file"));
+        assert!(warnings.iter().all(|w| !w.contains("s3cret")));
+        assert!(passwords_in_flags(&Layer::default()).is_empty());
+    }
 }

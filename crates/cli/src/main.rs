@@ -6,6 +6,7 @@ mod annotate;
 mod args;
 mod cache_cmd;
 mod commands;
+mod destinations;
 mod enrich;
 mod failure;
 mod html_report;

@@ -136,7 +136,7 @@ fn quota_remaining(summary: &Summary) -> Vec<(String, f64)> {
 
 /// Exit codes of a run that went through its whole input.
 fn completed(code: i32) -> bool {
-    matches!(code, 0 | 1 | 5)
+    matches!(code, 0 | 1 | 5 | 8)
 }
 
 /// The last success time recorded in an earlier metrics file at `path`, if any.

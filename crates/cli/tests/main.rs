@@ -5,6 +5,7 @@
 
 mod commands;
 mod common;
+mod faults;
 mod fleet;
 mod probe;
 mod proxy;
