@@ -17,7 +17,9 @@ paying twice beyond the requests in flight.
            `interrupted`), resumed to the uninterrupted run's records.
   full     a full filesystem (a small tmpfs, root only; skipped with a message otherwise)
            for the output (64 KiB: exit 2, no half file) and for the cache (384 KiB: it
-           opens, then fills: every record written once, the answers it could not keep counted).
+           opens, then fills: every record written once, the answers it could not keep counted,
+           a warning despite --quiet, exit 8), and a summary that meets the full disk at the
+           end (exit 2, the records written).
 
 Prints a table (scenario, result, figures) and ends with `N passed, N failed` (exit 1 if any
 failed). Seeded: `--seed S` replays a run.
@@ -269,11 +271,34 @@ class Suite:
                                                        "unlimited", "--summary-json", summary])
                 got, twice = by_input(records(out))
                 lost = json.load(open(summary)).get("cache_write_errors", 0)
+                warned = b"could not be kept in the cache" in err
                 # The cache filled mid-run: every record still written once, the answers it
-                # could not keep counted.
+                # could not keep counted, said on stderr despite --quiet, and exit 8.
                 self.record("full filesystem: cache",
-                            code in (0, 1) and len(got) == 1500 and not twice and lost > 0,
-                            f"exit {code}, {len(got)} records, {lost} answers not kept")
+                            code == 8 and warned and len(got) == 1500 and not twice
+                            and lost > 0,
+                            f"exit {code}, {len(got)} records, {lost} answers not kept, "
+                            f"warned: {warned}")
+                # The summary, checked writable at the start, meets a full disk at the end:
+                # exit 2 and a line, no request spent twice, the records on stdout.
+                fill = os.path.join(small, "filler")
+                with open(fill, "wb") as f:
+                    try:
+                        f.write(b"\0" * (1 << 20))
+                    except OSError:
+                        pass
+                short = os.path.join(self.work, "full-short.txt")
+                with open(listing) as src, open(short, "w") as dst:
+                    dst.writelines(src.readlines()[:20])
+                late = os.path.join(small, "summary.json")
+                code, out, err = run_vtbulk(self.bin, [short, "--api-url", mock.url, "--cache",
+                                                       "off", "--tier", "unlimited", "--rate",
+                                                       "unlimited", "--summary-json", late])
+                got, _ = by_input(records(out))
+                said = b"failed to write the summary" in err
+                self.record("full filesystem: summary at end",
+                            code == 2 and said and len(got) == 20,
+                            f"exit {code}, {len(got)} records, said: {said}")
             finally:
                 mock.stop()
         finally:

@@ -81,7 +81,10 @@ fn writable(d: &Destination<'_>) -> Result<(), Failure> {
     };
     let dir = directory_of(&target);
     if !dir.is_dir() {
-        return Err(refuse(format!("the directory {} does not exist", dir.display())));
+        return Err(refuse(format!(
+            "the directory {} does not exist",
+            dir.display()
+        )));
     }
     tempfile::Builder::new()
         .prefix(".vtbulk-check-")
@@ -120,7 +123,11 @@ mod tests {
         std::os::unix::fs::symlink(&list, &link).expect("symlink");
         let spelled = dir.path().join(".").join("list.txt");
         let inputs = vec!["-".to_owned(), list.display().to_string()];
-        for (flag, path) in [("-o", &list), ("--summary-json", &link), ("--report", &spelled)] {
+        for (flag, path) in [
+            ("-o", &list),
+            ("--summary-json", &link),
+            ("--report", &spelled),
+        ] {
             let m = message(check(&[dest(flag, path)], &inputs));
             assert!(m.contains("is the input") && m.contains(flag), "{m}");
         }
@@ -145,7 +152,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let missing = dir.path().join("no/such/dir/summary.json");
         let m = message(check(&[dest("--summary-json", &missing)], &[]));
-        assert!(m.contains("does not exist") && m.contains("--summary-json"), "{m}");
+        assert!(
+            m.contains("does not exist") && m.contains("--summary-json"),
+            "{m}"
+        );
         let m = message(check(&[dest("--report", dir.path())], &[]));
         assert!(m.contains("is a directory"), "{m}");
         assert!(check(&[dest("-o", Path::new("/dev/null"))], &[]).is_ok());

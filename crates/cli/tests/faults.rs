@@ -24,7 +24,9 @@ fn s(path: &Path) -> &str {
 
 #[tokio::test]
 async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let dir = temp("output-is-input");
     let list = known_list(&mock, &dir, "list.txt", 0, 5);
     let before = std::fs::read(&list).expect("list");
@@ -37,7 +39,15 @@ async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent(
         &["--summary-json", s(&link)][..],
         &["--metrics-file", s(&list)][..],
     ] {
-        let mut args = vec!["enrich", s(&list), "--api-url", &url, "--cache", "off", "-q"];
+        let mut args = vec![
+            "enrich",
+            s(&list),
+            "--api-url",
+            &url,
+            "--cache",
+            "off",
+            "-q",
+        ];
         args.extend_from_slice(extra);
         let out = run(&args).await;
         let (_, stderr) = assert_exit(&out, 2);
@@ -50,7 +60,9 @@ async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent(
 
 #[tokio::test]
 async fn an_output_in_a_missing_directory_is_refused_before_the_first_request() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let dir = temp("output-missing-dir");
     let list = known_list(&mock, &dir, "list.txt", 0, 5);
     let missing = dir.join("no/such/dir");
@@ -99,7 +111,9 @@ async fn an_output_in_a_missing_directory_is_refused_before_the_first_request() 
 
 #[tokio::test]
 async fn a_summary_that_cannot_be_written_at_the_end_exits_2_and_the_records_stay() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let dir = temp("summary-full");
     let list = known_list(&mock, &dir, "list.txt", 0, 5);
     let output = dir.join("out.ndjson");
@@ -135,11 +149,20 @@ async fn a_summary_that_cannot_be_written_at_the_end_exits_2_and_the_records_sta
 
 #[tokio::test]
 async fn quiet_still_prints_the_line_that_says_why_the_key_stopped_the_run() {
-    let mock = MockServer::start(MockConfig::default()).await.expect("mock");
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
     let dir = temp("quiet-refused");
     let list = known_list(&mock, &dir, "list.txt", 0, 5);
     let out = vtbulk()
-        .args(["enrich", s(&list), "--api-url", &mock.url(), "--cache", "off"])
+        .args([
+            "enrich",
+            s(&list),
+            "--api-url",
+            &mock.url(),
+            "--cache",
+            "off",
+        ])
         .args(["--rate", "unlimited", "-q"])
         .env("VT_API_KEY", "wrong-key")
         .output()
@@ -168,4 +191,222 @@ async fn a_password_in_a_url_flag_draws_one_warning_and_is_not_shown() {
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(warnings[0].contains("HTTPS_PROXY"), "{stderr}");
     assert!(!text(&out.stdout).contains("hunter2") && !stderr.contains("hunter2"));
+}
+
+/// A listener on loopback that accepts connections, reads what comes, and then answers with
+/// `reply` (nothing at all when `None`: a silent server), holding every connection open;
+/// counts the requests it read.
+async fn odd_server(reply: Option<&'static [u8]>) -> (String, Seen) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let seen = Seen::default();
+    let counter = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {
+                            counter.count.fetch_add(1, Ordering::SeqCst);
+                            counter.read.notify_waiters();
+                            if let Some(reply) = reply {
+                                let _ = socket.write_all(reply).await;
+                                let _ = socket.shutdown().await;
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+/// The requests an [`odd_server`] read, and a wake-up at each.
+#[derive(Clone, Default)]
+struct Seen {
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    read: std::sync::Arc<tokio::sync::Notify>,
+}
+
+impl Seen {
+    fn load(&self, order: std::sync::atomic::Ordering) -> u64 {
+        self.count.load(order)
+    }
+
+    /// Returns once the server has read `n` requests.
+    async fn reached(&self, n: u64) {
+        loop {
+            let read = self.read.notified();
+            tokio::pin!(read);
+            read.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                return;
+            }
+            read.await;
+        }
+    }
+}
+
+/// A config file setting the request timeout (a file-only key).
+fn timeout_config(dir: &Path, timeout: &str) -> std::path::PathBuf {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, format!("request_timeout = \"{timeout}\"\n")).expect("config");
+    path
+}
+
+/// Every record of `stdout` (NDJSON) is `skipped` for `reason`.
+fn all_skipped(stdout: &str, reason: &str, count: usize) {
+    let records: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("ndjson"))
+        .collect();
+    assert_eq!(records.len(), count, "{stdout}");
+    for r in &records {
+        assert_eq!(r["status"], "skipped", "{r}");
+        assert_eq!(r["error_code"], reason, "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_stops_the_run_as_unreachable_with_items_skipped() {
+    let (url, seen) = odd_server(None).await;
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("silent");
+    let list = known_list(&mock, &dir, "list.txt", 0, 8);
+    let config = timeout_config(&dir, "1s");
+    let out = run(&[
+        "enrich",
+        s(&list),
+        "--config",
+        s(&config),
+        "--api-url",
+        &url,
+        "--cache",
+        "off",
+        "--rate",
+        "unlimited",
+        "--format",
+        "ndjson",
+        "-q",
+    ])
+    .await;
+    let (stdout, stderr) = assert_exit(&out, 6);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("stopped:") && stderr.contains(&format!("no answer from {url}")),
+        "{stderr}"
+    );
+    all_skipped(&stdout, "api_unreachable", 8);
+    assert!(seen.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_reply_that_is_not_http_or_not_the_apis_json_stops_the_run_not_a_retry_storm() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("garbage");
+    let list = known_list(&mock, &dir, "list.txt", 0, 30);
+    let replies: [&'static [u8]; 2] = [
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage that is no protocol at all\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 24\r\n\r\n<html>a web page</html>\n",
+    ];
+    for reply in replies {
+        let (url, seen) = odd_server(Some(reply)).await;
+        let out = run(&[
+            "enrich",
+            s(&list),
+            "--api-url",
+            &url,
+            "--cache",
+            "off",
+            "--rate",
+            "unlimited",
+            "--concurrency",
+            "1",
+            "--format",
+            "ndjson",
+            "-q",
+        ])
+        .await;
+        let (stdout, stderr) = assert_exit(&out, 6);
+        assert!(
+            stderr.contains(&format!("not an HTTP API at {url}")),
+            "{stderr}"
+        );
+        let records = stdout.lines().count();
+        assert_eq!(records, 30, "{stdout}");
+        // A few replies decide it: not the whole list times the retries.
+        let requests = seen.load(std::sync::atomic::Ordering::SeqCst);
+        assert!((3..=6).contains(&requests), "{requests} requests");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigterm_with_requests_stuck_in_flight_ends_the_run_with_every_item_skipped() {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("silent-term");
+    let list = known_list(&mock, &dir, "list.txt", 0, 6);
+    // Without the grace for requests in flight, this run would wait ten minutes. The first
+    // request is the key's quota (`GET /users`), or with --offline-quota the lookups.
+    let config = timeout_config(&dir, "600s");
+    for quota in ["--tier=public", "--offline-quota"] {
+        let (url, seen) = odd_server(None).await;
+        let child = vtbulk()
+            .args([
+                "enrich",
+                s(&list),
+                "--config",
+                s(&config),
+                "--api-url",
+                &url,
+                quota,
+            ])
+            .args([
+                "--cache",
+                "off",
+                "--rate",
+                "unlimited",
+                "--format",
+                "ndjson",
+                "-q",
+            ])
+            .env("VT_API_KEY", "testkey")
+            .spawn()
+            .expect("spawn");
+        // Requests are in flight (read by the server, never to be answered).
+        seen.reached(if quota == "--offline-quota" { 6 } else { 1 })
+            .await;
+        let pid = child.id().expect("pid").to_string();
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(120),
+            child.wait_with_output(),
+        )
+        .await
+        .expect("the run ended long before its requests' timeout")
+        .expect("wait");
+        let (stdout, _) = assert_exit(&out, 130);
+        all_skipped(&stdout, "interrupted", 6);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

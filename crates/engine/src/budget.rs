@@ -10,6 +10,7 @@ use vtbulk_store::Store;
 use vtbulk_vt::Client;
 
 use crate::keyquota::{self, KeyQuota};
+use crate::run::Halt;
 use crate::settings::Settings;
 
 /// The key's budget for this run, and the scheduler that enforces it.
@@ -34,6 +35,7 @@ impl Budget {
         store: Option<&mut Store>,
         nothing_to_do: bool,
         coord: Option<&Coordinator>,
+        halt: &Halt,
     ) -> (Budget, Scheduler) {
         let has_store = store.is_some();
         // `GET /users` takes the fleet's turn too ("requests of any nature"), charged to no
@@ -51,14 +53,7 @@ impl Budget {
         let (quota, refused) = if nothing_to_do {
             (None, None)
         } else {
-            let read = keyquota::read(
-                client,
-                settings.scheduler.caps,
-                settings.quota.offline,
-                store,
-                settings.scheduler.clock,
-            );
-            match read.await {
+            match read_quota(settings, client, store, halt).await {
                 Ok(quota) => (Some(quota), None),
                 Err(keyquota::Refused(e)) => (None, Some(e)),
             }
@@ -109,4 +104,32 @@ impl Budget {
             .as_ref()
             .is_some_and(|q| q.source == keyquota::QuotaSource::Live)
     }
+}
+
+/// The key's quota (`keyquota::read`); a stop while `GET /users` waits (a silent server) gives
+/// it up for the offline reading, so the run ends now instead of after the request timeout.
+async fn read_quota(
+    settings: &Settings,
+    client: &Client,
+    mut store: Option<&mut Store>,
+    halt: &Halt,
+) -> Result<KeyQuota, keyquota::Refused> {
+    let (caps, clock) = (settings.scheduler.caps, settings.scheduler.clock);
+    let woken = halt.notified();
+    tokio::pin!(woken);
+    woken.as_mut().enable();
+    if halt.check().is_none() {
+        let live = keyquota::read(
+            client,
+            caps,
+            settings.quota.offline,
+            store.as_deref_mut(),
+            clock,
+        );
+        tokio::select! {
+            read = live => return read,
+            () = woken => {}
+        }
+    }
+    keyquota::read(client, caps, true, store, clock).await
 }

@@ -33,6 +33,9 @@ pub struct Counters {
     /// IOCs another process sharing the cache file was looking up when this one reached
     /// them: put back and taken later.
     pub claims_waited: AtomicU64,
+    /// Requests in flight when the run stopped whose answer did not come within the grace:
+    /// abandoned, their items `skipped` (spent, and looked up again by a re-run).
+    pub abandoned: AtomicU64,
     /// Bytes their dedup set occupies (part of `dedup_bytes`).
     pub dedup_other_bytes: AtomicU64,
     /// Repeated occurrences.
@@ -191,6 +194,7 @@ impl Counters {
             fleet_answers: get(&self.fleet_answers),
             shared_answers: get(&self.shared_answers),
             claims_waited: get(&self.claims_waited),
+            abandoned: get(&self.abandoned),
             indicator_dedup_bytes: get(&self.dedup_other_bytes),
             duplicates: get(&self.duplicates),
             lookups: (get(&self.ok) + get(&self.not_found) + get(&self.errors))
@@ -285,6 +289,11 @@ pub struct Summary {
     /// them: put back, and taken later (its answer, or a lookup if it gave up).
     #[serde(skip_serializing_if = "is_zero")]
     pub claims_waited: u64,
+    /// Requests in flight when the run stopped that had no answer within a moment (under a
+    /// second after a signal, a few seconds after a stop from within): abandoned, their items
+    /// `skipped` with the stop's reason. They were spent; a re-run looks them up again.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub abandoned: u64,
     /// How the key was shared (`--coordinator`): through Redis, or alone at a share of the
     /// rate because Redis could not be reached (`--coordinator-fallback`).
     #[serde(skip_serializing_if = "Option::is_none")]

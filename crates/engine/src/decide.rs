@@ -12,7 +12,11 @@
 //! - Transient failures are retried with capped exponential backoff and full jitter, up to the
 //!   policy's retries; then an error record. Connection failures in a row with no answer from
 //!   the API at all end the run as [`HaltCause::Unreachable`]: five when nothing has answered
-//!   yet in this run, or after a minute when something had.
+//!   yet in this run, or after a minute when something had. Silence is an outage too: when
+//!   requests in a row time out and nothing has answered for [`Policy::silence_limit`] (two
+//!   request timeouts), the run ends as unreachable rather than retrying into the void; and
+//!   replies that are not HTTP, or not JSON (an HTML page where the API should be),
+//!   [`Policy::protocol_after`] in a row, say the URL is not an HTTP API at all: the same stop.
 //! - A 429 is never an error and never an attempt. One answering a request that was already in
 //!   flight when the gate closed says nothing new: wait at the gate. One that our books
 //!   expected (a calendar window is spent) goes back to the scheduler, which stops or waits
@@ -117,12 +121,24 @@ pub struct Policy {
     pub outage_limit: Duration,
     /// The requeue delay after a timing miss when the rate is unlimited (no interval).
     pub unpaced_requeue: Duration,
+    /// How long no request may have had any answer (timeouts in a row) before the run stops
+    /// as unreachable: two request timeouts.
+    pub silence_limit: Duration,
+    /// Timeouts in a row (at least) before silence can stop the run.
+    pub silent_after: u32,
+    /// Replies in a row that are not HTTP or not JSON before the run stops as unreachable.
+    pub protocol_after: u32,
 }
 
 impl Policy {
-    /// The rules for a run at `interval` (`None`: unlimited) with these retries and this
-    /// patience for 429s.
-    pub fn new(retry: BackoffPolicy, interval: Option<Duration>, give_up_after: Duration) -> Self {
+    /// The rules for a run at `interval` (`None`: unlimited) with these retries, this
+    /// patience for 429s, and requests that wait `request_timeout` for their answer.
+    pub fn new(
+        retry: BackoffPolicy,
+        interval: Option<Duration>,
+        give_up_after: Duration,
+        request_timeout: Duration,
+    ) -> Self {
         Policy {
             retry,
             // One interval (at least 50 ms) first, doubling to a minute.
@@ -135,8 +151,17 @@ impl Policy {
             unreachable_after: 5,
             outage_limit: Duration::from_secs(60),
             unpaced_requeue: Duration::from_millis(10),
+            silence_limit: request_timeout.saturating_mul(2),
+            silent_after: 3,
+            protocol_after: 3,
         }
     }
+}
+
+/// Whether a failure says the server is not VirusTotal's JSON API: not HTTP at all, or a
+/// success that is not JSON.
+pub fn is_protocol_failure(kind: ErrorKind) -> bool {
+    matches!(kind, ErrorKind::NotHttp | ErrorKind::UnexpectedContentType)
 }
 
 /// A failed attempt, as the rules see it.
@@ -179,6 +204,13 @@ pub struct Situation {
     pub failing_for: Duration,
     /// The API answered anything at all in this run.
     pub answered: bool,
+    /// Requests in a row that timed out with no answer from the API between, this one
+    /// included.
+    pub silent_attempts: u32,
+    /// How long nothing has answered: since the first of those requests was sent.
+    pub silent_for: Duration,
+    /// Replies in a row that were not HTTP or not JSON, this one included.
+    pub protocol_failures: u32,
     /// The request spacing now (`None`: unlimited).
     pub interval: Option<Duration>,
     /// The budget was read live (an unexpected QuotaExceededError re-reads it).
@@ -221,6 +253,9 @@ pub enum Next {
 
 /// The one place that decides what follows a failed attempt (see the module's rules).
 pub fn decide(policy: &Policy, s: &Situation, failure: Failure) -> Next {
+    if is_protocol_failure(failure.kind) && s.protocol_failures >= policy.protocol_after {
+        return Next::Halt(HaltCause::Unreachable);
+    }
     match failure.class {
         ErrorClass::NotFound => Next::NotFound,
         ErrorClass::Permanent => Next::Fail,
@@ -229,6 +264,12 @@ pub fn decide(policy: &Policy, s: &Situation, failure: Failure) -> Next {
             if failure.kind == ErrorKind::Connect
                 && s.connect_failures >= policy.unreachable_after
                 && (!s.answered || s.failing_for >= policy.outage_limit)
+            {
+                return Next::Halt(HaltCause::Unreachable);
+            }
+            if failure.kind == ErrorKind::Timeout
+                && s.silent_attempts >= policy.silent_after
+                && s.silent_for >= policy.silence_limit
             {
                 return Next::Halt(HaltCause::Unreachable);
             }
@@ -278,6 +319,9 @@ pub struct Tracker {
     connect_failures: u32,
     failing_since: Option<Duration>,
     answered: bool,
+    silent: u32,
+    silent_since: Option<Duration>,
+    protocol: u32,
 }
 
 /// What the tracker says about one 429.
@@ -300,6 +344,9 @@ impl Tracker {
         self.answered = true;
         self.connect_failures = 0;
         self.failing_since = None;
+        self.silent = 0;
+        self.silent_since = None;
+        self.protocol = 0;
     }
 
     /// A found or not-found answer: the 429 streak is over.
@@ -347,6 +394,25 @@ impl Tracker {
         )
     }
 
+    /// A request sent at least `timeout` ago had no answer in time: (timeouts in a row with no
+    /// answer between, how long nothing has answered: since the first of them was sent).
+    pub fn timed_out(&mut self, now: Duration, timeout: Duration) -> (u32, Duration) {
+        self.reached();
+        self.silent += 1;
+        let since = *self.silent_since.get_or_insert(now.saturating_sub(timeout));
+        (self.silent, now.saturating_sub(since))
+    }
+
+    /// A reply that is not HTTP, or not JSON: such replies in a row (a reply is something
+    /// heard: the silence is over).
+    pub fn protocol_failed(&mut self) -> u32 {
+        self.reached();
+        self.silent = 0;
+        self.silent_since = None;
+        self.protocol += 1;
+        self.protocol
+    }
+
     /// Another kind of transport failure (the connection was made): the API is reachable.
     pub fn reached(&mut self) {
         self.connect_failures = 0;
@@ -368,6 +434,7 @@ mod tests {
             },
             Some(100 * MS),
             Duration::from_secs(300),
+            Duration::from_secs(30),
         )
     }
 
@@ -382,6 +449,9 @@ mod tests {
             connect_failures: 0,
             failing_for: Duration::ZERO,
             answered: true,
+            silent_attempts: 0,
+            silent_for: Duration::ZERO,
+            protocol_failures: 0,
             interval: Some(100 * MS),
             quota_live: false,
             unit: 0.5,
@@ -625,6 +695,89 @@ mod tests {
                 "{secs} s"
             );
         }
+    }
+
+    #[test]
+    fn silence_stops_the_run_after_two_request_timeouts_and_three_timeouts_in_a_row() {
+        // The policy's request timeout is 30 s: silence of 60 s is the limit.
+        let p = policy();
+        for (attempts, secs, halts) in [
+            (1, 600, false),
+            (2, 600, false),
+            (3, 59, false),
+            (3, 60, true),
+            (40, 61, true),
+        ] {
+            for attempt in [0, 3] {
+                let s = Situation {
+                    silent_attempts: attempts,
+                    silent_for: Duration::from_secs(secs),
+                    attempt,
+                    ..calm()
+                };
+                let next = decide(&p, &s, failure(ErrorKind::Timeout));
+                assert_eq!(
+                    next == Next::Halt(HaltCause::Unreachable),
+                    halts,
+                    "{attempts} timeouts over {secs} s, attempt {attempt}: {next:?}"
+                );
+            }
+        }
+        // Silence counts timeouts only: a reset in the middle of it is retried as before.
+        let s = Situation {
+            silent_attempts: 9,
+            silent_for: Duration::from_secs(600),
+            ..calm()
+        };
+        assert!(matches!(
+            decide(&p, &s, failure(ErrorKind::ConnectionReset)),
+            Next::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn replies_that_are_not_http_or_not_json_stop_the_run_at_the_third_in_a_row() {
+        let p = policy();
+        for kind in [ErrorKind::NotHttp, ErrorKind::UnexpectedContentType] {
+            for n in 1..=4 {
+                let s = Situation {
+                    protocol_failures: n,
+                    ..calm()
+                };
+                let next = decide(&p, &s, failure(kind));
+                assert_eq!(
+                    next == Next::Halt(HaltCause::Unreachable),
+                    n >= 3,
+                    "{kind:?} x{n}: {next:?}"
+                );
+            }
+        }
+        // A count left over says nothing about another kind of failure.
+        let s = Situation {
+            protocol_failures: 5,
+            ..calm()
+        };
+        assert!(matches!(
+            decide(&p, &s, failure(ErrorKind::Transient)),
+            Next::Retry(_)
+        ));
+    }
+
+    #[test]
+    fn the_tracker_times_silence_from_the_first_unanswered_request_until_any_answer() {
+        let mut t = Tracker::default();
+        let s = Duration::from_secs;
+        // Sent at 0, timed out at 30 (a 30 s timeout): silent since 0.
+        assert_eq!(t.timed_out(s(30), s(30)), (1, s(30)));
+        assert_eq!(t.timed_out(s(31), s(30)), (2, s(31)));
+        // A reply that is not HTTP is heard: the silence is over, the protocol count starts.
+        assert_eq!(t.protocol_failed(), 1);
+        assert_eq!(t.timed_out(s(70), s(30)), (1, s(30)));
+        assert_eq!(t.protocol_failed(), 2);
+        t.answered();
+        assert_eq!(t.protocol_failed(), 1);
+        t.answered();
+        assert_eq!(t.timed_out(s(100), s(30)), (1, s(30)));
     }
 
     #[test]

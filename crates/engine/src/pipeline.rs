@@ -81,6 +81,7 @@ pub async fn run(
         store.as_mut(),
         nothing_to_do,
         coord.as_ref(),
+        &halt,
     );
     let (budget, scheduler) = read.await;
     let claims = claim_settings(&settings, &figures);
@@ -258,6 +259,7 @@ impl Stages {
             settings.backoff,
             scheduler.interval(),
             settings.max_rate_limited,
+            client.request_timeout(),
         );
         let lookup = Lookup::new(
             Sender::new(client, scheduler, policy, fleet),

@@ -136,6 +136,8 @@ pub struct Client {
     keep_raw: bool,
     keep_body: bool,
     request_timeout: Duration,
+    /// The base URL as configured (for messages: it holds no key).
+    base_url: String,
 }
 
 /// Checks the scheme policy; returns the target and the API path (`.../api/v3`).
@@ -242,7 +244,18 @@ impl Client {
             keep_raw: config.keep_raw,
             keep_body: config.keep_body,
             request_timeout: config.request_timeout,
+            base_url: config.host.clone(),
         })
+    }
+
+    /// VirusTotal's base URL, as configured.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    /// How long a request may wait for its whole answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// The key's fingerprint (see [`ApiKey::fingerprint`]).

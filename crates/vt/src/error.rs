@@ -67,6 +67,9 @@ pub enum ErrorKind {
     InvalidBody,
     /// A 200 answer that is not JSON.
     UnexpectedContentType,
+    /// The reply is not HTTP at all (random bytes, another protocol): the URL does not lead
+    /// to an HTTP API.
+    NotHttp,
 }
 
 /// What the caller should do about an error.
@@ -95,7 +98,7 @@ pub enum RateLimitKind {
 
 impl ErrorKind {
     /// Every kind, for exhaustive tests and documentation.
-    pub const ALL: [ErrorKind; 27] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::BadRequest,
         ErrorKind::InvalidArgument,
         ErrorKind::NotAvailableYet,
@@ -123,6 +126,7 @@ impl ErrorKind {
         ErrorKind::TruncatedBody,
         ErrorKind::InvalidBody,
         ErrorKind::UnexpectedContentType,
+        ErrorKind::NotHttp,
     ];
 
     /// The kind for one of VirusTotal's documented error codes.
@@ -198,6 +202,7 @@ impl ErrorKind {
             ErrorKind::TruncatedBody => "TruncatedBody",
             ErrorKind::InvalidBody => "InvalidBody",
             ErrorKind::UnexpectedContentType => "UnexpectedContentType",
+            ErrorKind::NotHttp => "NotHttp",
         }
     }
 
@@ -222,7 +227,8 @@ impl ErrorKind {
             | ErrorKind::Connect
             | ErrorKind::ConnectionReset
             | ErrorKind::TruncatedBody
-            | ErrorKind::InvalidBody => ErrorClass::Retry,
+            | ErrorKind::InvalidBody
+            | ErrorKind::NotHttp => ErrorClass::Retry,
             ErrorKind::BadRequest
             | ErrorKind::InvalidArgument
             | ErrorKind::UnselectiveContentQuery
@@ -246,6 +252,7 @@ impl ErrorKind {
                 | ErrorKind::InvalidBody
                 | ErrorKind::UnexpectedContentType
                 | ErrorKind::UnexpectedStatus
+                | ErrorKind::NotHttp
         )
     }
 }

@@ -1030,7 +1030,8 @@ pub(crate) fn hyper_error(e: hyper::Error) -> Error {
     } else if e.is_canceled() || e.is_closed() {
         ErrorKind::ConnectionReset
     } else if e.is_parse() || e.is_parse_status() {
-        ErrorKind::InvalidBody
+        // hyper could not read a response head: what came back is not HTTP.
+        ErrorKind::NotHttp
     } else {
         ErrorKind::ConnectionReset
     };

@@ -90,9 +90,24 @@ impl Lookup {
                 fleet.give_back(held, at);
             }
         };
-        let result = self
-            .send(ready.with_arrival(&arrival), target, step, departed)
-            .await;
+        let send = self.send(ready.with_arrival(&arrival), target, step, departed);
+        tokio::pin!(send);
+        let result = tokio::select! {
+            result = &mut send => Some(result),
+            () = woken.as_mut() => {
+                // Stopped with this request in flight: its answer is waited for a moment
+                // (it was spent), not for a silent server's whole timeout.
+                let grace = in_flight_grace(self.halt.check());
+                tokio::time::timeout(grace, &mut send).await.ok()
+            }
+        };
+        let Some(result) = result else {
+            bump(&self.counters.abandoned);
+            if let (Some(fleet), Some(held)) = (&sender.fleet, &held) {
+                fleet.give_back(held, Instant::now());
+            }
+            return Attempt::Woken;
+        };
         let now = Instant::now();
         sender.note_latency(now - sent);
         if let (Some(fleet), Some(held)) = (&sender.fleet, &held) {
@@ -148,5 +163,16 @@ impl Lookup {
                     FileLookup::NotFound => Answer::NotFound,
                 }),
         }
+    }
+}
+
+/// How long a request in flight when the run stops may still take to answer: under a second
+/// for a signal (the user is waiting), a few seconds for a stop from within (a quota spent,
+/// an outage), where an answer on its way is worth the wait. Past it the request is
+/// abandoned and its item `skipped` like the rest (a re-run looks it up again).
+fn in_flight_grace(cause: Option<crate::decide::HaltCause>) -> std::time::Duration {
+    match cause {
+        Some(crate::decide::HaltCause::Interrupted) => std::time::Duration::from_millis(750),
+        _ => std::time::Duration::from_secs(4),
     }
 }

@@ -426,7 +426,7 @@ impl Lookup {
                 if cause == HaltCause::RateLimited {
                     self.count_429(err, Throttle::GaveUp);
                 }
-                self.halt.set_because(cause, err);
+                self.halt.set_because(cause, self.halt_detail(err, &s));
                 return Some(self.skipped(target, cause));
             }
             Next::Retry(delay) => {
@@ -486,6 +486,9 @@ impl Lookup {
             connect_failures: 0,
             failing_for: Duration::ZERO,
             answered: true,
+            silent_attempts: 0,
+            silent_for: Duration::ZERO,
+            protocol_failures: 0,
             interval: sender.interval(),
             quota_live: self.key.quota_live,
             unit,
@@ -507,14 +510,42 @@ impl Lookup {
                 (s.stale, s.misses, s.streak, s.limited_for) =
                     (l.stale, l.misses, l.streak, l.limited_for);
             }
+            _ if crate::decide::is_protocol_failure(err.kind()) => {
+                s.protocol_failures = tracker.protocol_failed();
+            }
             _ if err.kind() == ErrorKind::Connect => {
                 (s.connect_failures, s.failing_for, s.answered) = tracker.connect_failed(now);
+            }
+            _ if err.kind() == ErrorKind::Timeout => {
+                let timeout = sender.client.request_timeout();
+                (s.silent_attempts, s.silent_for) = tracker.timed_out(now, timeout);
             }
             _ if err.status().is_some() => tracker.answered(),
             // The connection was made; the failure came after (a reset, a timeout).
             _ => tracker.reached(),
         }
         s
+    }
+
+    /// Why the run stops, in words: the error, or for silence and replies that are not the
+    /// API's, what was seen and where.
+    fn halt_detail(&self, err: &vtbulk_vt::Error, s: &crate::decide::Situation) -> String {
+        let url = self.sender.client.base_url();
+        if crate::decide::is_protocol_failure(err.kind()) {
+            return format!(
+                "not an HTTP API at {url}: {} replies in a row were not VirusTotal's ({err})",
+                s.protocol_failures
+            );
+        }
+        if err.kind() == vtbulk_vt::ErrorKind::Timeout {
+            return format!(
+                "no answer from {url}: {} requests in a row had none within the request \
+                 timeout, nothing answered for {} s",
+                s.silent_attempts,
+                s.silent_for.as_secs()
+            );
+        }
+        err.to_string()
     }
 
     fn count_429(&self, err: &vtbulk_vt::Error, kind: Throttle) {
