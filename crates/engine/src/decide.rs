@@ -619,7 +619,12 @@ mod tests {
             interval: None,
             ..calm()
         };
-        let p = Policy::new(BackoffPolicy::default(), None, Duration::from_secs(300));
+        let p = Policy::new(
+            BackoffPolicy::default(),
+            None,
+            Duration::from_secs(300),
+            Duration::from_secs(60),
+        );
         assert_eq!(p.gate.base, 50 * MS);
         assert_eq!(
             decide(&p, &s, failure(ErrorKind::TooManyRequests)),
