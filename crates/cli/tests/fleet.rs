@@ -439,6 +439,37 @@ async fn redis_lost_for_good_stops_the_run_with_exit_7_and_nothing_leaves_blind(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_hangs_under_a_long_list_stops_the_run_as_lost_with_every_item_once() {
+    let mut redis = RedisServer::start().await;
+    let mock = open_mock().await;
+    let dir = temp("frozen");
+    let list = list(&mock, &dir, 0, 2000);
+    let run = tokio::spawn(
+        vtbulk(&mock.url(), &list, &redis.url(), "1200/min")
+            .args(["--coordinator-grace", "2s"])
+            .output(),
+    );
+    mock.wait_for(|s| s.total >= 6).await;
+    // Frozen, not gone: every call to it waits instead of failing.
+    redis.freeze();
+    let out = run.await.expect("task").expect("runs");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("the coordinator (Redis) was lost"),
+        "{stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), 2000);
+    let ok = text.matches("\"status\":\"ok\"").count();
+    let skipped = text.matches("\"error_code\":\"coordinator_lost\"").count();
+    assert_eq!(ok + skipped, 2000, "ok {ok}, skipped {skipped}");
+    assert!(skipped > 1000, "ok {ok}, skipped {skipped}");
+    redis.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_killed_while_holding_a_lease_leaves_the_others_to_finish_and_loses_nothing() {
     let redis = RedisServer::start().await;
     let mock = MockServer::start(MockConfig::with_keys(vec![KeyConfig::unlimited(CANARY)]))

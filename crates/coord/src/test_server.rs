@@ -60,6 +60,16 @@ impl RedisServer {
     }
 
     /// Stops this server for good (a Redis lost mid-run).
+    /// Freezes the server (SIGSTOP): connections stay open and nothing answers, as with a
+    /// hung host or a dead link; `stop` (or drop) still ends it.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-STOP", &pid.to_string()])
+                .status();
+        }
+    }
+
     pub async fn stop(&mut self) {
         let _ = self.child.start_kill();
         let _ = self.child.wait().await;

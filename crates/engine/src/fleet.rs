@@ -25,6 +25,9 @@ use crate::settings::Settings;
 const LOST: BackoffPolicy =
     BackoffPolicy::doubling(Duration::from_millis(250), Duration::from_secs(5));
 
+/// How long leaving the fleet may wait for Redis at the end of a run.
+const LEAVE_WITHIN: Duration = Duration::from_millis(300);
+
 /// This process's part in the fleet.
 #[derive(Clone, Debug)]
 pub(crate) struct Fleet {
@@ -102,8 +105,23 @@ impl Fleet {
     ) -> Granted {
         let mut pauses = LOST.ceilings();
         loop {
+            // Lost for the whole grace already (another worker found it so): the run stops
+            // without one more call to Redis.
+            let lost_for = lock(&self.lost_since).map(|since| since.elapsed());
+            if lost_for.is_some_and(|lost| lost >= self.grace) {
+                halt.set_because(HaltCause::CoordinatorLost, "no answer");
+                return Granted::Halted;
+            }
+            // An ask may take no longer than the grace left: a Redis that hangs (stopped, a
+            // dead link) is lost as surely as one that refuses.
+            let limit = self.grace.saturating_sub(lost_for.unwrap_or_default());
+            let started = Instant::now();
             let asked = tokio::select! {
-                asked = self.ask() => asked,
+                asked = tokio::time::timeout(limit, self.ask()) => asked.unwrap_or_else(|_| {
+                    Err(vtbulk_coord::CoordError::Unreachable(format!(
+                        "no answer within {limit:?}"
+                    )))
+                }),
                 () = woken.as_mut() => return Granted::Halted,
             };
             let error = match asked {
@@ -121,8 +139,8 @@ impl Fleet {
             };
             // Blind: nothing leaves without the fleet's grant. Ask again (the connection
             // reconnects itself) until the grace runs out, then stop.
-            let now = Instant::now();
-            let lost = now - *lock(&self.lost_since).get_or_insert(now);
+            // Lost since the failed ask was sent: Redis was last known well then.
+            let lost = lock(&self.lost_since).get_or_insert(started).elapsed();
             if lost >= self.grace {
                 halt.set_because(HaltCause::CoordinatorLost, error);
                 return Granted::Halted;
@@ -284,10 +302,15 @@ impl Membership {
     }
 
     /// Leaves the fleet: what is left of a lease goes back to the fleet (and off its books).
+    /// A Redis that does not answer gets 300 ms: the lease's slots expire by themselves
+    /// and the membership lapses, and a stop must not wait for Redis's response timeouts.
     pub(crate) async fn leave(self, fleet: &Fleet) {
         self.task.abort();
-        let _ = fleet.coord.end_lease().await;
-        let _ = fleet.coord.leave(&self.me).await;
+        let goodbye = async {
+            let _ = fleet.coord.end_lease().await;
+            let _ = fleet.coord.leave(&self.me).await;
+        };
+        let _ = tokio::time::timeout(LEAVE_WITHIN, goodbye).await;
     }
 }
 

@@ -272,7 +272,20 @@ impl Worker {
                 .iter()
                 .map(|&i| crew.work.target(told[i].0.0.index as usize))
                 .collect();
-            for (i, before) in asked.iter().zip(crew.peers.before(&targets).await) {
+            // A stop (or the coordinator's loss) cuts the ask short: a Redis that hangs must
+            // not hold the worker for its response timeout; the entries go on alone, to be
+            // skipped at the lookup's first check.
+            let woken = crew.halt.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let answers = match crew.halt.get() {
+                Some(_) => Vec::new(),
+                None => tokio::select! {
+                    answers = crew.peers.before(&targets) => answers,
+                    () = woken => Vec::new(),
+                },
+            };
+            for (i, before) in asked.iter().zip(answers) {
                 told[*i].1 = Some(before);
             }
         }

@@ -172,7 +172,7 @@ impl Lookup {
 /// abandoned and its item `skipped` like the rest (a re-run looks it up again).
 fn in_flight_grace(cause: Option<crate::decide::HaltCause>) -> std::time::Duration {
     match cause {
-        Some(crate::decide::HaltCause::Interrupted) => std::time::Duration::from_millis(750),
+        Some(crate::decide::HaltCause::Interrupted) => std::time::Duration::from_millis(600),
         _ => std::time::Duration::from_secs(4),
     }
 }
