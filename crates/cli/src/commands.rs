@@ -15,7 +15,7 @@ use crate::{cache_cmd, html_report, report};
 
 /// `vtbulk config`.
 pub fn config(common: &CommonArgs) -> Result<u8, Failure> {
-    let resolved = load(common, vec![]).map_err(Failure::Usage)?;
+    let resolved = load(common, vec![])?;
     print(&format!("{}\n", config::describe(&resolved)))?;
     Ok(codes::OK)
 }
@@ -153,7 +153,7 @@ pub fn probe(common: &CommonArgs, max: u64, yes: bool, json: bool) -> Result<u8,
 
 /// `vtbulk cache ...`.
 pub fn cache(args: CacheArgs) -> Result<u8, Failure> {
-    let resolved = load(args.action.common(), vec![]).map_err(Failure::Usage)?;
+    let resolved = load(args.action.common(), vec![])?;
     let settings = resolved.settings.cache.ok_or_else(|| {
         Failure::Cache(
             "the cache is off (--cache off or cache = \"off\"): nothing to look at".into(),

@@ -93,6 +93,8 @@ pub enum Failure {
     Refused(String),
     /// stdout was closed by its reader.
     BrokenPipe,
+    /// SIGINT or SIGTERM before the run began (while the key's command ran).
+    Interrupted(String),
 }
 
 impl Failure {
@@ -103,13 +105,17 @@ impl Failure {
             Failure::Cache(_) => codes::CACHE,
             Failure::Refused(_) => codes::AUTH,
             Failure::BrokenPipe => codes::BROKEN_PIPE,
+            Failure::Interrupted(_) => codes::INTERRUPTED,
         }
     }
 
     /// What to print on stderr (`None`: nothing, for a closed pipe).
     pub fn message(&self) -> Option<&str> {
         match self {
-            Failure::Usage(m) | Failure::Cache(m) | Failure::Refused(m) => Some(m),
+            Failure::Usage(m)
+            | Failure::Cache(m)
+            | Failure::Refused(m)
+            | Failure::Interrupted(m) => Some(m),
             Failure::BrokenPipe => None,
         }
     }

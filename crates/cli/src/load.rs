@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use vtbulk_cli::config::{self, KeySource, Layer, Resolved};
+use vtbulk_cli::config::{self, KeyError, KeySource, Layer, Resolved};
 use vtbulk_vt::Client;
 
 use crate::args::CommonArgs;
@@ -27,7 +27,29 @@ pub fn print(text: &str) -> Result<(), Failure> {
 
 /// Embedded defaults, then the user file, then the environment, then flags; the key from its
 /// own sources.
-pub fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
+pub fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, Failure> {
+    let mut resolved = load_settings(common, inputs).map_err(Failure::Usage)?;
+    let (key, source) = config::read_key(
+        common.api_key_file.as_deref(),
+        common.api_key_command.as_deref(),
+        resolved.key_command_timeout,
+    )
+    .map_err(|e| match e {
+        KeyError::Interrupted(m) => Failure::Interrupted(m),
+        KeyError::Failed(m) => Failure::Usage(m),
+    })?;
+    resolved.settings.key_reload = key_reload(
+        &source,
+        common.api_key_command.as_deref(),
+        resolved.key_command_timeout,
+    );
+    resolved.key = key;
+    resolved.key_source = source;
+    Ok(resolved)
+}
+
+/// The settings without the key: the layers resolved, the input hook set.
+fn load_settings(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String> {
     let flags = Layer {
         format: schema_format(common.schema.as_deref(), common.settings.format.clone())?,
         ..common.settings.clone()
@@ -53,24 +75,23 @@ pub fn load(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, String
             );
         }
     })));
-    let (key, source) = config::read_key(
-        common.api_key_file.as_deref(),
-        common.api_key_command.as_deref(),
-    )?;
-    resolved.settings.key_reload = key_reload(&source, common.api_key_command.as_deref());
-    resolved.key = key;
-    resolved.key_source = source;
     Ok(resolved)
 }
 
 /// A key from a file or a command can be rotated at its source during a long run: on a 401
 /// it is read again (never stdin: it was read once).
-fn key_reload(source: &KeySource, command: Option<&str>) -> Option<vtbulk_engine::KeyReload> {
+fn key_reload(
+    source: &KeySource,
+    command: Option<&str>,
+    timeout: std::time::Duration,
+) -> Option<vtbulk_engine::KeyReload> {
     match (source, command) {
         (KeySource::Command(_), Some(command)) => {
             let command = command.to_owned();
             Some(vtbulk_engine::KeyReload(Arc::new(move || {
-                config::key_from_command(&command).map(|(key, _)| key)
+                config::key_from_command(&command, timeout)
+                    .map(|(key, _)| key)
+                    .map_err(|e| e.message().to_owned())
             })))
         }
         (KeySource::File(path), _) if path != Path::new("-") => {
@@ -139,7 +160,7 @@ pub fn load_with_client(
     common: &CommonArgs,
     inputs: Vec<String>,
 ) -> Result<(Resolved, Client), Failure> {
-    let resolved = load(common, inputs).map_err(Failure::Usage)?;
+    let resolved = load(common, inputs)?;
     let Some(key) = resolved.key.clone() else {
         return Err(Failure::Usage(
             "no API key: set VT_API_KEY (or VTCLI_APIKEY), or pass --api-key-file PATH".into(),

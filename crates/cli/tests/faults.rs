@@ -410,3 +410,90 @@ async fn sigterm_with_requests_stuck_in_flight_ends_the_run_with_every_item_skip
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Whether process `pid` is gone (or a zombie waiting for its reaper: it runs no more).
+fn process_ended(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+    }
+}
+
+/// A FIFO at `dir/name`: a command that writes its pid there waits for the test to read it.
+fn fifo(dir: &Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    path
+}
+
+async fn read_pid(fifo: std::path::PathBuf) -> String {
+    tokio::task::spawn_blocking(move || std::fs::read_to_string(fifo).expect("read fifo"))
+        .await
+        .expect("reader")
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_key_command_that_hangs_is_killed_with_its_children_at_its_timeout() {
+    let dir = temp("key-timeout");
+    let pids = fifo(&dir, "pids");
+    // The shell starts a child and waits: both must go when the timeout comes.
+    let command = format!(
+        "sh -c 'sleep 1000 & echo $! > {}; wait' secret-vault-path",
+        pids.display()
+    );
+    let child = vtbulk()
+        .args(["config", "--api-key-command", &command])
+        .args(["--api-key-command-timeout", "1s"])
+        .spawn()
+        .expect("spawn");
+    let sleeper = read_pid(pids).await;
+    let out = child.wait_with_output().await.expect("wait");
+    let (_, stderr) = assert_exit(&out, 2);
+    assert!(
+        stderr.contains("--api-key-command: sh gave no key within 1s"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("secret-vault-path") && !stderr.contains("sleep"));
+    assert!(
+        process_ended(&sleeper),
+        "the command's child {sleeper} runs on"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn sigterm_while_the_key_command_runs_kills_it_and_exits_130() {
+    let dir = temp("key-sigterm");
+    let pids = fifo(&dir, "pids");
+    let command = format!("sh -c 'echo $$ > {}; exec sleep 1000'", pids.display());
+    let child = vtbulk()
+        .args(["config", "--api-key-command", &command])
+        .spawn()
+        .expect("spawn");
+    let key_command = read_pid(pids).await;
+    let pid = child.id().expect("pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    let out = child.wait_with_output().await.expect("wait");
+    let (_, stderr) = assert_exit(&out, 130);
+    assert!(
+        stderr.contains("interrupted while --api-key-command sh ran"),
+        "{stderr}"
+    );
+    assert!(
+        process_ended(&key_command),
+        "the key command {key_command} runs on"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -20,31 +20,146 @@ pub enum KeySource {
     Missing,
 }
 
+/// Why the key could not be had.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyError {
+    /// A message for stderr (exit 2).
+    Failed(String),
+    /// SIGINT or SIGTERM came while `--api-key-command` ran: it was killed (exit 130).
+    Interrupted(String),
+}
+
+impl KeyError {
+    /// The message, whichever it is.
+    pub fn message(&self) -> &str {
+        match self {
+            KeyError::Failed(m) | KeyError::Interrupted(m) => m,
+        }
+    }
+}
+
+impl From<String> for KeyError {
+    fn from(message: String) -> KeyError {
+        KeyError::Failed(message)
+    }
+}
+
 /// Runs `--api-key-command`: the command line split into words as a POSIX shell would (no
 /// shell runs unless the command is one, `sh -c '...'`), stdin closed, stderr passed through;
-/// its stdout, trimmed, is the key. Errors name the program only (its arguments may say where
-/// a vault keeps the key) and never the output.
-pub fn key_from_command(command: &str) -> Result<(ApiKey, KeySource), String> {
+/// its stdout, trimmed, is the key. It runs in a process group of its own, killed whole when
+/// it outlives `timeout` or when SIGINT or SIGTERM comes meanwhile (a vault CLI's helpers go
+/// with it). Errors name the program only (its arguments may say where a vault keeps the key)
+/// and never the output.
+pub fn key_from_command(
+    command: &str,
+    timeout: std::time::Duration,
+) -> Result<(ApiKey, KeySource), KeyError> {
     let words = shlex::split(command)
         .filter(|w| !w.is_empty())
         .ok_or_else(|| "--api-key-command: not a command line (unbalanced quotes?)".to_owned())?;
     let program = words[0].clone();
-    let out = std::process::Command::new(&program)
-        .args(&words[1..])
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .map_err(|e| format!("--api-key-command: failed to run {program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "--api-key-command: {program} failed ({}); no key",
-            out.status
-        ));
-    }
-    let text = String::from_utf8(out.stdout)
+    let stdout = group::run(&words, timeout).map_err(|stop| match stop {
+        group::Stop::Spawn(e) => {
+            KeyError::Failed(format!("--api-key-command: failed to run {program}: {e}"))
+        }
+        group::Stop::Status(status) => KeyError::Failed(format!(
+            "--api-key-command: {program} failed ({status}); no key"
+        )),
+        group::Stop::TimedOut => KeyError::Failed(format!(
+            "--api-key-command: {program} gave no key within {} (api_key_command_timeout); \
+             it was killed with its process group",
+            humantime::format_duration(timeout)
+        )),
+        group::Stop::Signal => KeyError::Interrupted(format!(
+            "interrupted while --api-key-command {program} ran; it was killed with its process \
+             group"
+        )),
+    })?;
+    let text = String::from_utf8(stdout)
         .map_err(|_| format!("--api-key-command: {program} printed something that is not text"))?;
     let key = ApiKey::new(text).map_err(|e| format!("{e} (from --api-key-command {program})"))?;
     Ok((key, KeySource::Command(program)))
+}
+
+/// A command in a process group of its own, waited for with a deadline and an ear for
+/// SIGINT/SIGTERM.
+mod group {
+    use std::io::Read;
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, ExitStatus, Stdio};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// Why the command gave no output.
+    pub(super) enum Stop {
+        Spawn(std::io::Error),
+        Status(ExitStatus),
+        TimedOut,
+        Signal,
+    }
+
+    /// How often the wait looks at the child, the clock and the signals.
+    const POLL: Duration = Duration::from_millis(10);
+
+    /// Runs `words`, returning its stdout once it exits with success.
+    pub(super) fn run(words: &[String], timeout: Duration) -> Result<Vec<u8>, Stop> {
+        let signalled = Arc::new(AtomicBool::new(false));
+        let hooks: Vec<_> = [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+            .into_iter()
+            .filter_map(|sig| signal_hook::flag::register(sig, signalled.clone()).ok())
+            .collect();
+        let result = wait(words, timeout, &signalled);
+        for hook in hooks {
+            signal_hook::low_level::unregister(hook);
+        }
+        result
+    }
+
+    fn wait(words: &[String], timeout: Duration, signalled: &AtomicBool) -> Result<Vec<u8>, Stop> {
+        let mut child = Command::new(&words[0])
+            .args(&words[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(Stop::Spawn)?;
+        // Read on a thread: a key longer than the pipe's buffer must not stall the child.
+        let mut pipe = child.stdout.take();
+        let reader = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            if let Some(pipe) = pipe.as_mut() {
+                let _ = pipe.read_to_end(&mut out);
+            }
+            out
+        });
+        let deadline = Instant::now() + timeout;
+        let stop = loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => {
+                    return Ok(reader.join().unwrap_or_default());
+                }
+                Ok(Some(status)) => break Stop::Status(status),
+                Ok(None) => {}
+                Err(e) => break Stop::Spawn(e),
+            }
+            if signalled.load(Ordering::SeqCst) {
+                break Stop::Signal;
+            }
+            if Instant::now() >= deadline {
+                break Stop::TimedOut;
+            }
+            std::thread::sleep(POLL);
+        };
+        // The whole group: a shell's or a vault agent's children too (their output pipe
+        // closes with them, so the reader ends).
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait();
+        let _ = reader.join();
+        Err(stop)
+    }
 }
 
 /// Reads the key: `--api-key-file` (`-` is stdin), else `--api-key-command`, else
@@ -52,12 +167,15 @@ pub fn key_from_command(command: &str) -> Result<(ApiKey, KeySource), String> {
 pub fn read_key(
     file: Option<&Path>,
     command: Option<&str>,
-) -> Result<(Option<ApiKey>, KeySource), String> {
+    command_timeout: std::time::Duration,
+) -> Result<(Option<ApiKey>, KeySource), KeyError> {
     if file.is_some() && command.is_some() {
-        return Err("give the key by --api-key-file or by --api-key-command, not both".into());
+        return Err(KeyError::Failed(
+            "give the key by --api-key-file or by --api-key-command, not both".into(),
+        ));
     }
     if let Some(command) = command {
-        let (key, source) = key_from_command(command)?;
+        let (key, source) = key_from_command(command, command_timeout)?;
         return Ok((Some(key), source));
     }
     if let Some(path) = file {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use describe::describe;
-pub use key::{KeySource, key_from_command, read_key};
+pub use key::{KeyError, KeySource, key_from_command, read_key};
 pub use resolve::{Progress, Resolved, cache_settings, resolve};
 
 /// The embedded defaults.
@@ -60,6 +60,10 @@ pub struct Layer {
     /// How long to wait for an answer.
     #[arg(skip)]
     pub request_timeout: Option<String>,
+    /// How long `--api-key-command` may run before it is killed (with its process group) and
+    /// the command fails: a vault that waits for a login must not hang a nightly job.
+    #[arg(long, value_name = "DURATION")]
+    pub api_key_command_timeout: Option<String>,
 
     // -- The key's quota and the pace.
     /// Quota profile from config/tiers.toml (public, premium-example, or your own).

@@ -50,6 +50,8 @@ pub struct Resolved {
     pub threads: usize,
     /// Where the run's Prometheus metrics go, if anywhere.
     pub metrics_file: Option<PathBuf>,
+    /// How long `--api-key-command` may run.
+    pub key_command_timeout: Duration,
     /// The merged layer it came from (for `vtbulk config`).
     pub layer: Layer,
 }
@@ -118,6 +120,7 @@ pub fn resolve(layer: &Layer, inputs: Vec<String>) -> Result<Resolved, String> {
         },
         threads: (*need(&layer.threads, "threads")?).max(1),
         metrics_file: layer.metrics_file.as_ref().map(PathBuf::from),
+        key_command_timeout: duration("api_key_command_timeout", &layer.api_key_command_timeout)?,
         layer: layer.clone(),
     })
 }
