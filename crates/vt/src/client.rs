@@ -65,6 +65,9 @@ pub struct ClientConfig {
     pub ca_cert: Option<std::path::PathBuf>,
     /// The proxy (`--proxy`): the environment's by default.
     pub proxy: crate::ProxySetting,
+    /// Bytes of answers being read at once, across all connections, at most (each answer
+    /// also at most [`crate::MAX_BODY`] on the wire and [`MAX_INFLATED`] inflated).
+    pub answer_budget: usize,
 }
 
 impl Default for ClientConfig {
@@ -80,6 +83,7 @@ impl Default for ClientConfig {
             departure_delay: None,
             ca_cert: None,
             proxy: crate::ProxySetting::Environment,
+            answer_budget: crate::transport::DEFAULT_ANSWER_BUDGET,
         }
     }
 }
@@ -225,6 +229,7 @@ impl Client {
                 headers,
                 departure_delay: config.departure_delay.clone(),
                 proxy: config.proxy.clone(),
+                answer_budget: config.answer_budget,
                 extra_roots: match &config.ca_cert {
                     Some(path) => {
                         crate::transport::read_ca_bundle(path).map_err(ClientError::Build)?
@@ -559,10 +564,12 @@ impl Ready<'_> {
 
 /// The body of a 200 JSON answer (inflated, and as it came when gzipped), or the error.
 fn read_answer(answer: Answer) -> Result<(Bytes, Option<Bytes>), Error> {
+    // `_held`: the answer's share of the budget, kept while it inflates.
     let Answer {
         status,
         headers,
         body: wire,
+        held: _held,
     } = answer;
     let status = status.as_u16();
     let is_json = headers
@@ -656,7 +663,7 @@ fn encode_segment(s: &str) -> String {
 
 /// The most an answer may inflate to: VirusTotal's largest file objects are a few MB; a body
 /// that inflates past this is refused rather than allowed to eat memory.
-const MAX_INFLATED: u64 = 256 << 20;
+pub const MAX_INFLATED: u64 = 64 << 20;
 
 /// Inflates a gzip body (sized from its trailer, so the buffer is allocated once). A stream
 /// that ends early is a truncated body; one that inflates past [`MAX_INFLATED`], or anything

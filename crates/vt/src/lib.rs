@@ -16,7 +16,9 @@ pub mod models;
 mod secret;
 mod transport;
 
-pub use client::{Client, ClientConfig, ClientError, DEFAULT_HOST, FileLookup, Ready, USER_AGENT};
+pub use client::{
+    Client, ClientConfig, ClientError, DEFAULT_HOST, FileLookup, MAX_INFLATED, Ready, USER_AGENT,
+};
 pub use error::{Error, ErrorClass, ErrorKind, RateLimitKind};
 pub use secret::{ApiKey, InvalidApiKey};
-pub use transport::{Arrival, DepartureDelay, ProxySetting};
+pub use transport::{Arrival, DEFAULT_ANSWER_BUDGET, DepartureDelay, MAX_BODY, ProxySetting};

@@ -103,6 +103,8 @@ pub(crate) struct TransportConfig {
     pub(crate) extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// Which proxy, if any.
     pub(crate) proxy: ProxySetting,
+    /// Bytes of answers being read, across every connection, at most.
+    pub(crate) answer_budget: usize,
 }
 
 /// Where requests go through (`--proxy`, config `proxy`).
@@ -241,6 +243,9 @@ pub(crate) struct Transport {
     sent: std::sync::atomic::AtomicU64,
     /// Replaces the headers' `x-apikey` once the key was rotated ([`Transport::set_key`]).
     key: std::sync::RwLock<Option<HeaderValue>>,
+    /// The answers' bytes in flight: a permit per KiB read, held until the answer is handed
+    /// over (see [`AnswerBudget`]).
+    budget: AnswerBudget,
 }
 
 impl std::fmt::Debug for Transport {
@@ -543,10 +548,69 @@ pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
+    /// Its share of the answers' budget, released when the answer is dropped.
+    pub(crate) held: Held,
 }
 
-/// The most a body may be on the wire (VirusTotal's largest answers are a few MB).
-const MAX_BODY: usize = 256 << 20;
+/// The most one body may be on the wire: VirusTotal's largest objects (a PE's full
+/// `pe_info`, an APK's `androguard`, `--raw` included) are a few MB, gzipped less.
+pub const MAX_BODY: usize = 32 << 20;
+
+/// The default of the answers' bytes in flight across all connections (`answer_budget`).
+pub const DEFAULT_ANSWER_BUDGET: usize = 64 << 20;
+
+/// The bytes of answers being read at once, across every connection, bounded: a reader takes
+/// a permit per KiB before its buffer grows, and gives them back when its answer is inflated
+/// (or dropped). A server that sends endless bodies on every connection then holds at most the
+/// budget in memory, whatever the concurrency. Only an answer's first permits are waited for
+/// (a new answer waits for room: backpressure); one already being read that finds no room to
+/// grow fails at once (a retryable error, its permits freed for the others), so readers never
+/// wait on each other in a circle.
+#[derive(Clone, Debug)]
+pub(crate) struct AnswerBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    kib: u32,
+}
+
+/// The permits an answer holds until it is handed over.
+pub(crate) type Held = Option<tokio::sync::OwnedSemaphorePermit>;
+
+impl AnswerBudget {
+    pub(crate) fn new(bytes: usize) -> AnswerBudget {
+        // At least one whole answer fits, or the largest could never be read.
+        let kib = (bytes.max(MAX_BODY) >> 10).min(u32::MAX as usize) as u32;
+        AnswerBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// Adds the permits for a body grown to `len` bytes to `held`: waited for when it holds
+    /// none yet, else taken only if free now (`false`: no room, the answer must give up).
+    async fn cover(&self, held: &mut Held, len: usize) -> bool {
+        let want = len.div_ceil(1024).clamp(1, self.kib as usize) as u32;
+        let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if want <= have {
+            return true;
+        }
+        let permits = self.permits.clone();
+        let more = match held {
+            None => permits.acquire_many_owned(want).await.ok(),
+            Some(_) => permits.try_acquire_many_owned(want - have).ok(),
+        };
+        match (held, more) {
+            (_, None) => false,
+            (Some(permit), Some(more)) => {
+                permit.merge(more);
+                true
+            }
+            (held @ None, more) => {
+                *held = more;
+                true
+            }
+        }
+    }
+}
 
 impl Conn {
     /// Polls `fut` and the connection's driver together until `fut` is done.
@@ -595,6 +659,7 @@ impl Conn {
         departed: Departed,
         arrival: Option<Arrival>,
         hold: Option<Duration>,
+        budget: &AnswerBudget,
     ) -> Result<Answer, Error> {
         {
             let mut probe = lock(&self.probe);
@@ -615,6 +680,15 @@ impl Conn {
                 .exact()
                 .map_or(16 << 10, |n| n.min(MAX_BODY as u64) as usize),
         );
+        let mut held: Held = None;
+        budget.cover(&mut held, buf.capacity()).await;
+        let over_budget = |status: StatusCode| {
+            Error::new(
+                ErrorKind::InvalidBody,
+                Some(status.as_u16()),
+                "the answers being read exceed answer_budget: this one gave way (retried)",
+            )
+        };
         loop {
             let frame = self
                 .drive(poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)))
@@ -631,6 +705,13 @@ impl Conn {
                                 format!("the answer is larger than {MAX_BODY} bytes: refused"),
                             ));
                         }
+                        // Charged for what the buffer may grow to (it doubles).
+                        let grown = (buf.len() + data.len()).max(buf.capacity());
+                        if grown > buf.capacity()
+                            && !budget.cover(&mut held, grown.next_power_of_two()).await
+                        {
+                            return Err(over_budget(parts.status));
+                        }
                         buf.extend_from_slice(&data);
                     }
                 }
@@ -640,6 +721,7 @@ impl Conn {
             status: parts.status,
             headers: parts.headers,
             body: buf.freeze(),
+            held,
         })
     }
 }
@@ -676,12 +758,13 @@ impl Transport {
         let proxy = proxy_for(&target, &config.proxy)?;
         Ok(Transport {
             target,
-            config,
             tls,
             proxy,
             idle: Mutex::new(Vec::new()),
             sent: std::sync::atomic::AtomicU64::new(0),
             key: std::sync::RwLock::new(None),
+            budget: AnswerBudget::new(config.answer_budget),
+            config,
         })
     }
 
@@ -772,7 +855,9 @@ impl Transport {
         }
         let n = self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let hold = self.config.departure_delay.as_ref().map(|d| (d.0)(n));
-        let answer = conn.send(request, departed, arrival, hold).await?;
+        let answer = conn
+            .send(request, departed, arrival, hold, &self.budget)
+            .await?;
         if !conn.ended {
             self.put_back(conn);
         }

@@ -561,3 +561,87 @@ async fn urls_domains_and_addresses_are_read_by_virustotals_ids_with_their_own_a
     assert!(found.attributes.registrar.is_some() && found.attributes.creation_date.is_some());
     assert!(!found.attributes.categories.is_empty());
 }
+
+/// A server whose every answer is a 200 with a chunked body that never ends.
+async fn endless_bodies() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 8192];
+                if socket.read(&mut request).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            transfer-encoding: chunked\r\n\r\n";
+                let mut chunk = b"10000\r\n".to_vec();
+                chunk.extend(std::iter::repeat_n(b' ', 0x10000));
+                chunk.extend_from_slice(b"\r\n");
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                while socket.write_all(&chunk).await.is_ok() {}
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn endless_bodies_on_every_connection_each_end_as_an_error_within_the_budget() {
+    let url = endless_bodies().await;
+    let config = ClientConfig {
+        host: url,
+        // A deadlock between readers would wait for this; the test's own bound fails first.
+        request_timeout: Duration::from_secs(600),
+        answer_budget: vtbulk_vt::MAX_BODY,
+        ..ClientConfig::default()
+    };
+    let client = Client::new(ApiKey::new("k").expect("key"), &config).expect("client");
+    let hash = Hash::parse(&"ab".repeat(32)).expect("hash");
+    let lookups = (0..8).map(|_| client.get_file_summary(&hash));
+    let results = tokio::time::timeout(
+        Duration::from_secs(120),
+        futures_join_all(lookups.collect()),
+    )
+    .await
+    .expect("no reader waits on another for ever");
+    for result in results {
+        let err = result.expect_err("an endless body is never an answer");
+        assert_eq!(err.kind(), ErrorKind::InvalidBody, "{err}");
+        assert_eq!(err.class(), ErrorClass::Retry);
+        let text = err.to_string();
+        assert!(
+            text.contains("larger than") || text.contains("answer_budget"),
+            "{text}"
+        );
+    }
+}
+
+/// Runs the futures together (on this task), their outputs in order.
+async fn futures_join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
+}

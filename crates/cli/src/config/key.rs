@@ -84,11 +84,11 @@ pub fn key_from_command(
 /// A command in a process group of its own, waited for with a deadline and an ear for
 /// SIGINT/SIGTERM.
 mod group {
-    use std::io::Read;
     use std::os::unix::process::CommandExt;
     use std::process::{Command, ExitStatus, Stdio};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc;
     use std::time::{Duration, Instant};
 
     /// Why the command gave no output.
@@ -117,7 +117,7 @@ mod group {
     }
 
     fn wait(words: &[String], timeout: Duration, signalled: &AtomicBool) -> Result<Vec<u8>, Stop> {
-        let mut child = Command::new(&words[0])
+        let child = Command::new(&words[0])
             .args(&words[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -125,24 +125,23 @@ mod group {
             .process_group(0)
             .spawn()
             .map_err(Stop::Spawn)?;
-        // Read on a thread: a key longer than the pipe's buffer must not stall the child.
-        let mut pipe = child.stdout.take();
-        let reader = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            if let Some(pipe) = pipe.as_mut() {
-                let _ = pipe.read_to_end(&mut out);
-            }
-            out
+        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // The child is waited for (its output read) on a thread; this one watches the clock
+        // and the signals between the thread's reports.
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
         });
         let deadline = Instant::now() + timeout;
         let stop = loop {
-            match child.try_wait() {
-                Ok(Some(status)) if status.success() => {
-                    return Ok(reader.join().unwrap_or_default());
+            match rx.recv_timeout(POLL) {
+                Ok(Ok(out)) if out.status.success() => return Ok(out.stdout),
+                Ok(Ok(out)) => return Err(Stop::Status(out.status)),
+                Ok(Err(e)) => return Err(Stop::Spawn(e)),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(Stop::Spawn(std::io::Error::other("the wait failed")));
                 }
-                Ok(Some(status)) => break Stop::Status(status),
-                Ok(None) => {}
-                Err(e) => break Stop::Spawn(e),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             if signalled.load(Ordering::SeqCst) {
                 break Stop::Signal;
@@ -150,14 +149,12 @@ mod group {
             if Instant::now() >= deadline {
                 break Stop::TimedOut;
             }
-            std::thread::sleep(POLL);
         };
         // The whole group: a shell's or a vault agent's children too (their output pipe
-        // closes with them, so the reader ends).
-        let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+        // closes with them, which ends the waiting thread; one that left the group and kept
+        // the pipe open is not waited for).
         let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-        let _ = child.wait();
-        let _ = reader.join();
+        let _ = rx.recv_timeout(Duration::from_secs(1));
         Err(stop)
     }
 }

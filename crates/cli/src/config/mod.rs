@@ -60,6 +60,11 @@ pub struct Layer {
     /// How long to wait for an answer.
     #[arg(skip)]
     pub request_timeout: Option<String>,
+    /// Bytes of VirusTotal's answers read at once, across all connections, at most (e.g.
+    /// `64MiB`; each answer is also capped at 32 MiB on the wire, 64 MiB inflated): a server
+    /// sending endless bodies holds this much memory, whatever the concurrency.
+    #[arg(skip)]
+    pub answer_budget: Option<String>,
     /// How long `--api-key-command` may run before it is killed (with its process group) and
     /// the command fails: a vault that waits for a login must not hang a nightly job.
     #[arg(long, value_name = "DURATION")]

@@ -68,6 +68,27 @@ fn duration(key: &str, value: &Option<String>) -> Result<Duration, String> {
     humantime::parse_duration(v).map_err(|e| format!("bad {key} {v:?}: {e} (e.g. 7d, 12h, 30m)"))
 }
 
+/// A size: a number of bytes, or with `KiB`, `MiB`, `GiB` (or `KB`, `MB`, `GB`, taken as the
+/// same powers of two).
+fn bytes(key: &str, value: &str) -> Result<usize, String> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("bad {key} {value:?}: a size such as 64MiB")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("bad {key} {value:?}: a size such as 64MiB"))
+}
+
 fn seconds(key: &str, value: &Option<String>) -> Result<i64, String> {
     duration(key, value).map(|d| d.as_secs() as i64)
 }
@@ -286,6 +307,10 @@ fn client(layer: &Layer, settings: &Settings) -> Result<ClientConfig, String> {
         keep_body: settings.cache.is_some() && (whole_answers || keep_raw),
         departure_delay: None,
         ca_cert: layer.ca_cert.as_ref().map(PathBuf::from),
+        answer_budget: bytes(
+            "answer_budget",
+            need(&layer.answer_budget, "answer_budget")?,
+        )?,
         proxy: match layer.proxy.as_deref() {
             None | Some("") => vtbulk_vt::ProxySetting::Environment,
             Some(value) => vtbulk_vt::ProxySetting::parse(value)?,
@@ -343,5 +368,21 @@ fn local_share(spec: &str) -> Result<f64, String> {
         Ok(f)
     } else {
         Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytes;
+
+    #[test]
+    fn sizes_take_binary_units_and_refuse_the_rest() {
+        assert_eq!(bytes("k", "64MiB"), Ok(64 << 20));
+        assert_eq!(bytes("k", "512 KiB"), Ok(512 << 10));
+        assert_eq!(bytes("k", "1gb"), Ok(1 << 30));
+        assert_eq!(bytes("k", "4096"), Ok(4096));
+        for bad in ["", "MiB", "0", "12 parsecs", "-5MiB", "1.5GiB"] {
+            assert!(bytes("k", bad).is_err(), "{bad:?}");
+        }
     }
 }
