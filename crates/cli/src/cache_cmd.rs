@@ -68,7 +68,13 @@ fn open(settings: &CacheSettings) -> Result<Store, Failure> {
             settings.path.display()
         )));
     }
-    Store::open(&settings.path).map_err(store_error)
+    let mut settings = settings.clone();
+    crate::load::read_only_fallback(&mut settings);
+    match settings.read_only {
+        true => Store::open_read_only(&settings.path),
+        false => Store::open(&settings.path),
+    }
+    .map_err(store_error)
 }
 
 fn store_error(e: vtbulk_store::StoreError) -> Failure {

@@ -59,6 +59,9 @@ fn load_settings(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, S
     }
     let layer = config::layered(common.config.as_deref(), |v| std::env::var(v).ok(), flags)?;
     let mut resolved = config::resolve(&layer, inputs)?;
+    if let Some(cache) = resolved.settings.cache.as_mut() {
+        read_only_fallback(cache);
+    }
     resolved.settings.on_input = Some(vtbulk_engine::InputHook(Arc::new(|input| {
         let mut err = io::stderr().lock();
         if let Some(fallback) = &input.fallback {
@@ -76,6 +79,22 @@ fn load_settings(common: &CommonArgs, inputs: Vec<String>) -> Result<Resolved, S
         }
     })));
     Ok(resolved)
+}
+
+/// A cache this user may not write is read read-only, with one warning (an intact cache is
+/// never called damaged for its permissions).
+pub fn read_only_fallback(cache: &mut vtbulk_engine::CacheSettings) {
+    if cache.read_only {
+        return;
+    }
+    if let Some(why) = vtbulk_store::not_writable(&cache.path) {
+        eprint(&format!(
+            "warning: the cache {} is read-only: {why}; answers come from it, and what is \
+             looked up now is not kept (--cache-mode read-only says so without this warning)",
+            cache.path.display()
+        ));
+        cache.read_only = true;
+    }
 }
 
 /// A key from a file or a command can be rotated at its source during a long run: on a 401

@@ -497,3 +497,109 @@ async fn sigterm_while_the_key_command_runs_kills_it_and_exits_130() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every file of a cache with a digest of its bytes (the SQLite file, its answers'
+/// segments), SQLite's shared-memory index and empty WAL left out: a reader may make those.
+fn cache_files(dir: &Path) -> std::collections::BTreeMap<String, (usize, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut files = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.display().to_string();
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                if name.ends_with("-shm") || (name.ends_with("-wal") && bytes.is_empty()) {
+                    continue;
+                }
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut h);
+                files.insert(name, (bytes.len(), h.finish()));
+            }
+        }
+    }
+    files
+}
+
+#[tokio::test]
+async fn a_read_only_cache_answers_without_being_written_and_is_never_called_damaged() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp("read-only-cache");
+    let store = dir.join("store");
+    std::fs::create_dir(&store).expect("mkdir");
+    let cache = store.join("cache.sqlite3");
+    let first = known_list(&mock, &dir, "first.txt", 0, 5);
+    let both = known_list(&mock, &dir, "both.txt", 0, 7);
+    let url = mock.url();
+    let enrich = |list: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "enrich".to_owned(),
+            s(list).to_owned(),
+            "--api-url".into(),
+            url.clone(),
+            "--cache".into(),
+            s(&cache).to_owned(),
+            "--rate".into(),
+            "unlimited".into(),
+            "--format".into(),
+            "ndjson".into(),
+            "-q".into(),
+        ];
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let args = enrich(&first, &[]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    assert_exit(&out, 0);
+    let before = cache_files(&store);
+    // Asked for: the five from the cache, two looked up, the cache untouched, no warning.
+    let args = enrich(&both, &["--cache-mode", "read-only"]);
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    let (stdout, stderr) = assert_exit(&out, 0);
+    assert!(stderr.is_empty(), "{stderr}");
+    assert_eq!(
+        stdout.matches("\"source\":\"cache\"").count(),
+        5,
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 7);
+    assert_eq!(
+        cache_files(&store),
+        before,
+        "a read-only run wrote to the cache"
+    );
+    // Not writable by this user: read-only with one warning, never "damaged".
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o444)).expect("chmod");
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    let root = std::fs::OpenOptions::new().write(true).open(&cache).is_ok();
+    if !root {
+        let args = enrich(&both, &[]);
+        let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>()).await;
+        let (stdout, stderr) = assert_exit(&out, 0);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("is read-only") && !stderr.contains("damaged"));
+        assert_eq!(stdout.matches("\"source\":\"cache\"").count(), 5);
+    }
+    // (As root, permissions do not stop a write: `make chaos` mounts a read-only filesystem.)
+    let cache_arg = s(&cache).to_owned();
+    let out = run(&[
+        "cache",
+        "stats",
+        "--cache",
+        &cache_arg,
+        "--cache-mode",
+        "read-only",
+    ])
+    .await;
+    let (stats, _) = assert_exit(&out, 0);
+    assert!(stats.contains('5'), "{stats}");
+    assert_eq!(cache_files(&store), before);
+    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let _ = std::fs::remove_dir_all(&dir);
+}

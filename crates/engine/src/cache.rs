@@ -17,9 +17,13 @@ use crate::{convert, packed};
 /// Hashes checked against the store per read transaction.
 pub(crate) const CHECK_BATCH: usize = 2048;
 
-/// Opens the store (an error here stops the run before anything is spent).
+/// Opens the store (an error here stops the run before anything is spent), for reading only
+/// when the settings say so.
 pub(crate) fn open(settings: &CacheSettings) -> Result<Store, StoreError> {
-    Store::open(&settings.path)
+    match settings.read_only {
+        true => Store::open_read_only(&settings.path),
+        false => Store::open(&settings.path),
+    }
 }
 
 /// A stored file's attributes (digests included), as the record of a lookup would have

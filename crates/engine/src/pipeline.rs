@@ -86,7 +86,10 @@ pub async fn run(
     let (budget, scheduler) = read.await;
     let claims = claim_settings(&settings, &figures);
     let key_id = client.key_fingerprint();
+    // A read-only cache answered the check; nothing is journaled into it.
+    let read_only = settings.cache.as_ref().is_some_and(|c| c.read_only);
     let journal = store
+        .filter(|_| !read_only)
         .map(|store| Journal::start(store, clock, figures.clone(), key_id, claims))
         .transpose()
         .map_err(EngineError::Output)?;

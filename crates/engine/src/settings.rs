@@ -154,6 +154,10 @@ pub struct CacheSettings {
     pub freshness: Freshness,
     /// Look everything up again (and update the store).
     pub refresh: bool,
+    /// Answer from the cache without writing to it (`--cache-mode read-only`, or a cache
+    /// this process may not write): no answer, claim or spend is kept, nothing is migrated
+    /// or compacted; another process sharing it is not told what this one looks up.
+    pub read_only: bool,
     /// The clock for freshness and fetch times.
     pub clock: WallClock,
 }

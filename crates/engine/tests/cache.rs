@@ -36,6 +36,7 @@ fn settings(input: &Path, cache: &Path, now: i64) -> Settings {
             path: cache.to_owned(),
             freshness: Freshness::default(),
             refresh: false,
+            read_only: false,
             clock: WallClock::Fixed(now),
         }),
         // These tests count the mock's file lookups; the key's budget is another test's.

@@ -171,6 +171,7 @@ async fn a_second_run_takes_urls_domains_and_ips_from_the_cache() {
             path: dir.join("cache.sqlite3"),
             freshness: Freshness::default(),
             refresh: false,
+            read_only: false,
             clock: WallClock::Fixed(now),
         });
         s
@@ -348,6 +349,7 @@ async fn an_analysis_not_done_in_time_is_an_error_and_the_next_run_polls_it_not_
             path: dir.join("cache.sqlite3"),
             freshness: Freshness::default(),
             refresh: false,
+            read_only: false,
             clock: WallClock::Fixed(now),
         });
         s

@@ -43,6 +43,7 @@ fn with_cache(mut s: Settings, path: std::path::PathBuf) -> Settings {
         path,
         freshness: vtbulk_engine::Freshness::default(),
         refresh: false,
+        read_only: false,
         clock: WallClock::Fixed(NOON_MS / 1000),
     });
     s
@@ -345,6 +346,7 @@ async fn history_splits_spend_across_a_utc_midnight_and_a_month_end() {
             path: dir.join("cache.sqlite3"),
             freshness: vtbulk_engine::Freshness::default(),
             refresh: false,
+            read_only: false,
             clock: WallClock::following_tokio(mock.clock().now_ms()),
         });
         s

@@ -60,6 +60,7 @@ pub use claims::{Claim, ClaimKey, ClaimRules};
 pub use error::StoreError;
 pub use export::Exported;
 pub use maintain::{RunRecord, Stats};
+pub use open::not_writable;
 pub use schema::{APPLICATION_ID, SCHEMA_VERSION};
 
 /// The embedded SQLite store.

@@ -61,6 +61,55 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens the cache at `path` for reading only (a file or directory this user may not
+    /// write, a read-only mount): nothing is created, migrated, compacted or written, and a
+    /// write through it fails. WAL's shared-memory file cannot be made beside a file in a
+    /// directory that is not writable; SQLite then reads the file as immutable.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        check_header(path)?;
+        let mut last = None;
+        for mode in ["mode=ro", "immutable=1"] {
+            let uri = format!("file:{}?{mode}", uri_path(path));
+            let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+                | OpenFlags::SQLITE_OPEN_URI
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let opened = Connection::open_with_flags(&uri, flags).and_then(|conn| {
+                conn.busy_timeout(BUSY_TIMEOUT)?;
+                let ids = identity(&conn)?;
+                Ok((conn, ids))
+            });
+            match opened {
+                Ok((conn, (app, version, tables))) => {
+                    let store = Store {
+                        conn,
+                        path: path.to_owned(),
+                        dir: segment::dir_of(path),
+                        writer: None,
+                        bodies: HashMap::new(),
+                        owner: None,
+                    };
+                    store.check_identity(true, app, version, tables)?;
+                    if version < SCHEMA_VERSION {
+                        return Err(StoreError::Corrupt {
+                            path: path.to_owned(),
+                            reason: format!(
+                                "made by an older vtbulk (schema {version}): open it once where \
+                                 it can be written, to migrate it, before reading it read-only"
+                            ),
+                        });
+                    }
+                    let _ = store.conn.pragma_update(None, "mmap_size", "17179869184");
+                    return Ok(store);
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            reason: last.map_or_else(String::new, |e| e.to_string()),
+        })
+    }
+
     /// Checks identity and version (read-only), then sets the connection up and migrates.
     fn prepare(&mut self, existing: bool) -> Result<(), StoreError> {
         let corrupt = |e: rusqlite::Error| StoreError::Corrupt {
@@ -71,32 +120,8 @@ impl Store {
         // The three in one read transaction: another process creating the file commits its
         // tables and its application id together, and two separate reads could straddle
         // that commit (tables seen, id not yet: "another program's database").
-        let read = |conn: &Connection| -> rusqlite::Result<(i32, i64, i64)> {
-            let tx = conn.unchecked_transaction()?;
-            let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-            let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-            let tables: i64 =
-                tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-            tx.commit()?;
-            Ok((app, version, tables))
-        };
-        let (app, version, tables) = read(&self.conn).map_err(corrupt)?;
-        if existing && app != APPLICATION_ID && (app != 0 || tables > 0) {
-            return Err(StoreError::Foreign {
-                path: self.path.clone(),
-                reason: if app == 0 {
-                    "an SQLite database of another program".into()
-                } else {
-                    format!("an SQLite database with application id {app:#x}")
-                },
-            });
-        }
-        if version > SCHEMA_VERSION {
-            return Err(StoreError::Newer {
-                path: self.path.clone(),
-                found: version,
-            });
-        }
+        let (app, version, tables) = identity(&self.conn).map_err(corrupt)?;
+        self.check_identity(existing, app, version, tables)?;
         // Identity checked: from here on the file may be written. A new file gets 16 KiB
         // pages: measured on a 100k-answer import, the WAL then stays under the
         // auto-checkpoint size (4096 pages) and the commit took 30 ms instead of 220 ms.
@@ -128,6 +153,33 @@ impl Store {
         Ok(())
     }
 
+    /// Refuses another program's database and a newer vtbulk's.
+    fn check_identity(
+        &self,
+        existing: bool,
+        app: i32,
+        version: i64,
+        tables: i64,
+    ) -> Result<(), StoreError> {
+        if existing && app != APPLICATION_ID && (app != 0 || tables > 0) {
+            return Err(StoreError::Foreign {
+                path: self.path.clone(),
+                reason: if app == 0 {
+                    "an SQLite database of another program".into()
+                } else {
+                    format!("an SQLite database with application id {app:#x}")
+                },
+            });
+        }
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Newer {
+                path: self.path.clone(),
+                found: version,
+            });
+        }
+        Ok(())
+    }
+
     /// Applies the missing migrations in one immediate transaction (another process may be
     /// doing the same: the version is read again under the lock).
     fn migrate(&mut self) -> Result<(), StoreError> {
@@ -151,6 +203,70 @@ impl Store {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Why the cache at `path` cannot be written by this process (`None`: it can, or it does not
+/// exist yet and will be created): the file refuses a write open, or its directory (where
+/// SQLite's WAL files and the answers' segments go) refuses a new file. Nothing is changed:
+/// the file is opened without truncation and closed, the probe file removed.
+pub fn not_writable(path: &Path) -> Option<String> {
+    let denied = |e: &std::io::Error| {
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+        )
+    };
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(_) => {}
+        Err(e) if denied(&e) => return Some(format!("the file is not writable ({e})")),
+        Err(_) => return None,
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = dir.join(format!(".vtbulk-write-probe-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            None
+        }
+        Err(e) if denied(&e) => Some(format!(
+            "its directory {} is not writable ({e})",
+            dir.display()
+        )),
+        Err(_) => None,
+    }
+}
+
+/// The application id, schema version and number of schema objects, in one read transaction
+/// (another process creating the file commits its tables and its id together, and two
+/// separate reads could straddle that commit: "tables seen, id not yet").
+fn identity(conn: &Connection) -> rusqlite::Result<(i32, i64, i64)> {
+    let tx = conn.unchecked_transaction()?;
+    let app: i32 = tx.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+    tx.commit()?;
+    Ok((app, version, tables))
+}
+
+/// A path as a `file:` URI's path: `%`, `?` and `#` escaped.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::new();
+    for c in path.to_string_lossy().chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '?' => out.push_str("%3f"),
+            '#' => out.push_str("%23"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Refuses anything that is not an SQLite database before SQLite opens it.

@@ -214,6 +214,10 @@ pub struct Layer {
     /// The cache file, or `off` (default: $XDG_CACHE_HOME/vtbulk/cache.sqlite3).
     #[arg(long, value_name = "PATH|off")]
     pub cache: Option<String>,
+    /// `read-write`, or `read-only`: answer from the cache without writing to it (a shared
+    /// or archived cache). A cache this user may not write is read read-only, with a warning.
+    #[arg(long, value_name = "read-write|read-only")]
+    pub cache_mode: Option<String>,
     /// How long a found answer stays fresh in the cache (e.g. 7d, 12h).
     #[arg(long, value_name = "DURATION")]
     pub ttl: Option<String>,

@@ -337,6 +337,11 @@ pub fn cache_settings(layer: &Layer) -> Result<Option<CacheSettings>, String> {
             },
         },
         refresh: *need(&layer.refresh, "refresh")?,
+        read_only: match need(&layer.cache_mode, "cache_mode")?.as_str() {
+            "read-write" => false,
+            "read-only" => true,
+            m => return Err(format!("bad cache_mode {m:?}: read-write or read-only")),
+        },
         clock: WallClock::System,
     }))
 }
