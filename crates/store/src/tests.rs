@@ -814,3 +814,31 @@ fn urls_domains_and_ips_are_claimed_by_kind_and_text() {
     let got = b.claim(&[domain], &[], &rules(T0)).expect("b");
     assert!(matches!(&got[0], Claim::Object(hit) if hit.summary.as_deref() == Some(&b"{}"[..])));
 }
+
+#[test]
+fn a_cache_opened_read_only_answers_refuses_writes_and_is_left_as_it_was() {
+    let (_dir, path) = temp();
+    {
+        let mut store = Store::open(&path).expect("open");
+        store.put_batch(&[found(7), found(8)], T0).expect("put");
+        store.compact().expect("compact");
+    }
+    let before = std::fs::read(&path).expect("read");
+    let mut store = Store::open_read_only(&path).expect("read-only");
+    for seed in [7, 8] {
+        let Some(Hit::Found(f)) = store.get(&Hash::Sha256([seed; 32])).expect("get") else {
+            panic!("expected found")
+        };
+        assert_eq!(f.data.as_deref(), Some(&answer(seed)[..]));
+    }
+    assert!(store.put_batch(&[found(9)], T0).is_err() || store.compact().is_err());
+    drop(store);
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+    // A missing file is not created.
+    let missing = path.with_file_name("never.sqlite3");
+    assert!(Store::open_read_only(&missing).is_err());
+    assert!(!missing.exists());
+    // The probe for writability changes nothing, and says a writable cache is writable.
+    assert_eq!(not_writable(&path), None);
+    assert_eq!(std::fs::read(&path).expect("read"), before);
+}
