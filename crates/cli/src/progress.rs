@@ -212,6 +212,17 @@ pub fn table(s: &Summary) -> String {
             ),
         );
     }
+    if s.abandoned > 0 {
+        row16(
+            &mut t,
+            "abandoned",
+            format!(
+                "{} requests in flight at the stop had no answer in time (spent; their items \
+                 are skipped, a re-run looks them up)",
+                s.abandoned
+            ),
+        );
+    }
     if let Some(q) = &s.quota {
         quota_rows(&mut t, q);
     }
