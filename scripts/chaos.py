@@ -21,6 +21,12 @@ paying twice beyond the requests in flight.
            a warning despite --quiet, exit 8), and a summary that meets the full disk at the
            end (exit 2, the records written).
 
+  hostile  a server that never answers (exit 6, and SIGTERM with requests stuck in flight),
+           one that answers garbage (exit 6 after a few), endless bodies at --concurrency 64
+           (peak RSS), a key command that hangs (its timeout, SIGTERM), Redis killed and
+           frozen under 2,000 items (exit 7 within the grace + 5 s), outputs checked before
+           the first request, a cache on a read-only mount (root) (`hostile.py`).
+
 Prints a table (scenario, result, figures) and ends with `N passed, N failed` (exit 1 if any
 failed). Seeded: `--seed S` replays a run.
 """
@@ -37,6 +43,8 @@ import sys
 import tempfile
 import time
 import urllib.request
+
+import hostile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEY = "CANARY-chaos-5d2f-never-shown"
@@ -118,6 +126,27 @@ class Suite:
     def skip(self, name, why):
         self.rows.append((name, "skip", why))
         print(f"  {name:<34} {'skip':<5} {why}", flush=True)
+
+    # -- what hostile.py's scenarios use --------------------------------------------------
+    @property
+    def vtbulk(self):
+        return os.path.join(self.bin, "vtbulk")
+
+    def run(self, args, wait=True):
+        return run_vtbulk(self.bin, args, wait=wait)
+
+    def mock(self):
+        return Mock(self.bin)
+
+    def env(self):
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("VT_API_KEY", "VTCLI_APIKEY", "VTBULK_API_URL", "VTBULK_REDIS_URL")}
+        env["XDG_CONFIG_HOME"] = os.path.join(ROOT, "target", "no-user-config")
+        return env
+
+    @staticmethod
+    def by_input(out):
+        return by_input(records(out))
 
     # -- inputs -------------------------------------------------------------------------
     def inputs(self, count):
@@ -327,6 +356,7 @@ def main():
         suite.kills(3 if args.short else 20, 80 if args.short else 200)
         suite.signals(60)
         suite.full_disk()
+        hostile.run_all(suite, args.short)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     passed = sum(1 for r in suite.rows if r[1] == "pass")
