@@ -319,9 +319,12 @@ async fn a_reply_that_is_not_http_or_not_the_apis_json_stops_the_run_not_a_retry
         .expect("mock");
     let dir = temp("garbage");
     let list = known_list(&mock, &dir, "list.txt", 0, 30);
-    let replies: [&'static [u8]; 2] = [
+    // Not HTTP; a web page where the API should be; a web server's bare 404 (which must not
+    // become thirty `not_found` records).
+    let replies: [&'static [u8]; 3] = [
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage that is no protocol at all\r\n\r\n",
         b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 24\r\n\r\n<html>a web page</html>\n",
+        b"HTTP/1.1 404 Not Found\r\ncontent-type: text/html\r\ncontent-length: 25\r\n\r\n<html>no such page</html>",
     ];
     for reply in replies {
         let (url, seen) = odd_server(Some(reply)).await;
@@ -348,6 +351,7 @@ async fn a_reply_that_is_not_http_or_not_the_apis_json_stops_the_run_not_a_retry
         );
         let records = stdout.lines().count();
         assert_eq!(records, 30, "{stdout}");
+        assert!(!stdout.contains("\"status\":\"not_found\""), "{stdout}");
         // A few replies decide it: not the whole list times the retries.
         let requests = seen.load(std::sync::atomic::Ordering::SeqCst);
         assert!((3..=6).contains(&requests), "{requests} requests");

@@ -38,6 +38,7 @@ use crate::convert;
 use crate::counters::{Counters, bump};
 use crate::entries::{Target, Work};
 use crate::journal::JournalTx;
+use crate::run::lock;
 
 /// How long a fleet claim on a lookup lasts: a holder killed mid-lookup delays the others
 /// this much at most (less once its heartbeat lapses).
@@ -113,7 +114,14 @@ pub(crate) struct Shared<B> {
     raw: bool,
     /// `--only-new`: what the cache knows is neither written nor looked up.
     only_new: bool,
+    /// What this process is telling the fleet (answers published, claims given up): waited
+    /// for at the end ([`Peers::flush`]), so a run that ends does not take its last answers
+    /// with it and leave their claims to be taken over and paid for again.
+    telling: std::sync::Mutex<tokio::task::JoinSet<()>>,
 }
+
+/// How long the end of a run waits for what it is still telling the fleet.
+const FLUSH_WITHIN: Duration = Duration::from_millis(300);
 
 /// What the peers said before this process's own request.
 pub(crate) enum Before {
@@ -162,6 +170,7 @@ impl Peers {
                 counters,
                 raw,
                 only_new,
+                telling: std::sync::Mutex::default(),
             }
         }
         match (coord, journal) {
@@ -239,12 +248,23 @@ impl Peers {
                 if matches!(status, Some(Status::Error | Status::Skipped)) =>
             {
                 let coord = shared.backend.clone();
-                tokio::spawn(async move {
+                shared.tell(async move {
                     let _ = coord.release(&id).await;
                 });
             }
             _ => {}
         }
+    }
+
+    /// Waits (a moment at most: Redis may be gone) for what this process is still telling the
+    /// fleet, before it leaves.
+    pub(crate) async fn flush(&self) {
+        let Peers::Fleet(shared) = self else { return };
+        let mut telling = std::mem::take(&mut *lock(&shared.telling));
+        let _ = tokio::time::timeout(FLUSH_WITHIN, async {
+            while telling.join_next().await.is_some() {}
+        })
+        .await;
     }
 
     /// Tells the fleet a file was found (under each of its digests). Processes sharing the
@@ -404,9 +424,19 @@ impl Shared<Coordinator> {
         let f = Freshness::default();
         let ttl = Duration::from_secs(if found { f.found_ttl } else { f.not_found_ttl } as u64);
         let coord = self.backend.clone();
-        tokio::spawn(async move {
+        self.tell(async move {
             let _ = coord.publish(&ids, &value, ttl).await;
         });
+    }
+}
+
+impl<B> Shared<B> {
+    /// Runs `message` to the fleet in the background, kept to be waited for at the end (the
+    /// ones already done are let go first).
+    fn tell(&self, message: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut telling = lock(&self.telling);
+        while telling.try_join_next().is_some() {}
+        telling.spawn(message);
     }
 }
 

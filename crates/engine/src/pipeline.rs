@@ -113,6 +113,7 @@ pub async fn run(
     let left = workers::run(crew, todo, settings.concurrency, budget.rate).await;
     skip_rest(&stages, left.0, &tx).await;
     drop(tx);
+    stages.peers.flush().await;
     stages.stop_background(background).await;
     finish_journal(&stages, journal, &figures);
     let written = writer

@@ -304,6 +304,13 @@ impl Error {
                     message: detail.message,
                 }
             }
+            // VirusTotal says "not found" in JSON; a bare 404 (a web server's page, a wrong
+            // --api-url) is not its answer, and must never become a `not_found` record.
+            None if status == 404 => Error::new(
+                ErrorKind::UnexpectedContentType,
+                Some(status),
+                "HTTP 404 without VirusTotal's JSON error: not the API",
+            ),
             None => {
                 let kind = ErrorKind::from_status(status);
                 Error::new(
@@ -434,14 +441,15 @@ mod tests {
     }
 
     #[test]
-    fn status_without_body_is_classified_by_status() {
+    fn status_without_body_is_classified_by_status_but_a_bare_404_is_not_the_api() {
         let cases = [
             (500, ErrorKind::ServerError, ErrorClass::Retry),
             (502, ErrorKind::ServerError, ErrorClass::Retry),
             (503, ErrorKind::Transient, ErrorClass::Retry),
             (401, ErrorKind::WrongCredentials, ErrorClass::Fatal),
             (403, ErrorKind::Forbidden, ErrorClass::Fatal),
-            (404, ErrorKind::NotFound, ErrorClass::NotFound),
+            // A bare 404 is not VirusTotal's "not found": never a not_found record.
+            (404, ErrorKind::UnexpectedContentType, ErrorClass::Permanent),
             (
                 429,
                 ErrorKind::TooManyRequests,
