@@ -22,6 +22,14 @@ fn s(path: &Path) -> &str {
     path.to_str().expect("utf8 path")
 }
 
+/// `vtbulk enrich LIST` against `url` with no cache, no pacing, NDJSON, `-q`; then `extra`.
+async fn enrich(list: &Path, url: &str, extra: &[&str]) -> std::process::Output {
+    let mut args = vec!["enrich", s(list), "--api-url", url, "--cache", "off"];
+    args.extend(["--rate", "unlimited", "--format", "ndjson", "-q"]);
+    args.extend_from_slice(extra);
+    run(&args).await
+}
+
 #[tokio::test]
 async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent() {
     let mock = MockServer::start(MockConfig::default())
@@ -39,17 +47,7 @@ async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent(
         &["--summary-json", s(&link)][..],
         &["--metrics-file", s(&list)][..],
     ] {
-        let mut args = vec![
-            "enrich",
-            s(&list),
-            "--api-url",
-            &url,
-            "--cache",
-            "off",
-            "-q",
-        ];
-        args.extend_from_slice(extra);
-        let out = run(&args).await;
+        let out = enrich(&list, &url, extra).await;
         let (_, stderr) = assert_exit(&out, 2);
         assert!(stderr.contains("is the input"), "{extra:?}: {stderr}");
         assert_eq!(std::fs::read(&list).expect("list"), before, "{extra:?}");
@@ -69,18 +67,7 @@ async fn an_output_in_a_missing_directory_is_refused_before_the_first_request() 
     let url = mock.url();
     for flag in ["--summary-json", "--metrics-file", "-o"] {
         let target = missing.join("x.out");
-        let out = run(&[
-            "enrich",
-            s(&list),
-            "--api-url",
-            &url,
-            "--cache",
-            "off",
-            "-q",
-            flag,
-            s(&target),
-        ])
-        .await;
+        let out = enrich(&list, &url, &[flag, s(&target)]).await;
         let (_, stderr) = assert_exit(&out, 2);
         assert!(
             stderr.contains(flag) && stderr.contains("does not exist"),
@@ -89,20 +76,7 @@ async fn an_output_in_a_missing_directory_is_refused_before_the_first_request() 
     }
     let report = dir.join("gone/report.html");
     let output = dir.join("out.csv");
-    let out = run(&[
-        "enrich",
-        s(&list),
-        "--api-url",
-        &url,
-        "--cache",
-        "off",
-        "-q",
-        "-o",
-        s(&output),
-        "--report",
-        s(&report),
-    ])
-    .await;
+    let out = enrich(&list, &url, &["-o", s(&output), "--report", s(&report)]).await;
     assert_exit(&out, 2);
     assert_eq!(mock.stats(false).total, 0, "no request was spent");
     assert!(!output.exists(), "no output left behind");
@@ -119,23 +93,11 @@ async fn a_summary_that_cannot_be_written_at_the_end_exits_2_and_the_records_sta
     let output = dir.join("out.ndjson");
     let url = mock.url();
     // /dev/full takes the open and refuses the write (ENOSPC), as a full disk does.
-    let out = run(&[
-        "enrich",
-        s(&list),
-        "--api-url",
+    let out = enrich(
+        &list,
         &url,
-        "--cache",
-        "off",
-        "--rate",
-        "unlimited",
-        "--format",
-        "ndjson",
-        "-q",
-        "-o",
-        s(&output),
-        "--summary-json",
-        "/dev/full",
-    ])
+        &["-o", s(&output), "--summary-json", "/dev/full"],
+    )
     .await;
     let (_, stderr) = assert_exit(&out, 2);
     assert!(
@@ -285,22 +247,7 @@ async fn a_server_that_never_answers_stops_the_run_as_unreachable_with_items_ski
     let dir = temp("silent");
     let list = known_list(&mock, &dir, "list.txt", 0, 8);
     let config = timeout_config(&dir, "1s");
-    let out = run(&[
-        "enrich",
-        s(&list),
-        "--config",
-        s(&config),
-        "--api-url",
-        &url,
-        "--cache",
-        "off",
-        "--rate",
-        "unlimited",
-        "--format",
-        "ndjson",
-        "-q",
-    ])
-    .await;
+    let out = enrich(&list, &url, &["--config", s(&config)]).await;
     let (stdout, stderr) = assert_exit(&out, 6);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(
@@ -328,22 +275,7 @@ async fn a_reply_that_is_not_http_or_not_the_apis_json_stops_the_run_not_a_retry
     ];
     for reply in replies {
         let (url, seen) = odd_server(Some(reply)).await;
-        let out = run(&[
-            "enrich",
-            s(&list),
-            "--api-url",
-            &url,
-            "--cache",
-            "off",
-            "--rate",
-            "unlimited",
-            "--concurrency",
-            "1",
-            "--format",
-            "ndjson",
-            "-q",
-        ])
-        .await;
+        let out = enrich(&list, &url, &["--concurrency", "1"]).await;
         let (stdout, stderr) = assert_exit(&out, 6);
         assert!(
             stderr.contains(&format!("not an HTTP API at {url}")),

@@ -49,16 +49,21 @@ impl Store {
             path: path.to_owned(),
             reason: e.to_string(),
         })?;
-        let mut store = Store {
+        let mut store = Store::on(conn, path);
+        store.prepare(existing)?;
+        Ok(store)
+    }
+
+    /// The store of the file at `path` through `conn`, nothing written yet.
+    fn on(conn: Connection, path: &Path) -> Store {
+        Store {
             conn,
             path: path.to_owned(),
             dir: segment::dir_of(path),
             writer: None,
             bodies: HashMap::new(),
             owner: None,
-        };
-        store.prepare(existing)?;
-        Ok(store)
+        }
     }
 
     /// Opens the cache at `path` for reading only (a file or directory this user may not
@@ -80,14 +85,7 @@ impl Store {
             });
             match opened {
                 Ok((conn, (app, version, tables))) => {
-                    let store = Store {
-                        conn,
-                        path: path.to_owned(),
-                        dir: segment::dir_of(path),
-                        writer: None,
-                        bodies: HashMap::new(),
-                        owner: None,
-                    };
+                    let store = Store::on(conn, path);
                     store.check_identity(true, app, version, tables)?;
                     if version < SCHEMA_VERSION {
                         return Err(StoreError::Corrupt {
