@@ -559,6 +559,9 @@ pub const MAX_BODY: usize = 32 << 20;
 /// The default of the answers' bytes in flight across all connections (`answer_budget`).
 pub const DEFAULT_ANSWER_BUDGET: usize = 64 << 20;
 
+/// What an answer may hold before it counts against the budget.
+const UNCOUNTED: usize = 64 << 10;
+
 /// The bytes of answers being read at once, across every connection, bounded: a reader takes
 /// a permit per KiB before its buffer grows, and gives them back when its answer is inflated
 /// (or dropped). A server that sends endless bodies on every connection then holds at most the
@@ -587,7 +590,13 @@ impl AnswerBudget {
 
     /// Adds the permits for a body grown to `len` bytes to `held`: waited for when it holds
     /// none yet, else taken only if free now (`false`: no room, the answer must give up).
+    /// A body of [`UNCOUNTED`] bytes or less takes none: VirusTotal's answers are mostly a
+    /// few KB, and the common path then never touches the semaphore (at most 64 KiB x the
+    /// connections, 16 MiB at the largest concurrency, stays outside the budget).
     async fn cover(&self, held: &mut Held, len: usize) -> bool {
+        if len <= UNCOUNTED {
+            return true;
+        }
         let want = len.div_ceil(1024).clamp(1, self.kib as usize) as u32;
         let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
         if want <= have {
