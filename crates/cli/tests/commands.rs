@@ -274,7 +274,20 @@ async fn quota_plan_and_a_spent_day_speak_of_the_keys_live_budget() {
         plan["to_query"], plan["unique"],
         "a fresh cache: all to query"
     );
-    assert_eq!(plan["fits_today"], true);
+    // At 4/min the lookups take `requests_needed / 4` minutes: they fit today unless the
+    // test runs that close to the end of the UTC day (two minutes around the edge take either
+    // answer, as above).
+    let needed = plan["seconds_at_rate"].as_f64().expect("seconds") as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let left_today = 86_400 - now % 86_400;
+    let fits = plan["fits_today"].as_bool().expect("fits_today");
+    match left_today.abs_diff(needed) {
+        0..=120 => {}
+        _ => assert_eq!(fits, left_today > needed, "{plan}"),
+    }
     assert_eq!(mock.stats(false).by_id.len(), 0, "plan looked nothing up");
 
     let out = vtbulk(&["quota", "--api-url", &url], Some("wrong")).await;
