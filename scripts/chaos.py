@@ -265,14 +265,8 @@ class Suite:
                         f"{len(skipped)} interrupted; resumed exit {code2}")
 
     def full_disk(self):
-        if os.geteuid() != 0 or not shutil.which("mount"):
-            self.skip("full filesystem", "needs root to mount a small tmpfs")
-            return
-        small = os.path.join(self.work, "small")
-        os.makedirs(small, exist_ok=True)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", small],
-                          capture_output=True).returncode != 0:
-            self.skip("full filesystem", "mount -t tmpfs refused (a container without it)")
+        small = hostile.tmpfs(self, "full filesystem", "small", "64k")
+        if not small:
             return
         try:
             listing = os.path.join(self.work, "full-list.txt")

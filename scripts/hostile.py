@@ -291,16 +291,25 @@ def outputs_checked_first(suite, listing):
                  f" input intact: {intact}")
 
 
+def tmpfs(suite, scenario, name, size):
+    """A tmpfs of `size` mounted at `work/name` (root only), or None with the scenario skipped
+    and why."""
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        suite.skip(scenario, "needs root to mount a tmpfs")
+        return None
+    path = os.path.join(suite.work, name)
+    os.makedirs(path, exist_ok=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                      capture_output=True).returncode != 0:
+        suite.skip(scenario, "mount -t tmpfs refused (a container without it)")
+        return None
+    return path
+
+
 def read_only_cache(suite, listing, count):
     """A cache on a read-only mount (root only): answered from, with one warning, exit 0."""
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        suite.skip("read-only cache", "needs root to mount a tmpfs read-only")
-        return
-    mnt = os.path.join(suite.work, "ro")
-    os.makedirs(mnt, exist_ok=True)
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", mnt],
-                      capture_output=True).returncode != 0:
-        suite.skip("read-only cache", "mount -t tmpfs refused (a container without it)")
+    mnt = tmpfs(suite, "read-only cache", "ro", "8m")
+    if not mnt:
         return
     mock = suite.mock()
     try:

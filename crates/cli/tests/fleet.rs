@@ -390,6 +390,23 @@ where
     out
 }
 
+/// The run exited 7 with its stop line, and every one of its `count` inputs is in the output
+/// once: looked up, or skipped for the lost coordinator; (ok, skipped).
+fn stopped_as_lost(out: &std::process::Output, count: usize) -> (usize, usize) {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert!(
+        stderr.contains("the coordinator (Redis) was lost"),
+        "{stderr}"
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(text.lines().count(), count, "{text}");
+    let ok = text.matches("\"status\":\"ok\"").count();
+    let skipped = text.matches("\"error_code\":\"coordinator_lost\"").count();
+    assert_eq!(ok + skipped, count, "ok {ok}, skipped {skipped}");
+    (ok, skipped)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_lost_for_good_stops_the_run_with_exit_7_and_nothing_leaves_blind() {
     let mut redis = RedisServer::start().await;
@@ -411,12 +428,6 @@ async fn redis_lost_for_good_stops_the_run_with_exit_7_and_nothing_leaves_blind(
     redis.stop().await;
     let before = mock.stats(false).total;
     let out = run.await.expect("task").expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(7), "{stderr}");
-    assert!(
-        stderr.contains("the coordinator (Redis) was lost"),
-        "{stderr}"
-    );
     // At 300/min, two seconds blind would have been ten requests: only a turn granted before
     // Redis went (and the one being granted then) may have left after.
     let after = mock.stats(false).total;
@@ -425,12 +436,7 @@ async fn redis_lost_for_good_stops_the_run_with_exit_7_and_nothing_leaves_blind(
         "{} requests left blind",
         after - before
     );
-    // Every input is in the output once: looked up, or skipped for the lost coordinator.
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(text.lines().count(), 40, "{text}");
-    let ok = text.matches("\"status\":\"ok\"").count();
-    let skipped = text.matches("\"error_code\":\"coordinator_lost\"").count();
-    assert_eq!(ok + skipped, 40, "{text}");
+    let (ok, skipped) = stopped_as_lost(&out, 40);
     assert!(skipped > 0 && ok >= 5, "ok {ok}, skipped {skipped}");
     let s: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&summary).expect("summary")).expect("json");
@@ -453,17 +459,7 @@ async fn a_redis_that_hangs_under_a_long_list_stops_the_run_as_lost_with_every_i
     // Frozen, not gone: every call to it waits instead of failing.
     redis.freeze();
     let out = run.await.expect("task").expect("runs");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(7), "{stderr}");
-    assert!(
-        stderr.contains("the coordinator (Redis) was lost"),
-        "{stderr}"
-    );
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(text.lines().count(), 2000);
-    let ok = text.matches("\"status\":\"ok\"").count();
-    let skipped = text.matches("\"error_code\":\"coordinator_lost\"").count();
-    assert_eq!(ok + skipped, 2000, "ok {ok}, skipped {skipped}");
+    let (ok, skipped) = stopped_as_lost(&out, 2000);
     assert!(skipped > 1000, "ok {ok}, skipped {skipped}");
     redis.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
