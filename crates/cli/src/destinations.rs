@@ -7,7 +7,8 @@
 //! written where it is: an existing device or FIFO is written in place (not opened here: a
 //! FIFO's open waits for its reader), anything else needs its directory to take a new file,
 //! which is tested the one way that answers for permissions, ACLs and read-only mounts alike:
-//! a probe file is created there and removed.
+//! a probe file is created there and removed (`vtbulk_store::not_writable`, the cache's own
+//! probe).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -86,11 +87,11 @@ fn writable(d: &Destination<'_>) -> Result<(), Failure> {
             dir.display()
         )));
     }
-    tempfile::Builder::new()
-        .prefix(".vtbulk-check-")
-        .tempfile_in(&dir)
-        .map(drop)
-        .map_err(|e| refuse(format!("cannot write in {}: {e}", dir.display())))
+    // The cache's probe: the file opened for writing, the directory given a new file.
+    match vtbulk_store::not_writable(&target) {
+        Some(why) => Err(refuse(format!("cannot be written: {why}"))),
+        None => Ok(()),
+    }
 }
 
 fn directory_of(path: &Path) -> PathBuf {

@@ -147,19 +147,10 @@ fn passwords_in_flags(flags: &Layer) -> Vec<String> {
     warnings
 }
 
-/// `scheme://user:password@host...` or `scheme://:password@host...` (a password, even empty
-/// user): the userinfo before the host holds a `:` with something after it.
+/// Whether `url` carries a password (`scheme://user:password@host`, `redis://:password@host`),
+/// read by the same URL parser the client and the coordinator use.
 fn url_has_password(url: &str) -> bool {
-    let Some((_, rest)) = url.split_once("://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    let Some((userinfo, _)) = authority.rsplit_once('@') else {
-        return false;
-    };
-    userinfo
-        .split_once(':')
-        .is_some_and(|(_, password)| !password.is_empty())
+    url::Url::parse(url).is_ok_and(|u| u.password().is_some_and(|p| !p.is_empty()))
 }
 
 /// The output format `--schema` asks for, checked against `--format`.

@@ -22,6 +22,19 @@ fn s(path: &Path) -> &str {
     path.to_str().expect("utf8 path")
 }
 
+/// vt-mock, a fresh directory for `tag`, and in it a list of `count` hashes the mock knows.
+async fn mock_and_list(
+    tag: &str,
+    count: u64,
+) -> (MockServer, std::path::PathBuf, std::path::PathBuf) {
+    let mock = MockServer::start(MockConfig::default())
+        .await
+        .expect("mock");
+    let dir = temp(tag);
+    let list = known_list(&mock, &dir, "list.txt", 0, count);
+    (mock, dir, list)
+}
+
 /// `vtbulk enrich LIST` against `url` with no cache, no pacing, NDJSON, `-q`; then `extra`.
 async fn enrich(list: &Path, url: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec!["enrich", s(list), "--api-url", url, "--cache", "off"];
@@ -32,11 +45,7 @@ async fn enrich(list: &Path, url: &str, extra: &[&str]) -> std::process::Output 
 
 #[tokio::test]
 async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("output-is-input");
-    let list = known_list(&mock, &dir, "list.txt", 0, 5);
+    let (mock, dir, list) = mock_and_list("output-is-input", 5).await;
     let before = std::fs::read(&list).expect("list");
     let link = dir.join("link.txt");
     std::os::unix::fs::symlink(&list, &link).expect("symlink");
@@ -58,11 +67,7 @@ async fn an_output_that_is_an_input_is_refused_before_anything_is_read_or_spent(
 
 #[tokio::test]
 async fn an_output_in_a_missing_directory_is_refused_before_the_first_request() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("output-missing-dir");
-    let list = known_list(&mock, &dir, "list.txt", 0, 5);
+    let (mock, dir, list) = mock_and_list("output-missing-dir", 5).await;
     let missing = dir.join("no/such/dir");
     let url = mock.url();
     for flag in ["--summary-json", "--metrics-file", "-o"] {
@@ -85,11 +90,7 @@ async fn an_output_in_a_missing_directory_is_refused_before_the_first_request() 
 
 #[tokio::test]
 async fn a_summary_that_cannot_be_written_at_the_end_exits_2_and_the_records_stay() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("summary-full");
-    let list = known_list(&mock, &dir, "list.txt", 0, 5);
+    let (mock, dir, list) = mock_and_list("summary-full", 5).await;
     let output = dir.join("out.ndjson");
     let url = mock.url();
     // /dev/full takes the open and refuses the write (ENOSPC), as a full disk does.
@@ -111,11 +112,7 @@ async fn a_summary_that_cannot_be_written_at_the_end_exits_2_and_the_records_sta
 
 #[tokio::test]
 async fn quiet_still_prints_the_line_that_says_why_the_key_stopped_the_run() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("quiet-refused");
-    let list = known_list(&mock, &dir, "list.txt", 0, 5);
+    let (mock, dir, list) = mock_and_list("quiet-refused", 5).await;
     let out = vtbulk()
         .args([
             "enrich",
@@ -241,11 +238,7 @@ fn all_skipped(stdout: &str, reason: &str, count: usize) {
 #[tokio::test]
 async fn a_server_that_never_answers_stops_the_run_as_unreachable_with_items_skipped() {
     let (url, seen) = odd_server(None).await;
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("silent");
-    let list = known_list(&mock, &dir, "list.txt", 0, 8);
+    let (_mock, dir, list) = mock_and_list("silent", 8).await;
     let config = timeout_config(&dir, "1s");
     let out = enrich(&list, &url, &["--config", s(&config)]).await;
     let (stdout, stderr) = assert_exit(&out, 6);
@@ -261,11 +254,7 @@ async fn a_server_that_never_answers_stops_the_run_as_unreachable_with_items_ski
 
 #[tokio::test]
 async fn a_reply_that_is_not_http_or_not_the_apis_json_stops_the_run_not_a_retry_storm() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("garbage");
-    let list = known_list(&mock, &dir, "list.txt", 0, 30);
+    let (_mock, dir, list) = mock_and_list("garbage", 30).await;
     // Not HTTP; a web page where the API should be; a web server's bare 404 (which must not
     // become thirty `not_found` records).
     let replies: [&'static [u8]; 3] = [
@@ -293,11 +282,7 @@ async fn a_reply_that_is_not_http_or_not_the_apis_json_stops_the_run_not_a_retry
 
 #[tokio::test]
 async fn sigterm_with_requests_stuck_in_flight_ends_the_run_with_every_item_skipped() {
-    let mock = MockServer::start(MockConfig::default())
-        .await
-        .expect("mock");
-    let dir = temp("silent-term");
-    let list = known_list(&mock, &dir, "list.txt", 0, 6);
+    let (_mock, dir, list) = mock_and_list("silent-term", 6).await;
     // Without the grace for requests in flight, this run would wait ten minutes. The first
     // request is the key's quota (`GET /users`), or with --offline-quota the lookups.
     let config = timeout_config(&dir, "600s");

@@ -203,9 +203,10 @@ impl Store {
     }
 }
 
-/// Why the cache at `path` cannot be written by this process (`None`: it can, or it does not
-/// exist yet and will be created): the file refuses a write open, or its directory (where
-/// SQLite's WAL files and the answers' segments go) refuses a new file. Nothing is changed:
+/// Why the file at `path` cannot be written by this process (`None`: it can, or it does not
+/// exist yet and can be created): the file refuses a write open, or its directory (where a
+/// cache's WAL files and answers' segments go, and an output's temporary file before its
+/// rename) refuses a new file. Nothing is changed:
 /// the file is opened without truncation and closed, the probe file removed.
 pub fn not_writable(path: &Path) -> Option<String> {
     let denied = |e: &std::io::Error| {
