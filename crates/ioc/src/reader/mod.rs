@@ -17,6 +17,7 @@
 //! and canonical ([`crate::indicator`]), private and documentation addresses and a report's
 //! own reference links left out and counted.
 
+mod ahead;
 mod csv;
 mod indicators;
 mod json;

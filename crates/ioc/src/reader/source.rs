@@ -236,7 +236,11 @@ pub fn open(path: &str) -> io::Result<Opened> {
         });
     }
     let damage = DamageCell::default();
-    let (reader, compression) = decompress(raw, damage.clone())?;
+    let (mut reader, compression) = decompress(raw, damage.clone())?;
+    if compression.is_some() {
+        // Inflating on a second core overlaps the readers' own work (see `ahead`).
+        reader = Box::new(super::ahead::ReadAhead::spawn(reader)?);
+    }
     Ok(Opened::Stream(Part {
         name,
         reader,
