@@ -14,12 +14,12 @@
 //! `InitiatingProcessSHA256_vt_status`). A cell that is empty (or a placeholder such as `N/A`)
 //! gets empty cells; one that should hold a hash and does not gets the status `invalid`.
 
-use hashbrown::HashMap;
 use std::io::{self, BufRead, Write};
 
 use serde_json::Value;
 use vtbulk_ioc::Hash;
 use vtbulk_ioc::reader::{Cell, Layout, RowKind, Rows};
+use vtbulk_ioc::table::Table;
 use vtbulk_output::{Field, neutralise};
 
 /// Separates values within an entry.
@@ -64,21 +64,53 @@ impl AnnotateSpec {
     }
 }
 
-/// The first pass's results by hash: per unique hash one byte string holding its CSV cells
-/// and its JSON values.
+/// The first pass's results by hash, laid out for the join's millions of random look-ups.
+///
+/// One arena of entries (each: kind, digest, CSV cells, JSON values; 8-aligned) and an
+/// open-addressing table of 8-byte slots (`fingerprint << 32 | entry offset / 8 + 1`, at most
+/// half full, homes by the fingerprint's top bits) pointing into it. A look-up touches one slot
+/// and one entry, both in huge pages once large ([`Table`]), so a cell costs one or two cache
+/// misses and no TLB walk; a row's cells are looked up together ([`JoinTable::find_all`]) so
+/// their misses overlap.
 #[derive(Debug, Default)]
 pub struct JoinTable {
-    map: HashMap<Hash, Box<[u8]>>,
-    bytes: usize,
+    slots: Table<u64>,
+    arena: Table<u8>,
+    len: usize,
+}
+
+/// An entry's head: kind code, digest length, CSV length, JSON length.
+const HEAD: usize = 12;
+
+fn kind_code(hash: &Hash) -> u8 {
+    match hash.kind() {
+        vtbulk_ioc::HashKind::Md5 => 1,
+        vtbulk_ioc::HashKind::Sha1 => 2,
+        vtbulk_ioc::HashKind::Sha256 => 3,
+    }
+}
+
+fn fingerprint(hash: &Hash) -> u32 {
+    let b = hash.as_bytes();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&b[..8]);
+    (vtbulk_rng::mix64(u64::from_le_bytes(head) ^ u64::from(kind_code(hash))) >> 32) as u32
+}
+
+fn home(fp: u32, len: usize) -> usize {
+    let bits = len.trailing_zeros();
+    (u64::from(fp) << bits >> 32) as usize
 }
 
 impl JoinTable {
     /// Reads the first pass's NDJSON records (written with [`AnnotateSpec::record_fields`]),
     /// keeping `fields` for each record whose `input` is a hash.
     pub fn load(records: &mut dyn BufRead, fields: &[Field]) -> io::Result<JoinTable> {
-        let mut table = JoinTable::default();
+        let mut arena: Vec<u8> = Vec::new();
+        let mut keys: Vec<(u32, usize)> = Vec::new();
         let mut line = Vec::new();
-        let mut entry = Vec::new();
+        let mut csv = Vec::new();
+        let mut json = Vec::new();
         loop {
             line.clear();
             if records.read_until(b'\n', &mut line)? == 0 {
@@ -91,10 +123,12 @@ impl JoinTable {
             else {
                 continue;
             };
-            entry.clear();
+            csv.clear();
+            json.clear();
             for (i, field) in fields.iter().enumerate() {
                 if i > 0 {
-                    entry.push(UNIT);
+                    csv.push(UNIT);
+                    json.push(UNIT);
                 }
                 let value = record.get(field.name()).unwrap_or(&Value::Null);
                 let cell = csv_cell(value);
@@ -103,45 +137,135 @@ impl JoinTable {
                 } else {
                     cell
                 };
-                entry.extend(cell.bytes().map(|b| match b {
+                csv.extend(cell.bytes().map(|b| match b {
                     UNIT | RECORD => b' ',
                     b => b,
                 }));
+                serde_json::to_writer(&mut json, value).map_err(io::Error::other)?;
             }
-            entry.push(RECORD);
-            for (i, field) in fields.iter().enumerate() {
-                if i > 0 {
-                    entry.push(UNIT);
-                }
-                let value = record.get(field.name()).unwrap_or(&Value::Null);
-                serde_json::to_writer(&mut entry, value).map_err(io::Error::other)?;
-            }
-            table.bytes += entry.len();
-            table.map.insert(hash, entry.as_slice().into());
+            let at = arena.len();
+            let digest = hash.as_bytes();
+            arena.push(kind_code(&hash));
+            arena.push(digest.len() as u8);
+            arena.extend_from_slice(&[0, 0]);
+            arena.extend_from_slice(&(csv.len() as u32).to_le_bytes());
+            arena.extend_from_slice(&(json.len() as u32).to_le_bytes());
+            arena.extend_from_slice(digest);
+            arena.extend_from_slice(&csv);
+            arena.extend_from_slice(&json);
+            arena.resize(arena.len().next_multiple_of(8), 0);
+            keys.push((fingerprint(&hash), at));
         }
-        Ok(table)
+        Ok(JoinTable::build(&arena, &keys))
+    }
+
+    /// The table over `arena`'s entries (a later entry of the same hash replaces the earlier).
+    fn build(arena: &[u8], keys: &[(u32, usize)]) -> JoinTable {
+        let mut table = JoinTable {
+            slots: Table::zeroed((keys.len() * 2).next_power_of_two().max(64)),
+            arena: Table::zeroed(arena.len()),
+            len: 0,
+        };
+        table.arena.copy_from_slice(arena);
+        let mask = table.slots.len() - 1;
+        for &(fp, at) in keys {
+            let slot = (u64::from(fp) << 32) | (at / 8 + 1) as u64;
+            let mut i = home(fp, table.slots.len());
+            loop {
+                let old = table.slots[i];
+                if old == 0 {
+                    table.slots[i] = slot;
+                    table.len += 1;
+                    break;
+                }
+                if (old >> 32) as u32 == fp && table.key_at(old) == table.key_at(slot) {
+                    table.slots[i] = slot;
+                    break;
+                }
+                i = (i + 1) & mask;
+            }
+        }
+        table
+    }
+
+    /// The kind code and digest of the entry a slot points to.
+    fn key_at(&self, slot: u64) -> (u8, &[u8]) {
+        let at = ((slot as u32 - 1) as usize) * 8;
+        let len = usize::from(self.arena[at + 1]);
+        (self.arena[at], &self.arena[at + HEAD..at + HEAD + len])
     }
 
     /// Unique hashes held.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
-    /// About how much memory it holds: the entries' bytes and the map's slots.
+    /// About how much memory it holds: the arena's and the slots' bytes.
     pub fn memory(&self) -> usize {
-        self.bytes + self.map.capacity() * (std::mem::size_of::<(Hash, Box<[u8]>)>() + 1)
+        self.slots.resident_bytes() + self.arena.resident_bytes()
     }
 
     /// The entry of `hash`: its CSV cells and its JSON values.
     fn entry(&self, hash: &Hash) -> Option<(&[u8], &[u8])> {
-        let e = self.map.get(hash)?;
-        let cut = e.iter().position(|&b| b == RECORD)?;
-        Some((&e[..cut], &e[cut + 1..]))
+        if self.len == 0 {
+            return None;
+        }
+        let fp = fingerprint(hash);
+        let want = (kind_code(hash), hash.as_bytes());
+        let mask = self.slots.len() - 1;
+        let mut i = home(fp, self.slots.len());
+        loop {
+            let slot = self.slots[i];
+            if slot == 0 {
+                return None;
+            }
+            if (slot >> 32) as u32 == fp && self.key_at(slot) == want {
+                let at = ((slot as u32 - 1) as usize) * 8;
+                let word = |o: usize| {
+                    let mut b = [0u8; 4];
+                    b.copy_from_slice(&self.arena[at + o..at + o + 4]);
+                    u32::from_le_bytes(b) as usize
+                };
+                let (csv, json) = (word(4), word(8));
+                let start = at + HEAD + want.1.len();
+                return Some((
+                    &self.arena[start..start + csv],
+                    &self.arena[start + csv..start + csv + json],
+                ));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Touches the slot and the first entry each of a row's (first 16) hash cells will read,
+    /// all before any is used, so that their cache misses overlap instead of following one
+    /// another.
+    fn touch(&self, cells: &[Cell]) {
+        if self.len == 0 {
+            return;
+        }
+        let len = self.slots.len();
+        let mut touched = 0u64;
+        let mut homes = [usize::MAX; 16];
+        for (cell, home_at) in cells.iter().zip(homes.iter_mut()) {
+            if let Ok(h) = Hash::parse_bytes(&cell.value) {
+                *home_at = home(fingerprint(&h), len);
+                touched ^= self.slots[*home_at];
+            }
+        }
+        for &home_at in homes.iter().filter(|&&h| h != usize::MAX) {
+            let slot = self.slots[home_at];
+            if slot != 0 {
+                let at = ((slot as u32 - 1) as usize) * 8;
+                touched ^= u64::from(self.arena[at + HEAD]);
+            }
+        }
+        std::hint::black_box(touched);
     }
 }
 
@@ -275,6 +399,7 @@ impl Annotator {
                     }
                 }
                 RowKind::Data => {
+                    table.touch(row.cells);
                     for cell in row.cells {
                         match join(cell, table) {
                             Joined::Found(cells, _) => {
@@ -408,4 +533,65 @@ fn write_csv_cell(out: &mut Vec<u8>, cell: &[u8], delim: u8) {
         }
     }
     out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(seed: u64, len: usize) -> String {
+        let mut s = String::new();
+        let mut x = seed;
+        while s.len() < len {
+            x = vtbulk_rng::mix64(x.wrapping_add(0x9e37_79b9_7f4a_7c15));
+            s.push_str(&format!("{x:016x}"));
+        }
+        s.truncate(len);
+        s
+    }
+
+    #[test]
+    fn every_loaded_hash_finds_its_own_entry_and_no_other() {
+        let fields = [Field::Status, Field::Malicious, Field::ThreatLabel];
+        let mut spool = Vec::new();
+        let mut hashes = Vec::new();
+        for i in 0..5000u64 {
+            // Every kind, in both cases; a label with a comma and a quote in it.
+            let h = hex(i, [32, 40, 64][(i % 3) as usize]);
+            let input = if i % 7 == 0 { h.to_uppercase() } else { h.clone() };
+            let record = serde_json::json!({
+                "input": input, "status": "ok", "malicious": i,
+                "threat_label": format!("trojan,x\"{i}"),
+            });
+            spool.extend_from_slice(record.to_string().as_bytes());
+            spool.push(b'\n');
+            hashes.push(h);
+        }
+        // Lines the table must pass over: not JSON, no input, an input that is not a hash.
+        spool.extend_from_slice(b"garbage\n{\"status\":\"ok\"}\n{\"input\":\"evil.example\"}\n");
+        // A later record of the same hash replaces the earlier.
+        let again = serde_json::json!({"input": hashes[3], "status": "error", "malicious": null});
+        spool.extend_from_slice(format!("{again}\n").as_bytes());
+        let table = JoinTable::load(&mut spool.as_slice(), &fields).expect("loads");
+        assert_eq!(table.len(), 5000);
+        for (i, h) in hashes.iter().enumerate() {
+            let hash = Hash::parse(h).expect("a hash");
+            let (csv, json) = table.entry(&hash).expect("found");
+            let cells: Vec<&[u8]> = csv.split(|&b| b == UNIT).collect();
+            let values: Vec<&[u8]> = json.split(|&b| b == UNIT).collect();
+            if i == 3 {
+                assert_eq!(cells, [&b"error"[..], b"", b""]);
+                assert_eq!(values, [&b"\"error\""[..], b"null", b"null"]);
+                continue;
+            }
+            let label = format!("trojan,x\"{i}");
+            assert_eq!(cells, [&b"ok"[..], i.to_string().as_bytes(), label.as_bytes()]);
+            assert_eq!(values[1], i.to_string().as_bytes());
+        }
+        for i in 5000..6000u64 {
+            let unknown = Hash::parse(&hex(i, 64)).expect("a hash");
+            assert!(table.entry(&unknown).is_none());
+        }
+        assert!(JoinTable::default().entry(&Hash::parse(&hashes[0]).expect("a hash")).is_none());
+    }
 }
