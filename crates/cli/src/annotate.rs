@@ -14,6 +14,7 @@ use vtbulk_engine::annotate::{AnnotateReport, AnnotateSpec, Annotator, JoinTable
 use vtbulk_ioc::ReadOptions;
 use vtbulk_ioc::reader;
 use vtbulk_output::Format;
+use vtbulk_output::behind::{BehindError, write_behind};
 
 use crate::args::EnrichArgs;
 use crate::failure::Failure;
@@ -104,7 +105,7 @@ impl Annotation {
     pub fn second_pass(
         self,
         inputs: &[String],
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
     ) -> Result<AnnotateReport, Failure> {
         second_pass(self.records.path(), inputs, &self.options, &self.spec, out)
     }
@@ -151,7 +152,7 @@ fn second_pass(
     inputs: &[String],
     options: &ReadOptions,
     spec: &AnnotateSpec,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<AnnotateReport, Failure> {
     let started = std::time::Instant::now();
     let file = std::fs::File::open(records)
@@ -161,21 +162,24 @@ fn second_pass(
         .map_err(|e| Failure::Usage(format!("failed to read the records spool: {e}")))?;
     let mut annotator = Annotator::default();
     annotator.report.load_ms = started.elapsed().as_millis() as u64;
-    for input in inputs {
-        let opened = reader::open(input)
-            .map_err(|e| Failure::Usage(format!("failed to open {input} again: {e}")))?;
-        opened
-            .for_each_part(&mut |part| {
+    // The rows are put together here and copied to the output by a thread of its own.
+    let mut failed_input = String::new();
+    write_behind(out, |out| {
+        for input in inputs {
+            failed_input.clone_from(input);
+            let opened = reader::open(input)?;
+            opened.for_each_part(&mut |part| {
                 reader::read_rows(part, options, &mut |rows| {
                     annotator.write(rows, &table, spec, out)
                 })
-            })
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::BrokenPipe => Failure::BrokenPipe,
-                _ => Failure::Usage(format!("--annotate: {input}: {e}")),
             })?;
-    }
-    out.flush().map_err(|e| Failure::write(e, "the output"))?;
+        }
+        Ok(())
+    })
+    .map_err(|e| match e {
+        BehindError::Output(e) => Failure::write(e, "the output"),
+        BehindError::Body(e) => Failure::Usage(format!("--annotate: {failed_input}: {e}")),
+    })?;
     annotator.report.elapsed_ms = started.elapsed().as_millis() as u64;
     Ok(annotator.report)
 }

@@ -11,6 +11,7 @@
 //! touched (a reputation of -5 stays -5); NDJSON is never altered.
 #![deny(missing_docs)]
 
+pub mod behind;
 mod record;
 mod sink;
 
