@@ -558,7 +558,11 @@ mod tests {
         for i in 0..5000u64 {
             // Every kind, in both cases; a label with a comma and a quote in it.
             let h = hex(i, [32, 40, 64][(i % 3) as usize]);
-            let input = if i % 7 == 0 { h.to_uppercase() } else { h.clone() };
+            let input = if i % 7 == 0 {
+                h.to_uppercase()
+            } else {
+                h.clone()
+            };
             let record = serde_json::json!({
                 "input": input, "status": "ok", "malicious": i,
                 "threat_label": format!("trojan,x\"{i}"),
@@ -585,13 +589,20 @@ mod tests {
                 continue;
             }
             let label = format!("trojan,x\"{i}");
-            assert_eq!(cells, [&b"ok"[..], i.to_string().as_bytes(), label.as_bytes()]);
+            assert_eq!(
+                cells,
+                [&b"ok"[..], i.to_string().as_bytes(), label.as_bytes()]
+            );
             assert_eq!(values[1], i.to_string().as_bytes());
         }
         for i in 5000..6000u64 {
             let unknown = Hash::parse(&hex(i, 64)).expect("a hash");
             assert!(table.entry(&unknown).is_none());
         }
-        assert!(JoinTable::default().entry(&Hash::parse(&hashes[0]).expect("a hash")).is_none());
+        assert!(
+            JoinTable::default()
+                .entry(&Hash::parse(&hashes[0]).expect("a hash"))
+                .is_none()
+        );
     }
 }

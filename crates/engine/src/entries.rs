@@ -52,7 +52,7 @@ impl Work {
     /// The record every outcome of `target` starts from.
     pub(crate) fn base(&self, target: Target<'_>) -> Record {
         match target {
-            Target::File(_, entry) => file_base(&self.names, entry),
+            Target::File(index, entry) => file_base(&self.names, &self.seen, index, entry),
             Target::Other(entry) => other_base(&self.names, &self.others, entry),
         }
     }
@@ -75,14 +75,14 @@ pub(crate) fn other_base(names: &[String], others: &Names, entry: &Named) -> Rec
     }
 }
 
-/// The record every outcome of a hash starts from.
-pub(crate) fn file_base(names: &[String], entry: &Unique) -> Record {
+/// The record every outcome of a hash starts from: entry `index` of `seen`.
+pub(crate) fn file_base(names: &[String], seen: &Seen, index: usize, entry: &Unique) -> Record {
     let hash = entry.hash();
     Record {
         input: hash.to_string(),
         kind: Some(hash.kind()),
-        occurrences: entry.count,
-        first_origin: origin_text(names, entry.first()),
+        occurrences: entry.count(),
+        first_origin: origin_text(names, seen.first(index)),
         ..Record::default()
     }
 }

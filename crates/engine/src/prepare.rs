@@ -311,7 +311,10 @@ impl CacheCheck {
                 }
                 let record = hit
                     .filter(|h| self.freshness.is_fresh(h, self.now))
-                    .and_then(|h| cache::hit_record(file_base(&self.names, entry), h, self.raw));
+                    .and_then(|h| {
+                        let base = file_base(&self.names, &self.seen, index as usize, entry);
+                        cache::hit_record(base, h, self.raw)
+                    });
                 let Some(record) = record else {
                     todo.push(index);
                     continue;

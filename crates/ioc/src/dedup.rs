@@ -1,64 +1,84 @@
 //! Deduplication: one entry per distinct digest, with its occurrence count and first origin.
 //!
-//! Keyed by binary digest, so `ABC...` and `abc...` are one entry. Entries live in first-seen
-//! order in one dense vector (48 bytes each); an open-addressing table of 8-byte slots
-//! (`fingerprint << 32 | index + 1`, linear probing, at most 3/4 full) points into it. The
-//! fingerprint is 32 bits of the digest's mixed hash, kept in the slot so that probing and
-//! growing never touch the entries.
+//! Keyed by binary digest, so `ABC...` and `abc...` are one entry. The nightly run holds
+//! millions of them, so bytes count:
+//!
+//! - entries live in first-seen order in one dense vector, 36 bytes each (the digest padded
+//!   to 32 bytes, the count and the kind in one `u32`);
+//! - first origins in a vector of 16-bit line deltas beside it, with an anchor (input, line)
+//!   every 256 entries and wherever a delta does not fit (origins come in reading order, so
+//!   deltas are small);
+//! - an open-addressing table of 8-byte slots (`fingerprint << 32 | index + 1`, linear
+//!   probing, at most 3/4 full) points into the entries. The fingerprint is 32 bits of the
+//!   digest's mixed hash, kept in the slot so that probing and growing never touch the
+//!   entries; homes are its top bits, so doubling the table is a sequential sweep.
+//!
+//! That is 36 + 2 + 8 / load bytes per unique hash (about 49 to 60 as the table fills; the
+//! vectors' growth slack on top). A smaller index (slots of 5 bytes at 4/5 full) reached 45
+//! but had to re-read every entry to grow, at random: the dedup bench ran 2.2 times slower
+//! (`benches/RESULTS.md`, issue 28).
 //!
 //! At ten million entries nothing fits a cache, and each lookup is a DRAM miss or two. So
 //! [`Seen::insert_batch`] works on 256 hashes at a time in tight passes: fingerprints, then
 //! every home slot, then (probing the now-cached runs) the entry of each fingerprint match,
-//! both ends, since a 48-byte entry may straddle two cache lines. Those loads are independent,
-//! so the CPU overlaps their misses; the inserts that follow find every line cached. Homes are
-//! the fingerprint's top bits, so doubling the table is a sequential sweep. Both arrays are
-//! [`Table`]s, in huge pages once large. Digests are uniformly random, so their first 8
-//! bytes, mixed, are the hash; a crafted input can at worst slow its own run.
+//! both ends, since an entry may straddle two cache lines. Those loads are independent, so
+//! the CPU overlaps their misses; the inserts that follow find every line cached. The big
+//! vectors are [`Table`]s, in huge pages once large. Digests are uniformly random, so their
+//! first 8 bytes, mixed, are the hash; a crafted input can at worst slow its own run.
 
 use crate::reader::Origin;
 use crate::table::Table;
 use crate::{Hash, HashKind};
 
-/// A distinct hash and what is known about its occurrences: 48 bytes of plain data, so a
-/// table of them can live in huge pages ([`crate::table`]).
+/// A distinct hash and how often it appeared: 36 bytes of plain data, so a table of them can
+/// live in huge pages ([`crate::table`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(C)]
 pub struct Unique {
     /// The digest, zero-padded to 32 bytes.
     digest: [u8; 32],
-    /// 1 md5, 2 sha1, 3 sha256.
-    kind: u8,
-    _pad: [u8; 3],
-    /// How many times it appeared.
-    pub count: u32,
-    /// Input index (low 16 bits) and line (high 48 bits) of the first appearance, as two
-    /// `u32`s so the entry stays 4-aligned (48 bytes instead of 56).
-    origin: [u32; 2],
+    /// The kind (top two bits: 1 md5, 2 sha1, 3 sha256) and the count (the rest, saturating).
+    count_kind: u32,
 }
+
+/// The largest count an entry holds (about a billion); more occurrences stay at it.
+pub const MAX_COUNT: u32 = (1 << 30) - 1;
 
 /// A hash as the entry stores it: padded digest and kind code.
 fn key(hash: &Hash) -> ([u8; 32], u8) {
     let mut digest = [0u8; 32];
     let bytes = hash.as_bytes();
     digest[..bytes.len()].copy_from_slice(bytes);
-    let kind = match hash.kind() {
+    (digest, kind_code(hash.kind()))
+}
+
+fn kind_code(kind: HashKind) -> u8 {
+    match kind {
         HashKind::Md5 => 1,
         HashKind::Sha1 => 2,
         HashKind::Sha256 => 3,
-    };
-    (digest, kind)
+    }
 }
 
 impl Unique {
+    fn kind(&self) -> u8 {
+        (self.count_kind >> 30) as u8
+    }
+
     /// The hash.
     pub fn hash(&self) -> Hash {
-        let len = match self.kind {
+        let len = match self.kind() {
             1 => 16,
             2 => 20,
             _ => 32,
         };
         // Only `Seen` builds entries, always from a valid hash.
         Hash::from_digest(&self.digest[..len]).unwrap_or(Hash::Sha256(self.digest))
+    }
+
+    /// How many times it appeared (at most [`MAX_COUNT`]).
+    pub fn count(&self) -> u32 {
+        self.count_kind & MAX_COUNT
     }
 
     /// 32 bits that sort entries nearly as their [`Unique::hash`]es sort (by kind, then by
@@ -70,28 +90,34 @@ impl Unique {
             self.digest[2],
             self.digest[3],
         ]);
-        (u32::from(self.kind) << 30) | (prefix >> 2)
+        (u32::from(self.kind()) << 30) | (prefix >> 2)
     }
 
-    /// Where it first appeared.
-    pub fn first(&self) -> Origin {
-        let packed = u64::from(self.origin[0]) | (u64::from(self.origin[1]) << 32);
-        Origin {
-            input: (packed & 0xffff) as u32,
-            line: packed >> 16,
-        }
+    fn is(&self, digest: &[u8; 32], kind: u8) -> bool {
+        self.digest == *digest && self.kind() == kind
     }
 }
 
-fn pack(origin: Origin) -> [u32; 2] {
-    let packed = u64::from(origin.input.min(0xffff)) | (origin.line.min((1 << 48) - 1) << 16);
-    [packed as u32, (packed >> 32) as u32]
+/// Where first origins start again from a full value: an entry number and its origin.
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    at: u32,
+    input: u32,
+    line: u64,
 }
+
+/// Entries between two anchors at most (bounds the deltas summed to find an origin).
+const ANCHOR_EVERY: usize = 256;
 
 /// The set of distinct hashes seen so far.
 #[derive(Debug, Default)]
 pub struct Seen {
     entries: Table<Unique>,
+    /// Per entry, its first line minus the entry before's (0 at an anchor).
+    deltas: Table<u16>,
+    anchors: Vec<Anchor>,
+    /// The last origin kept, for the next delta.
+    last: Option<Origin>,
     /// Empty is 0; otherwise `fingerprint << 32 | (index + 1)`. Length a power of two.
     slots: Table<u64>,
     repeats: u64,
@@ -104,12 +130,7 @@ fn fingerprint(h: &Hash) -> u32 {
     let b = h.as_bytes();
     let mut head = [0u8; 8];
     head.copy_from_slice(&b[..8]);
-    let kind = match h.kind() {
-        HashKind::Md5 => 1,
-        HashKind::Sha1 => 2,
-        HashKind::Sha256 => 3,
-    };
-    vtbulk_rng::mix64(u64::from_le_bytes(head) ^ kind) as u32
+    vtbulk_rng::mix64(u64::from_le_bytes(head) ^ u64::from(kind_code(h.kind()))) as u32
 }
 
 /// The home slot of a fingerprint in a table of `len` (a power of two, at most 2^32) slots:
@@ -129,7 +150,7 @@ impl Seen {
     /// Counts one occurrence; returns true when the hash is new.
     pub fn insert(&mut self, hash: Hash, origin: Origin) -> bool {
         if self.entries.len() * 4 >= self.slots.len() * 3 {
-            self.grow();
+            self.grow_for(self.entries.len() + 1);
         }
         self.insert_fp(hash, fingerprint(&hash), origin)
     }
@@ -146,24 +167,67 @@ impl Seen {
             }
             if (slot >> 32) as u32 == fp {
                 let e = &mut self.entries[(slot as u32 - 1) as usize];
-                if e.digest == digest && e.kind == kind {
-                    e.count = e.count.saturating_add(1);
+                if e.is(&digest, kind) {
+                    if e.count() < MAX_COUNT {
+                        e.count_kind += 1;
+                    }
                     self.repeats += 1;
                     return false;
                 }
             }
             i = (i + 1) & mask;
         }
-        let index = u32::try_from(self.entries.len() + 1).unwrap_or(u32::MAX);
+        let index = self.entries.len();
         self.entries.push(Unique {
             digest,
-            kind,
-            _pad: [0; 3],
-            count: 1,
-            origin: pack(origin),
+            count_kind: (u32::from(kind) << 30) | 1,
         });
-        self.slots[i] = (u64::from(fp) << 32) | u64::from(index);
+        self.keep_origin(index, origin);
+        let number = u32::try_from(index + 1).unwrap_or(u32::MAX);
+        self.slots[i] = (u64::from(fp) << 32) | u64::from(number);
         true
+    }
+
+    /// Keeps entry `index`'s first origin: a delta from the one before, or an anchor.
+    fn keep_origin(&mut self, index: usize, origin: Origin) {
+        let delta = match self.last {
+            Some(last) if !index.is_multiple_of(ANCHOR_EVERY) && last.input == origin.input => {
+                origin
+                    .line
+                    .checked_sub(last.line)
+                    .and_then(|d| u16::try_from(d).ok())
+            }
+            _ => None,
+        };
+        match delta {
+            Some(d) => self.deltas.push(d),
+            None => {
+                self.deltas.push(0);
+                self.anchors.push(Anchor {
+                    at: u32::try_from(index).unwrap_or(u32::MAX),
+                    input: origin.input,
+                    line: origin.line,
+                });
+            }
+        }
+        self.last = Some(origin);
+    }
+
+    /// Where entry `index` (in first-seen order) first appeared.
+    pub fn first(&self, index: usize) -> Origin {
+        let after = self.anchors.partition_point(|a| a.at as usize <= index);
+        let Some(anchor) = after.checked_sub(1).and_then(|a| self.anchors.get(a)) else {
+            return Origin { input: 0, line: 0 };
+        };
+        let from = anchor.at as usize + 1;
+        let to = (index + 1).min(self.deltas.len()).max(from);
+        let line = self.deltas[from..to]
+            .iter()
+            .fold(anchor.line, |l, &d| l + u64::from(d));
+        Origin {
+            input: anchor.input,
+            line,
+        }
     }
 
     /// Inserts a batch in order; returns how many were new. Same result as inserting one by
@@ -198,13 +262,12 @@ impl Seen {
                         break;
                     }
                     if (slot >> 32) as u32 == fp {
-                        let index = (slot as u32 - 1) as usize;
-                        // Entries are 48 bytes, so half of them straddle two cache
-                        // lines: touch both ends.
+                        // Entries are 36 bytes, so some straddle two cache lines: touch both
+                        // ends.
                         touched ^= self
                             .entries
-                            .get(index)
-                            .map_or(0, |e| u64::from(e.digest[0]) ^ u64::from(e.origin[1]));
+                            .get((slot as u32 - 1) as usize)
+                            .map_or(0, |e| u64::from(e.digest[0]) ^ u64::from(e.count_kind));
                         break;
                     }
                     i = (i + 1) & mask;
@@ -216,10 +279,6 @@ impl Seen {
             }
         }
         new
-    }
-
-    fn grow(&mut self) {
-        self.grow_for(self.entries.len() + 1);
     }
 
     /// Rebuilds the table big enough for `n` entries at most 3/4 full (reads slots only).
@@ -258,8 +317,7 @@ impl Seen {
             }
             if (slot >> 32) as u32 == fp {
                 let index = (slot as u32 - 1) as usize;
-                let e = &self.entries[index];
-                if e.digest == digest && e.kind == kind {
+                if self.entries[index].is(&digest, kind) {
                     return Some(index);
                 }
             }
@@ -272,10 +330,13 @@ impl Seen {
         self.entries.len()
     }
 
-    /// Bytes of memory the set occupies: its entries' and its slots' tables, as allocated
-    /// (growth slack included).
+    /// Bytes of memory the set occupies: entries, origins and index, as allocated (growth
+    /// slack included).
     pub fn memory(&self) -> usize {
-        self.entries.resident_bytes() + self.slots.resident_bytes()
+        self.entries.resident_bytes()
+            + self.deltas.resident_bytes()
+            + self.anchors.capacity() * std::mem::size_of::<Anchor>()
+            + self.slots.resident_bytes()
     }
 
     /// True when nothing was inserted.
@@ -291,16 +352,6 @@ impl Seen {
     /// The distinct hashes in first-seen order.
     pub fn entries(&self) -> &[Unique] {
         &self.entries
-    }
-
-    /// Takes the entries out, in first-seen order (a [`Table`] derefs to `[Unique]`).
-    pub fn into_entries(self) -> Table<Unique> {
-        self.entries
-    }
-
-    /// Bytes held (entries plus index), for the memory figures.
-    pub fn heap_bytes(&self) -> usize {
-        self.entries.resident_bytes() + self.slots.resident_bytes()
     }
 }
 
@@ -327,9 +378,9 @@ mod tests {
         ));
         assert!(!seen.insert(upper, origin(9)));
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen.entries()[0].count, 2);
+        assert_eq!(seen.entries()[0].count(), 2);
         assert_eq!(
-            seen.entries()[0].first(),
+            seen.first(0),
             Origin {
                 input: 3,
                 line: 7_000_000_000
@@ -339,23 +390,57 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<Unique>(), 48);
+    fn an_entry_is_36_bytes() {
+        assert_eq!(std::mem::size_of::<Unique>(), 36);
     }
 
     #[test]
-    fn memory_per_unique_hash_stays_near_64_bytes() {
+    fn memory_per_unique_hash_stays_within_the_layouts_bounds() {
         let mut seen = Seen::new();
-        let n = 300_000u64;
-        for i in 0..n {
+        let mut worst: f64 = 0.0;
+        for i in 0..400_000u64 {
             let mut d = [0u8; 32];
             d[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
-            seen.insert(Hash::from_digest(&d).expect("digest"), origin(i));
+            seen.insert(Hash::from_digest(&d).expect("digest"), origin(i * 3));
+            if i >= 20_000 && i % 1000 == 0 {
+                worst = worst.max(seen.memory() as f64 / (i + 1) as f64);
+            }
         }
-        let per = seen.heap_bytes() as f64 / n as f64;
-        // 48 bytes of entry plus 8 bytes per slot at 3/8 to 3/4 full; the vector grows by half
-        // and the table doubles, so the figure moves between about 59 and 93 as it grows.
-        assert!(per < 93.0, "{per:.1} bytes per unique hash");
+        // 36 bytes of entry, 2 of origin delta, 8 per slot at 3/8 to 3/4 full (10.7 to 21.3),
+        // and the vectors' growth: by half on the heap (up to 19 more), in 2 MiB huge pages
+        // once mapped. The layout before this one (48-byte entries) measured 73 at 400 k.
+        let at_400k = seen.memory() as f64 / 400_000.0;
+        assert!(
+            at_400k <= 62.0,
+            "{at_400k:.1} bytes per unique hash at 400 k"
+        );
+        assert!(worst <= 80.0, "{worst:.1} bytes per unique hash on the way");
+    }
+
+    #[test]
+    fn first_origins_survive_big_jumps_new_inputs_and_lines_going_back() {
+        let mut seen = Seen::new();
+        let mut want = Vec::new();
+        let mut line = 1u64;
+        for i in 0..5000u64 {
+            // Steps of every size: small, past u16, back to the start of a new input, and
+            // back within the same input (a zip's members share an input index).
+            line = match i % 11 {
+                3 => line + 70_000 + i,
+                5 => 1,
+                7 => line.saturating_sub(500),
+                _ => line + (i % 4),
+            };
+            let input = (i / 97) as u32 % 5;
+            let mut d = [0u8; 32];
+            d[..8].copy_from_slice(&(i + 1).wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+            let o = Origin { input, line };
+            assert!(seen.insert(Hash::from_digest(&d).expect("digest"), o));
+            want.push(o);
+        }
+        for (i, o) in want.iter().enumerate() {
+            assert_eq!(seen.first(i), *o, "entry {i}");
+        }
     }
 
     proptest! {
@@ -394,8 +479,15 @@ mod tests {
             }
             prop_assert_eq!(new, expected.len());
             prop_assert_eq!(batched.entries(), seen.entries());
+            for (i, want) in expected.iter().enumerate() {
+                prop_assert_eq!(batched.first(i), seen.first(i));
+                let line = picks.iter().position(|(p, k)| {
+                    Hash::from_digest(&pool[*p][..HashKind::ALL[*k].byte_len()]) == Some(*want)
+                });
+                prop_assert_eq!(seen.first(i).line, line.map_or(0, |l| l as u64 + 1));
+            }
             for e in seen.entries() {
-                prop_assert_eq!(e.count, counts[&e.hash()]);
+                prop_assert_eq!(e.count(), counts[&e.hash()]);
             }
             prop_assert_eq!(seen.repeats() as usize, picks.len() - expected.len());
         }

@@ -173,7 +173,7 @@ mod tests {
             flushed: false,
         };
         let mut written = 0usize;
-        let err = write_behind(&mut out, |w| {
+        let err = write_behind(&mut out, |w| -> io::Result<()> {
             loop {
                 w.write_all(&[b'x'; 1000])?;
                 written += 1000;
@@ -181,7 +181,6 @@ mod tests {
                 assert!(written < CHUNK * 100, "the body never saw the output fail");
             }
         })
-        .map(|()| ())
         .expect_err("the output is full");
         let BehindError::Output(err) = err else {
             panic!("not the output's error: {err:?}")
