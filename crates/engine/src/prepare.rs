@@ -23,7 +23,7 @@ use crate::counters::{Counters, bump};
 use crate::entries::{Work, file_base, other_base};
 use crate::run::EngineError;
 use crate::settings::{CacheSettings, Settings};
-use crate::writer::Out;
+use crate::writer::{self, Out};
 
 /// Hashes handed to the dedup set at once (see `Seen::insert_batch`).
 const DEDUP_BATCH: usize = 256;
@@ -266,7 +266,7 @@ impl OthersCheck {
                 records.push(record);
             }
             if let (Some(tx), false) = (&self.tx, records.is_empty()) {
-                let _ = tx.blocking_send(Out::Many(records));
+                writer::send_batch(tx, records);
             }
         }
         Ok((todo, store))
@@ -326,7 +326,7 @@ impl CacheCheck {
             // The writer only goes away on a write error, reported by the run. A batch of
             // misses (a cold cache) sends nothing.
             if let (Some(tx), false) = (&self.tx, records.is_empty()) {
-                let _ = tx.blocking_send(Out::Many(records));
+                writer::send_batch(tx, records);
             }
         }
         Ok((todo, store))

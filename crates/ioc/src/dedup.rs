@@ -6,7 +6,7 @@
 //! - entries live in first-seen order in one dense vector, 36 bytes each (the digest padded
 //!   to 32 bytes, the count and the kind in one `u32`);
 //! - first origins in a vector of 16-bit line deltas beside it, with an anchor (input, line)
-//!   every 256 entries and wherever a delta does not fit (origins come in reading order, so
+//!   every 64 entries and wherever a delta does not fit (origins come in reading order, so
 //!   deltas are small);
 //! - an open-addressing table of 8-byte slots (`fingerprint << 32 | index + 1`, linear
 //!   probing, at most 3/4 full) points into the entries. The fingerprint is 32 bits of the
@@ -107,7 +107,7 @@ struct Anchor {
 }
 
 /// Entries between two anchors at most (bounds the deltas summed to find an origin).
-const ANCHOR_EVERY: usize = 256;
+const ANCHOR_EVERY: usize = 64;
 
 /// The set of distinct hashes seen so far.
 #[derive(Debug, Default)]
