@@ -144,6 +144,12 @@ impl JoinTable {
                 serde_json::to_writer(&mut json, value).map_err(io::Error::other)?;
             }
             let at = arena.len();
+            if at / 8 + 1 > u32::MAX as usize {
+                // A slot holds an entry's offset in 8-byte units in 32 bits: 32 GiB of results.
+                return Err(io::Error::other(
+                    "more results than --annotate can join at once (32 GiB); split the input",
+                ));
+            }
             let digest = hash.as_bytes();
             arena.push(kind_code(&hash));
             arena.push(digest.len() as u8);
