@@ -115,10 +115,12 @@ pub async fn run(
     drop(tx);
     stages.peers.flush().await;
     stages.stop_background(background).await;
-    finish_journal(&stages, journal, &figures);
+    // The writer first: every record is out (and the sink let go, which `--annotate`'s
+    // loader waits for) while the journal's last import, which blocks, runs after it.
     let written = writer
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("the writer panicked")));
+    finish_journal(&stages, journal, &figures);
     let outcome = outcome(written, &halt, &counters)?;
     let elapsed = started.elapsed().as_secs_f64();
     let summary = summarise(&stages, &budget, outcome, elapsed, coordinator_note);
