@@ -4,8 +4,9 @@
 //! compressed), since the second pass reads every input again; each input is checked to be
 //! rows `--annotate` can write back (CSV/TSV, a plain list, NDJSON), so a free-text input is
 //! refused before any quota is spent. The run writes its records as NDJSON to a spool of its
-//! own; after it, [`Annotation::second_pass`] loads them into the join table and writes the
-//! annotated rows to the real output.
+//! own; a thread loads them into the join table as soon as the run's writer lets go of the
+//! spool (while the run finishes: the cache's import), and [`Annotation::second_pass`] writes
+//! the annotated rows to the real output.
 
 use std::io::{self, BufRead, Write};
 
@@ -28,6 +29,43 @@ pub struct Annotation {
     _stdin: Option<tempfile::TempPath>,
     /// The run's records, as NDJSON.
     records: tempfile::NamedTempFile,
+    /// The join table, loaded on a thread of its own as soon as the run's writer lets go of
+    /// the spool (the run's own finish, the cache's import, goes on meanwhile).
+    loading: Option<std::thread::JoinHandle<io::Result<Loaded>>>,
+}
+
+/// The join table and how long loading it took.
+type Loaded = (JoinTable, std::time::Duration);
+
+/// The records spool as the run writes it: when the run's writer drops it (all records
+/// written and flushed), the loader thread is told.
+struct SpoolWriter {
+    out: io::BufWriter<std::fs::File>,
+    done: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl Write for SpoolWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.write(buf)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.out.write_all(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        // The writer flushed and reported any error already; this flush is a no-op then.
+        let _ = self.out.flush();
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
 }
 
 impl Annotation {
@@ -89,25 +127,67 @@ impl Annotation {
             options,
             _stdin: stdin,
             records,
+            loading: None,
         })
     }
 
-    /// Where the run writes its records.
-    pub fn records_writer(&self) -> Result<Box<dyn Write + Send>, Failure> {
+    /// Where the run writes its records; the join table is loaded from them on a thread of
+    /// its own once the run's writer is done with them.
+    pub fn records_writer(&mut self) -> Result<Box<dyn Write + Send>, Failure> {
         let file = self
             .records
             .reopen()
             .map_err(|e| Failure::Usage(format!("failed to open the records spool: {e}")))?;
-        Ok(Box::new(io::BufWriter::with_capacity(256 * 1024, file)))
+        let (done, written) = std::sync::mpsc::channel();
+        let path = self.records.path().to_owned();
+        let fields = self.spec.fields.clone();
+        let loader = std::thread::Builder::new()
+            .name("vtbulk-join-load".into())
+            .spawn(move || {
+                // No word (the writer never let go): nothing to load.
+                written.recv().map_err(io::Error::other)?;
+                let started = std::time::Instant::now();
+                let file = std::fs::File::open(path)?;
+                let mut spool = io::BufReader::with_capacity(256 * 1024, file);
+                let table = JoinTable::load(&mut spool, &fields)?;
+                Ok((table, started.elapsed()))
+            })
+            .map_err(|e| Failure::Usage(format!("failed to start the join's loader: {e}")))?;
+        self.loading = Some(loader);
+        Ok(Box::new(SpoolWriter {
+            out: io::BufWriter::with_capacity(256 * 1024, file),
+            done: Some(done),
+        }))
     }
 
     /// The second pass: every input's rows, annotated, into `out`.
     pub fn second_pass(
-        self,
+        mut self,
         inputs: &[String],
         out: &mut (dyn Write + Send),
     ) -> Result<AnnotateReport, Failure> {
-        second_pass(self.records.path(), inputs, &self.options, &self.spec, out)
+        let started = std::time::Instant::now();
+        let failed =
+            |e: io::Error| Failure::Usage(format!("failed to read the records spool: {e}"));
+        let (table, load) = match self.loading.take() {
+            Some(loader) => loader
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the loader panicked")))
+                .map_err(failed)?,
+            None => return Err(failed(io::Error::other("the run wrote no records spool"))),
+        };
+        let mut annotator = Annotator::default();
+        annotator.report.load_ms = load.as_millis() as u64;
+        second_pass(
+            &mut annotator,
+            &table,
+            inputs,
+            &self.options,
+            &self.spec,
+            out,
+        )?;
+        annotator.report.elapsed_ms = started.elapsed().as_millis() as u64;
+        Ok(annotator.report)
     }
 }
 
@@ -145,23 +225,15 @@ fn check_inputs(inputs: &[String], options: &ReadOptions) -> Result<(), Failure>
     Ok(())
 }
 
-/// The second pass: the records spooled by the run into the join table, then every input's
-/// rows annotated into `out`.
+/// The second pass: every input's rows annotated from `table` into `out`.
 fn second_pass(
-    records: &std::path::Path,
+    annotator: &mut Annotator,
+    table: &JoinTable,
     inputs: &[String],
     options: &ReadOptions,
     spec: &AnnotateSpec,
     out: &mut (dyn Write + Send),
-) -> Result<AnnotateReport, Failure> {
-    let started = std::time::Instant::now();
-    let file = std::fs::File::open(records)
-        .map_err(|e| Failure::Usage(format!("failed to read the records spool: {e}")))?;
-    let mut spool = io::BufReader::with_capacity(256 * 1024, file);
-    let table = JoinTable::load(&mut spool, &spec.fields)
-        .map_err(|e| Failure::Usage(format!("failed to read the records spool: {e}")))?;
-    let mut annotator = Annotator::default();
-    annotator.report.load_ms = started.elapsed().as_millis() as u64;
+) -> Result<(), Failure> {
     // The rows are put together here and copied to the output by a thread of its own.
     let mut failed_input = String::new();
     write_behind(out, |out| {
@@ -170,7 +242,7 @@ fn second_pass(
             let opened = reader::open(input)?;
             opened.for_each_part(&mut |part| {
                 reader::read_rows(part, options, &mut |rows| {
-                    annotator.write(rows, &table, spec, out)
+                    annotator.write(rows, table, spec, out)
                 })
             })?;
         }
@@ -179,7 +251,5 @@ fn second_pass(
     .map_err(|e| match e {
         BehindError::Output(e) => Failure::write(e, "the output"),
         BehindError::Body(e) => Failure::Usage(format!("--annotate: {failed_input}: {e}")),
-    })?;
-    annotator.report.elapsed_ms = started.elapsed().as_millis() as u64;
-    Ok(annotator.report)
+    })
 }

@@ -31,13 +31,13 @@ pub fn enrich(args: EnrichArgs) -> Result<u8, Failure> {
              submitted with its community, and each submission and poll spends the key's quota",
         );
     }
-    let annotation = match args.annotate {
+    let mut annotation = match args.annotate {
         true => Some(annotate::Annotation::prepare(&args, &mut resolved)?),
         false => None,
     };
     let (out, file) = OutputFile::create(args.output.as_deref())?;
     // With --annotate the run writes its records to the spool; `out` waits for the rows.
-    let (run_out, rows_out) = match &annotation {
+    let (run_out, rows_out) = match &mut annotation {
         Some(annotation) => (annotation.records_writer()?, Some(out)),
         None => (out, None),
     };
