@@ -4,7 +4,7 @@
 //! Two passes. The first is the ordinary run (read, dedup, cache, look up), its records
 //! written as NDJSON to a spool; [`JoinTable::load`] keeps of them only what the rows need,
 //! one compact entry per unique hash, so memory follows the unique hashes, not the rows. The
-//! second pass, [`annotate`], re-reads the inputs as rows ([`vtbulk_ioc::reader::Rows`]) and
+//! second pass, [`Annotator`], re-reads the inputs as rows ([`vtbulk_ioc::reader::Rows`]) and
 //! joins: a CSV row gets its cells appended before its line terminator (quoted as CSV needs,
 //! text through the spreadsheet guard), an NDJSON object gets members inserted before its
 //! closing brace; every other byte is the input's.
@@ -18,14 +18,13 @@ use std::io::{self, BufRead, Write};
 
 use serde_json::Value;
 use vtbulk_ioc::Hash;
+use vtbulk_ioc::dedup::{fingerprint, home};
 use vtbulk_ioc::reader::{Cell, Layout, RowKind, Rows};
 use vtbulk_ioc::table::Table;
 use vtbulk_output::{Field, neutralise};
 
-/// Separates values within an entry.
+/// Separates values within an entry's CSV cells and within its JSON values.
 const UNIT: u8 = 0x1f;
-/// Separates an entry's CSV cells from its JSON values.
-const RECORD: u8 = 0x1e;
 
 /// What `--annotate` appends, and how it names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,8 +69,9 @@ impl AnnotateSpec {
 /// open-addressing table of 8-byte slots (`fingerprint << 32 | entry offset / 8 + 1`, at most
 /// half full, homes by the fingerprint's top bits) pointing into it. A look-up touches one slot
 /// and one entry, both in huge pages once large ([`Table`]), so a cell costs one or two cache
-/// misses and no TLB walk; a row's cells are looked up together ([`JoinTable::find_all`]) so
-/// their misses overlap.
+/// misses and no TLB walk; a row's cells are touched together before they are used
+/// (`JoinTable::touch`) so their misses overlap. Fingerprints and homes are the dedup
+/// table's ([`vtbulk_ioc::dedup::fingerprint`]).
 #[derive(Debug, Default)]
 pub struct JoinTable {
     slots: Table<u64>,
@@ -81,26 +81,6 @@ pub struct JoinTable {
 
 /// An entry's head: kind code, digest length, CSV length, JSON length.
 const HEAD: usize = 12;
-
-fn kind_code(hash: &Hash) -> u8 {
-    match hash.kind() {
-        vtbulk_ioc::HashKind::Md5 => 1,
-        vtbulk_ioc::HashKind::Sha1 => 2,
-        vtbulk_ioc::HashKind::Sha256 => 3,
-    }
-}
-
-fn fingerprint(hash: &Hash) -> u32 {
-    let b = hash.as_bytes();
-    let mut head = [0u8; 8];
-    head.copy_from_slice(&b[..8]);
-    (vtbulk_rng::mix64(u64::from_le_bytes(head) ^ u64::from(kind_code(hash))) >> 32) as u32
-}
-
-fn home(fp: u32, len: usize) -> usize {
-    let bits = len.trailing_zeros();
-    (u64::from(fp) << bits >> 32) as usize
-}
 
 impl JoinTable {
     /// Reads the first pass's NDJSON records (written with [`AnnotateSpec::record_fields`]),
@@ -138,7 +118,7 @@ impl JoinTable {
                     cell
                 };
                 csv.extend(cell.bytes().map(|b| match b {
-                    UNIT | RECORD => b' ',
+                    UNIT => b' ',
                     b => b,
                 }));
                 serde_json::to_writer(&mut json, value).map_err(io::Error::other)?;
@@ -151,7 +131,7 @@ impl JoinTable {
                 ));
             }
             let digest = hash.as_bytes();
-            arena.push(kind_code(&hash));
+            arena.push(hash.kind().code());
             arena.push(digest.len() as u8);
             arena.extend_from_slice(&[0, 0]);
             arena.extend_from_slice(&(csv.len() as u32).to_le_bytes());
@@ -222,7 +202,7 @@ impl JoinTable {
             return None;
         }
         let fp = fingerprint(hash);
-        let want = (kind_code(hash), hash.as_bytes());
+        let want = (hash.kind().code(), hash.as_bytes());
         let mask = self.slots.len() - 1;
         let mut i = home(fp, self.slots.len());
         loop {

@@ -26,9 +26,9 @@
 //! vectors are [`Table`]s, in huge pages once large. Digests are uniformly random, so their
 //! first 8 bytes, mixed, are the hash; a crafted input can at worst slow its own run.
 
+use crate::Hash;
 use crate::reader::Origin;
 use crate::table::Table;
-use crate::{Hash, HashKind};
 
 /// A distinct hash and how often it appeared: 36 bytes of plain data, so a table of them can
 /// live in huge pages ([`crate::table`]).
@@ -49,15 +49,7 @@ fn key(hash: &Hash) -> ([u8; 32], u8) {
     let mut digest = [0u8; 32];
     let bytes = hash.as_bytes();
     digest[..bytes.len()].copy_from_slice(bytes);
-    (digest, kind_code(hash.kind()))
-}
-
-fn kind_code(kind: HashKind) -> u8 {
-    match kind {
-        HashKind::Md5 => 1,
-        HashKind::Sha1 => 2,
-        HashKind::Sha256 => 3,
-    }
+    (digest, hash.kind().code())
 }
 
 impl Unique {
@@ -126,17 +118,20 @@ pub struct Seen {
 /// Hashes whose memory is touched together by [`Seen::insert_batch`].
 const BATCH: usize = 256;
 
-fn fingerprint(h: &Hash) -> u32 {
+/// 32 bits of a digest's mixed hash (its first 8 bytes with the kind): the slot's
+/// fingerprint here and in `--annotate`'s join table. Digests are uniformly random, so their
+/// first bytes, mixed, are hash enough.
+pub fn fingerprint(h: &Hash) -> u32 {
     let b = h.as_bytes();
     let mut head = [0u8; 8];
     head.copy_from_slice(&b[..8]);
-    vtbulk_rng::mix64(u64::from_le_bytes(head) ^ u64::from(kind_code(h.kind()))) as u32
+    vtbulk_rng::mix64(u64::from_le_bytes(head) ^ u64::from(h.kind().code())) as u32
 }
 
 /// The home slot of a fingerprint in a table of `len` (a power of two, at most 2^32) slots:
 /// its top bits, so that homes keep their order when the table doubles (slot `i` goes to `2i`
 /// or `2i + 1`) and growing is a sequential sweep rather than millions of random writes.
-fn home(fp: u32, len: usize) -> usize {
+pub fn home(fp: u32, len: usize) -> usize {
     let bits = len.trailing_zeros();
     (u64::from(fp) << bits >> 32) as usize
 }
@@ -358,6 +353,7 @@ impl Seen {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::HashKind;
     use proptest::prelude::*;
 
     fn origin(line: u64) -> Origin {

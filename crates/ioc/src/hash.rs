@@ -33,6 +33,16 @@ impl HashKind {
         }
     }
 
+    /// A small code for tables that keep a digest and its kind in plain bytes: 1 md5, 2 sha1,
+    /// 3 sha256 (0 is left for "empty").
+    pub fn code(self) -> u8 {
+        match self {
+            HashKind::Md5 => 1,
+            HashKind::Sha1 => 2,
+            HashKind::Sha256 => 3,
+        }
+    }
+
     /// Length of the binary digest in bytes.
     pub fn byte_len(self) -> usize {
         match self {
