@@ -376,10 +376,10 @@ impl Seen {
             if slot == 0 {
                 return None;
             }
-            if let Some(index) = layout.index_if(slot, tag) {
-                if self.entries[index].is(&digest, kind) {
-                    return Some(index);
-                }
+            if let Some(index) = layout.index_if(slot, tag)
+                && self.entries[index].is(&digest, kind)
+            {
+                return Some(index);
             }
             i = (i + 1) & mask;
         }
