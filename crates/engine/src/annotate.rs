@@ -79,8 +79,18 @@ pub struct JoinTable {
     len: usize,
 }
 
-/// An entry's head: kind code, digest length, CSV length, JSON length.
+/// An entry's head: kind code, digest length, [`PLAIN`] flag, a spare byte, CSV length, JSON
+/// length.
 const HEAD: usize = 12;
+
+/// An entry whose CSV cells hold no quote, line break or delimiter (tab, comma, semicolon,
+/// bar): written as they are, separators set to the row's delimiter, with no cell to scan.
+const PLAIN: u8 = 1;
+
+/// The delimiters a CSV input may have (the reader's sniffer's).
+fn common_delimiter(delim: u8) -> bool {
+    matches!(delim, b'\t' | b',' | b';' | b'|')
+}
 
 impl JoinTable {
     /// Reads the first pass's NDJSON records (written with [`AnnotateSpec::record_fields`]),
@@ -131,9 +141,12 @@ impl JoinTable {
                 ));
             }
             let digest = hash.as_bytes();
+            let plain = !csv
+                .iter()
+                .any(|&b| matches!(b, b'"' | b'\n' | b'\r') || common_delimiter(b));
             arena.push(hash.kind().code());
             arena.push(digest.len() as u8);
-            arena.extend_from_slice(&[0, 0]);
+            arena.extend_from_slice(&[if plain { PLAIN } else { 0 }, 0]);
             arena.extend_from_slice(&(csv.len() as u32).to_le_bytes());
             arena.extend_from_slice(&(json.len() as u32).to_le_bytes());
             arena.extend_from_slice(digest);
@@ -196,8 +209,8 @@ impl JoinTable {
         self.slots.resident_bytes() + self.arena.resident_bytes()
     }
 
-    /// The entry of `hash`: its CSV cells and its JSON values.
-    fn entry(&self, hash: &Hash) -> Option<(&[u8], &[u8])> {
+    /// The entry of `hash`: its CSV cells, its JSON values and whether its cells are plain.
+    fn entry(&self, hash: &Hash) -> Option<(&[u8], &[u8], bool)> {
         if self.len == 0 {
             return None;
         }
@@ -222,6 +235,7 @@ impl JoinTable {
                 return Some((
                     &self.arena[start..start + csv],
                     &self.arena[start + csv..start + csv + json],
+                    self.arena[at + 2] == PLAIN,
                 ));
             }
             i = (i + 1) & mask;
@@ -299,8 +313,8 @@ enum Joined<'t> {
     Empty,
     /// Not a hash where one was due.
     Invalid,
-    /// Found: CSV cells and JSON values.
-    Found(&'t [u8], &'t [u8]),
+    /// Found: CSV cells, JSON values, and whether the cells are plain ([`PLAIN`]).
+    Found(&'t [u8], &'t [u8], bool),
     /// A hash with no result.
     Missing,
 }
@@ -311,7 +325,7 @@ fn join<'t>(cell: &Cell, table: &'t JoinTable) -> Joined<'t> {
     }
     match Hash::parse_bytes(&cell.value) {
         Ok(h) => match table.entry(&h) {
-            Some((csv, json)) => Joined::Found(csv, json),
+            Some((csv, json, plain)) => Joined::Found(csv, json, plain),
             None => Joined::Missing,
         },
         Err(_) if cell.strict => Joined::Invalid,
@@ -361,10 +375,15 @@ impl Annotator {
             .collect();
         let n = spec.fields.len();
         let status_at = spec.fields.iter().position(|f| *f == Field::Status);
-        // Each row is put together here and written at once (one call per row, not per cell).
-        let mut line: Vec<u8> = Vec::with_capacity(4096);
+        // Rows are put together here and written a batch at a time (one call per batch, not
+        // per cell).
+        let mut line: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
+        let fast = common_delimiter(delim);
         while let Some(row) = rows.next_row()? {
-            line.clear();
+            if line.len() >= BATCH_BYTES {
+                out.write_all(&line)?;
+                line.clear();
+            }
             if row.kind == RowKind::Header {
                 match &self.first_header {
                     Some(h) if h.as_slice() == row.body => continue,
@@ -388,7 +407,18 @@ impl Annotator {
                     table.touch(row.cells);
                     for cell in row.cells {
                         match join(cell, table) {
-                            Joined::Found(cells, _) => {
+                            Joined::Found(cells, _, true) if fast => {
+                                self.report.joined += 1;
+                                line.push(delim);
+                                let start = line.len();
+                                line.extend_from_slice(cells);
+                                for b in &mut line[start..] {
+                                    if *b == UNIT {
+                                        *b = delim;
+                                    }
+                                }
+                            }
+                            Joined::Found(cells, _, _) => {
                                 self.report.joined += 1;
                                 for c in cells.split(|&b| b == UNIT) {
                                     line.push(delim);
@@ -420,9 +450,8 @@ impl Annotator {
                 RowKind::Other => {}
             }
             line.extend_from_slice(row.end);
-            out.write_all(&line)?;
         }
-        Ok(())
+        out.write_all(&line)
     }
 
     fn ndjson(
@@ -468,7 +497,7 @@ impl Annotator {
                 let found: Vec<&[u8]>;
                 let values: &[&[u8]] = match join(cell, table) {
                     Joined::Empty => continue,
-                    Joined::Found(_, json) => {
+                    Joined::Found(_, json, _) => {
                         self.report.joined += 1;
                         found = json.split(|&b| b == UNIT).collect();
                         &found
@@ -501,6 +530,9 @@ impl Annotator {
         Ok(())
     }
 }
+
+/// Bytes of rows gathered before they are written.
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// Quotes a CSV cell when it holds the delimiter, a quote or a line break.
 fn write_csv_cell(out: &mut Vec<u8>, cell: &[u8], delim: u8) {
@@ -566,9 +598,11 @@ mod tests {
         assert_eq!(table.len(), 5000);
         for (i, h) in hashes.iter().enumerate() {
             let hash = Hash::parse(h).expect("a hash");
-            let (csv, json) = table.entry(&hash).expect("found");
+            let (csv, json, plain) = table.entry(&hash).expect("found");
             let cells: Vec<&[u8]> = csv.split(|&b| b == UNIT).collect();
             let values: Vec<&[u8]> = json.split(|&b| b == UNIT).collect();
+            // Only cells with no quote, line break or delimiter are plain.
+            assert_eq!(plain, i == 3, "entry {i}");
             if i == 3 {
                 assert_eq!(cells, [&b"error"[..], b"", b""]);
                 assert_eq!(values, [&b"\"error\""[..], b"null", b"null"]);
@@ -590,5 +624,60 @@ mod tests {
                 .entry(&Hash::parse(&hashes[0]).expect("a hash"))
                 .is_none()
         );
+    }
+
+    #[test]
+    fn plain_and_quoted_entries_are_written_the_same_for_every_delimiter() {
+        let fields = [Field::Status, Field::ThreatLabel, Field::Malicious];
+        let sha = |i: u64| hex(i, 64);
+        // Labels that need no quoting anywhere, and ones that need it under some delimiter.
+        let labels = [
+            "trojan.x/y",
+            "a,b",
+            "a;b",
+            "a|b",
+            "a\tb",
+            "say \"hi\"",
+            "two\nlines",
+            "",
+        ];
+        let mut spool = Vec::new();
+        for (i, label) in labels.iter().enumerate() {
+            let record = serde_json::json!({
+                "input": sha(i as u64), "status": "ok", "threat_label": label, "malicious": i,
+            });
+            spool.extend_from_slice(format!("{record}\n").as_bytes());
+        }
+        let table = JoinTable::load(&mut spool.as_slice(), &fields).expect("loads");
+        let spec = AnnotateSpec {
+            fields: fields.to_vec(),
+            prefix: "vt_".into(),
+        };
+        for delim in [b',', b';', b'\t', b'|'] {
+            let d = char::from(delim);
+            let mut input = format!("name{d}sha256\n");
+            for i in 0..labels.len() as u64 {
+                input.push_str(&format!("f{i}{d}{}\n", sha(i)));
+            }
+            let part = vtbulk_ioc::reader::Part::from_bytes("rows.csv", input.into_bytes());
+            let options = vtbulk_ioc::reader::ReadOptions::default();
+            let mut out = Vec::new();
+            vtbulk_ioc::reader::read_rows(part, &options, &mut |rows| {
+                Annotator::default().write(rows, &table, &spec, &mut out)
+            })
+            .expect("annotates");
+            let rows: Vec<csv::StringRecord> = csv::ReaderBuilder::new()
+                .delimiter(delim)
+                .from_reader(out.as_slice())
+                .records()
+                .map(|r| r.expect("valid CSV"))
+                .collect();
+            assert_eq!(rows.len(), labels.len(), "delimiter {d:?}");
+            for (i, (row, label)) in rows.iter().zip(labels).enumerate() {
+                let want = ["ok".to_string(), label.to_string(), i.to_string()];
+                let got: Vec<&str> = row.iter().skip(2).collect();
+                assert_eq!(got, want, "delimiter {d:?}, row {i}");
+            }
+        }
     }
 }
