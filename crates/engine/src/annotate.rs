@@ -209,12 +209,12 @@ impl JoinTable {
         self.slots.resident_bytes() + self.arena.resident_bytes()
     }
 
-    /// The entry of `hash`: its CSV cells, its JSON values and whether its cells are plain.
-    fn entry(&self, hash: &Hash) -> Option<(&[u8], &[u8], bool)> {
+    /// The entry of `hash` (whose fingerprint is `fp`): its CSV cells, its JSON values and
+    /// whether its cells are plain.
+    fn entry(&self, hash: &Hash, fp: u32) -> Option<(&[u8], &[u8], bool)> {
         if self.len == 0 {
             return None;
         }
-        let fp = fingerprint(hash);
         let want = (hash.kind().code(), hash.as_bytes());
         let mask = self.slots.len() - 1;
         let mut i = home(fp, self.slots.len());
@@ -242,30 +242,50 @@ impl JoinTable {
         }
     }
 
-    /// Touches the slot and the first entry each of a row's (first 16) hash cells will read,
-    /// all before any is used, so that their cache misses overlap instead of following one
-    /// another.
-    fn touch(&self, cells: &[Cell]) {
+    /// Touches the slot and the first entry each of a row's hash cells will read, all before
+    /// any is used, so that their cache misses overlap instead of following one another.
+    fn touch(&self, parsed: &[Parsed]) {
         if self.len == 0 {
             return;
         }
         let len = self.slots.len();
         let mut touched = 0u64;
-        let mut homes = [usize::MAX; 16];
-        for (cell, home_at) in cells.iter().zip(homes.iter_mut()) {
-            if let Ok(h) = Hash::parse_bytes(&cell.value) {
-                *home_at = home(fingerprint(&h), len);
-                touched ^= self.slots[*home_at];
+        for p in parsed {
+            if let Parsed::Hash(_, fp) = p {
+                touched ^= self.slots[home(*fp, len)];
             }
         }
-        for &home_at in homes.iter().filter(|&&h| h != usize::MAX) {
-            let slot = self.slots[home_at];
-            if slot != 0 {
-                let at = ((slot as u32 - 1) as usize) * 8;
-                touched ^= u64::from(self.arena[at + HEAD]);
+        for p in parsed {
+            if let Parsed::Hash(_, fp) = p {
+                let slot = self.slots[home(*fp, len)];
+                if slot != 0 {
+                    let at = ((slot as u32 - 1) as usize) * 8;
+                    touched ^= u64::from(self.arena[at + HEAD]);
+                }
             }
         }
         std::hint::black_box(touched);
+    }
+}
+
+/// What a hash cell holds, parsed once per row: nothing, a hash (with its fingerprint), or
+/// something else.
+#[derive(Clone, Copy)]
+enum Parsed {
+    Empty,
+    Hash(Hash, u32),
+    Other,
+}
+
+impl Parsed {
+    fn of(cell: &Cell) -> Parsed {
+        if !cell.present || cell.value.is_empty() {
+            return Parsed::Empty;
+        }
+        match Hash::parse_bytes(&cell.value) {
+            Ok(h) => Parsed::Hash(h, fingerprint(&h)),
+            Err(_) => Parsed::Other,
+        }
     }
 }
 
@@ -319,17 +339,16 @@ enum Joined<'t> {
     Missing,
 }
 
-fn join<'t>(cell: &Cell, table: &'t JoinTable) -> Joined<'t> {
-    if !cell.present || cell.value.is_empty() {
-        return Joined::Empty;
-    }
-    match Hash::parse_bytes(&cell.value) {
-        Ok(h) => match table.entry(&h) {
+/// What `cell` (parsed as `parsed`) joins to in `table`.
+fn join<'t>(cell: &Cell, parsed: Parsed, table: &'t JoinTable) -> Joined<'t> {
+    match parsed {
+        Parsed::Empty => Joined::Empty,
+        Parsed::Hash(h, fp) => match table.entry(&h, fp) {
             Some((csv, json, plain)) => Joined::Found(csv, json, plain),
             None => Joined::Missing,
         },
-        Err(_) if cell.strict => Joined::Invalid,
-        Err(_) => Joined::Empty,
+        Parsed::Other if cell.strict => Joined::Invalid,
+        Parsed::Other => Joined::Empty,
     }
 }
 
@@ -379,6 +398,7 @@ impl Annotator {
         // per cell).
         let mut line: Vec<u8> = Vec::with_capacity(BATCH_BYTES + 4096);
         let fast = common_delimiter(delim);
+        let mut parsed: Vec<Parsed> = Vec::new();
         while let Some(row) = rows.next_row()? {
             if line.len() >= BATCH_BYTES {
                 out.write_all(&line)?;
@@ -404,9 +424,11 @@ impl Annotator {
                     }
                 }
                 RowKind::Data => {
-                    table.touch(row.cells);
-                    for cell in row.cells {
-                        match join(cell, table) {
+                    parsed.clear();
+                    parsed.extend(row.cells.iter().map(Parsed::of));
+                    table.touch(&parsed);
+                    for (cell, &p) in row.cells.iter().zip(&parsed) {
+                        match join(cell, p, table) {
                             Joined::Found(cells, _, true) if fast => {
                                 self.report.joined += 1;
                                 line.push(delim);
@@ -495,7 +517,7 @@ impl Annotator {
                 .is_some_and(|&b| b == b'{');
             for (g, cell) in row.cells.iter().enumerate() {
                 let found: Vec<&[u8]>;
-                let values: &[&[u8]] = match join(cell, table) {
+                let values: &[&[u8]] = match join(cell, Parsed::of(cell), table) {
                     Joined::Empty => continue,
                     Joined::Found(_, json, _) => {
                         self.report.joined += 1;
@@ -598,7 +620,7 @@ mod tests {
         assert_eq!(table.len(), 5000);
         for (i, h) in hashes.iter().enumerate() {
             let hash = Hash::parse(h).expect("a hash");
-            let (csv, json, plain) = table.entry(&hash).expect("found");
+            let (csv, json, plain) = table.entry(&hash, fingerprint(&hash)).expect("found");
             let cells: Vec<&[u8]> = csv.split(|&b| b == UNIT).collect();
             let values: Vec<&[u8]> = json.split(|&b| b == UNIT).collect();
             // Only cells with no quote, line break or delimiter are plain.
@@ -617,11 +639,12 @@ mod tests {
         }
         for i in 5000..6000u64 {
             let unknown = Hash::parse(&hex(i, 64)).expect("a hash");
-            assert!(table.entry(&unknown).is_none());
+            assert!(table.entry(&unknown, fingerprint(&unknown)).is_none());
         }
+        let first = Hash::parse(&hashes[0]).expect("a hash");
         assert!(
             JoinTable::default()
-                .entry(&Hash::parse(&hashes[0]).expect("a hash"))
+                .entry(&first, fingerprint(&first))
                 .is_none()
         );
     }
