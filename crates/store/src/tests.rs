@@ -842,3 +842,72 @@ fn a_cache_opened_read_only_answers_refuses_writes_and_is_left_as_it_was() {
     assert_eq!(not_writable(&path), None);
     assert_eq!(std::fs::read(&path).expect("read"), before);
 }
+
+#[test]
+fn lookups_find_exactly_the_stored_files_whether_they_lie_dense_sparse_or_repeated() {
+    let (_dir, path) = temp();
+    let mut store = Store::open(&path).expect("open");
+    // 600 files with spread-out digests (every third of 1,800 candidates), and a 404 for one
+    // candidate that is not stored (asked by its SHA-256).
+    let digest = |i: u64| {
+        let mut d = [0u8; 32];
+        for (k, chunk) in d.chunks_mut(8).enumerate() {
+            chunk.copy_from_slice(&vtbulk_rng::mix64(i * 4 + k as u64).to_be_bytes());
+        }
+        d
+    };
+    let stored = |i: u64| i.is_multiple_of(3);
+    let md5 = |i: u64| <[u8; 16]>::try_from(&digest(i + 100_000)[..16]).expect("16 bytes");
+    let sha1 = |i: u64| <[u8; 20]>::try_from(&digest(i + 200_000)[..20]).expect("20 bytes");
+    // Each candidate is asked by one of its hashes: SHA-256, MD5 or SHA-1 in turn.
+    let ask = |i: u64| match (i / 3) % 3 {
+        0 => Hash::Sha256(digest(i)),
+        1 => Hash::Md5(md5(i)),
+        _ => Hash::Sha1(sha1(i)),
+    };
+    let puts: Vec<Put> = (0..1800u64)
+        .filter(|&i| stored(i))
+        .map(|i| Put::Found {
+            sha256: digest(i),
+            md5: Some(md5(i)),
+            sha1: Some(sha1(i)),
+            summary: i.to_string().into_bytes(),
+            body: None,
+        })
+        .collect();
+    store.put_batch(&puts, T0).expect("put");
+    store
+        .put_batch(&[Put::NotFound(Hash::Sha256(digest(1)))], T0)
+        .expect("put");
+    store.compact().expect("compact");
+    // Every pattern of wanted keys: all of them, the stored ones only (rows dense), every
+    // 40th candidate (gaps wider than a sweep steps), repeats, and digests past the last row.
+    let all: Vec<u64> = (0..1800).collect();
+    let dense: Vec<u64> = (0..1800).filter(|&i| stored(i)).collect();
+    let sparse: Vec<u64> = (0..1800).step_by(40).collect();
+    let repeats: Vec<u64> = (0..300).map(|i| (i * 7) % 50).collect();
+    for (name, picks) in [
+        ("all", all),
+        ("dense", dense),
+        ("sparse", sparse),
+        ("repeats", repeats),
+    ] {
+        let mut hashes: Vec<Hash> = picks.iter().map(|&i| ask(i)).collect();
+        hashes.extend([Hash::Sha256([0xff; 32]), Hash::Sha1([0xff; 20])]);
+        let hits = store.get_many(&hashes, false).expect("get");
+        assert_eq!(hits.len(), hashes.len());
+        for (&i, hit) in picks.iter().zip(&hits) {
+            match hit {
+                Some(Hit::Found(f)) => {
+                    assert!(stored(i), "{name}: {i} found but never stored");
+                    assert_eq!(f.sha256, digest(i), "{name}: {i}");
+                    assert_eq!((f.md5, f.sha1), (Some(md5(i)), Some(sha1(i))), "{name}: {i}");
+                    assert_eq!(f.summary, i.to_string().into_bytes(), "{name}: {i}");
+                }
+                Some(Hit::NotFound { .. }) => assert_eq!(i, 1, "{name}: only 1 has a 404"),
+                None => assert!(!stored(i) && i != 1, "{name}: {i} stored but not found"),
+            }
+        }
+        assert_eq!(hits[picks.len()..], [None, None], "{name}: past the last rows");
+    }
+}
