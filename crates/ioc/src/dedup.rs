@@ -7,7 +7,8 @@
 //!   to 32 bytes, the count and the kind in one `u32`);
 //! - first origins in a vector of 16-bit line deltas beside it, with an anchor (input, line)
 //!   every 64 entries and wherever a delta does not fit (origins come in reading order, so
-//!   deltas are small);
+//!   deltas are small), and per 64 entries the number of its first anchor, so that an
+//!   origin is found without a search (the cache check asks for them in hash order);
 //! - an open-addressing table of 4-byte slots (linear probing, at most 13/16 full) points into
 //!   the entries. A table of 2^k slots keeps `index + 1` in a slot's low k bits and the
 //!   digest's fingerprint's low 32 - k bits above it (a 32-bit mixed hash of the digest whose
@@ -112,6 +113,9 @@ pub struct Seen {
     /// Per entry, its first line minus the entry before's (0 at an anchor).
     deltas: Table<u16>,
     anchors: Vec<Anchor>,
+    /// Per 64 entries, the index in `anchors` of the anchor at its first entry (there is
+    /// always one): finding an entry's anchor is then a look among a few, not a search.
+    blocks: Vec<u32>,
     /// The last origin kept, for the next delta.
     last: Option<Origin>,
     /// Empty is 0; otherwise a fingerprint's tag and `index + 1` ([`Layout`]). Length a power
@@ -249,6 +253,10 @@ impl Seen {
             Some(d) => self.deltas.push(d),
             None => {
                 self.deltas.push(0);
+                if index.is_multiple_of(ANCHOR_EVERY) {
+                    self.blocks
+                        .push(u32::try_from(self.anchors.len()).unwrap_or(u32::MAX));
+                }
                 self.anchors.push(Anchor {
                     at: u32::try_from(index).unwrap_or(u32::MAX),
                     input: origin.input,
@@ -261,8 +269,17 @@ impl Seen {
 
     /// Where entry `index` (in first-seen order) first appeared.
     pub fn first(&self, index: usize) -> Origin {
-        let after = self.anchors.partition_point(|a| a.at as usize <= index);
-        let Some(anchor) = after.checked_sub(1).and_then(|a| self.anchors.get(a)) else {
+        let block = index / ANCHOR_EVERY;
+        let Some(&lo) = self.blocks.get(block) else {
+            return Origin { input: 0, line: 0 };
+        };
+        let hi = self
+            .blocks
+            .get(block + 1)
+            .map_or(self.anchors.len(), |&h| h as usize);
+        let within = self.anchors.get(lo as usize..hi).unwrap_or_default();
+        let after = within.partition_point(|a| a.at as usize <= index);
+        let Some(anchor) = after.checked_sub(1).and_then(|a| within.get(a)) else {
             return Origin { input: 0, line: 0 };
         };
         let from = anchor.at as usize + 1;
@@ -396,6 +413,7 @@ impl Seen {
         self.entries.resident_bytes()
             + self.deltas.resident_bytes()
             + self.anchors.capacity() * std::mem::size_of::<Anchor>()
+            + self.blocks.capacity() * 4
             + self.slots.resident_bytes()
     }
 

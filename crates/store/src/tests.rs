@@ -901,13 +901,21 @@ fn lookups_find_exactly_the_stored_files_whether_they_lie_dense_sparse_or_repeat
                 Some(Hit::Found(f)) => {
                     assert!(stored(i), "{name}: {i} found but never stored");
                     assert_eq!(f.sha256, digest(i), "{name}: {i}");
-                    assert_eq!((f.md5, f.sha1), (Some(md5(i)), Some(sha1(i))), "{name}: {i}");
+                    assert_eq!(
+                        (f.md5, f.sha1),
+                        (Some(md5(i)), Some(sha1(i))),
+                        "{name}: {i}"
+                    );
                     assert_eq!(f.summary, i.to_string().into_bytes(), "{name}: {i}");
                 }
                 Some(Hit::NotFound { .. }) => assert_eq!(i, 1, "{name}: only 1 has a 404"),
                 None => assert!(!stored(i) && i != 1, "{name}: {i} stored but not found"),
             }
         }
-        assert_eq!(hits[picks.len()..], [None, None], "{name}: past the last rows");
+        assert_eq!(
+            hits[picks.len()..],
+            [None, None],
+            "{name}: past the last rows"
+        );
     }
 }
