@@ -9,6 +9,8 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use vtbulk_output::direct::DirectFile;
+
 use crate::failure::Failure;
 
 /// An output being written, and how it is completed.
@@ -25,26 +27,21 @@ impl OutputFile {
             let out = io::BufWriter::with_capacity(64 * 1024, io::stdout());
             return Ok((Box::new(out), OutputFile { renamed: None }));
         };
-        let (file, renamed) = match regular_target(path) {
-            Some(target) => {
-                let partial = partial_path(&target);
-                let file = std::fs::File::create(&partial).map_err(|e| {
-                    Failure::Usage(format!("failed to create {}: {e}", partial.display()))
-                })?;
-                (file, Some((partial, target)))
-            }
-            None => {
-                let file = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(path)
-                    .map_err(|e| {
-                        Failure::Usage(format!("failed to open {}: {e}", path.display()))
-                    })?;
-                (file, None)
-            }
+        let Some(target) = regular_target(path) else {
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Failure::Usage(format!("failed to open {}: {e}", path.display())))?;
+            let out = io::BufWriter::with_capacity(256 * 1024, file);
+            return Ok((Box::new(out), OutputFile { renamed: None }));
         };
-        let out = io::BufWriter::with_capacity(256 * 1024, file);
-        Ok((Box::new(out), OutputFile { renamed }))
+        // A regular file is written past the page cache where the system allows it
+        // (`vtbulk_output::direct`): an output of gigabytes costs a core's time else.
+        let partial = partial_path(&target);
+        let file = DirectFile::create(&partial)
+            .map_err(|e| Failure::Usage(format!("failed to create {}: {e}", partial.display())))?;
+        let renamed = Some((partial, target));
+        Ok((Box::new(file), OutputFile { renamed }))
     }
 
     /// Everything was written: the partial file becomes the output.

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod behind;
+pub mod direct;
 mod record;
 mod sink;
 
