@@ -14,6 +14,10 @@
 //! rewrites the padding with what follows. Where the system or the filesystem refuses
 //! `O_DIRECT` (tmpfs, other systems; `EINVAL` at open or at a write), the same blocks go
 //! through the page cache: the bytes written are the same either way.
+//!
+//! A process killed between a flush's padded write and its cut leaves up to 4 KiB of zeros
+//! at the end of the file; the CLI writes `FILE.partial` and renames it only after the last
+//! flush has returned, so a finished output never ends so.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
