@@ -23,6 +23,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 /// The alignment of buffers, lengths and offsets (the largest logical block size in use).
 const ALIGN: usize = 4096;
@@ -30,76 +33,184 @@ const ALIGN: usize = 4096;
 /// Bytes gathered before a block is written.
 const BLOCK: usize = 1 << 20;
 
-/// A file written in aligned blocks, past the page cache where it can be.
+/// Blocks waiting for the writing thread at most, besides the one it writes.
+const DEPTH: usize = 2;
+
+/// A file written in aligned blocks, past the page cache where it can be, by a thread of its
+/// own: the caller (the run's writer task, on the runtime) only copies into the block.
 #[derive(Debug)]
 pub struct DirectFile {
-    file: File,
-    path: PathBuf,
-    /// `BLOCK + ALIGN` bytes; the block starts at `start`, aligned in memory.
-    buf: Vec<u8>,
-    start: usize,
-    /// Bytes of the block filled.
+    /// The block being filled, and how much of it is.
+    block: Block,
     len: usize,
     /// Where in the file the block goes (a multiple of `ALIGN`).
     at: u64,
-    /// Whether the file is open with `O_DIRECT`.
+    jobs: Option<SyncSender<Job>>,
+    /// Blocks the thread has written, to fill again.
+    back: Receiver<Block>,
+    /// The thread's first failure (kind and message), reported to every later call.
+    failed: Arc<Mutex<Option<(io::ErrorKind, String)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// An aligned block of `BLOCK` bytes inside a vector of `BLOCK + ALIGN`.
+#[derive(Debug)]
+struct Block {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let buf = vec![0u8; BLOCK + ALIGN];
+        let start = buf.as_ptr().addr().next_multiple_of(ALIGN) - buf.as_ptr().addr();
+        Block { buf, start }
+    }
+
+    fn bytes(&self, n: usize) -> &[u8] {
+        &self.buf[self.start..self.start + n]
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        let start = self.start;
+        &mut self.buf[start..start + BLOCK]
+    }
+}
+
+/// What the thread is asked, in order.
+#[derive(Debug)]
+enum Job {
+    /// Write the block's first `len` bytes at `at`, then give the block back.
+    Write { block: Block, len: usize, at: u64 },
+    /// Cut the file to `len` bytes (the padding of a partial block), then say so.
+    Cut { len: u64, done: SyncSender<()> },
+}
+
+/// The thread's side: the file, and whether it is still open past the page cache.
+struct Writer {
+    file: File,
+    path: PathBuf,
     direct: bool,
+}
+
+impl Writer {
+    /// Writes `bytes` at `at`, going through the page cache from then on if the filesystem
+    /// refuses this write past it.
+    fn put(&mut self, bytes: &[u8], at: u64) -> io::Result<()> {
+        match self.file.write_all_at(bytes, at) {
+            Err(e) if self.direct && e.raw_os_error() == Some(EINVAL) => {
+                self.file = OpenOptions::new().write(true).open(&self.path)?;
+                self.direct = false;
+                self.file.write_all_at(bytes, at)
+            }
+            other => other,
+        }
+    }
+
+    fn run(
+        mut self,
+        jobs: Receiver<Job>,
+        back: std::sync::mpsc::Sender<Block>,
+        failed: &Mutex<Option<(io::ErrorKind, String)>>,
+    ) {
+        let fail = |e: io::Error| {
+            if let Ok(mut f) = failed.lock() {
+                f.get_or_insert((e.kind(), e.to_string()));
+            }
+        };
+        let mut broken = false;
+        for job in jobs {
+            match job {
+                Job::Write { block, len, at } => {
+                    if !broken && let Err(e) = self.put(block.bytes(len), at) {
+                        broken = true;
+                        fail(e);
+                    }
+                    let _ = back.send(block);
+                }
+                Job::Cut { len, done } => {
+                    if !broken && let Err(e) = self.file.set_len(len) {
+                        broken = true;
+                        fail(e);
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
 }
 
 impl DirectFile {
     /// Creates (or truncates) `path`; past the page cache when the system allows it there.
     pub fn create(path: &Path) -> io::Result<DirectFile> {
-        match open(path, true) {
-            Ok(file) => Ok(DirectFile::new(file, path, true)),
-            Err(e) if e.raw_os_error() == Some(EINVAL) => {
-                Ok(DirectFile::new(open(path, false)?, path, false))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether writes bypass the page cache.
-    pub fn is_direct(&self) -> bool {
-        self.direct
-    }
-
-    fn new(file: File, path: &Path, direct: bool) -> DirectFile {
-        let buf = vec![0u8; BLOCK + ALIGN];
-        let start = buf.as_ptr().addr().next_multiple_of(ALIGN) - buf.as_ptr().addr();
-        DirectFile {
+        let (file, direct) = match open(path, true) {
+            Ok(file) => (file, true),
+            Err(e) if e.raw_os_error() == Some(EINVAL) => (open(path, false)?, false),
+            Err(e) => return Err(e),
+        };
+        DirectFile::start(Writer {
             file,
             path: path.to_owned(),
-            buf,
-            start,
+            direct,
+        })
+    }
+
+    fn start(writer: Writer) -> io::Result<DirectFile> {
+        let (jobs, rx) = sync_channel(DEPTH);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let failed = Arc::new(Mutex::new(None));
+        let shared = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("vtbulk-direct".into())
+            .spawn(move || writer.run(rx, back_tx, &shared))?;
+        Ok(DirectFile {
+            block: Block::new(),
             len: 0,
             at: 0,
-            direct,
+            jobs: Some(jobs),
+            back,
+            failed,
+            thread: Some(thread),
+        })
+    }
+
+    /// The thread's failure, if any.
+    fn check(&self) -> io::Result<()> {
+        match self.failed.lock().ok().and_then(|f| f.clone()) {
+            Some((kind, message)) => Err(io::Error::new(kind, message)),
+            None => Ok(()),
         }
     }
 
-    /// Writes the block's first `bytes` at its offset, going through the page cache from
-    /// then on if the filesystem refuses this write past it.
-    fn put(&mut self, bytes: usize) -> io::Result<()> {
-        let range = self.start..self.start + bytes;
-        match self.file.write_all_at(&self.buf[range.clone()], self.at) {
-            Err(e) if self.direct && e.raw_os_error() == Some(EINVAL) => {
-                self.file = OpenOptions::new().write(true).open(&self.path)?;
-                self.direct = false;
-                self.file.write_all_at(&self.buf[range], self.at)
-            }
-            other => other,
-        }
+    fn send(&self, job: Job) -> io::Result<()> {
+        let gone = || io::Error::other("the output's writing thread has ended");
+        self.jobs
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(job)
+            .map_err(|_| gone())
+    }
+
+    /// A block to fill: one the thread has written, or a new one.
+    fn spare(&self) -> Block {
+        self.back.try_recv().unwrap_or_else(|_| Block::new())
     }
 }
 
 impl Write for DirectFile {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.check()?;
         let n = data.len().min(BLOCK - self.len);
-        let at = self.start + self.len;
-        self.buf[at..at + n].copy_from_slice(&data[..n]);
+        self.block.bytes_mut()[self.len..self.len + n].copy_from_slice(&data[..n]);
         self.len += n;
         if self.len == BLOCK {
-            self.put(BLOCK)?;
+            let next = self.spare();
+            let full = std::mem::replace(&mut self.block, next);
+            self.send(Job::Write {
+                block: full,
+                len: BLOCK,
+                at: self.at,
+            })?;
             self.at += BLOCK as u64;
             self.len = 0;
         }
@@ -107,15 +218,29 @@ impl Write for DirectFile {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        if self.len == 0 {
-            return Ok(());
+        self.check()?;
+        if self.len > 0 {
+            // A copy of the partial block, padded, goes out; the block stays gathered, so its
+            // next write covers the padding with what follows.
+            let padded = self.len.next_multiple_of(ALIGN);
+            let mut copy = self.spare();
+            copy.bytes_mut()[..self.len].copy_from_slice(self.block.bytes(self.len));
+            copy.bytes_mut()[self.len..padded].fill(0);
+            self.send(Job::Write {
+                block: copy,
+                len: padded,
+                at: self.at,
+            })?;
         }
-        let padded = self.len.next_multiple_of(ALIGN);
-        self.buf[self.start + self.len..self.start + padded].fill(0);
-        self.put(padded)?;
-        // The padding is not output: cut it off. The block stays gathered, so the next write
-        // of it covers the padding with what follows.
-        self.file.set_len(self.at + self.len as u64)
+        // The padding is not output: cut it off. Waiting for that waits for every write.
+        let (done, wait) = sync_channel(1);
+        self.send(Job::Cut {
+            len: self.at + self.len as u64,
+            done,
+        })?;
+        wait.recv()
+            .map_err(|_| io::Error::other("the output's writing thread has ended"))?;
+        self.check()
     }
 }
 
@@ -124,6 +249,10 @@ impl Drop for DirectFile {
         // As `BufWriter`: what is gathered is written; a failure here has no one to tell
         // (callers flush, and see it, before they let go).
         let _ = self.flush();
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
@@ -163,7 +292,7 @@ mod tests {
 
     /// Pieces of every size (none, one byte, across blocks), flushes between some, the last
     /// write unflushed until the drop.
-    fn write_pieces(out: &mut DirectFile) -> Vec<u8> {
+    fn write_pieces(out: &mut DirectFile, path: &Path) -> Vec<u8> {
         let mut want = Vec::new();
         let mut rng = vtbulk_rng::Rng::new(11);
         for i in 0..60u64 {
@@ -181,7 +310,7 @@ mod tests {
             if i % 4 == 1 {
                 out.flush().expect("flush");
                 assert_eq!(
-                    std::fs::metadata(&out.path).expect("stat").len(),
+                    std::fs::metadata(path).expect("stat").len(),
                     want.len() as u64,
                     "after a flush the file is exactly what was written"
                 );
@@ -195,7 +324,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("out.csv");
         let mut out = DirectFile::create(&path).expect("create");
-        let want = write_pieces(&mut out);
+        let want = write_pieces(&mut out, &path);
         drop(out);
         assert!(std::fs::read(&path).expect("read") == want);
     }
@@ -205,8 +334,13 @@ mod tests {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("out.csv");
         let file = open(&path, false).expect("open");
-        let mut out = DirectFile::new(file, &path, false);
-        let want = write_pieces(&mut out);
+        let writer = Writer {
+            file,
+            path: path.clone(),
+            direct: false,
+        };
+        let mut out = DirectFile::start(writer).expect("start");
+        let want = write_pieces(&mut out, &path);
         drop(out);
         assert!(std::fs::read(&path).expect("read") == want);
         // tmpfs refuses O_DIRECT at open: the file is still created and written.
@@ -227,5 +361,25 @@ mod tests {
         let err = DirectFile::create(&dir.path().join("missing").join("out.csv"))
             .expect_err("no such directory");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn a_failed_write_on_the_thread_is_reported_to_the_writes_and_flushes_after_it() {
+        if !Path::new("/dev/full").exists() {
+            return;
+        }
+        let mut out = DirectFile::create(Path::new("/dev/full")).expect("open /dev/full");
+        let block = vec![b'x'; BLOCK];
+        let mut first = None;
+        for _ in 0..(DEPTH + 4) {
+            if let Err(e) = out.write_all(&block) {
+                first = Some(e);
+                break;
+            }
+        }
+        let flushed = out.flush().expect_err("the flush reports it too");
+        let first = first.unwrap_or(flushed);
+        assert_eq!(first.kind(), io::ErrorKind::StorageFull, "{first}");
+        assert!(out.write_all(b"more").is_err(), "and every write after it");
     }
 }
