@@ -2,7 +2,7 @@
 //!
 //! Every setting is a field of [`Layer`] (flattened into [`CommonArgs`]): declared once, it
 //! is a flag, a file key and a line of `vtbulk config` at the same time. The arguments here
-//! are the rest, each listed in [`FLAG_ONLY`]: where the key and the configuration come from,
+//! are the rest, each listed in `FLAG_ONLY`: where the key and the configuration come from,
 //! what a command writes where, and what only one command does; a test checks that every
 //! flag of every command is one or the other.
 

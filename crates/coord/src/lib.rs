@@ -73,7 +73,7 @@ end
     };
 }
 
-/// The grant script. KEYS[1]: the key's prefix. ARGV: the interval in microseconds; the hour,
+/// The grant script. `KEYS[1]`: the key's prefix. ARGV: the interval in microseconds; the hour,
 /// day and month allowances for this fleet (`-1`: none); the spend known in those windows
 /// (VirusTotal's `used` when this process started: a window's counter starts there the first
 /// time the fleet touches it); a token and a lease in milliseconds (`0`: no turn); `1` to
@@ -149,7 +149,7 @@ return {1, now, delay, seq, n, next}
 "#
 );
 
-/// The departure script. KEYS[1]: the prefix; ARGV: the token, the interval, the turn's slot
+/// The departure script. `KEYS[1]`: the prefix; ARGV: the token, the interval, the turn's slot
 /// (Redis's clock) and how late after it the request left (all in microseconds). The turn's
 /// holder says its request left: the next slot is one interval after that departure on
 /// Redis's clock, never before (the lateness the holder reports includes the whole round trip
@@ -169,7 +169,7 @@ redis.call('DEL', turn)
 return 1
 "#;
 
-/// The push script. KEYS[1]: the prefix; ARGV: a turn's sequence number, microseconds. The
+/// The push script. `KEYS[1]`: the prefix; ARGV: a turn's sequence number, microseconds. The
 /// answer to that turn's request came back late (the server handled it late: a strict
 /// limiter stamps it late), so the fleet's next slot moves back by that much, unless another
 /// turn was granted since (then it is too late to help).
@@ -184,7 +184,7 @@ redis.call('SET', pace, string.format('%.0f', tat + tonumber(ARGV[2])), 'KEEPTTL
 return 1
 "#;
 
-/// The return script. KEYS[1]: the prefix; ARGV: the fleet's next slot the lease's grant set
+/// The return script. `KEYS[1]`: the prefix; ARGV: the fleet's next slot the lease's grant set
 /// (its name), the lease's unused slots after the last it used, all its unused slots, the
 /// interval in microseconds, and the Unix second of the grant (its windows; empty: now). Every unused slot
 /// is refunded to the windows it was charged to; the trailing ones also go back to the fleet's
@@ -281,7 +281,7 @@ pub enum Claim {
     Busy,
 }
 
-/// The spent script: KEYS[1] the prefix; answers the hour, day and month counters now.
+/// The spent script: `KEYS[1]` the prefix; answers the hour, day and month counters now.
 const SPENT: &str = concat!(
     calendar!(),
     r#"
@@ -296,7 +296,7 @@ return {get(prefix .. ':spent:hour:' .. hour), get(prefix .. ':spent:day:' .. da
 "#
 );
 
-/// For tests: ARGV[1] a day number; answers its year, month, and the day number of the first
+/// For tests: `ARGV[1]` a day number; answers its year, month, and the day number of the first
 /// of the next month, by the scripts' own calendar.
 pub const CALENDAR_CHECK: &str = concat!(
     calendar!(),

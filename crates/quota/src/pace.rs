@@ -70,7 +70,7 @@ pub const ANSWER_PUSH_MAX: Duration = Duration::from_millis(5);
 /// The most the answer-push cap grows to, as a share of the interval.
 pub const ANSWER_PUSH_LIMIT: f64 = 0.25;
 
-/// A request that left: what its answer is matched against ([`Pacer::answered`]).
+/// A request that left: what its answer is matched against (`Pacer::answered`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Departure {
     /// The departure's number in the run (the pacer counts them).

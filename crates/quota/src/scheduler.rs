@@ -300,7 +300,7 @@ impl Scheduler {
     }
 
     /// The answer to a request that left (`departure`) arrived at `at`: a round trip slower
-    /// than the quickest recent one pushes the next request back (see [`crate::pace`]).
+    /// than the quickest recent one pushes the next request back (see `crate::pace`).
     /// Returns how far the next request was pushed (zero: not at all).
     pub fn answered(&self, departure: Departure, at: Instant) -> std::time::Duration {
         self.pacer.answered(departure, at)

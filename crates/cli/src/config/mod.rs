@@ -50,7 +50,7 @@ pub struct Layer {
     /// CA), besides the operating system's trust store.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<String>,
-    /// The proxy: http://[user:password@]host:port (an HTTP CONNECT tunnel, for every host
+    /// The proxy: `http://[user:password@]host:port` (an HTTP CONNECT tunnel, for every host
     /// but NO_PROXY's), or off [default: HTTPS_PROXY/ALL_PROXY and NO_PROXY, loopback never].
     #[arg(long, value_name = "URL|off")]
     pub proxy: Option<String>,
