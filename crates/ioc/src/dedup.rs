@@ -17,7 +17,8 @@
 //!
 //! That is 36 + 2 + 4 / load bytes per unique hash (about 43 to 48 as the table fills, the
 //! vectors' growth slack on top: 44.5 at 400 k, 47.4 at 2 M); 8-byte slots (the fingerprint
-//! and the index side by side, at most 3/4 full) cost 49 to 60 (60 at 400 k, 56 at 2 M). Growing sweeps the entries in order (sequential reads,
+//! and the index side by side, at most 3/4 full) cost 49 to 60 (60 at 400 k, 56 at 2 M).
+//! Growing sweeps the entries in order (sequential reads,
 //! their fingerprints recomputed from the digests) and writes the new slots a batch at a
 //! time, each batch's homes touched first so that the misses overlap; an earlier index of
 //! 5-byte slots re-read the entries at random to grow and ran the dedup bench 2.2 times

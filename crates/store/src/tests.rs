@@ -881,7 +881,7 @@ fn lookups_find_exactly_the_stored_files_whether_they_lie_dense_sparse_or_repeat
         .expect("put");
     store.compact().expect("compact");
     // Every pattern of wanted keys: all of them, the stored ones only (rows dense), every
-    // 40th candidate (gaps wider than a sweep steps), repeats, and digests past the last row.
+    // 40th candidate (wide gaps), repeats, and digests past the last row.
     let all: Vec<u64> = (0..1800).collect();
     let dense: Vec<u64> = (0..1800).filter(|&i| stored(i)).collect();
     let sparse: Vec<u64> = (0..1800).step_by(40).collect();
